@@ -1,0 +1,82 @@
+/* Hypervisor driver interface: a vtable per VMM and static capabilities keyed by type.
+ * Only hv.c calls the slots; lifecycle code asks capabilities, never names. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util/err.h"
+
+enum hv_cap {
+    HV_CAP_PAUSE,                 /* pause/resume vCPUs */
+    HV_CAP_SNAPSHOT,              /* save a restorable snapshot (standby) */
+    HV_CAP_RESTORE,               /* load one */
+    HV_CAP_FORK,                  /* start children from a frozen snapshot */
+    HV_CAP_SNAPSHOT_BASE_REUSE,   /* a retained base makes later snapshots write only changes */
+    HV_CAP_GRACEFUL_VMM_SHUTDOWN, /* the VMM can be asked to exit cleanly (QMP quit) */
+    HV_CAP_RESUME_ON_LOAD,        /* restore can resume as part of loading */
+    HV_CAP_EXEC_AGENT,            /* a host<->guest agent channel exists */
+    _HV_CAP_MAX,
+    _HV_CAP_INVALID = -22,
+};
+
+const char *hv_cap_to_string(enum hv_cap c);
+
+/* Everything a driver needs to start a VM; all paths absolute, owned by the caller. */
+struct hv_vm_spec {
+    const char *id;          /* instance id */
+    const char *dir;         /* instance directory */
+    uint32_t memory_mib;
+    uint32_t vcpus;
+    const char *kernel;
+    const char *initrd;      /* may be NULL */
+    const char *cmdline;     /* kernel command line from the manager; drivers append their own */
+    const char *root_disk;   /* raw ext4 image, attached read-write as the first disk; may be NULL */
+    const char *mem_path;    /* guest RAM file (fallocated by the driver if missing) */
+    const char *api_sock;    /* VMM control socket (QMP / Firecracker API) */
+    const char *agent_sock;  /* host end of the guest agent channel */
+    const char *console_log; /* serial console output, appended */
+    const char *vmm_log;     /* VMM stdout/stderr, appended */
+    const char *accel;       /* "kvm" | "tcg"; NULL = driver decides */
+};
+
+enum hv_run_state {
+    HV_RUN_RUNNING,
+    HV_RUN_PAUSED,
+    HV_RUN_OTHER, /* shutdown, internal-error, ... */
+};
+
+/* A live VMM process. Owned by whoever launched or attached it; freed by hv_vm_release(). */
+struct hv_vm {
+    const struct hv_driver *drv;
+    pid_t pid;
+    uint64_t start_time; /* /proc start time: with pid, the process's identity */
+    int pidfd;           /* readable when the VMM exits */
+    void *priv;          /* driver state (QMP connection, ...) */
+};
+
+struct hv_driver {
+    const char *name;
+    bool caps[_HV_CAP_MAX];
+    /* Start a VMM and boot spec; returns once the VMM's control channel answers. */
+    int (*launch)(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *err);
+    /* Re-adopt a VMM started by an earlier daemon: -ESRCH if pid/start_time is not it. */
+    int (*attach)(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time,
+                  struct hv_vm **ret_vm, struct tp_err *err);
+    int (*query)(struct hv_vm *vm, enum hv_run_state *ret, struct tp_err *err);
+    int (*pause)(struct hv_vm *vm, struct tp_err *err);
+    int (*resume)(struct hv_vm *vm, struct tp_err *err);
+    /* Ask the VMM to exit and wait up to timeout_ms for it (graceful_vmm_shutdown). */
+    int (*shutdown)(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
+    /* Connect to the guest agent channel; returns a stream fd speaking agent_proto.h. */
+    int (*agent_connect)(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err);
+    /* Free driver state; does not stop the VMM. NULL-safe. */
+    void (*release)(struct hv_vm *vm);
+};
+
+/* The registry: static facts by type, no VM needed. NULL when unknown. */
+const struct hv_driver *hv_driver_find(const char *name);
+/* NULL-terminated list of every registered driver. */
+const struct hv_driver *const *hv_driver_all(void);
+bool hv_has_cap(const struct hv_driver *drv, enum hv_cap c);

@@ -1,0 +1,25 @@
+/* The one caller of driver slots: capability checks, then the driver; generic process control. */
+#pragma once
+
+#include "hypervisor/driver.h"
+#include "util/cleanup.h"
+
+/* Each returns -EOPNOTSUPP (with a message naming driver and capability) when the driver lacks
+ * what the operation needs. */
+int hv_launch(const struct hv_driver *drv, const struct hv_vm_spec *spec, struct hv_vm **ret_vm,
+              struct tp_err *err);
+int hv_attach(const struct hv_driver *drv, const struct hv_vm_spec *spec, pid_t pid,
+              uint64_t start_time, struct hv_vm **ret_vm, struct tp_err *err);
+int hv_query(struct hv_vm *vm, enum hv_run_state *ret, struct tp_err *err);
+int hv_pause(struct hv_vm *vm, struct tp_err *err);
+int hv_resume(struct hv_vm *vm, struct tp_err *err);
+int hv_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
+int hv_agent_connect(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err);
+
+/* SIGKILL the VMM through its pidfd and wait (bounded) for it to be gone. */
+int hv_kill(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
+/* True once the VMM process has exited (pidfd readable); never blocks. */
+bool hv_exited(const struct hv_vm *vm);
+/* Driver release + close pidfd + free. NULL-safe; returns NULL. Does not stop the VMM. */
+struct hv_vm *hv_vm_release(struct hv_vm *vm);
+DEFINE_CLEANUP(struct hv_vm, hv_vm_release)

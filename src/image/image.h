@@ -1,0 +1,35 @@
+/* The default guest and root disks: initramfs from torpor's agent plus a kernel's virtio
+ * modules, ext4 root disks from directories, all built without root privileges and cached by
+ * content under the cache dir. */
+#pragma once
+
+#include <stdint.h>
+
+#include "util/err.h"
+
+struct image_env {
+    const char *cache_dir;   /* e.g. /var/cache/torpor; created if missing */
+    const char *agent_path;  /* the static guest agent binary to embed as /init */
+};
+
+/* Find the default kernel: the newest vmlinuz under CACHE/kernel/boot/ (placed there by
+ * scripts/fetch-kernel). Caller frees. -ENOENT with a hint to run the fetch script. */
+int image_default_kernel(const struct image_env *env, char **ret_kernel, struct tp_err *err);
+
+/* Build (or reuse) an initramfs for kernel: /init = agent, plus the kernel's virtio modules in
+ * load order (lib/modules/<ver>/ beside the kernel's boot/ dir, else /lib/modules/<ver>).
+ * Cached as CACHE/initrd/<sha256>.cpio keyed on the agent, module list and contents. */
+int image_initrd(const struct image_env *env, const char *kernel, char **ret_initrd,
+                 struct tp_err *err);
+
+/* Build (or reuse) an ext4 root disk image:
+ *   source NULL -> the default busybox-static tree;
+ *   a directory -> mkfs.ext4 -d of it;
+ *   a regular file -> used as given (an ext4 image), after checking its magic.
+ * size_mib is the filesystem size for built images (0 = default 256).
+ * Cached as CACHE/rootfs/<sha256>.ext4 keyed on the tree's content. Caller frees. */
+int image_root_disk(const struct image_env *env, const char *source, uint32_t size_mib,
+                    char **ret_image, struct tp_err *err);
+
+/* The kernel version string from a vmlinuz file name or header ("6.1.0-56-cloud-amd64"). */
+int image_kernel_version(const char *kernel, char **ret, struct tp_err *err);

@@ -1,0 +1,64 @@
+/* The lifecycle manager: owns instances, composes multi-step flows from single-hop state
+ * transitions, one lock per instance, decides from hypervisor capabilities. The API layer's
+ * only entry point. References (ref) are names, ids or unique id prefixes. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "guest/agent_client.h"
+#include "store/store.h"
+#include "util/cleanup.h"
+#include "util/err.h"
+
+struct inst_manager;
+
+struct inst_manager_opts {
+    const char *data_dir;
+    const char *cache_dir;
+    const char *agent_path; /* static guest agent binary */
+    const char *accel;      /* default accelerator override; NULL = auto */
+};
+
+/* Open the store, then re-derive every instance's state from what is really there. */
+int inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret,
+                      struct tp_err *err);
+/* Disconnects from VMMs without stopping them (they outlive the daemon). NULL-safe. */
+struct inst_manager *inst_manager_free(struct inst_manager *m);
+DEFINE_CLEANUP(struct inst_manager, inst_manager_free)
+
+struct inst_create_req {
+    const char *name;       /* NULL = generated */
+    uint32_t memory_mib;    /* 0 = default 256 */
+    uint32_t vcpus;         /* 0 = default 1 */
+    const char *hypervisor; /* NULL = "qemu" */
+    const char *kernel;     /* NULL = default guest kernel */
+    const char *initrd;     /* NULL = built by torpor */
+    const char *rootfs;     /* NULL = default busybox disk; a dir or an ext4 image */
+    char *const *cmd;       /* NULL-terminated or NULL */
+    bool no_agent;          /* return once the VMM runs */
+    const char *accel;      /* NULL = manager default */
+    uint32_t disk_mib;      /* 0 = default */
+};
+
+/* Validate, create and boot; returns once the agent is ready (or the VMM runs, no_agent).
+ * Bad input (-EINVAL, -EEXIST, -ENOENT for missing files) changes nothing. */
+int inst_run(struct inst_manager *m, const struct inst_create_req *req,
+             struct inst_record **ret, struct tp_err *err);
+int inst_list(struct inst_manager *m, struct inst_record ***ret, size_t *ret_n,
+              struct tp_err *err);
+int inst_get(struct inst_manager *m, const char *ref, struct inst_record **ret,
+             struct tp_err *err);
+int inst_stop(struct inst_manager *m, const char *ref, struct inst_record **ret,
+              struct tp_err *err);
+int inst_start(struct inst_manager *m, const char *ref, struct inst_record **ret,
+               struct tp_err *err);
+/* force: stop first if running; else -EBUSY for a live instance. */
+int inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *err);
+
+/* Start a command through the agent; the caller pulls events with agent_exec_next(). */
+int inst_exec_start(struct inst_manager *m, const char *ref, const struct agent_exec_req *req,
+                    struct agent_exec **ret, struct tp_err *err);
+/* The console log file of ref (for logs / logs -f). Caller frees. */
+int inst_console_log(struct inst_manager *m, const char *ref, char **ret_path,
+                     struct tp_err *err);

@@ -1,0 +1,25 @@
+/* The sole builder of on-disk paths under the data dir. Every string is owned by the struct. */
+#pragma once
+
+#include "util/cleanup.h"
+
+struct inst_paths {
+    char *dir;          /* DATA/instances/<id> */
+    char *mem;          /* guest RAM file */
+    char *root_disk;    /* root.ext4 (the instance's own clone) */
+    char *api_sock;     /* qmp.sock / fc.sock: short names keep sun_path under 108 bytes */
+    char *agent_sock;   /* agent.sock */
+    char *logs_dir;     /* logs/ */
+    char *console_log;  /* logs/console.log */
+    char *vmm_log;      /* logs/vmm.log */
+    char *snapshots;    /* snapshots/ */
+    char *snap_latest;  /* snapshots/snapshot-latest (only while Standby) */
+    char *snap_base;    /* snapshots/snapshot-base (hidden retained base) */
+};
+
+/* Fill all paths for instance id under data_dir (no I/O). */
+void inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id);
+void inst_paths_clear(struct inst_paths *p);
+
+/* DATA/instances */
+char *paths_instances_dir(const char *data_dir);

@@ -1,0 +1,74 @@
+/* Instance records in SQLite (WAL) inside the data dir. Thread-safe: one connection guarded by
+ * a mutex; every call is a short transaction. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "instance/state.h"
+#include "util/cleanup.h"
+#include "util/err.h"
+
+#define INST_ID_LEN 16 /* lowercase hex chars */
+
+/* What the user asked for at create time; immutable afterwards. */
+struct inst_config {
+    char *hypervisor;    /* driver name, e.g. "qemu" */
+    uint32_t memory_mib;
+    uint32_t vcpus;
+    char *kernel;        /* absolute path */
+    char *initrd;        /* absolute path; NULL = built by torpor */
+    char *rootfs;        /* what the user gave (dir or image); NULL = default guest */
+    char *root_disk_src; /* the ext4 image the instance's disk was cloned from */
+    char **cmd;          /* NULL-terminated; NULL = none (agent only) */
+    bool agent;          /* false: --no-agent */
+    char *accel;         /* NULL = auto */
+};
+
+struct inst_record {
+    char id[INST_ID_LEN + 1];
+    char *name;
+    struct inst_config cfg;
+    enum inst_state state;
+    pid_t vmm_pid;          /* 0 when none */
+    uint64_t vmm_start_time;
+    int64_t created_ms;     /* wall clock */
+    int64_t state_changed_ms;
+    char *last_op;          /* JSON text of the last operation's trace; may be NULL */
+    char *last_error;       /* message of the last failure; may be NULL */
+};
+
+struct inst_record *inst_record_free(struct inst_record *r);
+DEFINE_CLEANUP(struct inst_record, inst_record_free)
+struct inst_record *inst_record_dup(const struct inst_record *r);
+void inst_config_clear(struct inst_config *c);
+
+struct store;
+
+/* Open (creating if needed) DIR/torpor.db with WAL; creates the schema. */
+int store_open(const char *data_dir, struct store **ret, struct tp_err *err);
+struct store *store_close(struct store *s);
+DEFINE_CLEANUP(struct store, store_close)
+
+/* -EEXIST when the id or name is taken. */
+int store_insert(struct store *s, const struct inst_record *r, struct tp_err *err);
+/* Replace the mutable fields (state, pid, start time, timestamps, last_op, last_error) of r->id.
+ * -ENOENT when absent. */
+int store_update(struct store *s, const struct inst_record *r, struct tp_err *err);
+int store_delete(struct store *s, const char *id, struct tp_err *err);
+int store_get(struct store *s, const char *id, struct inst_record **ret, struct tp_err *err);
+/* All records, ordered by creation time. */
+int store_list(struct store *s, struct inst_record ***ret, size_t *ret_n, struct tp_err *err);
+void inst_record_array_free(struct inst_record **v, size_t n);
+
+/* Resolve a user reference: exact name, then exact id, then unique id prefix.
+ * -ENOENT: nothing matches. -ENOTUNIQ: several match; the message lists them. */
+int store_resolve(struct store *s, const char *ref, char ret_id[INST_ID_LEN + 1],
+                  struct tp_err *err);
+
+/* Names users may give: [a-z0-9][a-z0-9-]{0,62}. */
+bool store_name_valid(const char *name);
+/* A fresh random id (getrandom). */
+void store_new_id(char ret_id[INST_ID_LEN + 1]);

@@ -1,0 +1,47 @@
+/* Processes: spawn detached children with chosen fds, identify pids by start time, pidfds. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+/* An fd the child receives: parent's fd `from` appears as `to` in the child. */
+struct proc_fd_map {
+    int from;
+    int to;
+};
+
+struct proc_spawn_opts {
+    char *const *argv;            /* argv[0] is looked up in PATH */
+    char *const *envp;            /* NULL = inherit */
+    const char *cwd;              /* NULL = inherit */
+    int stdin_fd;                 /* -1 = /dev/null */
+    int stdout_fd;                /* -1 = /dev/null */
+    int stderr_fd;                /* -1 = /dev/null */
+    const struct proc_fd_map *fds; /* extra fds to pass; every other fd is closed */
+    size_t n_fds;
+    bool new_session;             /* setsid(): survives the daemon and its signals */
+};
+
+/* fork + exec. Returns the pid; exec failures are reported here, not as an exit status
+ * (a CLOEXEC pipe carries the child's errno back). */
+int proc_spawn(const struct proc_spawn_opts *o, pid_t *ret_pid, struct tp_err *err);
+
+/* Start time of pid in clock ticks since boot (field 22 of /proc/PID/stat).
+ * -ESRCH when the process is gone. */
+int proc_start_time(pid_t pid, uint64_t *ret);
+
+/* True when pid exists, is not a zombie, and started at start_time. */
+bool proc_is_alive(pid_t pid, uint64_t start_time);
+
+/* pidfd_open(2); -errno on failure. Readable (POLLIN) once the process exits. */
+int proc_pidfd_open(pid_t pid);
+
+/* Send sig through a pidfd (never hits a recycled pid). */
+int proc_pidfd_signal(int pidfd, int sig);
+
+/* Wait until the pidfd's process exits, up to timeout_ms: 0 exited, -ETIMEDOUT, -errno.
+ * Reaps it if it is our child. */
+int proc_pidfd_wait(int pidfd, pid_t pid, int timeout_ms);

@@ -1,0 +1,170 @@
+/* Unix domain socket helpers shared by the QMP client, the agent client and the API. */
+#include "sock.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "timeutil.h"
+
+static int
+fill_addr(struct sockaddr_un *sa, const char *path, struct tp_err *err)
+{
+    memset(sa, 0, sizeof(*sa));
+    sa->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sa->sun_path))
+        return tp_err_set(err, -ENAMETOOLONG,
+                          "socket path '%s' is longer than %zu bytes: use a shorter data dir", path,
+                          sizeof(sa->sun_path) - 1);
+    strcpy(sa->sun_path, path);
+    return 0;
+}
+
+int
+sock_listen_unix(const char *path, int backlog, struct tp_err *err)
+{
+    struct sockaddr_un sa;
+    _cleanup_close_ int fd = -EBADF;
+    int r = fill_addr(&sa, path, err);
+    if (r < 0)
+        return r;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "create socket");
+    if (unlink(path) < 0 && errno != ENOENT)
+        return tp_err_errno(err, -errno, "remove stale socket '%s'", path);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return tp_err_errno(err, -errno, "bind '%s'", path);
+    if (listen(fd, backlog) < 0)
+        return tp_err_errno(err, -errno, "listen on '%s'", path);
+    return TAKE_FD(fd);
+}
+
+int
+sock_connect_unix(const char *path, struct tp_err *err)
+{
+    struct sockaddr_un sa;
+    _cleanup_close_ int fd = -EBADF;
+    int r = fill_addr(&sa, path, err);
+    if (r < 0)
+        return r;
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "create socket");
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+        return tp_err_errno(err, -errno, "connect to '%s'", path);
+    return TAKE_FD(fd);
+}
+
+int
+sock_send_with_fd(int sock, const void *buf, size_t len, int fd, struct tp_err *err)
+{
+    char cbuf[CMSG_SPACE(sizeof(int))];
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    struct msghdr msg = {
+        .msg_iov = &iov,
+        .msg_iovlen = 1,
+        .msg_control = cbuf,
+        .msg_controllen = sizeof(cbuf),
+    };
+    memset(cbuf, 0, sizeof(cbuf));
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+
+    ssize_t n;
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return tp_err_errno(err, -errno, "send fd");
+    /* The fd travels with the first byte; the rest is ordinary data. */
+    if ((size_t)n < len) {
+        int r = sock_write_all(sock, (const char *)buf + n, len - (size_t)n);
+        if (r < 0)
+            return tp_err_errno(err, r, "send message");
+    }
+    return 0;
+}
+
+int
+sock_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+        if (n < 0 && errno == ENOTSOCK)
+            n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN) {
+                int r = sock_wait(fd, POLLOUT, -1);
+                if (r < 0)
+                    return r;
+                continue;
+            }
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int
+sock_wait(int fd, short events, int timeout_ms)
+{
+    uint64_t deadline = timeout_ms < 0 ? 0 : now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        int left = -1;
+        if (timeout_ms >= 0) {
+            uint64_t now = now_ms();
+            left = now >= deadline ? 0 : (int)(deadline - now);
+        }
+        struct pollfd p = { .fd = fd, .events = events };
+        int r = poll(&p, 1, left);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        return r > 0 ? 1 : 0;
+    }
+}
+
+int
+sock_read_exact(int fd, void *buf, size_t len, int timeout_ms)
+{
+    char *p = buf;
+    uint64_t deadline = timeout_ms < 0 ? 0 : now_ms() + (uint64_t)timeout_ms;
+    while (len > 0) {
+        int left = -1;
+        if (timeout_ms >= 0) {
+            uint64_t now = now_ms();
+            left = now >= deadline ? 0 : (int)(deadline - now);
+        }
+        int r = sock_wait(fd, POLLIN, left);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return -ETIMEDOUT;
+        ssize_t n = read(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -ECONNRESET;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}

@@ -1,0 +1,26 @@
+/* Unix socket helpers: listen, connect, fd passing. All fds are CLOEXEC. */
+#pragma once
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+/* Bind and listen on path (an existing socket file is replaced). Returns the fd. */
+int sock_listen_unix(const char *path, int backlog, struct tp_err *err);
+
+/* Connect a stream socket to path. Returns the fd. */
+int sock_connect_unix(const char *path, struct tp_err *err);
+
+/* sendmsg with one SCM_RIGHTS fd attached to buf. */
+int sock_send_with_fd(int sock, const void *buf, size_t len, int fd, struct tp_err *err);
+
+/* Write all of buf; returns 0 or -errno (EPIPE when the peer is gone). */
+int sock_write_all(int fd, const void *buf, size_t len);
+
+/* Read exactly len bytes within timeout_ms (-1 = forever): 0, -ETIMEDOUT, -ECONNRESET on EOF. */
+int sock_read_exact(int fd, void *buf, size_t len, int timeout_ms);
+
+/* poll() one fd for events within timeout_ms: 1 ready, 0 timeout, -errno. Retries EINTR with the
+ * remaining time. */
+int sock_wait(int fd, short events, int timeout_ms);

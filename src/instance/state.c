@@ -1,0 +1,2 @@
+/* Instance states and their single-hop transitions (placeholder until the table lands). */
+#include "instance/state.h"

@@ -4,46 +4,114 @@
  *
  * A stream is a sequence of frames: a 12-byte header then `len` payload bytes.
  * id 0 is the control channel; every exec uses its own id, chosen by the host (non-zero, unique
- * per connection), so several execs run at once over one connection. */
+ * per connection), so several execs run at once over one connection.
+ *
+ * Ordering: the guest answers every control request (id 0) exactly once, in the order received
+ * (unknown control types get AGENT_ERROR EOPNOTSUPP), so the host can match replies by count.
+ * For one exec id the guest sends EXEC_STARTED or EXEC_ERROR first, then any STDOUT/STDERR,
+ * then EXIT last (EXIT is sent once both output pipes reached EOF and the process was reaped).
+ *
+ * Connection loss: when the host goes away, the guest forgets every exec id of that connection
+ * (their processes keep running, their output is discarded) and resets its frame parser. */
 #pragma once
 
 #include <stdint.h>
 
 #define AGENT_PROTO_VERSION 1
-#define AGENT_MAX_PAYLOAD   65536u /* a larger len is a protocol error: the reader resyncs by
-                                      dropping the connection */
-#define AGENT_PORT_NAME     "org.torpor.agent" /* virtio-serial port name the agent looks for */
+#define AGENT_HDR_SIZE      12u
+#define AGENT_MAX_PAYLOAD                                             \
+    65536u /* a larger len is a protocol error: the reader resyncs by \
+              dropping the connection */
+#define AGENT_PORT_NAME "org.torpor.agent" /* virtio-serial port name the agent looks for */
 
 struct agent_hdr {
-    uint32_t len;  /* payload bytes */
-    uint32_t id;   /* 0 = control, else exec id */
-    uint16_t type; /* enum agent_msg */
-    uint16_t flags; /* 0; reserved */
+    uint32_t len;   /* payload bytes */
+    uint32_t id;    /* 0 = control, else exec id */
+    uint16_t type;  /* enum agent_msg */
+    uint16_t flags; /* per type (AGENT_EXEC_F_*); 0 otherwise */
 } __attribute__((packed));
+
+_Static_assert(sizeof(struct agent_hdr) == AGENT_HDR_SIZE, "agent_hdr is 12 bytes on the wire");
+
+/* Flags of an AGENT_EXEC frame. */
+#define AGENT_EXEC_F_STDIN                                         \
+    0x1u /* keep stdin open for AGENT_STDIN frames; without it the \
+            command's stdin is at EOF from the start */
 
 enum agent_msg {
     /* host -> guest */
-    AGENT_HELLO = 1,      /* id 0, empty. Guest answers AGENT_HELLO_OK. Used as the readiness
-                             signal: the host sends it right after connecting and blocks on the
-                             reply; the guest reads it as soon as its port opens. */
-    AGENT_EXEC = 2,       /* payload: u32 argc, u32 envc, then NUL-terminated strings:
-                             cwd ("" = /), argv[argc], env[envc] ("K=V"). Guest answers
-                             AGENT_EXEC_STARTED or AGENT_EXEC_ERROR. */
-    AGENT_STDIN = 3,      /* data for the exec's stdin; empty payload = close stdin */
-    AGENT_SIGNAL = 4,     /* payload: u32 signal number, sent to the exec's process group */
-    AGENT_SET_CLOCK = 5,  /* id 0, payload: i64 unix time in ns; answered by AGENT_OK */
-    AGENT_IDENTITY = 6,   /* id 0, payload: NUL-terminated "key=value" strings (hostname=...,
-                             seed=<hex>); answered by AGENT_OK once applied (fork) */
+    AGENT_HELLO = 1,     /* id 0, empty. Guest answers AGENT_HELLO_OK. Used as the readiness
+                            signal: the host sends it right after connecting and blocks on the
+                            reply; the guest reads it as soon as its port opens. */
+    AGENT_EXEC = 2,      /* payload: u32 argc (>= 1), u32 envc, then NUL-terminated strings:
+                            cwd ("" = /), argv[argc], env[envc] ("K=V"), nothing after.
+                            flags: AGENT_EXEC_F_*. Guest answers AGENT_EXEC_STARTED or
+                            AGENT_EXEC_ERROR. The command runs in its own session (pgid = pid);
+                            PATH defaults to a standard list when env has none. */
+    AGENT_STDIN = 3,     /* data for the exec's stdin; empty payload = close stdin */
+    AGENT_SIGNAL = 4,    /* payload: u32 signal number, sent to the exec's process group */
+    AGENT_SET_CLOCK = 5, /* id 0, payload: i64 unix time in ns; answered by AGENT_OK */
+    AGENT_IDENTITY = 6,  /* id 0, payload: NUL-terminated "key=value" strings (hostname=...,
+                            seed=<hex>); answered by AGENT_OK once applied (fork) */
 
     /* guest -> host */
-    AGENT_HELLO_OK = 101, /* id 0, payload: NUL-terminated "key=value" strings: version=,
-                             boot_id=, uptime_ms= */
+    AGENT_HELLO_OK = 101,     /* id 0, payload: NUL-terminated "key=value" strings: version=,
+                                 boot_id=, uptime_ms= */
     AGENT_EXEC_STARTED = 102, /* payload: u32 pid */
-    AGENT_STDOUT = 103,   /* data */
-    AGENT_STDERR = 104,   /* data */
-    AGENT_EXIT = 105,     /* payload: i32 exit code (128+signal when killed); last frame of id */
+    AGENT_STDOUT = 103,       /* data (1..AGENT_MAX_PAYLOAD bytes) */
+    AGENT_STDERR = 104,       /* data */
+    AGENT_EXIT = 105,       /* payload: i32 exit code (128+signal when killed); last frame of id */
     AGENT_EXEC_ERROR = 106, /* payload: i32 errno then NUL-terminated message; last frame of id
                                (the command never ran: e.g. ENOENT) */
-    AGENT_OK = 107,       /* id 0: the preceding control request succeeded */
-    AGENT_ERROR = 108,    /* id 0: i32 errno then message */
+    AGENT_OK = 107,         /* id 0: the preceding control request succeeded */
+    AGENT_ERROR = 108,      /* id 0: i32 errno then NUL-terminated message */
 };
+
+/* Little-endian field access, independent of host byte order and alignment. */
+static inline uint32_t
+agent_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline void
+agent_put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static inline uint64_t
+agent_get_u64(const uint8_t *p)
+{
+    return (uint64_t)agent_get_u32(p) | (uint64_t)agent_get_u32(p + 4) << 32;
+}
+
+static inline void
+agent_put_u64(uint8_t *p, uint64_t v)
+{
+    agent_put_u32(p, (uint32_t)v);
+    agent_put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline void
+agent_hdr_decode(const uint8_t *p, struct agent_hdr *h)
+{
+    h->len = agent_get_u32(p);
+    h->id = agent_get_u32(p + 4);
+    h->type = (uint16_t)(p[8] | p[9] << 8);
+    h->flags = (uint16_t)(p[10] | p[11] << 8);
+}
+
+static inline void
+agent_hdr_encode(uint8_t *p, uint32_t len, uint32_t id, uint16_t type, uint16_t flags)
+{
+    agent_put_u32(p, len);
+    agent_put_u32(p + 4, id);
+    p[8] = (uint8_t)type;
+    p[9] = (uint8_t)(type >> 8);
+    p[10] = (uint8_t)flags;
+    p[11] = (uint8_t)(flags >> 8);
+}

@@ -1,6 +1,12 @@
 /* Host side of the guest agent protocol (include/torpor/agent_proto.h): one connection per
  * instance, multiplexing any number of concurrent execs. A reader thread demultiplexes frames;
- * callers block on their own exec's queue with a bound. */
+ * callers block on their own exec's queue with a bound.
+ *
+ * Threads: every function may be called from any thread; control requests (hello, set_clock,
+ * identity) are serialized, execs run concurrently. The connection is reference-counted: each
+ * agent_exec keeps it alive, so an exec may outlive agent_conn_free() (it then reports
+ * -ECONNRESET). Everything the guest sends is validated: an oversize or truncated frame marks
+ * the connection dead; frames for unknown exec ids and unknown types are ignored. */
 #pragma once
 
 #include <stdbool.h>
@@ -19,9 +25,11 @@ struct agent_hello {
     uint64_t uptime_ms;
 };
 
-/* Take ownership of a connected stream fd and start the reader thread. */
+/* Take ownership of a connected stream socket (also on failure) and start the reader thread.
+ * It must be a socket: agent_conn_free() wakes the reader with shutdown(2). */
 int agent_conn_open(int fd, struct agent_conn **ret, struct tp_err *err);
-/* Closes the fd, wakes every waiter with -ECONNRESET, joins the reader. NULL-safe. */
+/* The owner's release: shuts the socket down, wakes every waiter with -ECONNRESET, joins the
+ * reader. Memory and fd go with the last agent_exec. NULL-safe; returns NULL. */
 struct agent_conn *agent_conn_free(struct agent_conn *c);
 DEFINE_CLEANUP(struct agent_conn, agent_conn_free)
 /* False once the stream hit EOF or a protocol error. */
@@ -30,22 +38,26 @@ bool agent_conn_alive(struct agent_conn *c);
 /* Readiness: send HELLO and block for HELLO_OK up to timeout_ms (-ETIMEDOUT). */
 int agent_conn_hello(struct agent_conn *c, int timeout_ms, struct agent_hello *ret,
                      struct tp_err *err);
-/* Control requests answered by AGENT_OK / AGENT_ERROR. */
-int agent_conn_set_clock(struct agent_conn *c, int64_t unix_ns, int timeout_ms,
-                         struct tp_err *err);
-int agent_conn_identity(struct agent_conn *c, char *const *kv, int timeout_ms,
-                        struct tp_err *err);
+/* Control requests answered by AGENT_OK / AGENT_ERROR (the guest's errno, message in err).
+ * kv: NULL-terminated "hostname=..." / "seed=<hex>" strings. A late reply to a request that
+ * timed out is recognised and dropped. */
+int agent_conn_set_clock(struct agent_conn *c, int64_t unix_ns, int timeout_ms, struct tp_err *err);
+int agent_conn_identity(struct agent_conn *c, char *const *kv, int timeout_ms, struct tp_err *err);
 
 struct agent_exec_req {
     char *const *argv; /* non-empty */
     char *const *env;  /* "K=V", may be NULL */
     const char *cwd;   /* NULL = "/" */
+    bool stdin_open;   /* keep stdin open for agent_exec_stdin(); else it reads EOF at once */
 };
 
 /* Start a command; returns once the guest answered EXEC_STARTED (or the spawn error:
- * -ENOENT etc. with the guest's message). */
+ * -ENOENT etc. with the guest's message). -E2BIG when argv+env+cwd exceed one frame,
+ * -ETIMEDOUT, -ECONNRESET. */
 int agent_exec_start(struct agent_conn *c, const struct agent_exec_req *req, int timeout_ms,
                      struct agent_exec **ret, struct tp_err *err);
+
+#define AGENT_EXEC_MAX_QUEUED (8u * 1024 * 1024)
 
 enum agent_event_type {
     AGENT_EV_STDOUT,
@@ -55,18 +67,27 @@ enum agent_event_type {
 
 struct agent_event {
     enum agent_event_type type;
-    char *data;    /* owned by the event (STDOUT/STDERR); free() it */
+    char *data; /* owned by the event (STDOUT/STDERR); free() it */
     size_t len;
     int exit_code; /* EXIT */
 };
 
 /* Next output or the exit of x, waiting up to timeout_ms (-1 = forever): 0 with *ev filled,
- * -ETIMEDOUT, -ECONNRESET when the connection died. After EXIT, returns -ENODATA. */
+ * -ETIMEDOUT, -ECONNRESET when the connection died (output received before that is still
+ * delivered first). After EXIT, returns -ENODATA.
+ * Overflow policy: at most AGENT_EXEC_MAX_QUEUED bytes of output wait per exec. Beyond that
+ * the reader drops the exec's further output (it never blocks other execs) and, once the queued
+ * events are consumed, this returns -ENOBUFS for good (the exit code is lost too); the command
+ * keeps running: signal it if needed. */
 int agent_exec_next(struct agent_exec *x, struct agent_event *ev, int timeout_ms,
                     struct tp_err *err);
-/* Write to the command's stdin; len 0 closes it. */
+/* Write to the command's stdin (split into frames; blocks while the guest applies
+ * backpressure); len 0 closes it. Needs req.stdin_open, else the guest ignores it. */
 int agent_exec_stdin(struct agent_exec *x, const void *data, size_t len, struct tp_err *err);
+/* Send sig to the command's process group. */
 int agent_exec_signal(struct agent_exec *x, int sig, struct tp_err *err);
+/* The command's pid inside the guest. */
+uint32_t agent_exec_pid(const struct agent_exec *x);
 /* Forget x (output still arriving for it is dropped). NULL-safe. */
 struct agent_exec *agent_exec_free(struct agent_exec *x);
 DEFINE_CLEANUP(struct agent_exec, agent_exec_free)

@@ -25,17 +25,17 @@ const char *hv_cap_to_string(enum hv_cap c);
 
 /* Everything a driver needs to start a VM; all paths absolute, owned by the caller. */
 struct hv_vm_spec {
-    const char *id;          /* instance id */
-    const char *dir;         /* instance directory */
+    const char *id;  /* instance id */
+    const char *dir; /* instance directory */
     uint32_t memory_mib;
     uint32_t vcpus;
     const char *kernel;
-    const char *initrd;      /* may be NULL */
-    const char *cmdline;     /* kernel command line from the manager; drivers append their own */
-    const char *root_disk;   /* raw ext4 image, attached read-write as the first disk; may be NULL */
-    const char *mem_path;    /* guest RAM file (fallocated by the driver if missing) */
-    const char *api_sock;    /* VMM control socket (QMP / Firecracker API) */
-    const char *agent_sock;  /* host end of the guest agent channel */
+    const char *initrd;     /* may be NULL */
+    const char *cmdline;    /* kernel command line from the manager; drivers append their own */
+    const char *root_disk;  /* raw ext4 image, attached read-write as the first disk; may be NULL */
+    const char *mem_path;   /* guest RAM file (fallocated by the driver if missing) */
+    const char *api_sock;   /* VMM control socket (QMP / Firecracker API) */
+    const char *agent_sock; /* host end of the guest agent channel */
     const char *console_log; /* serial console output, appended */
     const char *vmm_log;     /* VMM stdout/stderr, appended */
     const char *accel;       /* "kvm" | "tcg"; NULL = driver decides */

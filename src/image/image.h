@@ -8,8 +8,8 @@
 #include "util/err.h"
 
 struct image_env {
-    const char *cache_dir;   /* e.g. /var/cache/torpor; created if missing */
-    const char *agent_path;  /* the static guest agent binary to embed as /init */
+    const char *cache_dir;  /* e.g. /var/cache/torpor; created if missing */
+    const char *agent_path; /* the static guest agent binary to embed as /init */
 };
 
 /* Find the default kernel: the newest vmlinuz under CACHE/kernel/boot/ (placed there by

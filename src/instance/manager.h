@@ -59,6 +59,10 @@ int inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_e
 /* Start a command through the agent; the caller pulls events with agent_exec_next(). */
 int inst_exec_start(struct inst_manager *m, const char *ref, const struct agent_exec_req *req,
                     struct agent_exec **ret, struct tp_err *err);
+/* Block until ref reaches state (bounded): 0 with the record, -ETIMEDOUT, -ENOENT if it is
+ * removed meanwhile. Event-driven: woken by every persisted change. */
+int inst_wait_state(struct inst_manager *m, const char *ref, enum inst_state state,
+                    int timeout_ms, struct inst_record **ret, struct tp_err *err);
 /* The console log file of ref (for logs / logs -f). Caller frees. */
 int inst_console_log(struct inst_manager *m, const char *ref, char **ret_path,
                      struct tp_err *err);

@@ -15,7 +15,7 @@
 
 /* What the user asked for at create time; immutable afterwards. */
 struct inst_config {
-    char *hypervisor;    /* driver name, e.g. "qemu" */
+    char *hypervisor; /* driver name, e.g. "qemu" */
     uint32_t memory_mib;
     uint32_t vcpus;
     char *kernel;        /* absolute path */
@@ -32,43 +32,64 @@ struct inst_record {
     char *name;
     struct inst_config cfg;
     enum inst_state state;
-    pid_t vmm_pid;          /* 0 when none */
+    pid_t vmm_pid; /* 0 when none */
     uint64_t vmm_start_time;
-    int64_t created_ms;     /* wall clock */
+    int64_t created_ms; /* wall clock */
     int64_t state_changed_ms;
-    char *last_op;          /* JSON text of the last operation's trace; may be NULL */
-    char *last_error;       /* message of the last failure; may be NULL */
+    char *last_op;    /* JSON text of the last operation's trace; may be NULL */
+    char *last_error; /* message of the last failure; may be NULL */
 };
 
+/* NULL-safe; returns NULL. */
 struct inst_record *inst_record_free(struct inst_record *r);
 DEFINE_CLEANUP(struct inst_record, inst_record_free)
+/* Deep copy (never NULL: OOM aborts). */
 struct inst_record *inst_record_dup(const struct inst_record *r);
+/* Free the strings of c and zero it. */
 void inst_config_clear(struct inst_config *c);
 
 struct store;
 
-/* Open (creating if needed) DIR/torpor.db with WAL; creates the schema. */
+#define STORE_SCHEMA_VERSION 1 /* PRAGMA user_version of a current database */
+
+/* Open (creating DIR and DIR/torpor.db if needed) with WAL, and bring the schema to
+ * STORE_SCHEMA_VERSION. -EPROTONOSUPPORT when the database is newer than this build. */
 int store_open(const char *data_dir, struct store **ret, struct tp_err *err);
+/* NULL-safe; returns NULL. */
 struct store *store_close(struct store *s);
 DEFINE_CLEANUP(struct store, store_close)
 
-/* -EEXIST when the id or name is taken. */
+/* -EINVAL for a malformed id/name/state, -EEXIST when the name or id is taken (the name is
+ * checked first; the message says which). */
 int store_insert(struct store *s, const struct inst_record *r, struct tp_err *err);
-/* Replace the mutable fields (state, pid, start time, timestamps, last_op, last_error) of r->id.
- * -ENOENT when absent. */
+/* Replace the mutable fields (state, vmm_pid, vmm_start_time, state_changed_ms, last_op,
+ * last_error) of r->id; id, name, cfg and created_ms never change. -ENOENT when absent. */
 int store_update(struct store *s, const struct inst_record *r, struct tp_err *err);
+/* -ENOENT when absent. */
 int store_delete(struct store *s, const char *id, struct tp_err *err);
+
+/* Reading a corrupt row (config that is not valid JSON of an inst_config, or an unknown state
+ * string) is not an error: the record comes back with state INST_UNKNOWN, last_error starting
+ * with "corrupt record: ", and, when the config is what is broken, a zeroed cfg
+ * (cfg.hypervisor == NULL). That way a listing still works and the user can delete it. */
+
+/* -ENOENT "no such instance '<id>'". *ret is owned by the caller. */
 int store_get(struct store *s, const char *id, struct inst_record **ret, struct tp_err *err);
-/* All records, ordered by creation time. */
+/* All records, ordered by created_ms then id. *ret has *ret_n entries plus a NULL terminator;
+ * free it with inst_record_array_free(). */
 int store_list(struct store *s, struct inst_record ***ret, size_t *ret_n, struct tp_err *err);
+/* NULL-safe. */
 void inst_record_array_free(struct inst_record **v, size_t n);
 
-/* Resolve a user reference: exact name, then exact id, then unique id prefix.
- * -ENOENT: nothing matches. -ENOTUNIQ: several match; the message lists them. */
+/* Resolve a user reference: exact name, then exact id, then unique id prefix (a ref made only of
+ * lowercase hex digits). -ENOENT: nothing matches. -ENOTUNIQ: several match; the message lists
+ * them as "<id> (<name>)". */
 int store_resolve(struct store *s, const char *ref, char ret_id[INST_ID_LEN + 1],
                   struct tp_err *err);
 
 /* Names users may give: [a-z0-9][a-z0-9-]{0,62}. */
 bool store_name_valid(const char *name);
+/* Ids: exactly INST_ID_LEN lowercase hex digits. */
+bool store_id_valid(const char *id);
 /* A fresh random id (getrandom). */
 void store_new_id(char ret_id[INST_ID_LEN + 1]);

@@ -1,0 +1,72 @@
+/* Internal interfaces of the guest agent: boot duties, device waits, exec children, serving. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define AGENT_DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* One "torpor-agent: ..." line on stderr (the console when PID 1). */
+void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Milliseconds since boot (CLOCK_BOOTTIME, the clock behind /proc/uptime). */
+uint64_t agent_uptime_ms(void);
+
+/* Boot duties when the agent is PID 1; never returns. */
+void boot_main(void) __attribute__((noreturn));
+
+/* uevent.c: wait for a kernel object to show up without polling the filesystem in a loop. */
+typedef bool (*uevent_check_fn)(void *userdata);
+/* A non-blocking NETLINK_KOBJECT_UEVENT socket, or -errno. */
+int uevent_open(void);
+/* Read and discard every queued uevent message. */
+void uevent_drain(int fd);
+/* True as soon as check() is true, rechecking after every uevent; false after timeout_ms. */
+bool uevent_wait(uevent_check_fn check, void *userdata, int timeout_ms);
+
+/* The /dev path of the virtio-serial port named `name` (malloc'd), or NULL if not there yet. */
+char *port_find(const char *name);
+
+/* exec.c: one command started for the host. */
+struct exec {
+    uint32_t id; /* 0 once its host went away: output is read and dropped */
+    pid_t pid;   /* also the process group (the child calls setsid) */
+    int in_fd;   /* write end of stdin, -1 once closed */
+    int out_fd;  /* read ends of stdout/stderr, -1 after EOF */
+    int err_fd;
+    bool reaped;
+    int code;       /* exit code or 128+signal, valid once reaped */
+    uint8_t *inbuf; /* stdin bytes not yet accepted by the pipe */
+    size_t inlen;
+    bool in_close; /* close stdin once inbuf drains */
+    struct exec *next;
+};
+
+/* Fork and exec argv in its own session with env (a PATH is added when missing) and cwd.
+ * On failure returns -errno and fills msg (what failed). */
+int exec_spawn(struct exec *x, char *const *argv, char *const *env, const char *cwd,
+               bool stdin_open, char *msg, size_t msglen);
+/* Close every fd of x and free its buffers (not x itself). */
+void exec_release(struct exec *x);
+/* Exit code as the protocol reports it from a wait status. */
+int exec_status_code(int status);
+
+/* serve.c */
+enum port_kind {
+    PORT_STREAM, /* socket or other stream: EOF means the host is gone for good */
+    PORT_VIRTIO, /* virtio-serial char device: hosts come and go, announced by SIGIO */
+};
+
+struct serve_cfg {
+    int fd; /* connected stream, or -1 to discover port_name */
+    enum port_kind kind;
+    const char *reconnect_path; /* PORT_STREAM: Unix socket to reconnect to after EOF */
+    const char *port_name;      /* discovery by virtio-serial port name (fd == -1) */
+    pid_t cmd_pid;              /* the boot command (its exit is logged), or 0 */
+};
+
+/* Serve the protocol until the host is gone for good (PORT_STREAM without reconnect path):
+ * returns 0, or -errno on a fatal setup error. */
+int serve_run(const struct serve_cfg *cfg);

@@ -1,0 +1,375 @@
+/* PID 1 boot duties: mounts, kernel modules, switch to the root disk, the image's init or the
+ * user command, then serving the host. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "torpor/agent_proto.h"
+
+#ifndef SYS_finit_module
+#define SYS_finit_module 313 /* x86-64 */
+#endif
+#ifndef MS_MOVE
+#define MS_MOVE 8192
+#endif
+#define RAMFS_MAGIC   0x858458f6
+#define TMPFS_MAGIC   0x01021994
+#define ROOT_WAIT_MS  10000
+#define MODULES_DIR   "/lib/modules"
+#define MODULES_ORDER MODULES_DIR "/torpor.order"
+#define CMDLINE_MAX   4096
+
+extern char **environ;
+
+struct boot_opts {
+    char *hostname;
+    char *root;
+    char *init;
+    char *cmd; /* hex of NUL-separated argv */
+    char *agent_port;
+};
+
+static void
+mount_one(const char *src, const char *dst, const char *type, unsigned long flags, const char *data)
+{
+    if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+        agent_log("create '%s': %s", dst, strerror(errno));
+    /* EBUSY: the kernel (or a previous stage) already mounted it. */
+    if (mount(src, dst, type, flags, data) < 0 && errno != EBUSY)
+        agent_log("mount %s on '%s': %s", type, dst, strerror(errno));
+}
+
+/* Without /dev/console in the initramfs the kernel starts init with fds 0-2 closed. */
+static void
+ensure_stdio(void)
+{
+    int fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    for (int i = 0; i < 3; i++)
+        if (fcntl(i, F_GETFD) < 0)
+            dup2(fd, i);
+    if (fd > 2)
+        close(fd);
+    else
+        fcntl(fd, F_SETFD, 0);
+}
+
+static char *
+read_file(const char *path, size_t max)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    char *buf = malloc(max + 1);
+    size_t len = 0;
+    while (buf && len < max) {
+        ssize_t n = read(fd, buf + len, max - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(fd);
+    if (buf)
+        buf[len] = '\0';
+    return buf;
+}
+
+/* Our parameters carry no spaces or quotes (torpor.cmd is hex for that reason). */
+static void
+parse_cmdline(char *text, struct boot_opts *o)
+{
+    static const struct {
+        const char *key;
+        size_t off;
+    } keys[] = {
+        { "torpor.hostname=", offsetof(struct boot_opts, hostname) },
+        { "torpor.root=", offsetof(struct boot_opts, root) },
+        { "torpor.init=", offsetof(struct boot_opts, init) },
+        { "torpor.cmd=", offsetof(struct boot_opts, cmd) },
+        { "torpor.agent_port=", offsetof(struct boot_opts, agent_port) },
+    };
+    for (char *save = NULL, *w = strtok_r(text, " \t\n", &save); w;
+         w = strtok_r(NULL, " \t\n", &save))
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+            if (strncmp(w, keys[i].key, strlen(keys[i].key)) == 0 && w[strlen(keys[i].key)])
+                *(char **)((char *)o + keys[i].off) = w + strlen(keys[i].key);
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* "6c7300..." → { "ls", ... }; NULL when malformed or empty. */
+static char **
+decode_cmd(const char *hex)
+{
+    size_t hl = strlen(hex), n = hl / 2, argc = 0;
+    if (hl == 0 || hl % 2)
+        return NULL;
+    char *bytes = malloc(n + 1);
+    if (!bytes)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) {
+            free(bytes);
+            return NULL;
+        }
+        bytes[i] = (char)(hi << 4 | lo);
+    }
+    bytes[n] = '\0'; /* the trailing NUL is optional on the wire */
+    for (size_t i = 0; i < n; i += strlen(bytes + i) + 1)
+        argc++;
+    char **argv = calloc(argc + 1, sizeof(char *));
+    if (!argv) {
+        free(bytes);
+        return NULL;
+    }
+    argc = 0;
+    for (size_t i = 0; i < n; i += strlen(bytes + i) + 1)
+        argv[argc++] = bytes + i;
+    return argv;
+}
+
+static void
+load_modules(void)
+{
+    char *list = read_file(MODULES_ORDER, 64 * 1024);
+    if (!list)
+        return;
+    for (char *save = NULL, *name = strtok_r(list, "\n", &save); name;
+         name = strtok_r(NULL, "\n", &save)) {
+        name += strspn(name, " \t");
+        name[strcspn(name, " \t\r")] = '\0';
+        if (!*name || *name == '#')
+            continue;
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%s", MODULES_DIR, name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            agent_log("open module '%s': %s", path, strerror(errno));
+            continue;
+        }
+        if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+            agent_log("load module '%s': %s", name, strerror(errno));
+        close(fd);
+    }
+    free(list);
+}
+
+static bool
+is_block_device(void *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+/* Remove the initramfs contents on its own device only, as switch_root does: it is RAM. */
+static void
+delete_contents(int dfd, dev_t rootdev)
+{
+    DIR *d = fdopendir(dfd);
+    struct dirent *de;
+
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    while ((de = readdir(d))) {
+        struct stat st;
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != rootdev)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            int sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+            if (sub >= 0)
+                delete_contents(sub, rootdev);
+            unlinkat(dfd, de->d_name, AT_REMOVEDIR);
+        } else {
+            unlinkat(dfd, de->d_name, 0);
+        }
+    }
+    closedir(d);
+}
+
+static int
+switch_root(const char *dev)
+{
+    static const char *const moves[] = { "/dev", "/proc", "/sys", "/run" };
+    char path[64];
+    struct stat st;
+    struct statfs sfs;
+
+    if (!uevent_wait(is_block_device, (void *)dev, ROOT_WAIT_MS)) {
+        agent_log("root device '%s' did not appear within %d ms", dev, ROOT_WAIT_MS);
+        return -ENODEV;
+    }
+    if (mkdir("/newroot", 0755) < 0 && errno != EEXIST)
+        return -errno;
+    if (mount(dev, "/newroot", "ext4", 0, NULL) < 0) {
+        agent_log("mount '%s' as ext4: %s", dev, strerror(errno));
+        return -errno;
+    }
+    for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++) {
+        snprintf(path, sizeof(path), "/newroot%s", moves[i]);
+        mkdir(path, 0755);
+        if (mount(moves[i], path, NULL, MS_MOVE, NULL) < 0) {
+            agent_log("move '%s' to the root disk: %s", moves[i], strerror(errno));
+            umount2(moves[i], MNT_DETACH);
+        }
+    }
+    if (chdir("/newroot") < 0)
+        return -errno;
+    if (stat("/", &st) == 0 && statfs("/", &sfs) == 0 &&
+        ((unsigned long)sfs.f_type == RAMFS_MAGIC || (unsigned long)sfs.f_type == TMPFS_MAGIC)) {
+        int dfd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd >= 0)
+            delete_contents(dfd, st.st_dev);
+    }
+    if (mount(".", "/", NULL, MS_MOVE, NULL) < 0) {
+        agent_log("move the root disk to '/': %s", strerror(errno));
+        return -errno;
+    }
+    if (chroot(".") < 0 || chdir("/") < 0) {
+        agent_log("chroot into the root disk: %s", strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+/* PID 1 must never exit (kernel panic): when nothing else is left, just reap orphans. */
+static __attribute__((noreturn)) void
+reap_forever(void)
+{
+    sigset_t chld;
+    int sig;
+
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &chld, NULL);
+    for (;;)
+        if (wait(NULL) < 0 && errno == ECHILD)
+            sigwait(&chld, &sig);
+}
+
+static void
+reset_signals(void)
+{
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+}
+
+/* The user command runs on the console in its own session, like a getty's shell would. */
+static pid_t
+start_cmd(char **argv)
+{
+    static char *const envp[] = { (char *)AGENT_DEFAULT_PATH, (char *)"HOME=/",
+                                  (char *)"TERM=linux", NULL };
+    pid_t pid = fork();
+    if (pid < 0) {
+        agent_log("fork the command: %s", strerror(errno));
+        return 0;
+    }
+    if (pid > 0)
+        return pid;
+    reset_signals();
+    setsid();
+    int fd = open("/dev/console", O_RDWR);
+    if (fd >= 0) {
+        ioctl(fd, TIOCSCTTY, 0);
+        dup2(fd, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        if (fd > 2)
+            close(fd);
+    }
+    environ = (char **)envp;
+    execvp(argv[0], argv);
+    agent_log("execute '%s': %s", argv[0], strerror(errno));
+    _exit(127);
+}
+
+void
+boot_main(void)
+{
+    struct boot_opts o = { 0 };
+    pid_t cmd_pid = 0;
+
+    mount_one("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_one("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    mount_one("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+    ensure_stdio();
+    mount_one("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");
+    mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+
+    char *cmdline = read_file("/proc/cmdline", CMDLINE_MAX);
+    if (cmdline)
+        parse_cmdline(cmdline, &o);
+    load_modules();
+    if (o.root && switch_root(o.root) < 0)
+        agent_log("staying on the initramfs");
+    /* After the switch, so the root disk's /tmp gets it and the initramfs has none to leak. */
+    mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0)
+        agent_log("set hostname '%s': %s", o.hostname, strerror(errno));
+
+    if (o.init) {
+        pid_t pid = fork();
+        if (pid < 0)
+            agent_log("fork the agent: %s", strerror(errno));
+        if (pid > 0) {
+            /* PID 1 becomes the image's init; the agent lives on in the child. */
+            char *argv[] = { o.init, NULL };
+            execv(o.init, argv);
+            agent_log("execute init '%s': %s", o.init, strerror(errno));
+            reap_forever();
+        }
+    } else if (o.cmd) {
+        char **argv = decode_cmd(o.cmd);
+        if (argv)
+            cmd_pid = start_cmd(argv);
+        else
+            agent_log("torpor.cmd is not hex-encoded NUL-separated arguments");
+    }
+
+    struct serve_cfg cfg = {
+        .fd = -1,
+        .kind = PORT_VIRTIO,
+        .port_name = o.agent_port ? o.agent_port : AGENT_PORT_NAME,
+        .cmd_pid = cmd_pid,
+    };
+    int r = serve_run(&cfg);
+    agent_log("serving stopped (%s)", r < 0 ? strerror(-r) : "host gone");
+    if (getpid() != 1)
+        _exit(1);
+    reap_forever();
+}

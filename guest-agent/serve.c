@@ -1,0 +1,876 @@
+/* The protocol loop: one poll() over the host port, every exec's pipes and a signalfd. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "torpor/agent_proto.h"
+
+/* Backpressure: stop reading children while this much output waits for the host, and stop
+ * reading the host while a command's stdin has this much queued. Neither blocks the loop. */
+#define OUTQ_HIGH     (256u * 1024u)
+#define STDIN_HIGH    (256u * 1024u)
+#define MAX_EXECS     128
+#define MAX(a, b)     ((a) > (b) ? (a) : (b))
+#define PORT_WAIT_LOG 10000 /* ms before saying the port is late (waiting goes on) */
+
+struct outq {
+    uint8_t *data;
+    size_t cap;
+    size_t len; /* bytes in data */
+    size_t off; /* bytes already written */
+};
+
+struct srv {
+    const struct serve_cfg *cfg;
+    int port_fd;    /* -1 while the port is unknown (discovery) or closed */
+    bool connected; /* a host is there: the port is in the poll set */
+    bool desync;    /* protocol error: discard input until the host goes away */
+    int uevent_fd;  /* while discovering the port */
+    uint64_t wait_start;
+    bool wait_logged;
+    int sig_fd;
+    uint8_t in[AGENT_HDR_SIZE + AGENT_MAX_PAYLOAD];
+    size_t inlen;
+    struct outq out;
+    struct exec *execs;
+    int n_execs;
+    bool done; /* host gone for good */
+};
+
+static uint8_t io_buf[AGENT_MAX_PAYLOAD];
+
+static void
+outq_reset(struct outq *q)
+{
+    free(q->data);
+    *q = (struct outq){ 0 };
+}
+
+static size_t
+outq_pending(const struct outq *q)
+{
+    return q->len - q->off;
+}
+
+/* Queue one frame for the host; dropped when nobody listens. */
+static void
+send_frame(struct srv *s, uint32_t id, uint16_t type, const void *a, size_t alen, const void *b,
+           size_t blen)
+{
+    struct outq *q = &s->out;
+    size_t need = AGENT_HDR_SIZE + alen + blen;
+
+    if (!s->connected || s->desync || s->port_fd < 0)
+        return;
+    if (q->off > 0 && q->off == q->len)
+        q->off = q->len = 0;
+    if (q->off > 0 && q->off >= q->len / 2) {
+        memmove(q->data, q->data + q->off, q->len - q->off);
+        q->len -= q->off;
+        q->off = 0;
+    }
+    if (q->len + need > q->cap) {
+        size_t cap = MAX(q->cap * 2, q->len + need);
+        uint8_t *p = realloc(q->data, cap);
+        if (!p) {
+            agent_log("out of memory queueing a frame");
+            return;
+        }
+        q->data = p;
+        q->cap = cap;
+    }
+    agent_hdr_encode(q->data + q->len, (uint32_t)(alen + blen), id, type, 0);
+    if (alen)
+        memcpy(q->data + q->len + AGENT_HDR_SIZE, a, alen);
+    if (blen)
+        memcpy(q->data + q->len + AGENT_HDR_SIZE + alen, b, blen);
+    q->len += need;
+}
+
+static void
+send_errno(struct srv *s, uint32_t id, uint16_t type, int err, const char *msg)
+{
+    uint8_t code[4];
+    agent_put_u32(code, (uint32_t)err);
+    send_frame(s, id, type, code, sizeof(code), msg, strlen(msg) + 1);
+}
+
+static struct exec *
+exec_find(struct srv *s, uint32_t id)
+{
+    for (struct exec *x = s->execs; x; x = x->next)
+        if (x->id == id)
+            return x;
+    return NULL;
+}
+
+/* The host went away (or broke the protocol): forget its exec ids, drop its bytes. */
+static void
+host_forget(struct srv *s)
+{
+    s->inlen = 0;
+    outq_reset(&s->out);
+    for (struct exec *x = s->execs; x; x = x->next) {
+        x->id = 0;
+        /* Nobody can feed stdin any more: give the command EOF rather than a hang. */
+        if (x->in_fd >= 0)
+            close(x->in_fd);
+        x->in_fd = -1;
+        free(x->inbuf);
+        x->inbuf = NULL;
+        x->inlen = 0;
+    }
+}
+
+static void
+virtio_check_connected(struct srv *s)
+{
+    struct pollfd p = { .fd = s->port_fd, .events = POLLIN };
+    if (poll(&p, 1, 0) < 0)
+        return;
+    /* No host: POLLHUP without data. Its arrival is announced by SIGIO. */
+    bool now = !(p.revents & POLLHUP) || (p.revents & POLLIN);
+    if (now && !s->connected)
+        s->desync = false;
+    s->connected = now;
+}
+
+static int
+connect_unix(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof(sa.sun_path))
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    return fd;
+}
+
+static void
+port_setup(struct srv *s)
+{
+    int fl = fcntl(s->port_fd, F_GETFL);
+    if (s->cfg->kind == PORT_VIRTIO) {
+        /* virtio_console signals host connect/disconnect with SIGIO (fasync); the signalfd
+         * picks it up, so a disconnected port never makes the loop spin. */
+        if (fcntl(s->port_fd, F_SETOWN, getpid()) < 0 ||
+            fcntl(s->port_fd, F_SETFL, fl | O_NONBLOCK | O_ASYNC) < 0)
+            agent_log("enable SIGIO on the port: %s", strerror(errno));
+        s->connected = false;
+        virtio_check_connected(s);
+    } else {
+        fcntl(s->port_fd, F_SETFL, fl | O_NONBLOCK);
+        s->connected = true;
+    }
+    s->desync = false;
+}
+
+static void
+host_gone(struct srv *s, const char *why)
+{
+    host_forget(s);
+    if (s->cfg->kind == PORT_VIRTIO) {
+        s->connected = false;
+        s->desync = false;
+        /* It may already be back: SIGIO would be pending, but checking is cheap. */
+        virtio_check_connected(s);
+        return;
+    }
+    agent_log("host gone (%s)", why);
+    close(s->port_fd);
+    s->port_fd = -1;
+    s->connected = false;
+    if (s->cfg->reconnect_path) {
+        int fd = connect_unix(s->cfg->reconnect_path);
+        if (fd >= 0) {
+            s->port_fd = fd;
+            port_setup(s);
+            return;
+        }
+        agent_log("reconnect to '%s': %s", s->cfg->reconnect_path, strerror(-fd));
+    }
+    s->done = true;
+}
+
+/* Protocol error: nothing after it can be trusted until the host reconnects. */
+static void
+protocol_error(struct srv *s, const char *what)
+{
+    agent_log("protocol error: %s", what);
+    host_forget(s);
+    if (s->cfg->kind == PORT_VIRTIO)
+        s->desync = true;
+    else
+        host_gone(s, "protocol error");
+}
+
+static void
+handle_hello(struct srv *s)
+{
+    char boot_id[64] = "";
+    char buf[256];
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, boot_id, sizeof(boot_id) - 1);
+        close(fd);
+        boot_id[n > 0 ? n : 0] = '\0';
+        boot_id[strcspn(boot_id, "\n")] = '\0';
+    }
+    int n = snprintf(buf, sizeof(buf), "version=%d%cboot_id=%s%cuptime_ms=%llu",
+                     AGENT_PROTO_VERSION, 0, boot_id, 0, (unsigned long long)agent_uptime_ms());
+    send_frame(s, 0, AGENT_HELLO_OK, buf, (size_t)n + 1, NULL, 0);
+}
+
+static void
+handle_set_clock(struct srv *s, const uint8_t *p, uint32_t len)
+{
+    if (len != 8) {
+        send_errno(s, 0, AGENT_ERROR, EINVAL, "SET_CLOCK payload must be 8 bytes");
+        return;
+    }
+    int64_t ns = (int64_t)agent_get_u64(p);
+    struct timespec ts = { .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
+    if (ns < 0) {
+        send_errno(s, 0, AGENT_ERROR, EINVAL, "negative time");
+        return;
+    }
+    if (clock_settime(CLOCK_REALTIME, &ts) < 0) {
+        send_errno(s, 0, AGENT_ERROR, errno, "set the clock");
+        return;
+    }
+    send_frame(s, 0, AGENT_OK, NULL, 0, NULL, 0);
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+static void
+handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
+{
+    const char *end = (const char *)p + len;
+    char msg[128];
+
+    if (len > 0 && p[len - 1] != '\0') {
+        send_errno(s, 0, AGENT_ERROR, EINVAL, "IDENTITY strings must be NUL-terminated");
+        return;
+    }
+    /* Validate everything before applying anything. */
+    for (const char *kv = (const char *)p; kv < end; kv += strlen(kv) + 1) {
+        if (strncmp(kv, "hostname=", 9) == 0) {
+            size_t hl = strlen(kv + 9);
+            if (hl == 0 || hl > 64) {
+                send_errno(s, 0, AGENT_ERROR, EINVAL, "bad hostname length");
+                return;
+            }
+        } else if (strncmp(kv, "seed=", 5) == 0) {
+            const char *h = kv + 5;
+            size_t hl = strlen(h);
+            for (size_t i = 0; i < hl; i++)
+                if (hexval(h[i]) < 0)
+                    hl = 1; /* forces the odd-length error below */
+            if (hl % 2) {
+                send_errno(s, 0, AGENT_ERROR, EINVAL, "seed must be hex bytes");
+                return;
+            }
+        } else {
+            snprintf(msg, sizeof(msg), "unknown identity key '%.64s'", kv);
+            send_errno(s, 0, AGENT_ERROR, EINVAL, msg);
+            return;
+        }
+    }
+    for (const char *kv = (const char *)p; kv < end; kv += strlen(kv) + 1) {
+        if (strncmp(kv, "hostname=", 9) == 0) {
+            if (sethostname(kv + 9, strlen(kv + 9)) < 0) {
+                send_errno(s, 0, AGENT_ERROR, errno, "set the hostname");
+                return;
+            }
+        } else if (strncmp(kv, "seed=", 5) == 0) {
+            const char *h = kv + 5;
+            size_t n = strlen(h) / 2;
+            for (size_t i = 0; i < n && i < sizeof(io_buf); i++)
+                io_buf[i] = (uint8_t)(hexval(h[2 * i]) << 4 | hexval(h[2 * i + 1]));
+            /* Mixing into the pool without crediting entropy (RNDADDENTROPY would need linux/
+             * headers); enough to make forks diverge. */
+            int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+            ssize_t w = fd >= 0 ? write(fd, io_buf, n) : -1;
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            if (w != (ssize_t)n) {
+                send_errno(s, 0, AGENT_ERROR, w < 0 ? e : EIO, "write the seed to /dev/urandom");
+                return;
+            }
+        }
+    }
+    send_frame(s, 0, AGENT_OK, NULL, 0, NULL, 0);
+}
+
+/* Check the EXEC payload layout; on success argv/env point into p (valid during the call). */
+static int
+parse_exec(const uint8_t *p, uint32_t len, const char **ret_cwd, char ***ret_argv, char ***ret_env)
+{
+    if (len < 8)
+        return -EINVAL;
+    uint32_t argc = agent_get_u32(p), envc = agent_get_u32(p + 4);
+    /* Each string takes at least its NUL byte: bounds the counts by len. */
+    if (argc < 1 || argc > len || envc > len || argc + envc > len - 8)
+        return -EINVAL;
+    char **v = calloc((size_t)argc + envc + 2, sizeof(char *));
+    if (!v)
+        return -ENOMEM;
+    const char *q = (const char *)p + 8, *end = (const char *)p + len;
+    const char *cwd = NULL;
+    for (uint32_t i = 0; i < 1 + argc + envc; i++) {
+        const char *nul = memchr(q, '\0', (size_t)(end - q));
+        if (!nul) {
+            free(v);
+            return -EINVAL;
+        }
+        if (i == 0)
+            cwd = q;
+        else if (i <= argc)
+            v[i - 1] = (char *)q;
+        else
+            v[i] = (char *)q; /* env starts after argv's NULL: v[argc + 1 + j] */
+        q = nul + 1;
+    }
+    if (q != end) {
+        free(v);
+        return -EINVAL;
+    }
+    *ret_cwd = cwd;
+    *ret_argv = v;
+    *ret_env = v + argc + 1;
+    return 0;
+}
+
+static void
+handle_exec(struct srv *s, uint32_t id, uint16_t flags, const uint8_t *p, uint32_t len)
+{
+    char msg[256];
+    const char *cwd;
+    char **argv, **env;
+
+    if (exec_find(s, id)) {
+        send_errno(s, id, AGENT_EXEC_ERROR, EEXIST, "exec id already in use");
+        return;
+    }
+    if (s->n_execs >= MAX_EXECS) {
+        send_errno(s, id, AGENT_EXEC_ERROR, EAGAIN, "too many running commands");
+        return;
+    }
+    int r = parse_exec(p, len, &cwd, &argv, &env);
+    if (r < 0) {
+        send_errno(s, id, AGENT_EXEC_ERROR, -r, "malformed EXEC payload");
+        return;
+    }
+    struct exec *x = calloc(1, sizeof(*x));
+    if (!x) {
+        free(argv);
+        send_errno(s, id, AGENT_EXEC_ERROR, ENOMEM, "allocate exec");
+        return;
+    }
+    r = exec_spawn(x, argv, env, cwd, flags & AGENT_EXEC_F_STDIN, msg, sizeof(msg));
+    free(argv);
+    if (r < 0) {
+        free(x);
+        send_errno(s, id, AGENT_EXEC_ERROR, -r, msg);
+        return;
+    }
+    x->id = id;
+    x->next = s->execs;
+    s->execs = x;
+    s->n_execs++;
+    uint8_t pid[4];
+    agent_put_u32(pid, (uint32_t)x->pid);
+    send_frame(s, id, AGENT_EXEC_STARTED, pid, sizeof(pid), NULL, 0);
+}
+
+static void
+handle_stdin(struct exec *x, const uint8_t *p, uint32_t len)
+{
+    if (x->in_fd < 0 || x->in_close)
+        return;
+    if (len == 0) {
+        x->in_close = true;
+        return;
+    }
+    uint8_t *b = realloc(x->inbuf, x->inlen + len);
+    if (!b) {
+        agent_log("out of memory queueing stdin");
+        return;
+    }
+    x->inbuf = b;
+    memcpy(x->inbuf + x->inlen, p, len);
+    x->inlen += len;
+}
+
+static void
+handle_frame(struct srv *s, const struct agent_hdr *h, const uint8_t *p)
+{
+    if (h->id == 0) {
+        switch (h->type) {
+        case AGENT_HELLO:
+            handle_hello(s);
+            break;
+        case AGENT_SET_CLOCK:
+            handle_set_clock(s, p, h->len);
+            break;
+        case AGENT_IDENTITY:
+            handle_identity(s, p, h->len);
+            break;
+        case AGENT_EXEC:
+        case AGENT_STDIN:
+        case AGENT_SIGNAL:
+            agent_log("ignoring frame type %u on the control id", h->type);
+            break;
+        default:
+            /* Every control request gets exactly one answer, so the host's count stays right. */
+            send_errno(s, 0, AGENT_ERROR, EOPNOTSUPP, "unknown control request");
+            break;
+        }
+        return;
+    }
+    if (h->type == AGENT_EXEC) {
+        handle_exec(s, h->id, h->flags, p, h->len);
+        return;
+    }
+    struct exec *x = exec_find(s, h->id);
+    if (!x)
+        return; /* finished or never existed: late STDIN/SIGNAL are harmless */
+    if (h->type == AGENT_STDIN) {
+        handle_stdin(x, p, h->len);
+    } else if (h->type == AGENT_SIGNAL) {
+        if (h->len == 4 && !x->reaped) {
+            uint32_t sig = agent_get_u32(p);
+            if (sig > 0 && sig < 65)
+                kill(-x->pid, (int)sig);
+        }
+    }
+}
+
+/* Split the input buffer into frames; keeps a partial frame for the next read. */
+static void
+parse_input(struct srv *s)
+{
+    size_t off = 0;
+    while (s->inlen - off >= AGENT_HDR_SIZE) {
+        struct agent_hdr h;
+        agent_hdr_decode(s->in + off, &h);
+        if (h.len > AGENT_MAX_PAYLOAD) {
+            protocol_error(s, "frame larger than AGENT_MAX_PAYLOAD");
+            return;
+        }
+        if (s->inlen - off < AGENT_HDR_SIZE + h.len)
+            break;
+        handle_frame(s, &h, s->in + off + AGENT_HDR_SIZE);
+        if (s->port_fd < 0 || s->inlen == 0)
+            return; /* the frame's reply failed and the host is gone */
+        off += AGENT_HDR_SIZE + h.len;
+    }
+    memmove(s->in, s->in + off, s->inlen - off);
+    s->inlen -= off;
+}
+
+static void
+port_read(struct srv *s)
+{
+    ssize_t n = read(s->port_fd, s->in + s->inlen, sizeof(s->in) - s->inlen);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            host_gone(s, strerror(errno));
+        return;
+    }
+    if (n == 0) {
+        host_gone(s, "end of stream");
+        return;
+    }
+    if (s->desync)
+        return;
+    s->inlen += (size_t)n;
+    parse_input(s);
+}
+
+static void
+port_flush(struct srv *s)
+{
+    struct outq *q = &s->out;
+    while (s->port_fd >= 0 && s->connected && outq_pending(q) > 0) {
+        ssize_t n = write(s->port_fd, q->data + q->off, outq_pending(q));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN)
+                host_gone(s, strerror(errno));
+            return;
+        }
+        q->off += (size_t)n;
+    }
+    if (outq_pending(q) == 0)
+        q->off = q->len = 0;
+}
+
+static void
+pump_output(struct srv *s, struct exec *x, int *fd, uint16_t type)
+{
+    ssize_t n = read(*fd, io_buf, sizeof(io_buf));
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        close(*fd);
+        *fd = -1;
+        return;
+    }
+    if (x->id)
+        send_frame(s, x->id, type, io_buf, (size_t)n, NULL, 0);
+}
+
+static void
+pump_stdin(struct exec *x)
+{
+    while (x->inlen > 0) {
+        ssize_t n = write(x->in_fd, x->inbuf, x->inlen);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN)
+                return;
+            /* The command closed its stdin: what it did not read is lost, as with a pipe. */
+            x->inlen = 0;
+            x->in_close = true;
+            break;
+        }
+        memmove(x->inbuf, x->inbuf + n, x->inlen - (size_t)n);
+        x->inlen -= (size_t)n;
+    }
+    if (x->in_close) {
+        close(x->in_fd);
+        x->in_fd = -1;
+        free(x->inbuf);
+        x->inbuf = NULL;
+    }
+}
+
+static void
+reap(struct srv *s)
+{
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) {
+            if (pid < 0 && errno == EINTR)
+                continue;
+            return;
+        }
+        if (pid == s->cfg->cmd_pid)
+            agent_log("command exited with %d", exec_status_code(status));
+        for (struct exec *x = s->execs; x; x = x->next)
+            if (x->pid == pid && !x->reaped) {
+                x->reaped = true;
+                x->code = exec_status_code(status);
+            }
+    }
+}
+
+/* EXIT goes out once both pipes hit EOF and the process was reaped. */
+static void
+finish_execs(struct srv *s)
+{
+    for (struct exec **pp = &s->execs; *pp;) {
+        struct exec *x = *pp;
+        if (!x->reaped || x->out_fd >= 0 || x->err_fd >= 0) {
+            pp = &x->next;
+            continue;
+        }
+        if (x->id) {
+            uint8_t code[4];
+            agent_put_u32(code, (uint32_t)x->code);
+            send_frame(s, x->id, AGENT_EXIT, code, sizeof(code), NULL, 0);
+        }
+        *pp = x->next;
+        exec_release(x);
+        free(x);
+        s->n_execs--;
+    }
+}
+
+static void
+handle_signals(struct srv *s)
+{
+    struct signalfd_siginfo si;
+    bool chld = false, io = false;
+    while (read(s->sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGCHLD)
+            chld = true;
+        else if (si.ssi_signo == SIGIO)
+            io = true;
+    }
+    if (chld)
+        reap(s);
+    if (io && s->port_fd >= 0 && s->cfg->kind == PORT_VIRTIO)
+        virtio_check_connected(s);
+}
+
+static void
+say_ready(void)
+{
+    uint64_t ms = agent_uptime_ms();
+    agent_log("ready %llu.%03llu", (unsigned long long)(ms / 1000),
+              (unsigned long long)(ms % 1000));
+}
+
+static void
+discover_port(struct srv *s)
+{
+    char *path;
+    if (s->uevent_fd >= 0)
+        uevent_drain(s->uevent_fd);
+    path = port_find(s->cfg->port_name);
+    if (!path)
+        return;
+    s->port_fd = open(path, O_RDWR | O_CLOEXEC | O_NOCTTY);
+    if (s->port_fd < 0) {
+        agent_log("open '%s': %s", path, strerror(errno));
+        free(path);
+        return;
+    }
+    free(path);
+    if (s->uevent_fd >= 0)
+        close(s->uevent_fd);
+    s->uevent_fd = -1;
+    port_setup(s);
+    say_ready();
+}
+
+static bool
+stdin_backlog(const struct srv *s)
+{
+    for (const struct exec *x = s->execs; x; x = x->next)
+        if (x->inlen >= STDIN_HIGH)
+            return true;
+    return false;
+}
+
+enum slot_kind {
+    SLOT_SIG,
+    SLOT_PORT,
+    SLOT_UEVENT,
+    SLOT_OUT,
+    SLOT_ERR,
+    SLOT_IN,
+};
+
+struct slot {
+    enum slot_kind kind;
+    struct exec *x;
+};
+
+static int
+loop(struct srv *s)
+{
+    struct pollfd *pfd = NULL;
+    struct slot *slot = NULL;
+    size_t cap = 0;
+
+    while (!s->done) {
+        size_t need = 3 + 3 * (size_t)s->n_execs, n = 0;
+        if (need > cap) {
+            struct pollfd *np = realloc(pfd, need * sizeof(*pfd));
+            if (np)
+                pfd = np;
+            struct slot *ns = realloc(slot, need * sizeof(*slot));
+            if (ns)
+                slot = ns;
+            if (!np || !ns) {
+                agent_log("out of memory");
+                free(pfd);
+                free(slot);
+                return -ENOMEM;
+            }
+            cap = need;
+        }
+        bool out_full = outq_pending(&s->out) >= OUTQ_HIGH;
+        pfd[n] = (struct pollfd){ .fd = s->sig_fd, .events = POLLIN };
+        slot[n++] = (struct slot){ SLOT_SIG, NULL };
+        if (s->port_fd >= 0 && s->connected) {
+            short ev = 0;
+            if (!out_full && !stdin_backlog(s))
+                ev |= POLLIN;
+            if (outq_pending(&s->out) > 0)
+                ev |= POLLOUT;
+            pfd[n] = (struct pollfd){ .fd = s->port_fd, .events = ev };
+            slot[n++] = (struct slot){ SLOT_PORT, NULL };
+        }
+        if (s->uevent_fd >= 0) {
+            pfd[n] = (struct pollfd){ .fd = s->uevent_fd, .events = POLLIN };
+            slot[n++] = (struct slot){ SLOT_UEVENT, NULL };
+        }
+        for (struct exec *x = s->execs; x; x = x->next) {
+            /* Output of an orphaned exec is discarded, so it never waits for the queue. */
+            bool may_read = !out_full || !x->id;
+            if (x->out_fd >= 0 && may_read) {
+                pfd[n] = (struct pollfd){ .fd = x->out_fd, .events = POLLIN };
+                slot[n++] = (struct slot){ SLOT_OUT, x };
+            }
+            if (x->err_fd >= 0 && may_read) {
+                pfd[n] = (struct pollfd){ .fd = x->err_fd, .events = POLLIN };
+                slot[n++] = (struct slot){ SLOT_ERR, x };
+            }
+            if (x->in_fd >= 0 && x->inlen > 0) {
+                pfd[n] = (struct pollfd){ .fd = x->in_fd, .events = POLLOUT };
+                slot[n++] = (struct slot){ SLOT_IN, x };
+            }
+        }
+        int timeout = -1;
+        if (s->uevent_fd >= 0 && !s->wait_logged) {
+            uint64_t waited = agent_uptime_ms() - s->wait_start;
+            timeout = waited >= PORT_WAIT_LOG ? 0 : (int)(PORT_WAIT_LOG - waited);
+        }
+        int r = poll(pfd, n, timeout);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            agent_log("poll: %s", strerror(errno));
+            free(pfd);
+            free(slot);
+            return -errno;
+        }
+        if (r == 0 && s->uevent_fd >= 0 && !s->wait_logged) {
+            agent_log("port '%s' not found after %d ms, still waiting", s->cfg->port_name,
+                      PORT_WAIT_LOG);
+            s->wait_logged = true;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (!pfd[i].revents)
+                continue;
+            struct exec *x = slot[i].x;
+            switch (slot[i].kind) {
+            case SLOT_SIG:
+                handle_signals(s);
+                break;
+            case SLOT_PORT:
+                /* The port may have been closed or dropped by an earlier slot's handling. */
+                if (s->port_fd != pfd[i].fd || !s->connected)
+                    break;
+                if (pfd[i].revents & POLLIN)
+                    port_read(s);
+                else if (pfd[i].revents & (POLLHUP | POLLERR))
+                    host_gone(s, "hangup");
+                if ((pfd[i].revents & POLLOUT) && s->port_fd == pfd[i].fd)
+                    port_flush(s);
+                break;
+            case SLOT_UEVENT:
+                discover_port(s);
+                break;
+            case SLOT_OUT:
+                if (x->out_fd >= 0)
+                    pump_output(s, x, &x->out_fd, AGENT_STDOUT);
+                break;
+            case SLOT_ERR:
+                if (x->err_fd >= 0)
+                    pump_output(s, x, &x->err_fd, AGENT_STDERR);
+                break;
+            case SLOT_IN:
+                if (x->in_fd >= 0)
+                    pump_stdin(x);
+                break;
+            }
+        }
+        /* Stdin frames just queued and closes requested need no poll round to start. */
+        for (struct exec *x = s->execs; x; x = x->next)
+            if (x->in_fd >= 0 && (x->inlen > 0 || x->in_close))
+                pump_stdin(x);
+        finish_execs(s);
+        port_flush(s);
+    }
+    free(pfd);
+    free(slot);
+    return 0;
+}
+
+int
+serve_run(const struct serve_cfg *cfg)
+{
+    struct srv *s = calloc(1, sizeof(*s));
+    sigset_t mask;
+    int r;
+
+    if (!s)
+        return -ENOMEM;
+    s->cfg = cfg;
+    s->port_fd = cfg->fd;
+    s->uevent_fd = -1;
+
+    /* SIGCHLD (reaping) and SIGIO (host connect/disconnect) arrive through the loop. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGCHLD);
+    sigaddset(&mask, SIGIO);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    s->sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (s->sig_fd < 0) {
+        r = -errno;
+        agent_log("signalfd: %s", strerror(errno));
+        free(s);
+        return r;
+    }
+    /* Children that ended before the signal was blocked would otherwise wait for the next. */
+    reap(s);
+
+    if (s->port_fd >= 0) {
+        port_setup(s);
+        say_ready();
+    } else {
+        s->uevent_fd = uevent_open();
+        if (s->uevent_fd < 0)
+            agent_log("open uevent socket: %s", strerror(-s->uevent_fd));
+        s->wait_start = agent_uptime_ms();
+        discover_port(s);
+        if (s->port_fd < 0 && s->uevent_fd < 0) {
+            agent_log("port '%s' not found and no uevents to wait for", cfg->port_name);
+            close(s->sig_fd);
+            free(s);
+            return -ENODEV;
+        }
+    }
+    r = loop(s);
+    for (struct exec *x = s->execs, *next; x; x = next) {
+        next = x->next;
+        exec_release(x);
+        free(x);
+    }
+    outq_reset(&s->out);
+    if (s->port_fd >= 0)
+        close(s->port_fd);
+    if (s->uevent_fd >= 0)
+        close(s->uevent_fd);
+    close(s->sig_fd);
+    free(s);
+    return r;
+}

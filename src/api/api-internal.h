@@ -1,0 +1,58 @@
+/* Shared between server.c and the h_*.c handlers: the per-request context and reply helpers.
+ * Only src/api includes this. */
+#pragma once
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "api/router.h"
+#include "instance/manager.h"
+#include "util/err.h"
+
+/* One HTTP request. Lives from the first access-handler call to MHD's completion notice. */
+struct api_req {
+    struct inst_manager *m;
+    struct MHD_Connection *conn;
+    const char *method; /* MHD's, valid for the request */
+    char *path;
+    struct api_match match;
+    char *body; /* accumulated upload, NUL-terminated; NULL when empty */
+    size_t body_len;
+    bool too_large; /* the upload passed API_BODY_MAX: the rest is discarded */
+    bool replied;   /* a response is queued */
+};
+
+/* Handlers queue exactly one response through the helpers below and return their result. */
+typedef enum MHD_Result (*api_handler_fn)(struct api_req *req);
+
+/* 2xx with a JSON body (stolen; NULL = no body, e.g. 204). */
+enum MHD_Result api_reply_json(struct api_req *req, unsigned status, json_t *body);
+/* Failure r (-errno) with message: status and code from errmap; logged once at warn. */
+enum MHD_Result api_reply_error(struct api_req *req, int r, const char *message);
+/* api_reply_error() from a callee's tp_err (code -EIO when unset). */
+enum MHD_Result api_reply_tp_err(struct api_req *req, const struct tp_err *err);
+/* A prepared response (streams); takes a reference of resp only for the queue. */
+enum MHD_Result api_reply_response(struct api_req *req, unsigned status, struct MHD_Response *resp);
+
+/* A boolean query parameter: absent -> false, bare "?key" -> true, else api_query_bool(). */
+int api_req_query_bool(struct api_req *req, const char *key, bool *ret, struct tp_err *err);
+
+/* The client's socket, to notice a disconnect while a stream blocks; -EBADF if unknown. */
+int api_req_client_fd(struct api_req *req);
+
+/* True once the peer of fd hung up (POLLRDHUP/POLLHUP/POLLERR), without waiting. */
+bool api_client_gone(int fd);
+
+enum MHD_Result api_h_version(struct api_req *req);
+enum MHD_Result api_h_capabilities(struct api_req *req);
+enum MHD_Result api_h_list(struct api_req *req);
+enum MHD_Result api_h_create(struct api_req *req);
+enum MHD_Result api_h_get(struct api_req *req);
+enum MHD_Result api_h_delete(struct api_req *req);
+enum MHD_Result api_h_stop(struct api_req *req);
+enum MHD_Result api_h_start(struct api_req *req);
+enum MHD_Result api_h_exec(struct api_req *req);
+enum MHD_Result api_h_logs(struct api_req *req);
+enum MHD_Result api_h_wait(struct api_req *req);

@@ -1,0 +1,580 @@
+/* Request and response bodies: strict JSON -> request structs, records -> instance objects,
+ * the capabilities object and the exec-stream frame header. Pure functions (no I/O). */
+#include "api/body.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/cleanup.h"
+#include "util/macro.h"
+#include "util/xalloc.h"
+
+#define streq(a, b) (strcmp((a), (b)) == 0)
+
+/* jansson reports OOM as NULL/-1; like xmalloc, treat it as fatal. */
+static json_t *
+jcheck(json_t *j)
+{
+    if (!j)
+        abort();
+    return j;
+}
+
+static void
+jset(json_t *o, const char *key, json_t *v)
+{
+    if (json_object_set_new(o, key, jcheck(v)) < 0)
+        abort();
+}
+
+static json_t *
+jstr_or_null(const char *s)
+{
+    json_t *j;
+
+    if (!s)
+        return json_null();
+    j = json_string(s);
+    /* Only invalid UTF-8 makes this fail; such a value cannot be shown as JSON text. */
+    return j ? j : json_null();
+}
+
+static const char *
+json_type_name(const json_t *j)
+{
+    switch (json_typeof(j)) {
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_NULL:
+        return "null";
+    }
+    return "unknown";
+}
+
+static int
+load_object(const char *data, size_t len, json_t **ret, struct tp_err *err)
+{
+    json_error_t jerr;
+    json_t *root;
+
+    /* Duplicate keys are ambiguous: reject them like any other malformed input. jansson
+     * already rejects trailing garbage and NUL bytes inside strings by default. */
+    root = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (!root)
+        return tp_err_set(err, -EINVAL, "parse JSON body at line %d column %d: %s", jerr.line,
+                          jerr.column, jerr.text);
+    if (!json_is_object(root)) {
+        const char *t = json_type_name(root);
+        json_decref(root);
+        return tp_err_set(err, -EINVAL, "request body must be a JSON object, got %s", t);
+    }
+    *ret = root;
+    return 0;
+}
+
+static int
+want_type(const char *key, const json_t *v, json_type type, const char *name, struct tp_err *err)
+{
+    bool ok = type == JSON_TRUE ? json_is_boolean(v) : json_typeof(v) == type;
+
+    if (!ok)
+        return tp_err_set(err, -EINVAL, "field '%s' must be %s, got %s", key, name,
+                          json_type_name(v));
+    return 0;
+}
+
+static int
+get_string(const char *key, const json_t *v, char **ret, struct tp_err *err)
+{
+    int r = want_type(key, v, JSON_STRING, "a string", err);
+    if (r < 0)
+        return r;
+    *ret = xstrdup(json_string_value(v));
+    return 0;
+}
+
+static int
+get_path(const char *key, const json_t *v, char **ret, struct tp_err *err)
+{
+    int r = want_type(key, v, JSON_STRING, "a string", err);
+    if (r < 0)
+        return r;
+    if (json_string_value(v)[0] != '/')
+        return tp_err_set(err, -EINVAL, "field '%s' must be an absolute path, got '%s'", key,
+                          json_string_value(v));
+    *ret = xstrdup(json_string_value(v));
+    return 0;
+}
+
+static int
+get_u32_range(const char *key, const json_t *v, json_int_t min, json_int_t max, uint32_t *ret,
+              struct tp_err *err)
+{
+    int r = want_type(key, v, JSON_INTEGER, "an integer", err);
+    if (r < 0)
+        return r;
+    json_int_t n = json_integer_value(v);
+    if (n < min || n > max)
+        return tp_err_set(err, -EINVAL, "field '%s' must be between %lld and %lld, got %lld", key,
+                          (long long)min, (long long)max, (long long)n);
+    *ret = (uint32_t)n;
+    return 0;
+}
+
+/* A JSON array of strings -> NULL-terminated vector. check (may be NULL) vets each element. */
+static int
+get_strv(const char *key, const json_t *v, bool allow_empty, int (*check)(const char *s),
+         const char *check_what, char ***ret, struct tp_err *err)
+{
+    _cleanup_strv_free_ char **out = NULL;
+    size_t i, n;
+    json_t *e;
+    int r;
+
+    r = want_type(key, v, JSON_ARRAY, "an array of strings", err);
+    if (r < 0)
+        return r;
+    n = json_array_size(v);
+    if (n == 0 && !allow_empty)
+        return tp_err_set(err, -EINVAL, "field '%s' must not be empty", key);
+    out = xnew(char *, n + 1);
+    json_array_foreach(v, i, e)
+    {
+        if (!json_is_string(e))
+            return tp_err_set(err, -EINVAL,
+                              "field '%s' must be an array of strings, element %zu is %s", key, i,
+                              json_type_name(e));
+        if (check && check(json_string_value(e)) < 0)
+            return tp_err_set(err, -EINVAL, "field '%s' element %zu must be %s, got '%s'", key, i,
+                              check_what, json_string_value(e));
+        out[i] = xstrdup(json_string_value(e));
+    }
+    *ret = TAKE_PTR(out);
+    return 0;
+}
+
+static int
+check_env_entry(const char *s)
+{
+    const char *eq = strchr(s, '=');
+    return eq && eq != s ? 0 : -EINVAL;
+}
+
+/* Same rule as store_name_valid(); repeated here so bad names fail before the manager runs
+ * and this file stays free of the store library. */
+static bool
+name_valid(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > 63)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+void
+api_create_body_clear(struct api_create_body *b)
+{
+    if (!b)
+        return;
+    free(b->name);
+    free(b->hypervisor);
+    free(b->kernel);
+    free(b->initrd);
+    free(b->rootfs);
+    free(b->accel);
+    strv_free(b->cmd);
+    *b = (struct api_create_body){ 0 };
+}
+
+static void
+create_body_link(struct api_create_body *b)
+{
+    b->req.name = b->name;
+    b->req.hypervisor = b->hypervisor;
+    b->req.kernel = b->kernel;
+    b->req.initrd = b->initrd;
+    b->req.rootfs = b->rootfs;
+    b->req.accel = b->accel;
+    b->req.cmd = b->cmd;
+}
+
+static int
+create_field(struct api_create_body *b, const char *key, const json_t *v, struct tp_err *err)
+{
+    int r;
+
+    if (streq(key, "name")) {
+        r = get_string(key, v, &b->name, err);
+        if (r < 0)
+            return r;
+        if (!name_valid(b->name))
+            return tp_err_set(err, -EINVAL,
+                              "field 'name' must match [a-z0-9][a-z0-9-]{0,62}, got '%s'", b->name);
+        return 0;
+    }
+    if (streq(key, "memory_mib"))
+        return get_u32_range(key, v, API_MEMORY_MIB_MIN, API_MEMORY_MIB_MAX, &b->req.memory_mib,
+                             err);
+    if (streq(key, "vcpus"))
+        return get_u32_range(key, v, API_VCPUS_MIN, API_VCPUS_MAX, &b->req.vcpus, err);
+    if (streq(key, "disk_mib"))
+        return get_u32_range(key, v, API_DISK_MIB_MIN, API_DISK_MIB_MAX, &b->req.disk_mib, err);
+    if (streq(key, "hypervisor")) {
+        r = get_string(key, v, &b->hypervisor, err);
+        if (r < 0)
+            return r;
+        if (!b->hypervisor[0])
+            return tp_err_set(err, -EINVAL, "field 'hypervisor' must not be empty");
+        return 0;
+    }
+    if (streq(key, "kernel"))
+        return get_path(key, v, &b->kernel, err);
+    if (streq(key, "initrd"))
+        return get_path(key, v, &b->initrd, err);
+    if (streq(key, "rootfs"))
+        return get_path(key, v, &b->rootfs, err);
+    if (streq(key, "cmd"))
+        return get_strv(key, v, false, NULL, NULL, &b->cmd, err);
+    if (streq(key, "no_agent")) {
+        r = want_type(key, v, JSON_TRUE, "a boolean", err);
+        if (r < 0)
+            return r;
+        b->req.no_agent = json_is_true(v);
+        return 0;
+    }
+    if (streq(key, "accel")) {
+        r = get_string(key, v, &b->accel, err);
+        if (r < 0)
+            return r;
+        if (!streq(b->accel, "kvm") && !streq(b->accel, "tcg"))
+            return tp_err_set(err, -EINVAL, "field 'accel' must be \"kvm\" or \"tcg\", got '%s'",
+                              b->accel);
+        return 0;
+    }
+    return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+}
+
+static bool
+create_known(const char *key)
+{
+    static const char *const known[] = { "name",     "memory_mib", "vcpus",   "hypervisor",
+                                         "kernel",   "initrd",     "rootfs",  "cmd",
+                                         "no_agent", "accel",      "disk_mib" };
+
+    for (size_t i = 0; i < ELEMENTSOF(known); i++)
+        if (streq(key, known[i]))
+            return true;
+    return false;
+}
+
+int
+api_parse_create(const char *data, size_t len, struct api_create_body *ret, struct tp_err *err)
+{
+    struct api_create_body b = { 0 };
+    json_t *root = NULL;
+    const char *key;
+    json_t *v;
+    int r;
+
+    r = load_object(data, len, &root, err);
+    if (r < 0)
+        return r;
+    json_object_foreach(root, key, v)
+    {
+        if (!create_known(key)) {
+            r = tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+            goto fail;
+        }
+        /* null = the field's default, so an instance object's nulls can be sent back. */
+        if (json_is_null(v))
+            continue;
+        r = create_field(&b, key, v, err);
+        if (r < 0)
+            goto fail;
+    }
+    json_decref(root);
+    *ret = b;
+    create_body_link(ret);
+    return 0;
+fail:
+    api_create_body_clear(&b);
+    json_decref(root);
+    return r;
+}
+
+void
+api_exec_body_clear(struct api_exec_body *b)
+{
+    if (!b)
+        return;
+    strv_free(b->argv);
+    strv_free(b->env);
+    free(b->cwd);
+    *b = (struct api_exec_body){ 0 };
+}
+
+static int
+exec_field(struct api_exec_body *b, const char *key, const json_t *v, struct tp_err *err)
+{
+    if (streq(key, "cmd"))
+        return get_strv(key, v, false, NULL, NULL, &b->argv, err);
+    if (streq(key, "env"))
+        return get_strv(key, v, true, check_env_entry, "\"KEY=VALUE\"", &b->env, err);
+    if (streq(key, "cwd"))
+        return get_path(key, v, &b->cwd, err);
+    return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+}
+
+int
+api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, struct tp_err *err)
+{
+    struct api_exec_body b = { 0 };
+    json_t *root = NULL;
+    const char *key;
+    json_t *v;
+    int r;
+
+    r = load_object(data, len, &root, err);
+    if (r < 0)
+        return r;
+    json_object_foreach(root, key, v)
+    {
+        if (json_is_null(v) && (streq(key, "env") || streq(key, "cwd")))
+            continue;
+        r = exec_field(&b, key, v, err);
+        if (r < 0)
+            goto fail;
+    }
+    if (!b.argv) {
+        r = tp_err_set(err, -EINVAL, "field 'cmd' is required");
+        goto fail;
+    }
+    json_decref(root);
+    *ret = b;
+    ret->req.argv = ret->argv;
+    ret->req.env = ret->env;
+    ret->req.cwd = ret->cwd;
+    return 0;
+fail:
+    api_exec_body_clear(&b);
+    json_decref(root);
+    return r;
+}
+
+int
+api_parse_empty(const char *data, size_t len, struct tp_err *err)
+{
+    json_t *root = NULL;
+    int r;
+
+    if (len == 0)
+        return 0;
+    r = load_object(data, len, &root, err);
+    if (r < 0)
+        return r;
+    if (json_object_size(root) > 0) {
+        const char *key = json_object_iter_key(json_object_iter(root));
+        r = tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+    }
+    json_decref(root);
+    return r;
+}
+
+int
+api_parse_wait(const char *data, size_t len, enum inst_state *ret_state, int *ret_timeout_ms,
+               struct tp_err *err)
+{
+    enum inst_state state = _INST_STATE_INVALID;
+    uint32_t timeout = 30000;
+    json_t *root = NULL;
+    const char *key;
+    json_t *v;
+    int r;
+
+    r = load_object(data, len, &root, err);
+    if (r < 0)
+        return r;
+    json_object_foreach(root, key, v)
+    {
+        if (streq(key, "state")) {
+            r = want_type(key, v, JSON_STRING, "a string", err);
+            if (r < 0)
+                goto out;
+            state = inst_state_from_string(json_string_value(v));
+            if (state < 0) {
+                r = tp_err_set(err, -EINVAL, "field 'state': unknown state '%.64s'",
+                               json_string_value(v));
+                goto out;
+            }
+        } else if (streq(key, "timeout_ms")) {
+            r = get_u32_range(key, v, 1, 600000, &timeout, err);
+            if (r < 0)
+                goto out;
+        } else {
+            r = tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+            goto out;
+        }
+    }
+    if (state < 0) {
+        r = tp_err_set(err, -EINVAL, "field 'state' is required");
+        goto out;
+    }
+    *ret_state = state;
+    *ret_timeout_ms = (int)timeout;
+    r = 0;
+out:
+    json_decref(root);
+    return r;
+}
+
+int
+api_format_time(int64_t ms, char out[32])
+{
+    struct tm tm;
+    /* Floor division so times before 1970 still get a 0..999 millisecond part. */
+    int64_t sec = ms / 1000, rem = ms % 1000;
+    time_t t;
+    size_t n;
+
+    if (rem < 0) {
+        rem += 1000;
+        sec -= 1;
+    }
+    t = (time_t)sec;
+    if (!gmtime_r(&t, &tm) || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
+        return -EINVAL;
+    n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (n != 19)
+        return -EINVAL;
+    out[n++] = '.';
+    out[n++] = (char)('0' + rem / 100);
+    out[n++] = (char)('0' + rem / 10 % 10);
+    out[n++] = (char)('0' + rem % 10);
+    out[n++] = 'Z';
+    out[n] = '\0';
+    return 0;
+}
+
+/* Zero means "never set" in a record; show it as null rather than 1970. */
+static json_t *
+time_or_null(int64_t ms)
+{
+    char buf[32];
+
+    if (ms == 0 || api_format_time(ms, buf) < 0)
+        return json_null();
+    return json_string(buf);
+}
+
+static json_t *
+strv_or_null(char *const *v)
+{
+    json_t *a;
+
+    if (!v)
+        return json_null();
+    a = jcheck(json_array());
+    for (size_t i = 0; v[i]; i++) {
+        json_t *s = json_string(v[i]);
+        /* Keep positions: an argument that is not UTF-8 shows as null. */
+        if (json_array_append_new(a, s ? s : json_null()) < 0)
+            abort();
+    }
+    return a;
+}
+
+static json_t *
+last_op_or_null(const char *text)
+{
+    json_t *j;
+
+    if (!text)
+        return json_null();
+    j = json_loads(text, 0, NULL);
+    if (!j)
+        return json_null();
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return json_null();
+    }
+    return j;
+}
+
+json_t *
+api_record_to_json(const struct inst_record *r)
+{
+    json_t *o = jcheck(json_object());
+    const char *state = inst_state_to_string(r->state);
+
+    jset(o, "id", jstr_or_null(r->id));
+    jset(o, "name", jstr_or_null(r->name));
+    jset(o, "state", json_string(state ? state : "Unknown"));
+    jset(o, "hypervisor", jstr_or_null(r->cfg.hypervisor));
+    jset(o, "memory_mib", json_integer(r->cfg.memory_mib));
+    jset(o, "vcpus", json_integer(r->cfg.vcpus));
+    jset(o, "kernel", jstr_or_null(r->cfg.kernel));
+    jset(o, "initrd", jstr_or_null(r->cfg.initrd));
+    jset(o, "rootfs", jstr_or_null(r->cfg.rootfs));
+    jset(o, "cmd", strv_or_null(r->cfg.cmd));
+    jset(o, "agent", json_boolean(r->cfg.agent));
+    jset(o, "accel", jstr_or_null(r->cfg.accel));
+    jset(o, "pid", r->vmm_pid > 0 ? json_integer(r->vmm_pid) : json_null());
+    jset(o, "created_at", time_or_null(r->created_ms));
+    jset(o, "state_changed_at", time_or_null(r->state_changed_ms));
+    jset(o, "last_operation", last_op_or_null(r->last_op));
+    jset(o, "last_error", jstr_or_null(r->last_error));
+    return o;
+}
+
+json_t *
+api_caps_to_json(const struct hv_driver *const *drivers)
+{
+    json_t *hvs = jcheck(json_object());
+    json_t *o = jcheck(json_object());
+
+    for (size_t i = 0; drivers && drivers[i]; i++) {
+        json_t *caps = jcheck(json_object());
+        for (int c = 0; c < _HV_CAP_MAX; c++) {
+            const char *n = hv_cap_to_string((enum hv_cap)c);
+            if (n)
+                jset(caps, n, json_boolean(drivers[i]->caps[c]));
+        }
+        jset(hvs, drivers[i]->name, caps);
+    }
+    jset(o, "hypervisors", hvs);
+    return o;
+}
+
+size_t
+api_frame_header(uint8_t out[8], int kind, uint32_t len)
+{
+    out[0] = (uint8_t)kind;
+    out[1] = out[2] = out[3] = 0;
+    out[4] = (uint8_t)(len >> 24);
+    out[5] = (uint8_t)(len >> 16);
+    out[6] = (uint8_t)(len >> 8);
+    out[7] = (uint8_t)len;
+    return API_FRAME_HEADER_SIZE;
+}

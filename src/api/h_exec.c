@@ -1,0 +1,206 @@
+/* POST /v1/instances/{ref}/exec: start a command through the manager, then stream its output
+ * as exec-stream frames (api.md) until the exit frame, an error frame or the client leaving. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api-internal.h"
+#include "api/body.h"
+#include "api/errmap.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/xalloc.h"
+
+/* How long one wait for guest output lasts before checking whether the client is still there:
+ * agent_exec_next() has no fd to poll together with the client socket. */
+#define EXEC_CLIENT_CHECK_MS 200
+#define EXEC_FRAME_MAX       (1u << 20) /* split larger outputs into several frames */
+#define EXEC_STREAM_BLOCK    (64u * 1024u)
+
+struct exec_stream {
+    struct agent_exec *x;
+    int client_fd; /* borrowed from MHD */
+    char *ref;     /* for logs */
+    uint8_t *buf;  /* encoded frames not yet handed to MHD */
+    size_t len, off;
+    bool done; /* the last frame is in buf */
+};
+
+static void
+stream_push(struct exec_stream *st, int kind, const void *data, size_t len)
+{
+    do {
+        uint32_t n = (uint32_t)MIN(len, (size_t)EXEC_FRAME_MAX);
+        st->buf = xrealloc(st->buf, st->len + API_FRAME_HEADER_SIZE + n);
+        st->len += api_frame_header(st->buf + st->len, kind, n);
+        if (n)
+            memcpy(st->buf + st->len, data, n);
+        st->len += n;
+        data = (const uint8_t *)data + n;
+        len -= n;
+    } while (len > 0);
+}
+
+static void
+stream_push_json(struct exec_stream *st, int kind, json_t *j)
+{
+    char *s = json_dumps(j, JSON_COMPACT);
+
+    json_decref(j);
+    if (!s)
+        abort();
+    stream_push(st, kind, s, strlen(s));
+    free(s);
+}
+
+static void
+stream_push_error(struct exec_stream *st, int r, const char *message)
+{
+    stream_push_json(st, API_FRAME_ERROR, api_error_json(api_errmap(r).code, message));
+    st->done = true;
+}
+
+/* Fill buf with the next frame(s): blocks until the guest sends something, the command
+ * exits, the guest connection breaks, or the client disconnects. */
+static int
+stream_fill(struct exec_stream *st)
+{
+    for (;;) {
+        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+        struct agent_event ev = { 0 };
+        int r = agent_exec_next(st->x, &ev, EXEC_CLIENT_CHECK_MS, &err);
+
+        if (r == -ETIMEDOUT) {
+            if (api_client_gone(st->client_fd))
+                return -EPIPE;
+            continue;
+        }
+        if (r < 0) {
+            log_warn("api: exec on '%s': stream ended: %s", st->ref, tp_err_msg(&err));
+            stream_push_error(st, r, tp_err_msg(&err));
+            return 0;
+        }
+        switch (ev.type) {
+        case AGENT_EV_STDOUT:
+        case AGENT_EV_STDERR:
+            if (ev.len > 0)
+                stream_push(st, ev.type == AGENT_EV_STDOUT ? API_FRAME_STDOUT : API_FRAME_STDERR,
+                            ev.data, ev.len);
+            free(ev.data);
+            if (ev.len == 0)
+                continue;
+            return 0;
+        case AGENT_EV_EXIT:
+            stream_push_json(st, API_FRAME_EXIT, json_pack("{s:i}", "exit_code", ev.exit_code));
+            st->done = true;
+            return 0;
+        }
+        free(ev.data);
+        stream_push_error(st, -EPROTO, "unknown event from the guest agent");
+        return 0;
+    }
+}
+
+static ssize_t
+exec_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct exec_stream *st = cls;
+
+    if (st->off == st->len) {
+        st->off = st->len = 0;
+        if (st->done)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        if (stream_fill(st) < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR; /* the client left */
+    }
+    size_t n = MIN(max, st->len - st->off);
+    memcpy(buf, st->buf + st->off, n);
+    st->off += n;
+    return (ssize_t)n;
+}
+
+static void
+exec_stream_free(void *cls)
+{
+    struct exec_stream *st = cls;
+
+    /* Forgetting the exec is what a departed client asks for; the command itself keeps
+     * running in the guest, like a detached `docker exec`. */
+    agent_exec_free(st->x);
+    free(st->buf);
+    free(st->ref);
+    free(st);
+}
+
+/* Failures the guest reports for the spawn itself: the instance is fine, the command did not
+ * run. They travel in the stream (kind 4) so clients tell them from a bad ref (exit 127/126). */
+static bool
+is_spawn_error(int r)
+{
+    switch (-r) {
+    case ENOENT:
+    case EACCES:
+    case EPERM:
+    case ENOEXEC:
+    case ENOTDIR:
+    case EISDIR:
+    case ELOOP:
+    case ENAMETOOLONG:
+    case E2BIG:
+    case ETXTBSY:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static enum MHD_Result
+reply_stream(struct api_req *req, struct exec_stream *st)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, EXEC_STREAM_BLOCK, exec_reader, st, exec_stream_free);
+
+    if (!resp) {
+        exec_stream_free(st);
+        return api_reply_error(req, -ENOMEM, "create exec stream response");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            "application/vnd.torpor.exec-stream");
+    return api_reply_response(req, 200, resp);
+}
+
+enum MHD_Result
+api_h_exec(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    _cleanup_(inst_record_freep) struct inst_record *rec = NULL;
+    struct agent_exec *x = NULL;
+    struct api_exec_body b;
+    struct exec_stream *st;
+    int r;
+
+    if (api_parse_exec(req->body, req->body_len, &b, &err) < 0)
+        return api_reply_tp_err(req, &err);
+    /* Resolve the ref first: a missing instance is a plain 404, while ENOENT from the start
+     * below then means the command was not found. */
+    r = inst_get(req->m, req->match.ref, &rec, &err);
+    if (r < 0) {
+        api_exec_body_clear(&b);
+        return api_reply_tp_err(req, &err);
+    }
+    r = inst_exec_start(req->m, rec->id, &b.req, &x, &err);
+    api_exec_body_clear(&b);
+    if (r < 0 && !is_spawn_error(r))
+        return api_reply_tp_err(req, &err);
+
+    st = xnew(struct exec_stream, 1);
+    st->x = x;
+    st->client_fd = api_req_client_fd(req);
+    st->ref = xstrdup(req->match.ref);
+    if (r < 0) {
+        log_warn("api: %s %s -> 200 exec failed to start: %s", req->method, req->path,
+                 tp_err_msg(&err));
+        stream_push_error(st, r, tp_err_msg(&err));
+    }
+    return reply_stream(req, st);
+}

@@ -1,0 +1,165 @@
+/* GET /v1/instances/{ref}/logs[?follow=true]: stream the serial console file; with follow,
+ * keep the stream open and send what is appended, woken by inotify, until the client leaves
+ * or the file is deleted or moved away. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/api-internal.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/xalloc.h"
+
+#define LOGS_STREAM_BLOCK (64u * 1024u)
+
+struct logs_stream {
+    int fd;        /* the console file */
+    int ino_fd;    /* inotify, follow only; -EBADF otherwise */
+    int client_fd; /* borrowed from MHD */
+    bool file_gone;
+};
+
+/* Drain the inotify queue; notes whether the file went away. */
+static void
+logs_drain_inotify(struct logs_stream *st)
+{
+    /* Aligned as inotify_event requires. */
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+
+    for (;;) {
+        ssize_t n = read(st->ino_fd, buf, sizeof(buf));
+        if (n <= 0)
+            return; /* EAGAIN: drained */
+        for (char *p = buf; p < buf + n;) {
+            const struct inotify_event *ev = (const struct inotify_event *)p;
+            if (ev->mask & (IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED))
+                st->file_gone = true;
+            p += sizeof(*ev) + ev->len;
+        }
+    }
+}
+
+/* IN_DELETE_SELF only comes once the inode is freed, which our own open fd prevents; an unlink
+ * shows up as IN_ATTRIB (link count change) instead, so look at the link count. */
+static void
+logs_check_unlinked(struct logs_stream *st)
+{
+    struct stat sb;
+
+    if (fstat(st->fd, &sb) == 0 && sb.st_nlink == 0)
+        st->file_gone = true;
+}
+
+/* Block until the file may have grown (1), it is gone (0), or the client left (-EPIPE). */
+static int
+logs_wait(struct logs_stream *st)
+{
+    for (;;) {
+        struct pollfd p[2] = {
+            { .fd = st->ino_fd, .events = POLLIN },
+            { .fd = st->client_fd, .events = POLLRDHUP },
+        };
+        int r = poll(p, st->client_fd >= 0 ? 2 : 1, -1);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+            return -EPIPE;
+        if (p[0].revents & POLLIN) {
+            logs_drain_inotify(st);
+            logs_check_unlinked(st);
+            return st->file_gone ? 0 : 1;
+        }
+        if (p[0].revents)
+            return -EIO;
+    }
+}
+
+static ssize_t
+logs_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct logs_stream *st = cls;
+
+    for (;;) {
+        ssize_t n = read(st->fd, buf, max);
+        if (n > 0)
+            return n;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            log_debug("api: read console log: %m");
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        /* EOF. Whatever was written before a delete/move has now been read. */
+        if (st->ino_fd < 0 || st->file_gone)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        int r = logs_wait(st);
+        if (r < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        /* r == 0: gone, but read once more for the last bytes; r == 1: grew. */
+    }
+}
+
+static void
+logs_stream_free(void *cls)
+{
+    struct logs_stream *st = cls;
+
+    safe_close(st->fd);
+    safe_close(st->ino_fd);
+    free(st);
+}
+
+enum MHD_Result
+api_h_logs(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    _cleanup_free_ char *path = NULL;
+    _cleanup_close_ int fd = -EBADF, ino = -EBADF;
+    struct MHD_Response *resp;
+    struct logs_stream *st;
+    bool follow;
+
+    if (api_req_query_bool(req, "follow", &follow, &err) < 0)
+        return api_reply_tp_err(req, &err);
+    if (inst_console_log(req->m, req->match.ref, &path, &err) < 0)
+        return api_reply_tp_err(req, &err);
+
+    if (follow) {
+        /* Watch before the first read, so nothing appended in between is missed. */
+        ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+        if (ino < 0) {
+            tp_err_errno(&err, -errno, "create inotify instance for '%s'", path);
+            return api_reply_tp_err(req, &err);
+        }
+        if (inotify_add_watch(ino, path, IN_MODIFY | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF) <
+            0) {
+            tp_err_errno(&err, -errno, "watch console log '%s'", path);
+            return api_reply_tp_err(req, &err);
+        }
+    }
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        tp_err_errno(&err, -errno, "open console log '%s'", path);
+        return api_reply_tp_err(req, &err);
+    }
+
+    st = xnew(struct logs_stream, 1);
+    st->fd = TAKE_FD(fd);
+    st->ino_fd = TAKE_FD(ino);
+    st->client_fd = api_req_client_fd(req);
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, LOGS_STREAM_BLOCK, logs_reader, st,
+                                             logs_stream_free);
+    if (!resp) {
+        logs_stream_free(st);
+        return api_reply_error(req, -ENOMEM, "create logs response");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
+    return api_reply_response(req, 200, resp);
+}

@@ -1,0 +1,182 @@
+/* Method + path -> route, with the {ref} path parameter, and query-string value parsing. */
+#include "api/router.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util/macro.h"
+
+#define streq(a, b) (strcmp((a), (b)) == 0)
+
+#define ROUTE_SEGMENTS_MAX 4
+#define PARAM              "{ref}"
+
+/* One row per method + path. Rows sharing a path must be adjacent: 405's Allow header lists
+ * them in this order. */
+static const struct {
+    enum api_route route;
+    const char *method;
+    const char *segs[ROUTE_SEGMENTS_MAX + 1]; /* NULL-terminated; PARAM captures a segment */
+    const char *query[3];
+    const char *name;
+} routes[] = {
+    { API_ROUTE_VERSION, "GET", { "v1", "version" }, { NULL }, "version" },
+    { API_ROUTE_CAPABILITIES, "GET", { "v1", "capabilities" }, { NULL }, "capabilities" },
+    { API_ROUTE_LIST, "GET", { "v1", "instances" }, { "all", NULL }, "list" },
+    { API_ROUTE_CREATE, "POST", { "v1", "instances" }, { NULL }, "create" },
+    { API_ROUTE_GET, "GET", { "v1", "instances", PARAM }, { NULL }, "get" },
+    { API_ROUTE_DELETE, "DELETE", { "v1", "instances", PARAM }, { "force", NULL }, "delete" },
+    { API_ROUTE_STOP, "POST", { "v1", "instances", PARAM, "stop" }, { NULL }, "stop" },
+    { API_ROUTE_START, "POST", { "v1", "instances", PARAM, "start" }, { NULL }, "start" },
+    { API_ROUTE_EXEC, "POST", { "v1", "instances", PARAM, "exec" }, { NULL }, "exec" },
+    { API_ROUTE_LOGS, "GET", { "v1", "instances", PARAM, "logs" }, { "follow", NULL }, "logs" },
+    { API_ROUTE_WAIT, "POST", { "v1", "instances", PARAM, "wait" }, { NULL }, "wait" },
+};
+
+struct path_segs {
+    size_t n;
+    const char *s[ROUTE_SEGMENTS_MAX];
+    size_t len[ROUTE_SEGMENTS_MAX];
+};
+
+/* Split "/a/b/c" into segments. false for anything no route can match: no leading '/', an empty
+ * segment (which also covers a trailing '/') or too many segments. */
+static bool
+path_split(const char *path, struct path_segs *ret)
+{
+    struct path_segs p = { 0 };
+    const char *s = path;
+
+    if (!s || s[0] != '/')
+        return false;
+    while (*s == '/') {
+        const char *start = s + 1;
+        const char *end = strchrnul(start, '/');
+        if (end == start || p.n == ROUTE_SEGMENTS_MAX)
+            return false;
+        p.s[p.n] = start;
+        p.len[p.n] = (size_t)(end - start);
+        p.n++;
+        s = end;
+    }
+    *ret = p;
+    return true;
+}
+
+static bool
+route_path_matches(size_t i, const struct path_segs *p, char ref[API_REF_MAX + 1])
+{
+    size_t n = 0;
+
+    while (n < ROUTE_SEGMENTS_MAX && routes[i].segs[n])
+        n++;
+    if (n != p->n)
+        return false;
+    for (size_t k = 0; k < n; k++) {
+        const char *want = routes[i].segs[k];
+        if (streq(want, PARAM)) {
+            if (p->len[k] > API_REF_MAX)
+                return false;
+            memcpy(ref, p->s[k], p->len[k]);
+            ref[p->len[k]] = '\0';
+        } else if (strlen(want) != p->len[k] || memcmp(want, p->s[k], p->len[k]) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+enum api_match_result
+api_route_match(const char *method, const char *path, struct api_match *ret)
+{
+    struct path_segs p;
+    bool path_known = false;
+
+    *ret = (struct api_match){ .route = _API_ROUTE_INVALID };
+    if (!method || !path_split(path, &p))
+        return API_MATCH_NOT_FOUND;
+
+    for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
+        char ref[API_REF_MAX + 1] = "";
+        if (!route_path_matches(i, &p, ref))
+            continue;
+        if (streq(method, routes[i].method)) {
+            ret->route = routes[i].route;
+            memcpy(ret->ref, ref, sizeof(ref));
+            ret->allow[0] = '\0';
+            return API_MATCH_OK;
+        }
+        size_t used = strlen(ret->allow);
+        snprintf(ret->allow + used, sizeof(ret->allow) - used, "%s%s", path_known ? ", " : "",
+                 routes[i].method);
+        path_known = true;
+    }
+    return path_known ? API_MATCH_BAD_METHOD : API_MATCH_NOT_FOUND;
+}
+
+const char *const *
+api_route_query_keys(enum api_route route)
+{
+    for (size_t i = 0; i < ELEMENTSOF(routes); i++)
+        if (routes[i].route == route)
+            return routes[i].query;
+    return NULL;
+}
+
+const char *
+api_route_method(enum api_route route)
+{
+    for (size_t i = 0; i < ELEMENTSOF(routes); i++)
+        if (routes[i].route == route)
+            return routes[i].method;
+    return NULL;
+}
+
+int
+api_route_template(enum api_route route, char *buf, size_t size)
+{
+    for (size_t i = 0; i < ELEMENTSOF(routes); i++) {
+        if (routes[i].route != route)
+            continue;
+        size_t used = 0;
+        if (size > 0)
+            buf[0] = '\0';
+        for (size_t k = 0; k < ROUTE_SEGMENTS_MAX && routes[i].segs[k]; k++) {
+            int n = snprintf(buf + used, size - used, "/%s", routes[i].segs[k]);
+            if (n < 0 || (size_t)n >= size - used)
+                return -ENOBUFS;
+            used += (size_t)n;
+        }
+        return 0;
+    }
+    return -EINVAL;
+}
+
+const char *
+api_route_name(enum api_route route)
+{
+    for (size_t i = 0; i < ELEMENTSOF(routes); i++)
+        if (routes[i].route == route)
+            return routes[i].name;
+    return "unknown";
+}
+
+int
+api_query_bool(const char *key, const char *value, bool *ret, struct tp_err *err)
+{
+    if (!value) {
+        *ret = false;
+        return 0;
+    }
+    if (streq(value, "true") || streq(value, "1")) {
+        *ret = true;
+        return 0;
+    }
+    if (streq(value, "false") || streq(value, "0")) {
+        *ret = false;
+        return 0;
+    }
+    return tp_err_set(err, -EINVAL, "query parameter '%s' must be true, false, 1 or 0, got '%.64s'",
+                      key, value);
+}

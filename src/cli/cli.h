@@ -1,0 +1,183 @@
+/* The torpor CLI's verbs: option structs, pure parsers (unit-tested) and runners. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+#define CLI_DEFAULT_SOCKET "/run/torpor/torpor.sock"
+
+/* Exit codes shared by the verbs (docker's convention for exec's own failures). */
+#define CLI_EXIT_OK          0
+#define CLI_EXIT_FAIL        1
+#define CLI_EXIT_USAGE       2
+#define CLI_EXIT_EXEC_DAEMON 125
+#define CLI_EXIT_EXEC_SPAWN  126
+#define CLI_EXIT_EXEC_NOENT  127
+
+/* What every runner gets from main(). */
+struct cli_ctx {
+    const char *socket; /* borrowed */
+};
+
+/* ---- global options ---------------------------------------------------------------------- */
+
+struct cli_global_opts {
+    const char *socket; /* borrowed: argv, env_socket or CLI_DEFAULT_SOCKET */
+    bool help;
+    bool version;
+    int verb_index; /* argv index of the verb; == argc when there is none */
+};
+
+/* Parse `torpor [--socket PATH] [--help] [--version] VERB ...`. --socket wins over
+ * env_socket (the caller passes getenv("TORPOR_SOCKET")), which wins over the default;
+ * an empty env_socket counts as unset. -EINVAL on an unknown option. */
+int cli_parse_global(int argc, char **argv, const char *env_socket, struct cli_global_opts *ret,
+                     struct tp_err *err);
+
+/* ---- helpers shared by the parsers (opts.c) --------------------------------------------- */
+
+/* A positive decimal integer (no sign, no suffix) no larger than max, else -EINVAL naming opt. */
+int cli_parse_uint(const char *opt, const char *s, uint32_t max, uint32_t *ret, struct tp_err *err);
+
+/* For verbs that take nothing but --help: -EINVAL on any other word. */
+int cli_parse_no_args(const char *verb, int argc, char **argv, bool *ret_help, struct tp_err *err);
+
+/* Turn getopt_long's '?' or ':' into a message naming the offending option; returns -EINVAL. */
+int cli_getopt_error(int c, char **argv, struct tp_err *err);
+
+/* An absolute form of path for the daemon, whose cwd differs: realpath() when it resolves,
+ * else path joined to the cwd (so the daemon reports the absolute path as missing).
+ * Caller frees. */
+char *cli_abspath(const char *path);
+
+/* "3 minutes ago"-style age of an event `seconds` in the past, into buf. */
+void cli_format_ago(int64_t seconds, char *buf, size_t size);
+
+/* Print "torpor: <msg>" to stderr. */
+void cli_error(const char *fmt, ...) _printf_(1, 2);
+
+/* For stop/start/rm (batch.c): send method to /v1/instances/<name><suffix> for each name
+ * (POST with "{}"), print each name that succeeded to stdout and each failure as
+ * "torpor: <message>"; returns CLI_EXIT_FAIL if any failed, else 0. */
+int cli_for_each_instance(const struct cli_ctx *ctx, const char *method, const char *suffix,
+                          char *const *names, size_t n_names);
+
+/* ---- verbs -------------------------------------------------------------------------------
+ * cli_parse_<verb>(argc, argv, ...) reads argv[0] = the verb name and what follows; it prints
+ * nothing and returns -EINVAL with a message for usage errors. Unless noted, string fields
+ * borrow from argv. `help` set means --help was given and nothing else was checked.
+ * cli_verb_<verb>() parses, prints usage or errors, runs, and returns the exit code. */
+
+struct run_opts {
+    char *name;          /* owned, like every string in run_opts */
+    uint32_t memory_mib; /* 0 = the daemon's default; likewise vcpus and disk_mib */
+    uint32_t vcpus;
+    char *hypervisor;
+    char *kernel; /* absolute */
+    char *initrd; /* absolute */
+    char *rootfs; /* absolute */
+    char *accel;  /* "kvm" or "tcg" */
+    uint32_t disk_mib;
+    bool no_agent;
+    bool trace;
+    char **cmd; /* NULL-terminated, NULL when none given */
+    bool help;
+};
+int cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err);
+void cli_run_opts_done(struct run_opts *o);
+
+struct ps_opts {
+    bool all;
+    bool json;
+    bool quiet;
+    bool help;
+};
+int cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err);
+
+struct inspect_opts {
+    char *const *names;
+    size_t n_names;
+    bool help;
+};
+int cli_parse_inspect(int argc, char **argv, struct inspect_opts *ret, struct tp_err *err);
+
+struct exec_opts {
+    char *name;    /* owned, like every string in exec_opts */
+    char **env;    /* NULL-terminated "K=V" list, NULL when none */
+    char *workdir; /* NULL = the guest's default */
+    char **cmd;    /* NULL-terminated, non-empty */
+    bool help;
+};
+int cli_parse_exec(int argc, char **argv, struct exec_opts *ret, struct tp_err *err);
+void cli_exec_opts_done(struct exec_opts *o);
+
+struct logs_opts {
+    const char *name;
+    bool follow;
+    bool help;
+};
+int cli_parse_logs(int argc, char **argv, struct logs_opts *ret, struct tp_err *err);
+
+struct stop_opts {
+    char *const *names;
+    size_t n_names;
+    bool help;
+};
+int cli_parse_stop(int argc, char **argv, struct stop_opts *ret, struct tp_err *err);
+
+struct start_opts {
+    char *const *names;
+    size_t n_names;
+    bool help;
+};
+int cli_parse_start(int argc, char **argv, struct start_opts *ret, struct tp_err *err);
+
+struct rm_opts {
+    char *const *names;
+    size_t n_names;
+    bool force;
+    bool help;
+};
+int cli_parse_rm(int argc, char **argv, struct rm_opts *ret, struct tp_err *err);
+
+struct caps_opts {
+    bool help;
+};
+int cli_parse_caps(int argc, char **argv, struct caps_opts *ret, struct tp_err *err);
+
+struct version_opts {
+    bool help;
+};
+int cli_parse_version(int argc, char **argv, struct version_opts *ret, struct tp_err *err);
+
+/* Runners: do the verb against the daemon, return the exit code. */
+int cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o);
+int cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o);
+int cli_cmd_inspect(const struct cli_ctx *ctx, const struct inspect_opts *o);
+int cli_cmd_exec(const struct cli_ctx *ctx, const struct exec_opts *o);
+int cli_cmd_logs(const struct cli_ctx *ctx, const struct logs_opts *o);
+int cli_cmd_stop(const struct cli_ctx *ctx, const struct stop_opts *o);
+int cli_cmd_start(const struct cli_ctx *ctx, const struct start_opts *o);
+int cli_cmd_rm(const struct cli_ctx *ctx, const struct rm_opts *o);
+int cli_cmd_caps(const struct cli_ctx *ctx, const struct caps_opts *o);
+int cli_cmd_version(const struct cli_ctx *ctx, const struct version_opts *o);
+
+/* Verb entry points for main()'s table: parse + usage/errors + run. */
+int cli_verb_run(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_ps(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_inspect(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_exec(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_logs(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_stop(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_start(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_rm(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
+
+/* The common tail of a cli_verb_*(): r < 0 prints the usage error and returns
+ * CLI_EXIT_USAGE; help prints usage to stdout and returns 0; else returns -1 (go on). */
+int cli_verb_prologue(const char *verb, const char *usage, int r, bool help,
+                      const struct tp_err *err);

@@ -1,0 +1,196 @@
+/* torpor ps: list instances as a table, a JSON array, or ids only. */
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "client.h"
+#include "util/cleanup.h"
+#include "util/xalloc.h"
+
+static const char usage[] = "Usage: torpor ps [OPTIONS]\n"
+                            "\n"
+                            "List instances (running ones unless --all).\n"
+                            "\n"
+                            "Options:\n"
+                            "  -a, --all      include stopped instances\n"
+                            "      --json     print the instances as a JSON array\n"
+                            "  -q, --quiet    print ids only\n"
+                            "  -h, --help     print this help\n";
+
+#define PS_COLUMNS  7
+#define PS_SHORT_ID 12
+
+int
+cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err)
+{
+    enum {
+        OPT_JSON = 0x100,
+    };
+    static const struct option longopts[] = {
+        { "all", no_argument, NULL, 'a' },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "quiet", no_argument, NULL, 'q' },
+        { "help", no_argument, NULL, 'h' },
+        {},
+    };
+    struct ps_opts o = { 0 };
+    int c;
+
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "+:aqh", longopts, NULL)) >= 0) {
+        switch (c) {
+        case 'a':
+            o.all = true;
+            break;
+        case OPT_JSON:
+            o.json = true;
+            break;
+        case 'q':
+            o.quiet = true;
+            break;
+        case 'h':
+            o.help = true;
+            break;
+        default:
+            return cli_getopt_error(c, argv, err);
+        }
+    }
+    if (!o.help && optind < argc)
+        return tp_err_set(err, -EINVAL, "'ps' takes no arguments, got '%s'", argv[optind]);
+    if (!o.help && o.json && o.quiet)
+        return tp_err_set(err, -EINVAL, "options '--json' and '--quiet' exclude each other");
+    *ret = o;
+    return 0;
+}
+
+/* Seconds since the epoch of "YYYY-MM-DDTHH:MM:SS[.fff]Z", or -1. */
+static int64_t
+parse_timestamp(const char *s)
+{
+    struct tm tm = { 0 };
+    const char *end;
+
+    if (!s)
+        return -1;
+    end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!end)
+        return -1;
+    return (int64_t)timegm(&tm);
+}
+
+static char *
+cell_str(const json_t *inst, const char *key)
+{
+    const char *s = json_string_value(json_object_get(inst, key));
+    return xstrdup(s ? s : "-");
+}
+
+static char *
+cell_int(const json_t *inst, const char *key, const char *unit)
+{
+    const json_t *v = json_object_get(inst, key);
+    if (!json_is_integer(v))
+        return xstrdup("-");
+    return xasprintf("%lld%s", (long long)json_integer_value(v), unit);
+}
+
+static void
+print_table(const json_t *list)
+{
+    static const char *const heads[PS_COLUMNS] = { "ID",    "NAME", "STATE",  "MEMORY",
+                                                   "VCPUS", "PID",  "CREATED" };
+    size_t n = json_array_size(list), width[PS_COLUMNS];
+    _cleanup_free_ char **cells = xnew(char *, (n + 1) * PS_COLUMNS);
+    int64_t now = (int64_t)time(NULL);
+
+    for (size_t c = 0; c < PS_COLUMNS; c++) {
+        cells[c] = xstrdup(heads[c]);
+        width[c] = strlen(heads[c]);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *inst = json_array_get(list, i);
+        char **row = cells + (i + 1) * PS_COLUMNS;
+        const char *id = json_string_value(json_object_get(inst, "id"));
+        int64_t created = parse_timestamp(json_string_value(json_object_get(inst, "created_at")));
+        char ago[64];
+
+        row[0] = id ? xstrndup(id, PS_SHORT_ID) : xstrdup("-");
+        row[1] = cell_str(inst, "name");
+        row[2] = cell_str(inst, "state");
+        row[3] = cell_int(inst, "memory_mib", "MiB");
+        row[4] = cell_int(inst, "vcpus", "");
+        row[5] = cell_int(inst, "pid", "");
+        if (created >= 0) {
+            cli_format_ago(now - created, ago, sizeof(ago));
+            row[6] = xstrdup(ago);
+        } else {
+            row[6] = xstrdup("-");
+        }
+        for (size_t c = 0; c < PS_COLUMNS; c++)
+            width[c] = MAX(width[c], strlen(row[c]));
+    }
+    for (size_t i = 0; i <= n; i++) {
+        char **row = cells + i * PS_COLUMNS;
+        for (size_t c = 0; c < PS_COLUMNS; c++) {
+            if (c + 1 < PS_COLUMNS)
+                printf("%-*s   ", (int)width[c], row[c]);
+            else
+                printf("%s\n", row[c]);
+            free(row[c]);
+        }
+    }
+}
+
+int
+cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    json_t *reply = NULL, *list;
+    const json_t *inst;
+    size_t i;
+    int r;
+
+    r = client_call(ctx->socket, "GET", o->all ? "/v1/instances?all=true" : "/v1/instances", NULL,
+                    &reply, &err);
+    if (r < 0) {
+        cli_error("%s", tp_err_msg(&err));
+        return CLI_EXIT_FAIL;
+    }
+    list = json_object_get(reply, "instances");
+    if (!json_is_array(list)) {
+        json_decref(reply);
+        cli_error("torpord's reply has no 'instances' array");
+        return CLI_EXIT_FAIL;
+    }
+    if (o->json) {
+        json_dumpf(list, stdout, JSON_INDENT(2));
+        putchar('\n');
+    } else if (o->quiet) {
+        json_array_foreach(list, i, inst)
+        {
+            const char *id = json_string_value(json_object_get(inst, "id"));
+            if (id)
+                printf("%s\n", id);
+        }
+    } else {
+        print_table(list);
+    }
+    json_decref(reply);
+    return CLI_EXIT_OK;
+}
+
+int
+cli_verb_ps(const struct cli_ctx *ctx, int argc, char **argv)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct ps_opts o = { 0 };
+    int r = cli_parse_ps(argc, argv, &o, &err);
+    int x = cli_verb_prologue("ps", usage, r, o.help, &err);
+
+    return x >= 0 ? x : cli_cmd_ps(ctx, &o);
+}

@@ -1,0 +1,237 @@
+/* torpord: the daemon. Owns the data dir (one daemon per dir), serves the REST API on a Unix
+ * socket, and leaves VMMs running when it exits: they live in their own sessions. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api/server.h"
+#include "instance/manager.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/sock.h"
+#include "util/xalloc.h"
+
+static const char *arg_data_dir = "/var/lib/torpor";
+static const char *arg_socket = "/run/torpor/torpor.sock";
+static const char *arg_cache_dir;
+static const char *arg_agent;
+static const char *arg_accel;
+static int arg_ready_fd = -1;
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: torpord [--data-dir DIR] [--socket PATH] [--cache-dir DIR] [--agent PATH]\n"
+               "               [--accel kvm|tcg] [--log-level error|warn|info|debug] [--ready-fd N]\n"
+               "\n"
+               "  --data-dir DIR   instance records and files (default /var/lib/torpor)\n"
+               "  --socket PATH    API socket (default /run/torpor/torpor.sock)\n"
+               "  --cache-dir DIR  kernels, initramfs and root disk images (default\n"
+               "                   $TORPOR_CACHE_DIR or /var/cache/torpor)\n"
+               "  --agent PATH     static guest agent binary (default: found beside torpord)\n"
+               "  --accel ACCEL    force an accelerator (default: kvm where usable, else tcg)\n"
+               "  --ready-fd N     write \"READY\\n\" to fd N once the API accepts requests\n");
+}
+
+static int
+parse_args(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "data-dir", required_argument, NULL, 'd' },
+        { "socket", required_argument, NULL, 's' },
+        { "cache-dir", required_argument, NULL, 'c' },
+        { "agent", required_argument, NULL, 'a' },
+        { "accel", required_argument, NULL, 'A' },
+        { "log-level", required_argument, NULL, 'l' },
+        { "ready-fd", required_argument, NULL, 'r' },
+        { "help", no_argument, NULL, 'h' },
+        {},
+    };
+    int c;
+    enum log_level lvl;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+        switch (c) {
+        case 'd':
+            arg_data_dir = optarg;
+            break;
+        case 's':
+            arg_socket = optarg;
+            break;
+        case 'c':
+            arg_cache_dir = optarg;
+            break;
+        case 'a':
+            arg_agent = optarg;
+            break;
+        case 'A':
+            if (strcmp(optarg, "kvm") != 0 && strcmp(optarg, "tcg") != 0) {
+                fprintf(stderr, "torpord: --accel must be kvm or tcg\n");
+                return -EINVAL;
+            }
+            arg_accel = optarg;
+            break;
+        case 'l':
+            if (log_parse_level(optarg, &lvl) < 0) {
+                fprintf(stderr, "torpord: unknown log level '%s'\n", optarg);
+                return -EINVAL;
+            }
+            log_set_level(lvl);
+            break;
+        case 'r':
+            arg_ready_fd = atoi(optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -EINVAL;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "torpord: unexpected argument '%s'\n", argv[optind]);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* The guest agent ships beside the daemon: build tree or installed layout. */
+static char *
+find_agent(void)
+{
+    static const char *const rel[] = { "../../guest-agent/torpor-agent",
+                                       "../lib/torpor/torpor-agent" };
+    char exe[PATH_MAX];
+    const char *env = getenv("TORPOR_AGENT");
+    if (env)
+        return xstrdup(env);
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    char *dir = dirname(exe);
+    for (size_t k = 0; k < ELEMENTSOF(rel); k++) {
+        char *p = xasprintf("%s/%s", dir, rel[k]);
+        if (access(p, R_OK) == 0)
+            return p;
+        free(p);
+    }
+    return NULL;
+}
+
+/* One daemon per data dir: a second one would fight over VMMs and records. */
+static int
+lock_data_dir(const char *dir, struct tp_err *err)
+{
+    _cleanup_free_ char *p = fs_path_join(dir, "torpord.lock");
+    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "open '%s'", p);
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int r = -errno;
+        close(fd);
+        if (r == -EWOULDBLOCK)
+            return tp_err_set(err, -EBUSY, "another torpord is using data dir '%s'", dir);
+        return tp_err_errno(err, r, "lock '%s'", p);
+    }
+    return fd; /* held until exit */
+}
+
+static int
+run(struct tp_err *err)
+{
+    _cleanup_(inst_manager_freep) struct inst_manager *m = NULL;
+    _cleanup_free_ char *agent = NULL, *sockdir = NULL;
+    _cleanup_close_ int lockfd = -EBADF, listenfd = -EBADF, sigfd = -EBADF;
+    struct api_server *srv = NULL;
+    sigset_t mask;
+    int r;
+
+    /* Block before any thread starts so every thread inherits the mask and signalfd sees all. */
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGTERM);
+    sigprocmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    sigfd = signalfd(-1, &mask, SFD_CLOEXEC);
+    if (sigfd < 0)
+        return tp_err_errno(err, -errno, "create signalfd");
+
+    r = fs_mkdir_p(arg_data_dir, 0700, err);
+    if (r < 0)
+        return r;
+    lockfd = lock_data_dir(arg_data_dir, err);
+    if (lockfd < 0)
+        return lockfd;
+
+    agent = arg_agent ? xstrdup(arg_agent) : find_agent();
+    if (!agent || access(agent, R_OK) < 0)
+        return tp_err_set(err, -ENOENT, "guest agent binary not found%s%s (use --agent PATH)",
+                          agent ? ": " : "", agent ? agent : "");
+    if (!arg_cache_dir)
+        arg_cache_dir = getenv("TORPOR_CACHE_DIR") ? getenv("TORPOR_CACHE_DIR")
+                                                   : "/var/cache/torpor";
+
+    const struct inst_manager_opts mo = {
+        .data_dir = arg_data_dir,
+        .cache_dir = arg_cache_dir,
+        .agent_path = agent,
+        .accel = arg_accel,
+    };
+    r = inst_manager_open(&mo, &m, err);
+    if (r < 0)
+        return tp_err_wrap(err, "open data dir '%s'", arg_data_dir);
+
+    sockdir = xstrdup(arg_socket);
+    r = fs_mkdir_p(dirname(sockdir), 0755, err);
+    if (r < 0)
+        return r;
+    listenfd = sock_listen_unix(arg_socket, 64, err);
+    if (listenfd < 0)
+        return listenfd;
+    chmod(arg_socket, 0660);
+    r = api_server_start(m, listenfd, &srv, err);
+    if (r < 0)
+        return tp_err_wrap(err, "start API server");
+    listenfd = -EBADF; /* the server owns it now */
+
+    log_info("torpord ready: socket %s, data dir %s", arg_socket, arg_data_dir);
+    if (arg_ready_fd >= 0) {
+        if (write(arg_ready_fd, "READY\n", 6) < 0)
+            log_warn_errno(-errno, "write to --ready-fd %d", arg_ready_fd);
+        close(arg_ready_fd);
+    }
+
+    struct signalfd_siginfo si;
+    while (read(sigfd, &si, sizeof(si)) < 0 && errno == EINTR)
+        ;
+    log_info("torpord: signal %u, shutting down (VMMs keep running)", si.ssi_signo);
+    api_server_stop(srv);
+    unlink(arg_socket);
+    return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+    struct tp_err err = { 0 };
+    if (parse_args(argc, argv) < 0)
+        return 2;
+    if (run(&err) < 0) {
+        log_error("torpord: %s", tp_err_msg(&err));
+        tp_err_clear(&err);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,161 @@
+/* The hypervisor facade: the only caller of driver slots, plus generic VMM process control. */
+#include "hypervisor/hv.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+
+#include "util/proc.h"
+#include "util/sock.h"
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+/* Names the driver and the capability or slot it lacks. */
+static int
+hv_unsupported(const struct hv_driver *drv, const char *what, struct tp_err *err)
+{
+    return tp_err_set(err, -EOPNOTSUPP, "%s: '%s' not supported", drv->name, what);
+}
+
+static int
+hv_require(const struct hv_driver *drv, enum hv_cap cap, bool have_slot, struct tp_err *err)
+{
+    if (!hv_has_cap(drv, cap) || !have_slot)
+        return hv_unsupported(drv, hv_cap_to_string(cap), err);
+    return 0;
+}
+
+int
+hv_launch(const struct hv_driver *drv, const struct hv_vm_spec *spec, struct hv_vm **ret_vm,
+          struct tp_err *err)
+{
+    struct hv_vm *vm = NULL;
+    int r;
+
+    if (!drv->launch)
+        return hv_unsupported(drv, "launch", err);
+    r = drv->launch(spec, &vm, err);
+    if (r < 0)
+        return r;
+    vm->drv = drv;
+    *ret_vm = vm;
+    return 0;
+}
+
+int
+hv_attach(const struct hv_driver *drv, const struct hv_vm_spec *spec, pid_t pid,
+          uint64_t start_time, struct hv_vm **ret_vm, struct tp_err *err)
+{
+    struct hv_vm *vm = NULL;
+    int r;
+
+    if (!drv->attach)
+        return hv_unsupported(drv, "attach", err);
+    r = drv->attach(spec, pid, start_time, &vm, err);
+    if (r < 0)
+        return r;
+    vm->drv = drv;
+    *ret_vm = vm;
+    return 0;
+}
+
+int
+hv_query(struct hv_vm *vm, enum hv_run_state *ret, struct tp_err *err)
+{
+    if (!vm->drv->query)
+        return hv_unsupported(vm->drv, "query", err);
+    return vm->drv->query(vm, ret, err);
+}
+
+int
+hv_pause(struct hv_vm *vm, struct tp_err *err)
+{
+    int r = hv_require(vm->drv, HV_CAP_PAUSE, vm->drv->pause, err);
+    if (r < 0)
+        return r;
+    return vm->drv->pause(vm, err);
+}
+
+int
+hv_resume(struct hv_vm *vm, struct tp_err *err)
+{
+    int r = hv_require(vm->drv, HV_CAP_PAUSE, vm->drv->resume, err);
+    if (r < 0)
+        return r;
+    return vm->drv->resume(vm, err);
+}
+
+int
+hv_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
+{
+    int r = hv_require(vm->drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN, vm->drv->shutdown, err);
+    if (r < 0)
+        return r;
+    return vm->drv->shutdown(vm, timeout_ms, err);
+}
+
+int
+hv_agent_connect(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err)
+{
+    int r = hv_require(vm->drv, HV_CAP_EXEC_AGENT, vm->drv->agent_connect, err);
+    if (r < 0)
+        return r;
+    return vm->drv->agent_connect(vm, spec, err);
+}
+
+/* Collect the exit status if the VMM is our child, so it leaves no zombie; others are no-ops. */
+static void
+hv_reap(const struct hv_vm *vm)
+{
+    siginfo_t si;
+
+    while (waitid((idtype_t)P_PIDFD, (id_t)vm->pidfd, &si, WEXITED | WNOHANG) < 0 && errno == EINTR)
+        ;
+}
+
+int
+hv_kill(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
+{
+    int r;
+
+    if (hv_exited(vm))
+        return 0;
+    r = proc_pidfd_signal(vm->pidfd, SIGKILL);
+    if (r < 0 && r != -ESRCH)
+        return tp_err_errno(err, r, "kill %s VMM %d", vm->drv->name, (int)vm->pid);
+    r = proc_pidfd_wait(vm->pidfd, vm->pid, timeout_ms);
+    if (r == -ETIMEDOUT)
+        return tp_err_set(err, r, "%s VMM %d still running %d ms after SIGKILL", vm->drv->name,
+                          (int)vm->pid, timeout_ms);
+    if (r < 0)
+        return tp_err_errno(err, r, "wait for %s VMM %d", vm->drv->name, (int)vm->pid);
+    hv_reap(vm);
+    return 0;
+}
+
+bool
+hv_exited(const struct hv_vm *vm)
+{
+    if (vm->pidfd < 0)
+        return true;
+    if (sock_wait(vm->pidfd, POLLIN, 0) != 1)
+        return false;
+    hv_reap(vm);
+    return true;
+}
+
+struct hv_vm *
+hv_vm_release(struct hv_vm *vm)
+{
+    if (!vm)
+        return NULL;
+    if (vm->drv && vm->drv->release)
+        vm->drv->release(vm);
+    safe_close(vm->pidfd);
+    free(vm);
+    return NULL;
+}

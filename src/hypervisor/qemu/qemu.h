@@ -1,0 +1,35 @@
+/* QEMU driver internals: command-line builder, accelerator choice, TSC rate, the vtable. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "hypervisor/driver.h"
+#include "util/err.h"
+
+#define QEMU_BINARY_DEFAULT "qemu-system-x86_64"
+#define QEMU_BINARY_ENV     "TORPOR_QEMU" /* overrides the binary (tests, other installs) */
+
+extern const struct hv_driver qemu_driver;
+
+struct qemu_argv_opts {
+    const char *binary; /* NULL: $TORPOR_QEMU, else QEMU_BINARY_DEFAULT */
+    const char *accel;  /* "kvm" | "tcg" (already resolved) */
+    uint64_t tsc_khz;   /* appended as tsc_early_khz=; 0 = unknown, omitted */
+    int qmp_fd;         /* listening QMP socket as numbered in QEMU */
+    int agent_fd;       /* listening agent socket as numbered in QEMU */
+    bool incoming;      /* -incoming defer: wait for migrate-incoming (restore) */
+};
+
+/* Build the NULL-terminated argv for spec. -EINVAL on a spec that lacks a required field. */
+int qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, char ***ret_argv,
+                    struct tp_err *err);
+
+/* "kvm" or "tcg" (static strings). override, when non-NULL, wins if it is one of the two (else
+ * -EINVAL). Otherwise kvm only when cpuinfo's flags show vmx or svm and kvm_path opens read-write.
+ * NULL paths mean /proc/cpuinfo and /dev/kvm. */
+int qemu_accel_pick(const char *override, const char *cpuinfo_path, const char *kvm_path,
+                    const char **ret_accel, struct tp_err *err);
+
+/* Host TSC rate in kHz, measured once per process (0 where it cannot be measured). */
+uint64_t qemu_tsc_khz(void);

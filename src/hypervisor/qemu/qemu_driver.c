@@ -1,0 +1,345 @@
+/* The QEMU driver: spawns qemu-system-x86_64 -M microvm and drives it over QMP. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "hypervisor/qemu/qemu.h"
+#include "hypervisor/qemu/qmp.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/proc.h"
+#include "util/sock.h"
+#include "util/xalloc.h"
+
+#define QEMU_QMP_FD       3
+#define QEMU_AGENT_FD     4
+#define QEMU_LOG_TAIL     2048
+#define QEMU_REAP_MS      5000
+#define QEMU_LISTEN_QUEUE 8
+
+struct qemu_vm {
+    struct qmp_conn *qmp;
+};
+
+static struct qmp_conn *
+vm_qmp(struct hv_vm *vm)
+{
+    return ((struct qemu_vm *)vm->priv)->qmp;
+}
+
+static int
+qemu_prepare_mem(const char *path, uint32_t memory_mib, struct tp_err *err)
+{
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    off_t want = (off_t)memory_mib << 20;
+    struct stat st;
+    int r;
+
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "open memory file '%s'", path);
+    if (fstat(fd, &st) < 0)
+        return tp_err_errno(err, -errno, "stat memory file '%s'", path);
+    if (st.st_size >= want)
+        return 0;
+    /* Allocated blocks up front: a sparse file makes every first guest touch allocate, and boot
+     * measurably slower. */
+    r = posix_fallocate(fd, 0, want);
+    if (r != 0)
+        return tp_err_errno(err, -r, "allocate %" PRIu32 " MiB for '%s'", memory_mib, path);
+    return 0;
+}
+
+/* The last QEMU_LOG_TAIL bytes QEMU wrote since offset `from`, whole lines joined by "; ". */
+static char *
+qemu_log_tail(const char *path, off_t from)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    char buf[QEMU_LOG_TAIL + 1];
+    struct stat st;
+
+    if (fd < 0 || fstat(fd, &st) < 0 || st.st_size <= from)
+        return NULL;
+    off_t start = MAX(from, st.st_size - QEMU_LOG_TAIL);
+    ssize_t n = pread(fd, buf, QEMU_LOG_TAIL, start);
+    if (n <= 0)
+        return NULL;
+    buf[n] = '\0';
+
+    char *p = buf;
+    if (start > from) {
+        char *nl = strchr(p, '\n');
+        if (nl)
+            p = nl + 1;
+    }
+    size_t len = strlen(p);
+    while (len > 0 && (p[len - 1] == '\n' || p[len - 1] == '\r' || p[len - 1] == ' '))
+        p[--len] = '\0';
+    if (len == 0)
+        return NULL;
+
+    char *out = xmalloc(len * 2 + 1), *o = out;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] == '\n') {
+            *o++ = ';';
+            *o++ = ' ';
+        } else if (p[i] != '\r')
+            *o++ = p[i];
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Kill and reap a QEMU that failed to come up, so nothing is left running. */
+static void
+qemu_abort_child(pid_t pid, int pidfd)
+{
+    if (pidfd >= 0) {
+        (void)proc_pidfd_signal(pidfd, SIGKILL);
+        if (proc_pidfd_wait(pidfd, pid, QEMU_REAP_MS) == 0)
+            return;
+    } else
+        (void)kill(pid, SIGKILL);
+    /* Our own child: after SIGKILL this cannot block for long. */
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static struct hv_vm *
+qemu_vm_new(pid_t pid, uint64_t start_time, int pidfd, struct qmp_conn *qmp)
+{
+    struct hv_vm *vm = xnew(struct hv_vm, 1);
+    struct qemu_vm *qv = xnew(struct qemu_vm, 1);
+
+    qv->qmp = qmp;
+    *vm = (struct hv_vm){
+        .drv = &qemu_driver,
+        .pid = pid,
+        .start_time = start_time,
+        .pidfd = pidfd,
+        .priv = qv,
+    };
+    return vm;
+}
+
+static int
+qemu_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *err)
+{
+    _cleanup_close_ int log_fd = -EBADF, qmp_listen = -EBADF, agent_listen = -EBADF;
+    _cleanup_close_ int qmp_fd = -EBADF, pidfd = -EBADF;
+    _cleanup_strv_free_ char **argv = NULL;
+    struct qmp_conn *qmp = NULL;
+    const char *accel;
+    uint64_t start_time = 0;
+    off_t log_start;
+    pid_t pid;
+    int r;
+
+    if (!spec->api_sock || !spec->agent_sock || !spec->vmm_log)
+        return tp_err_set(err, -EINVAL, "VM spec needs QMP and agent sockets and a VMM log");
+    r = qemu_accel_pick(spec->accel, NULL, NULL, &accel, err);
+    if (r < 0)
+        return r;
+    struct qemu_argv_opts o = {
+        .accel = accel,
+        .tsc_khz = qemu_tsc_khz(),
+        .qmp_fd = QEMU_QMP_FD,
+        .agent_fd = QEMU_AGENT_FD,
+    };
+    r = qemu_argv_build(spec, &o, &argv, err);
+    if (r < 0)
+        return r;
+    r = qemu_prepare_mem(spec->mem_path, spec->memory_mib, err);
+    if (r < 0)
+        return r;
+
+    log_fd = open(spec->vmm_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    if (log_fd < 0)
+        return tp_err_errno(err, -errno, "open VMM log '%s'", spec->vmm_log);
+    log_start = lseek(log_fd, 0, SEEK_END);
+    if (log_start < 0)
+        log_start = 0;
+
+    qmp_listen = sock_listen_unix(spec->api_sock, QEMU_LISTEN_QUEUE, err);
+    if (qmp_listen < 0)
+        return qmp_listen;
+    agent_listen = sock_listen_unix(spec->agent_sock, QEMU_LISTEN_QUEUE, err);
+    if (agent_listen < 0) {
+        r = agent_listen;
+        goto fail_sockets;
+    }
+    /* Connecting now lands in the listen backlog; QEMU accepts it once it runs: no polling. */
+    qmp_fd = sock_connect_unix(spec->api_sock, err);
+    if (qmp_fd < 0) {
+        r = qmp_fd;
+        goto fail_sockets;
+    }
+
+    const struct proc_fd_map fds[] = {
+        { .from = qmp_listen, .to = QEMU_QMP_FD },
+        { .from = agent_listen, .to = QEMU_AGENT_FD },
+    };
+    const struct proc_spawn_opts so = {
+        .argv = argv,
+        .cwd = spec->dir,
+        .stdin_fd = -1,
+        .stdout_fd = log_fd,
+        .stderr_fd = log_fd,
+        .fds = fds,
+        .n_fds = ELEMENTSOF(fds),
+        .new_session = true,
+    };
+    r = proc_spawn(&so, &pid, err);
+    if (r < 0)
+        goto fail_sockets;
+    /* Only QEMU may hold the listeners: if it dies, the last close resets our queued connection
+     * and the handshake below ends at once instead of at the timeout. */
+    qmp_listen = safe_close(qmp_listen);
+    agent_listen = safe_close(agent_listen);
+
+    pidfd = proc_pidfd_open(pid);
+    if (pidfd < 0) {
+        r = tp_err_errno(err, pidfd, "open pidfd of QEMU %d", (int)pid);
+        goto fail_child;
+    }
+    r = proc_start_time(pid, &start_time);
+    if (r < 0) {
+        r = tp_err_errno(err, r, "read start time of QEMU %d", (int)pid);
+        goto fail_child;
+    }
+    r = qmp_conn_adopt(TAKE_FD(qmp_fd), QMP_TIMEOUT_MS, pidfd, &qmp, err);
+    if (r < 0)
+        goto fail_child;
+
+    *ret_vm = qemu_vm_new(pid, start_time, TAKE_FD(pidfd), qmp);
+    log_debug("launched QEMU %d for '%s' (accel %s)", (int)pid, spec->id ? spec->id : "", accel);
+    return 0;
+
+fail_child:
+    qemu_abort_child(pid, pidfd);
+    {
+        /* QEMU's own words on why it stopped are the most useful part: innermost frame. */
+        _cleanup_free_ char *tail = qemu_log_tail(spec->vmm_log, log_start);
+        if (tail && err) {
+            _cleanup_free_ char *why = xstrdup(tp_err_msg(err));
+            tp_err_set(err, r, "%s", tail);
+            tp_err_wrap(err, "%s", why);
+        }
+    }
+fail_sockets:
+    /* Both paths are ours: sock_listen_unix() replaced whatever stale socket was there. */
+    (void)unlink(spec->api_sock);
+    (void)unlink(spec->agent_sock);
+    tp_err_wrap(err, "start QEMU");
+    return r;
+}
+
+static int
+qemu_attach(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time, struct hv_vm **ret_vm,
+            struct tp_err *err)
+{
+    _cleanup_close_ int pidfd = -EBADF;
+    struct qmp_conn *qmp = NULL;
+    int r;
+
+    if (!spec->api_sock)
+        return tp_err_set(err, -EINVAL, "VM spec needs a QMP socket");
+    if (!proc_is_alive(pid, start_time))
+        return tp_err_set(err, -ESRCH, "process %d started at %" PRIu64 " is gone", (int)pid,
+                          start_time);
+    pidfd = proc_pidfd_open(pid);
+    if (pidfd < 0)
+        return tp_err_errno(err, pidfd == -ESRCH ? -ESRCH : pidfd, "open pidfd of %d", (int)pid);
+    /* The pid may have been recycled between the first check and pidfd_open. */
+    if (!proc_is_alive(pid, start_time))
+        return tp_err_set(err, -ESRCH, "process %d started at %" PRIu64 " is gone", (int)pid,
+                          start_time);
+    /* A dead daemon's QMP connection closed with it, so QEMU accepts this one. */
+    r = qmp_conn_open(spec->api_sock, QMP_TIMEOUT_MS, pidfd, &qmp, err);
+    if (r < 0)
+        return r;
+    *ret_vm = qemu_vm_new(pid, start_time, TAKE_FD(pidfd), qmp);
+    return 0;
+}
+
+static int
+qemu_query(struct hv_vm *vm, enum hv_run_state *ret, struct tp_err *err)
+{
+    return qmp_query_status(vm_qmp(vm), ret, NULL, err);
+}
+
+static int
+qemu_pause(struct hv_vm *vm, struct tp_err *err)
+{
+    return qmp_stop(vm_qmp(vm), err);
+}
+
+static int
+qemu_resume(struct hv_vm *vm, struct tp_err *err)
+{
+    return qmp_cont(vm_qmp(vm), err);
+}
+
+static int
+qemu_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
+{
+    int r;
+
+    r = qmp_quit(vm_qmp(vm), err);
+    /* QEMU may close the socket before its reply reaches us; the pidfd tells the truth. */
+    if (r < 0 && r != -ECONNRESET)
+        return r;
+    if (r < 0)
+        tp_err_clear(err);
+    r = proc_pidfd_wait(vm->pidfd, vm->pid, timeout_ms);
+    if (r == -ETIMEDOUT)
+        return tp_err_set(err, r, "QEMU %d did not exit within %d ms of 'quit'", (int)vm->pid,
+                          timeout_ms);
+    if (r < 0)
+        return tp_err_errno(err, r, "wait for QEMU %d", (int)vm->pid);
+    return 0;
+}
+
+static int
+qemu_agent_connect(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err)
+{
+    if (!spec->agent_sock)
+        return tp_err_set(err, -EINVAL, "VM spec needs an agent socket");
+    return sock_connect_unix(spec->agent_sock, err);
+}
+
+static void
+qemu_release(struct hv_vm *vm)
+{
+    struct qemu_vm *qv = vm ? vm->priv : NULL;
+
+    if (!qv)
+        return;
+    qmp_conn_free(qv->qmp);
+    free(qv);
+    vm->priv = NULL;
+}
+
+const struct hv_driver qemu_driver = {
+    .name = "qemu",
+    /* Snapshot, restore, fork, snapshot_base_reuse and resume_on_load stay false until the
+     * standby/restore work lands (x-ignore-shared over QMP; see RECIPES §2). */
+    .caps = {
+        [HV_CAP_PAUSE] = true,
+        [HV_CAP_GRACEFUL_VMM_SHUTDOWN] = true,
+        [HV_CAP_EXEC_AGENT] = true,
+    },
+    .launch = qemu_launch,
+    .attach = qemu_attach,
+    .query = qemu_query,
+    .pause = qemu_pause,
+    .resume = qemu_resume,
+    .shutdown = qemu_shutdown,
+    .agent_connect = qemu_agent_connect,
+    .release = qemu_release,
+};

@@ -1,0 +1,44 @@
+/* The image cache's layout: CACHE/<kind>/<sha256>.<ext>, built in unique temp names and
+ * published by rename so concurrent builders of the same key are safe. */
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+
+#include "image-internal.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/xalloc.h"
+
+int
+image_cache_subdir(const struct image_env *env, const char *sub, char **ret_dir, struct tp_err *err)
+{
+    assert(env && env->cache_dir);
+    _cleanup_free_ char *dir = fs_path_join(env->cache_dir, sub);
+    int r = fs_mkdir_p(dir, 0755, err);
+    if (r < 0)
+        return tp_err_wrap(err, "create image cache");
+    *ret_dir = TAKE_PTR(dir);
+    return 0;
+}
+
+int
+image_cache_tmpfile(const char *dir, char **ret_path, struct tp_err *err)
+{
+    _cleanup_free_ char *path = fs_path_join(dir, ".tmp-XXXXXX");
+    int fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "create temp file in '%s'", dir);
+    *ret_path = TAKE_PTR(path);
+    return fd;
+}
+
+int
+image_cache_tmpdir(const char *dir, char **ret_path, struct tp_err *err)
+{
+    _cleanup_free_ char *path = fs_path_join(dir, ".tree-XXXXXX");
+    if (!mkdtemp(path))
+        return tp_err_errno(err, -errno, "create temp directory in '%s'", dir);
+    *ret_path = TAKE_PTR(path);
+    return 0;
+}

@@ -1,0 +1,245 @@
+/* Booting and halting an instance's VMM, and its guest agent connection: shared by run, start,
+ * stop, remove and the exit monitor. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "instance/manager-internal.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+#include "util/xalloc.h"
+
+/* Guest kernel flags measured to cut TCG boot time (RECIPES.md §1) plus torpor's own. */
+#define CMDLINE_BASE                                                                               \
+    "console=ttyS0 quiet panic=-1 init_on_alloc=0 cryptomgr.notests mitigations=off "             \
+    "apparmor=0 security=none audit=0 nokaslr 8250.nr_uarts=1 no_timer_check"
+#define CMDLINE_MAX 2000 /* x86 COMMAND_LINE_SIZE is 2048; leave room for the driver's flags */
+
+static char *
+hex_argv(char *const *argv)
+{
+    size_t cap = 1;
+    for (char *const *a = argv; *a; a++)
+        cap += 2 * (strlen(*a) + 1);
+    char *out = xmalloc(cap), *p = out;
+    for (char *const *a = argv; *a; a++)
+        for (const char *c = *a;; c++) {
+            p += sprintf(p, "%02x", (unsigned char)*c);
+            if (!*c)
+                break;
+        }
+    *p = '\0';
+    return out;
+}
+
+static int
+build_cmdline(struct inst *i, char **ret, struct tp_err *err)
+{
+    const struct inst_config *c = &i->rec->cfg;
+    char *s = xasprintf("%s torpor.hostname=%s%s", CMDLINE_BASE, i->rec->name,
+                        c->root_disk_src ? " torpor.root=/dev/vda" : "");
+    if (c->cmd && c->cmd[0]) {
+        _cleanup_free_ char *hex = hex_argv(c->cmd);
+        char *t = xasprintf("%s torpor.cmd=%s", s, hex);
+        free(s);
+        s = t;
+    }
+    if (strlen(s) > CMDLINE_MAX) {
+        free(s);
+        return tp_err_set(err, -EINVAL, "command too long for the kernel command line (%d bytes)",
+                          CMDLINE_MAX);
+    }
+    *ret = s;
+    return 0;
+}
+
+void
+inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
+{
+    const struct inst_config *c = &i->rec->cfg;
+    *spec = (struct hv_vm_spec){
+        .id = i->id,
+        .dir = i->paths.dir,
+        .memory_mib = c->memory_mib,
+        .vcpus = c->vcpus,
+        .kernel = c->kernel,
+        .initrd = c->initrd,
+        .cmdline = i->cmdline,
+        .root_disk = c->root_disk_src ? i->paths.root_disk : NULL,
+        .mem_path = i->paths.mem,
+        .api_sock = i->paths.api_sock,
+        .agent_sock = i->paths.agent_sock,
+        .console_log = i->paths.console_log,
+        .vmm_log = i->paths.vmm_log,
+        .accel = c->accel ? c->accel : m->accel,
+    };
+}
+
+void
+inst_drop_vmm(struct inst *i)
+{
+    i->agent = agent_conn_free(i->agent);
+    i->vm = hv_vm_release(i->vm);
+}
+
+int
+inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, struct tp_err *err)
+{
+    struct hv_vm_spec spec;
+    _cleanup_(agent_conn_freep) struct agent_conn *c = NULL;
+    struct agent_hello hello;
+    int fd, r;
+
+    if (i->agent && agent_conn_alive(i->agent))
+        return 0;
+    i->agent = agent_conn_free(i->agent);
+    inst_spec(m, i, &spec);
+    fd = hv_agent_connect(i->vm, &spec, err);
+    if (fd < 0)
+        return tp_err_wrap(err, "connect to the guest agent");
+    r = agent_conn_open(fd, &c, err);
+    if (r < 0)
+        return tp_err_wrap(err, "connect to the guest agent");
+    r = agent_conn_hello(c, timeout_ms, &hello, err);
+    if (r < 0)
+        return tp_err_wrap(err, "wait for the guest agent");
+    log_debug("instance=%s agent ready: version %s uptime %llu ms", i->id, hello.version,
+              (unsigned long long)hello.uptime_ms);
+    i->agent = TAKE_PTR(c);
+    return 0;
+}
+
+/* The last bytes of a log file, for error messages about a VMM that died. */
+static char *
+log_tail(const char *path, size_t max)
+{
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    if (fs_read_file(path, 16u << 20, &data, &len, NULL) < 0 || len == 0)
+        return NULL;
+    const char *start = len > max ? data + len - max : data;
+    char *s = xstrdup(start);
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        s[--n] = '\0';
+    return s;
+}
+
+int
+inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err)
+{
+    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+    struct hv_vm_spec spec;
+    int r;
+
+    if (!drv)
+        return tp_err_set(err, -EINVAL, "unknown hypervisor '%s'", i->rec->cfg.hypervisor);
+    free(i->cmdline);
+    i->cmdline = NULL;
+    r = build_cmdline(i, &i->cmdline, err);
+    if (r < 0)
+        return r;
+    r = fs_mkdir_p(i->paths.logs_dir, 0700, err);
+    if (r < 0)
+        return r;
+    /* Sockets of an earlier run are stale: the VMM gets fresh ones. */
+    unlink(i->paths.api_sock);
+    unlink(i->paths.agent_sock);
+
+    inst_spec(m, i, &spec);
+    r = hv_launch(drv, &spec, &i->vm, err);
+    if (r < 0)
+        return tp_err_wrap(err, "start %s", drv->name);
+    trace_phase(t, "start_process");
+    monitor_watch(m->mon, i->id, i->vm);
+
+    if (i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
+        r = inst_agent_connect(m, i, AGENT_READY_TIMEOUT_MS, err);
+        if (r < 0) {
+            _cleanup_free_ char *tail = NULL;
+            if (hv_exited(i->vm) && (tail = log_tail(i->paths.vmm_log, 1024)))
+                tp_err_wrap(err, "VMM exited (%s)", tail);
+            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+            inst_drop_vmm(i);
+            return r;
+        }
+        trace_phase(t, "wait_agent");
+    }
+    return 0;
+}
+
+/* Flush the guest's page cache to its disk before the VMM goes: best effort, bounded. */
+static void
+sync_guest(struct inst *i)
+{
+    static char *const argv[] = { (char *)"sync", NULL };
+    const struct agent_exec_req req = { .argv = argv };
+    _cleanup_(agent_exec_freep) struct agent_exec *x = NULL;
+    struct agent_event ev;
+
+    if (!i->agent || agent_exec_start(i->agent, &req, 5000, &x, NULL) < 0)
+        return;
+    while (agent_exec_next(x, &ev, 10000, NULL) == 0) {
+        free(ev.data);
+        if (ev.type == AGENT_EV_EXIT)
+            break;
+    }
+}
+
+int
+inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err)
+{
+    int r = 0;
+
+    if (!i->vm)
+        return 0;
+    if (!hv_exited(i->vm)) {
+        sync_guest(i);
+        trace_phase(t, "sync_guest");
+    }
+    i->agent = agent_conn_free(i->agent);
+    /* Capabilities decide: a VMM that can exit cleanly gets a bounded chance, else SIGKILL. */
+    if (!hv_exited(i->vm) && hv_has_cap(i->vm->drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN)) {
+        struct tp_err serr = { 0 };
+        if (hv_shutdown(i->vm, VMM_SHUTDOWN_TIMEOUT_MS, &serr) < 0)
+            log_warn("instance=%s graceful VMM shutdown failed, killing: %s", i->id,
+                     tp_err_msg(&serr));
+        tp_err_clear(&serr);
+        trace_phase(t, "shutdown_vmm");
+    }
+    if (!hv_exited(i->vm)) {
+        r = hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, err);
+        trace_phase(t, "kill_vmm");
+    }
+    if (r == 0)
+        inst_drop_vmm(i);
+    return r;
+}
+
+void
+manager_on_vmm_exit(struct inst_manager *m, const char *id, pid_t pid, uint64_t start_time)
+{
+    struct inst *i;
+    struct tp_err err = { 0 };
+
+    if (inst_acquire_id(m, id, &i) < 0)
+        return;
+    /* Only the VMM this watch was for; an operation may have replaced or halted it. */
+    if (i->vm && i->vm->pid == pid && i->vm->start_time == start_time) {
+        _cleanup_free_ char *tail = log_tail(i->paths.vmm_log, 512);
+        log_warn("instance=%s VMM pid %d exited unexpectedly%s%s", id, (int)pid,
+                 tail ? ": " : "", tail ? tail : "");
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL); /* reaps it */
+        inst_drop_vmm(i);
+        free(i->rec->last_error);
+        i->rec->last_error = xasprintf("VMM process %d exited unexpectedly", (int)pid);
+        if (inst_transition(m, i, INST_STOPPED, &err) < 0)
+            log_error("instance=%s: %s", id, tp_err_msg(&err));
+        tp_err_clear(&err);
+    }
+    inst_release(m, i);
+}

@@ -1,0 +1,92 @@
+/* Shared by the manager's verb files only: the in-memory instance table and its helpers. */
+#pragma once
+
+#include <pthread.h>
+
+#include "hypervisor/hv.h"
+#include "instance/manager.h"
+#include "instance/trace.h"
+#include "store/paths.h"
+
+#define AGENT_READY_TIMEOUT_MS 90000 /* first boot under TCG with sanitizers on a busy host */
+#define AGENT_RECONNECT_TIMEOUT_MS 10000
+#define VMM_SHUTDOWN_TIMEOUT_MS 5000
+#define VMM_KILL_TIMEOUT_MS 5000
+
+struct monitor;
+
+/* One per instance. `lock` serialises operations; reads go to the store instead. */
+struct inst {
+    char id[INST_ID_LEN + 1];
+    pthread_mutex_t lock;
+    struct inst_record *rec; /* under lock */
+    struct inst_paths paths;
+    struct hv_vm *vm;        /* live VMM or NULL; under lock */
+    char *cmdline;           /* kernel command line the VMM was started with */
+    struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
+    bool removed;            /* under lock */
+    unsigned refs;           /* under manager lock */
+};
+
+struct inst_manager {
+    char *data_dir;
+    char *cache_dir;
+    char *agent_path;
+    char *accel;
+    struct store *store;
+    pthread_mutex_t lock; /* guards tab/n */
+    struct inst **tab;
+    size_t n, cap;
+    struct monitor *mon;
+    pthread_mutex_t change_lock; /* with change_cv: wakes inst_wait_state on every save */
+    pthread_cond_t change_cv;
+    uint64_t change_gen;
+};
+
+/* Resolve ref and lock the instance for an operation. -ENOENT / -ENOTUNIQ from the store. */
+int inst_acquire(struct inst_manager *m, const char *ref, struct inst **ret, struct tp_err *err);
+/* The same by exact id (monitor); -ENOENT when gone. */
+int inst_acquire_id(struct inst_manager *m, const char *id, struct inst **ret);
+void inst_release(struct inst_manager *m, struct inst *i);
+/* Add a new instance for rec (takes rec); the caller then acquires it by id. */
+struct inst *inst_table_add(struct inst_manager *m, struct inst_record *rec);
+/* Mark removed and drop from the table (caller holds i->lock). */
+void inst_table_remove(struct inst_manager *m, struct inst *i);
+
+/* One hop of the state table, persisted. -EBUSY when the table forbids it. */
+int inst_transition(struct inst_manager *m, struct inst *i, enum inst_state to,
+                    struct tp_err *err);
+/* Wake state waiters after a persisted change (or a removal). */
+void manager_notify_change(struct inst_manager *m);
+/* Persist i->rec as it is. */
+int inst_save(struct inst_manager *m, struct inst *i, struct tp_err *err);
+/* Record an operation's trace (and error, if any) on the instance and persist. */
+void inst_finish_op(struct inst_manager *m, struct inst *i, struct trace *t,
+                    const struct tp_err *err);
+/* -EBUSY "instance 'x' is <State>: <what> needs <states>" unless state is one of allowed. */
+int inst_require_state(struct inst *i, const char *what, unsigned allowed_mask,
+                       struct tp_err *err);
+#define STATE_BIT(s) (1u << (s))
+
+/* Boot the VMM for i (state Created or Stopped) and wait for the agent: the shared part of
+ * run and start. On failure nothing is left running. */
+int inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
+/* Fill spec from i; strings borrowed from i. */
+void inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec);
+/* Stop the VMM (graceful where the capability says so, else kill) and drop connections. */
+int inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
+/* Connect to the guest agent and wait for its HELLO within timeout_ms. */
+int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms,
+                       struct tp_err *err);
+/* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
+void inst_drop_vmm(struct inst *i);
+
+/* Re-derive every instance's state at startup. */
+int inst_reconcile(struct inst_manager *m, struct tp_err *err);
+
+/* The VMM exit monitor: an epoll thread over pidfds. */
+int monitor_start(struct inst_manager *m, struct monitor **ret, struct tp_err *err);
+struct monitor *monitor_stop(struct monitor *mon);
+/* Watch vm; when it exits, the manager's exit handler runs for (id, pid, start_time). */
+int monitor_watch(struct monitor *mon, const char *id, const struct hv_vm *vm);
+void manager_on_vmm_exit(struct inst_manager *m, const char *id, pid_t pid, uint64_t start_time);

@@ -1,0 +1,155 @@
+/* `run`: validate a create request, prepare the guest's files, record it, boot it. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "image/image.h"
+#include "instance/manager-internal.h"
+#include "util/fs.h"
+#include "util/timeutil.h"
+#include "util/xalloc.h"
+
+#define DEFAULT_MEMORY_MIB 256
+#define DEFAULT_VCPUS      1
+
+static int
+check_file(const char *what, const char *path, struct tp_err *err)
+{
+    if (!path)
+        return 0;
+    if (path[0] != '/')
+        return tp_err_set(err, -EINVAL, "%s path '%s' is not absolute", what, path);
+    if (access(path, R_OK) < 0)
+        return tp_err_errno(err, -errno, "%s '%s'", what, path);
+    return 0;
+}
+
+static int
+validate(const struct inst_create_req *q, struct tp_err *err)
+{
+    int r;
+    if (q->name && !store_name_valid(q->name))
+        return tp_err_set(err, -EINVAL, "invalid name '%s': names match [a-z0-9][a-z0-9-]{0,62}",
+                          q->name);
+    if (q->memory_mib && (q->memory_mib < 64 || q->memory_mib > 65536))
+        return tp_err_set(err, -EINVAL, "memory_mib %u is outside 64..65536", q->memory_mib);
+    if (q->vcpus && q->vcpus > 64)
+        return tp_err_set(err, -EINVAL, "vcpus %u is outside 1..64", q->vcpus);
+    if (q->hypervisor && !hv_driver_find(q->hypervisor))
+        return tp_err_set(err, -EINVAL, "unknown hypervisor '%s'", q->hypervisor);
+    if (q->accel && strcmp(q->accel, "kvm") != 0 && strcmp(q->accel, "tcg") != 0)
+        return tp_err_set(err, -EINVAL, "unknown accelerator '%s' (kvm or tcg)", q->accel);
+    if (q->cmd && !q->cmd[0])
+        return tp_err_set(err, -EINVAL, "cmd must not be empty");
+    if ((r = check_file("kernel", q->kernel, err)) < 0 ||
+        (r = check_file("initrd", q->initrd, err)) < 0 ||
+        (r = check_file("rootfs", q->rootfs, err)) < 0)
+        return r;
+    return 0;
+}
+
+static char **
+strv_copy(char *const *v)
+{
+    size_t n = 0;
+    while (v[n])
+        n++;
+    char **c = xnew(char *, n + 1);
+    for (size_t k = 0; k < n; k++)
+        c[k] = xstrdup(v[k]);
+    return c;
+}
+
+/* Kernel, initrd and root disk image: the user's or the cached defaults. */
+static int
+prepare_images(struct inst_manager *m, const struct inst_create_req *q, struct inst_config *c,
+               struct trace *t, struct tp_err *err)
+{
+    const struct image_env env = { .cache_dir = m->cache_dir, .agent_path = m->agent_path };
+    int r;
+
+    if (q->kernel)
+        c->kernel = xstrdup(q->kernel);
+    else if ((r = image_default_kernel(&env, &c->kernel, err)) < 0)
+        return r;
+    if (q->initrd)
+        c->initrd = xstrdup(q->initrd);
+    else if ((r = image_initrd(&env, c->kernel, &c->initrd, err)) < 0)
+        return tp_err_wrap(err, "build initramfs");
+    trace_phase(t, "prepare_initrd");
+    r = image_root_disk(&env, q->rootfs, q->disk_mib, &c->root_disk_src, err);
+    if (r < 0)
+        return tp_err_wrap(err, "prepare root disk");
+    trace_phase(t, "prepare_rootfs");
+    return 0;
+}
+
+int
+inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_record **ret,
+         struct tp_err *err)
+{
+    _cleanup_(inst_record_freep) struct inst_record *rec = NULL;
+    struct trace t;
+    struct inst *i;
+    int r;
+
+    r = validate(q, err);
+    if (r < 0)
+        return r;
+    trace_begin(&t, "run");
+
+    rec = xnew(struct inst_record, 1);
+    store_new_id(rec->id);
+    rec->name = q->name ? xstrdup(q->name) : xasprintf("vm-%.8s", rec->id);
+    rec->cfg.hypervisor = xstrdup(q->hypervisor ? q->hypervisor : "qemu");
+    rec->cfg.memory_mib = q->memory_mib ? q->memory_mib : DEFAULT_MEMORY_MIB;
+    rec->cfg.vcpus = q->vcpus ? q->vcpus : DEFAULT_VCPUS;
+    rec->cfg.rootfs = q->rootfs ? xstrdup(q->rootfs) : NULL;
+    rec->cfg.cmd = q->cmd ? strv_copy(q->cmd) : NULL;
+    rec->cfg.agent = !q->no_agent;
+    rec->cfg.accel = q->accel ? xstrdup(q->accel) : NULL;
+    rec->state = INST_CREATED;
+    rec->created_ms = rec->state_changed_ms = wall_ms();
+
+    /* Images first: a bad rootfs or kernel must leave no record behind. */
+    r = prepare_images(m, q, &rec->cfg, &t, err);
+    if (r < 0)
+        return r;
+    r = store_insert(m->store, rec, err);
+    if (r < 0)
+        return r;
+    char id[INST_ID_LEN + 1];
+    memcpy(id, rec->id, sizeof(id));
+    inst_table_add(m, TAKE_PTR(rec));
+    r = inst_acquire_id(m, id, &i);
+    if (r < 0)
+        return tp_err_set(err, r, "instance '%s' vanished", id);
+
+    r = fs_mkdir_p(i->paths.dir, 0700, err);
+    if (r >= 0)
+        r = fs_clone_file(i->rec->cfg.root_disk_src, i->paths.root_disk, 0600, err);
+    if (r < 0) {
+        /* Nothing ran yet: undo the record so the failure changes nothing. */
+        fs_rm_rf(i->paths.dir, NULL);
+        store_delete(m->store, i->id, NULL);
+        inst_table_remove(m, i);
+        inst_release(m, i);
+        return tp_err_wrap(err, "create instance directory");
+    }
+    trace_phase(&t, "clone_disk");
+
+    r = inst_boot(m, i, &t, err);
+    if (r >= 0)
+        r = inst_transition(m, i, INST_RUNNING, err);
+    else {
+        struct tp_err serr = { 0 };
+        inst_transition(m, i, INST_STOPPED, &serr);
+        tp_err_clear(&serr);
+    }
+    inst_finish_op(m, i, &t, r < 0 ? err : NULL);
+    if (r >= 0)
+        *ret = inst_record_dup(i->rec);
+    inst_release(m, i);
+    return r;
+}

@@ -1,0 +1,50 @@
+/* `stop`: halt the VMM, discard snapshots and guest RAM; the root disk stays for `start`. */
+#include <errno.h>
+#include <unistd.h>
+
+#include "instance/manager-internal.h"
+#include "util/fs.h"
+
+/* Files that mean nothing once the VMM is gone. */
+static int
+discard_runtime_files(struct inst *i, struct tp_err *err)
+{
+    int r;
+    if ((r = fs_rm_rf(i->paths.snap_latest, err)) < 0 || (r = fs_rm_rf(i->paths.snap_base, err)) < 0)
+        return r;
+    if (unlink(i->paths.mem) < 0 && errno != ENOENT)
+        return tp_err_errno(err, -errno, "remove '%s'", i->paths.mem);
+    unlink(i->paths.api_sock);
+    unlink(i->paths.agent_sock);
+    return 0;
+}
+
+int
+inst_stop(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
+{
+    struct inst *i;
+    struct trace t;
+    int r = inst_acquire(m, ref, &i, err);
+    if (r < 0)
+        return r;
+    r = inst_require_state(i, "stop",
+                           STATE_BIT(INST_RUNNING) | STATE_BIT(INST_PAUSED) |
+                               STATE_BIT(INST_STANDBY) | STATE_BIT(INST_UNKNOWN),
+                           err);
+    if (r < 0)
+        goto out;
+    trace_begin(&t, "stop");
+    r = inst_halt_vmm(m, i, &t, err);
+    if (r >= 0)
+        r = discard_runtime_files(i, err);
+    if (r >= 0)
+        trace_phase(&t, "cleanup");
+    if (r >= 0)
+        r = inst_transition(m, i, INST_STOPPED, err);
+    inst_finish_op(m, i, &t, r < 0 ? err : NULL);
+    if (r >= 0)
+        *ret = inst_record_dup(i->rec);
+out:
+    inst_release(m, i);
+    return r;
+}

@@ -1,0 +1,51 @@
+/* The one place that spells where an instance's files live under the data dir. */
+#include "store/paths.h"
+
+#include <stdlib.h>
+
+#include "util/fs.h"
+#include "util/xalloc.h"
+
+char *
+paths_instances_dir(const char *data_dir)
+{
+    return fs_path_join(data_dir, "instances");
+}
+
+void
+inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
+{
+    _cleanup_free_ char *instances = paths_instances_dir(data_dir);
+
+    p->dir = fs_path_join(instances, id);
+    p->mem = fs_path_join(p->dir, "mem");
+    p->root_disk = fs_path_join(p->dir, "root.ext4");
+    /* Short names: the whole socket path must fit sun_path (108 bytes). */
+    p->api_sock = fs_path_join(p->dir, "qmp.sock");
+    p->agent_sock = fs_path_join(p->dir, "agent.sock");
+    p->logs_dir = fs_path_join(p->dir, "logs");
+    p->console_log = fs_path_join(p->logs_dir, "console.log");
+    p->vmm_log = fs_path_join(p->logs_dir, "vmm.log");
+    p->snapshots = fs_path_join(p->dir, "snapshots");
+    p->snap_latest = fs_path_join(p->snapshots, "snapshot-latest");
+    p->snap_base = fs_path_join(p->snapshots, "snapshot-base");
+}
+
+void
+inst_paths_clear(struct inst_paths *p)
+{
+    if (!p)
+        return;
+    free(p->dir);
+    free(p->mem);
+    free(p->root_disk);
+    free(p->api_sock);
+    free(p->agent_sock);
+    free(p->logs_dir);
+    free(p->console_log);
+    free(p->vmm_log);
+    free(p->snapshots);
+    free(p->snap_latest);
+    free(p->snap_base);
+    *p = (struct inst_paths){ 0 };
+}

@@ -1,0 +1,1206 @@
+/* Unit tests for the CLI: verb parsing, the exec-stream decoder, the client against a fake
+ * torpord on a Unix socket. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* clang-format off: cmocka.h needs the headers above included first */
+#include <cmocka.h>
+/* clang-format on */
+
+#include "cli/cli.h"
+#include "cli/client.h"
+#include "cli/exec_stream.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/sock.h"
+#include "util/xalloc.h"
+
+#define ARGC(a) ((int)ELEMENTSOF(a) - 1)
+/* Parsers take char ** like main(); with '+' getopt never permutes, so literals are safe. */
+#define P(a) ARGC(a), (char **)(a)
+
+/* ---- parsing ------------------------------------------------------------------------------ */
+
+static void
+test_run_every_option(void **state)
+{
+    const char *argv[] = { "run",
+                           "--name",
+                           "web-1",
+                           "--memory",
+                           "256",
+                           "--vcpus",
+                           "2",
+                           "--hypervisor",
+                           "qemu",
+                           "--kernel",
+                           "/nonexistent/vmlinuz",
+                           "--initrd",
+                           "/nonexistent/initrd",
+                           "--rootfs",
+                           "/nonexistent/root.img",
+                           "--accel",
+                           "tcg",
+                           "--disk-size",
+                           "512",
+                           "--no-agent",
+                           "--trace",
+                           "true",
+                           NULL };
+    struct run_opts o = { 0 };
+    struct tp_err err = { 0 };
+    (void)state;
+
+    assert_int_equal(cli_parse_run(P(argv), &o, &err), 0);
+    assert_string_equal(o.name, "web-1");
+    assert_int_equal(o.memory_mib, 256);
+    assert_int_equal(o.vcpus, 2);
+    assert_string_equal(o.hypervisor, "qemu");
+    assert_string_equal(o.kernel, "/nonexistent/vmlinuz");
+    assert_string_equal(o.initrd, "/nonexistent/initrd");
+    assert_string_equal(o.rootfs, "/nonexistent/root.img");
+    assert_string_equal(o.accel, "tcg");
+    assert_int_equal(o.disk_mib, 512);
+    assert_true(o.no_agent);
+    assert_true(o.trace);
+    assert_false(o.help);
+    assert_non_null(o.cmd);
+    assert_string_equal(o.cmd[0], "true");
+    assert_null(o.cmd[1]);
+    cli_run_opts_done(&o);
+    assert_null(o.name);
+
+    /* Nothing given: everything left to the daemon. */
+    const char *bare[] = { "run", NULL };
+    assert_int_equal(cli_parse_run(P(bare), &o, &err), 0);
+    assert_null(o.name);
+    assert_int_equal(o.memory_mib, 0);
+    assert_null(o.cmd);
+    assert_null(o.kernel);
+    cli_run_opts_done(&o);
+}
+
+static void
+test_run_keeps_command(void **state)
+{
+    const char *argv[] = { "run", "--name", "a", "--", "sh", "-c", "x y", NULL };
+    struct run_opts o = { 0 };
+    struct tp_err err = { 0 };
+    (void)state;
+
+    assert_int_equal(cli_parse_run(P(argv), &o, &err), 0);
+    assert_string_equal(o.name, "a");
+    assert_string_equal(o.cmd[0], "sh");
+    assert_string_equal(o.cmd[1], "-c");
+    assert_string_equal(o.cmd[2], "x y");
+    assert_null(o.cmd[3]);
+    cli_run_opts_done(&o);
+
+    /* Without "--", the first word ends the options too: '-c' is the command's. */
+    const char *argv2[] = { "run", "sh", "-c", "true", NULL };
+    assert_int_equal(cli_parse_run(P(argv2), &o, &err), 0);
+    assert_string_equal(o.cmd[0], "sh");
+    assert_string_equal(o.cmd[1], "-c");
+    assert_string_equal(o.cmd[2], "true");
+    cli_run_opts_done(&o);
+}
+
+static void
+test_run_bad_values(void **state)
+{
+    static const char *const bad[][3] = {
+        { "--memory", "abc", "'--memory' expects a positive integer, not 'abc'" },
+        { "--memory", "0", "'--memory'" },
+        { "--memory", "-5", "'--memory'" },
+        { "--memory", " 5", "'--memory'" },
+        { "--vcpus", "1x", "'--vcpus'" },
+        { "--disk-size", "99999999999", "'--disk-size'" },
+        { "--accel", "hvf", "'kvm' or 'tcg'" },
+    };
+    (void)state;
+
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        const char *argv[] = { "run", bad[i][0], bad[i][1], NULL };
+        struct run_opts o = { .memory_mib = 7 };
+        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+        assert_int_equal(cli_parse_run(P(argv), &o, &err), -EINVAL);
+        assert_non_null(strstr(tp_err_msg(&err), bad[i][2]));
+        assert_int_equal(o.memory_mib, 7); /* ret untouched on failure */
+    }
+
+    const char *unknown[] = { "run", "--memry", "5", NULL };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct run_opts o = { 0 };
+    assert_int_equal(cli_parse_run(P(unknown), &o, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "unknown option '--memry'");
+
+    const char *novalue[] = { "run", "--kernel", NULL };
+    assert_int_equal(cli_parse_run(P(novalue), &o, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "option '--kernel' needs a value");
+
+    const char *noshort[] = { "run", "-m", NULL };
+    assert_int_equal(cli_parse_run(P(noshort), &o, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "option '-m' needs a value");
+}
+
+static void
+test_run_relative_paths_become_absolute(void **state)
+{
+    char tmpl[] = "/tmp/torpor-cli-XXXXXX";
+    _cleanup_free_ char *oldcwd = getcwd(NULL, 0);
+    _cleanup_free_ char *real = NULL, *want_kernel = NULL, *want_initrd = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct run_opts o = { 0 };
+    (void)state;
+
+    assert_non_null(oldcwd);
+    assert_non_null(mkdtemp(tmpl));
+    real = realpath(tmpl, NULL);
+    assert_non_null(real);
+    assert_int_equal(chdir(tmpl), 0);
+    assert_int_equal(fs_write_atomic("vmlinuz", "k", 1, 0644, &err), 0);
+    assert_int_equal(mkdir("root", 0755), 0);
+
+    const char *argv[] = { "run",      "--kernel", "vmlinuz", "--initrd", "./sub/missing.img",
+                           "--rootfs", "root/",    NULL };
+    assert_int_equal(cli_parse_run(P(argv), &o, &err), 0);
+    want_kernel = xasprintf("%s/vmlinuz", real);
+    assert_string_equal(o.kernel, want_kernel);
+    /* A missing file is the daemon's to report, on the absolute path. */
+    want_initrd = xasprintf("%s/./sub/missing.img", real);
+    assert_string_equal(o.initrd, want_initrd);
+    assert_int_equal(o.rootfs[0], '/');
+    assert_non_null(strstr(o.rootfs, "/root"));
+    cli_run_opts_done(&o);
+
+    assert_int_equal(chdir(oldcwd), 0);
+    assert_int_equal(fs_rm_rf(tmpl, &err), 0);
+}
+
+static void
+test_exec_keeps_guest_options(void **state)
+{
+    const char *a1[] = { "exec", "vm", "ls", "-la", NULL };
+    const char *a2[] = { "exec", "vm", "--", "ls", "-la", NULL };
+    const char **cases[] = { a1, a2 };
+    int argcs[] = { ARGC(a1), ARGC(a2) };
+    (void)state;
+
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        struct exec_opts o = { 0 };
+        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+        assert_int_equal(cli_parse_exec(argcs[i], (char **)cases[i], &o, &err), 0);
+        assert_string_equal(o.name, "vm");
+        assert_string_equal(o.cmd[0], "ls");
+        assert_string_equal(o.cmd[1], "-la");
+        assert_null(o.cmd[2]);
+        assert_null(o.env);
+        assert_null(o.workdir);
+        cli_exec_opts_done(&o);
+    }
+}
+
+static void
+test_exec_env_workdir(void **state)
+{
+    const char *argv[] = { "exec", "-e", "A=1", "vm", "--env",   "B=x=y", "--workdir",
+                           "/srv", "--", "sh",  "-c", "echo $A", NULL };
+    struct exec_opts o = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    (void)state;
+
+    assert_int_equal(cli_parse_exec(P(argv), &o, &err), 0);
+    assert_string_equal(o.name, "vm");
+    assert_string_equal(o.env[0], "A=1");
+    assert_string_equal(o.env[1], "B=x=y");
+    assert_null(o.env[2]);
+    assert_string_equal(o.workdir, "/srv");
+    assert_string_equal(o.cmd[0], "sh");
+    assert_string_equal(o.cmd[1], "-c");
+    assert_string_equal(o.cmd[2], "echo $A");
+    assert_null(o.cmd[3]);
+    cli_exec_opts_done(&o);
+
+    const char *bad[] = { "exec", "vm", "--env", "NOEQUALS", "ls", NULL };
+    assert_int_equal(cli_parse_exec(P(bad), &o, &err), -EINVAL);
+    assert_non_null(strstr(tp_err_msg(&err), "K=V"));
+    const char *bad2[] = { "exec", "vm", "-e", "=v", "ls", NULL };
+    assert_int_equal(cli_parse_exec(P(bad2), &o, &err), -EINVAL);
+}
+
+static void
+test_missing_names(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct exec_opts eo = { 0 };
+    struct logs_opts lo = { 0 };
+    struct stop_opts so = { 0 };
+    struct start_opts sto = { 0 };
+    struct rm_opts ro = { 0 };
+    struct inspect_opts io = { 0 };
+    (void)state;
+
+    const char *exec0[] = { "exec", NULL };
+    assert_int_equal(cli_parse_exec(P(exec0), &eo, &err), -EINVAL);
+    assert_non_null(strstr(tp_err_msg(&err), "NAME"));
+    const char *exec1[] = { "exec", "vm", NULL };
+    assert_int_equal(cli_parse_exec(P(exec1), &eo, &err), -EINVAL);
+    assert_non_null(strstr(tp_err_msg(&err), "CMD"));
+    const char *exec2[] = { "exec", "vm", "--", NULL };
+    assert_int_equal(cli_parse_exec(P(exec2), &eo, &err), -EINVAL);
+    assert_null(eo.name);
+
+    const char *logs[] = { "logs", "-f", NULL };
+    assert_int_equal(cli_parse_logs(P(logs), &lo, &err), -EINVAL);
+    const char *logs2[] = { "logs", "a", "b", NULL };
+    assert_int_equal(cli_parse_logs(P(logs2), &lo, &err), -EINVAL);
+    const char *stop[] = { "stop", NULL };
+    assert_int_equal(cli_parse_stop(P(stop), &so, &err), -EINVAL);
+    const char *start[] = { "start", NULL };
+    assert_int_equal(cli_parse_start(P(start), &sto, &err), -EINVAL);
+    const char *rm[] = { "rm", "-f", NULL };
+    assert_int_equal(cli_parse_rm(P(rm), &ro, &err), -EINVAL);
+    const char *inspect[] = { "inspect", NULL };
+    assert_int_equal(cli_parse_inspect(P(inspect), &io, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'inspect' needs at least one NAME");
+
+    /* --help alone is fine: nothing else is checked. */
+    const char *help[] = { "exec", "--help", NULL };
+    assert_int_equal(cli_parse_exec(P(help), &eo, &err), 0);
+    assert_true(eo.help);
+    cli_exec_opts_done(&eo);
+}
+
+static void
+test_ps_flags(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct ps_opts o;
+    (void)state;
+
+    const char *a1[] = { "ps", NULL };
+    assert_int_equal(cli_parse_ps(P(a1), &o, &err), 0);
+    assert_false(o.all || o.json || o.quiet);
+    const char *a2[] = { "ps", "-a", "--json", NULL };
+    assert_int_equal(cli_parse_ps(P(a2), &o, &err), 0);
+    assert_true(o.all && o.json);
+    assert_false(o.quiet);
+    const char *a3[] = { "ps", "-aq", NULL };
+    assert_int_equal(cli_parse_ps(P(a3), &o, &err), 0);
+    assert_true(o.all && o.quiet);
+    const char *a4[] = { "ps", "--all", "--quiet", NULL };
+    assert_int_equal(cli_parse_ps(P(a4), &o, &err), 0);
+    assert_true(o.all && o.quiet);
+    assert_false(o.json);
+
+    const char *b1[] = { "ps", "extra", NULL };
+    assert_int_equal(cli_parse_ps(P(b1), &o, &err), -EINVAL);
+    const char *b2[] = { "ps", "--json", "-q", NULL };
+    assert_int_equal(cli_parse_ps(P(b2), &o, &err), -EINVAL);
+    const char *b3[] = { "ps", "-z", NULL };
+    assert_int_equal(cli_parse_ps(P(b3), &o, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "unknown option '-z'");
+}
+
+static void
+test_rm_stop_start_names(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct rm_opts ro;
+    struct stop_opts so;
+    struct start_opts sto;
+    (void)state;
+
+    const char *rm[] = { "rm", "-f", "a", "b", "3f2a", NULL };
+    assert_int_equal(cli_parse_rm(P(rm), &ro, &err), 0);
+    assert_true(ro.force);
+    assert_int_equal(ro.n_names, 3);
+    assert_string_equal(ro.names[0], "a");
+    assert_string_equal(ro.names[2], "3f2a");
+    const char *rm2[] = { "rm", "--force", "x", NULL };
+    assert_int_equal(cli_parse_rm(P(rm2), &ro, &err), 0);
+    assert_true(ro.force);
+    assert_int_equal(ro.n_names, 1);
+    const char *rm3[] = { "rm", "x", NULL };
+    assert_int_equal(cli_parse_rm(P(rm3), &ro, &err), 0);
+    assert_false(ro.force);
+
+    const char *stop[] = { "stop", "web-1", "web-2", NULL };
+    assert_int_equal(cli_parse_stop(P(stop), &so, &err), 0);
+    assert_int_equal(so.n_names, 2);
+    assert_string_equal(so.names[0], "web-1");
+    assert_string_equal(so.names[1], "web-2");
+    const char *start[] = { "start", "a", "b", "c", NULL };
+    assert_int_equal(cli_parse_start(P(start), &sto, &err), 0);
+    assert_int_equal(sto.n_names, 3);
+    assert_string_equal(sto.names[2], "c");
+}
+
+static void
+test_global_socket_precedence(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct cli_global_opts g;
+    (void)state;
+
+    const char *a1[] = { "torpor", "ps", "-a", NULL };
+    assert_int_equal(cli_parse_global(P(a1), NULL, &g, &err), 0);
+    assert_string_equal(g.socket, CLI_DEFAULT_SOCKET);
+    assert_int_equal(g.verb_index, 1);
+    assert_int_equal(cli_parse_global(P(a1), "", &g, &err), 0);
+    assert_string_equal(g.socket, CLI_DEFAULT_SOCKET);
+    assert_int_equal(cli_parse_global(P(a1), "/env.sock", &g, &err), 0);
+    assert_string_equal(g.socket, "/env.sock");
+
+    const char *a2[] = { "torpor", "--socket", "/opt.sock", "ps", "--socket", "x", NULL };
+    assert_int_equal(cli_parse_global(P(a2), "/env.sock", &g, &err), 0);
+    assert_string_equal(g.socket, "/opt.sock");
+    assert_int_equal(g.verb_index, 3); /* the verb's own words are not parsed here */
+    const char *a3[] = { "torpor", "--socket=/eq.sock", "version", NULL };
+    assert_int_equal(cli_parse_global(P(a3), NULL, &g, &err), 0);
+    assert_string_equal(g.socket, "/eq.sock");
+
+    const char *a4[] = { "torpor", "--version", NULL };
+    assert_int_equal(cli_parse_global(P(a4), NULL, &g, &err), 0);
+    assert_true(g.version);
+    assert_int_equal(g.verb_index, ARGC(a4));        /* no verb */
+    const char *a5[] = { "torpor", "--sock", NULL }; /* unambiguous prefix of --socket */
+    assert_int_equal(cli_parse_global(P(a5), NULL, &g, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "option '--sock' needs a value");
+    const char *a6[] = { "torpor", "--frob", "ps", NULL };
+    assert_int_equal(cli_parse_global(P(a6), NULL, &g, &err), -EINVAL);
+}
+
+static void
+test_format_ago(void **state)
+{
+    char b[64];
+    (void)state;
+
+    cli_format_ago(-3, b, sizeof(b));
+    assert_string_equal(b, "Less than a second ago");
+    cli_format_ago(1, b, sizeof(b));
+    assert_string_equal(b, "1 second ago");
+    cli_format_ago(42, b, sizeof(b));
+    assert_string_equal(b, "42 seconds ago");
+    cli_format_ago(90, b, sizeof(b));
+    assert_string_equal(b, "About a minute ago");
+    cli_format_ago(150, b, sizeof(b));
+    assert_string_equal(b, "2 minutes ago");
+    cli_format_ago(3 * 3600 + 5, b, sizeof(b));
+    assert_string_equal(b, "3 hours ago");
+    cli_format_ago(5 * 86400, b, sizeof(b));
+    assert_string_equal(b, "5 days ago");
+}
+
+static void
+test_instance_path(void **state)
+{
+    _cleanup_free_ char *p1 = client_instance_path("web-1", "/stop");
+    _cleanup_free_ char *p2 = client_instance_path("../a b", "");
+    (void)state;
+
+    assert_string_equal(p1, "/v1/instances/web-1/stop");
+    assert_string_equal(p2, "/v1/instances/%2E%2E%2Fa%20b");
+}
+
+/* ---- exec-stream decoder ------------------------------------------------------------------ */
+
+struct sink {
+    char out[256];
+    size_t out_len;
+    char errb[256];
+    size_t err_len;
+    int calls;
+    int fail_with; /* < 0: the callback fails */
+};
+
+static int
+sink_output(int kind, const void *data, size_t len, void *userdata, struct tp_err *err)
+{
+    struct sink *s = userdata;
+    char *buf = kind == EXEC_FRAME_STDOUT ? s->out : s->errb;
+    size_t *n = kind == EXEC_FRAME_STDOUT ? &s->out_len : &s->err_len;
+
+    s->calls++;
+    if (s->fail_with < 0)
+        return tp_err_set(err, s->fail_with, "sink full");
+    assert_true(kind == EXEC_FRAME_STDOUT || kind == EXEC_FRAME_STDERR);
+    assert_true(*n + len < sizeof(s->out));
+    memcpy(buf + *n, data, len);
+    *n += len;
+    return 0;
+}
+
+/* Append one frame to buf. */
+static size_t
+put_frame(uint8_t *buf, uint8_t kind, const char *payload, size_t len)
+{
+    buf[0] = kind;
+    buf[1] = buf[2] = buf[3] = 0;
+    buf[4] = (uint8_t)(len >> 24);
+    buf[5] = (uint8_t)(len >> 16);
+    buf[6] = (uint8_t)(len >> 8);
+    buf[7] = (uint8_t)len;
+    memcpy(buf + 8, payload, len);
+    return 8 + len;
+}
+
+static size_t
+sample_stream(uint8_t *buf)
+{
+    static const char exit_json[] = "{\"exit_code\": 3}";
+    size_t n = 0;
+
+    n += put_frame(buf + n, EXEC_FRAME_STDOUT, "hello ", 6);
+    n += put_frame(buf + n, EXEC_FRAME_STDERR, "oops\n", 5);
+    n += put_frame(buf + n, EXEC_FRAME_STDOUT, "", 0);
+    n += put_frame(buf + n, EXEC_FRAME_STDOUT, "world\n", 6);
+    n += put_frame(buf + n, EXEC_FRAME_EXIT, exit_json, strlen(exit_json));
+    return n;
+}
+
+static void
+check_sample(const struct exec_decoder *d, const struct sink *s)
+{
+    assert_true(d->finished);
+    assert_int_equal(d->exit_code, 3);
+    assert_null(d->error_message);
+    assert_int_equal(s->out_len, 12);
+    assert_memory_equal(s->out, "hello world\n", 12);
+    assert_int_equal(s->err_len, 5);
+    assert_memory_equal(s->errb, "oops\n", 5);
+}
+
+static void
+test_decoder_split_everywhere(void **state)
+{
+    uint8_t stream[256];
+    size_t n = sample_stream(stream);
+    (void)state;
+
+    /* Two pieces, cut at every offset. */
+    for (size_t cut = 0; cut <= n; cut++) {
+        struct exec_decoder d;
+        struct sink s = { 0 };
+        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+        exec_decoder_init(&d);
+        assert_int_equal(exec_decoder_feed(&d, stream, cut, sink_output, &s, &err), 0);
+        assert_int_equal(exec_decoder_feed(&d, stream + cut, n - cut, sink_output, &s, &err), 0);
+        assert_int_equal(exec_decoder_finish(&d, &err), 0);
+        check_sample(&d, &s);
+        exec_decoder_done(&d);
+    }
+
+    /* One byte at a time: every boundary at once. */
+    struct exec_decoder d;
+    struct sink s = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    exec_decoder_init(&d);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(exec_decoder_finish(&d, &err), -EPROTO); /* not done yet */
+        assert_int_equal(exec_decoder_feed(&d, stream + i, 1, sink_output, &s, &err), 0);
+    }
+    assert_int_equal(exec_decoder_finish(&d, &err), 0);
+    check_sample(&d, &s);
+    exec_decoder_done(&d);
+}
+
+static void
+test_decoder_error_frame(void **state)
+{
+    static const char ej[] = "{\"code\": \"not_found\", \"message\": \"nosuch: not found\"}";
+    uint8_t stream[256];
+    size_t n = put_frame(stream, EXEC_FRAME_ERROR, ej, strlen(ej));
+    struct exec_decoder d;
+    struct sink s = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    (void)state;
+
+    exec_decoder_init(&d);
+    assert_int_equal(exec_decoder_feed(&d, stream, n, sink_output, &s, &err), 0);
+    assert_int_equal(exec_decoder_finish(&d, &err), 0);
+    assert_true(d.finished);
+    assert_string_equal(d.error_code, "not_found");
+    assert_string_equal(d.error_message, "nosuch: not found");
+    assert_int_equal(s.calls, 0);
+
+    /* Anything after the final frame is a protocol error. */
+    assert_int_equal(exec_decoder_feed(&d, stream, 1, sink_output, &s, &err), -EPROTO);
+    exec_decoder_done(&d);
+}
+
+static void
+test_decoder_protocol_errors(void **state)
+{
+    uint8_t big[8] = { EXEC_FRAME_STDOUT, 0, 0, 0, 0x01, 0x00, 0x00, 0x01 }; /* 16 MiB + 1 */
+    uint8_t max[8] = { EXEC_FRAME_STDOUT, 0, 0, 0, 0x01, 0x00, 0x00, 0x00 }; /* 16 MiB */
+    uint8_t kind[8] = { 9, 0, 0, 0, 0, 0, 0, 1 };
+    uint8_t resv[8] = { EXEC_FRAME_STDOUT, 0, 1, 0, 0, 0, 0, 1 };
+    uint8_t badexit[64];
+    size_t nbad = put_frame(badexit, EXEC_FRAME_EXIT, "{\"exit\": 1}", 11);
+    uint8_t *cases[] = { big, kind, resv };
+    (void)state;
+
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        struct exec_decoder d;
+        struct sink s = { 0 };
+        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+        exec_decoder_init(&d);
+        assert_int_equal(exec_decoder_feed(&d, cases[i], 8, sink_output, &s, &err), -EPROTO);
+        assert_non_null(strstr(tp_err_msg(&err), "exec stream"));
+        exec_decoder_done(&d);
+    }
+
+    struct exec_decoder d;
+    struct sink s = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    exec_decoder_init(&d);
+    assert_int_equal(exec_decoder_feed(&d, max, 8, sink_output, &s, &err), 0);
+    exec_decoder_done(&d);
+
+    exec_decoder_init(&d);
+    assert_int_equal(exec_decoder_feed(&d, badexit, nbad, sink_output, &s, &err), -EPROTO);
+    assert_non_null(strstr(tp_err_msg(&err), "exit_code"));
+    exec_decoder_done(&d);
+
+    /* A failing output callback stops decoding with its error. */
+    uint8_t out[64];
+    size_t nout = put_frame(out, EXEC_FRAME_STDOUT, "x", 1);
+    s.fail_with = -EPIPE;
+    exec_decoder_init(&d);
+    assert_int_equal(exec_decoder_feed(&d, out, nout, sink_output, &s, &err), -EPIPE);
+    assert_string_equal(tp_err_msg(&err), "sink full");
+    exec_decoder_done(&d);
+}
+
+/* ---- client against a fake torpord -------------------------------------------------------- */
+
+#define FAKE_MAX_CONNS  4
+#define FAKE_TIMEOUT_MS 10000
+
+struct fake_server {
+    char dir[64];
+    char path[128];
+    int listen_fd;
+    pthread_t thread;
+    /* One canned reply per connection, in order. */
+    const void *replies[FAKE_MAX_CONNS];
+    size_t reply_lens[FAKE_MAX_CONNS];
+    size_t n_replies;
+    /* What the client sent, per connection. */
+    char *requests[FAKE_MAX_CONNS];
+    size_t request_lens[FAKE_MAX_CONNS];
+    int served;
+    int failed; /* the thread hit an error or timeout */
+};
+
+/* Read one HTTP request (headers + Content-Length body) from fd, bounded in size and time. */
+static char *
+read_request(int fd, size_t *ret_len)
+{
+    size_t cap = 1 << 16, len = 0, need = SIZE_MAX;
+    char *buf = xmalloc(cap + 1);
+
+    while (len < need && len < cap) {
+        if (sock_wait(fd, POLLIN, FAKE_TIMEOUT_MS) <= 0)
+            break;
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+        char *end = strstr(buf, "\r\n\r\n");
+        if (end && need == SIZE_MAX) {
+            size_t body = 0;
+            char *cl = strcasestr(buf, "\r\ncontent-length:");
+            if (cl && cl < end)
+                body = strtoul(cl + strlen("\r\ncontent-length:"), NULL, 10);
+            need = (size_t)(end + 4 - buf) + body;
+        }
+    }
+    buf[len] = '\0';
+    *ret_len = len;
+    if (len < need) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void *
+fake_server_main(void *arg)
+{
+    struct fake_server *f = arg;
+
+    for (size_t i = 0; i < f->n_replies; i++) {
+        if (sock_wait(f->listen_fd, POLLIN, FAKE_TIMEOUT_MS) <= 0) {
+            f->failed = 1;
+            return NULL;
+        }
+        _cleanup_close_ int fd = accept4(f->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd < 0) {
+            f->failed = 1;
+            return NULL;
+        }
+        f->requests[i] = read_request(fd, &f->request_lens[i]);
+        if (!f->requests[i] || sock_write_all(fd, f->replies[i], f->reply_lens[i]) < 0) {
+            f->failed = 1;
+            return NULL;
+        }
+        f->served++;
+    }
+    return NULL;
+}
+
+static struct fake_server *
+fake_server_start(const char *const *replies, const size_t *lens, size_t n)
+{
+    struct fake_server *f = xnew(struct fake_server, 1);
+    struct tp_err err = { 0 };
+
+    strcpy(f->dir, "/tmp/torpor-cli-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    snprintf(f->path, sizeof(f->path), "%s/api.sock", f->dir);
+    /* Listening before the thread starts: the client can connect at once, no race. */
+    f->listen_fd = sock_listen_unix(f->path, 4, &err);
+    assert_true(f->listen_fd >= 0);
+    assert_true(n <= FAKE_MAX_CONNS);
+    for (size_t i = 0; i < n; i++) {
+        f->replies[i] = replies[i];
+        f->reply_lens[i] = lens ? lens[i] : strlen(replies[i]);
+    }
+    f->n_replies = n;
+    assert_int_equal(pthread_create(&f->thread, NULL, fake_server_main, f), 0);
+    return f;
+}
+
+/* Join the thread and check it served every reply. */
+static void
+fake_server_stop(struct fake_server *f)
+{
+    struct tp_err err = { 0 };
+
+    assert_int_equal(pthread_join(f->thread, NULL), 0);
+    close(f->listen_fd);
+    assert_int_equal(fs_rm_rf(f->dir, &err), 0);
+    assert_false(f->failed);
+    assert_int_equal((size_t)f->served, f->n_replies);
+}
+
+static void
+fake_server_free(struct fake_server *f)
+{
+    for (size_t i = 0; i < FAKE_MAX_CONNS; i++)
+        free(f->requests[i]);
+    free(f);
+}
+
+static char *
+http_reply(const char *status, const char *body)
+{
+    return xasprintf("HTTP/1.1 %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     status, strlen(body), body);
+}
+
+static void
+test_client_error_reply(void **state)
+{
+    _cleanup_free_ char *r404 = http_reply(
+        "404 Not Found", "{\"code\": \"not_found\", \"message\": \"no instance 'ghost'\"}");
+    const char *replies[] = { r404, r404 };
+    struct fake_server *f = fake_server_start(replies, NULL, 2);
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    json_t *reply = NULL;
+    long status = 0;
+    (void)state;
+
+    assert_int_equal(
+        client_request(f->path, "GET", "/v1/instances/ghost", NULL, &status, &reply, &err), 0);
+    assert_int_equal(status, 404);
+    assert_non_null(reply);
+    assert_string_equal(json_string_value(json_object_get(reply, "code")), "not_found");
+    json_decref(reply);
+    reply = NULL;
+
+    /* client_call turns it into the daemon's message, and ENOENT for 404. */
+    assert_int_equal(client_call(f->path, "GET", "/v1/instances/ghost", NULL, &reply, &err),
+                     -ENOENT);
+    assert_string_equal(tp_err_msg(&err), "no instance 'ghost'");
+    assert_null(reply);
+
+    fake_server_stop(f);
+    assert_non_null(strstr(f->requests[0], "GET /v1/instances/ghost HTTP/1.1\r\n"));
+    fake_server_free(f);
+}
+
+static void
+test_client_post_large_body(void **state)
+{
+    _cleanup_free_ char *r201 =
+        http_reply("201 Created", "{\"id\": \"3f2a9c0d1b4e5f60\", \"state\": \"Running\"}");
+    const char *replies[] = { r201 };
+    struct fake_server *f = fake_server_start(replies, NULL, 1);
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    char longarg[3000];
+    json_t *body = json_object(), *reply = NULL, *sent;
+    json_error_t jerr;
+    long status = 0;
+    (void)state;
+
+    /* Over 1 KiB: libcurl would send "Expect: 100-continue" and stall without our header. */
+    memset(longarg, 'x', sizeof(longarg) - 1);
+    longarg[sizeof(longarg) - 1] = '\0';
+    json_object_set_new(body, "name", json_string("web-1"));
+    json_object_set_new(body, "cmd", json_pack("[ss]", "echo", longarg));
+    assert_int_equal(client_request(f->path, "POST", "/v1/instances", body, &status, &reply, &err),
+                     0);
+    assert_int_equal(status, 201);
+    assert_string_equal(json_string_value(json_object_get(reply, "id")), "3f2a9c0d1b4e5f60");
+    json_decref(reply);
+
+    fake_server_stop(f);
+    const char *req = f->requests[0];
+    assert_non_null(strstr(req, "POST /v1/instances HTTP/1.1\r\n"));
+    assert_null(strcasestr(req, "100-continue"));
+    assert_non_null(strcasestr(req, "\r\nContent-Type: application/json\r\n"));
+    sent = json_loads(strstr(req, "\r\n\r\n") + 4, 0, &jerr);
+    assert_non_null(sent);
+    assert_true(json_equal(sent, body));
+    json_decref(sent);
+    json_decref(body);
+    fake_server_free(f);
+}
+
+static void
+test_client_unreachable(void **state)
+{
+    char dir[] = "/tmp/torpor-cli-XXXXXX";
+    _cleanup_free_ char *missing = NULL, *dead = NULL, *want = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct tp_err ignore = { 0 };
+    json_t *reply = NULL;
+    long status = 0;
+    int fd;
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    missing = xasprintf("%s/none.sock", dir);
+    assert_int_equal(client_request(missing, "GET", "/v1/version", NULL, &status, &reply, &err),
+                     -ENOENT);
+    want = xasprintf("cannot reach torpord at '%s': No such file or directory (is torpord "
+                     "running?)",
+                     missing);
+    assert_string_equal(tp_err_msg(&err), want);
+    assert_int_equal(status, 0);
+
+    /* A socket file nobody listens on any more: refused. */
+    dead = xasprintf("%s/dead.sock", dir);
+    fd = sock_listen_unix(dead, 1, &ignore);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(client_call(dead, "GET", "/v1/version", NULL, &reply, &err), -ECONNREFUSED);
+    assert_non_null(strstr(tp_err_msg(&err), "Connection refused (is torpord running?)"));
+    assert_null(reply);
+    assert_int_equal(fs_rm_rf(dir, &ignore), 0);
+}
+
+struct collect {
+    struct exec_decoder dec;
+    struct sink sink;
+};
+
+static int
+collect_data(const void *data, size_t len, void *userdata, struct tp_err *err)
+{
+    struct collect *c = userdata;
+    return exec_decoder_feed(&c->dec, data, len, sink_output, &c->sink, err);
+}
+
+static void
+test_client_stream(void **state)
+{
+    uint8_t frames[256];
+    size_t nf = sample_stream(frames);
+    _cleanup_free_ char *head =
+        xasprintf("HTTP/1.1 200 OK\r\nContent-Type: application/vnd.torpor.exec-stream\r\n"
+                  "Connection: close\r\nContent-Length: %zu\r\n\r\n",
+                  nf);
+    size_t nh = strlen(head);
+    _cleanup_free_ char *ok = xmalloc(nh + nf);
+    _cleanup_free_ char *r409 = http_reply(
+        "409 Conflict", "{\"code\": \"conflict\", \"message\": \"instance 'vm' is Stopped\"}");
+    const char *replies[] = { ok, r409 };
+    size_t lens[] = { nh + nf, strlen(r409) };
+    struct fake_server *f;
+    struct collect c = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    json_t *body = json_pack("{s[ss]}", "cmd", "ls", "-la");
+    (void)state;
+
+    memcpy(ok, head, nh);
+    memcpy(ok + nh, frames, nf);
+    f = fake_server_start(replies, lens, 2);
+
+    exec_decoder_init(&c.dec);
+    assert_int_equal(
+        client_stream(f->path, "POST", "/v1/instances/vm/exec", body, collect_data, &c, &err), 0);
+    assert_int_equal(exec_decoder_finish(&c.dec, &err), 0);
+    check_sample(&c.dec, &c.sink);
+    exec_decoder_done(&c.dec);
+
+    /* An error status is read whole and reported; nothing reaches the callback. */
+    memset(&c, 0, sizeof(c));
+    exec_decoder_init(&c.dec);
+    assert_int_equal(
+        client_stream(f->path, "POST", "/v1/instances/vm/exec", body, collect_data, &c, &err),
+        -EBUSY);
+    assert_string_equal(tp_err_msg(&err), "instance 'vm' is Stopped");
+    assert_int_equal(c.sink.calls, 0);
+    exec_decoder_done(&c.dec);
+
+    json_decref(body);
+    fake_server_stop(f);
+    fake_server_free(f);
+}
+
+static char *
+capture_end(int fd, int saved, char *path)
+{
+    char *data = NULL;
+    size_t len;
+    struct tp_err err = { 0 };
+
+    assert_true(dup2(saved, fd) >= 0);
+    close(saved);
+    assert_int_equal(fs_read_file(path, 1 << 20, &data, &len, &err), 0);
+    unlink(path);
+    return data;
+}
+
+static int
+capture_begin(int fd, char *path)
+{
+    int tmp = mkstemp(path), saved;
+
+    assert_true(tmp >= 0);
+    saved = dup(fd);
+    assert_true(saved >= 0);
+    assert_true(dup2(tmp, fd) >= 0);
+    close(tmp);
+    return saved;
+}
+
+/* Run fn with stdout and stderr redirected to files; returns what went to stdout, and what
+ * went to stderr in *ret_err. */
+static char *
+capture(int (*fn)(const struct cli_ctx *, const void *), const struct cli_ctx *ctx,
+        const void *opts, int *ret_rc, char **ret_err)
+{
+    char out_path[] = "/tmp/torpor-cli-out-XXXXXX", err_path[] = "/tmp/torpor-cli-err-XXXXXX";
+    int saved_out, saved_err;
+    char *out;
+
+    fflush(stdout);
+    fflush(stderr);
+    saved_out = capture_begin(STDOUT_FILENO, out_path);
+    saved_err = capture_begin(STDERR_FILENO, err_path);
+    *ret_rc = fn(ctx, opts);
+    fflush(stdout);
+    fflush(stderr);
+    *ret_err = capture_end(STDERR_FILENO, saved_err, err_path);
+    out = capture_end(STDOUT_FILENO, saved_out, out_path);
+    return out;
+}
+
+static int
+call_exec(const struct cli_ctx *ctx, const void *o)
+{
+    return cli_cmd_exec(ctx, o);
+}
+
+static int
+call_stop(const struct cli_ctx *ctx, const void *o)
+{
+    return cli_cmd_stop(ctx, o);
+}
+
+static int
+call_ps(const struct cli_ctx *ctx, const void *o)
+{
+    return cli_cmd_ps(ctx, o);
+}
+
+static int
+call_run(const struct cli_ctx *ctx, const void *o)
+{
+    return cli_cmd_run(ctx, o);
+}
+
+static int
+call_inspect(const struct cli_ctx *ctx, const void *o)
+{
+    return cli_cmd_inspect(ctx, o);
+}
+
+static const char two_instances[] =
+    "{\"instances\": [{\"id\": \"3f2a9c0d1b4e5f60\", \"name\": \"web-1\", \"state\": "
+    "\"Running\", \"memory_mib\": 256, \"vcpus\": 1, \"pid\": 4242, \"created_at\": "
+    "\"2020-01-01T00:00:00.000Z\"}, {\"id\": \"0011223344556677\", \"name\": \"b\", "
+    "\"state\": \"Stopped\", \"memory_mib\": 1024, \"vcpus\": 2, \"pid\": null}]}";
+
+static void
+test_cmd_ps_outputs(void **state)
+{
+    _cleanup_free_ char *r200 = http_reply("200 OK", two_instances);
+    const char *replies[] = { r200, r200 };
+    struct fake_server *f = fake_server_start(replies, NULL, 2);
+    struct cli_ctx ctx = { .socket = f->path };
+    struct ps_opts table = { .all = true }, quiet = { .quiet = true };
+    char *out, *errout, *line2;
+    int rc;
+    (void)state;
+
+    out = capture(call_ps, &ctx, &table, &rc, &errout);
+    assert_int_equal(rc, 0);
+    assert_string_equal(errout, "");
+    /* Columns line up: every field starts where its header does. */
+    line2 = strchr(out, '\n') + 1;
+    assert_int_equal(strncmp(out, "ID ", 3), 0);
+    assert_int_equal(strncmp(line2, "3f2a9c0d1b4e ", 13), 0); /* 12-char id */
+    assert_int_equal(strstr(out, "NAME") - out, strstr(line2, "web-1") - line2);
+    assert_int_equal(strstr(out, "MEMORY") - out, strstr(line2, "256MiB") - line2);
+    assert_int_equal(strstr(out, "PID") - out, strstr(line2, "4242") - line2);
+    assert_non_null(strstr(line2, "years ago\n"));
+    assert_non_null(strstr(out, "1024MiB"));
+    free(out);
+    free(errout);
+
+    out = capture(call_ps, &ctx, &quiet, &rc, &errout);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "3f2a9c0d1b4e5f60\n0011223344556677\n");
+    free(out);
+    free(errout);
+    fake_server_stop(f);
+    assert_non_null(strstr(f->requests[0], "GET /v1/instances?all=true HTTP/1.1\r\n"));
+    assert_non_null(strstr(f->requests[1], "GET /v1/instances HTTP/1.1\r\n"));
+    fake_server_free(f);
+}
+
+static void
+test_cmd_run_trace(void **state)
+{
+    _cleanup_free_ char *r201 = http_reply(
+        "201 Created", "{\"id\": \"3f2a9c0d1b4e5f60\", \"state\": \"Running\", "
+                       "\"last_operation\": {\"op\": \"run\", \"ok\": true, \"total_ms\": 2210.4, "
+                       "\"phases\": [{\"name\": \"prepare\", \"ms\": 12.1}, "
+                       "{\"name\": \"start_process\", \"ms\": 48}]}}");
+    const char *replies[] = { r201 };
+    struct fake_server *f = fake_server_start(replies, NULL, 1);
+    struct cli_ctx ctx = { .socket = f->path };
+    const char *argv[] = { "run", "--name", "web-1", "--no-agent", "--trace", NULL };
+    struct run_opts o = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    char *out, *errout;
+    int rc;
+    (void)state;
+
+    assert_int_equal(cli_parse_run(P(argv), &o, &err), 0);
+    out = capture(call_run, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "3f2a9c0d1b4e5f60\n"); /* the id alone on stdout */
+    assert_string_equal(errout, "prepare             12.1 ms\n"
+                                "start_process       48.0 ms\n"
+                                "total             2210.4 ms\n");
+    free(out);
+    free(errout);
+    fake_server_stop(f);
+    assert_non_null(strstr(f->requests[0], "{\"name\":\"web-1\",\"no_agent\":true}"));
+    fake_server_free(f);
+    cli_run_opts_done(&o);
+}
+
+static void
+test_cmd_inspect_several(void **state)
+{
+    _cleanup_free_ char *ra = http_reply("200 OK", "{\"id\": \"aa\", \"name\": \"a\"}");
+    _cleanup_free_ char *rb = http_reply(
+        "409 Conflict", "{\"code\": \"ambiguous\", \"message\": \"'b' matches b1, b2\"}");
+    const char *replies[] = { ra, rb };
+    struct fake_server *f = fake_server_start(replies, NULL, 2);
+    struct cli_ctx ctx = { .socket = f->path };
+    const char *names[] = { "a", "b" };
+    struct inspect_opts o = { .names = (char **)names, .n_names = 2 };
+    json_error_t jerr;
+    json_t *printed;
+    char *out, *errout;
+    int rc;
+    (void)state;
+
+    out = capture(call_inspect, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 1);
+    assert_string_equal(errout, "torpor: 'b' matches b1, b2\n");
+    printed = json_loads(out, 0, &jerr);
+    assert_true(json_is_array(printed)); /* several names: an array, like docker */
+    assert_int_equal(json_array_size(printed), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(printed, 0), "id")), "aa");
+    json_decref(printed);
+    free(out);
+    free(errout);
+    fake_server_stop(f);
+    fake_server_free(f);
+}
+
+static void
+test_cmd_exec_exit_codes(void **state)
+{
+    static const char notfound[] = "{\"code\": \"not_found\", \"message\": \"nope: not found\"}";
+    static const char denied[] = "{\"code\": \"internal\", \"message\": \"permission denied\"}";
+    uint8_t f1[256], f2[128], f3[128];
+    size_t n1 = sample_stream(f1);
+    size_t n2 = put_frame(f2, EXEC_FRAME_ERROR, notfound, strlen(notfound));
+    size_t n3 = put_frame(f3, EXEC_FRAME_ERROR, denied, strlen(denied));
+    const uint8_t *frames[] = { f1, f2, f3 };
+    size_t nframes[] = { n1, n2, n3 };
+    char *replies[3];
+    size_t lens[3];
+    for (size_t i = 0; i < 3; i++) {
+        _cleanup_free_ char *head = xasprintf(
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n", nframes[i]);
+        size_t nh = strlen(head);
+        replies[i] = xmalloc(nh + nframes[i]);
+        memcpy(replies[i], head, nh);
+        memcpy(replies[i] + nh, frames[i], nframes[i]);
+        lens[i] = nh + nframes[i];
+    }
+    struct fake_server *f = fake_server_start((const char *const *)replies, lens, 3);
+    struct cli_ctx ctx = { .socket = f->path };
+    const char *argv[] = { "exec", "vm", "sh", "-c", "exit 3", NULL };
+    struct exec_opts o = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    char *out, *errout;
+    int rc;
+    (void)state;
+
+    assert_int_equal(cli_parse_exec(P(argv), &o, &err), 0);
+    out = capture(call_exec, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 3);
+    assert_string_equal(out, "hello world\n");
+    assert_string_equal(errout, "oops\n");
+    free(out);
+    free(errout);
+    out = capture(call_exec, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 127);
+    assert_string_equal(out, "");
+    assert_string_equal(errout, "torpor: nope: not found\n");
+    free(out);
+    free(errout);
+    out = capture(call_exec, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 126);
+    assert_string_equal(errout, "torpor: permission denied\n");
+    free(out);
+    free(errout);
+    fake_server_stop(f);
+    assert_non_null(strstr(f->requests[0], "POST /v1/instances/vm/exec HTTP/1.1\r\n"));
+    assert_non_null(strstr(f->requests[0], "\"cmd\":[\"sh\",\"-c\",\"exit 3\"]"));
+    fake_server_free(f);
+
+    /* Nobody listening: torpor's own failure, 125. */
+    ctx.socket = "/tmp/torpor-cli-no-such-dir/api.sock";
+    out = capture(call_exec, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 125);
+    assert_non_null(strstr(errout, "torpor: cannot reach torpord at '/tmp/torpor-cli-no-such-dir"));
+    free(out);
+    free(errout);
+    cli_exec_opts_done(&o);
+    for (size_t i = 0; i < 3; i++)
+        free(replies[i]);
+}
+
+static void
+test_cmd_stop_continues_past_failure(void **state)
+{
+    _cleanup_free_ char *r404 =
+        http_reply("404 Not Found", "{\"code\": \"not_found\", \"message\": \"no instance 'a'\"}");
+    _cleanup_free_ char *r200 = http_reply("200 OK", "{\"id\": \"b0\", \"state\": \"Stopped\"}");
+    const char *replies[] = { r404, r200 };
+    struct fake_server *f = fake_server_start(replies, NULL, 2);
+    struct cli_ctx ctx = { .socket = f->path };
+    const char *argv[] = { "stop", "a", "b", NULL };
+    struct stop_opts o;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    char *out, *errout;
+    int rc;
+    (void)state;
+
+    assert_int_equal(cli_parse_stop(P(argv), &o, &err), 0);
+    out = capture(call_stop, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 1);
+    assert_string_equal(out, "b\n");
+    assert_string_equal(errout, "torpor: no instance 'a'\n");
+    free(out);
+    free(errout);
+    fake_server_stop(f);
+    assert_non_null(strstr(f->requests[0], "POST /v1/instances/a/stop HTTP/1.1\r\n"));
+    assert_non_null(strstr(f->requests[1], "POST /v1/instances/b/stop HTTP/1.1\r\n"));
+    fake_server_free(f);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_run_every_option),
+        cmocka_unit_test(test_run_keeps_command),
+        cmocka_unit_test(test_run_bad_values),
+        cmocka_unit_test(test_run_relative_paths_become_absolute),
+        cmocka_unit_test(test_exec_keeps_guest_options),
+        cmocka_unit_test(test_exec_env_workdir),
+        cmocka_unit_test(test_missing_names),
+        cmocka_unit_test(test_ps_flags),
+        cmocka_unit_test(test_rm_stop_start_names),
+        cmocka_unit_test(test_global_socket_precedence),
+        cmocka_unit_test(test_format_ago),
+        cmocka_unit_test(test_instance_path),
+        cmocka_unit_test(test_decoder_split_everywhere),
+        cmocka_unit_test(test_decoder_error_frame),
+        cmocka_unit_test(test_decoder_protocol_errors),
+        cmocka_unit_test(test_client_error_reply),
+        cmocka_unit_test(test_client_post_large_body),
+        cmocka_unit_test(test_client_unreachable),
+        cmocka_unit_test(test_client_stream),
+        cmocka_unit_test(test_cmd_ps_outputs),
+        cmocka_unit_test(test_cmd_run_trace),
+        cmocka_unit_test(test_cmd_inspect_several),
+        cmocka_unit_test(test_cmd_exec_exit_codes),
+        cmocka_unit_test(test_cmd_stop_continues_past_failure),
+    };
+    int r;
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    r = cmocka_run_group_tests(tests, NULL, NULL);
+    curl_global_cleanup();
+    return r;
+}

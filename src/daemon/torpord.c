@@ -32,16 +32,17 @@ static int arg_ready_fd = -1;
 static void
 usage(FILE *f)
 {
-    fprintf(f, "usage: torpord [--data-dir DIR] [--socket PATH] [--cache-dir DIR] [--agent PATH]\n"
-               "               [--accel kvm|tcg] [--log-level error|warn|info|debug] [--ready-fd N]\n"
-               "\n"
-               "  --data-dir DIR   instance records and files (default /var/lib/torpor)\n"
-               "  --socket PATH    API socket (default /run/torpor/torpor.sock)\n"
-               "  --cache-dir DIR  kernels, initramfs and root disk images (default\n"
-               "                   $TORPOR_CACHE_DIR or /var/cache/torpor)\n"
-               "  --agent PATH     static guest agent binary (default: found beside torpord)\n"
-               "  --accel ACCEL    force an accelerator (default: kvm where usable, else tcg)\n"
-               "  --ready-fd N     write \"READY\\n\" to fd N once the API accepts requests\n");
+    fprintf(f,
+            "usage: torpord [--data-dir DIR] [--socket PATH] [--cache-dir DIR] [--agent PATH]\n"
+            "               [--accel kvm|tcg] [--log-level error|warn|info|debug] [--ready-fd N]\n"
+            "\n"
+            "  --data-dir DIR   instance records and files (default /var/lib/torpor)\n"
+            "  --socket PATH    API socket (default /run/torpor/torpor.sock)\n"
+            "  --cache-dir DIR  kernels, initramfs and root disk images (default\n"
+            "                   $TORPOR_CACHE_DIR or /var/cache/torpor)\n"
+            "  --agent PATH     static guest agent binary (default: found beside torpord)\n"
+            "  --accel ACCEL    force an accelerator (default: kvm where usable, else tcg)\n"
+            "  --ready-fd N     write \"READY\\n\" to fd N once the API accepts requests\n");
 }
 
 static int
@@ -180,8 +181,8 @@ run(struct tp_err *err)
         return tp_err_set(err, -ENOENT, "guest agent binary not found%s%s (use --agent PATH)",
                           agent ? ": " : "", agent ? agent : "");
     if (!arg_cache_dir)
-        arg_cache_dir = getenv("TORPOR_CACHE_DIR") ? getenv("TORPOR_CACHE_DIR")
-                                                   : "/var/cache/torpor";
+        arg_cache_dir =
+            getenv("TORPOR_CACHE_DIR") ? getenv("TORPOR_CACHE_DIR") : "/var/cache/torpor";
 
     const struct inst_manager_opts mo = {
         .data_dir = arg_data_dir,

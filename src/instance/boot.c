@@ -14,8 +14,8 @@
 #include "util/xalloc.h"
 
 /* Guest kernel flags measured to cut TCG boot time (RECIPES.md §1) plus torpor's own. */
-#define CMDLINE_BASE                                                                               \
-    "console=ttyS0 quiet panic=-1 init_on_alloc=0 cryptomgr.notests mitigations=off "             \
+#define CMDLINE_BASE                                                                  \
+    "console=ttyS0 quiet panic=-1 init_on_alloc=0 cryptomgr.notests mitigations=off " \
     "apparmor=0 security=none audit=0 nokaslr 8250.nr_uarts=1 no_timer_check"
 #define CMDLINE_MAX 2000 /* x86 COMMAND_LINE_SIZE is 2048; leave room for the driver's flags */
 
@@ -231,8 +231,8 @@ manager_on_vmm_exit(struct inst_manager *m, const char *id, pid_t pid, uint64_t 
     /* Only the VMM this watch was for; an operation may have replaced or halted it. */
     if (i->vm && i->vm->pid == pid && i->vm->start_time == start_time) {
         _cleanup_free_ char *tail = log_tail(i->paths.vmm_log, 512);
-        log_warn("instance=%s VMM pid %d exited unexpectedly%s%s", id, (int)pid,
-                 tail ? ": " : "", tail ? tail : "");
+        log_warn("instance=%s VMM pid %d exited unexpectedly%s%s", id, (int)pid, tail ? ": " : "",
+                 tail ? tail : "");
         hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL); /* reaps it */
         inst_drop_vmm(i);
         free(i->rec->last_error);

@@ -8,10 +8,10 @@
 #include "instance/trace.h"
 #include "store/paths.h"
 
-#define AGENT_READY_TIMEOUT_MS 90000 /* first boot under TCG with sanitizers on a busy host */
+#define AGENT_READY_TIMEOUT_MS     90000 /* first boot under TCG with sanitizers on a busy host */
 #define AGENT_RECONNECT_TIMEOUT_MS 10000
-#define VMM_SHUTDOWN_TIMEOUT_MS 5000
-#define VMM_KILL_TIMEOUT_MS 5000
+#define VMM_SHUTDOWN_TIMEOUT_MS    5000
+#define VMM_KILL_TIMEOUT_MS        5000
 
 struct monitor;
 
@@ -21,11 +21,11 @@ struct inst {
     pthread_mutex_t lock;
     struct inst_record *rec; /* under lock */
     struct inst_paths paths;
-    struct hv_vm *vm;        /* live VMM or NULL; under lock */
-    char *cmdline;           /* kernel command line the VMM was started with */
+    struct hv_vm *vm;         /* live VMM or NULL; under lock */
+    char *cmdline;            /* kernel command line the VMM was started with */
     struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
-    bool removed;            /* under lock */
-    unsigned refs;           /* under manager lock */
+    bool removed;             /* under lock */
+    unsigned refs;            /* under manager lock */
 };
 
 struct inst_manager {
@@ -54,8 +54,7 @@ struct inst *inst_table_add(struct inst_manager *m, struct inst_record *rec);
 void inst_table_remove(struct inst_manager *m, struct inst *i);
 
 /* One hop of the state table, persisted. -EBUSY when the table forbids it. */
-int inst_transition(struct inst_manager *m, struct inst *i, enum inst_state to,
-                    struct tp_err *err);
+int inst_transition(struct inst_manager *m, struct inst *i, enum inst_state to, struct tp_err *err);
 /* Wake state waiters after a persisted change (or a removal). */
 void manager_notify_change(struct inst_manager *m);
 /* Persist i->rec as it is. */
@@ -64,8 +63,7 @@ int inst_save(struct inst_manager *m, struct inst *i, struct tp_err *err);
 void inst_finish_op(struct inst_manager *m, struct inst *i, struct trace *t,
                     const struct tp_err *err);
 /* -EBUSY "instance 'x' is <State>: <what> needs <states>" unless state is one of allowed. */
-int inst_require_state(struct inst *i, const char *what, unsigned allowed_mask,
-                       struct tp_err *err);
+int inst_require_state(struct inst *i, const char *what, unsigned allowed_mask, struct tp_err *err);
 #define STATE_BIT(s) (1u << (s))
 
 /* Boot the VMM for i (state Created or Stopped) and wait for the agent: the shared part of
@@ -76,8 +74,7 @@ void inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec);
 /* Stop the VMM (graceful where the capability says so, else kill) and drop connections. */
 int inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
 /* Connect to the guest agent and wait for its HELLO within timeout_ms. */
-int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms,
-                       struct tp_err *err);
+int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, struct tp_err *err);
 /* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
 void inst_drop_vmm(struct inst *i);
 

@@ -177,8 +177,8 @@ inst_transition(struct inst_manager *m, struct inst *i, enum inst_state to, stru
 {
     enum inst_state from = i->rec->state;
     if (!inst_state_can(from, to))
-        return tp_err_set(err, -EBUSY, "instance '%s': no transition from %s to %s",
-                          i->rec->name, inst_state_to_string(from), inst_state_to_string(to));
+        return tp_err_set(err, -EBUSY, "instance '%s': no transition from %s to %s", i->rec->name,
+                          inst_state_to_string(from), inst_state_to_string(to));
     i->rec->state = to;
     i->rec->state_changed_ms = wall_ms();
     if (i->vm && (to == INST_RUNNING || to == INST_PAUSED)) {
@@ -223,8 +223,7 @@ inst_finish_op(struct inst_manager *m, struct inst *i, struct trace *t, const st
 }
 
 int
-inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret,
-                  struct tp_err *err)
+inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret, struct tp_err *err)
 {
     struct inst_manager *m = xnew(struct inst_manager, 1);
     _cleanup_free_ char *instances = NULL;

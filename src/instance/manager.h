@@ -43,12 +43,10 @@ struct inst_create_req {
 
 /* Validate, create and boot; returns once the agent is ready (or the VMM runs, no_agent).
  * Bad input (-EINVAL, -EEXIST, -ENOENT for missing files) changes nothing. */
-int inst_run(struct inst_manager *m, const struct inst_create_req *req,
-             struct inst_record **ret, struct tp_err *err);
-int inst_list(struct inst_manager *m, struct inst_record ***ret, size_t *ret_n,
-              struct tp_err *err);
-int inst_get(struct inst_manager *m, const char *ref, struct inst_record **ret,
+int inst_run(struct inst_manager *m, const struct inst_create_req *req, struct inst_record **ret,
              struct tp_err *err);
+int inst_list(struct inst_manager *m, struct inst_record ***ret, size_t *ret_n, struct tp_err *err);
+int inst_get(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err);
 int inst_stop(struct inst_manager *m, const char *ref, struct inst_record **ret,
               struct tp_err *err);
 int inst_start(struct inst_manager *m, const char *ref, struct inst_record **ret,
@@ -61,8 +59,7 @@ int inst_exec_start(struct inst_manager *m, const char *ref, const struct agent_
                     struct agent_exec **ret, struct tp_err *err);
 /* Block until ref reaches state (bounded): 0 with the record, -ETIMEDOUT, -ENOENT if it is
  * removed meanwhile. Event-driven: woken by every persisted change. */
-int inst_wait_state(struct inst_manager *m, const char *ref, enum inst_state state,
-                    int timeout_ms, struct inst_record **ret, struct tp_err *err);
+int inst_wait_state(struct inst_manager *m, const char *ref, enum inst_state state, int timeout_ms,
+                    struct inst_record **ret, struct tp_err *err);
 /* The console log file of ref (for logs / logs -f). Caller frees. */
-int inst_console_log(struct inst_manager *m, const char *ref, char **ret_path,
-                     struct tp_err *err);
+int inst_console_log(struct inst_manager *m, const char *ref, char **ret_path, struct tp_err *err);

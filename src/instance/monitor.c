@@ -1,8 +1,8 @@
 /* VMM exit monitor: one epoll thread over pidfds, so a VMM that dies is noticed at once. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>

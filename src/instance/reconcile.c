@@ -25,8 +25,8 @@ derive(struct inst_manager *m, struct inst *i)
             hv_query(i->vm, &rs, &err) < 0) {
             /* Alive but not answering: say so rather than guess. */
             free(rec->last_error);
-            rec->last_error = xasprintf("VMM pid %d does not answer: %s", (int)rec->vmm_pid,
-                                        tp_err_msg(&err));
+            rec->last_error =
+                xasprintf("VMM pid %d does not answer: %s", (int)rec->vmm_pid, tp_err_msg(&err));
             tp_err_clear(&err);
             return INST_UNKNOWN;
         }

@@ -14,7 +14,8 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
         return r;
     bool live = i->vm || i->rec->state != INST_STOPPED;
     if (live && !force) {
-        r = tp_err_set(err, -EBUSY, "cannot remove instance '%s': it is %s (stop it first or force)",
+        r = tp_err_set(err, -EBUSY,
+                       "cannot remove instance '%s': it is %s (stop it first or force)",
                        i->rec->name, inst_state_to_string(i->rec->state));
         goto out;
     }

@@ -10,7 +10,8 @@ static int
 discard_runtime_files(struct inst *i, struct tp_err *err)
 {
     int r;
-    if ((r = fs_rm_rf(i->paths.snap_latest, err)) < 0 || (r = fs_rm_rf(i->paths.snap_base, err)) < 0)
+    if ((r = fs_rm_rf(i->paths.snap_latest, err)) < 0 ||
+        (r = fs_rm_rf(i->paths.snap_base, err)) < 0)
         return r;
     if (unlink(i->paths.mem) < 0 && errno != ENOENT)
         return tp_err_errno(err, -errno, "remove '%s'", i->paths.mem);

@@ -14,8 +14,8 @@ struct trace_phase {
 
 struct trace {
     char op[24];
-    uint64_t t0_ns;    /* start of the operation */
-    uint64_t mark_ns;  /* end of the last phase */
+    uint64_t t0_ns;   /* start of the operation */
+    uint64_t mark_ns; /* end of the last phase */
     struct trace_phase phases[TRACE_MAX_PHASES];
     unsigned n;
     bool ok;

@@ -11,11 +11,11 @@
 #define _cleanup_(f) __attribute__((cleanup(f)))
 
 /* DEFINE_CLEANUP(T, T_free) gives T_freep(T **) for _cleanup_(T_freep). */
-#define DEFINE_CLEANUP(type, func)                                                                 \
-    static inline void func##p(type **p)                                                           \
-    {                                                                                              \
-        if (*p)                                                                                    \
-            *p = func(*p);                                                                         \
+#define DEFINE_CLEANUP(type, func)       \
+    static inline void func##p(type **p) \
+    {                                    \
+        if (*p)                          \
+            *p = func(*p);               \
     }
 
 static inline void

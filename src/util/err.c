@@ -2,8 +2,8 @@
 #include "err.h"
 
 #include <errno.h>
-#include <stdbool.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +17,9 @@ normalize(int code)
         return -code;
     return code < 0 ? code : -EIO;
 }
+
+static int set_va(struct tp_err *err, int code, bool with_errno, const char *fmt, va_list ap)
+    _printf_(4, 0);
 
 static int
 set_va(struct tp_err *err, int code, bool with_errno, const char *fmt, va_list ap)

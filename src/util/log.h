@@ -19,12 +19,12 @@ int log_parse_level(const char *s, enum log_level *ret);
 int log_emit(enum log_level l, int r, const char *file, int line, const char *fmt, ...)
     _printf_(5, 6);
 
-#define log_full(l, r, ...)                                                                        \
+#define log_full(l, r, ...) \
     ((l) <= log_max_level ? log_emit((l), (r), __FILE__, __LINE__, __VA_ARGS__) : (r))
-#define log_error(...)         log_full(LOG_LVL_ERROR, 0, __VA_ARGS__)
-#define log_warn(...)          log_full(LOG_LVL_WARN, 0, __VA_ARGS__)
-#define log_info(...)          log_full(LOG_LVL_INFO, 0, __VA_ARGS__)
-#define log_debug(...)         log_full(LOG_LVL_DEBUG, 0, __VA_ARGS__)
+#define log_error(...)          log_full(LOG_LVL_ERROR, 0, __VA_ARGS__)
+#define log_warn(...)           log_full(LOG_LVL_WARN, 0, __VA_ARGS__)
+#define log_info(...)           log_full(LOG_LVL_INFO, 0, __VA_ARGS__)
+#define log_debug(...)          log_full(LOG_LVL_DEBUG, 0, __VA_ARGS__)
 #define log_error_errno(r, ...) log_full(LOG_LVL_ERROR, (r), __VA_ARGS__)
 #define log_warn_errno(r, ...)  log_full(LOG_LVL_WARN, (r), __VA_ARGS__)
 #define log_debug_errno(r, ...) log_full(LOG_LVL_DEBUG, (r), __VA_ARGS__)

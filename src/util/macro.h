@@ -13,15 +13,15 @@
 #define MAX(a, b)     ((a) > (b) ? (a) : (b))
 
 /* Ownership hand-off: read a variable and leave NULL (or -EBADF) behind. */
-#define TAKE_PTR(p)                                                                                \
-    ({                                                                                             \
-        __typeof__(p) _tp_ = (p);                                                                  \
-        (p) = NULL;                                                                                \
-        _tp_;                                                                                      \
+#define TAKE_PTR(p)               \
+    ({                            \
+        __typeof__(p) _tp_ = (p); \
+        (p) = NULL;               \
+        _tp_;                     \
     })
-#define TAKE_FD(fd)                                                                                \
-    ({                                                                                             \
-        int _tf_ = (fd);                                                                           \
-        (fd) = -EBADF;                                                                             \
-        _tf_;                                                                                      \
+#define TAKE_FD(fd)      \
+    ({                   \
+        int _tf_ = (fd); \
+        (fd) = -EBADF;   \
+        _tf_;            \
     })

@@ -14,15 +14,15 @@ struct proc_fd_map {
 };
 
 struct proc_spawn_opts {
-    char *const *argv;            /* argv[0] is looked up in PATH */
-    char *const *envp;            /* NULL = inherit */
-    const char *cwd;              /* NULL = inherit */
-    int stdin_fd;                 /* -1 = /dev/null */
-    int stdout_fd;                /* -1 = /dev/null */
-    int stderr_fd;                /* -1 = /dev/null */
+    char *const *argv;             /* argv[0] is looked up in PATH */
+    char *const *envp;             /* NULL = inherit */
+    const char *cwd;               /* NULL = inherit */
+    int stdin_fd;                  /* -1 = /dev/null */
+    int stdout_fd;                 /* -1 = /dev/null */
+    int stderr_fd;                 /* -1 = /dev/null */
     const struct proc_fd_map *fds; /* extra fds to pass; every other fd is closed */
     size_t n_fds;
-    bool new_session;             /* setsid(): survives the daemon and its signals */
+    bool new_session; /* setsid(): survives the daemon and its signals */
 };
 
 /* fork + exec. Returns the pid; exec failures are reported here, not as an exit status

@@ -67,15 +67,26 @@ class Daemon:
         self.log.close()
 
     def stop(self):
+        """SIGTERM the daemon; it must exit 0 with no sanitizer report in its log."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
-        if self.proc:
+            rc = self.proc.wait(timeout=60)
+            self.log.close()
+            log = self.read_log()
+            if rc != 0 or "Sanitizer" in log or "runtime error:" in log:
+                raise AssertionError(f"torpord exited {rc} or reported a sanitizer error:\n{log}")
+        elif self.proc:
             self.log.close()
 
     def cleanup(self):
         """Stop the daemon and every VMM it started (they outlive it by design)."""
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self.kill_vmms()
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def kill_vmms(self):
         pids = []
         inst = os.path.join(self.data_dir, "instances")
         if os.path.isdir(inst):
@@ -94,7 +105,6 @@ class Daemon:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     # --- API ---
     def request(self, method, path, body=None, raw=None, headers=None):

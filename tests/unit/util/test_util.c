@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
+/* cmocka.h needs the headers above first */
 #include <cmocka.h>
 
 #include "util/cleanup.h"

@@ -14,6 +14,13 @@ void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Milliseconds since boot (CLOCK_BOOTTIME, the clock behind /proc/uptime). */
 uint64_t agent_uptime_ms(void);
 
+/* A connected SOCK_STREAM | SOCK_CLOEXEC socket to the Unix socket at path, or -errno. */
+int agent_connect_unix(const char *path);
+
+/* Decode len hex digits (either case) into out, which has room for size bytes: the number of
+ * bytes, -EINVAL for an odd length or a non-hex digit, -ENOBUFS when out is too small. */
+ssize_t agent_hex_decode(const char *hex, size_t len, uint8_t *out, size_t size);
+
 /* Boot duties when the agent is PID 1; never returns. */
 void boot_main(void) __attribute__((noreturn));
 

@@ -112,18 +112,6 @@ parse_cmdline(char *text, struct boot_opts *o)
                 *(char **)((char *)o + keys[i].off) = w + strlen(keys[i].key);
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* "6c7300..." → { "ls", ... }; NULL when malformed or empty. */
 static char **
 decode_cmd(const char *hex)
@@ -134,13 +122,9 @@ decode_cmd(const char *hex)
     char *bytes = malloc(n + 1);
     if (!bytes)
         return NULL;
-    for (size_t i = 0; i < n; i++) {
-        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            free(bytes);
-            return NULL;
-        }
-        bytes[i] = (char)(hi << 4 | lo);
+    if (agent_hex_decode(hex, hl, (uint8_t *)bytes, n) < 0) {
+        free(bytes);
+        return NULL;
     }
     bytes[n] = '\0'; /* the trailing NUL is optional on the wire */
     for (size_t i = 0; i < n; i += strlen(bytes + i) + 1)

@@ -2,60 +2,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "agent.h"
-
-void
-agent_log(const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-    int n = snprintf(line, sizeof(line), "torpor-agent: ");
-
-    va_start(ap, fmt);
-    vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    /* One write per line so lines from the agent and its children do not interleave. */
-    size_t len = strlen(line);
-    line[len++] = '\n';
-    ssize_t r = write(STDERR_FILENO, line, len);
-    (void)r;
-}
-
-uint64_t
-agent_uptime_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_BOOTTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int
-connect_unix(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    return fd;
-}
 
 static enum port_kind
 fd_kind(int fd)
@@ -104,7 +57,7 @@ main(int argc, char **argv)
             return 1;
         }
         if (S_ISSOCK(st.st_mode)) {
-            cfg.fd = connect_unix(argv[2]);
+            cfg.fd = agent_connect_unix(argv[2]);
             cfg.kind = PORT_STREAM;
             cfg.reconnect_path = argv[2];
         } else {

@@ -7,8 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,24 +144,6 @@ virtio_check_connected(struct srv *s)
     s->connected = now;
 }
 
-static int
-connect_unix(const char *path)
-{
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof(sa.sun_path))
-        return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-        int e = -errno;
-        close(fd);
-        return e;
-    }
-    return fd;
-}
-
 static void
 port_setup(struct srv *s)
 {
@@ -199,7 +179,7 @@ host_gone(struct srv *s, const char *why)
     s->port_fd = -1;
     s->connected = false;
     if (s->cfg->reconnect_path) {
-        int fd = connect_unix(s->cfg->reconnect_path);
+        int fd = agent_connect_unix(s->cfg->reconnect_path);
         if (fd >= 0) {
             s->port_fd = fd;
             port_setup(s);
@@ -259,18 +239,6 @@ handle_set_clock(struct srv *s, const uint8_t *p, uint32_t len)
     send_frame(s, 0, AGENT_OK, NULL, 0, NULL, 0);
 }
 
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static void
 handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
 {
@@ -291,11 +259,7 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
             }
         } else if (strncmp(kv, "seed=", 5) == 0) {
             const char *h = kv + 5;
-            size_t hl = strlen(h);
-            for (size_t i = 0; i < hl; i++)
-                if (hexval(h[i]) < 0)
-                    hl = 1; /* forces the odd-length error below */
-            if (hl % 2) {
+            if (agent_hex_decode(h, strlen(h), io_buf, sizeof(io_buf)) < 0) {
                 send_errno(s, 0, AGENT_ERROR, EINVAL, "seed must be hex bytes");
                 return;
             }
@@ -312,10 +276,9 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
                 return;
             }
         } else if (strncmp(kv, "seed=", 5) == 0) {
+            /* Validated above, so it decodes. */
             const char *h = kv + 5;
-            size_t n = strlen(h) / 2;
-            for (size_t i = 0; i < n && i < sizeof(io_buf); i++)
-                io_buf[i] = (uint8_t)(hexval(h[2 * i]) << 4 | hexval(h[2 * i + 1]));
+            size_t n = (size_t)agent_hex_decode(h, strlen(h), io_buf, sizeof(io_buf));
             /* Mixing into the pool without crediting entropy (RNDADDENTROPY would need linux/
              * headers); enough to make forks diverge. */
             int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);

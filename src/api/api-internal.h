@@ -56,3 +56,5 @@ enum MHD_Result api_h_start(struct api_req *req);
 enum MHD_Result api_h_exec(struct api_req *req);
 enum MHD_Result api_h_logs(struct api_req *req);
 enum MHD_Result api_h_wait(struct api_req *req);
+enum MHD_Result api_h_standby(struct api_req *req);
+enum MHD_Result api_h_restore(struct api_req *req);

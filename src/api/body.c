@@ -87,6 +87,48 @@ load_object(const char *data, size_t len, json_t **ret, struct tp_err *err)
     return 0;
 }
 
+/* A request body's fields: known keys, and whether null stands for "the default". */
+struct body_field {
+    const char *key;
+    bool nullable;
+};
+
+typedef int (*body_field_fn)(void *target, const char *key, const json_t *v, struct tp_err *err);
+
+/* Load a JSON object and hand each known, non-null (or non-nullable) field to fn. An unknown
+ * key fails whatever its value. */
+static int
+parse_fields(const char *data, size_t len, const struct body_field *fields, size_t n_fields,
+             body_field_fn fn, void *target, struct tp_err *err)
+{
+    json_t *root = NULL;
+    const char *key;
+    json_t *v;
+    int r;
+
+    r = load_object(data, len, &root, err);
+    if (r < 0)
+        return r;
+    json_object_foreach(root, key, v)
+    {
+        size_t i = 0;
+
+        while (i < n_fields && !streq(key, fields[i].key))
+            i++;
+        if (i == n_fields) {
+            r = tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+            break;
+        }
+        if (fields[i].nullable && json_is_null(v))
+            continue;
+        r = fn(target, key, v, err);
+        if (r < 0)
+            break;
+    }
+    json_decref(root);
+    return r;
+}
+
 static int
 want_type(const char *key, const json_t *v, json_type type, const char *name, struct tp_err *err)
 {
@@ -221,8 +263,9 @@ create_body_link(struct api_create_body *b)
 }
 
 static int
-create_field(struct api_create_body *b, const char *key, const json_t *v, struct tp_err *err)
+create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
 {
+    struct api_create_body *b = target;
     int r;
 
     if (streq(key, "name")) {
@@ -276,52 +319,25 @@ create_field(struct api_create_body *b, const char *key, const json_t *v, struct
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
-static bool
-create_known(const char *key)
-{
-    static const char *const known[] = { "name",     "memory_mib", "vcpus",   "hypervisor",
-                                         "kernel",   "initrd",     "rootfs",  "cmd",
-                                         "no_agent", "accel",      "disk_mib" };
-
-    for (size_t i = 0; i < ELEMENTSOF(known); i++)
-        if (streq(key, known[i]))
-            return true;
-    return false;
-}
-
 int
 api_parse_create(const char *data, size_t len, struct api_create_body *ret, struct tp_err *err)
 {
+    /* null = the field's default, so an instance object's nulls can be sent back. */
+    static const struct body_field fields[] = {
+        { "name", true },     { "memory_mib", true }, { "vcpus", true },    { "hypervisor", true },
+        { "kernel", true },   { "initrd", true },     { "rootfs", true },   { "cmd", true },
+        { "no_agent", true }, { "accel", true },      { "disk_mib", true },
+    };
     struct api_create_body b = { 0 };
-    json_t *root = NULL;
-    const char *key;
-    json_t *v;
-    int r;
+    int r = parse_fields(data, len, fields, ELEMENTSOF(fields), create_field, &b, err);
 
-    r = load_object(data, len, &root, err);
-    if (r < 0)
+    if (r < 0) {
+        api_create_body_clear(&b);
         return r;
-    json_object_foreach(root, key, v)
-    {
-        if (!create_known(key)) {
-            r = tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
-            goto fail;
-        }
-        /* null = the field's default, so an instance object's nulls can be sent back. */
-        if (json_is_null(v))
-            continue;
-        r = create_field(&b, key, v, err);
-        if (r < 0)
-            goto fail;
     }
-    json_decref(root);
     *ret = b;
     create_body_link(ret);
     return 0;
-fail:
-    api_create_body_clear(&b);
-    json_decref(root);
-    return r;
 }
 
 void
@@ -336,8 +352,10 @@ api_exec_body_clear(struct api_exec_body *b)
 }
 
 static int
-exec_field(struct api_exec_body *b, const char *key, const json_t *v, struct tp_err *err)
+exec_field(void *target, const char *key, const json_t *v, struct tp_err *err)
 {
+    struct api_exec_body *b = target;
+
     if (streq(key, "cmd"))
         return get_strv(key, v, false, NULL, NULL, &b->argv, err);
     if (streq(key, "env"))
@@ -350,103 +368,77 @@ exec_field(struct api_exec_body *b, const char *key, const json_t *v, struct tp_
 int
 api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, struct tp_err *err)
 {
+    static const struct body_field fields[] = {
+        { "cmd", false },
+        { "env", true },
+        { "cwd", true },
+    };
     struct api_exec_body b = { 0 };
-    json_t *root = NULL;
-    const char *key;
-    json_t *v;
-    int r;
+    int r = parse_fields(data, len, fields, ELEMENTSOF(fields), exec_field, &b, err);
 
-    r = load_object(data, len, &root, err);
-    if (r < 0)
-        return r;
-    json_object_foreach(root, key, v)
-    {
-        if (json_is_null(v) && (streq(key, "env") || streq(key, "cwd")))
-            continue;
-        r = exec_field(&b, key, v, err);
-        if (r < 0)
-            goto fail;
-    }
-    if (!b.argv) {
+    if (r == 0 && !b.argv)
         r = tp_err_set(err, -EINVAL, "field 'cmd' is required");
-        goto fail;
+    if (r < 0) {
+        api_exec_body_clear(&b);
+        return r;
     }
-    json_decref(root);
     *ret = b;
     ret->req.argv = ret->argv;
     ret->req.env = ret->env;
     ret->req.cwd = ret->cwd;
     return 0;
-fail:
-    api_exec_body_clear(&b);
-    json_decref(root);
-    return r;
 }
 
 int
 api_parse_empty(const char *data, size_t len, struct tp_err *err)
 {
-    json_t *root = NULL;
-    int r;
-
     if (len == 0)
         return 0;
-    r = load_object(data, len, &root, err);
+    return parse_fields(data, len, NULL, 0, NULL, NULL, err);
+}
+
+struct wait_body {
+    enum inst_state state;
+    uint32_t timeout_ms;
+};
+
+static int
+wait_field(void *target, const char *key, const json_t *v, struct tp_err *err)
+{
+    struct wait_body *b = target;
+    int r;
+
+    if (streq(key, "timeout_ms"))
+        return get_u32_range(key, v, 1, 600000, &b->timeout_ms, err);
+    /* "state" */
+    r = want_type(key, v, JSON_STRING, "a string", err);
     if (r < 0)
         return r;
-    if (json_object_size(root) > 0) {
-        const char *key = json_object_iter_key(json_object_iter(root));
-        r = tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
-    }
-    json_decref(root);
-    return r;
+    b->state = inst_state_from_string(json_string_value(v));
+    if (b->state < 0)
+        return tp_err_set(err, -EINVAL, "field 'state': unknown state '%.64s'",
+                          json_string_value(v));
+    return 0;
 }
 
 int
 api_parse_wait(const char *data, size_t len, enum inst_state *ret_state, int *ret_timeout_ms,
                struct tp_err *err)
 {
-    enum inst_state state = _INST_STATE_INVALID;
-    uint32_t timeout = 30000;
-    json_t *root = NULL;
-    const char *key;
-    json_t *v;
-    int r;
+    static const struct body_field fields[] = {
+        { "state", false },
+        { "timeout_ms", false },
+    };
+    struct wait_body b = { .state = _INST_STATE_INVALID, .timeout_ms = 30000 };
+    int r = parse_fields(data, len, fields, ELEMENTSOF(fields), wait_field, &b, err);
 
-    r = load_object(data, len, &root, err);
     if (r < 0)
         return r;
-    json_object_foreach(root, key, v)
-    {
-        if (streq(key, "state")) {
-            r = want_type(key, v, JSON_STRING, "a string", err);
-            if (r < 0)
-                goto out;
-            state = inst_state_from_string(json_string_value(v));
-            if (state < 0) {
-                r = tp_err_set(err, -EINVAL, "field 'state': unknown state '%.64s'",
-                               json_string_value(v));
-                goto out;
-            }
-        } else if (streq(key, "timeout_ms")) {
-            r = get_u32_range(key, v, 1, 600000, &timeout, err);
-            if (r < 0)
-                goto out;
-        } else {
-            r = tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
-            goto out;
-        }
-    }
-    if (state < 0) {
-        r = tp_err_set(err, -EINVAL, "field 'state' is required");
-        goto out;
-    }
-    *ret_state = state;
-    *ret_timeout_ms = (int)timeout;
-    r = 0;
-out:
-    json_decref(root);
-    return r;
+    if (b.state < 0)
+        return tp_err_set(err, -EINVAL, "field 'state' is required");
+    *ret_state = b.state;
+    *ret_timeout_ms = (int)b.timeout_ms;
+    return 0;
 }
 
 int

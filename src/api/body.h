@@ -51,10 +51,11 @@ int api_parse_create(const char *data, size_t len, struct api_create_body *ret, 
 /* Parse a POST .../exec body: cmd is required and non-empty, env entries are "K=V". */
 int api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, struct tp_err *err);
 
-/* Bodies of stop/start: empty, or a JSON object without fields. -EINVAL otherwise. */
 /* {"state": "Stopped", "timeout_ms": 1..600000 (default 30000)}; state required. */
 int api_parse_wait(const char *data, size_t len, enum inst_state *ret_state, int *ret_timeout_ms,
                    struct tp_err *err);
+/* Bodies of stop/start/standby/restore: empty, or a JSON object without fields. -EINVAL
+ * otherwise. */
 int api_parse_empty(const char *data, size_t len, struct tp_err *err);
 
 /* "2026-11-22T00:10:00.123Z" for ms since the epoch (UTC). -EINVAL if out of range. */

@@ -1,4 +1,5 @@
-/* Instance handlers: list, create, get, delete, stop, start. Each calls the manager once. */
+/* Instance handlers: list, create, get, delete, stop, start, standby, restore, wait. Each calls
+ * the manager once. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -103,6 +104,18 @@ enum MHD_Result
 api_h_start(struct api_req *req)
 {
     return simple_verb(req, inst_start);
+}
+
+enum MHD_Result
+api_h_standby(struct api_req *req)
+{
+    return simple_verb(req, inst_standby);
+}
+
+enum MHD_Result
+api_h_restore(struct api_req *req)
+{
+    return simple_verb(req, inst_restore);
 }
 
 enum MHD_Result

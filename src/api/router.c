@@ -32,6 +32,8 @@ static const struct {
     { API_ROUTE_EXEC, "POST", { "v1", "instances", PARAM, "exec" }, { NULL }, "exec" },
     { API_ROUTE_LOGS, "GET", { "v1", "instances", PARAM, "logs" }, { "follow", NULL }, "logs" },
     { API_ROUTE_WAIT, "POST", { "v1", "instances", PARAM, "wait" }, { NULL }, "wait" },
+    { API_ROUTE_STANDBY, "POST", { "v1", "instances", PARAM, "standby" }, { NULL }, "standby" },
+    { API_ROUTE_RESTORE, "POST", { "v1", "instances", PARAM, "restore" }, { NULL }, "restore" },
 };
 
 struct path_segs {

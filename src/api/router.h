@@ -20,6 +20,8 @@ enum api_route {
     API_ROUTE_EXEC,         /* POST   /v1/instances/{ref}/exec */
     API_ROUTE_LOGS,         /* GET    /v1/instances/{ref}/logs */
     API_ROUTE_WAIT,         /* POST   /v1/instances/{ref}/wait */
+    API_ROUTE_STANDBY,      /* POST   /v1/instances/{ref}/standby */
+    API_ROUTE_RESTORE,      /* POST   /v1/instances/{ref}/restore */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

@@ -9,7 +9,7 @@
 
 int
 cli_for_each_instance(const struct cli_ctx *ctx, const char *method, const char *suffix,
-                      char *const *names, size_t n_names)
+                      char *const *names, size_t n_names, bool trace)
 {
     int rc = CLI_EXIT_OK;
 
@@ -21,7 +21,6 @@ cli_for_each_instance(const struct cli_ctx *ctx, const char *method, const char 
         int r = client_call(ctx->socket, method, path, body, &reply, &err);
 
         json_decref(body);
-        json_decref(reply);
         if (r < 0) {
             cli_error("%s", tp_err_msg(&err));
             rc = CLI_EXIT_FAIL;
@@ -29,6 +28,9 @@ cli_for_each_instance(const struct cli_ctx *ctx, const char *method, const char 
         }
         printf("%s\n", names[i]);
         fflush(stdout);
+        if (trace)
+            cli_print_trace(reply);
+        json_decref(reply);
     }
     return rc;
 }

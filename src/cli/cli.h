@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util/err.h"
 
@@ -42,9 +43,6 @@ int cli_parse_global(int argc, char **argv, const char *env_socket, struct cli_g
 /* A positive decimal integer (no sign, no suffix) no larger than max, else -EINVAL naming opt. */
 int cli_parse_uint(const char *opt, const char *s, uint32_t max, uint32_t *ret, struct tp_err *err);
 
-/* For verbs that take nothing but --help: -EINVAL on any other word. */
-int cli_parse_no_args(const char *verb, int argc, char **argv, bool *ret_help, struct tp_err *err);
-
 /* Turn getopt_long's '?' or ':' into a message naming the offending option; returns -EINVAL. */
 int cli_getopt_error(int c, char **argv, struct tp_err *err);
 
@@ -59,11 +57,69 @@ void cli_format_ago(int64_t seconds, char *buf, size_t size);
 /* Print "torpor: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) _printf_(1, 2);
 
-/* For stop/start/rm (batch.c): send method to /v1/instances/<name><suffix> for each name
- * (POST with "{}"), print each name that succeeded to stdout and each failure as
- * "torpor: <message>"; returns CLI_EXIT_FAIL if any failed, else 0. */
+/* ---- simple verbs: boolean flags and NAME operands (opts.c) ------------------------------
+ * Most verbs take only on/off flags and names. Each states its syntax in a cli_syntax table;
+ * the getopt loop, the operand checks, the --help option and the usage's option list are
+ * shared. */
+
+/* A flag: --name, and -short_name where set. */
+struct cli_flag {
+    const char *name; /* long name without "--"; NULL ends the list */
+    char short_name;  /* 0 = long only; never 'h' (--help is implied) */
+    const char *help; /* its line in the usage text */
+};
+
+enum cli_operands {
+    CLI_OPERANDS_NONE, /* no arguments */
+    CLI_OPERANDS_ONE,  /* exactly one NAME */
+    CLI_OPERANDS_SOME, /* one or more NAMEs */
+};
+
+#define CLI_FLAGS_MAX 4
+
+/* --trace of the verbs whose reply carries a last_operation worth showing. */
+#define CLI_FLAG_TRACE                                         \
+    {                                                          \
+        "trace", 0, "print the timing of each phase to stderr" \
+    }
+
+struct cli_syntax {
+    const char *verb;
+    const char *usage; /* "Usage: ..." line and description; the option list is appended */
+    enum cli_operands operands;
+    struct cli_flag flags[CLI_FLAGS_MAX];
+};
+
+/* What cli_parse_args() found; operands borrow from argv. */
+struct cli_args {
+    bool help;
+    unsigned flags; /* bit i set: syntax->flags[i] was given */
+    char *const *operands;
+    size_t n_operands;
+};
+
+/* Parse argv (argv[0] = the verb) against syn: options up to the first other word, then the
+ * operands syn wants. With --help nothing else is checked. -EINVAL with a message for unknown
+ * options and wrong operand counts; *ret is written only on success. */
+int cli_parse_args(const struct cli_syntax *syn, int argc, char **argv, struct cli_args *ret,
+                   struct tp_err *err);
+
+/* syn's usage text followed by its "Options:" list (each flag, then -h, --help). */
+void cli_usage_print(const struct cli_syntax *syn, FILE *f);
+
+/* ---- running against several instances (batch.c, trace.c) -------------------------------- */
+
+/* For stop/start/standby/restore/rm: send method to /v1/instances/<name><suffix> for each
+ * name (POST with "{}"), print each name that succeeded to stdout (then, with trace, the
+ * reply's last_operation as cli_print_trace() does) and each failure as "torpor: <message>";
+ * returns CLI_EXIT_FAIL if any failed, else 0. */
 int cli_for_each_instance(const struct cli_ctx *ctx, const char *method, const char *suffix,
-                          char *const *names, size_t n_names);
+                          char *const *names, size_t n_names, bool trace);
+
+struct json_t;
+/* The phases of an instance object's last_operation and its total, one "name  12.3 ms" line
+ * each with names padded to one column, to stderr. Nothing without phases. */
+void cli_print_trace(const struct json_t *inst);
 
 /* ---- verbs -------------------------------------------------------------------------------
  * cli_parse_<verb>(argc, argv, ...) reads argv[0] = the verb name and what follows; it prints
@@ -143,6 +199,22 @@ struct rm_opts {
 };
 int cli_parse_rm(int argc, char **argv, struct rm_opts *ret, struct tp_err *err);
 
+struct standby_opts {
+    char *const *names;
+    size_t n_names;
+    bool trace;
+    bool help;
+};
+int cli_parse_standby(int argc, char **argv, struct standby_opts *ret, struct tp_err *err);
+
+struct restore_opts {
+    char *const *names;
+    size_t n_names;
+    bool trace;
+    bool help;
+};
+int cli_parse_restore(int argc, char **argv, struct restore_opts *ret, struct tp_err *err);
+
 struct caps_opts {
     bool help;
 };
@@ -162,6 +234,8 @@ int cli_cmd_logs(const struct cli_ctx *ctx, const struct logs_opts *o);
 int cli_cmd_stop(const struct cli_ctx *ctx, const struct stop_opts *o);
 int cli_cmd_start(const struct cli_ctx *ctx, const struct start_opts *o);
 int cli_cmd_rm(const struct cli_ctx *ctx, const struct rm_opts *o);
+int cli_cmd_standby(const struct cli_ctx *ctx, const struct standby_opts *o);
+int cli_cmd_restore(const struct cli_ctx *ctx, const struct restore_opts *o);
 int cli_cmd_caps(const struct cli_ctx *ctx, const struct caps_opts *o);
 int cli_cmd_version(const struct cli_ctx *ctx, const struct version_opts *o);
 
@@ -174,6 +248,8 @@ int cli_verb_logs(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_stop(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_start(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_rm(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_standby(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_restore(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
 
@@ -181,3 +257,5 @@ int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
  * CLI_EXIT_USAGE; help prints usage to stdout and returns 0; else returns -1 (go on). */
 int cli_verb_prologue(const char *verb, const char *usage, int r, bool help,
                       const struct tp_err *err);
+/* The same for a verb parsed with cli_parse_args(): help prints cli_usage_print(syn). */
+int cli_syntax_prologue(const struct cli_syntax *syn, int r, bool help, const struct tp_err *err);

@@ -6,22 +6,23 @@
 #include "client.h"
 #include "util/cleanup.h"
 
-static const char usage[] = "Usage: torpor capabilities\n"
-                            "\n"
-                            "Print what each hypervisor supports (pause, snapshot, ...) as JSON.\n"
-                            "\n"
-                            "Options:\n"
-                            "  -h, --help     print this help\n";
+static const struct cli_syntax syntax = {
+    .verb = "capabilities",
+    .usage = "Usage: torpor capabilities\n"
+             "\n"
+             "Print what each hypervisor supports (pause, snapshot, ...) as JSON.\n",
+    .operands = CLI_OPERANDS_NONE,
+};
 
 int
 cli_parse_caps(int argc, char **argv, struct caps_opts *ret, struct tp_err *err)
 {
-    struct caps_opts o = { 0 };
-    int r = cli_parse_no_args("capabilities", argc, argv, &o.help, err);
+    struct cli_args a;
+    int r = cli_parse_args(&syntax, argc, argv, &a, err);
 
     if (r < 0)
         return r;
-    *ret = o;
+    *ret = (struct caps_opts){ .help = a.help };
     return 0;
 }
 
@@ -47,7 +48,7 @@ cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv)
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct caps_opts o = { 0 };
     int r = cli_parse_caps(argc, argv, &o, &err);
-    int x = cli_verb_prologue("capabilities", usage, r, o.help, &err);
+    int x = cli_syntax_prologue(&syntax, r, o.help, &err);
 
     return x >= 0 ? x : cli_cmd_caps(ctx, &o);
 }

@@ -11,6 +11,7 @@
 #include "client.h"
 #include "exec_stream.h"
 #include "util/cleanup.h"
+#include "util/fs.h"
 #include "util/xalloc.h"
 
 static const char usage[] =
@@ -119,28 +120,10 @@ done:
 }
 
 static int
-write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int
 exec_output(int kind, const void *data, size_t len, void *userdata, struct tp_err *err)
 {
     int fd = kind == EXEC_FRAME_STDOUT ? STDOUT_FILENO : STDERR_FILENO;
-    int r = write_all(fd, data, len);
+    int r = fd_write_all(fd, data, len);
 
     if (r < 0)
         return tp_err_errno(err, r, "write the command's %s",

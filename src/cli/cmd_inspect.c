@@ -1,5 +1,4 @@
 /* torpor inspect: print instances as pretty JSON (one object, or an array for several). */
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,36 +7,24 @@
 #include "client.h"
 #include "util/cleanup.h"
 
-static const char usage[] = "Usage: torpor inspect NAME...\n"
-                            "\n"
-                            "Print instances as JSON: one object for one NAME, else an array.\n"
-                            "NAME is an instance name, id, or unique id prefix.\n"
-                            "\n"
-                            "Options:\n"
-                            "  -h, --help     print this help\n";
+static const struct cli_syntax syntax = {
+    .verb = "inspect",
+    .usage = "Usage: torpor inspect NAME...\n"
+             "\n"
+             "Print instances as JSON: one object for one NAME, else an array.\n"
+             "NAME is an instance name, id, or unique id prefix.\n",
+    .operands = CLI_OPERANDS_SOME,
+};
 
 int
 cli_parse_inspect(int argc, char **argv, struct inspect_opts *ret, struct tp_err *err)
 {
-    static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        {},
-    };
-    struct inspect_opts o = { 0 };
-    int c;
+    struct cli_args a;
+    int r = cli_parse_args(&syntax, argc, argv, &a, err);
 
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) >= 0) {
-        if (c != 'h')
-            return cli_getopt_error(c, argv, err);
-        o.help = true;
-    }
-    if (!o.help && optind >= argc)
-        return tp_err_set(err, -EINVAL, "'inspect' needs at least one NAME");
-    o.names = argv + optind;
-    o.n_names = (size_t)(argc - optind);
-    *ret = o;
+    if (r < 0)
+        return r;
+    *ret = (struct inspect_opts){ .names = a.operands, .n_names = a.n_operands, .help = a.help };
     return 0;
 }
 
@@ -76,7 +63,7 @@ cli_verb_inspect(const struct cli_ctx *ctx, int argc, char **argv)
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct inspect_opts o = { 0 };
     int r = cli_parse_inspect(argc, argv, &o, &err);
-    int x = cli_verb_prologue("inspect", usage, r, o.help, &err);
+    int x = cli_syntax_prologue(&syntax, r, o.help, &err);
 
     return x >= 0 ? x : cli_cmd_inspect(ctx, &o);
 }

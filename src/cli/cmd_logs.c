@@ -1,74 +1,50 @@
 /* torpor logs: print an instance's serial console, optionally following it. */
 #include <errno.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "client.h"
 #include "util/cleanup.h"
+#include "util/fs.h"
 
-static const char usage[] = "Usage: torpor logs [OPTIONS] NAME\n"
-                            "\n"
-                            "Print the serial console output of the instance NAME.\n"
-                            "\n"
-                            "Options:\n"
-                            "  -f, --follow   keep streaming new output\n"
-                            "  -h, --help     print this help\n";
+enum {
+    FLAG_FOLLOW = 1u << 0,
+};
+
+static const struct cli_syntax syntax = {
+    .verb = "logs",
+    .usage = "Usage: torpor logs [OPTIONS] NAME\n"
+             "\n"
+             "Print the serial console output of the instance NAME.\n",
+    .operands = CLI_OPERANDS_ONE,
+    .flags = { { "follow", 'f', "keep streaming new output" } },
+};
 
 int
 cli_parse_logs(int argc, char **argv, struct logs_opts *ret, struct tp_err *err)
 {
-    static const struct option longopts[] = {
-        { "follow", no_argument, NULL, 'f' },
-        { "help", no_argument, NULL, 'h' },
-        {},
-    };
-    struct logs_opts o = { 0 };
-    int c;
+    struct cli_args a;
+    int r = cli_parse_args(&syntax, argc, argv, &a, err);
 
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:fh", longopts, NULL)) >= 0) {
-        switch (c) {
-        case 'f':
-            o.follow = true;
-            break;
-        case 'h':
-            o.help = true;
-            break;
-        default:
-            return cli_getopt_error(c, argv, err);
-        }
-    }
-    if (!o.help) {
-        if (optind >= argc)
-            return tp_err_set(err, -EINVAL, "'logs' needs an instance NAME");
-        if (argc - optind > 1)
-            return tp_err_set(err, -EINVAL, "'logs' takes one NAME, got also '%s'",
-                              argv[optind + 1]);
-        o.name = argv[optind];
-    }
-    *ret = o;
+    if (r < 0)
+        return r;
+    *ret = (struct logs_opts){
+        .name = a.help ? NULL : a.operands[0],
+        .follow = a.flags & FLAG_FOLLOW,
+        .help = a.help,
+    };
     return 0;
 }
 
 static int
 logs_on_data(const void *data, size_t len, void *userdata, struct tp_err *err)
 {
-    const char *p = data;
-
     /* Unbuffered, so `logs -f` shows console lines as they come. */
-    while (len > 0) {
-        ssize_t n = write(STDOUT_FILENO, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return tp_err_errno(err, -errno, "write to stdout");
-        }
-        p += n;
-        len -= (size_t)n;
-    }
+    int r = fd_write_all(STDOUT_FILENO, data, len);
+
+    if (r < 0)
+        return tp_err_errno(err, r, "write to stdout");
     return 0;
 }
 
@@ -93,7 +69,7 @@ cli_verb_logs(const struct cli_ctx *ctx, int argc, char **argv)
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct logs_opts o = { 0 };
     int r = cli_parse_logs(argc, argv, &o, &err);
-    int x = cli_verb_prologue("logs", usage, r, o.help, &err);
+    int x = cli_syntax_prologue(&syntax, r, o.help, &err);
 
     return x >= 0 ? x : cli_cmd_logs(ctx, &o);
 }

@@ -1,5 +1,5 @@
 /* torpor ps: list instances as a table, a JSON array, or ids only. */
-#include <getopt.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,60 +11,44 @@
 #include "util/cleanup.h"
 #include "util/xalloc.h"
 
-static const char usage[] = "Usage: torpor ps [OPTIONS]\n"
-                            "\n"
-                            "List instances (running ones unless --all).\n"
-                            "\n"
-                            "Options:\n"
-                            "  -a, --all      include stopped instances\n"
-                            "      --json     print the instances as a JSON array\n"
-                            "  -q, --quiet    print ids only\n"
-                            "  -h, --help     print this help\n";
-
 #define PS_COLUMNS  7
 #define PS_SHORT_ID 12
+
+enum {
+    FLAG_ALL = 1u << 0,
+    FLAG_JSON = 1u << 1,
+    FLAG_QUIET = 1u << 2,
+};
+
+static const struct cli_syntax syntax = {
+    .verb = "ps",
+    .usage = "Usage: torpor ps [OPTIONS]\n"
+             "\n"
+             "List instances (running ones unless --all).\n",
+    .operands = CLI_OPERANDS_NONE,
+    .flags = {
+        { "all", 'a', "include stopped instances" },
+        { "json", 0, "print the instances as a JSON array" },
+        { "quiet", 'q', "print ids only" },
+    },
+};
 
 int
 cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err)
 {
-    enum {
-        OPT_JSON = 0x100,
-    };
-    static const struct option longopts[] = {
-        { "all", no_argument, NULL, 'a' },
-        { "json", no_argument, NULL, OPT_JSON },
-        { "quiet", no_argument, NULL, 'q' },
-        { "help", no_argument, NULL, 'h' },
-        {},
-    };
-    struct ps_opts o = { 0 };
-    int c;
+    struct cli_args a;
+    int r = cli_parse_args(&syntax, argc, argv, &a, err);
 
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:aqh", longopts, NULL)) >= 0) {
-        switch (c) {
-        case 'a':
-            o.all = true;
-            break;
-        case OPT_JSON:
-            o.json = true;
-            break;
-        case 'q':
-            o.quiet = true;
-            break;
-        case 'h':
-            o.help = true;
-            break;
-        default:
-            return cli_getopt_error(c, argv, err);
-        }
-    }
-    if (!o.help && optind < argc)
-        return tp_err_set(err, -EINVAL, "'ps' takes no arguments, got '%s'", argv[optind]);
-    if (!o.help && o.json && o.quiet)
+    if (r < 0)
+        return r;
+    if (!a.help && (a.flags & FLAG_JSON) && (a.flags & FLAG_QUIET))
         return tp_err_set(err, -EINVAL, "options '--json' and '--quiet' exclude each other");
-    *ret = o;
+    *ret = (struct ps_opts){
+        .all = a.flags & FLAG_ALL,
+        .json = a.flags & FLAG_JSON,
+        .quiet = a.flags & FLAG_QUIET,
+        .help = a.help,
+    };
     return 0;
 }
 
@@ -190,7 +174,7 @@ cli_verb_ps(const struct cli_ctx *ctx, int argc, char **argv)
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct ps_opts o = { 0 };
     int r = cli_parse_ps(argc, argv, &o, &err);
-    int x = cli_verb_prologue("ps", usage, r, o.help, &err);
+    int x = cli_syntax_prologue(&syntax, r, o.help, &err);
 
     return x >= 0 ? x : cli_cmd_ps(ctx, &o);
 }

@@ -187,34 +187,6 @@ run_body(const struct run_opts *o)
     return b;
 }
 
-/* The phases of last_operation, names padded to one column, to stderr. */
-static void
-print_trace(const json_t *inst)
-{
-    const json_t *op = json_object_get(inst, "last_operation");
-    const json_t *phases = json_object_get(op, "phases");
-    const json_t *ph;
-    size_t i, width = strlen("total");
-
-    if (!json_is_array(phases))
-        return;
-    json_array_foreach(phases, i, ph)
-    {
-        const char *name = json_string_value(json_object_get(ph, "name"));
-        if (name)
-            width = MAX(width, strlen(name));
-    }
-    json_array_foreach(phases, i, ph)
-    {
-        const char *name = json_string_value(json_object_get(ph, "name"));
-        fprintf(stderr, "%-*s %10.1f ms\n", (int)width, name ? name : "?",
-                json_number_value(json_object_get(ph, "ms")));
-    }
-    if (json_is_number(json_object_get(op, "total_ms")))
-        fprintf(stderr, "%-*s %10.1f ms\n", (int)width, "total",
-                json_number_value(json_object_get(op, "total_ms")));
-}
-
 int
 cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
 {
@@ -238,7 +210,7 @@ cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
     printf("%s\n", id);
     fflush(stdout);
     if (o->trace)
-        print_trace(inst);
+        cli_print_trace(inst);
     json_decref(inst);
     return CLI_EXIT_OK;
 }

@@ -6,22 +6,23 @@
 #include "client.h"
 #include "util/cleanup.h"
 
-static const char usage[] = "Usage: torpor version\n"
-                            "\n"
-                            "Print the versions of torpor and of the torpord it talks to.\n"
-                            "\n"
-                            "Options:\n"
-                            "  -h, --help     print this help\n";
+static const struct cli_syntax syntax = {
+    .verb = "version",
+    .usage = "Usage: torpor version\n"
+             "\n"
+             "Print the versions of torpor and of the torpord it talks to.\n",
+    .operands = CLI_OPERANDS_NONE,
+};
 
 int
 cli_parse_version(int argc, char **argv, struct version_opts *ret, struct tp_err *err)
 {
-    struct version_opts o = { 0 };
-    int r = cli_parse_no_args("version", argc, argv, &o.help, err);
+    struct cli_args a;
+    int r = cli_parse_args(&syntax, argc, argv, &a, err);
 
     if (r < 0)
         return r;
-    *ret = o;
+    *ret = (struct version_opts){ .help = a.help };
     return 0;
 }
 
@@ -51,7 +52,7 @@ cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv)
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct version_opts o = { 0 };
     int r = cli_parse_version(argc, argv, &o, &err);
-    int x = cli_verb_prologue("version", usage, r, o.help, &err);
+    int x = cli_syntax_prologue(&syntax, r, o.help, &err);
 
     return x >= 0 ? x : cli_cmd_version(ctx, &o);
 }

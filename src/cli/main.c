@@ -21,6 +21,8 @@ static const struct verb verbs[] = {
     { "logs", cli_verb_logs, "print a guest's serial console" },
     { "stop", cli_verb_stop, "stop instances" },
     { "start", cli_verb_start, "start stopped instances" },
+    { "standby", cli_verb_standby, "snapshot instances and release their memory" },
+    { "restore", cli_verb_restore, "resume instances from standby" },
     { "rm", cli_verb_rm, "remove instances" },
     { "capabilities", cli_verb_caps, "print what each hypervisor supports" },
     { "version", cli_verb_version, "print client and daemon versions" },

@@ -1,4 +1,5 @@
 /* Global options and the parsing helpers every verb shares. */
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -11,6 +12,7 @@
 #include "cli.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "util/macro.h"
 #include "util/xalloc.h"
 
 int
@@ -53,27 +55,104 @@ cli_parse_global(int argc, char **argv, const char *env_socket, struct cli_globa
     return 0;
 }
 
-int
-cli_parse_no_args(const char *verb, int argc, char **argv, bool *ret_help, struct tp_err *err)
+/* getopt_long's value for syn->flags[i] when it has no short name: past every char. */
+#define LONG_ONLY_VAL 0x100
+
+static size_t
+syntax_n_flags(const struct cli_syntax *syn)
 {
-    static const struct option longopts[] = {
-        { "help", no_argument, NULL, 'h' },
-        {},
-    };
-    bool help = false;
+    size_t n = 0;
+
+    while (n < CLI_FLAGS_MAX && syn->flags[n].name)
+        n++;
+    return n;
+}
+
+int
+cli_parse_args(const struct cli_syntax *syn, int argc, char **argv, struct cli_args *ret,
+               struct tp_err *err)
+{
+    struct option longopts[CLI_FLAGS_MAX + 2] = { 0 };
+    /* '+': stop at the first operand; ':' reports a missing value. */
+    char shortopts[2 + CLI_FLAGS_MAX + 2] = "+:";
+    size_t n = syntax_n_flags(syn), ns = 2;
+    struct cli_args a = { 0 };
     int c;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct cli_flag *f = &syn->flags[i];
+        assert(f->short_name != 'h');
+        longopts[i] = (struct option){ f->name, no_argument, NULL,
+                                       f->short_name ? f->short_name : LONG_ONLY_VAL + (int)i };
+        if (f->short_name)
+            shortopts[ns++] = f->short_name;
+    }
+    longopts[n] = (struct option){ "help", no_argument, NULL, 'h' };
+    shortopts[ns++] = 'h';
+    shortopts[ns] = '\0';
 
     optind = 0;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) >= 0) {
-        if (c != 'h')
+    while ((c = getopt_long(argc, argv, shortopts, longopts, NULL)) >= 0) {
+        size_t i = 0;
+
+        if (c == 'h') {
+            a.help = true;
+            continue;
+        }
+        while (i < n && longopts[i].val != c)
+            i++;
+        if (i == n)
             return cli_getopt_error(c, argv, err);
-        help = true;
+        a.flags |= 1u << i;
     }
-    if (!help && optind < argc)
-        return tp_err_set(err, -EINVAL, "'%s' takes no arguments, got '%s'", verb, argv[optind]);
-    *ret_help = help;
+    a.operands = argv + optind;
+    a.n_operands = (size_t)(argc - optind);
+    if (!a.help) {
+        switch (syn->operands) {
+        case CLI_OPERANDS_NONE:
+            if (a.n_operands > 0)
+                return tp_err_set(err, -EINVAL, "'%s' takes no arguments, got '%s'", syn->verb,
+                                  a.operands[0]);
+            break;
+        case CLI_OPERANDS_ONE:
+            if (a.n_operands == 0)
+                return tp_err_set(err, -EINVAL, "'%s' needs an instance NAME", syn->verb);
+            if (a.n_operands > 1)
+                return tp_err_set(err, -EINVAL, "'%s' takes one NAME, got also '%s'", syn->verb,
+                                  a.operands[1]);
+            break;
+        case CLI_OPERANDS_SOME:
+            if (a.n_operands == 0)
+                return tp_err_set(err, -EINVAL, "'%s' needs at least one NAME", syn->verb);
+            break;
+        }
+    }
+    *ret = a;
     return 0;
+}
+
+static void
+usage_option(FILE *f, char short_name, const char *name, const char *help)
+{
+    /* Descriptions start in one column: "  -f, --force    remove ..." */
+    if (short_name)
+        fprintf(f, "  -%c, ", short_name);
+    else
+        fputs("      ", f);
+    fprintf(f, "--%-*s%s\n", (int)MAX(strlen(name) + 2, (size_t)9), name, help);
+}
+
+void
+cli_usage_print(const struct cli_syntax *syn, FILE *f)
+{
+    size_t n = syntax_n_flags(syn);
+
+    fputs(syn->usage, f);
+    fputs("\nOptions:\n", f);
+    for (size_t i = 0; i < n; i++)
+        usage_option(f, syn->flags[i].short_name, syn->flags[i].name, syn->flags[i].help);
+    usage_option(f, 'h', "help", "print this help");
 }
 
 int
@@ -181,4 +260,14 @@ cli_verb_prologue(const char *verb, const char *usage, int r, bool help, const s
         return CLI_EXIT_OK;
     }
     return -1;
+}
+
+int
+cli_syntax_prologue(const struct cli_syntax *syn, int r, bool help, const struct tp_err *err)
+{
+    if (r >= 0 && help) {
+        cli_usage_print(syn, stdout);
+        return CLI_EXIT_OK;
+    }
+    return cli_verb_prologue(syn->verb, NULL, r, false, err);
 }

@@ -56,6 +56,22 @@ struct hv_vm {
     void *priv;          /* driver state (QMP connection, ...) */
 };
 
+/* Snapshot directory layout, the same for every hypervisor. */
+#define HV_SNAP_STATE  "state"  /* device/vCPU state */
+#define HV_SNAP_MEMORY "memory" /* guest memory image */
+
+/* Where a restore puts its phase marks (the manager's trace); may be NULL. */
+struct hv_phase_sink {
+    void (*mark)(void *ctx, const char *phase);
+    void *ctx;
+};
+
+struct hv_restore_opts {
+    const char *snap_dir;        /* snapshots/snapshot-latest: what snapshot() wrote */
+    bool resume_on_load;         /* ask the VMM to start the guest as part of loading */
+    struct hv_phase_sink phases; /* marks "start_process" and "load_snapshot" */
+};
+
 struct hv_driver {
     const char *name;
     bool caps[_HV_CAP_MAX];
@@ -69,6 +85,15 @@ struct hv_driver {
     int (*resume)(struct hv_vm *vm, struct tp_err *err);
     /* Ask the VMM to exit and wait up to timeout_ms for it (graceful_vmm_shutdown). */
     int (*shutdown)(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
+    /* With the VM paused, write a snapshot into snap_dir: the device state file "state" and the
+     * guest memory image "memory" (diff: only pages changed since the retained base in
+     * snap_dir, where the hypervisor needs telling). Does not make files durable. */
+    int (*snapshot)(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir,
+                    bool diff, struct tp_err *err);
+    /* Start a VMM from o->snap_dir. *ret_resumed says whether the guest already runs (resume
+     * on load honoured); if not it is paused and needs resume(). On failure the VMM is gone. */
+    int (*restore)(const struct hv_vm_spec *spec, const struct hv_restore_opts *o,
+                   struct hv_vm **ret_vm, bool *ret_resumed, struct tp_err *err);
     /* Connect to the guest agent channel; returns a stream fd speaking agent_proto.h. */
     int (*agent_connect)(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err);
     /* Free driver state; does not stop the VMM. NULL-safe. */
@@ -77,6 +102,12 @@ struct hv_driver {
 
 /* The registry: static facts by type, no VM needed. NULL when unknown. */
 const struct hv_driver *hv_driver_find(const char *name);
-/* NULL-terminated list of every registered driver. */
+/* NULL-terminated list of every registered driver: the built-in ones first. */
 const struct hv_driver *const *hv_driver_all(void);
+/* The name of the driver used when a request names none (the first built-in one). */
+const char *hv_driver_default(void);
+/* Register an extra driver, for tests and out-of-tree drivers. drv is borrowed and must outlive
+ * every use of the registry; call before any lookup can run concurrently (not thread-safe).
+ * -EINVAL without a name, -EEXIST when the name is taken, -ENOSPC when the table is full. */
+int hv_registry_add(const struct hv_driver *drv);
 bool hv_has_cap(const struct hv_driver *drv, enum hv_cap c);

@@ -99,6 +99,34 @@ hv_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
 }
 
 int
+hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
+            struct tp_err *err)
+{
+    int r = hv_require(vm->drv, HV_CAP_SNAPSHOT, vm->drv->snapshot, err);
+    if (r < 0)
+        return r;
+    return vm->drv->snapshot(vm, spec, snap_dir, diff, err);
+}
+
+int
+hv_restore(const struct hv_driver *drv, const struct hv_vm_spec *spec,
+           const struct hv_restore_opts *o, struct hv_vm **ret_vm, bool *ret_resumed,
+           struct tp_err *err)
+{
+    struct hv_restore_opts opts = *o;
+    int r = hv_require(drv, HV_CAP_RESTORE, drv->restore, err);
+    if (r < 0)
+        return r;
+    /* Only ask for what the driver can do; it reports what really happened. */
+    opts.resume_on_load = o->resume_on_load && hv_has_cap(drv, HV_CAP_RESUME_ON_LOAD);
+    r = drv->restore(spec, &opts, ret_vm, ret_resumed, err);
+    if (r < 0)
+        return r;
+    (*ret_vm)->drv = drv;
+    return 0;
+}
+
+int
 hv_agent_connect(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err)
 {
     int r = hv_require(vm->drv, HV_CAP_EXEC_AGENT, vm->drv->agent_connect, err);

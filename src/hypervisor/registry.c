@@ -1,4 +1,5 @@
 /* The driver registry: static capability facts by driver name, answered without any VM. */
+#include <errno.h>
 #include <string.h>
 
 #include "hypervisor/driver.h"
@@ -16,10 +17,13 @@ static const char *const hv_cap_names[_HV_CAP_MAX] = {
     [HV_CAP_EXEC_AGENT] = "exec_agent",
 }; /* a unit test checks no entry is NULL */
 
-/* Adding a driver (Firecracker next) is one line here. */
-static const struct hv_driver *const hv_drivers[] = {
+#define HV_REGISTRY_EXTRA 16 /* room for drivers registered at run time */
+
+/* Adding a built-in driver (Firecracker next) is one line here; the first is the default. Run-time
+ * additions go after them; the table stays NULL-terminated for hv_driver_all(). */
+static const struct hv_driver *hv_drivers[] = {
     &qemu_driver,
-    NULL,
+    [1 + HV_REGISTRY_EXTRA] = NULL,
 };
 
 const char *
@@ -45,6 +49,30 @@ const struct hv_driver *const *
 hv_driver_all(void)
 {
     return hv_drivers;
+}
+
+const char *
+hv_driver_default(void)
+{
+    return hv_drivers[0]->name;
+}
+
+int
+hv_registry_add(const struct hv_driver *drv)
+{
+    size_t n = 0;
+
+    if (!drv || !drv->name || !drv->name[0])
+        return -EINVAL;
+    if (hv_driver_find(drv->name))
+        return -EEXIST;
+    while (hv_drivers[n])
+        n++;
+    /* The last slot is the terminator and stays NULL. */
+    if (n >= ELEMENTSOF(hv_drivers) - 1)
+        return -ENOSPC;
+    hv_drivers[n] = drv;
+    return 0;
 }
 
 bool

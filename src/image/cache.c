@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "image-internal.h"
 #include "util/cleanup.h"
@@ -41,4 +43,38 @@ image_cache_tmpdir(const char *dir, char **ret_path, struct tp_err *err)
         return tp_err_errno(err, -errno, "create temp directory in '%s'", dir);
     *ret_path = TAKE_PTR(path);
     return 0;
+}
+
+int
+image_cache_lookup(const struct image_env *env, struct image_hash *h, const char *kind,
+                   const char *ext, char **ret_dir, char **ret_path, struct tp_err *err)
+{
+    _cleanup_free_ char *dir = NULL;
+    char hex[IMAGE_HEX_LEN + 1];
+    char *path;
+    int r;
+
+    r = image_hash_final(h, hex, err);
+    if (r < 0)
+        return r;
+    r = image_cache_subdir(env, kind, &dir, err);
+    if (r < 0)
+        return r;
+    path = xasprintf("%s/%s.%s", dir, hex, ext);
+    r = fs_exists(path);
+    *ret_dir = TAKE_PTR(dir);
+    *ret_path = path;
+    return r;
+}
+
+int
+image_cache_publish(int fd, const char *tmp, const char *path, struct tp_err *err)
+{
+    if (fchmod(fd, 0644) < 0)
+        return tp_err_errno(err, -errno, "chmod '%s'", tmp);
+    if (fsync(fd) < 0)
+        return tp_err_errno(err, -errno, "fsync '%s'", tmp);
+    /* Concurrent builders of one key write identical bytes: whichever rename lands last
+     * replaces an equal file. */
+    return fs_rename_durable(tmp, path, err);
 }

@@ -7,24 +7,18 @@
 #include <unistd.h>
 
 #include "image-internal.h"
+#include "util/fs.h"
 
 #define CPIO_HDR_LEN 110 /* "070701" + 13 fields of 8 hex digits */
 
 static int
 write_all(struct cpio_writer *w, const void *data, size_t len)
 {
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(w->fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += n;
-        len -= (size_t)n;
-        w->offset += (uint64_t)n;
-    }
+    int r = fd_write_all(w->fd, data, len);
+
+    if (r < 0)
+        return r;
+    w->offset += len;
     return 0;
 }
 

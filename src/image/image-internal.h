@@ -40,6 +40,14 @@ int image_cache_subdir(const struct image_env *env, const char *sub, char **ret_
 int image_cache_tmpfile(const char *dir, char **ret_path, struct tp_err *err);
 /* A fresh temp directory in dir. Caller frees and removes. */
 int image_cache_tmpdir(const char *dir, char **ret_path, struct tp_err *err);
+/* Finish h (see image_hash_final) and find its entry CACHE/kind/<sha256>.ext. Writes the
+ * subdir (created if missing, where temp files for the entry go) and the entry's path, both
+ * for the caller to free. Returns 1 if the entry exists, 0 if it is still to be built. */
+int image_cache_lookup(const struct image_env *env, struct image_hash *h, const char *kind,
+                       const char *ext, char **ret_dir, char **ret_path, struct tp_err *err);
+/* Publish the finished temp file tmp (open as fd) as the entry path: mode 0644, fsync, then a
+ * durable rename. On failure tmp is left for the caller to unlink. */
+int image_cache_publish(int fd, const char *tmp, const char *path, struct tp_err *err);
 
 /* ---- external tools (run.c) ---- */
 

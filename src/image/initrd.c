@@ -229,7 +229,6 @@ image_initrd(const struct image_env *env, const char *kernel, char **ret_initrd,
     _cleanup_free_ char *agent = NULL, *dir = NULL, *final = NULL, *tmp = NULL;
     _cleanup_(image_hash_done) struct image_hash h = { 0 };
     _cleanup_close_ int fd = -EBADF;
-    char hex[IMAGE_HEX_LEN + 1];
     size_t agent_len = 0;
     int r;
 
@@ -253,15 +252,10 @@ image_initrd(const struct image_env *env, const char *kernel, char **ret_initrd,
         image_hash_str(&h, image_initrd_modules[i]);
         image_hash_bytes(&h, mods[i].data, mods[i].len);
     }
-    r = image_hash_final(&h, hex, err);
+    r = image_cache_lookup(env, &h, "initrd", "cpio", &dir, &final, err);
     if (r < 0)
         goto fail;
-
-    r = image_cache_subdir(env, "initrd", &dir, err);
-    if (r < 0)
-        goto fail;
-    final = xasprintf("%s/%s.cpio", dir, hex);
-    if (fs_exists(final))
+    if (r > 0)
         goto done;
 
     fd = image_cache_tmpfile(dir, &tmp, err);
@@ -270,13 +264,8 @@ image_initrd(const struct image_env *env, const char *kernel, char **ret_initrd,
         goto fail;
     }
     r = write_archive(fd, agent, agent_len, mods, err);
-    if (r == 0 && fchmod(fd, 0644) < 0)
-        r = tp_err_errno(err, -errno, "chmod '%s'", tmp);
-    if (r == 0 && fsync(fd) < 0)
-        r = tp_err_errno(err, -errno, "fsync '%s'", tmp);
-    /* A concurrent builder of the same key may rename first: both wrote identical bytes. */
     if (r == 0)
-        r = fs_rename_durable(tmp, final, err);
+        r = image_cache_publish(fd, tmp, final, err);
     if (r < 0) {
         unlink(tmp);
         goto fail;

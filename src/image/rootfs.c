@@ -192,7 +192,6 @@ root_disk_from_dir(const struct image_env *env, const char *src, uint32_t size_m
 {
     _cleanup_(image_hash_done) struct image_hash h = { 0 };
     _cleanup_free_ char *dir = NULL, *final = NULL;
-    char hex[IMAGE_HEX_LEN + 1];
     struct tree_walk w = { .h = &h };
     struct stat st;
     int r, dfd;
@@ -218,15 +217,10 @@ root_disk_from_dir(const struct image_env *env, const char *src, uint32_t size_m
     uint64_t need = (w.bytes * 3 / 2 + 64 * MIB + MIB - 1) / MIB;
     uint64_t size = MAX((uint64_t)(size_mib ? size_mib : DEFAULT_SIZE_MIB), need);
     image_hash_u64(&h, size);
-    r = image_hash_final(&h, hex, err);
+    r = image_cache_lookup(env, &h, "rootfs", "ext4", &dir, &final, err);
     if (r < 0)
         return r;
-
-    r = image_cache_subdir(env, "rootfs", &dir, err);
-    if (r < 0)
-        return r;
-    final = xasprintf("%s/%s.ext4", dir, hex);
-    if (!fs_exists(final)) {
+    if (r == 0) {
         /* The source keeps its owners: the user chose them. */
         r = build_image(dir, src, size, NULL, final, err);
         if (r < 0)
@@ -471,13 +465,8 @@ build_image(const char *dir, const char *tree, uint64_t size_mib, const struct p
     r = run_mkfs(tree, tmp, size_mib, err);
     if (r == 0 && fix && fix->n > 0)
         r = debugfs_chown(tmp, dir, fix, err);
-    if (r == 0 && fchmod(fd, 0644) < 0)
-        r = tp_err_errno(err, -errno, "chmod '%s'", tmp);
-    if (r == 0 && fsync(fd) < 0)
-        r = tp_err_errno(err, -errno, "fsync '%s'", tmp);
-    /* Concurrent builders of one key both rename a complete image; the last one wins. */
     if (r == 0)
-        r = fs_rename_durable(tmp, final, err);
+        r = image_cache_publish(fd, tmp, final, err);
     if (r < 0)
         unlink(tmp);
     return r;
@@ -490,7 +479,6 @@ root_disk_default(const struct image_env *env, uint32_t size_mib, char **ret_ima
     _cleanup_(image_hash_done) struct image_hash h = { 0 };
     _cleanup_free_ char *dir = NULL, *final = NULL, *tree = NULL;
     struct path_list applets = { 0 }, made = { 0 }, fix = { 0 };
-    char hex[IMAGE_HEX_LEN + 1];
     uint64_t size = size_mib ? size_mib : DEFAULT_SIZE_MIB;
     struct stat st;
     int r;
@@ -513,15 +501,10 @@ root_disk_default(const struct image_env *env, uint32_t size_mib, char **ret_ima
     if (r < 0)
         return tp_err_errno(err, r, "read '%s'", BUSYBOX_PATH);
     image_hash_u64(&h, size);
-    r = image_hash_final(&h, hex, err);
+    r = image_cache_lookup(env, &h, "rootfs", "ext4", &dir, &final, err);
     if (r < 0)
         return r;
-
-    r = image_cache_subdir(env, "rootfs", &dir, err);
-    if (r < 0)
-        return r;
-    final = xasprintf("%s/%s.ext4", dir, hex);
-    if (fs_exists(final))
+    if (r > 0)
         goto done;
 
     r = busybox_applets(&applets, err);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "instance/manager-internal.h"
+#include "util/failpoint.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/timeutil.h"
@@ -36,8 +37,8 @@ hex_argv(char *const *argv)
     return out;
 }
 
-static int
-build_cmdline(struct inst *i, char **ret, struct tp_err *err)
+int
+inst_cmdline(struct inst *i, char **ret, struct tp_err *err)
 {
     const struct inst_config *c = &i->rec->cfg;
     char *s = xasprintf("%s torpor.hostname=%s%s", CMDLINE_BASE, i->rec->name,
@@ -140,7 +141,7 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
         return tp_err_set(err, -EINVAL, "unknown hypervisor '%s'", i->rec->cfg.hypervisor);
     free(i->cmdline);
     i->cmdline = NULL;
-    r = build_cmdline(i, &i->cmdline, err);
+    r = inst_cmdline(i, &i->cmdline, err);
     if (r < 0)
         return r;
     r = fs_mkdir_p(i->paths.logs_dir, 0700, err);
@@ -242,4 +243,20 @@ manager_on_vmm_exit(struct inst_manager *m, const char *id, pid_t pid, uint64_t 
         tp_err_clear(&err);
     }
     inst_release(m, i);
+}
+
+int
+inst_failpoint(struct inst *i, const char *name, struct tp_err *err)
+{
+    switch (failpoint(name)) {
+    case FAILPOINT_ERROR:
+        return tp_err_set(err, -EIO, "failpoint '%s'", name);
+    case FAILPOINT_KILL_VMM:
+        log_warn("instance=%s failpoint '%s': killing the VMM", i->id, name);
+        if (i->vm)
+            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        return 0;
+    default:
+        return 0;
+    }
 }

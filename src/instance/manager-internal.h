@@ -69,6 +69,8 @@ int inst_require_state(struct inst *i, const char *what, unsigned allowed_mask, 
 /* Boot the VMM for i (state Created or Stopped) and wait for the agent: the shared part of
  * run and start. On failure nothing is left running. */
 int inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
+/* The guest kernel command line for i (the same at boot and at every restore). */
+int inst_cmdline(struct inst *i, char **ret, struct tp_err *err);
 /* Fill spec from i; strings borrowed from i. */
 void inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec);
 /* Stop the VMM (graceful where the capability says so, else kill) and drop connections. */
@@ -77,6 +79,10 @@ int inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struc
 int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, struct tp_err *err);
 /* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
 void inst_drop_vmm(struct inst *i);
+
+/* Fault injection (tests only; see util/failpoint.h): "error" fails with -EIO, "kill-vmm" kills
+ * i's VMM and waits until it is gone, then lets the step run into that. */
+int inst_failpoint(struct inst *i, const char *name, struct tp_err *err);
 
 /* Re-derive every instance's state at startup. */
 int inst_reconcile(struct inst_manager *m, struct tp_err *err);

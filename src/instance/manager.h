@@ -31,7 +31,7 @@ struct inst_create_req {
     const char *name;       /* NULL = generated */
     uint32_t memory_mib;    /* 0 = default 256 */
     uint32_t vcpus;         /* 0 = default 1 */
-    const char *hypervisor; /* NULL = "qemu" */
+    const char *hypervisor; /* NULL = the registry's default driver */
     const char *kernel;     /* NULL = default guest kernel */
     const char *initrd;     /* NULL = built by torpor */
     const char *rootfs;     /* NULL = default busybox disk; a dir or an ext4 image */
@@ -53,6 +53,17 @@ int inst_start(struct inst_manager *m, const char *ref, struct inst_record **ret
                struct tp_err *err);
 /* force: stop first if running; else -EBUSY for a live instance. */
 int inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *err);
+
+/* Standby: pause, snapshot into snapshots/snapshot-latest, stop the VMM, give its memory back
+ * to the host. Needs the hypervisor's snapshot capability (-EOPNOTSUPP) and state Running
+ * (-EBUSY). A failure leaves a running VM or a valid snapshot, never neither. */
+int inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret,
+                 struct tp_err *err);
+/* Restore a Standby instance: start the VMM, load the snapshot (resuming during the load where
+ * the hypervisor can), wait for the agent. A failure before the guest resumes leaves the
+ * instance in Standby with its snapshot intact. */
+int inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret,
+                 struct tp_err *err);
 
 /* Start a command through the agent; the caller pulls events with agent_exec_next(). */
 int inst_exec_start(struct inst_manager *m, const char *ref, const struct agent_exec_req *req,

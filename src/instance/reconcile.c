@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "instance/manager-internal.h"
+#include "snapshot/snapshot.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/proc.h"
@@ -31,10 +32,25 @@ derive(struct inst_manager *m, struct inst *i)
             return INST_UNKNOWN;
         }
         monitor_watch(m->mon, i->id, i->vm);
+        /* A live VMM consumed snapshot-latest (the daemon died during a restore): it is the
+         * retained base now. */
+        if (fs_exists(i->paths.snap_latest) &&
+            snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
+                               hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &err) < 0) {
+            log_warn("instance=%s: %s", i->id, tp_err_msg(&err));
+            tp_err_clear(&err);
+        }
         return rs == HV_RUN_PAUSED ? INST_PAUSED : INST_RUNNING;
     }
-    if (fs_exists(i->paths.snap_latest))
-        st = INST_STANDBY;
+    if (fs_exists(i->paths.snap_latest)) {
+        if (snap_validate(i->paths.snap_latest, NULL, &err) >= 0)
+            return INST_STANDBY;
+        /* A standby that died before its snapshot was complete: there is nothing to restore. */
+        free(rec->last_error);
+        rec->last_error = xasprintf("incomplete snapshot discarded: %s", tp_err_msg(&err));
+        tp_err_clear(&err);
+        snap_discard(i->paths.snap_latest, NULL);
+    }
     return st;
 }
 

@@ -102,7 +102,7 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     rec = xnew(struct inst_record, 1);
     store_new_id(rec->id);
     rec->name = q->name ? xstrdup(q->name) : xasprintf("vm-%.8s", rec->id);
-    rec->cfg.hypervisor = xstrdup(q->hypervisor ? q->hypervisor : "qemu");
+    rec->cfg.hypervisor = xstrdup(q->hypervisor ? q->hypervisor : hv_driver_default());
     rec->cfg.memory_mib = q->memory_mib ? q->memory_mib : DEFAULT_MEMORY_MIB;
     rec->cfg.vcpus = q->vcpus ? q->vcpus : DEFAULT_VCPUS;
     rec->cfg.rootfs = q->rootfs ? xstrdup(q->rootfs) : NULL;

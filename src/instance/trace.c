@@ -30,6 +30,21 @@ trace_phase(struct trace *t, const char *name)
 }
 
 void
+trace_counter(struct trace *t, const char *name, int64_t value)
+{
+    for (unsigned k = 0; k < t->n_counters; k++)
+        if (strcmp(t->counters[k].name, name) == 0) {
+            t->counters[k].value = value;
+            return;
+        }
+    if (t->n_counters == TRACE_MAX_COUNTERS)
+        return;
+    struct trace_counter *c = &t->counters[t->n_counters++];
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->value = value;
+}
+
+void
 trace_end(struct trace *t, bool ok)
 {
     t->ok = ok;
@@ -49,8 +64,12 @@ trace_to_json(const struct trace *t)
     for (unsigned i = 0; i < t->n; i++)
         json_array_append_new(phases, json_pack("{s:s, s:f}", "name", t->phases[i].name, "ms",
                                                 round1(t->phases[i].ms)));
-    json_t *o = json_pack("{s:s, s:b, s:f, s:o}", "op", t->op, "ok", t->ok, "total_ms",
-                          round1(t->total_ms), "phases", phases);
+    json_t *counters = json_object();
+    for (unsigned i = 0; i < t->n_counters; i++)
+        json_object_set_new(counters, t->counters[i].name,
+                            json_integer((json_int_t)t->counters[i].value));
+    json_t *o = json_pack("{s:s, s:b, s:f, s:o, s:o}", "op", t->op, "ok", t->ok, "total_ms",
+                          round1(t->total_ms), "phases", phases, "counters", counters);
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s)
@@ -64,6 +83,12 @@ trace_to_line(const struct trace *t)
     char *line = xasprintf("%s %s %.1f ms:", t->op, t->ok ? "ok" : "failed", t->total_ms);
     for (unsigned i = 0; i < t->n; i++) {
         char *next = xasprintf("%s %s=%.1f", line, t->phases[i].name, t->phases[i].ms);
+        free(line);
+        line = next;
+    }
+    for (unsigned i = 0; i < t->n_counters; i++) {
+        char *next =
+            xasprintf("%s %s=%lld", line, t->counters[i].name, (long long)t->counters[i].value);
         free(line);
         line = next;
     }

@@ -64,10 +64,11 @@ fsync_parent(const char *path, struct tp_err *err)
     return fs_fsync_dir(dirname(copy), err);
 }
 
-static int
-write_all(int fd, const void *data, size_t len)
+int
+fd_write_all(int fd, const void *buf, size_t len)
 {
-    const char *p = data;
+    const char *p = buf;
+
     while (len > 0) {
         ssize_t n = write(fd, p, len);
         if (n < 0) {
@@ -90,7 +91,7 @@ fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode, str
 
     if (fd < 0)
         return tp_err_errno(err, -errno, "create '%s'", tmp);
-    r = write_all(fd, data, len);
+    r = fd_write_all(fd, data, len);
     if (r == 0 && fsync(fd) < 0)
         r = -errno;
     if (r < 0) {
@@ -187,6 +188,26 @@ fs_rename_durable(const char *from, const char *to, struct tp_err *err)
     return fsync_parent(to, err);
 }
 
+/* copy_file_range() refuses some pairs of filesystems: copy through a buffer instead. Sets
+ * errno and returns -1 on failure, like the call it stands in for. */
+static ssize_t
+copy_bounce(int in, off_t *off_in, int out, off_t *off_out, size_t len)
+{
+    char buf[1 << 16];
+    ssize_t n = pread(in, buf, MIN(len, sizeof(buf)), *off_in);
+    if (n <= 0)
+        return n;
+    for (ssize_t done = 0; done < n;) {
+        ssize_t w = pwrite(out, buf + done, (size_t)(n - done), *off_out + done);
+        if (w < 0)
+            return -1;
+        done += w;
+    }
+    *off_in += n;
+    *off_out += n;
+    return n;
+}
+
 /* Copy the data extents of in to out, leaving holes as holes. */
 static int
 copy_sparse(int in, int out, off_t size)
@@ -205,6 +226,8 @@ copy_sparse(int in, int out, off_t size)
         off_t off_in = data, off_out = data;
         while (off_in < hole) {
             ssize_t n = copy_file_range(in, &off_in, out, &off_out, (size_t)(hole - off_in), 0);
+            if (n < 0 && (errno == EXDEV || errno == EOPNOTSUPP || errno == ENOSYS))
+                n = copy_bounce(in, &off_in, out, &off_out, (size_t)(hole - off_in));
             if (n < 0) {
                 if (errno == EINTR)
                     continue;

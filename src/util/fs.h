@@ -33,5 +33,9 @@ int fs_rename_durable(const char *from, const char *to, struct tp_err *err);
 
 bool fs_exists(const char *path);
 
+/* write(2) until all of buf is written, retrying EINTR and short writes. 0 or -errno (the
+ * part written before a failure stays written). */
+int fd_write_all(int fd, const void *buf, size_t len);
+
 /* "dir/name" joined with one slash; caller frees. */
 char *fs_path_join(const char *dir, const char *name);

@@ -41,10 +41,10 @@ class Daemon:
         self.log_path = os.path.join(self.tmp, "torpord.log")
         self.proc = None
 
-    def start(self, extra=()):
+    def start(self, extra=(), env=None):
         r, w = os.pipe()
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(env=dict(os.environ, **(env or {})), args=
             [TORPORD, "--data-dir", self.data_dir, "--socket", self.socket,
              "--cache-dir", CACHE, "--ready-fd", str(w), "--log-level", "debug", *extra],
             stdout=self.log, stderr=self.log, pass_fds=(w,))
@@ -130,6 +130,18 @@ class Daemon:
                                  f"stdout: {p.stdout!r}\nstderr: {p.stderr!r}\n"
                                  f"daemon log:\n{self.read_log()}")
         return p
+
+    def op(self, ref, verb):
+        """POST a lifecycle verb; returns (status, body) like request()."""
+        return self.request("POST", f"/v1/instances/{ref}/{verb}")
+
+    def counters(self, ref):
+        _, inst = self.request("GET", f"/v1/instances/{ref}")
+        return inst["last_operation"]["counters"]
+
+    def inst_dir(self, ref):
+        _, inst = self.request("GET", f"/v1/instances/{ref}")
+        return os.path.join(self.data_dir, "instances", inst["id"])
 
     def wait_state(self, ref, state, timeout_ms=30000):
         return self.request("POST", f"/v1/instances/{ref}/wait",

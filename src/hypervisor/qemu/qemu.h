@@ -19,6 +19,7 @@ struct qemu_argv_opts {
     int qmp_fd;         /* listening QMP socket as numbered in QEMU */
     int agent_fd;       /* listening agent socket as numbered in QEMU */
     bool incoming;      /* -incoming defer: wait for migrate-incoming (restore) */
+    bool start_paused;  /* -S: vCPUs wait for `cont` (restore without resume on load) */
 };
 
 /* Build the NULL-terminated argv for spec. -EINVAL on a spec that lacks a required field. */

@@ -100,6 +100,9 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
     argv_add(&b, xstrdup("-no-user-config"));
     argv_add2(&b, "-display", xstrdup("none"));
     argv_add(&b, xstrdup("-no-reboot"));
+    /* Leave the run state out of snapshots: a restore then starts the guest as soon as the
+     * state is loaded (resume on load) unless -S asks for an explicit `cont`. */
+    argv_add2(&b, "-global", xstrdup("migration.store-global-state=off"));
     argv_add2(&b, "-kernel", xstrdup(spec->kernel));
     if (spec->initrd)
         argv_add2(&b, "-initrd", xstrdup(spec->initrd));
@@ -127,6 +130,8 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
         argv_add2(&b, "-device", xstrdup("virtio-blk-device,drive=root"));
     }
     argv_add2(&b, "-device", xstrdup("virtio-rng-device"));
+    if (o->start_paused)
+        argv_add(&b, xstrdup("-S"));
     if (o->incoming)
         argv_add2(&b, "-incoming", xstrdup("defer"));
 

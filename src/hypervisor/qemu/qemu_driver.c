@@ -17,15 +17,19 @@
 #include "util/sock.h"
 #include "util/xalloc.h"
 
-#define QEMU_QMP_FD       3
-#define QEMU_AGENT_FD     4
-#define QEMU_LOG_TAIL     2048
-#define QEMU_REAP_MS      5000
-#define QEMU_LISTEN_QUEUE 8
+#define QEMU_QMP_FD             3
+#define QEMU_AGENT_FD           4
+#define QEMU_LOG_TAIL           2048
+#define QEMU_REAP_MS            5000
+#define QEMU_LISTEN_QUEUE       8
+#define QEMU_MIGRATE_TIMEOUT_MS 60000 /* device state is ~100 KB; generous for loaded hosts */
+#define QEMU_MIGRATE_FD_NAME    "torpor-mig"
 
 struct qemu_vm {
     struct qmp_conn *qmp;
 };
+
+static void qemu_release(struct hv_vm *vm);
 
 static struct qmp_conn *
 vm_qmp(struct hv_vm *vm)
@@ -127,8 +131,10 @@ qemu_vm_new(pid_t pid, uint64_t start_time, int pidfd, struct qmp_conn *qmp)
     return vm;
 }
 
+/* Start QEMU for spec and complete the QMP handshake: the common part of launch and restore. */
 static int
-qemu_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *err)
+qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, struct hv_vm **ret_vm,
+           struct tp_err *err)
 {
     _cleanup_close_ int log_fd = -EBADF, qmp_listen = -EBADF, agent_listen = -EBADF;
     _cleanup_close_ int qmp_fd = -EBADF, pidfd = -EBADF;
@@ -150,6 +156,8 @@ qemu_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err 
         .tsc_khz = qemu_tsc_khz(),
         .qmp_fd = QEMU_QMP_FD,
         .agent_fd = QEMU_AGENT_FD,
+        .incoming = incoming,
+        .start_paused = start_paused,
     };
     r = qemu_argv_build(spec, &o, &argv, err);
     if (r < 0)
@@ -240,6 +248,118 @@ fail_sockets:
 }
 
 static int
+qemu_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *err)
+{
+    return qemu_spawn(spec, false, false, ret_vm, err);
+}
+
+/* Wait for the MIGRATION event that ends a save or load: event-driven, bounded. */
+static int
+qemu_wait_migration(struct hv_vm *vm, const char *what, struct tp_err *err)
+{
+    for (;;) {
+        json_auto_t *ev = NULL;
+        int r = qmp_event_next(vm_qmp(vm), &ev, QEMU_MIGRATE_TIMEOUT_MS, err);
+        if (r < 0)
+            return tp_err_wrap(err, "wait for %s", what);
+        if (strcmp(json_string_value(json_object_get(ev, "event")) ?: "", "MIGRATION") != 0)
+            continue;
+        const char *st = json_string_value(json_object_get(json_object_get(ev, "data"), "status"));
+        if (!st)
+            continue;
+        if (strcmp(st, "completed") == 0)
+            return 0;
+        if (strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0)
+            return tp_err_set(err, -EIO, "%s %s (see logs/vmm.log)", what, st);
+    }
+}
+
+/* Both ends: RAM lives in the shared file, so the stream carries device state only; events
+ * report completion. */
+static int
+qemu_migration_setup(struct hv_vm *vm, struct tp_err *err)
+{
+    int r = qmp_migrate_set_capability(vm_qmp(vm), "x-ignore-shared", true, err);
+    if (r >= 0)
+        r = qmp_migrate_set_capability(vm_qmp(vm), "events", true, err);
+    return r;
+}
+
+static int
+qemu_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
+              struct tp_err *err)
+{
+    _cleanup_free_ char *state = xasprintf("%s/" HV_SNAP_STATE, snap_dir);
+    _cleanup_free_ char *tmp = xasprintf("%s/" HV_SNAP_STATE ".tmp", snap_dir);
+    _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, snap_dir);
+    _cleanup_close_ int fd = -EBADF;
+    int r;
+
+    /* diff needs no telling: the shared memory file is the RAM, and the page cache knows which
+     * pages changed since it was last made durable. */
+    (void)diff;
+    if (link(spec->mem_path, memory) < 0 && errno != EEXIST)
+        return tp_err_errno(err, -errno, "link memory file into '%s'", snap_dir);
+    r = qemu_migration_setup(vm, err);
+    if (r < 0)
+        return r;
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "create '%s'", tmp);
+    r = qmp_getfd(vm_qmp(vm), QEMU_MIGRATE_FD_NAME, fd, err);
+    if (r >= 0)
+        r = qmp_migrate(vm_qmp(vm), "fd:" QEMU_MIGRATE_FD_NAME, err);
+    if (r >= 0)
+        r = qemu_wait_migration(vm, "saving device state", err);
+    if (r >= 0 && fsync(fd) < 0)
+        r = tp_err_errno(err, -errno, "fsync '%s'", tmp);
+    if (r >= 0 && rename(tmp, state) < 0)
+        r = tp_err_errno(err, -errno, "rename '%s'", tmp);
+    if (r < 0)
+        (void)unlink(tmp);
+    return r;
+}
+
+static int
+qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struct hv_vm **ret_vm,
+             bool *ret_resumed, struct tp_err *err)
+{
+    _cleanup_free_ char *state = xasprintf("%s/" HV_SNAP_STATE, o->snap_dir);
+    _cleanup_close_ int fd = open(state, O_RDONLY | O_CLOEXEC);
+    struct hv_vm *vm = NULL;
+    int r;
+
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "open snapshot state '%s'", state);
+    /* Without -S QEMU starts the guest itself once the state is in: resume on load. */
+    r = qemu_spawn(spec, true, !o->resume_on_load, &vm, err);
+    if (r < 0)
+        return r;
+    if (o->phases.mark)
+        o->phases.mark(o->phases.ctx, "start_process");
+
+    r = qemu_migration_setup(vm, err);
+    if (r >= 0)
+        r = qmp_getfd(vm_qmp(vm), QEMU_MIGRATE_FD_NAME, fd, err);
+    if (r >= 0)
+        r = qmp_migrate_incoming(vm_qmp(vm), "fd:" QEMU_MIGRATE_FD_NAME, err);
+    if (r >= 0)
+        r = qemu_wait_migration(vm, "loading device state", err);
+    if (r < 0) {
+        qemu_abort_child(vm->pid, vm->pidfd);
+        close(vm->pidfd);
+        qemu_release(vm);
+        free(vm);
+        return tp_err_wrap(err, "restore from '%s'", o->snap_dir);
+    }
+    if (o->phases.mark)
+        o->phases.mark(o->phases.ctx, "load_snapshot");
+    *ret_vm = vm;
+    *ret_resumed = o->resume_on_load;
+    return 0;
+}
+
+static int
 qemu_attach(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time, struct hv_vm **ret_vm,
             struct tp_err *err)
 {
@@ -327,11 +447,16 @@ qemu_release(struct hv_vm *vm)
 
 const struct hv_driver qemu_driver = {
     .name = "qemu",
-    /* Snapshot, restore, fork, snapshot_base_reuse and resume_on_load stay false until the
-     * standby/restore work lands (x-ignore-shared over QMP; see RECIPES §2). */
+    /* fork stays false until children can map a frozen image copy-on-write. */
     .caps = {
         [HV_CAP_PAUSE] = true,
+        [HV_CAP_SNAPSHOT] = true,
+        [HV_CAP_RESTORE] = true,
+        /* The shared memory file is the retained base: later snapshots write only the pages
+         * dirtied since it was last made durable. */
+        [HV_CAP_SNAPSHOT_BASE_REUSE] = true,
         [HV_CAP_GRACEFUL_VMM_SHUTDOWN] = true,
+        [HV_CAP_RESUME_ON_LOAD] = true,
         [HV_CAP_EXEC_AGENT] = true,
     },
     .launch = qemu_launch,
@@ -340,6 +465,8 @@ const struct hv_driver qemu_driver = {
     .pause = qemu_pause,
     .resume = qemu_resume,
     .shutdown = qemu_shutdown,
+    .snapshot = qemu_snapshot,
+    .restore = qemu_restore,
     .agent_connect = qemu_agent_connect,
     .release = qemu_release,
 };

@@ -288,6 +288,47 @@ test_empty_body(void **state)
     tp_err_clear(&err);
 }
 
+static void
+wait_fails(const char *body, const char *needle)
+{
+    enum inst_state st = INST_RUNNING;
+    int timeout = 7;
+    struct tp_err err = { 0 };
+
+    assert_int_equal(api_parse_wait(body, strlen(body), &st, &timeout, &err), -EINVAL);
+    if (!strstr(tp_err_msg(&err), needle))
+        fail_msg("body %s: message '%s' lacks '%s'", body, tp_err_msg(&err), needle);
+    assert_int_equal(st, INST_RUNNING); /* ret untouched on failure */
+    assert_int_equal(timeout, 7);
+    tp_err_clear(&err);
+}
+
+static void
+test_wait_body(void **state)
+{
+    enum inst_state st = INST_RUNNING;
+    int timeout = 0;
+    const char *b1 = "{\"state\": \"Standby\", \"timeout_ms\": 600000}";
+    const char *b2 = "{\"state\": \"Stopped\"}";
+    (void)state;
+
+    assert_int_equal(api_parse_wait(b1, strlen(b1), &st, &timeout, NULL), 0);
+    assert_int_equal(st, INST_STANDBY);
+    assert_int_equal(timeout, 600000);
+    assert_int_equal(api_parse_wait(b2, strlen(b2), &st, &timeout, NULL), 0);
+    assert_int_equal(st, INST_STOPPED);
+    assert_int_equal(timeout, 30000); /* the default */
+
+    wait_fails("{}", "field 'state' is required");
+    wait_fails("{\"timeout_ms\": 5}", "field 'state' is required");
+    wait_fails("{\"state\": null}", "field 'state' must be a string, got null");
+    wait_fails("{\"state\": \"Asleep\"}", "unknown state 'Asleep'");
+    wait_fails("{\"state\": \"Running\", \"timeout_ms\": 0}", "between 1 and 600000");
+    wait_fails("{\"state\": \"Running\", \"timeout_ms\": null}", "must be an integer");
+    wait_fails("{\"state\": \"Running\", \"wait\": true}", "unknown field 'wait'");
+    wait_fails("", "parse JSON body");
+}
+
 static char *
 dump(json_t *j)
 {
@@ -478,6 +519,9 @@ test_router_routes(void **state)
     route_ok("POST", "/v1/instances/b/start", API_ROUTE_START, "b");
     route_ok("POST", "/v1/instances/web-1/exec", API_ROUTE_EXEC, "web-1");
     route_ok("GET", "/v1/instances/web-1/logs", API_ROUTE_LOGS, "web-1");
+    route_ok("POST", "/v1/instances/web-1/wait", API_ROUTE_WAIT, "web-1");
+    route_ok("POST", "/v1/instances/web-1/standby", API_ROUTE_STANDBY, "web-1");
+    route_ok("POST", "/v1/instances/3f2a9c/restore", API_ROUTE_RESTORE, "3f2a9c");
     /* A ref that spells a keyword is still a ref. */
     route_ok("GET", "/v1/instances/exec", API_ROUTE_GET, "exec");
 
@@ -487,6 +531,17 @@ test_router_routes(void **state)
     assert_string_equal(api_route_query_keys(API_ROUTE_DELETE)[0], "force");
     assert_string_equal(api_route_query_keys(API_ROUTE_LOGS)[0], "follow");
     assert_null(api_route_query_keys(API_ROUTE_GET)[0]);
+    assert_null(api_route_query_keys(API_ROUTE_STANDBY)[0]);
+    assert_null(api_route_query_keys(API_ROUTE_RESTORE)[0]);
+    assert_string_equal(api_route_name(API_ROUTE_STANDBY), "standby");
+    assert_string_equal(api_route_name(API_ROUTE_RESTORE), "restore");
+    assert_string_equal(api_route_method(API_ROUTE_RESTORE), "POST");
+
+    char tmpl[64];
+    assert_int_equal(api_route_template(API_ROUTE_STANDBY, tmpl, sizeof(tmpl)), 0);
+    assert_string_equal(tmpl, "/v1/instances/{ref}/standby");
+    assert_int_equal(api_route_template(API_ROUTE_RESTORE, tmpl, sizeof(tmpl)), 0);
+    assert_string_equal(tmpl, "/v1/instances/{ref}/restore");
 }
 
 static void
@@ -505,6 +560,8 @@ test_router_not_found(void **state)
     route_result("GET", "", API_MATCH_NOT_FOUND, NULL);
     route_result("GET", "/v2/version", API_MATCH_NOT_FOUND, NULL);
     route_result("GET", "/v1/instances/a/reboot", API_MATCH_NOT_FOUND, NULL);
+    route_result("POST", "/v1/instances/a/standby/", API_MATCH_NOT_FOUND, NULL);
+    route_result("POST", "/v1/instances/standby", API_MATCH_BAD_METHOD, "GET, DELETE");
     route_result("GET", "/V1/version", API_MATCH_NOT_FOUND, NULL);
 
     char longref[API_REF_MAX + 40];
@@ -523,6 +580,8 @@ test_router_bad_method(void **state)
     route_result("POST", "/v1/instances/x", API_MATCH_BAD_METHOD, "GET, DELETE");
     route_result("GET", "/v1/instances/x/exec", API_MATCH_BAD_METHOD, "POST");
     route_result("GET", "/v1/instances/x/stop", API_MATCH_BAD_METHOD, "POST");
+    route_result("GET", "/v1/instances/x/standby", API_MATCH_BAD_METHOD, "POST");
+    route_result("DELETE", "/v1/instances/x/restore", API_MATCH_BAD_METHOD, "POST");
     route_result("POST", "/v1/instances/x/logs", API_MATCH_BAD_METHOD, "GET");
     route_result("POST", "/v1/version", API_MATCH_BAD_METHOD, "GET");
     route_result("HEAD", "/v1/capabilities", API_MATCH_BAD_METHOD, "GET");
@@ -765,6 +824,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_exec_parse),
         cmocka_unit_test(test_exec_errors),
         cmocka_unit_test(test_empty_body),
+        cmocka_unit_test(test_wait_body),
         cmocka_unit_test(test_record_full),
         cmocka_unit_test(test_record_nulls),
         cmocka_unit_test(test_format_time),

@@ -282,6 +282,16 @@ test_missing_names(void **state)
     const char *inspect[] = { "inspect", NULL };
     assert_int_equal(cli_parse_inspect(P(inspect), &io, &err), -EINVAL);
     assert_string_equal(tp_err_msg(&err), "'inspect' needs at least one NAME");
+    struct standby_opts sbo = { .n_names = 9 };
+    struct restore_opts reo = { .n_names = 9 };
+    const char *standby[] = { "standby", "--trace", NULL };
+    assert_int_equal(cli_parse_standby(P(standby), &sbo, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'standby' needs at least one NAME");
+    assert_int_equal(sbo.n_names, 9); /* ret untouched on failure */
+    const char *restore[] = { "restore", NULL };
+    assert_int_equal(cli_parse_restore(P(restore), &reo, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'restore' needs at least one NAME");
+    assert_int_equal(reo.n_names, 9);
 
     /* --help alone is fine: nothing else is checked. */
     const char *help[] = { "exec", "--help", NULL };
@@ -353,6 +363,113 @@ test_rm_stop_start_names(void **state)
     assert_int_equal(cli_parse_start(P(start), &sto, &err), 0);
     assert_int_equal(sto.n_names, 3);
     assert_string_equal(sto.names[2], "c");
+}
+
+static void
+test_standby_restore_names(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct standby_opts so;
+    struct restore_opts ro;
+    (void)state;
+
+    const char *s1[] = { "standby", "web-1", "3f2a", NULL };
+    assert_int_equal(cli_parse_standby(P(s1), &so, &err), 0);
+    assert_int_equal(so.n_names, 2);
+    assert_string_equal(so.names[0], "web-1");
+    assert_string_equal(so.names[1], "3f2a");
+    assert_false(so.trace);
+    assert_false(so.help);
+    const char *s2[] = { "standby", "--trace", "a", NULL };
+    assert_int_equal(cli_parse_standby(P(s2), &so, &err), 0);
+    assert_true(so.trace);
+    assert_int_equal(so.n_names, 1);
+    assert_string_equal(so.names[0], "a");
+    /* Options end at the first NAME, like the other verbs: a later --trace is a name. */
+    const char *s3[] = { "standby", "a", "--trace", NULL };
+    assert_int_equal(cli_parse_standby(P(s3), &so, &err), 0);
+    assert_false(so.trace);
+    assert_int_equal(so.n_names, 2);
+    const char *s4[] = { "standby", "-t", "a", NULL }; /* no short form */
+    assert_int_equal(cli_parse_standby(P(s4), &so, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "unknown option '-t'");
+    const char *s5[] = { "standby", "--help", NULL };
+    assert_int_equal(cli_parse_standby(P(s5), &so, &err), 0);
+    assert_true(so.help);
+
+    const char *r1[] = { "restore", "--tr", "a", "b", "c", NULL }; /* unambiguous prefix */
+    assert_int_equal(cli_parse_restore(P(r1), &ro, &err), 0);
+    assert_true(ro.trace);
+    assert_int_equal(ro.n_names, 3);
+    assert_string_equal(ro.names[2], "c");
+    const char *r2[] = { "restore", "--force", "a", NULL };
+    assert_int_equal(cli_parse_restore(P(r2), &ro, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "unknown option '--force'");
+    const char *r3[] = { "restore", "--trace=yes", "a", NULL };
+    assert_int_equal(cli_parse_restore(P(r3), &ro, &err), -EINVAL);
+}
+
+/* The shared parser on a made-up verb: flag bits, operand counts, the generated usage. */
+static void
+test_parse_args_syntax(void **state)
+{
+    static const struct cli_syntax syn = {
+        .verb = "frob",
+        .usage = "Usage: torpor frob [OPTIONS] NAME\n\nFrob NAME.\n",
+        .operands = CLI_OPERANDS_ONE,
+        .flags = { { "all", 'a', "every one" },
+                   { "json", 0, "as JSON" },
+                   { "extraordinary", 'x', "long name" } },
+    };
+    static const struct cli_syntax none = { .verb = "nil", .usage = "Usage: torpor nil\n" };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct cli_args a = { .n_operands = 42 };
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f;
+    (void)state;
+
+    const char *a1[] = { "frob", "-ax", "--json", "vm", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a1), &a, &err), 0);
+    assert_int_equal(a.flags, 7u);
+    assert_int_equal(a.n_operands, 1);
+    assert_string_equal(a.operands[0], "vm");
+    assert_false(a.help);
+    const char *a2[] = { "frob", "--js", "vm", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a2), &a, &err), 0);
+    assert_int_equal(a.flags, 2u);
+    const char *a3[] = { "frob", "a", "b", NULL };
+    a.n_operands = 42;
+    assert_int_equal(cli_parse_args(&syn, P(a3), &a, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'frob' takes one NAME, got also 'b'");
+    assert_int_equal(a.n_operands, 42); /* ret untouched on failure */
+    const char *a4[] = { "frob", "-a", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a4), &a, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'frob' needs an instance NAME");
+    const char *a5[] = { "frob", "-h", "a", "b", NULL }; /* help checks nothing else */
+    assert_int_equal(cli_parse_args(&syn, P(a5), &a, &err), 0);
+    assert_true(a.help);
+    const char *a6[] = { "nil", "x", NULL };
+    assert_int_equal(cli_parse_args(&none, P(a6), &a, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'nil' takes no arguments, got 'x'");
+    const char *a7[] = { "nil", "--json", NULL };
+    assert_int_equal(cli_parse_args(&none, P(a7), &a, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "unknown option '--json'");
+
+    f = open_memstream(&text, &text_len);
+    assert_non_null(f);
+    cli_usage_print(&syn, f);
+    assert_int_equal(fclose(f), 0);
+    assert_string_equal(text, "Usage: torpor frob [OPTIONS] NAME\n"
+                              "\n"
+                              "Frob NAME.\n"
+                              "\n"
+                              "Options:\n"
+                              "  -a, --all      every one\n"
+                              "      --json     as JSON\n"
+                              "  -x, --extraordinary  long name\n"
+                              "  -h, --help     print this help\n");
+    free(text);
 }
 
 static void
@@ -948,6 +1065,18 @@ call_stop(const struct cli_ctx *ctx, const void *o)
 }
 
 static int
+call_standby(const struct cli_ctx *ctx, const void *o)
+{
+    return cli_cmd_standby(ctx, o);
+}
+
+static int
+call_restore(const struct cli_ctx *ctx, const void *o)
+{
+    return cli_cmd_restore(ctx, o);
+}
+
+static int
 call_ps(const struct cli_ctx *ctx, const void *o)
 {
     return cli_cmd_ps(ctx, o);
@@ -1168,6 +1297,105 @@ test_cmd_stop_continues_past_failure(void **state)
     fake_server_free(f);
 }
 
+static void
+test_cmd_standby_restore_trace(void **state)
+{
+    static const char inst[] =
+        "{\"id\": \"3f2a9c0d1b4e5f60\", \"name\": \"web-1\", \"state\": \"%s\", "
+        "\"last_operation\": {\"op\": \"%s\", \"ok\": true, \"total_ms\": 1530.26, "
+        "\"phases\": [{\"name\": \"pause\", \"ms\": 3.04}, "
+        "{\"name\": \"save_snapshot\", \"ms\": 1500}, {\"name\": \"stop_vmm\", \"ms\": 27.2}]}}";
+    _cleanup_free_ char *b_standby = xasprintf(inst, "Standby", "standby");
+    _cleanup_free_ char *b_restore = xasprintf(inst, "Running", "restore");
+    _cleanup_free_ char *r_standby = http_reply("200 OK", b_standby);
+    _cleanup_free_ char *r_restore = http_reply("200 OK", b_restore);
+    _cleanup_free_ char *r409 = http_reply(
+        "409 Conflict", "{\"code\": \"conflict\", \"message\": \"instance 'b' is Stopped\"}");
+    const char *replies[] = { r_standby, r409, r_restore, r_restore };
+    struct fake_server *f = fake_server_start(replies, NULL, 4);
+    struct cli_ctx ctx = { .socket = f->path };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct standby_opts so;
+    struct restore_opts ro;
+    char *out, *errout;
+    int rc;
+    (void)state;
+
+    /* One name fails: the other is still done and traced; the exit code says a failure. */
+    const char *sargv[] = { "standby", "--trace", "web-1", "b", NULL };
+    assert_int_equal(cli_parse_standby(P(sargv), &so, &err), 0);
+    out = capture(call_standby, &ctx, &so, &rc, &errout);
+    assert_int_equal(rc, 1);
+    assert_string_equal(out, "web-1\n");
+    assert_string_equal(errout, "pause                3.0 ms\n"
+                                "save_snapshot     1500.0 ms\n"
+                                "stop_vmm            27.2 ms\n"
+                                "total             1530.3 ms\n"
+                                "torpor: instance 'b' is Stopped\n");
+    free(out);
+    free(errout);
+
+    /* Without --trace, names only: nothing on stderr. */
+    const char *rargv[] = { "restore", "web-1", NULL };
+    assert_int_equal(cli_parse_restore(P(rargv), &ro, &err), 0);
+    out = capture(call_restore, &ctx, &ro, &rc, &errout);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "web-1\n");
+    assert_string_equal(errout, "");
+    free(out);
+    free(errout);
+    ro.trace = true;
+    out = capture(call_restore, &ctx, &ro, &rc, &errout);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "web-1\n");
+    assert_non_null(strstr(errout, "save_snapshot     1500.0 ms\n"));
+    free(out);
+    free(errout);
+
+    fake_server_stop(f);
+    assert_non_null(strstr(f->requests[0], "POST /v1/instances/web-1/standby HTTP/1.1\r\n"));
+    assert_non_null(strstr(f->requests[0], "\r\n\r\n{}"));
+    assert_non_null(strstr(f->requests[1], "POST /v1/instances/b/standby HTTP/1.1\r\n"));
+    assert_non_null(strstr(f->requests[2], "POST /v1/instances/web-1/restore HTTP/1.1\r\n"));
+    assert_non_null(strstr(f->requests[3], "POST /v1/instances/web-1/restore HTTP/1.1\r\n"));
+    fake_server_free(f);
+}
+
+/* inspect prints the daemon's instance object whole, fields it does not know included. */
+static void
+test_cmd_inspect_prints_everything(void **state)
+{
+    static const char body[] =
+        "{\"id\": \"aa\", \"name\": \"a\", \"state\": \"Standby\", \"pid\": null, "
+        "\"last_operation\": {\"op\": \"standby\", \"ok\": true, \"total_ms\": 9.5, "
+        "\"phases\": [{\"name\": \"pause\", \"ms\": 1.5}]}, \"snapshot\": {\"bytes\": 123}}";
+    _cleanup_free_ char *r200 = http_reply("200 OK", body);
+    const char *replies[] = { r200 };
+    struct fake_server *f = fake_server_start(replies, NULL, 1);
+    struct cli_ctx ctx = { .socket = f->path };
+    const char *names[] = { "a" };
+    struct inspect_opts o = { .names = (char **)names, .n_names = 1 };
+    json_t *printed, *want;
+    char *out, *errout;
+    int rc;
+    (void)state;
+
+    out = capture(call_inspect, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 0);
+    assert_string_equal(errout, "");
+    printed = json_loads(out, 0, NULL);
+    want = json_loads(body, 0, NULL);
+    assert_non_null(printed);
+    assert_non_null(want);
+    assert_true(json_equal(printed, want)); /* one name: the object itself, nothing dropped */
+    json_decref(printed);
+    json_decref(want);
+    free(out);
+    free(errout);
+    fake_server_stop(f);
+    fake_server_free(f);
+}
+
 int
 main(void)
 {
@@ -1181,6 +1409,8 @@ main(void)
         cmocka_unit_test(test_missing_names),
         cmocka_unit_test(test_ps_flags),
         cmocka_unit_test(test_rm_stop_start_names),
+        cmocka_unit_test(test_standby_restore_names),
+        cmocka_unit_test(test_parse_args_syntax),
         cmocka_unit_test(test_global_socket_precedence),
         cmocka_unit_test(test_format_ago),
         cmocka_unit_test(test_instance_path),
@@ -1196,6 +1426,8 @@ main(void)
         cmocka_unit_test(test_cmd_inspect_several),
         cmocka_unit_test(test_cmd_exec_exit_codes),
         cmocka_unit_test(test_cmd_stop_continues_past_failure),
+        cmocka_unit_test(test_cmd_standby_restore_trace),
+        cmocka_unit_test(test_cmd_inspect_prints_everything),
     };
     int r;
 

@@ -647,6 +647,52 @@ test_root_disk_bad_sources(void **state)
     assert_int_equal(fs_rm_rf(dir, NULL), 0);
 }
 
+/* The cache's two halves every builder shares: find the entry for a key, publish a temp file. */
+static void
+test_cache_lookup_publish(void **state)
+{
+    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *cache = fs_path_join(dir, "cache");
+    _cleanup_free_ char *sub = NULL, *entry = NULL, *sub2 = NULL, *entry2 = NULL, *tmp = NULL;
+    _cleanup_free_ char *data = NULL, *want_sub = NULL;
+    struct image_env env = { .cache_dir = cache };
+    struct image_hash h = { 0 };
+    struct tp_err err = { 0 };
+    struct stat st;
+    size_t len = 0;
+    int fd;
+    (void)state;
+
+    assert_int_equal(image_hash_init(&h, &err), 0);
+    image_hash_str(&h, "key");
+    assert_int_equal(image_cache_lookup(&env, &h, "things", "bin", &sub, &entry, &err), 0);
+    want_sub = fs_path_join(cache, "things");
+    assert_string_equal(sub, want_sub);
+    assert_true(fs_exists(sub)); /* created for the temp file */
+    assert_int_equal(strncmp(entry, want_sub, strlen(want_sub)), 0);
+    assert_int_equal(strlen(entry), strlen(want_sub) + 1 + IMAGE_HEX_LEN + strlen(".bin"));
+    assert_string_equal(entry + strlen(entry) - 4, ".bin");
+    assert_false(fs_exists(entry));
+
+    fd = image_cache_tmpfile(sub, &tmp, &err);
+    assert_true(fd >= 0);
+    assert_int_equal(fd_write_all(fd, "payload", 7), 0);
+    assert_int_equal(image_cache_publish(fd, tmp, entry, &err), 0);
+    close(fd);
+    assert_false(fs_exists(tmp));
+    assert_int_equal(stat(entry, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0644);
+    assert_int_equal(fs_read_file(entry, 64, &data, &len, &err), 0);
+    assert_string_equal(data, "payload");
+
+    /* The same key again: the same path, now found. */
+    assert_int_equal(image_hash_init(&h, &err), 0);
+    image_hash_str(&h, "key");
+    assert_int_equal(image_cache_lookup(&env, &h, "things", "bin", &sub2, &entry2, &err), 1);
+    assert_string_equal(entry2, entry);
+    assert_int_equal(fs_rm_rf(dir, NULL), 0);
+}
+
 static void
 test_run_reports_stderr(void **state)
 {
@@ -676,6 +722,7 @@ main(void)
         cmocka_unit_test(test_root_disk_default),
         cmocka_unit_test(test_root_disk_from_dir),
         cmocka_unit_test(test_root_disk_bad_sources),
+        cmocka_unit_test(test_cache_lookup_publish),
         cmocka_unit_test(test_run_reports_stderr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

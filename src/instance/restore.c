@@ -1,0 +1,160 @@
+/* `restore`: start the VMM from snapshot-latest, resuming during the load where the hypervisor
+ * can, then wait for the guest agent. Until the guest runs, any failure leaves the instance in
+ * Standby with its snapshot untouched. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "instance/manager-internal.h"
+#include "snapshot/snapshot.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+#define DEEP_TRACE_ENV "TORPOR_RESTORE_DEEP_TRACE"
+
+static void
+mark_phase(void *ctx, const char *phase)
+{
+    trace_phase(ctx, phase);
+}
+
+/* Deep trace: what the VMM paid to get the guest running (faults, bytes read from disk). */
+static void
+trace_vmm_counters(struct trace *t, pid_t pid)
+{
+    char path[64], buf[4096];
+    unsigned long long minflt = 0, majflt = 0, read_bytes = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (n > 0) {
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        /* Fields after "pid (comm)": state ppid pgrp session tty tpgid flags minflt cminflt
+         * majflt: minflt is the 8th, majflt the 10th. */
+        if (p &&
+            sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %llu %*u %llu", &minflt, &majflt) == 2) {
+            trace_counter(t, "vmm_minor_faults", (int64_t)minflt);
+            trace_counter(t, "vmm_major_faults", (int64_t)majflt);
+        }
+    }
+    snprintf(path, sizeof(path), "/proc/%d/io", (int)pid);
+    _cleanup_fclose_ FILE *f = fopen(path, "re");
+    char line[128];
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "read_bytes: %llu", &read_bytes) == 1)
+            trace_counter(t, "vmm_read_bytes", (int64_t)read_bytes);
+}
+
+/* The guest runs: hand it the wall clock (it lags by the time spent in Standby). */
+static void
+sync_guest_clock(struct inst *i)
+{
+    struct timespec ts;
+    struct tp_err e = { 0 };
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (agent_conn_set_clock(i->agent, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, 5000, &e) < 0)
+        log_warn("instance=%s op=restore: cannot set the guest clock: %s", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
+}
+
+int
+inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
+{
+    const char *deep_env = getenv(DEEP_TRACE_ENV);
+    const bool deep = deep_env && strcmp(deep_env, "1") == 0;
+    const struct hv_driver *drv;
+    struct hv_vm_spec spec;
+    struct trace t;
+    struct inst *i;
+    bool resumed = false;
+    int r = inst_acquire(m, ref, &i, err);
+    if (r < 0)
+        return r;
+    r = inst_require_state(i, "restore", STATE_BIT(INST_STANDBY), err);
+    if (r < 0)
+        goto out;
+    drv = hv_driver_find(i->rec->cfg.hypervisor);
+    if (!drv) {
+        r = tp_err_set(err, -EINVAL, "unknown hypervisor '%s'", i->rec->cfg.hypervisor);
+        goto out;
+    }
+    trace_begin(&t, "restore");
+    r = snap_validate(i->paths.snap_latest, NULL, err);
+    if (r < 0) {
+        tp_err_wrap(err, "restore '%s'", i->rec->name);
+        goto done;
+    }
+    /* The snapshot's memory image is the guest RAM file the VMM maps (the same inode). */
+    if (!fs_exists(i->paths.mem)) {
+        _cleanup_free_ char *img = fs_path_join(i->paths.snap_latest, HV_SNAP_MEMORY);
+        if (link(img, i->paths.mem) < 0) {
+            r = tp_err_errno(err, -errno, "link '%s'", img);
+            goto done;
+        }
+    }
+    free(i->cmdline);
+    i->cmdline = NULL;
+    /* The same kernel command line the guest booted with: the VMM's argv must match. */
+    r = inst_cmdline(i, &i->cmdline, err);
+    if (r < 0)
+        goto done;
+    trace_phase(&t, "prepare");
+
+    const struct hv_restore_opts ro = {
+        .snap_dir = i->paths.snap_latest,
+        .resume_on_load = !deep, /* deep trace keeps an explicit, separately timed resume */
+        .phases = { .mark = mark_phase, .ctx = &t },
+    };
+    inst_spec(m, i, &spec);
+    r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, err);
+    if (r < 0)
+        goto done; /* the driver reaped its VMM; the snapshot was only read */
+    monitor_watch(m->mon, i->id, i->vm);
+    if (!resumed) {
+        r = hv_resume(i->vm, err);
+        if (r < 0) {
+            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+            inst_drop_vmm(i);
+            goto done;
+        }
+        r = inst_transition(m, i, INST_PAUSED, err);
+        trace_phase(&t, "resume_vm");
+    }
+    /* The guest runs and writes its memory: the snapshot is consumed, whatever follows. */
+    if (r >= 0)
+        r = inst_transition(m, i, INST_RUNNING, err);
+    {
+        struct tp_err e = { 0 };
+        if (snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
+                               hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &e) < 0)
+            log_warn("instance=%s op=restore: %s", i->id, tp_err_msg(&e));
+        tp_err_clear(&e);
+    }
+    if (r < 0)
+        goto done;
+
+    if (i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
+        r = inst_agent_connect(m, i, AGENT_RECONNECT_TIMEOUT_MS, err);
+        if (r < 0)
+            goto done; /* Running, but say the agent did not come back */
+        sync_guest_clock(i);
+        trace_phase(&t, "wait_agent");
+    }
+    if (deep)
+        trace_vmm_counters(&t, i->vm->pid);
+done:
+    inst_finish_op(m, i, &t, r < 0 ? err : NULL);
+    if (r >= 0)
+        *ret = inst_record_dup(i->rec);
+out:
+    inst_release(m, i);
+    return r;
+}

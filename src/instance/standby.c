@@ -1,0 +1,146 @@
+/* `standby`: pause → snapshot (durable) → VMM exits → memory back to the host → Standby.
+ * A failure leaves either a running VM or a valid snapshot, never neither. */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "instance/manager-internal.h"
+#include "snapshot/snapshot.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+
+/* The snapshot failed with the VM paused: let the guest run again and drop the target, so a
+ * half-written base is never reused (the next standby is a full one). */
+static int
+roll_back(struct inst_manager *m, struct inst *i)
+{
+    struct tp_err e = { 0 };
+    int r = 0;
+
+    if (snap_discard(i->paths.snap_latest, &e) < 0)
+        log_warn("instance=%s op=standby: %s", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
+    if (!hv_exited(i->vm) && hv_resume(i->vm, &e) >= 0)
+        r = inst_transition(m, i, INST_RUNNING, &e);
+    else {
+        /* The VMM died mid-standby and no snapshot completed: say so. */
+        log_warn("instance=%s op=standby: VMM lost during snapshot: %s", i->id, tp_err_msg(&e));
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        inst_drop_vmm(i);
+        r = inst_transition(m, i, INST_STOPPED, &e);
+    }
+    if (r < 0)
+        log_error("instance=%s op=standby: %s", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
+    return r;
+}
+
+/* Make the snapshot complete and durable while the VMM still holds the guest: if this fails the
+ * VM can still be resumed. */
+static int
+take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *t,
+              struct tp_err *err)
+{
+    struct hv_vm_spec spec;
+    struct snap_manifest man = {
+        .version = SNAP_MANIFEST_VERSION,
+        .created_ms = wall_ms(),
+        .memory_mib = i->rec->cfg.memory_mib,
+        .vcpus = i->rec->cfg.vcpus,
+    };
+    uint64_t written = 0;
+    bool diff = false;
+    int r;
+
+    snprintf(man.hypervisor, sizeof(man.hypervisor), "%s", i->vm->drv->name);
+    r = snap_prepare_target(i->paths.snap_base, i->paths.snap_latest, reuse, &diff, err);
+    if (r < 0)
+        return r;
+    man.diff = diff;
+    inst_spec(m, i, &spec);
+    r = inst_failpoint(i, "standby.snapshot", err);
+    if (r >= 0)
+        r = hv_snapshot(i->vm, &spec, i->paths.snap_latest, diff, err);
+    if (r < 0)
+        return tp_err_wrap(err, "snapshot");
+    r = snap_commit(i->paths.snap_latest, &man, &written, err);
+    if (r < 0)
+        return tp_err_wrap(err, "snapshot");
+    trace_counter(t, "diff", diff);
+    trace_counter(t, "memory_written_bytes", (int64_t)written);
+    return 0;
+}
+
+int
+inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
+{
+    struct inst *i;
+    struct trace t;
+    uint64_t resident = 0;
+    int r = inst_acquire(m, ref, &i, err);
+    if (r < 0)
+        return r;
+    r = inst_require_state(i, "standby", STATE_BIT(INST_RUNNING), err);
+    if (r < 0)
+        goto out;
+    if (!i->vm) {
+        r = tp_err_set(err, -EBUSY, "instance '%s' has no VMM to snapshot", i->rec->name);
+        goto out;
+    }
+    const struct hv_driver *drv = i->vm->drv;
+    if (!hv_has_cap(drv, HV_CAP_SNAPSHOT) || !hv_has_cap(drv, HV_CAP_PAUSE)) {
+        r = tp_err_set(err, -EOPNOTSUPP, "%s cannot snapshot: standby is not supported", drv->name);
+        goto out;
+    }
+    trace_begin(&t, "standby");
+
+    r = hv_pause(i->vm, err);
+    if (r < 0)
+        goto done;
+    r = inst_transition(m, i, INST_PAUSED, err);
+    if (r < 0) {
+        /* Could not even record the pause (e.g. a full disk): the guest runs on. */
+        hv_resume(i->vm, NULL);
+        i->rec->state = INST_RUNNING;
+        goto done;
+    }
+    trace_phase(&t, "pause_vm");
+
+    r = take_snapshot(m, i, hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &t, err);
+    if (r < 0) {
+        roll_back(m, i);
+        goto done;
+    }
+    trace_phase(&t, "create_snapshot");
+
+    /* The snapshot is durable: from here on the instance ends in Standby whatever happens. */
+    i->agent = agent_conn_free(i->agent);
+    inst_failpoint(i, "standby.shutdown", NULL);
+    if (hv_has_cap(drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN)) {
+        struct tp_err e = { 0 };
+        if (hv_shutdown(i->vm, VMM_SHUTDOWN_TIMEOUT_MS, &e) < 0)
+            log_warn("instance=%s op=standby: graceful VMM exit failed, killing: %s", i->id,
+                     tp_err_msg(&e));
+        tp_err_clear(&e);
+    }
+    if (!hv_exited(i->vm))
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+    inst_drop_vmm(i);
+    trace_phase(&t, "shutdown_vmm");
+
+    struct tp_err e = { 0 };
+    if (snap_release_memory(i->paths.snap_latest, &resident, &e) < 0)
+        log_warn("instance=%s op=standby: %s", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
+    trace_counter(&t, "memory_resident_bytes", (int64_t)resident);
+    trace_phase(&t, "release_memory");
+
+    r = inst_transition(m, i, INST_STANDBY, err);
+done:
+    inst_finish_op(m, i, &t, r < 0 ? err : NULL);
+    if (r >= 0)
+        *ret = inst_record_dup(i->rec);
+out:
+    inst_release(m, i);
+    return r;
+}

@@ -1,0 +1,196 @@
+/* Snapshot directories: promotion of the retained base, durability, memory release. */
+#include "snapshot/snapshot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "hypervisor/driver.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/xalloc.h"
+
+#ifndef SYS_cachestat
+#define SYS_cachestat 451
+#endif
+
+struct kernel_cachestat_range {
+    uint64_t off;
+    uint64_t len; /* 0 = to the end */
+};
+
+struct kernel_cachestat {
+    uint64_t nr_cache;
+    uint64_t nr_dirty;
+    uint64_t nr_writeback;
+    uint64_t nr_evicted;
+    uint64_t nr_recently_evicted;
+};
+
+int
+snap_cachestat(int fd, struct snap_cachestat *ret)
+{
+    struct kernel_cachestat_range range = { 0, 0 };
+    struct kernel_cachestat cs;
+    long page = sysconf(_SC_PAGESIZE);
+
+    if (syscall(SYS_cachestat, fd, &range, &cs, 0) < 0)
+        return -errno;
+    ret->cache = cs.nr_cache * (uint64_t)page;
+    ret->dirty = cs.nr_dirty * (uint64_t)page;
+    ret->writeback = cs.nr_writeback * (uint64_t)page;
+    return 0;
+}
+
+int
+snap_prepare_target(const char *base, const char *latest, bool reuse, bool *ret_diff,
+                    struct tp_err *err)
+{
+    int r = fs_rm_rf(latest, err);
+    if (r < 0)
+        return tp_err_wrap(err, "discard stale snapshot");
+    if (reuse && fs_exists(base)) {
+        r = fs_rename_durable(base, latest, err);
+        if (r < 0)
+            return tp_err_wrap(err, "promote retained snapshot base");
+        *ret_diff = true;
+        return 0;
+    }
+    /* No base to build on (or the hypervisor cannot): drop any leftover, write it all. */
+    r = fs_rm_rf(base, err);
+    if (r >= 0)
+        r = fs_mkdir_p(latest, 0700, err);
+    if (r < 0)
+        return tp_err_wrap(err, "create snapshot directory");
+    *ret_diff = false;
+    return 0;
+}
+
+int
+snap_discard(const char *dir, struct tp_err *err)
+{
+    return fs_rm_rf(dir, err);
+}
+
+static char *
+manifest_json(const struct snap_manifest *m)
+{
+    json_t *o =
+        json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:I}", "version", m->version, "hypervisor",
+                  m->hypervisor, "type", m->diff ? "diff" : "full", "created_ms",
+                  (json_int_t)m->created_ms, "memory_mib", (json_int_t)m->memory_mib, "vcpus",
+                  (json_int_t)m->vcpus, "memory_written", (json_int_t)m->memory_written);
+    char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
+    json_decref(o);
+    if (!s)
+        abort();
+    return s;
+}
+
+int
+snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written, struct tp_err *err)
+{
+    _cleanup_free_ char *memory = fs_path_join(dir, HV_SNAP_MEMORY);
+    _cleanup_free_ char *manifest = fs_path_join(dir, SNAP_MANIFEST);
+    _cleanup_free_ char *text = NULL;
+    _cleanup_close_ int fd = open(memory, O_RDWR | O_CLOEXEC);
+    struct snap_cachestat cs = { 0 };
+    int r;
+
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "open snapshot memory '%s'", memory);
+    /* What is dirty now is exactly what this snapshot has to write. */
+    if (snap_cachestat(fd, &cs) < 0)
+        cs.dirty = cs.writeback = 0;
+    if (fdatasync(fd) < 0)
+        return tp_err_errno(err, -errno, "write snapshot memory '%s'", memory);
+    m->memory_written = cs.dirty + cs.writeback;
+    text = manifest_json(m);
+    r = fs_write_atomic(manifest, text, strlen(text), 0600, err);
+    if (r < 0)
+        return tp_err_wrap(err, "write snapshot manifest");
+    r = fs_fsync_dir(dir, err);
+    if (r < 0)
+        return r;
+    *ret_written = m->memory_written;
+    return 0;
+}
+
+int
+snap_release_memory(const char *dir, uint64_t *ret_resident, struct tp_err *err)
+{
+    _cleanup_free_ char *memory = fs_path_join(dir, HV_SNAP_MEMORY);
+    _cleanup_close_ int fd = open(memory, O_RDONLY | O_CLOEXEC);
+    struct snap_cachestat cs = { 0 };
+    int r;
+
+    if (fd < 0)
+        return tp_err_errno(err, -errno, "open snapshot memory '%s'", memory);
+    r = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    if (r != 0)
+        return tp_err_errno(err, -r, "drop cached pages of '%s'", memory);
+    *ret_resident = snap_cachestat(fd, &cs) == 0 ? cs.cache : 0;
+    return 0;
+}
+
+int
+snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err)
+{
+    _cleanup_free_ char *manifest = fs_path_join(dir, SNAP_MANIFEST);
+    _cleanup_free_ char *state = fs_path_join(dir, HV_SNAP_STATE);
+    _cleanup_free_ char *memory = fs_path_join(dir, HV_SNAP_MEMORY);
+    _cleanup_free_ char *text = NULL;
+    struct snap_manifest m = { 0 };
+    json_error_t jerr;
+    json_t *o;
+    const char *type, *hv;
+    int r;
+
+    r = fs_read_file(manifest, 1 << 20, &text, NULL, err);
+    if (r < 0)
+        return tp_err_wrap(err, "read snapshot manifest");
+    o = json_loads(text, 0, &jerr);
+    if (!o)
+        return tp_err_set(err, -EPROTO, "snapshot manifest '%s' is corrupt: %s", manifest,
+                          jerr.text);
+    json_int_t created = 0, mib = 0, vcpus = 0, written = 0;
+    if (json_unpack(o, "{s:i, s:s, s:s, s:I, s:I, s:I, s:I}", "version", &m.version, "hypervisor",
+                    &hv, "type", &type, "created_ms", &created, "memory_mib", &mib, "vcpus", &vcpus,
+                    "memory_written", &written) < 0 ||
+        m.version != SNAP_MANIFEST_VERSION) {
+        json_decref(o);
+        return tp_err_set(err, -EPROTO, "snapshot manifest '%s' is not version %d", manifest,
+                          SNAP_MANIFEST_VERSION);
+    }
+    snprintf(m.hypervisor, sizeof(m.hypervisor), "%s", hv);
+    m.diff = strcmp(type, "diff") == 0;
+    m.created_ms = created;
+    m.memory_mib = (uint32_t)mib;
+    m.vcpus = (uint32_t)vcpus;
+    m.memory_written = (uint64_t)written;
+    json_decref(o);
+    if (!fs_exists(state))
+        return tp_err_set(err, -ENOENT, "snapshot '%s' has no state file", dir);
+    if (!fs_exists(memory))
+        return tp_err_set(err, -ENOENT, "snapshot '%s' has no memory image", dir);
+    if (ret)
+        *ret = m;
+    return 0;
+}
+
+int
+snap_retire_latest(const char *latest, const char *base, bool reuse, struct tp_err *err)
+{
+    int r = fs_rm_rf(base, err);
+    if (r < 0)
+        return r;
+    if (!reuse)
+        return fs_rm_rf(latest, err);
+    return fs_rename_durable(latest, base, err);
+}

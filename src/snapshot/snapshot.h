@@ -1,0 +1,59 @@
+/* The snapshot layout every hypervisor shares, in an instance's snapshots/ dir:
+ *   snapshot-latest/  exists only while the instance is in Standby: what restore loads;
+ *   snapshot-base/    the hidden retained base (hypervisors with snapshot_base_reuse) that the
+ *                     next standby promotes to latest and updates with only what changed.
+ * Each holds "state", "memory" and "manifest.json". This module moves them between roles,
+ * makes them durable and gives their memory back to the host; it knows no hypervisor. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "util/err.h"
+
+#define SNAP_MANIFEST         "manifest.json"
+#define SNAP_MANIFEST_VERSION 1
+
+struct snap_manifest {
+    int version;
+    char hypervisor[32];
+    bool diff;          /* written on top of a retained base */
+    int64_t created_ms; /* wall clock */
+    uint32_t memory_mib;
+    uint32_t vcpus;
+    uint64_t memory_written; /* bytes of guest memory this snapshot had to write */
+};
+
+/* Get the directory a standby writes into (latest). With reuse and a retained base, the base is
+ * promoted (renamed) to latest and *ret_diff is true; otherwise latest starts empty (a full
+ * snapshot). A stale latest is discarded first: only a completed standby may leave one. */
+int snap_prepare_target(const char *base, const char *latest, bool reuse, bool *ret_diff,
+                        struct tp_err *err);
+
+/* Discard a target after a failed snapshot. Never renamed back: a half-written base must not be
+ * reused, so the next standby is a full one. */
+int snap_discard(const char *dir, struct tp_err *err);
+
+/* Make dir's memory image durable: ret_written gets the bytes that were still dirty in the page
+ * cache (what this snapshot wrote; 0 when the kernel cannot say). Then write the manifest
+ * atomically and fsync the directory. */
+int snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written,
+                struct tp_err *err);
+
+/* Drop dir's memory image from the page cache (after its VMM exited): the host gets the memory
+ * back. ret_resident gets what stayed cached (bytes). */
+int snap_release_memory(const char *dir, uint64_t *ret_resident, struct tp_err *err);
+
+/* A complete snapshot: manifest (known version), state and memory present. -ENOENT/-EPROTO. */
+int snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err);
+
+/* After a successful restore: latest becomes the retained base (reuse) or goes away. */
+int snap_retire_latest(const char *latest, const char *base, bool reuse, struct tp_err *err);
+
+/* cachestat(2) of a whole file: pages cached / dirty / under writeback. -ENOSYS before 6.5. */
+struct snap_cachestat {
+    uint64_t cache;
+    uint64_t dirty;
+    uint64_t writeback;
+};
+int snap_cachestat(int fd, struct snap_cachestat *ret);

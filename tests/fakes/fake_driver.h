@@ -1,0 +1,43 @@
+/* A fake hypervisor driver for manager tests: its VMM is a real process (`sleep`), its
+ * capabilities are whatever the test asks for, and it counts every call per instance. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hypervisor/driver.h"
+
+#define FAKE_CAP(c) (1u << (c))
+
+/* What the manager asked of the fake for one instance (keyed by the spec's instance id). */
+struct fake_calls {
+    unsigned launch;
+    unsigned attach;
+    unsigned pause;
+    unsigned resume;
+    unsigned snapshot;
+    unsigned snapshot_diff; /* snapshots asked with diff = true */
+    unsigned restore;
+    unsigned restore_resume_on_load; /* restores asked with resume_on_load = true */
+    unsigned shutdown;
+    unsigned release;
+    bool last_snapshot_diff;
+    bool last_restore_resume_on_load;
+    pid_t pid;            /* the process last started for this instance */
+    uint64_t start_time;  /* and its start time */
+    char last_driver[32]; /* vm->drv->name seen by the last call that has a VM */
+};
+
+/* Fill drv with name (borrowed: it must outlive drv) and the capabilities in caps (a mask of
+ * FAKE_CAP(HV_CAP_*)), and every slot except agent_connect: the fake has no guest agent. */
+void fake_driver_init(struct hv_driver *drv, const char *name, unsigned caps);
+
+/* The calls recorded for instance id: -ENOENT when the fake never saw it. */
+int fake_driver_calls(const char *id, struct fake_calls *ret);
+
+/* Make snapshot() of instance id fail with -EIO (after counting the call) until cleared. */
+void fake_driver_fail_snapshot(const char *id, bool fail);
+
+/* Forget every instance (the processes must be gone). */
+void fake_driver_reset(void);

@@ -1,0 +1,278 @@
+"""Standby and restore of real QEMU guests: state survives, later standbys write only what
+changed, wrong states are refused, and failures never lose the VM."""
+import hashlib
+import os
+import subprocess
+
+import harness
+
+MiB = 1 << 20
+# A counter that ticks inside the guest, started before the first standby; detached so exec
+# returns at once.
+COUNTER = ("setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /run/counter; sleep 0.1; done'"
+           " </dev/null >/dev/null 2>&1 & echo $!")
+
+
+def sha(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def guest(d, name, script):
+    return d.cli("exec", name, "sh", "-c", script).stdout.decode()
+
+
+class StandbyRestore(harness.DaemonTest):
+    def test_state_survives_three_cycles(self):
+        d = self.d
+        d.cli("run", "--name", "keep")
+        self.assertIn("tmpfs", guest(d, "keep", "grep ' /run ' /proc/mounts"))
+        guest(d, "keep", "echo token-$$ > /run/token")
+        token = guest(d, "keep", "cat /run/token")
+        pid = guest(d, "keep", COUNTER).strip()
+        uptime = float(guest(d, "keep", "cut -d' ' -f1 /proc/uptime"))
+        inst_dir = d.inst_dir("keep")
+        written = []
+        for cycle in range(3):
+            before = int(guest(d, "keep", "cat /run/counter"))
+            st, inst = d.op("keep", "standby")
+            self.assertEqual(st, 200, inst)
+            self.assertEqual(inst["state"], "Standby")
+            self.assertIsNone(inst["pid"])
+            self.assertTrue(os.path.isdir(os.path.join(inst_dir, "snapshots/snapshot-latest")))
+            self.assertFalse(os.path.exists(os.path.join(inst_dir, "snapshots/snapshot-base")))
+            names = [p["name"] for p in inst["last_operation"]["phases"]]
+            self.assertEqual(names, ["pause_vm", "create_snapshot", "shutdown_vmm", "release_memory"])
+            c = inst["last_operation"]["counters"]
+            self.assertEqual(c["diff"], 0 if cycle == 0 else 1)
+            written.append(c["memory_written_bytes"])
+            self.assertEqual(c["memory_resident_bytes"], 0)  # memory went back to the host
+
+            st, inst = d.op("keep", "restore")
+            self.assertEqual(st, 200, inst)
+            self.assertEqual(inst["state"], "Running")
+            names = [p["name"] for p in inst["last_operation"]["phases"]]
+            self.assertEqual(names, ["prepare", "start_process", "load_snapshot", "wait_agent"])
+            # Resumed during the load: no separate resume phase; latest became the hidden base.
+            self.assertFalse(os.path.exists(os.path.join(inst_dir, "snapshots/snapshot-latest")))
+            self.assertTrue(os.path.isdir(os.path.join(inst_dir, "snapshots/snapshot-base")))
+
+            self.assertEqual(guest(d, "keep", "cat /run/token"), token)
+            self.assertEqual(guest(d, "keep", f"kill -0 {pid} && echo alive"), "alive\n")
+            now = float(guest(d, "keep", "cut -d' ' -f1 /proc/uptime"))
+            self.assertGreater(now, uptime)  # same boot, not a new one
+            uptime = now
+            # The counter process keeps counting after the restore.
+            guest(d, "keep", f"while [ $(cat /run/counter) -le {before} ]; do sleep 0.05; done")
+        # Full first, then only what changed (large host folios inflate both; see docs).
+        self.assertGreater(written[0], 32 * MiB)
+        self.assertLess(written[1], written[0])
+        self.assertLess(written[2], written[0])
+
+        # Dirtying memory costs proportionally: 48 MiB written in guest tmpfs must be written out.
+        d.op("keep", "standby")
+        d.op("keep", "restore")
+        guest(d, "keep", "dd if=/dev/urandom of=/run/blob bs=1048576 count=48 2>/dev/null")
+        st, inst = d.op("keep", "standby")
+        self.assertGreaterEqual(inst["last_operation"]["counters"]["memory_written_bytes"], 48 * MiB)
+        d.op("keep", "restore")
+        self.assertEqual(guest(d, "keep", "wc -c < /run/blob").strip(), str(48 * MiB))
+        # The guest clock was brought forward after the restore (it lags while in Standby).
+        host = int(subprocess.run(["date", "+%s"], capture_output=True, text=True).stdout)
+        self.assertLessEqual(abs(int(guest(d, "keep", "date +%s")) - host), 2)
+        d.cli("rm", "-f", "keep")
+
+    def test_wrong_states_and_stop(self):
+        d = self.d
+        d.cli("run", "--name", "states")
+        st, err = d.op("states", "restore")
+        self.assertEqual((st, err["code"]), (409, "conflict"))
+        self.assertEqual(d.op("states", "standby")[0], 200)
+        for verb in ("standby", "start"):
+            st, err = d.op("states", verb)
+            self.assertEqual((st, err["code"]), (409, "conflict"), verb)
+        p = d.cli("exec", "states", "true", check=False)
+        self.assertEqual(p.returncode, 125)
+        self.assertIn(b"Standby", p.stderr)
+        # A restore/standby round leaves a hidden base; stop removes it and latest.
+        d.op("states", "restore")
+        d.op("states", "standby")
+        d.op("states", "restore")
+        d.op("states", "standby")
+        snaps = os.path.join(d.inst_dir("states"), "snapshots")
+        self.assertTrue(os.path.isdir(os.path.join(snaps, "snapshot-latest")))
+        st, inst = d.op("states", "stop")
+        self.assertEqual(inst["state"], "Stopped")
+        self.assertEqual(os.listdir(snaps), [])
+        # And the instance boots afresh after that.
+        d.cli("start", "states")
+        self.assertEqual(guest(d, "states", "echo up"), "up\n")
+        d.cli("rm", "-f", "states")
+
+    def test_standby_survives_daemon_restart(self):
+        d = self.d
+        d.cli("run", "--name", "persist")
+        guest(d, "persist", "echo kept > /run/t")
+        d.op("persist", "standby")
+        d.kill9()
+        d.start()
+        st, inst = d.request("GET", "/v1/instances/persist")
+        self.assertEqual(inst["state"], "Standby")
+        self.assertEqual(d.op("persist", "restore")[0], 200)
+        self.assertEqual(guest(d, "persist", "cat /run/t"), "kept\n")
+        d.cli("rm", "-f", "persist")
+
+
+class Faults(harness.DaemonTest):
+    """Fault injection through failpoints armed in a file the daemon reads at each check."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon()
+        cls.fp = os.path.join(cls.d.tmp, "failpoints")
+        open(cls.fp, "w").close()
+        cls.d.start(env={"TORPOR_FAILPOINTS_FILE": cls.fp})
+
+    def arm(self, spec=""):
+        with open(self.fp, "w") as f:
+            f.write(spec)
+
+    def tearDown(self):
+        self.arm("")
+
+    def test_snapshot_failure_resumes_and_discards_base(self):
+        d = self.d
+        d.cli("run", "--name", "f1")
+        guest(d, "f1", "echo ok > /run/t")
+        d.op("f1", "standby")
+        d.op("f1", "restore")  # now a retained base exists
+        snaps = os.path.join(d.inst_dir("f1"), "snapshots")
+        self.assertTrue(os.path.isdir(os.path.join(snaps, "snapshot-base")))
+        self.arm("standby.snapshot=error")
+        st, err = d.op("f1", "standby")
+        self.assertEqual(st, 500, err)
+        self.assertIn("failpoint", err["message"])
+        st, inst = d.request("GET", "/v1/instances/f1")
+        self.assertEqual(inst["state"], "Running")
+        self.assertEqual(guest(d, "f1", "cat /run/t"), "ok\n")  # the VM runs on
+        self.assertEqual(os.listdir(snaps), [])  # promoted base discarded, never reused
+        self.arm("")
+        st, inst = d.op("f1", "standby")
+        self.assertEqual(st, 200, inst)
+        self.assertEqual(inst["last_operation"]["counters"]["diff"], 0)  # a full one
+        d.op("f1", "restore")
+        self.assertEqual(guest(d, "f1", "cat /run/t"), "ok\n")
+        d.cli("rm", "-f", "f1")
+
+    def test_vmm_killed_during_snapshot(self):
+        d = self.d
+        d.cli("run", "--name", "f2")
+        self.arm("standby.snapshot=kill-vmm")
+        st, err = d.op("f2", "standby")
+        self.assertGreaterEqual(st, 500)
+        st, inst = d.request("GET", "/v1/instances/f2")
+        self.assertEqual(inst["state"], "Stopped")  # truthfully: no snapshot was completed
+        self.assertIsNone(inst["pid"])
+        self.assertEqual(os.listdir(os.path.join(d.inst_dir("f2"), "snapshots")), [])
+        self.arm("")
+        d.cli("start", "f2")
+        self.assertEqual(guest(d, "f2", "echo back"), "back\n")
+        d.cli("rm", "-f", "f2")
+
+    def test_vmm_killed_after_snapshot(self):
+        d = self.d
+        d.cli("run", "--name", "f3")
+        guest(d, "f3", "echo survived > /run/t")
+        self.arm("standby.shutdown=kill-vmm")
+        st, inst = d.op("f3", "standby")
+        self.assertEqual(st, 200, inst)
+        self.assertEqual(inst["state"], "Standby")  # the snapshot was durable before the kill
+        self.arm("")
+        self.assertEqual(d.op("f3", "restore")[0], 200)
+        self.assertEqual(guest(d, "f3", "cat /run/t"), "survived\n")
+        d.cli("rm", "-f", "f3")
+
+    def test_corrupt_state_keeps_standby_and_snapshot(self):
+        d = self.d
+        d.cli("run", "--name", "f4")
+        guest(d, "f4", "echo intact > /run/t")
+        d.op("f4", "standby")
+        latest = os.path.join(d.inst_dir("f4"), "snapshots/snapshot-latest")
+        state = os.path.join(latest, "state")
+        with open(state, "rb") as f:
+            good = f.read()
+        with open(state, "r+b") as f:
+            f.seek(len(good) // 2)
+            f.write(b"\xff" * 4096)
+        sums = {n: sha(os.path.join(latest, n)) for n in os.listdir(latest)}
+        st, err = d.op("f4", "restore")
+        self.assertGreaterEqual(st, 500, err)
+        st, inst = d.request("GET", "/v1/instances/f4")
+        self.assertEqual(inst["state"], "Standby")
+        self.assertIsNone(inst["pid"])
+        self.assertEqual({n: sha(os.path.join(latest, n)) for n in os.listdir(latest)}, sums)
+        # A missing state file is a clear error too.
+        os.rename(state, state + ".away")
+        st, err = d.op("f4", "restore")
+        self.assertEqual(st, 404, err)
+        self.assertIn("state", err["message"])
+        # Put the good state back: the snapshot was never harmed.
+        os.rename(state + ".away", state)
+        with open(state, "wb") as f:
+            f.write(good)
+        self.assertEqual(d.op("f4", "restore")[0], 200)
+        self.assertEqual(guest(d, "f4", "cat /run/t"), "intact\n")
+        d.cli("rm", "-f", "f4")
+
+
+class FullDisk(harness.DaemonTest):
+    """A data dir that runs out of space: a clear error, the VM keeps running."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon()
+        os.makedirs(cls.d.data_dir)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200m", "tmpfs", cls.d.data_dir],
+                       check=True)
+        cls.d.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.d.stop()
+            cls.d.kill_vmms()
+        finally:
+            subprocess.run(["umount", "-l", cls.d.data_dir])
+            cls.d.cleanup()
+
+    def test_enospc(self):
+        d = self.d
+        d.cli("run", "--name", "full", "--memory", "128")
+        guest(d, "full", "echo alive > /run/t")
+        filler = os.path.join(d.data_dir, "filler")
+        subprocess.run(["fallocate", "-l", "300M", filler], capture_output=True)  # may not fit
+        with open(filler, "ab") as f:
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+            except OSError:
+                pass
+        st, err = d.op("full", "standby")
+        self.assertEqual((st, err["code"]), (507, "insufficient_storage"), err)
+        st, inst = d.request("GET", "/v1/instances/full")
+        self.assertEqual(inst["state"], "Running")
+        self.assertEqual(guest(d, "full", "cat /run/t"), "alive\n")
+        os.unlink(filler)
+        st, inst = d.op("full", "standby")
+        self.assertEqual(st, 200, inst)
+        self.assertEqual(d.op("full", "restore")[0], 200)
+        self.assertEqual(guest(d, "full", "cat /run/t"), "alive\n")
+        d.cli("rm", "-f", "full")
+
+
+if __name__ == "__main__":
+    harness.main()

@@ -1,0 +1,646 @@
+/* The lifecycle manager against fake hypervisors: it decides from capabilities, never names. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* clang-format off: cmocka.h needs the headers above included first */
+#include <cmocka.h>
+/* clang-format on */
+
+#include "fake_driver.h"
+#include "hypervisor/driver.h"
+#include "instance/manager.h"
+#include "store/paths.h"
+#include "util/cleanup.h"
+#include "util/fs.h"
+#include "util/proc.h"
+#include "util/xalloc.h"
+
+#define SRC_DIR_ENV "TORPOR_SRC_DIR" /* src/instance of the tree under test, set by meson */
+#define MEMORY_MIB  64
+
+/* What every fake that can stand by has. */
+#define CAPS_BASE (FAKE_CAP(HV_CAP_PAUSE) | FAKE_CAP(HV_CAP_SNAPSHOT) | FAKE_CAP(HV_CAP_RESTORE))
+#define CAP_GRACE FAKE_CAP(HV_CAP_GRACEFUL_VMM_SHUTDOWN)
+#define CAP_REUSE FAKE_CAP(HV_CAP_SNAPSHOT_BASE_REUSE)
+#define CAP_ROL   FAKE_CAP(HV_CAP_RESUME_ON_LOAD)
+
+/* Drivers the tests use, registered once. Names say nothing the manager could rely on. */
+static struct hv_driver drv_nograce, drv_grace, drv_reuse, drv_rol, drv_nosnap;
+
+/* Pairs with equal capabilities under different names, one pair per mask. */
+static const unsigned pair_masks[] = {
+    CAPS_BASE,
+    CAPS_BASE | CAP_GRACE,
+    CAPS_BASE | CAP_REUSE | CAP_ROL,
+    CAPS_BASE | CAP_GRACE | CAP_REUSE | CAP_ROL,
+};
+static struct hv_driver drv_pair[ELEMENTSOF(pair_masks)][2];
+static char pair_names[ELEMENTSOF(pair_masks)][2][32];
+
+/* Files shared by the whole group. */
+static char group_dir[] = "/tmp/torpor-test-manager-XXXXXX";
+static char *kernel_path, *initrd_path, *rootfs_path;
+
+struct mstate {
+    char *data_dir;
+    char *cache_dir;
+    struct inst_manager *m;
+};
+
+/* ------------------------------------------------------------------ helpers */
+
+/* mkfs.ext4 -q -F IMG 8M, waiting for its exit status. */
+static int
+make_ext4(const char *img)
+{
+    static const char *const tools[] = { "/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4" };
+    const char *tool = "mkfs.ext4"; /* else PATH */
+    for (size_t k = 0; k < ELEMENTSOF(tools); k++)
+        if (access(tools[k], X_OK) == 0) {
+            tool = tools[k];
+            break;
+        }
+    char *const argv[] = {
+        (char *)tool, (char *)"-q", (char *)"-F", (char *)img, (char *)"8M", NULL
+    };
+    const struct proc_spawn_opts so = {
+        .argv = argv, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = 2
+    };
+    struct tp_err err = { 0 };
+    pid_t pid;
+    int status;
+
+    if (proc_spawn(&so, &pid, &err) < 0) {
+        fprintf(stderr, "%s\n", tp_err_msg(&err));
+        tp_err_clear(&err);
+        return -1;
+    }
+    /* mkfs of 8 MiB ends on its own; there is no event to bound it by. */
+    if (waitpid(pid, &status, 0) != pid)
+        return -1;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
+static struct inst_record *
+run_on(struct mstate *s, const struct hv_driver *drv, const char *name)
+{
+    const struct inst_create_req req = {
+        .name = name,
+        .memory_mib = MEMORY_MIB,
+        .hypervisor = drv->name,
+        .kernel = kernel_path,
+        .initrd = initrd_path,
+        .rootfs = rootfs_path,
+    };
+    struct inst_record *rec = NULL;
+    struct tp_err err = { 0 };
+    int r = inst_run(s->m, &req, &rec, &err);
+    if (r < 0)
+        fail_msg("run on %s: %s", drv->name, tp_err_msg(&err));
+    assert_non_null(rec);
+    assert_int_equal(rec->state, INST_RUNNING);
+    assert_string_equal(rec->cfg.hypervisor, drv->name);
+    assert_true(rec->vmm_pid > 0);
+    return rec;
+}
+
+static struct inst_record *
+get(struct mstate *s, const char *ref)
+{
+    struct inst_record *rec = NULL;
+    assert_int_equal(inst_get(s->m, ref, &rec, NULL), 0);
+    return rec;
+}
+
+/* Call op(m, ref) and expect success: prints the manager's message otherwise. */
+typedef int verb_fn(struct inst_manager *m, const char *ref, struct inst_record **ret,
+                    struct tp_err *err);
+
+static void
+expect_ok(struct mstate *s, verb_fn *fn, const char *what, const char *ref, enum inst_state want)
+{
+    struct inst_record *rec = NULL;
+    struct tp_err err = { 0 };
+    if (fn(s->m, ref, &rec, &err) < 0)
+        fail_msg("%s '%s': %s", what, ref, tp_err_msg(&err));
+    assert_int_equal(rec->state, want);
+    inst_record_free(rec);
+}
+
+static struct fake_calls
+calls_of(const char *id)
+{
+    struct fake_calls c;
+    assert_int_equal(fake_driver_calls(id, &c), 0);
+    return c;
+}
+
+static bool
+snap_dir_exists(struct mstate *s, const char *id, bool base)
+{
+    struct inst_paths p;
+    inst_paths_init(&p, s->data_dir, id);
+    bool e = fs_exists(base ? p.snap_base : p.snap_latest);
+    inst_paths_clear(&p);
+    return e;
+}
+
+/* The phase names of a record's last operation, space-separated; caller frees. */
+static char *
+phases_of(const struct inst_record *rec)
+{
+    json_t *o, *phases, *ph;
+    size_t k;
+    char *out = xstrdup("");
+
+    assert_non_null(rec->last_op);
+    o = json_loads(rec->last_op, 0, NULL);
+    assert_non_null(o);
+    phases = json_object_get(o, "phases");
+    assert_true(json_is_array(phases));
+    json_array_foreach(phases, k, ph)
+    {
+        const char *name = json_string_value(json_object_get(ph, "name"));
+        assert_non_null(name);
+        char *t = xasprintf("%s%s%s", out, k ? " " : "", name);
+        free(out);
+        out = t;
+    }
+    json_decref(o);
+    return out;
+}
+
+static bool
+has_phase(const struct inst_record *rec, const char *phase)
+{
+    _cleanup_free_ char *all = phases_of(rec);
+    _cleanup_free_ char *padded = xasprintf(" %s ", all);
+    _cleanup_free_ char *want = xasprintf(" %s ", phase);
+    return strstr(padded, want) != NULL;
+}
+
+/* The process was ours and is gone: not alive, and reaped (no zombie left behind). */
+static void
+assert_process_gone(pid_t pid, uint64_t start_time)
+{
+    assert_false(proc_is_alive(pid, start_time));
+    assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+}
+
+/* ------------------------------------------------------------------ fixtures */
+
+static int
+group_setup(void **state)
+{
+    (void)state;
+    /* The deep trace forces an explicit resume: the capability alone must decide here. */
+    unsetenv("TORPOR_RESTORE_DEEP_TRACE");
+    unsetenv("TORPOR_FAILPOINTS");
+    if (!mkdtemp(group_dir))
+        return -1;
+    kernel_path = fs_path_join(group_dir, "vmlinuz");
+    initrd_path = fs_path_join(group_dir, "initrd.cpio");
+    rootfs_path = fs_path_join(group_dir, "rootfs.ext4");
+    if (fs_write_atomic(kernel_path, "kernel", 6, 0600, NULL) < 0 ||
+        fs_write_atomic(initrd_path, "initrd", 6, 0600, NULL) < 0 || make_ext4(rootfs_path) < 0)
+        return -1;
+
+    fake_driver_init(&drv_nograce, "fake-nograce", CAPS_BASE);
+    fake_driver_init(&drv_grace, "fake-grace", CAPS_BASE | CAP_GRACE);
+    fake_driver_init(&drv_reuse, "fake-reuse", CAPS_BASE | CAP_REUSE);
+    fake_driver_init(&drv_rol, "fake-rol", CAPS_BASE | CAP_ROL);
+    fake_driver_init(&drv_nosnap, "fake-nosnap", FAKE_CAP(HV_CAP_PAUSE));
+    const struct hv_driver *all[] = { &drv_nograce, &drv_grace, &drv_reuse, &drv_rol, &drv_nosnap };
+    for (size_t k = 0; k < ELEMENTSOF(all); k++)
+        if (hv_registry_add(all[k]) < 0)
+            return -1;
+    for (size_t k = 0; k < ELEMENTSOF(pair_masks); k++)
+        for (int j = 0; j < 2; j++) {
+            snprintf(pair_names[k][j], sizeof(pair_names[k][j]), "%s-%zu", j ? "beta-vmm" : "alpha",
+                     k);
+            fake_driver_init(&drv_pair[k][j], pair_names[k][j], pair_masks[k]);
+            if (hv_registry_add(&drv_pair[k][j]) < 0)
+                return -1;
+        }
+    return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+    (void)state;
+    fs_rm_rf(group_dir, NULL);
+    free(kernel_path);
+    free(initrd_path);
+    free(rootfs_path);
+    return 0;
+}
+
+static int
+setup(void **state)
+{
+    static unsigned seq;
+    struct mstate *s = xnew(struct mstate, 1);
+    struct tp_err err = { 0 };
+    _cleanup_free_ char *agent = fs_path_join(group_dir, "agent");
+
+    s->data_dir = xasprintf("%s/t%u/data", group_dir, seq);
+    s->cache_dir = xasprintf("%s/t%u/cache", group_dir, seq++);
+    const struct inst_manager_opts o = {
+        .data_dir = s->data_dir,
+        .cache_dir = s->cache_dir,
+        .agent_path = agent, /* never used: no fake has an agent channel */
+    };
+    if (inst_manager_open(&o, &s->m, &err) < 0) {
+        fprintf(stderr, "open manager: %s\n", tp_err_msg(&err));
+        tp_err_clear(&err);
+        return -1;
+    }
+    *state = s;
+    return 0;
+}
+
+/* Whatever a test left (even after a failed assertion): remove it, so no process outlives us. */
+static int
+teardown(void **state)
+{
+    struct mstate *s = *state;
+    struct inst_record **recs = NULL;
+    size_t n = 0;
+
+    if (inst_list(s->m, &recs, &n, NULL) == 0)
+        for (size_t k = 0; k < n; k++)
+            inst_remove(s->m, recs[k]->id, true, NULL);
+    inst_record_array_free(recs, n);
+    inst_manager_free(s->m);
+    fake_driver_reset();
+    free(s->data_dir);
+    free(s->cache_dir);
+    free(s);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ tests */
+
+/* graceful_vmm_shutdown false: standby kills the VMM at once; true: it asks, once. */
+static void
+test_graceful_shutdown(void **state)
+{
+    struct mstate *s = *state;
+    const struct hv_driver *drvs[] = { &drv_nograce, &drv_grace };
+
+    for (size_t k = 0; k < ELEMENTSOF(drvs); k++) {
+        const bool graceful = hv_has_cap(drvs[k], HV_CAP_GRACEFUL_VMM_SHUTDOWN);
+        _cleanup_(inst_record_freep) struct inst_record *rec =
+            run_on(s, drvs[k], graceful ? "graceful" : "abrupt");
+        struct fake_calls c = calls_of(rec->id);
+        assert_int_equal(c.launch, 1);
+        assert_int_equal(c.pid, rec->vmm_pid);
+        assert_true(proc_is_alive(c.pid, c.start_time));
+        /* No agent capability: run returned without waiting for a guest. */
+        assert_false(has_phase(rec, "wait_agent"));
+
+        expect_ok(s, inst_standby, "standby", rec->id, INST_STANDBY);
+        c = calls_of(rec->id);
+        assert_int_equal(c.pause, 1);
+        assert_int_equal(c.snapshot, 1);
+        assert_int_equal(c.shutdown, graceful ? 1 : 0);
+        assert_process_gone(c.pid, c.start_time);
+        _cleanup_(inst_record_freep) struct inst_record *after = get(s, rec->id);
+        assert_int_equal(after->vmm_pid, 0);
+        assert_true(snap_dir_exists(s, rec->id, false));
+    }
+}
+
+/* snapshot_base_reuse: whether restore keeps snapshot-base and the next standby is a diff. */
+static void
+test_base_reuse(void **state)
+{
+    struct mstate *s = *state;
+    const struct hv_driver *drvs[] = { &drv_nograce, &drv_reuse };
+
+    for (size_t k = 0; k < ELEMENTSOF(drvs); k++) {
+        const bool reuse = hv_has_cap(drvs[k], HV_CAP_SNAPSHOT_BASE_REUSE);
+        _cleanup_(inst_record_freep) struct inst_record *rec =
+            run_on(s, drvs[k], reuse ? "reuse" : "no-reuse");
+
+        expect_ok(s, inst_standby, "standby", rec->id, INST_STANDBY);
+        struct fake_calls c = calls_of(rec->id);
+        assert_int_equal(c.snapshot, 1);
+        assert_false(c.last_snapshot_diff); /* the first standby is always full */
+
+        expect_ok(s, inst_restore, "restore", rec->id, INST_RUNNING);
+        assert_false(snap_dir_exists(s, rec->id, false));
+        assert_int_equal(snap_dir_exists(s, rec->id, true), reuse);
+        c = calls_of(rec->id);
+        assert_int_equal(c.restore, 1);
+        assert_true(proc_is_alive(c.pid, c.start_time));
+
+        expect_ok(s, inst_standby, "second standby", rec->id, INST_STANDBY);
+        c = calls_of(rec->id);
+        assert_int_equal(c.snapshot, 2);
+        assert_int_equal(c.last_snapshot_diff, reuse);
+        assert_int_equal(c.snapshot_diff, reuse ? 1 : 0);
+        /* A diff consumed the base (promoted to latest): one snapshot dir in Standby. */
+        assert_true(snap_dir_exists(s, rec->id, false));
+        assert_false(snap_dir_exists(s, rec->id, true));
+
+        expect_ok(s, inst_restore, "second restore", rec->id, INST_RUNNING);
+        assert_int_equal(snap_dir_exists(s, rec->id, true), reuse);
+    }
+}
+
+/* resume_on_load: whether restore needs a separate resume. */
+static void
+test_resume_on_load(void **state)
+{
+    struct mstate *s = *state;
+    const struct hv_driver *drvs[] = { &drv_nograce, &drv_rol };
+
+    for (size_t k = 0; k < ELEMENTSOF(drvs); k++) {
+        const bool rol = hv_has_cap(drvs[k], HV_CAP_RESUME_ON_LOAD);
+        _cleanup_(inst_record_freep) struct inst_record *rec =
+            run_on(s, drvs[k], rol ? "rol" : "no-rol");
+
+        expect_ok(s, inst_standby, "standby", rec->id, INST_STANDBY);
+        struct fake_calls before = calls_of(rec->id);
+        expect_ok(s, inst_restore, "restore", rec->id, INST_RUNNING);
+        struct fake_calls c = calls_of(rec->id);
+        _cleanup_(inst_record_freep) struct inst_record *after = get(s, rec->id);
+
+        assert_int_equal(c.restore, 1);
+        assert_int_equal(c.last_restore_resume_on_load, rol);
+        assert_int_equal(c.resume - before.resume, rol ? 0 : 1);
+        assert_int_equal(has_phase(after, "resume_vm"), !rol);
+        /* The driver's own phases reached the trace through the sink. */
+        assert_true(has_phase(after, "start_process"));
+        assert_true(has_phase(after, "load_snapshot"));
+        assert_int_equal(after->vmm_pid, c.pid);
+    }
+}
+
+/* No snapshot capability: standby is refused and changes nothing. */
+static void
+test_no_snapshot_cap(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_nosnap, "nosnap");
+    struct inst_record *out = NULL;
+    struct tp_err err = { 0 };
+
+    assert_int_equal(inst_standby(s->m, rec->id, &out, &err), -EOPNOTSUPP);
+    assert_null(out);
+    tp_err_clear(&err);
+
+    _cleanup_(inst_record_freep) struct inst_record *after = get(s, rec->id);
+    struct fake_calls c = calls_of(rec->id);
+    assert_int_equal(after->state, INST_RUNNING);
+    assert_int_equal(after->vmm_pid, c.pid);
+    assert_true(proc_is_alive(c.pid, c.start_time));
+    assert_int_equal(c.pause, 0);
+    assert_int_equal(c.snapshot, 0);
+    assert_int_equal(c.shutdown, 0);
+    assert_false(snap_dir_exists(s, rec->id, false));
+}
+
+/* One lifecycle, recorded as the fake's counts and the manager's phases per operation. */
+struct lifecycle {
+    struct fake_calls calls;
+    char *phases[5];
+};
+
+static void
+lifecycle_run(struct mstate *s, const struct hv_driver *drv, const char *name, struct lifecycle *l)
+{
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, drv, name);
+    verb_fn *const ops[] = { inst_standby, inst_restore, inst_standby, inst_restore };
+    const enum inst_state want[] = { INST_STANDBY, INST_RUNNING, INST_STANDBY, INST_RUNNING };
+
+    l->phases[0] = phases_of(rec);
+    for (size_t k = 0; k < ELEMENTSOF(ops); k++) {
+        expect_ok(s, ops[k], name, rec->id, want[k]);
+        _cleanup_(inst_record_freep) struct inst_record *now = get(s, rec->id);
+        l->phases[k + 1] = phases_of(now);
+    }
+    expect_ok(s, inst_stop, "stop", rec->id, INST_STOPPED);
+    l->calls = calls_of(rec->id);
+    /* Every call that had a VM went through the driver the instance was created with. */
+    assert_string_equal(l->calls.last_driver, drv->name);
+}
+
+static void
+lifecycle_clear(struct lifecycle *l)
+{
+    for (size_t k = 0; k < ELEMENTSOF(l->phases); k++)
+        free(l->phases[k]);
+}
+
+/* The same capabilities under two names: the same calls, the same phases. */
+static void
+test_name_independence(void **state)
+{
+    struct mstate *s = *state;
+
+    for (size_t k = 0; k < ELEMENTSOF(pair_masks); k++) {
+        struct lifecycle a = { 0 }, b = { 0 };
+        char na[16], nb[16];
+        snprintf(na, sizeof(na), "a%zu", k);
+        snprintf(nb, sizeof(nb), "b%zu", k);
+        lifecycle_run(s, &drv_pair[k][0], na, &a);
+        lifecycle_run(s, &drv_pair[k][1], nb, &b);
+
+        assert_int_equal(a.calls.launch, b.calls.launch);
+        assert_int_equal(a.calls.attach, b.calls.attach);
+        assert_int_equal(a.calls.pause, b.calls.pause);
+        assert_int_equal(a.calls.resume, b.calls.resume);
+        assert_int_equal(a.calls.snapshot, b.calls.snapshot);
+        assert_int_equal(a.calls.snapshot_diff, b.calls.snapshot_diff);
+        assert_int_equal(a.calls.restore, b.calls.restore);
+        assert_int_equal(a.calls.restore_resume_on_load, b.calls.restore_resume_on_load);
+        assert_int_equal(a.calls.shutdown, b.calls.shutdown);
+        assert_int_equal(a.calls.release, b.calls.release);
+        for (size_t p = 0; p < ELEMENTSOF(a.phases); p++)
+            assert_string_equal(a.phases[p], b.phases[p]);
+        /* And the capabilities did matter: the counts follow them. */
+        const unsigned caps = pair_masks[k];
+        assert_int_equal(a.calls.snapshot, 2);
+        assert_int_equal(a.calls.snapshot_diff, caps & CAP_REUSE ? 1 : 0);
+        assert_int_equal(a.calls.restore_resume_on_load, caps & CAP_ROL ? 2 : 0);
+        assert_int_equal(a.calls.resume, caps & CAP_ROL ? 0 : 2);
+        assert_int_equal(a.calls.shutdown, caps & CAP_GRACE ? 3 : 0); /* 2 standbys + stop */
+        lifecycle_clear(&a);
+        lifecycle_clear(&b);
+    }
+}
+
+/* The lifecycle sources name no hypervisor: a literal "qemu" would be a branch on the name. */
+static void
+test_sources_name_no_hypervisor(void **state)
+{
+    static const char *const banned[] = { "\"qemu\"", "\"firecracker\"" };
+    const char *dir = getenv(SRC_DIR_ENV);
+    DIR *d;
+    struct dirent *de;
+    unsigned scanned = 0;
+    bool saw_standby = false;
+    (void)state;
+
+    if (!dir)
+        fail_msg("%s is not set", SRC_DIR_ENV);
+    d = opendir(dir);
+    assert_non_null(d);
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len < 3 || strcmp(de->d_name + len - 2, ".c") != 0)
+            continue;
+        _cleanup_free_ char *path = fs_path_join(dir, de->d_name);
+        _cleanup_free_ char *text = NULL;
+        assert_int_equal(fs_read_file(path, 4u << 20, &text, NULL, NULL), 0);
+        for (size_t k = 0; k < ELEMENTSOF(banned); k++)
+            if (strstr(text, banned[k]))
+                fail_msg("%s contains the literal %s", path, banned[k]);
+        saw_standby |= strcmp(de->d_name, "standby.c") == 0;
+        scanned++;
+    }
+    closedir(d);
+    /* A wrong directory must not pass by scanning nothing. */
+    assert_true(scanned >= 8);
+    assert_true(saw_standby);
+}
+
+/* A failed snapshot: the guest runs again, nothing half-written stays or is reused. */
+static void
+test_standby_failure(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_reuse, "flaky");
+    struct inst_record *out = NULL;
+    struct tp_err err = { 0 };
+
+    /* A retained base exists: the failing standby promotes it and writes into it. */
+    expect_ok(s, inst_standby, "standby", rec->id, INST_STANDBY);
+    expect_ok(s, inst_restore, "restore", rec->id, INST_RUNNING);
+    assert_true(snap_dir_exists(s, rec->id, true));
+    struct fake_calls before = calls_of(rec->id);
+
+    fake_driver_fail_snapshot(rec->id, true);
+    assert_int_equal(inst_standby(s->m, rec->id, &out, &err), -EIO);
+    assert_null(out);
+    assert_non_null(strstr(tp_err_msg(&err), "injected"));
+    tp_err_clear(&err);
+
+    struct fake_calls c = calls_of(rec->id);
+    _cleanup_(inst_record_freep) struct inst_record *after = get(s, rec->id);
+    assert_int_equal(after->state, INST_RUNNING);
+    assert_int_equal(c.snapshot, before.snapshot + 1);
+    assert_true(c.last_snapshot_diff); /* it was building on the base */
+    assert_int_equal(c.resume, before.resume + 1);
+    assert_int_equal(c.shutdown, before.shutdown);
+    assert_int_equal(c.pid, before.pid);
+    assert_true(proc_is_alive(c.pid, c.start_time));
+    assert_int_equal(after->vmm_pid, c.pid);
+    assert_false(snap_dir_exists(s, rec->id, false));
+    assert_false(snap_dir_exists(s, rec->id, true));
+    assert_non_null(after->last_error);
+
+    fake_driver_fail_snapshot(rec->id, false);
+    expect_ok(s, inst_standby, "standby after failure", rec->id, INST_STANDBY);
+    c = calls_of(rec->id);
+    assert_int_equal(c.snapshot, before.snapshot + 2);
+    assert_false(c.last_snapshot_diff); /* reuse is on, but there was no base to trust */
+    assert_process_gone(before.pid, before.start_time);
+}
+
+/* stop from Standby: no snapshot directory survives, nor the guest memory. */
+static void
+test_stop_from_standby(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_reuse, "sleeper");
+    struct inst_paths p;
+
+    expect_ok(s, inst_standby, "standby", rec->id, INST_STANDBY);
+    inst_paths_init(&p, s->data_dir, rec->id);
+    /* Both roles present, as after a crash between promotion steps. */
+    assert_int_equal(fs_mkdir_p(p.snap_base, 0700, NULL), 0);
+    assert_true(fs_exists(p.snap_latest));
+    assert_true(fs_exists(p.mem));
+
+    expect_ok(s, inst_stop, "stop", rec->id, INST_STOPPED);
+    assert_false(fs_exists(p.snap_latest));
+    assert_false(fs_exists(p.snap_base));
+    assert_false(fs_exists(p.mem));
+    assert_true(fs_exists(p.root_disk)); /* kept for start */
+    inst_paths_clear(&p);
+}
+
+/* The registry's run-time table: duplicates refused, a bounded size, lookups over both parts. */
+static void
+test_registry_add(void **state)
+{
+    static struct hv_driver extra[32];
+    static char names[32][16];
+    const struct hv_driver *const *all;
+    bool listed = false;
+    size_t k;
+    int r = 0;
+    (void)state;
+
+    assert_string_equal(hv_driver_default(), "qemu");
+    assert_ptr_equal(hv_driver_find(hv_driver_default()), hv_driver_all()[0]);
+    assert_ptr_equal(hv_driver_find("fake-grace"), &drv_grace);
+    assert_int_equal(hv_registry_add(&drv_grace), -EEXIST);
+    struct hv_driver dup_builtin = { .name = "qemu" };
+    assert_int_equal(hv_registry_add(&dup_builtin), -EEXIST);
+    struct hv_driver nameless = { 0 };
+    assert_int_equal(hv_registry_add(&nameless), -EINVAL);
+
+    for (k = 0; k < ELEMENTSOF(extra); k++) {
+        snprintf(names[k], sizeof(names[k]), "filler-%zu", k);
+        fake_driver_init(&extra[k], names[k], 0);
+        r = hv_registry_add(&extra[k]);
+        if (r < 0)
+            break;
+    }
+    assert_int_equal(r, -ENOSPC);
+    assert_true(k > 0);
+    assert_null(hv_driver_find(names[k]));
+    assert_ptr_equal(hv_driver_find(names[k - 1]), &extra[k - 1]);
+    all = hv_driver_all();
+    for (size_t j = 0; all[j]; j++)
+        listed |= all[j] == &extra[k - 1];
+    assert_true(listed);
+    assert_ptr_equal(hv_driver_find("fake-nosnap"), &drv_nosnap);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_graceful_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_base_reuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_on_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_no_snapshot_cap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_name_independence, setup, teardown),
+        cmocka_unit_test(test_sources_name_no_hypervisor),
+        cmocka_unit_test_setup_teardown(test_standby_failure, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_from_standby, setup, teardown),
+        /* Last: it fills the registry. */
+        cmocka_unit_test(test_registry_add),
+    };
+    return cmocka_run_group_tests_name("manager", tests, group_setup, group_teardown);
+}

@@ -228,6 +228,36 @@ class Faults(harness.DaemonTest):
         d.cli("rm", "-f", "f4")
 
 
+class DeepTrace(harness.DaemonTest):
+    """TORPOR_RESTORE_DEEP_TRACE=1: an explicit, separately timed resume and VMM counters."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon().start(env={"TORPOR_RESTORE_DEEP_TRACE": "1"})
+
+    def test_deep_trace(self):
+        d = self.d
+        d.cli("run", "--name", "deep")
+        guest(d, "deep", "echo deep > /run/t")
+        d.op("deep", "standby")
+        st, inst = d.op("deep", "restore")
+        self.assertEqual(st, 200, inst)
+        names = [p["name"] for p in inst["last_operation"]["phases"]]
+        self.assertEqual(names, ["prepare", "start_process", "load_snapshot", "resume_vm",
+                                 "wait_agent"])
+        c = inst["last_operation"]["counters"]
+        self.assertGreater(c["vmm_minor_faults"], 0)
+        self.assertIn("vmm_major_faults", c)
+        self.assertIn("vmm_read_bytes", c)
+        self.assertEqual(guest(d, "deep", "cat /run/t"), "deep\n")
+        p = d.cli("restore", "deep", check=False)  # and the CLI says why it cannot
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"Running", p.stderr)
+        p = d.cli("standby", "--trace", "deep")
+        self.assertIn(b"create_snapshot", p.stderr)
+        d.cli("rm", "-f", "deep")
+
+
 class FullDisk(harness.DaemonTest):
     """A data dir that runs out of space: a clear error, the VM keeps running."""
 

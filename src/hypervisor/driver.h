@@ -34,6 +34,8 @@ struct hv_vm_spec {
     const char *cmdline;    /* kernel command line from the manager; drivers append their own */
     const char *root_disk;  /* raw ext4 image, attached read-write as the first disk; may be NULL */
     const char *mem_path;   /* guest RAM file (fallocated by the driver if missing) */
+    bool mem_private;       /* map mem_path copy-on-write: a frozen fork template that is never
+                               written; otherwise the file is the guest RAM itself */
     const char *api_sock;   /* VMM control socket (QMP / Firecracker API) */
     const char *agent_sock; /* host end of the guest agent channel */
     const char *console_log; /* serial console output, appended */
@@ -69,6 +71,7 @@ struct hv_phase_sink {
 struct hv_restore_opts {
     const char *snap_dir;        /* snapshots/snapshot-latest: what snapshot() wrote */
     bool resume_on_load;         /* ask the VMM to start the guest as part of loading */
+    bool ram_in_state; /* the snapshot carries guest memory in "state" (see snapshot()) */
     struct hv_phase_sink phases; /* marks "start_process" and "load_snapshot" */
 };
 
@@ -87,9 +90,11 @@ struct hv_driver {
     int (*shutdown)(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
     /* With the VM paused, write a snapshot into snap_dir: the device state file "state" and the
      * guest memory image "memory" (diff: only pages changed since the retained base in
-     * snap_dir, where the hypervisor needs telling). Does not make files durable. */
+     * snap_dir, where the hypervisor needs telling). Where guest memory cannot be kept in place
+     * (spec->mem_private) it goes into "state" instead and *ret_ram_in_state is true. Does not
+     * make files durable. */
     int (*snapshot)(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir,
-                    bool diff, struct tp_err *err);
+                    bool diff, bool *ret_ram_in_state, struct tp_err *err);
     /* Start a VMM from o->snap_dir. *ret_resumed says whether the guest already runs (resume
      * on load honoured); if not it is paused and needs resume(). On failure the VMM is gone. */
     int (*restore)(const struct hv_vm_spec *spec, const struct hv_restore_opts *o,

@@ -100,12 +100,16 @@ hv_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
 
 int
 hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-            struct tp_err *err)
+            bool *ret_ram_in_state, struct tp_err *err)
 {
+    bool ram_in_state = false;
     int r = hv_require(vm->drv, HV_CAP_SNAPSHOT, vm->drv->snapshot, err);
     if (r < 0)
         return r;
-    return vm->drv->snapshot(vm, spec, snap_dir, diff, err);
+    r = vm->drv->snapshot(vm, spec, snap_dir, diff, &ram_in_state, err);
+    if (r >= 0 && ret_ram_in_state)
+        *ret_ram_in_state = ram_in_state;
+    return r;
 }
 
 int

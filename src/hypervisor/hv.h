@@ -15,7 +15,7 @@ int hv_pause(struct hv_vm *vm, struct tp_err *err);
 int hv_resume(struct hv_vm *vm, struct tp_err *err);
 int hv_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
 int hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-                struct tp_err *err);
+                bool *ret_ram_in_state, struct tp_err *err);
 int hv_restore(const struct hv_driver *drv, const struct hv_vm_spec *spec,
                const struct hv_restore_opts *o, struct hv_vm **ret_vm, bool *ret_resumed,
                struct tp_err *err);

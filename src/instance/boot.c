@@ -62,6 +62,15 @@ void
 inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
 {
     const struct inst_config *c = &i->rec->cfg;
+    char tid[INST_ID_LEN + 1];
+    bool private = inst_template_get(i, tid) > 0;
+
+    free(i->mem_path);
+    if (private) {
+        _cleanup_free_ char *tdir = paths_template_dir(m->data_dir, tid);
+        i->mem_path = fs_path_join(tdir, HV_SNAP_MEMORY);
+    } else
+        i->mem_path = xstrdup(i->paths.mem);
     *spec = (struct hv_vm_spec){
         .id = i->id,
         .dir = i->paths.dir,
@@ -71,7 +80,8 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
         .initrd = c->initrd,
         .cmdline = i->cmdline,
         .root_disk = c->root_disk_src ? i->paths.root_disk : NULL,
-        .mem_path = i->paths.mem,
+        .mem_path = i->mem_path,
+        .mem_private = private,
         .api_sock = i->paths.api_sock,
         .agent_sock = i->paths.agent_sock,
         .console_log = i->paths.console_log,

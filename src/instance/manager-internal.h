@@ -23,6 +23,7 @@ struct inst {
     struct inst_paths paths;
     struct hv_vm *vm;         /* live VMM or NULL; under lock */
     char *cmdline;            /* kernel command line the VMM was started with */
+    char *mem_path; /* guest memory file of the last spec: its own, or a fork template's */
     struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
     bool removed;             /* under lock */
     unsigned refs;            /* under manager lock */
@@ -38,6 +39,10 @@ struct inst_manager {
     struct inst **tab;
     size_t n, cap;
     struct monitor *mon;
+    pthread_mutex_t template_lock; /* template creation vs. garbage collection */
+    pthread_mutex_t workers_lock;  /* with workers_cv: detached fork helpers still running */
+    pthread_cond_t workers_cv;
+    unsigned workers;
     pthread_mutex_t change_lock; /* with change_cv: wakes inst_wait_state on every save */
     pthread_cond_t change_cv;
     uint64_t change_gen;
@@ -83,6 +88,15 @@ void inst_drop_vmm(struct inst *i);
 /* Fault injection (tests only; see util/failpoint.h): "error" fails with -EIO, "kill-vmm" kills
  * i's VMM and waits until it is gone, then lets the step run into that. */
 int inst_failpoint(struct inst *i, const char *name, struct tp_err *err);
+
+/* Fork templates (template.c): an instance in template mode maps DATA/templates/<tid>/memory
+ * copy-on-write; the template lives while any instance's "template" file names it. */
+/* 1 and the id when i is template-backed, 0 when it owns its memory. */
+int inst_template_get(struct inst *i, char ret_tid[INST_ID_LEN + 1]);
+int inst_template_set(struct inst *i, const char *tid, struct tp_err *err);
+void inst_template_clear(struct inst *i);
+/* Remove templates no instance refers to any more. */
+void manager_template_gc(struct inst_manager *m);
 
 /* Re-derive every instance's state at startup. */
 int inst_reconcile(struct inst_manager *m, struct tp_err *err);

@@ -22,6 +22,7 @@ inst_free(struct inst *i)
     inst_record_free(i->rec);
     inst_paths_clear(&i->paths);
     free(i->cmdline);
+    free(i->mem_path);
     pthread_mutex_destroy(&i->lock);
     free(i);
     return NULL;
@@ -235,6 +236,9 @@ inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret, 
     m->accel = o->accel ? xstrdup(o->accel) : NULL;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->change_lock, NULL);
+    pthread_mutex_init(&m->template_lock, NULL);
+    pthread_mutex_init(&m->workers_lock, NULL);
+    pthread_cond_init(&m->workers_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -266,7 +270,12 @@ inst_manager_free(struct inst_manager *m)
 {
     if (!m)
         return NULL;
-    /* Stop watching first so no exit handler runs against a half-freed table. */
+    /* Let detached fork helpers finish, then stop watching, so no handler runs against a
+     * half-freed table. */
+    pthread_mutex_lock(&m->workers_lock);
+    while (m->workers > 0)
+        pthread_cond_wait(&m->workers_cv, &m->workers_lock);
+    pthread_mutex_unlock(&m->workers_lock);
     monitor_stop(m->mon);
     for (size_t k = 0; k < m->n; k++)
         inst_free(m->tab[k]);
@@ -274,6 +283,9 @@ inst_manager_free(struct inst_manager *m)
     store_close(m->store);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->change_lock);
+    pthread_mutex_destroy(&m->template_lock);
+    pthread_mutex_destroy(&m->workers_lock);
+    pthread_cond_destroy(&m->workers_cv);
     pthread_cond_destroy(&m->change_cv);
     free(m->data_dir);
     free(m->cache_dir);

@@ -65,6 +65,22 @@ int inst_standby(struct inst_manager *m, const char *ref, struct inst_record **r
 int inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret,
                  struct tp_err *err);
 
+struct inst_fork_req {
+    uint32_t count;     /* 1..64; 0 = 1 */
+    const char *name;   /* the child's name (count 1 only); NULL = generated */
+    const char *prefix; /* children are <prefix>-<n>; NULL = "<source name>" */
+    bool standby;       /* leave the children in Standby instead of Running */
+    bool no_wait;       /* do not wait for each child's agent to acknowledge its identity */
+};
+
+/* Fork a Running or Standby instance into count children that start exactly where it was.
+ * A Standby source stays Standby; a Running one is frozen briefly and keeps running. Guest
+ * memory is never copied: children map the source's frozen image copy-on-write. All or
+ * nothing: on failure no child remains and the source is as it was. Needs the hypervisor's
+ * fork capability (-EOPNOTSUPP). *ret gets the children's records (NULL-terminated array). */
+int inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *req,
+              struct inst_record ***ret, size_t *ret_n, struct tp_err *err);
+
 /* Start a command through the agent; the caller pulls events with agent_exec_next(). */
 int inst_exec_start(struct inst_manager *m, const char *ref, const struct agent_exec_req *req,
                     struct agent_exec **ret, struct tp_err *err);

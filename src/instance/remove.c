@@ -33,5 +33,7 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
     manager_notify_change(m);
 out:
     inst_release(m, i);
+    if (r >= 0)
+        manager_template_gc(m);
     return r;
 }

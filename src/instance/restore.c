@@ -87,13 +87,16 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto out;
     }
     trace_begin(&t, "restore");
-    r = snap_validate(i->paths.snap_latest, NULL, err);
+    struct snap_manifest man;
+    char tid[INST_ID_LEN + 1];
+    r = snap_validate(i->paths.snap_latest, &man, err);
     if (r < 0) {
         tp_err_wrap(err, "restore '%s'", i->rec->name);
         goto done;
     }
-    /* The snapshot's memory image is the guest RAM file the VMM maps (the same inode). */
-    if (!fs_exists(i->paths.mem)) {
+    /* The snapshot's memory image is the guest RAM file the VMM maps (the same inode) — unless
+     * the guest maps a fork template, or its memory travels in the state file. */
+    if (!man.ram_in_state && !inst_template_get(i, tid) && !fs_exists(i->paths.mem)) {
         _cleanup_free_ char *img = fs_path_join(i->paths.snap_latest, HV_SNAP_MEMORY);
         if (link(img, i->paths.mem) < 0) {
             r = tp_err_errno(err, -errno, "link '%s'", img);
@@ -111,6 +114,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     const struct hv_restore_opts ro = {
         .snap_dir = i->paths.snap_latest,
         .resume_on_load = !deep, /* deep trace keeps an explicit, separately timed resume */
+        .ram_in_state = man.ram_in_state,
         .phases = { .mark = mark_phase, .ctx = &t },
     };
     inst_spec(m, i, &spec);

@@ -49,7 +49,7 @@ take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *
         .vcpus = i->rec->cfg.vcpus,
     };
     uint64_t written = 0;
-    bool diff = false;
+    bool diff = false, ram_in_state = false;
     int r;
 
     snprintf(man.hypervisor, sizeof(man.hypervisor), "%s", i->vm->drv->name);
@@ -60,13 +60,15 @@ take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *
     inst_spec(m, i, &spec);
     r = inst_failpoint(i, "standby.snapshot", err);
     if (r >= 0)
-        r = hv_snapshot(i->vm, &spec, i->paths.snap_latest, diff, err);
+        r = hv_snapshot(i->vm, &spec, i->paths.snap_latest, diff, &ram_in_state, err);
     if (r < 0)
         return tp_err_wrap(err, "snapshot");
+    man.ram_in_state = ram_in_state;
     r = snap_commit(i->paths.snap_latest, &man, &written, err);
     if (r < 0)
         return tp_err_wrap(err, "snapshot");
     trace_counter(t, "diff", diff);
+    trace_counter(t, "ram_in_state", ram_in_state);
     trace_counter(t, "memory_written_bytes", (int64_t)written);
     return 0;
 }
@@ -77,6 +79,7 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     struct inst *i;
     struct trace t;
     uint64_t resident = 0;
+    bool gc = false;
     int r = inst_acquire(m, ref, &i, err);
     if (r < 0)
         return r;
@@ -106,7 +109,10 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     }
     trace_phase(&t, "pause_vm");
 
-    r = take_snapshot(m, i, hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &t, err);
+    /* A template-backed guest (a fork) has no memory file of its own to build a base on. */
+    char tid[INST_ID_LEN + 1];
+    bool templated = inst_template_get(i, tid) > 0;
+    r = take_snapshot(m, i, hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE) && !templated, &t, err);
     if (r < 0) {
         roll_back(m, i);
         goto done;
@@ -136,11 +142,18 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     trace_phase(&t, "release_memory");
 
     r = inst_transition(m, i, INST_STANDBY, err);
+    /* Its memory now travels in its own snapshot: the template may go. */
+    if (r >= 0 && templated) {
+        inst_template_clear(i);
+        gc = true;
+    }
 done:
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);
     if (r >= 0)
         *ret = inst_record_dup(i->rec);
 out:
     inst_release(m, i);
+    if (gc)
+        manager_template_gc(m);
     return r;
 }

@@ -22,7 +22,8 @@ static const char *const state_names_lower[_INST_STATE_MAX] = {
  * left only by re-deriving the state from what really exists (process, snapshot files). */
 static const bool hop[_INST_STATE_MAX][_INST_STATE_MAX] = {
     [INST_CREATED] = {
-        [INST_RUNNING] = true, /* booted */
+        [INST_RUNNING] = true, /* booted, or a fork child resumed */
+        [INST_STANDBY] = true, /* a fork child born as a snapshot (fork --standby) */
         [INST_STOPPED] = true, /* boot failed */
     },
     [INST_RUNNING] = {

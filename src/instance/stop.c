@@ -17,6 +17,8 @@ discard_runtime_files(struct inst *i, struct tp_err *err)
         return tp_err_errno(err, -errno, "remove '%s'", i->paths.mem);
     unlink(i->paths.api_sock);
     unlink(i->paths.agent_sock);
+    /* A stopped instance boots afresh on its own memory: it no longer needs a template. */
+    inst_template_clear(i);
     return 0;
 }
 
@@ -47,5 +49,7 @@ inst_stop(struct inst_manager *m, const char *ref, struct inst_record **ret, str
         *ret = inst_record_dup(i->rec);
 out:
     inst_release(m, i);
+    if (r >= 0)
+        manager_template_gc(m);
     return r;
 }

@@ -55,7 +55,9 @@ snap_prepare_target(const char *base, const char *latest, bool reuse, bool *ret_
     int r = fs_rm_rf(latest, err);
     if (r < 0)
         return tp_err_wrap(err, "discard stale snapshot");
-    if (reuse && fs_exists(base)) {
+    _cleanup_free_ char *base_memory = fs_path_join(base, HV_SNAP_MEMORY);
+    /* A base whose memory travelled in its state file has no image to build on. */
+    if (reuse && fs_exists(base_memory)) {
         r = fs_rename_durable(base, latest, err);
         if (r < 0)
             return tp_err_wrap(err, "promote retained snapshot base");
@@ -82,10 +84,11 @@ static char *
 manifest_json(const struct snap_manifest *m)
 {
     json_t *o =
-        json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:I}", "version", m->version, "hypervisor",
+        json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "version", m->version, "hypervisor",
                   m->hypervisor, "type", m->diff ? "diff" : "full", "created_ms",
                   (json_int_t)m->created_ms, "memory_mib", (json_int_t)m->memory_mib, "vcpus",
-                  (json_int_t)m->vcpus, "memory_written", (json_int_t)m->memory_written);
+                  (json_int_t)m->vcpus, "memory_written", (json_int_t)m->memory_written,
+                  "ram_in_state", m->ram_in_state);
     char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     if (!s)
@@ -97,25 +100,24 @@ int
 snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written, struct tp_err *err)
 {
     _cleanup_free_ char *memory = fs_path_join(dir, HV_SNAP_MEMORY);
-    _cleanup_free_ char *manifest = fs_path_join(dir, SNAP_MANIFEST);
-    _cleanup_free_ char *text = NULL;
-    _cleanup_close_ int fd = open(memory, O_RDWR | O_CLOEXEC);
+    _cleanup_free_ char *state = fs_path_join(dir, HV_SNAP_STATE);
+    const char *image = m->ram_in_state ? state : memory;
+    _cleanup_close_ int fd = open(image, O_RDWR | O_CLOEXEC);
     struct snap_cachestat cs = { 0 };
+    struct stat st;
     int r;
 
     if (fd < 0)
-        return tp_err_errno(err, -errno, "open snapshot memory '%s'", memory);
+        return tp_err_errno(err, -errno, "open snapshot memory '%s'", image);
     /* What is dirty now is exactly what this snapshot has to write. */
     if (snap_cachestat(fd, &cs) < 0)
         cs.dirty = cs.writeback = 0;
     if (fdatasync(fd) < 0)
-        return tp_err_errno(err, -errno, "write snapshot memory '%s'", memory);
+        return tp_err_errno(err, -errno, "write snapshot memory '%s'", image);
     m->memory_written = cs.dirty + cs.writeback;
-    text = manifest_json(m);
-    r = fs_write_atomic(manifest, text, strlen(text), 0600, err);
-    if (r < 0)
-        return tp_err_wrap(err, "write snapshot manifest");
-    r = fs_fsync_dir(dir, err);
+    if (m->ram_in_state && fstat(fd, &st) == 0)
+        m->memory_written = (uint64_t)st.st_size;
+    r = snap_write_manifest(dir, m, err);
     if (r < 0)
         return r;
     *ret_written = m->memory_written;
@@ -123,18 +125,32 @@ snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written, str
 }
 
 int
+snap_write_manifest(const char *dir, const struct snap_manifest *m, struct tp_err *err)
+{
+    _cleanup_free_ char *manifest = fs_path_join(dir, SNAP_MANIFEST);
+    _cleanup_free_ char *text = manifest_json(m);
+    int r = fs_write_atomic(manifest, text, strlen(text), 0600, err);
+    if (r < 0)
+        return tp_err_wrap(err, "write snapshot manifest");
+    return fs_fsync_dir(dir, err);
+}
+
+int
 snap_release_memory(const char *dir, uint64_t *ret_resident, struct tp_err *err)
 {
     _cleanup_free_ char *memory = fs_path_join(dir, HV_SNAP_MEMORY);
-    _cleanup_close_ int fd = open(memory, O_RDONLY | O_CLOEXEC);
+    _cleanup_free_ char *state = fs_path_join(dir, HV_SNAP_STATE);
+    /* With guest memory in the state file, that is what occupies the page cache. */
+    const char *image = fs_exists(memory) ? memory : state;
+    _cleanup_close_ int fd = open(image, O_RDONLY | O_CLOEXEC);
     struct snap_cachestat cs = { 0 };
     int r;
 
     if (fd < 0)
-        return tp_err_errno(err, -errno, "open snapshot memory '%s'", memory);
+        return tp_err_errno(err, -errno, "open snapshot memory '%s'", image);
     r = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     if (r != 0)
-        return tp_err_errno(err, -r, "drop cached pages of '%s'", memory);
+        return tp_err_errno(err, -r, "drop cached pages of '%s'", image);
     *ret_resident = snap_cachestat(fd, &cs) == 0 ? cs.cache : 0;
     return 0;
 }
@@ -160,9 +176,11 @@ snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err)
         return tp_err_set(err, -EPROTO, "snapshot manifest '%s' is corrupt: %s", manifest,
                           jerr.text);
     json_int_t created = 0, mib = 0, vcpus = 0, written = 0;
-    if (json_unpack(o, "{s:i, s:s, s:s, s:I, s:I, s:I, s:I}", "version", &m.version, "hypervisor",
-                    &hv, "type", &type, "created_ms", &created, "memory_mib", &mib, "vcpus", &vcpus,
-                    "memory_written", &written) < 0 ||
+    int ram_in_state = 0;
+    if (json_unpack(o, "{s:i, s:s, s:s, s:I, s:I, s:I, s:I, s?b}", "version", &m.version,
+                    "hypervisor", &hv, "type", &type, "created_ms", &created, "memory_mib", &mib,
+                    "vcpus", &vcpus, "memory_written", &written, "ram_in_state",
+                    &ram_in_state) < 0 ||
         m.version != SNAP_MANIFEST_VERSION) {
         json_decref(o);
         return tp_err_set(err, -EPROTO, "snapshot manifest '%s' is not version %d", manifest,
@@ -174,10 +192,11 @@ snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err)
     m.memory_mib = (uint32_t)mib;
     m.vcpus = (uint32_t)vcpus;
     m.memory_written = (uint64_t)written;
+    m.ram_in_state = ram_in_state;
     json_decref(o);
     if (!fs_exists(state))
         return tp_err_set(err, -ENOENT, "snapshot '%s' has no state file", dir);
-    if (!fs_exists(memory))
+    if (!m.ram_in_state && !fs_exists(memory))
         return tp_err_set(err, -ENOENT, "snapshot '%s' has no memory image", dir);
     if (ret)
         *ret = m;

@@ -22,6 +22,7 @@ struct snap_manifest {
     uint32_t memory_mib;
     uint32_t vcpus;
     uint64_t memory_written; /* bytes of guest memory this snapshot had to write */
+    bool ram_in_state;       /* guest memory travels in "state": there is no "memory" image */
 };
 
 /* Get the directory a standby writes into (latest). With reuse and a retained base, the base is
@@ -35,10 +36,15 @@ int snap_prepare_target(const char *base, const char *latest, bool reuse, bool *
 int snap_discard(const char *dir, struct tp_err *err);
 
 /* Make dir's memory image durable: ret_written gets the bytes that were still dirty in the page
- * cache (what this snapshot wrote; 0 when the kernel cannot say). Then write the manifest
- * atomically and fsync the directory. */
+ * cache (what this snapshot wrote; 0 when the kernel cannot say) — or, with m->ram_in_state, the
+ * size of the state file that carries the memory. Then write the manifest atomically and fsync
+ * the directory. */
 int snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written,
                 struct tp_err *err);
+
+/* Write dir's manifest atomically, without making the memory image durable (fork templates:
+ * children share the page cache, and durability is not worth time on the fork path). */
+int snap_write_manifest(const char *dir, const struct snap_manifest *m, struct tp_err *err);
 
 /* Drop dir's memory image from the page cache (after its VMM exited): the host gets the memory
  * back. ret_resident gets what stayed cached (bytes). */

@@ -12,6 +12,19 @@ paths_instances_dir(const char *data_dir)
     return fs_path_join(data_dir, "instances");
 }
 
+char *
+paths_templates_dir(const char *data_dir)
+{
+    return fs_path_join(data_dir, "templates");
+}
+
+char *
+paths_template_dir(const char *data_dir, const char *tid)
+{
+    _cleanup_free_ char *templates = paths_templates_dir(data_dir);
+    return fs_path_join(templates, tid);
+}
+
 void
 inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
 {
@@ -29,6 +42,7 @@ inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
     p->snapshots = fs_path_join(p->dir, "snapshots");
     p->snap_latest = fs_path_join(p->snapshots, "snapshot-latest");
     p->snap_base = fs_path_join(p->snapshots, "snapshot-base");
+    p->template_ref = fs_path_join(p->dir, "template");
 }
 
 void
@@ -47,5 +61,6 @@ inst_paths_clear(struct inst_paths *p)
     free(p->snapshots);
     free(p->snap_latest);
     free(p->snap_base);
+    free(p->template_ref);
     *p = (struct inst_paths){ 0 };
 }

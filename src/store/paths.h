@@ -15,11 +15,18 @@ struct inst_paths {
     char *snapshots;   /* snapshots/ */
     char *snap_latest; /* snapshots/snapshot-latest (only while Standby) */
     char *snap_base;   /* snapshots/snapshot-base (hidden retained base) */
+    char *template_ref; /* "template": id of the fork template whose frozen memory this
+                           instance maps copy-on-write; absent when it owns its memory */
 };
 
 /* Fill all paths for instance id under data_dir (no I/O). */
 void inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id);
 void inst_paths_clear(struct inst_paths *p);
+
+/* DATA/templates and DATA/templates/<tid>: frozen memory images that fork children map
+ * copy-on-write, kept while any instance refers to them. */
+char *paths_templates_dir(const char *data_dir);
+char *paths_template_dir(const char *data_dir, const char *tid);
 
 /* DATA/instances */
 char *paths_instances_dir(const char *data_dir);

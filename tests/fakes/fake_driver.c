@@ -248,8 +248,9 @@ fake_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
 
 static int
 fake_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-              struct tp_err *err)
+              bool *ret_ram_in_state, struct tp_err *err)
 {
+    *ret_ram_in_state = false;
     _cleanup_free_ char *state = fs_path_join(snap_dir, HV_SNAP_STATE);
     _cleanup_free_ char *memory = fs_path_join(snap_dir, HV_SNAP_MEMORY);
     struct fake_inst *fi;

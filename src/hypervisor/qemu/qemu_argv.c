@@ -93,9 +93,10 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
     argv_add2(&b, "-smp", xasprintf("%" PRIu32, spec->vcpus));
     argv_add2(&b, "-m", xasprintf("%" PRIu32 "M", spec->memory_mib));
     /* RAM is a shared file so standby can keep it in place instead of streaming it. */
+    /* share=off maps a fork template copy-on-write: the guest never writes the file. */
     argv_add2(&b, "-object",
-              xasprintf("memory-backend-file,id=mem,size=%" PRIu32 "M,mem-path=%s,share=on",
-                        spec->memory_mib, mem));
+              xasprintf("memory-backend-file,id=mem,size=%" PRIu32 "M,mem-path=%s,share=%s",
+                        spec->memory_mib, mem, spec->mem_private ? "off" : "on"));
     argv_add(&b, xstrdup("-nodefaults"));
     argv_add(&b, xstrdup("-no-user-config"));
     argv_add2(&b, "-display", xstrdup("none"));

@@ -24,6 +24,7 @@
 #define QEMU_LISTEN_QUEUE       8
 #define QEMU_MIGRATE_TIMEOUT_MS 60000 /* device state is ~100 KB; generous for loaded hosts */
 #define QEMU_MIGRATE_FD_NAME    "torpor-mig"
+#define QEMU_MIGRATE_BANDWIDTH  (64ull << 30) /* bytes/s: effectively unthrottled */
 
 struct qemu_vm {
     struct qmp_conn *qmp;
@@ -162,9 +163,11 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
     r = qemu_argv_build(spec, &o, &argv, err);
     if (r < 0)
         return r;
-    r = qemu_prepare_mem(spec->mem_path, spec->memory_mib, err);
-    if (r < 0)
-        return r;
+    if (!spec->mem_private) {
+        r = qemu_prepare_mem(spec->mem_path, spec->memory_mib, err);
+        if (r < 0)
+            return r;
+    }
 
     log_fd = open(spec->vmm_log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (log_fd < 0)
@@ -274,20 +277,23 @@ qemu_wait_migration(struct hv_vm *vm, const char *what, struct tp_err *err)
     }
 }
 
-/* Both ends: RAM lives in the shared file, so the stream carries device state only; events
- * report completion. */
+/* Both ends must agree. Normally RAM lives in the shared file and the stream carries device
+ * state only; with ram_in_state (private, copy-on-write RAM) the stream carries RAM too, at full
+ * speed (QEMU's default cap is 128 MiB/s). Events report completion. */
 static int
-qemu_migration_setup(struct hv_vm *vm, struct tp_err *err)
+qemu_migration_setup(struct hv_vm *vm, bool ram_in_state, struct tp_err *err)
 {
-    int r = qmp_migrate_set_capability(vm_qmp(vm), "x-ignore-shared", true, err);
+    int r = qmp_migrate_set_capability(vm_qmp(vm), "x-ignore-shared", !ram_in_state, err);
     if (r >= 0)
         r = qmp_migrate_set_capability(vm_qmp(vm), "events", true, err);
+    if (r >= 0 && ram_in_state)
+        r = qmp_migrate_set_max_bandwidth(vm_qmp(vm), QEMU_MIGRATE_BANDWIDTH, err);
     return r;
 }
 
 static int
 qemu_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-              struct tp_err *err)
+              bool *ret_ram_in_state, struct tp_err *err)
 {
     _cleanup_free_ char *state = xasprintf("%s/" HV_SNAP_STATE, snap_dir);
     _cleanup_free_ char *tmp = xasprintf("%s/" HV_SNAP_STATE ".tmp", snap_dir);
@@ -298,9 +304,11 @@ qemu_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_
     /* diff needs no telling: the shared memory file is the RAM, and the page cache knows which
      * pages changed since it was last made durable. */
     (void)diff;
-    if (link(spec->mem_path, memory) < 0 && errno != EEXIST)
+    /* A copy-on-write guest has its RAM only in its own process: it must travel in the stream. */
+    *ret_ram_in_state = spec->mem_private;
+    if (!spec->mem_private && link(spec->mem_path, memory) < 0 && errno != EEXIST)
         return tp_err_errno(err, -errno, "link memory file into '%s'", snap_dir);
-    r = qemu_migration_setup(vm, err);
+    r = qemu_migration_setup(vm, spec->mem_private, err);
     if (r < 0)
         return r;
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -338,7 +346,7 @@ qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     if (o->phases.mark)
         o->phases.mark(o->phases.ctx, "start_process");
 
-    r = qemu_migration_setup(vm, err);
+    r = qemu_migration_setup(vm, o->ram_in_state, err);
     if (r >= 0)
         r = qmp_getfd(vm_qmp(vm), QEMU_MIGRATE_FD_NAME, fd, err);
     if (r >= 0)
@@ -447,7 +455,6 @@ qemu_release(struct hv_vm *vm)
 
 const struct hv_driver qemu_driver = {
     .name = "qemu",
-    /* fork stays false until children can map a frozen image copy-on-write. */
     .caps = {
         [HV_CAP_PAUSE] = true,
         [HV_CAP_SNAPSHOT] = true,
@@ -455,6 +462,8 @@ const struct hv_driver qemu_driver = {
         /* The shared memory file is the retained base: later snapshots write only the pages
          * dirtied since it was last made durable. */
         [HV_CAP_SNAPSHOT_BASE_REUSE] = true,
+        /* Children map a frozen memory image copy-on-write (share=off). */
+        [HV_CAP_FORK] = true,
         [HV_CAP_GRACEFUL_VMM_SHUTDOWN] = true,
         [HV_CAP_RESUME_ON_LOAD] = true,
         [HV_CAP_EXEC_AGENT] = true,

@@ -63,8 +63,7 @@ test_caps_without_vm(void **state)
     assert_true(hv_has_cap(q, HV_CAP_RESTORE));
     assert_true(hv_has_cap(q, HV_CAP_SNAPSHOT_BASE_REUSE));
     assert_true(hv_has_cap(q, HV_CAP_RESUME_ON_LOAD));
-    /* Not implemented yet: the manager must not be told otherwise. */
-    assert_false(hv_has_cap(q, HV_CAP_FORK));
+    assert_true(hv_has_cap(q, HV_CAP_FORK));
     assert_false(hv_has_cap(q, _HV_CAP_MAX));
     assert_false(hv_has_cap(NULL, HV_CAP_PAUSE));
 }

@@ -1,0 +1,517 @@
+/* `fork`: N children that start exactly where a Running or Standby instance is. The source's
+ * memory image becomes a frozen template that children (and a Running source, restarted)
+ * map copy-on-write: no guest memory is copied on the fork path. All or nothing. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "instance/manager-internal.h"
+#include "snapshot/snapshot.h"
+#include "util/fs.h"
+#include "util/log.h"
+#include "util/timeutil.h"
+#include "util/xalloc.h"
+
+#define FORK_MAX_CHILDREN     64
+#define FORK_IDENTITY_TIMEOUT 10000
+
+struct child {
+    struct inst_manager *m;
+    struct inst *i;         /* locked by the fork until it ends */
+    const char *tdir;       /* template dir to restore from */
+    bool ram_in_state;
+    bool standby;           /* leave it in Standby */
+    bool wait_identity;     /* wait for the agent's acknowledgement */
+    pthread_t thread;
+    int r;
+    struct tp_err err;
+    struct trace t;
+};
+
+static bool
+name_taken(struct inst_manager *m, const char *name)
+{
+    char id[INST_ID_LEN + 1];
+    return store_resolve(m->store, name, id, NULL) != -ENOENT;
+}
+
+/* Child names: the one given, or <prefix>-<n> with the lowest free n. */
+static int
+child_names(struct inst_manager *m, const struct inst_fork_req *q, const char *source,
+            uint32_t count, char ***ret, struct tp_err *err)
+{
+    char **names = xnew(char *, count + 1);
+    const char *prefix = q->prefix ? q->prefix : source;
+    unsigned n = 1;
+
+    for (uint32_t k = 0; k < count; k++) {
+        if (q->name)
+            names[k] = xstrdup(q->name);
+        else {
+            for (;; n++) {
+                names[k] = xasprintf("%s-%u", prefix, n);
+                if (!name_taken(m, names[k]))
+                    break;
+                free(names[k]);
+            }
+            n++;
+        }
+        if (!store_name_valid(names[k])) {
+            tp_err_set(err, -EINVAL, "invalid child name '%s': names match [a-z0-9][a-z0-9-]{0,62}",
+                       names[k]);
+            strv_free(names);
+            return -EINVAL;
+        }
+        if (name_taken(m, names[k])) {
+            tp_err_set(err, -EEXIST, "name '%s' is taken", names[k]);
+            strv_free(names);
+            return -EEXIST;
+        }
+    }
+    *ret = names;
+    return 0;
+}
+
+static void
+mark_phase(void *ctx, const char *phase)
+{
+    trace_phase(ctx, phase);
+}
+
+/* The guest learns who it is now: hostname and fresh entropy (forks share the parent's RNG). */
+static int
+apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err)
+{
+    uint8_t seed[32];
+    char hex[2 * sizeof(seed) + 1];
+    int r;
+
+    if (getrandom(seed, sizeof(seed), 0) != sizeof(seed))
+        return tp_err_errno(err, -errno, "read random seed");
+    for (size_t k = 0; k < sizeof(seed); k++)
+        sprintf(hex + 2 * k, "%02x", seed[k]);
+    _cleanup_free_ char *host = xasprintf("hostname=%s", i->rec->name);
+    _cleanup_free_ char *rnd = xasprintf("seed=%s", hex);
+    char *const kv[] = { host, rnd, NULL };
+
+    r = inst_agent_connect(m, i, FORK_IDENTITY_TIMEOUT, err);
+    if (r < 0)
+        return r;
+    r = agent_conn_identity(i->agent, kv, FORK_IDENTITY_TIMEOUT, err);
+    if (r < 0)
+        return tp_err_wrap(err, "apply identity");
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    agent_conn_set_clock(i->agent, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
+                         FORK_IDENTITY_TIMEOUT, NULL);
+    return 0;
+}
+
+/* Bring one child up from the template: its own VMM mapping the template copy-on-write. */
+static void *
+child_start(void *arg)
+{
+    struct child *c = arg;
+    struct inst *i = c->i;
+    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+    struct hv_vm_spec spec;
+    bool resumed = false;
+
+    trace_phase(&c->t, "wait_source"); /* siblings' disks and the source's restart */
+    if (c->standby) {
+        /* Born as a snapshot: the template's files, linked (they are never written). */
+        static const char *const files[] = { HV_SNAP_STATE, HV_SNAP_MEMORY, SNAP_MANIFEST };
+        c->r = fs_mkdir_p(i->paths.snap_latest, 0700, &c->err);
+        for (size_t k = 0; c->r >= 0 && k < ELEMENTSOF(files); k++) {
+            _cleanup_free_ char *from = fs_path_join(c->tdir, files[k]);
+            _cleanup_free_ char *to = fs_path_join(i->paths.snap_latest, files[k]);
+            if (link(from, to) < 0 && errno != ENOENT)
+                c->r = tp_err_errno(&c->err, -errno, "link '%s'", to);
+        }
+        if (c->r >= 0)
+            c->r = inst_transition(c->m, i, INST_STANDBY, &c->err);
+        trace_phase(&c->t, "prepare_child");
+        return NULL;
+    }
+
+    const struct hv_restore_opts ro = {
+        .snap_dir = c->tdir,
+        .resume_on_load = true,
+        .ram_in_state = c->ram_in_state,
+        .phases = { .mark = mark_phase, .ctx = &c->t },
+    };
+    c->r = inst_cmdline(i, &i->cmdline, &c->err);
+    if (c->r >= 0)
+        c->r = inst_failpoint(i, "fork.child", &c->err);
+    if (c->r < 0)
+        return NULL;
+    inst_spec(c->m, i, &spec);
+    c->r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, &c->err);
+    if (c->r < 0)
+        return NULL;
+    monitor_watch(c->m->mon, i->id, i->vm);
+    if (!resumed) {
+        c->r = hv_resume(i->vm, &c->err);
+        if (c->r < 0)
+            return NULL;
+        trace_phase(&c->t, "resume_vm");
+    }
+    c->r = inst_transition(c->m, i, INST_RUNNING, &c->err);
+    if (c->r < 0)
+        return NULL;
+    if (c->wait_identity && i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
+        c->r = apply_identity(c->m, i, &c->err);
+        trace_phase(&c->t, "apply_identity");
+    }
+    return NULL;
+}
+
+/* --no-wait: the identity still has to reach the guest, just not on the caller's time. */
+struct identity_job {
+    struct inst_manager *m;
+    char id[INST_ID_LEN + 1];
+};
+
+static void *
+identity_worker(void *arg)
+{
+    struct identity_job *job = arg;
+    struct inst_manager *m = job->m;
+    struct inst *i;
+    struct tp_err err = { 0 };
+
+    if (inst_acquire_id(m, job->id, &i) >= 0) {
+        if (i->vm && apply_identity(m, i, &err) < 0)
+            log_warn("instance=%s op=fork: identity not applied: %s", i->id, tp_err_msg(&err));
+        tp_err_clear(&err);
+        inst_release(m, i);
+    }
+    free(job);
+    pthread_mutex_lock(&m->workers_lock);
+    if (--m->workers == 0)
+        pthread_cond_broadcast(&m->workers_cv);
+    pthread_mutex_unlock(&m->workers_lock);
+    return NULL;
+}
+
+static void
+identity_later(struct inst_manager *m, const char *id)
+{
+    struct identity_job *job = xnew(struct identity_job, 1);
+    pthread_attr_t a;
+    pthread_t t;
+
+    job->m = m;
+    memcpy(job->id, id, sizeof(job->id));
+    pthread_mutex_lock(&m->workers_lock);
+    m->workers++;
+    pthread_mutex_unlock(&m->workers_lock);
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&t, &a, identity_worker, job) != 0) {
+        log_warn("instance=%s op=fork: cannot start identity worker", id);
+        job->m = m;
+        identity_worker(job); /* do it inline instead */
+    }
+    pthread_attr_destroy(&a);
+}
+
+/* Create the child's record, directory and disk (a reflink or sparse copy of the source's). */
+static int
+child_create(struct inst_manager *m, struct inst *src, const char *name, const char *tid,
+             struct inst **ret, struct tp_err *err)
+{
+    struct inst_record *rec = xnew(struct inst_record, 1);
+    const struct inst_config *sc = &src->rec->cfg;
+    struct inst *i;
+    int r;
+
+    store_new_id(rec->id);
+    rec->name = xstrdup(name);
+    rec->cfg.hypervisor = xstrdup(sc->hypervisor);
+    rec->cfg.memory_mib = sc->memory_mib;
+    rec->cfg.vcpus = sc->vcpus;
+    rec->cfg.kernel = xstrdup(sc->kernel);
+    rec->cfg.initrd = sc->initrd ? xstrdup(sc->initrd) : NULL;
+    rec->cfg.rootfs = sc->rootfs ? xstrdup(sc->rootfs) : NULL;
+    rec->cfg.root_disk_src = sc->root_disk_src ? xstrdup(sc->root_disk_src) : NULL;
+    rec->cfg.agent = sc->agent;
+    rec->cfg.accel = sc->accel ? xstrdup(sc->accel) : NULL;
+    rec->state = INST_CREATED;
+    rec->created_ms = rec->state_changed_ms = wall_ms();
+
+    r = store_insert(m->store, rec, err);
+    if (r < 0) {
+        inst_record_free(rec);
+        return r;
+    }
+    char id[INST_ID_LEN + 1];
+    memcpy(id, rec->id, sizeof(id));
+    inst_table_add(m, rec);
+    r = inst_acquire_id(m, id, &i);
+    if (r < 0)
+        return tp_err_set(err, r, "child '%s' vanished", name);
+    *ret = i; /* from here the caller rolls back through the instance */
+    r = fs_mkdir_p(i->paths.logs_dir, 0700, err);
+    if (r >= 0 && sc->root_disk_src)
+        r = fs_clone_file(src->paths.root_disk, i->paths.root_disk, 0600, err);
+    if (r >= 0)
+        r = inst_template_set(i, tid, err);
+    return r;
+}
+
+/* Undo a child completely: no process, no files, no record. */
+static void
+child_destroy(struct inst_manager *m, struct inst *i)
+{
+    if (i->vm) {
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        inst_drop_vmm(i);
+    }
+    fs_rm_rf(i->paths.dir, NULL);
+    store_delete(m->store, i->id, NULL);
+    inst_table_remove(m, i);
+    inst_release(m, i);
+}
+
+/* Freeze a Running source into the template: pause, device state into tdir (memory stays the
+ * file it already is), then the source's VMM exits so the image can never change again. */
+static int
+freeze_running(struct inst_manager *m, struct inst *src, const char *tdir,
+               struct snap_manifest *man, struct trace *t, struct tp_err *err)
+{
+    struct hv_vm_spec spec;
+    int r = hv_pause(src->vm, err);
+    if (r < 0)
+        return r;
+    trace_phase(t, "freeze_source");
+    inst_spec(m, src, &spec);
+    r = hv_snapshot(src->vm, &spec, tdir, false, &man->ram_in_state, err);
+    if (r >= 0)
+        r = snap_write_manifest(tdir, man, err);
+    if (r < 0) {
+        hv_resume(src->vm, NULL);
+        return tp_err_wrap(err, "snapshot source");
+    }
+    trace_phase(t, "snapshot_source");
+    return 0;
+}
+
+/* A Standby source's snapshot is already frozen: the template links its files. */
+static int
+freeze_standby(struct inst *src, const char *tdir, struct snap_manifest *man, struct tp_err *err)
+{
+    static const char *const files[] = { HV_SNAP_STATE, HV_SNAP_MEMORY, SNAP_MANIFEST };
+    int r = snap_validate(src->paths.snap_latest, man, err);
+    if (r < 0)
+        return r;
+    for (size_t k = 0; k < ELEMENTSOF(files); k++) {
+        _cleanup_free_ char *from = fs_path_join(src->paths.snap_latest, files[k]);
+        _cleanup_free_ char *to = fs_path_join(tdir, files[k]);
+        if (link(from, to) < 0 && !(errno == ENOENT && man->ram_in_state))
+            return tp_err_errno(err, -errno, "link '%s' into the template", from);
+    }
+    return 0;
+}
+
+/* (Re)start the source's VMM from tdir on whatever memory its template ref now says: the new
+ * template (copy-on-write, like its children) or, rolling back, its previous memory. */
+static int
+restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver *drv,
+               const char *tdir, bool ram_in_state, struct tp_err *err)
+{
+    struct hv_vm_spec spec;
+    bool resumed = false;
+    int r;
+
+    if (src->vm) {
+        if (!hv_exited(src->vm) && hv_has_cap(drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN))
+            hv_shutdown(src->vm, VMM_SHUTDOWN_TIMEOUT_MS, NULL);
+        if (!hv_exited(src->vm))
+            hv_kill(src->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        inst_drop_vmm(src);
+    }
+    const struct hv_restore_opts ro = {
+        .snap_dir = tdir,
+        .resume_on_load = true,
+        .ram_in_state = ram_in_state,
+    };
+    inst_spec(m, src, &spec);
+    r = hv_restore(drv, &spec, &ro, &src->vm, &resumed, err);
+    if (r < 0)
+        return r;
+    monitor_watch(m->mon, src->id, src->vm);
+    if (!resumed)
+        r = hv_resume(src->vm, err);
+    return r;
+}
+
+int
+inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q,
+          struct inst_record ***ret, size_t *ret_n, struct tp_err *err)
+{
+    uint32_t count = q->count ? q->count : 1;
+    _cleanup_strv_free_ char **names = NULL;
+    _cleanup_free_ char *tdir = NULL;
+    struct child *kids = NULL;
+    struct inst *src;
+    struct trace t;
+    char tid[INST_ID_LEN + 1], old_tid[INST_ID_LEN + 1];
+    bool was_running, templated, source_moved = false, source_restored = false;
+    struct snap_manifest man = { .version = SNAP_MANIFEST_VERSION };
+    uint32_t made = 0;
+    int r;
+
+    if (count > FORK_MAX_CHILDREN)
+        return tp_err_set(err, -EINVAL, "count %u is outside 1..%d", count, FORK_MAX_CHILDREN);
+    if (q->name && count != 1)
+        return tp_err_set(err, -EINVAL, "a child name needs count 1");
+    r = inst_acquire(m, ref, &src, err);
+    if (r < 0)
+        return r;
+    r = inst_require_state(src, "fork", STATE_BIT(INST_RUNNING) | STATE_BIT(INST_STANDBY), err);
+    if (r < 0)
+        goto out;
+    const struct hv_driver *drv = hv_driver_find(src->rec->cfg.hypervisor);
+    if (!hv_has_cap(drv, HV_CAP_FORK) || !hv_has_cap(drv, HV_CAP_SNAPSHOT) ||
+        !hv_has_cap(drv, HV_CAP_RESTORE)) {
+        r = tp_err_set(err, -EOPNOTSUPP, "%s cannot fork", drv ? drv->name : "hypervisor");
+        goto out;
+    }
+    r = child_names(m, q, src->rec->name, count, &names, err);
+    if (r < 0)
+        goto out;
+    was_running = src->rec->state == INST_RUNNING;
+    templated = inst_template_get(src, old_tid) > 0;
+    trace_begin(&t, "fork");
+
+    pthread_mutex_lock(&m->template_lock);
+    store_new_id(tid);
+    tdir = paths_template_dir(m->data_dir, tid);
+    snprintf(man.hypervisor, sizeof(man.hypervisor), "%s", drv->name);
+    man.created_ms = wall_ms();
+    man.memory_mib = src->rec->cfg.memory_mib;
+    man.vcpus = src->rec->cfg.vcpus;
+    r = fs_mkdir_p(tdir, 0700, err);
+    if (r >= 0)
+        r = was_running ? freeze_running(m, src, tdir, &man, &t, err)
+                        : freeze_standby(src, tdir, &man, err);
+    if (r < 0) {
+        pthread_mutex_unlock(&m->template_lock);
+        fs_rm_rf(tdir, NULL);
+        goto done;
+    }
+
+    /* Children's records, dirs and disks (the source's disk is quiescent: paused or Standby). */
+    kids = xnew(struct child, count);
+    for (made = 0; made < count; made++) {
+        struct child *c = &kids[made];
+        c->m = m;
+        c->tdir = tdir;
+        c->ram_in_state = man.ram_in_state;
+        c->standby = q->standby;
+        c->wait_identity = !q->no_wait;
+        trace_begin(&c->t, "fork");
+        r = child_create(m, src, names[made], tid, &c->i, err);
+        if (r < 0) {
+            if (c->i)
+                made++; /* half-made: destroyed with the others */
+            break;
+        }
+        trace_phase(&c->t, "prepare_child");
+    }
+    pthread_mutex_unlock(&m->template_lock);
+    if (r < 0)
+        goto rollback;
+    trace_phase(&t, "clone_disks");
+
+    /* The source leaves its own memory file for good: from now on the template holds it. A
+     * Running source restarts on the template (its freeze ends here); a Standby one will
+     * restore from it. */
+    r = inst_template_set(src, tid, err);
+    if (r < 0)
+        goto rollback;
+    source_moved = true;
+    if (was_running) {
+        r = restore_source(m, src, drv, tdir, man.ram_in_state, err);
+        if (r < 0)
+            goto rollback;
+        source_restored = true;
+        trace_phase(&t, "restore_source");
+    }
+
+    for (uint32_t k = 0; k < count; k++)
+        if (pthread_create(&kids[k].thread, NULL, child_start, &kids[k]) != 0)
+            child_start(&kids[k]), kids[k].thread = 0;
+    for (uint32_t k = 0; k < count; k++)
+        if (kids[k].thread)
+            pthread_join(kids[k].thread, NULL);
+    for (uint32_t k = 0; k < count; k++)
+        if (kids[k].r < 0) {
+            r = kids[k].r;
+            tp_err_move(err, &kids[k].err);
+            tp_err_wrap(err, "fork child '%s'", kids[k].i->rec->name);
+            goto rollback;
+        }
+    trace_phase(&t, "start_children");
+
+    /* Committed. The source's own memory file and retained base belonged to the old image. */
+    unlink(src->paths.mem);
+    fs_rm_rf(src->paths.snap_base, NULL);
+    if (templated)
+        log_debug("instance=%s moved from template %s to %s", src->id, old_tid, tid);
+    struct inst_record **recs = xnew(struct inst_record *, count + 1);
+    for (uint32_t k = 0; k < count; k++) {
+        struct inst *i = kids[k].i;
+        inst_finish_op(m, i, &kids[k].t, NULL);
+        recs[k] = inst_record_dup(i->rec);
+        if (q->no_wait && !q->standby && i->rec->cfg.agent)
+            identity_later(m, i->id);
+        inst_release(m, i);
+    }
+    trace_counter(&t, "children", count);
+    *ret = recs;
+    *ret_n = count;
+    r = 0;
+    goto done;
+
+rollback:
+    for (uint32_t k = 0; k < made; k++) {
+        tp_err_clear(&kids[k].err);
+        child_destroy(m, kids[k].i);
+    }
+    if (!source_moved) {
+        /* Still on its own VMM, paused at most: it simply runs on. */
+        if (was_running && src->vm && !hv_exited(src->vm))
+            hv_resume(src->vm, NULL);
+        fs_rm_rf(tdir, NULL);
+    } else if (!was_running || !source_restored) {
+        /* Back onto the memory it had; the template dies with this fork. */
+        if (templated)
+            inst_template_set(src, old_tid, NULL);
+        else
+            inst_template_clear(src);
+        struct tp_err e = { 0 };
+        if (was_running && restore_source(m, src, drv, tdir, man.ram_in_state, &e) < 0) {
+            log_error("instance=%s op=fork: source lost during rollback: %s", src->id,
+                      tp_err_msg(&e));
+            if (src->vm)
+                inst_drop_vmm(src);
+            inst_transition(m, src, INST_STOPPED, NULL);
+        }
+        tp_err_clear(&e);
+        fs_rm_rf(tdir, NULL);
+    }
+    /* else: the source already runs on the template, as the same guest; the template stays. */
+done:
+    free(kids);
+    inst_finish_op(m, src, &t, r < 0 ? err : NULL);
+out:
+    inst_release(m, src);
+    if (r < 0)
+        manager_template_gc(m);
+    return r;
+}

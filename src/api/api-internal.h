@@ -58,3 +58,4 @@ enum MHD_Result api_h_logs(struct api_req *req);
 enum MHD_Result api_h_wait(struct api_req *req);
 enum MHD_Result api_h_standby(struct api_req *req);
 enum MHD_Result api_h_restore(struct api_req *req);
+enum MHD_Result api_h_fork(struct api_req *req);

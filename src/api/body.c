@@ -389,6 +389,82 @@ api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, struct t
     return 0;
 }
 
+void
+api_fork_body_clear(struct api_fork_body *b)
+{
+    if (!b)
+        return;
+    free(b->name);
+    free(b->prefix);
+    *b = (struct api_fork_body){ 0 };
+}
+
+static int
+fork_field(void *target, const char *key, const json_t *v, struct tp_err *err)
+{
+    struct api_fork_body *b = target;
+    int r;
+
+    if (streq(key, "count"))
+        return get_u32_range(key, v, 1, API_FORK_COUNT_MAX, &b->req.count, err);
+    if (streq(key, "name")) {
+        r = get_string(key, v, &b->name, err);
+        if (r < 0)
+            return r;
+        if (!name_valid(b->name))
+            return tp_err_set(err, -EINVAL,
+                              "field 'name' must match [a-z0-9][a-z0-9-]{0,62}, got '%s'", b->name);
+        return 0;
+    }
+    if (streq(key, "prefix")) {
+        r = get_string(key, v, &b->prefix, err);
+        if (r < 0)
+            return r;
+        if (!name_valid(b->prefix) || strlen(b->prefix) > API_FORK_PREFIX_MAX)
+            return tp_err_set(err, -EINVAL,
+                              "field 'prefix' must match [a-z0-9][a-z0-9-]{0,%d}, got '%s'",
+                              API_FORK_PREFIX_MAX - 1, b->prefix);
+        return 0;
+    }
+    if (streq(key, "standby") || streq(key, "no_wait")) {
+        r = want_type(key, v, JSON_TRUE, "a boolean", err);
+        if (r < 0)
+            return r;
+        *(streq(key, "standby") ? &b->req.standby : &b->req.no_wait) = json_is_true(v);
+        return 0;
+    }
+    return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+}
+
+int
+api_parse_fork(const char *data, size_t len, struct api_fork_body *ret, struct tp_err *err)
+{
+    static const struct body_field fields[] = {
+        { "count", false },   { "name", false },    { "prefix", false },
+        { "standby", false }, { "no_wait", false },
+    };
+    struct api_fork_body b = { .req.count = 1 };
+    int r = 0;
+
+    /* Like stop or standby, fork may be sent without a body: one child, all defaults. */
+    if (len > 0)
+        r = parse_fields(data, len, fields, ELEMENTSOF(fields), fork_field, &b, err);
+    /* Checked once every field is read: JSON objects have no order. */
+    if (r == 0 && b.name && b.req.count > 1)
+        r = tp_err_set(err, -EINVAL, "field 'name' names one child; it cannot go with count %u",
+                       b.req.count);
+    if (r == 0 && b.name && b.prefix)
+        r = tp_err_set(err, -EINVAL, "fields 'name' and 'prefix' exclude each other");
+    if (r < 0) {
+        api_fork_body_clear(&b);
+        return r;
+    }
+    *ret = b;
+    ret->req.name = ret->name;
+    ret->req.prefix = ret->prefix;
+    return 0;
+}
+
 int
 api_parse_empty(const char *data, size_t len, struct tp_err *err)
 {

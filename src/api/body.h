@@ -20,6 +20,9 @@
 #define API_VCPUS_MAX      64
 #define API_DISK_MIB_MIN   1
 #define API_DISK_MIB_MAX   (1024 * 1024)
+#define API_FORK_COUNT_MAX 64
+/* Children are <prefix>-<n>: the prefix leaves room for "-NN" within a 63-character name. */
+#define API_FORK_PREFIX_MAX 60
 
 /* A parsed create request: req points into the owned fields. */
 struct api_create_body {
@@ -43,6 +46,14 @@ struct api_exec_body {
 };
 void api_exec_body_clear(struct api_exec_body *b);
 
+/* A parsed fork request: req points into the owned fields. */
+struct api_fork_body {
+    struct inst_fork_req req;
+    char *name;
+    char *prefix;
+};
+void api_fork_body_clear(struct api_fork_body *b);
+
 /* Parse a POST /v1/instances body (len bytes, need not be NUL-terminated). Every field is
  * optional and null means "default"; unknown fields, wrong types and values out of range are
  * -EINVAL with a message naming the field. *ret is written only on success; clear it after. */
@@ -50,6 +61,12 @@ int api_parse_create(const char *data, size_t len, struct api_create_body *ret, 
 
 /* Parse a POST .../exec body: cmd is required and non-empty, env entries are "K=V". */
 int api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, struct tp_err *err);
+
+/* Parse a POST .../fork body: {"count": 1..API_FORK_COUNT_MAX, "name": name, "prefix": name
+ * of at most API_FORK_PREFIX_MAX characters, "standby": bool, "no_wait": bool}, every field
+ * optional (not null); an empty body is one child with defaults (req.count = 1). "name" only
+ * with count 1, and not with "prefix". -EINVAL naming the field otherwise. */
+int api_parse_fork(const char *data, size_t len, struct api_fork_body *ret, struct tp_err *err);
 
 /* {"state": "Stopped", "timeout_ms": 1..600000 (default 30000)}; state required. */
 int api_parse_wait(const char *data, size_t len, enum inst_state *ret_state, int *ret_timeout_ms,

@@ -1,11 +1,30 @@
-/* Instance handlers: list, create, get, delete, stop, start, standby, restore, wait. Each calls
- * the manager once. */
+/* Instance handlers: list, create, get, delete, stop, start, standby, restore, fork, wait. Each
+ * calls the manager once. */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "api/api-internal.h"
 #include "api/body.h"
 #include "store/store.h"
+
+/* {"instances": [...]} from n records, which it frees; with stopped false, Stopped ones are left
+ * out. */
+static json_t *
+instances_json(struct inst_record **v, size_t n, bool stopped)
+{
+    json_t *arr = json_array(), *o = json_object();
+
+    if (!arr || !o)
+        abort(); /* OOM, as in xmalloc */
+    for (size_t i = 0; i < n; i++)
+        if (stopped || v[i]->state != INST_STOPPED)
+            if (json_array_append_new(arr, api_record_to_json(v[i])) < 0)
+                abort();
+    inst_record_array_free(v, n);
+    if (json_object_set_new(o, "instances", arr) < 0)
+        abort();
+    return o;
+}
 
 enum MHD_Result
 api_h_list(struct api_req *req)
@@ -14,25 +33,12 @@ api_h_list(struct api_req *req)
     struct inst_record **v = NULL;
     size_t n = 0;
     bool all;
-    json_t *arr, *o;
 
     if (api_req_query_bool(req, "all", &all, &err) < 0)
         return api_reply_tp_err(req, &err);
     if (inst_list(req->m, &v, &n, &err) < 0)
         return api_reply_tp_err(req, &err);
-
-    arr = json_array();
-    o = json_object();
-    if (!arr || !o)
-        abort(); /* OOM, as in xmalloc */
-    for (size_t i = 0; i < n; i++)
-        if (all || v[i]->state != INST_STOPPED)
-            if (json_array_append_new(arr, api_record_to_json(v[i])) < 0)
-                abort();
-    inst_record_array_free(v, n);
-    if (json_object_set_new(o, "instances", arr) < 0)
-        abort();
-    return api_reply_json(req, 200, o);
+    return api_reply_json(req, 200, instances_json(v, n, all));
 }
 
 enum MHD_Result
@@ -116,6 +122,25 @@ enum MHD_Result
 api_h_restore(struct api_req *req)
 {
     return simple_verb(req, inst_restore);
+}
+
+enum MHD_Result
+api_h_fork(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct inst_record **v = NULL;
+    struct api_fork_body b;
+    size_t n = 0;
+    int r;
+
+    if (api_parse_fork(req->body, req->body_len, &b, &err) < 0)
+        return api_reply_tp_err(req, &err);
+    r = inst_fork(req->m, req->match.ref, &b.req, &v, &n, &err);
+    api_fork_body_clear(&b);
+    if (r < 0)
+        return api_reply_tp_err(req, &err);
+    /* Children may be Standby (standby: true) but never Stopped: keep every one. */
+    return api_reply_json(req, 201, instances_json(v, n, true));
 }
 
 enum MHD_Result

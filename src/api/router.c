@@ -34,6 +34,7 @@ static const struct {
     { API_ROUTE_WAIT, "POST", { "v1", "instances", PARAM, "wait" }, { NULL }, "wait" },
     { API_ROUTE_STANDBY, "POST", { "v1", "instances", PARAM, "standby" }, { NULL }, "standby" },
     { API_ROUTE_RESTORE, "POST", { "v1", "instances", PARAM, "restore" }, { NULL }, "restore" },
+    { API_ROUTE_FORK, "POST", { "v1", "instances", PARAM, "fork" }, { NULL }, "fork" },
 };
 
 struct path_segs {

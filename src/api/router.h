@@ -22,6 +22,7 @@ enum api_route {
     API_ROUTE_WAIT,         /* POST   /v1/instances/{ref}/wait */
     API_ROUTE_STANDBY,      /* POST   /v1/instances/{ref}/standby */
     API_ROUTE_RESTORE,      /* POST   /v1/instances/{ref}/restore */
+    API_ROUTE_FORK,         /* POST   /v1/instances/{ref}/fork */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

@@ -27,7 +27,7 @@ static const api_handler_fn handlers[_API_ROUTE_MAX] = {
     [API_ROUTE_STOP] = api_h_stop,       [API_ROUTE_START] = api_h_start,
     [API_ROUTE_EXEC] = api_h_exec,       [API_ROUTE_LOGS] = api_h_logs,
     [API_ROUTE_WAIT] = api_h_wait,       [API_ROUTE_STANDBY] = api_h_standby,
-    [API_ROUTE_RESTORE] = api_h_restore,
+    [API_ROUTE_RESTORE] = api_h_restore, [API_ROUTE_FORK] = api_h_fork,
 };
 
 static struct MHD_Response *

@@ -57,16 +57,17 @@ void cli_format_ago(int64_t seconds, char *buf, size_t size);
 /* Print "torpor: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) _printf_(1, 2);
 
-/* ---- simple verbs: boolean flags and NAME operands (opts.c) ------------------------------
- * Most verbs take only on/off flags and names. Each states its syntax in a cli_syntax table;
- * the getopt loop, the operand checks, the --help option and the usage's option list are
- * shared. */
+/* ---- simple verbs: flags, options with a value and NAME operands (opts.c) ----------------
+ * Most verbs take only on/off flags, a few plain values and names. Each states its syntax in
+ * a cli_syntax table; the getopt loop, the operand checks, the --help option and the usage's
+ * option list are shared. Values are handed over as text: the verb checks them. */
 
-/* A flag: --name, and -short_name where set. */
+/* A flag: --name, and -short_name where set; with arg set, an option taking a value. */
 struct cli_flag {
     const char *name; /* long name without "--"; NULL ends the list */
     char short_name;  /* 0 = long only; never 'h' (--help is implied) */
     const char *help; /* its line in the usage text */
+    const char *arg;  /* NULL = a flag; else the value's name in the usage ("N") */
 };
 
 enum cli_operands {
@@ -75,7 +76,7 @@ enum cli_operands {
     CLI_OPERANDS_SOME, /* one or more NAMEs */
 };
 
-#define CLI_FLAGS_MAX 4
+#define CLI_FLAGS_MAX 8
 
 /* --trace of the verbs whose reply carries a last_operation worth showing. */
 #define CLI_FLAG_TRACE                                         \
@@ -90,10 +91,11 @@ struct cli_syntax {
     struct cli_flag flags[CLI_FLAGS_MAX];
 };
 
-/* What cli_parse_args() found; operands borrow from argv. */
+/* What cli_parse_args() found; values and operands borrow from argv. */
 struct cli_args {
     bool help;
-    unsigned flags; /* bit i set: syntax->flags[i] was given */
+    unsigned flags;                    /* bit i set: syntax->flags[i] was given */
+    const char *values[CLI_FLAGS_MAX]; /* the value of option i (the last one given), or NULL */
     char *const *operands;
     size_t n_operands;
 };
@@ -215,6 +217,19 @@ struct restore_opts {
 };
 int cli_parse_restore(int argc, char **argv, struct restore_opts *ret, struct tp_err *err);
 
+struct fork_opts {
+    const char *source;     /* the instance to fork */
+    uint32_t count;         /* 0 = not given: the daemon's default, one child */
+    const char *child_name; /* --name: the only child's name; NULL = generated */
+    const char *prefix;     /* --prefix: children are <prefix>-<n>; NULL = the daemon's default */
+    bool standby;
+    bool no_wait;
+    bool trace; /* the source's last_operation, read back after the fork */
+    bool help;
+};
+/* --count is 1..64; --name and --prefix exclude each other, --name wants a count of 1. */
+int cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err);
+
 struct caps_opts {
     bool help;
 };
@@ -236,6 +251,7 @@ int cli_cmd_start(const struct cli_ctx *ctx, const struct start_opts *o);
 int cli_cmd_rm(const struct cli_ctx *ctx, const struct rm_opts *o);
 int cli_cmd_standby(const struct cli_ctx *ctx, const struct standby_opts *o);
 int cli_cmd_restore(const struct cli_ctx *ctx, const struct restore_opts *o);
+int cli_cmd_fork(const struct cli_ctx *ctx, const struct fork_opts *o);
 int cli_cmd_caps(const struct cli_ctx *ctx, const struct caps_opts *o);
 int cli_cmd_version(const struct cli_ctx *ctx, const struct version_opts *o);
 
@@ -250,6 +266,7 @@ int cli_verb_start(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_rm(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_standby(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_restore(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
 

@@ -23,6 +23,7 @@ static const struct verb verbs[] = {
     { "start", cli_verb_start, "start stopped instances" },
     { "standby", cli_verb_standby, "snapshot instances and release their memory" },
     { "restore", cli_verb_restore, "resume instances from standby" },
+    { "fork", cli_verb_fork, "fork an instance into children" },
     { "rm", cli_verb_rm, "remove instances" },
     { "capabilities", cli_verb_caps, "print what each hypervisor supports" },
     { "version", cli_verb_version, "print client and daemon versions" },

@@ -73,8 +73,9 @@ cli_parse_args(const struct cli_syntax *syn, int argc, char **argv, struct cli_a
                struct tp_err *err)
 {
     struct option longopts[CLI_FLAGS_MAX + 2] = { 0 };
-    /* '+': stop at the first operand; ':' reports a missing value. */
-    char shortopts[2 + CLI_FLAGS_MAX + 2] = "+:";
+    /* '+': stop at the first operand; ':' reports a missing value. Each option may take two
+     * characters ("c:"), then "h" and the NUL. */
+    char shortopts[2 + 2 * CLI_FLAGS_MAX + 2] = "+:";
     size_t n = syntax_n_flags(syn), ns = 2;
     struct cli_args a = { 0 };
     int c;
@@ -82,10 +83,13 @@ cli_parse_args(const struct cli_syntax *syn, int argc, char **argv, struct cli_a
     for (size_t i = 0; i < n; i++) {
         const struct cli_flag *f = &syn->flags[i];
         assert(f->short_name != 'h');
-        longopts[i] = (struct option){ f->name, no_argument, NULL,
+        longopts[i] = (struct option){ f->name, f->arg ? required_argument : no_argument, NULL,
                                        f->short_name ? f->short_name : LONG_ONLY_VAL + (int)i };
-        if (f->short_name)
+        if (f->short_name) {
             shortopts[ns++] = f->short_name;
+            if (f->arg)
+                shortopts[ns++] = ':';
+        }
     }
     longopts[n] = (struct option){ "help", no_argument, NULL, 'h' };
     shortopts[ns++] = 'h';
@@ -105,6 +109,8 @@ cli_parse_args(const struct cli_syntax *syn, int argc, char **argv, struct cli_a
         if (i == n)
             return cli_getopt_error(c, argv, err);
         a.flags |= 1u << i;
+        if (syn->flags[i].arg)
+            a.values[i] = optarg;
     }
     a.operands = argv + optind;
     a.n_operands = (size_t)(argc - optind);
@@ -132,27 +138,42 @@ cli_parse_args(const struct cli_syntax *syn, int argc, char **argv, struct cli_a
     return 0;
 }
 
-static void
-usage_option(FILE *f, char short_name, const char *name, const char *help)
+/* "name ARG" or "name": what follows "--" in the option list. Caller frees. */
+static char *
+usage_label(const char *name, const char *arg)
 {
-    /* Descriptions start in one column: "  -f, --force    remove ..." */
+    return arg ? xasprintf("%s %s", name, arg) : xstrdup(name);
+}
+
+static void
+usage_option(FILE *f, int width, char short_name, const char *name, const char *arg,
+             const char *help)
+{
+    _cleanup_free_ char *label = usage_label(name, arg);
+
     if (short_name)
         fprintf(f, "  -%c, ", short_name);
     else
         fputs("      ", f);
-    fprintf(f, "--%-*s%s\n", (int)MAX(strlen(name) + 2, (size_t)9), name, help);
+    fprintf(f, "--%-*s%s\n", width, label, help);
 }
 
 void
 cli_usage_print(const struct cli_syntax *syn, FILE *f)
 {
-    size_t n = syntax_n_flags(syn);
+    size_t n = syntax_n_flags(syn), width = 9;
 
+    /* Descriptions start in one column: "  -f, --force    remove ..." */
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_free_ char *label = usage_label(syn->flags[i].name, syn->flags[i].arg);
+        width = MAX(width, strlen(label) + 2);
+    }
     fputs(syn->usage, f);
     fputs("\nOptions:\n", f);
     for (size_t i = 0; i < n; i++)
-        usage_option(f, syn->flags[i].short_name, syn->flags[i].name, syn->flags[i].help);
-    usage_option(f, 'h', "help", "print this help");
+        usage_option(f, (int)width, syn->flags[i].short_name, syn->flags[i].name, syn->flags[i].arg,
+                     syn->flags[i].help);
+    usage_option(f, (int)width, 'h', "help", NULL, "print this help");
 }
 
 int

@@ -1,5 +1,5 @@
-/* --trace output: the phases of an instance's last_operation, as run, standby and restore
- * print them. */
+/* --trace output: the phases of an instance's last_operation, as run, standby, restore and
+ * fork (for its source) print them. */
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>

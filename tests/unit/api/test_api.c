@@ -288,6 +288,131 @@ test_empty_body(void **state)
     tp_err_clear(&err);
 }
 
+/* Parse a fork body that must fail with -EINVAL and a message containing needle. */
+static void
+fork_fails(const char *body, const char *needle)
+{
+    struct api_fork_body b = { .req.count = 77 };
+    struct tp_err err = { 0 };
+
+    assert_int_equal(api_parse_fork(body, strlen(body), &b, &err), -EINVAL);
+    if (!strstr(tp_err_msg(&err), needle))
+        fail_msg("body %s: message '%s' lacks '%s'", body, tp_err_msg(&err), needle);
+    assert_int_equal(b.req.count, 77); /* ret untouched on failure */
+    assert_null(b.name);
+    assert_null(b.prefix);
+    tp_err_clear(&err);
+}
+
+static void
+test_fork_body(void **state)
+{
+    struct api_fork_body b = { 0 };
+    struct tp_err err = { 0 };
+    (void)state;
+
+    /* No body at all, or an empty object: one child, every default. */
+    assert_int_equal(api_parse_fork(NULL, 0, &b, &err), 0);
+    assert_int_equal(b.req.count, 1);
+    assert_null(b.req.name);
+    assert_null(b.req.prefix);
+    assert_false(b.req.standby);
+    assert_false(b.req.no_wait);
+    api_fork_body_clear(&b);
+    assert_int_equal(api_parse_fork(" {} ", 4, &b, &err), 0);
+    assert_int_equal(b.req.count, 1);
+    api_fork_body_clear(&b);
+
+    const char *full = "{\"count\": 64, \"prefix\": \"web\", \"standby\": true, \"no_wait\": true}";
+    assert_int_equal(api_parse_fork(full, strlen(full), &b, &err), 0);
+    assert_int_equal(b.req.count, 64);
+    assert_string_equal(b.req.prefix, "web");
+    assert_ptr_equal(b.req.prefix, b.prefix); /* req points into the owned fields */
+    assert_null(b.req.name);
+    assert_true(b.req.standby);
+    assert_true(b.req.no_wait);
+    api_fork_body_clear(&b);
+    assert_null(b.req.prefix);
+
+    const char *named = "{\"name\": \"web-copy\", \"count\": 1, \"standby\": false}";
+    assert_int_equal(api_parse_fork(named, strlen(named), &b, &err), 0);
+    assert_string_equal(b.req.name, "web-copy");
+    assert_int_equal(b.req.count, 1);
+    assert_false(b.req.standby);
+    api_fork_body_clear(&b);
+
+    const char *only_no_wait = "{\"no_wait\": true}";
+    assert_int_equal(api_parse_fork(only_no_wait, strlen(only_no_wait), &b, &err), 0);
+    assert_true(b.req.no_wait);
+    assert_false(b.req.standby);
+    assert_int_equal(b.req.count, 1);
+    api_fork_body_clear(&b);
+
+    /* The longest prefix leaves room for "-NN"; the longest name is a full 63. */
+    char body[128];
+    snprintf(body, sizeof(body), "{\"prefix\": \"%060d\", \"count\": 2}", 0);
+    assert_int_equal(api_parse_fork(body, strlen(body), &b, &err), 0);
+    assert_int_equal(strlen(b.req.prefix), API_FORK_PREFIX_MAX);
+    assert_int_equal(b.req.count, 2);
+    api_fork_body_clear(&b);
+    snprintf(body, sizeof(body), "{\"name\": \"%063d\"}", 0);
+    assert_int_equal(api_parse_fork(body, strlen(body), &b, &err), 0);
+    assert_int_equal(strlen(b.req.name), 63);
+    api_fork_body_clear(&b);
+    assert_int_equal(err.code, 0);
+}
+
+static void
+test_fork_errors(void **state)
+{
+    char body[128];
+    (void)state;
+
+    /* Types, field by field; null is no default here. */
+    fork_fails("{\"count\": \"2\"}", "field 'count' must be an integer, got string");
+    fork_fails("{\"count\": 2.0}", "field 'count' must be an integer, got number");
+    fork_fails("{\"count\": null}", "field 'count' must be an integer, got null");
+    fork_fails("{\"name\": 1}", "field 'name' must be a string, got integer");
+    fork_fails("{\"name\": null}", "field 'name' must be a string, got null");
+    fork_fails("{\"prefix\": [\"web\"]}", "field 'prefix' must be a string, got array");
+    fork_fails("{\"standby\": \"true\"}", "field 'standby' must be a boolean, got string");
+    fork_fails("{\"standby\": 1}", "field 'standby' must be a boolean, got integer");
+    fork_fails("{\"no_wait\": null}", "field 'no_wait' must be a boolean, got null");
+    fork_fails("{\"no_wait\": {}}", "field 'no_wait' must be a boolean, got object");
+
+    /* Count range. */
+    fork_fails("{\"count\": 0}", "field 'count' must be between 1 and 64, got 0");
+    fork_fails("{\"count\": 65}", "field 'count' must be between 1 and 64, got 65");
+    fork_fails("{\"count\": -1}", "got -1");
+    fork_fails("{\"count\": 4294967297}", "got 4294967297"); /* would wrap to 1 in a u32 */
+
+    /* A name is one child, whatever the key order; and it excludes a prefix. */
+    fork_fails("{\"name\": \"a\", \"count\": 2}", "field 'name' names one child");
+    fork_fails("{\"count\": 64, \"name\": \"a\"}", "cannot go with count 64");
+    fork_fails("{\"name\": \"a\", \"prefix\": \"b\"}", "fields 'name' and 'prefix' exclude");
+    fork_fails("{\"prefix\": \"b\", \"count\": 1, \"name\": \"a\"}", "exclude each other");
+
+    /* Names and prefixes. */
+    fork_fails("{\"name\": \"Web\"}", "field 'name' must match [a-z0-9][a-z0-9-]{0,62}");
+    fork_fails("{\"name\": \"-web\"}", "field 'name' must match");
+    fork_fails("{\"name\": \"\"}", "field 'name' must match");
+    snprintf(body, sizeof(body), "{\"name\": \"%064d\"}", 0);
+    fork_fails(body, "field 'name' must match");
+    fork_fails("{\"prefix\": \"a_b\"}", "field 'prefix' must match [a-z0-9][a-z0-9-]{0,59}");
+    fork_fails("{\"prefix\": \"\"}", "field 'prefix' must match");
+    fork_fails("{\"prefix\": \"-x\"}", "field 'prefix' must match");
+    snprintf(body, sizeof(body), "{\"prefix\": \"%061d\"}", 0);
+    fork_fails(body, "field 'prefix' must match");
+
+    /* Unknown fields, even null or after valid ones, and malformed bodies. */
+    fork_fails("{\"source\": \"web\"}", "unknown field 'source'");
+    fork_fails("{\"count\": 2, \"memory_mib\": null}", "unknown field 'memory_mib'");
+    fork_fails("{\"no-wait\": true}", "unknown field 'no-wait'");
+    fork_fails("[]", "request body must be a JSON object, got array");
+    fork_fails("{\"count\": 2", "parse JSON body");
+    fork_fails("{\"count\": 1, \"count\": 2}", "parse JSON body"); /* duplicate key */
+}
+
 static void
 wait_fails(const char *body, const char *needle)
 {
@@ -522,8 +647,10 @@ test_router_routes(void **state)
     route_ok("POST", "/v1/instances/web-1/wait", API_ROUTE_WAIT, "web-1");
     route_ok("POST", "/v1/instances/web-1/standby", API_ROUTE_STANDBY, "web-1");
     route_ok("POST", "/v1/instances/3f2a9c/restore", API_ROUTE_RESTORE, "3f2a9c");
+    route_ok("POST", "/v1/instances/web-1/fork", API_ROUTE_FORK, "web-1");
     /* A ref that spells a keyword is still a ref. */
     route_ok("GET", "/v1/instances/exec", API_ROUTE_GET, "exec");
+    route_ok("DELETE", "/v1/instances/fork", API_ROUTE_DELETE, "fork");
 
     assert_string_equal(api_route_name(API_ROUTE_EXEC), "exec");
     assert_string_equal(api_route_query_keys(API_ROUTE_LIST)[0], "all");
@@ -536,12 +663,17 @@ test_router_routes(void **state)
     assert_string_equal(api_route_name(API_ROUTE_STANDBY), "standby");
     assert_string_equal(api_route_name(API_ROUTE_RESTORE), "restore");
     assert_string_equal(api_route_method(API_ROUTE_RESTORE), "POST");
+    assert_string_equal(api_route_name(API_ROUTE_FORK), "fork");
+    assert_string_equal(api_route_method(API_ROUTE_FORK), "POST");
+    assert_null(api_route_query_keys(API_ROUTE_FORK)[0]);
 
     char tmpl[64];
     assert_int_equal(api_route_template(API_ROUTE_STANDBY, tmpl, sizeof(tmpl)), 0);
     assert_string_equal(tmpl, "/v1/instances/{ref}/standby");
     assert_int_equal(api_route_template(API_ROUTE_RESTORE, tmpl, sizeof(tmpl)), 0);
     assert_string_equal(tmpl, "/v1/instances/{ref}/restore");
+    assert_int_equal(api_route_template(API_ROUTE_FORK, tmpl, sizeof(tmpl)), 0);
+    assert_string_equal(tmpl, "/v1/instances/{ref}/fork");
 }
 
 static void
@@ -561,6 +693,9 @@ test_router_not_found(void **state)
     route_result("GET", "/v2/version", API_MATCH_NOT_FOUND, NULL);
     route_result("GET", "/v1/instances/a/reboot", API_MATCH_NOT_FOUND, NULL);
     route_result("POST", "/v1/instances/a/standby/", API_MATCH_NOT_FOUND, NULL);
+    route_result("POST", "/v1/instances/a/fork/", API_MATCH_NOT_FOUND, NULL);
+    route_result("POST", "/v1/instances/a/fork/2", API_MATCH_NOT_FOUND, NULL);
+    route_result("POST", "/v1/instances//fork", API_MATCH_NOT_FOUND, NULL);
     route_result("POST", "/v1/instances/standby", API_MATCH_BAD_METHOD, "GET, DELETE");
     route_result("GET", "/V1/version", API_MATCH_NOT_FOUND, NULL);
 
@@ -582,6 +717,8 @@ test_router_bad_method(void **state)
     route_result("GET", "/v1/instances/x/stop", API_MATCH_BAD_METHOD, "POST");
     route_result("GET", "/v1/instances/x/standby", API_MATCH_BAD_METHOD, "POST");
     route_result("DELETE", "/v1/instances/x/restore", API_MATCH_BAD_METHOD, "POST");
+    route_result("GET", "/v1/instances/x/fork", API_MATCH_BAD_METHOD, "POST");
+    route_result("PUT", "/v1/instances/x/fork", API_MATCH_BAD_METHOD, "POST");
     route_result("POST", "/v1/instances/x/logs", API_MATCH_BAD_METHOD, "GET");
     route_result("POST", "/v1/version", API_MATCH_BAD_METHOD, "GET");
     route_result("HEAD", "/v1/capabilities", API_MATCH_BAD_METHOD, "GET");
@@ -824,6 +961,8 @@ main(int argc, char **argv)
         cmocka_unit_test(test_exec_parse),
         cmocka_unit_test(test_exec_errors),
         cmocka_unit_test(test_empty_body),
+        cmocka_unit_test(test_fork_body),
+        cmocka_unit_test(test_fork_errors),
         cmocka_unit_test(test_wait_body),
         cmocka_unit_test(test_record_full),
         cmocka_unit_test(test_record_nulls),

@@ -465,11 +465,161 @@ test_parse_args_syntax(void **state)
                               "Frob NAME.\n"
                               "\n"
                               "Options:\n"
-                              "  -a, --all      every one\n"
-                              "      --json     as JSON\n"
+                              "  -a, --all            every one\n"
+                              "      --json           as JSON\n"
                               "  -x, --extraordinary  long name\n"
-                              "  -h, --help     print this help\n");
+                              "  -h, --help           print this help\n");
     free(text);
+}
+
+/* Options with a value: long and short forms, "=" and separate words, the last one wins,
+ * a missing value, and their "--name ARG" in the usage. */
+static void
+test_parse_args_values(void **state)
+{
+    static const struct cli_syntax syn = {
+        .verb = "frob",
+        .usage = "Usage: torpor frob [OPTIONS] NAME\n",
+        .operands = CLI_OPERANDS_ONE,
+        .flags = { { "level", 'l', "how much", "N" },
+                   { "quiet", 'q', "say nothing", NULL },
+                   { "tag", 0, "a label", "TEXT" } },
+    };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct cli_args a;
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f;
+    (void)state;
+
+    const char *a1[] = { "frob", "-l", "3", "-q", "--tag=x y", "vm", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a1), &a, &err), 0);
+    assert_int_equal(a.flags, 7u);
+    assert_string_equal(a.values[0], "3");
+    assert_null(a.values[1]); /* a flag has no value */
+    assert_string_equal(a.values[2], "x y");
+    assert_int_equal(a.n_operands, 1);
+    assert_string_equal(a.operands[0], "vm");
+
+    const char *a2[] = { "frob", "-ql7", "--level", "9", "--tag", "", "vm", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a2), &a, &err), 0);
+    assert_string_equal(a.values[0], "9"); /* the last one given */
+    assert_string_equal(a.values[2], "");  /* the verb judges values */
+    assert_int_equal(a.flags, 7u);
+
+    const char *a3[] = { "frob", "vm", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a3), &a, &err), 0);
+    assert_int_equal(a.flags, 0u);
+    assert_null(a.values[0]);
+    assert_null(a.values[2]);
+
+    const char *a4[] = { "frob", "vm", "--level", NULL }; /* a NAME ends the options */
+    assert_int_equal(cli_parse_args(&syn, P(a4), &a, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'frob' takes one NAME, got also '--level'");
+    const char *a5[] = { "frob", "--level", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a5), &a, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "option '--level' needs a value");
+    const char *a6[] = { "frob", "-l", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a6), &a, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "option '-l' needs a value");
+    const char *a7[] = { "frob", "--quiet=1", "vm", NULL };
+    assert_int_equal(cli_parse_args(&syn, P(a7), &a, &err), -EINVAL);
+
+    f = open_memstream(&text, &text_len);
+    assert_non_null(f);
+    cli_usage_print(&syn, f);
+    assert_int_equal(fclose(f), 0);
+    assert_string_equal(text, "Usage: torpor frob [OPTIONS] NAME\n"
+                              "\n"
+                              "Options:\n"
+                              "  -l, --level N   how much\n"
+                              "  -q, --quiet     say nothing\n"
+                              "      --tag TEXT  a label\n"
+                              "  -h, --help      print this help\n");
+    free(text);
+}
+
+static void
+test_fork_options(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct fork_opts o;
+    (void)state;
+
+    const char *f1[] = { "fork", "web", NULL };
+    assert_int_equal(cli_parse_fork(P(f1), &o, &err), 0);
+    assert_string_equal(o.source, "web");
+    assert_int_equal(o.count, 0); /* the daemon's default */
+    assert_null(o.child_name);
+    assert_null(o.prefix);
+    assert_false(o.standby);
+    assert_false(o.no_wait);
+    assert_false(o.trace);
+    assert_false(o.help);
+
+    const char *f2[] = { "fork",      "--count",   "64",      "--prefix", "w",
+                         "--standby", "--no-wait", "--trace", "3f2a",     NULL };
+    assert_int_equal(cli_parse_fork(P(f2), &o, &err), 0);
+    assert_string_equal(o.source, "3f2a");
+    assert_int_equal(o.count, 64);
+    assert_string_equal(o.prefix, "w");
+    assert_null(o.child_name);
+    assert_true(o.standby);
+    assert_true(o.no_wait);
+    assert_true(o.trace);
+
+    const char *f3[] = { "fork", "--name=copy", "--count=1", "web", NULL };
+    assert_int_equal(cli_parse_fork(P(f3), &o, &err), 0);
+    assert_string_equal(o.child_name, "copy");
+    assert_int_equal(o.count, 1);
+    assert_null(o.prefix);
+
+    const char *f4[] = { "fork", "--help", "--name", "a", "--prefix", "b", NULL };
+    assert_int_equal(cli_parse_fork(P(f4), &o, &err), 0); /* help checks nothing else */
+    assert_true(o.help);
+}
+
+/* Parse a fork command line that must be a usage error whose message contains needle. */
+static void
+fork_usage_error(const char *const *argv, int argc, const char *needle)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct fork_opts o = { .source = "untouched" };
+
+    assert_int_equal(cli_parse_fork(argc, (char **)argv, &o, &err), -EINVAL);
+    if (!strstr(tp_err_msg(&err), needle))
+        fail_msg("%s: message '%s' lacks '%s'", argv[1], tp_err_msg(&err), needle);
+    assert_string_equal(o.source, "untouched"); /* ret untouched on failure */
+}
+
+#define FORK_USAGE_ERROR(needle, ...)                                  \
+    do {                                                               \
+        const char *argv_[] = { "fork", __VA_ARGS__, NULL };           \
+        fork_usage_error(argv_, (int)ELEMENTSOF(argv_) - 1, (needle)); \
+    } while (0)
+
+static void
+test_fork_usage_errors(void **state)
+{
+    (void)state;
+    FORK_USAGE_ERROR("options '--name' and '--prefix' exclude each other", "--name", "a",
+                     "--prefix", "b", "web");
+    FORK_USAGE_ERROR("exclude each other", "--prefix", "b", "--name", "a", "web");
+    FORK_USAGE_ERROR("option '--name' names one child; it cannot go with '--count 2'", "--name",
+                     "a", "--count", "2", "web");
+    FORK_USAGE_ERROR("cannot go with '--count 64'", "--count", "64", "--name", "a", "web");
+    FORK_USAGE_ERROR("option '--count' expects an integer from 1 to 64, not '65'", "--count", "65",
+                     "web");
+    FORK_USAGE_ERROR("from 1 to 64, not '0'", "--count", "0", "web");
+    FORK_USAGE_ERROR("expects a positive integer, not '-1'", "--count", "-1", "web");
+    FORK_USAGE_ERROR("expects a positive integer, not 'two'", "--count", "two", "web");
+    FORK_USAGE_ERROR("option '--name' needs a non-empty value", "--name=", "web");
+    FORK_USAGE_ERROR("option '--prefix' needs a non-empty value", "--prefix", "", "web");
+    FORK_USAGE_ERROR("option '--count' needs a value", "--count");
+    FORK_USAGE_ERROR("'fork' needs an instance NAME", "--standby");
+    FORK_USAGE_ERROR("'fork' takes one NAME, got also 'b'", "a", "b");
+    FORK_USAGE_ERROR("unknown option '-n'", "-n", "2", "web");
+    FORK_USAGE_ERROR("unknown option '--force'", "--force", "web");
 }
 
 static void
@@ -1361,6 +1511,79 @@ test_cmd_standby_restore_trace(void **state)
     fake_server_free(f);
 }
 
+static int
+call_fork(const struct cli_ctx *ctx, const void *o)
+{
+    return cli_cmd_fork(ctx, o);
+}
+
+/* fork prints each child's id; --trace reads the source back for the fork's phases. */
+static void
+test_cmd_fork(void **state)
+{
+    _cleanup_free_ char *r201 = http_reply(
+        "201 Created", "{\"instances\": [{\"id\": \"aaaaaaaaaaaaaaa1\", \"name\": \"w-1\"}, "
+                       "{\"id\": \"aaaaaaaaaaaaaaa2\", \"name\": \"w-2\"}]}");
+    _cleanup_free_ char *rsrc = http_reply(
+        "200 OK", "{\"id\": \"3f2a9c0d1b4e5f60\", \"name\": \"web\", \"state\": \"Running\", "
+                  "\"last_operation\": {\"op\": \"fork\", \"ok\": true, \"total_ms\": 812.5, "
+                  "\"phases\": [{\"name\": \"freeze\", \"ms\": 40}, "
+                  "{\"name\": \"start_children\", \"ms\": 770.5}]}}");
+    _cleanup_free_ char *r501 = http_reply(
+        "501 Not Implemented", "{\"code\": \"unsupported\", \"message\": \"fc cannot fork\"}");
+    _cleanup_free_ char *rbad = http_reply("201 Created", "{\"instances\": [{\"name\": \"x\"}]}");
+    const char *replies[] = { r201, rsrc, r501, rbad };
+    struct fake_server *f = fake_server_start(replies, NULL, 4);
+    struct cli_ctx ctx = { .socket = f->path };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct fork_opts o;
+    char *out, *errout;
+    int rc;
+    (void)state;
+
+    const char *argv[] = { "fork",      "--count", "2",   "--prefix", "w",
+                           "--no-wait", "--trace", "web", NULL };
+    assert_int_equal(cli_parse_fork(P(argv), &o, &err), 0);
+    out = capture(call_fork, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 0);
+    assert_string_equal(out, "aaaaaaaaaaaaaaa1\naaaaaaaaaaaaaaa2\n"); /* ids alone on stdout */
+    assert_string_equal(errout, "freeze               40.0 ms\n"
+                                "start_children      770.5 ms\n"
+                                "total               812.5 ms\n");
+    free(out);
+    free(errout);
+
+    /* The daemon's refusal: its message, exit 1, nothing on stdout, no second request. */
+    const char *argv2[] = { "fork", "--trace", "web", NULL };
+    assert_int_equal(cli_parse_fork(P(argv2), &o, &err), 0);
+    out = capture(call_fork, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 1);
+    assert_string_equal(out, "");
+    assert_string_equal(errout, "torpor: fc cannot fork\n");
+    free(out);
+    free(errout);
+
+    /* A 2xx reply without ids is a failure too. */
+    const char *argv3[] = { "fork", "--name", "copy", "--standby", "web", NULL };
+    assert_int_equal(cli_parse_fork(P(argv3), &o, &err), 0);
+    out = capture(call_fork, &ctx, &o, &rc, &errout);
+    assert_int_equal(rc, 1);
+    assert_string_equal(out, "");
+    assert_string_equal(errout, "torpor: torpord's reply has no instance ids\n");
+    free(out);
+    free(errout);
+
+    fake_server_stop(f);
+    assert_non_null(strstr(f->requests[0], "POST /v1/instances/web/fork HTTP/1.1\r\n"));
+    assert_non_null(
+        strstr(f->requests[0], "\r\n\r\n{\"count\":2,\"prefix\":\"w\",\"no_wait\":true}"));
+    assert_non_null(strstr(f->requests[1], "GET /v1/instances/web HTTP/1.1\r\n"));
+    assert_non_null(strstr(f->requests[2], "POST /v1/instances/web/fork HTTP/1.1\r\n"));
+    assert_non_null(strstr(f->requests[2], "\r\n\r\n{}"));
+    assert_non_null(strstr(f->requests[3], "\r\n\r\n{\"name\":\"copy\",\"standby\":true}"));
+    fake_server_free(f);
+}
+
 /* inspect prints the daemon's instance object whole, fields it does not know included. */
 static void
 test_cmd_inspect_prints_everything(void **state)
@@ -1411,6 +1634,9 @@ main(void)
         cmocka_unit_test(test_rm_stop_start_names),
         cmocka_unit_test(test_standby_restore_names),
         cmocka_unit_test(test_parse_args_syntax),
+        cmocka_unit_test(test_parse_args_values),
+        cmocka_unit_test(test_fork_options),
+        cmocka_unit_test(test_fork_usage_errors),
         cmocka_unit_test(test_global_socket_precedence),
         cmocka_unit_test(test_format_ago),
         cmocka_unit_test(test_instance_path),
@@ -1428,6 +1654,7 @@ main(void)
         cmocka_unit_test(test_cmd_stop_continues_past_failure),
         cmocka_unit_test(test_cmd_standby_restore_trace),
         cmocka_unit_test(test_cmd_inspect_prints_everything),
+        cmocka_unit_test(test_cmd_fork),
     };
     int r;
 

@@ -71,7 +71,7 @@ struct hv_phase_sink {
 struct hv_restore_opts {
     const char *snap_dir;        /* snapshots/snapshot-latest: what snapshot() wrote */
     bool resume_on_load;         /* ask the VMM to start the guest as part of loading */
-    bool ram_in_state; /* the snapshot carries guest memory in "state" (see snapshot()) */
+    bool ram_in_state;           /* the snapshot carries guest memory in "state" (see snapshot()) */
     struct hv_phase_sink phases; /* marks "start_process" and "load_snapshot" */
 };
 

@@ -20,11 +20,11 @@
 
 struct child {
     struct inst_manager *m;
-    struct inst *i;         /* locked by the fork until it ends */
-    const char *tdir;       /* template dir to restore from */
+    struct inst *i;   /* locked by the fork until it ends */
+    const char *tdir; /* template dir to restore from */
     bool ram_in_state;
-    bool standby;           /* leave it in Standby */
-    bool wait_identity;     /* wait for the agent's acknowledgement */
+    bool standby;       /* leave it in Standby */
+    bool wait_identity; /* wait for the agent's acknowledgement */
     pthread_t thread;
     int r;
     struct tp_err err;

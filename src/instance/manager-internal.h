@@ -21,9 +21,9 @@ struct inst {
     pthread_mutex_t lock;
     struct inst_record *rec; /* under lock */
     struct inst_paths paths;
-    struct hv_vm *vm;         /* live VMM or NULL; under lock */
-    char *cmdline;            /* kernel command line the VMM was started with */
-    char *mem_path; /* guest memory file of the last spec: its own, or a fork template's */
+    struct hv_vm *vm; /* live VMM or NULL; under lock */
+    char *cmdline;    /* kernel command line the VMM was started with */
+    char *mem_path;   /* guest memory file of the last spec: its own, or a fork template's */
     struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
     bool removed;             /* under lock */
     unsigned refs;            /* under manager lock */

@@ -83,12 +83,11 @@ snap_discard(const char *dir, struct tp_err *err)
 static char *
 manifest_json(const struct snap_manifest *m)
 {
-    json_t *o =
-        json_pack("{s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "version", m->version, "hypervisor",
-                  m->hypervisor, "type", m->diff ? "diff" : "full", "created_ms",
-                  (json_int_t)m->created_ms, "memory_mib", (json_int_t)m->memory_mib, "vcpus",
-                  (json_int_t)m->vcpus, "memory_written", (json_int_t)m->memory_written,
-                  "ram_in_state", m->ram_in_state);
+    json_t *o = json_pack(
+        "{s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "version", m->version, "hypervisor",
+        m->hypervisor, "type", m->diff ? "diff" : "full", "created_ms", (json_int_t)m->created_ms,
+        "memory_mib", (json_int_t)m->memory_mib, "vcpus", (json_int_t)m->vcpus, "memory_written",
+        (json_int_t)m->memory_written, "ram_in_state", m->ram_in_state);
     char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     if (!s)

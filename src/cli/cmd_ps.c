@@ -27,9 +27,9 @@ static const struct cli_syntax syntax = {
              "List instances (running ones unless --all).\n",
     .operands = CLI_OPERANDS_NONE,
     .flags = {
-        { "all", 'a', "include stopped instances" },
-        { "json", 0, "print the instances as a JSON array" },
-        { "quiet", 'q', "print ids only" },
+        { "all", 'a', "include stopped instances", NULL },
+        { "json", 0, "print the instances as a JSON array", NULL },
+        { "quiet", 'q', "print ids only", NULL },
     },
 };
 

@@ -79,9 +79,9 @@ enum cli_operands {
 #define CLI_FLAGS_MAX 8
 
 /* --trace of the verbs whose reply carries a last_operation worth showing. */
-#define CLI_FLAG_TRACE                                         \
-    {                                                          \
-        "trace", 0, "print the timing of each phase to stderr" \
+#define CLI_FLAG_TRACE                                                      \
+    {                                                                       \
+        .name = "trace", .help = "print the timing of each phase to stderr" \
     }
 
 struct cli_syntax {

@@ -18,7 +18,7 @@ static const struct cli_syntax syntax = {
              "\n"
              "Print the serial console output of the instance NAME.\n",
     .operands = CLI_OPERANDS_ONE,
-    .flags = { { "follow", 'f', "keep streaming new output" } },
+    .flags = { { .name = "follow", .short_name = 'f', .help = "keep streaming new output" } },
 };
 
 int

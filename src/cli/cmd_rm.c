@@ -13,7 +13,9 @@ static const struct cli_syntax syntax = {
              "Remove instances; prints each NAME removed. NAME is an instance\n"
              "name, id, or unique id prefix.\n",
     .operands = CLI_OPERANDS_SOME,
-    .flags = { { "force", 'f', "remove even if its VMM runs (it is killed)" } },
+    .flags = { { .name = "force",
+                 .short_name = 'f',
+                 .help = "remove even if its VMM runs (it is killed)" } },
 };
 
 int

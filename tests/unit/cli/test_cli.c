@@ -417,9 +417,9 @@ test_parse_args_syntax(void **state)
         .verb = "frob",
         .usage = "Usage: torpor frob [OPTIONS] NAME\n\nFrob NAME.\n",
         .operands = CLI_OPERANDS_ONE,
-        .flags = { { "all", 'a', "every one" },
-                   { "json", 0, "as JSON" },
-                   { "extraordinary", 'x', "long name" } },
+        .flags = { { "all", 'a', "every one", NULL },
+                   { "json", 0, "as JSON", NULL },
+                   { "extraordinary", 'x', "long name", NULL } },
     };
     static const struct cli_syntax none = { .verb = "nil", .usage = "Usage: torpor nil\n" };
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };

@@ -2,10 +2,14 @@
 #include "sock.h"
 
 #include <errno.h>
+#include <libgen.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/inotify.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -167,4 +171,70 @@ sock_read_exact(int fd, void *buf, size_t len, int timeout_ms)
         len -= (size_t)n;
     }
     return 0;
+}
+
+/* One connect attempt: the fd, or -errno (-ENOENT / -ECONNREFUSED mean "not yet"). */
+static int
+try_connect(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd;
+
+    strcpy(sa.sun_path, path);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    return fd;
+}
+
+int
+sock_connect_when_ready(const char *path, int timeout_ms, struct tp_err *err)
+{
+    struct sockaddr_un probe;
+    _cleanup_close_ int ino = -EBADF;
+    char *copy = NULL;
+    uint64_t deadline = now_ms() + (uint64_t)(timeout_ms < 0 ? 0 : timeout_ms);
+    int r = fill_addr(&probe, path, err);
+    if (r < 0)
+        return r;
+
+    ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (ino < 0)
+        return tp_err_errno(err, -errno, "inotify_init1");
+    copy = strdup(path);
+    if (!copy)
+        return tp_err_set(err, -ENOMEM, "copy path");
+    /* Watch first, then look: a socket created in between still wakes us. */
+    r = inotify_add_watch(ino, dirname(copy), IN_CREATE | IN_MOVED_TO);
+    free(copy);
+    if (r < 0)
+        return tp_err_errno(err, -errno, "watch the directory of '%s'", path);
+
+    for (;;) {
+        int fd = try_connect(path);
+        if (fd >= 0)
+            return fd;
+        if (fd != -ENOENT && fd != -ECONNREFUSED)
+            return tp_err_errno(err, fd, "connect to '%s'", path);
+        uint64_t now = now_ms();
+        if (now >= deadline)
+            return tp_err_set(err, -ETIMEDOUT, "'%s' was not ready within %d ms", path, timeout_ms);
+        if (fd == -ECONNREFUSED) {
+            /* Bound but not listening yet: the owner is between bind() and listen(). */
+            struct timespec ms = { 0, 1000000 };
+            nanosleep(&ms, NULL);
+            continue;
+        }
+        r = sock_wait(ino, POLLIN, (int)(deadline - now));
+        if (r < 0)
+            return tp_err_errno(err, r, "wait for '%s'", path);
+        char buf[4096];
+        while (read(ino, buf, sizeof(buf)) > 0)
+            ; /* drain: any event means "look again" */
+    }
 }

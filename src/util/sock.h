@@ -24,3 +24,9 @@ int sock_read_exact(int fd, void *buf, size_t len, int timeout_ms);
 /* poll() one fd for events within timeout_ms: 1 ready, 0 timeout, -errno. Retries EINTR with the
  * remaining time. */
 int sock_wait(int fd, short events, int timeout_ms);
+
+/* Connect to a socket another process will create (a VMM that binds its own API socket):
+ * inotify on the directory until the path exists, then connect, retrying every 1 ms while the
+ * owner has bound but not yet listened. No sleep-polling while the path is absent. Returns the
+ * fd; -ETIMEDOUT after timeout_ms. */
+int sock_connect_when_ready(const char *path, int timeout_ms, struct tp_err *err);

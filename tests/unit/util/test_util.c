@@ -1,12 +1,15 @@
 /* Unit tests for util/: error chains, atomic writes, sparse clones, process identity. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 /* cmocka.h needs the headers above first */
 #include <cmocka.h>
@@ -15,6 +18,8 @@
 #include "util/err.h"
 #include "util/fs.h"
 #include "util/proc.h"
+#include "util/sock.h"
+#include "util/timeutil.h"
 #include "util/xalloc.h"
 
 static char *
@@ -109,6 +114,74 @@ test_spawn_reports_exec_failure(void **state)
     tp_err_clear(&err);
 }
 
+struct waiter {
+    const char *path;
+    int timeout_ms;
+    int r;
+    pthread_t t;
+};
+
+static void *
+wait_thread(void *arg)
+{
+    struct waiter *w = arg;
+    struct tp_err err = { 0 };
+    w->r = sock_connect_when_ready(w->path, w->timeout_ms, &err);
+    tp_err_clear(&err);
+    return NULL;
+}
+
+static int
+bound_socket(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    strcpy(sa.sun_path, path);
+    assert_true(fd >= 0);
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    return fd;
+}
+
+static void
+test_connect_when_ready(void **state)
+{
+    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *path = fs_path_join(dir, "api.sock");
+    struct tp_err err = { 0 };
+    struct waiter w = { .path = path, .timeout_ms = 10000 };
+    (void)state;
+
+    /* Appears while we wait: bound first (connect refused), listening a moment later. */
+    assert_int_equal(pthread_create(&w.t, NULL, wait_thread, &w), 0);
+    int fd = bound_socket(path);
+    assert_int_equal(listen(fd, 1), 0);
+    assert_int_equal(pthread_join(w.t, NULL), 0);
+    assert_true(w.r >= 0);
+    close(w.r);
+
+    /* Already there. */
+    int c = sock_connect_when_ready(path, 1000, &err);
+    assert_true(c >= 0);
+    close(c);
+    close(fd);
+
+    /* Never appears: bounded. */
+    uint64_t t0 = now_ms();
+    _cleanup_free_ char *none = fs_path_join(dir, "never.sock");
+    assert_int_equal(sock_connect_when_ready(none, 50, &err), -ETIMEDOUT);
+    assert_true(now_ms() - t0 >= 50);
+    assert_true(now_ms() - t0 < 5000);
+    tp_err_clear(&err);
+
+    /* Bound but never listening: retried, then bounded too. */
+    unlink(path);
+    fd = bound_socket(path);
+    assert_int_equal(sock_connect_when_ready(path, 30, &err), -ETIMEDOUT);
+    tp_err_clear(&err);
+    close(fd);
+    assert_int_equal(fs_rm_rf(dir, &err), 0);
+}
+
 int
 main(void)
 {
@@ -118,6 +191,7 @@ main(void)
         cmocka_unit_test(test_clone_keeps_holes),
         cmocka_unit_test(test_proc_identity),
         cmocka_unit_test(test_spawn_reports_exec_failure),
+        cmocka_unit_test(test_connect_when_ready),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

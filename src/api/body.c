@@ -15,6 +15,8 @@
 
 #define streq(a, b) (strcmp((a), (b)) == 0)
 
+#define INSTANCE_NAME_MAX 63 /* store_name_valid()'s limit */
+
 /* jansson reports OOM as NULL/-1; like xmalloc, treat it as fatal. */
 static json_t *
 jcheck(json_t *j)
@@ -140,26 +142,32 @@ want_type(const char *key, const json_t *v, json_type type, const char *name, st
     return 0;
 }
 
+/* Vets a string field's value: 0, or -EINVAL with a message naming key. */
+typedef int (*string_check_fn)(const char *key, const char *s, struct tp_err *err);
+
+/* A string field, vetted by check (may be NULL), copied into *ret. */
 static int
-get_string(const char *key, const json_t *v, char **ret, struct tp_err *err)
+get_string(const char *key, const json_t *v, string_check_fn check, char **ret, struct tp_err *err)
 {
     int r = want_type(key, v, JSON_STRING, "a string", err);
     if (r < 0)
         return r;
+    if (check) {
+        r = check(key, json_string_value(v), err);
+        if (r < 0)
+            return r;
+    }
     *ret = xstrdup(json_string_value(v));
     return 0;
 }
 
 static int
-get_path(const char *key, const json_t *v, char **ret, struct tp_err *err)
+get_bool(const char *key, const json_t *v, bool *ret, struct tp_err *err)
 {
-    int r = want_type(key, v, JSON_STRING, "a string", err);
+    int r = want_type(key, v, JSON_TRUE, "a boolean", err);
     if (r < 0)
         return r;
-    if (json_string_value(v)[0] != '/')
-        return tp_err_set(err, -EINVAL, "field '%s' must be an absolute path, got '%s'", key,
-                          json_string_value(v));
-    *ret = xstrdup(json_string_value(v));
+    *ret = json_is_true(v);
     return 0;
 }
 
@@ -217,22 +225,58 @@ check_env_entry(const char *s)
     return eq && eq != s ? 0 : -EINVAL;
 }
 
-/* Same rule as store_name_valid(); repeated here so bad names fail before the manager runs
- * and this file stays free of the store library. */
-static bool
-name_valid(const char *s)
+/* store_name_valid()'s rule, with max for a fork's prefix; repeated here so bad names fail
+ * before the manager runs and this file stays free of the store library. */
+static int
+check_name_max(const char *key, const char *s, size_t max, struct tp_err *err)
 {
     size_t n = strlen(s);
+    bool ok = n >= 1 && n <= max;
 
-    if (n < 1 || n > 63)
-        return false;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; ok && i < n; i++) {
         char c = s[i];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
-        if (!ok)
-            return false;
+        ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
     }
-    return true;
+    if (!ok)
+        return tp_err_set(err, -EINVAL, "field '%s' must match [a-z0-9][a-z0-9-]{0,%zu}, got '%s'",
+                          key, max - 1, s);
+    return 0;
+}
+
+static int
+check_name(const char *key, const char *s, struct tp_err *err)
+{
+    return check_name_max(key, s, INSTANCE_NAME_MAX, err);
+}
+
+static int
+check_prefix(const char *key, const char *s, struct tp_err *err)
+{
+    return check_name_max(key, s, API_FORK_PREFIX_MAX, err);
+}
+
+static int
+check_path(const char *key, const char *s, struct tp_err *err)
+{
+    if (s[0] != '/')
+        return tp_err_set(err, -EINVAL, "field '%s' must be an absolute path, got '%s'", key, s);
+    return 0;
+}
+
+static int
+check_not_empty(const char *key, const char *s, struct tp_err *err)
+{
+    if (!s[0])
+        return tp_err_set(err, -EINVAL, "field '%s' must not be empty", key);
+    return 0;
+}
+
+static int
+check_accel(const char *key, const char *s, struct tp_err *err)
+{
+    if (!streq(s, "kvm") && !streq(s, "tcg"))
+        return tp_err_set(err, -EINVAL, "field '%s' must be \"kvm\" or \"tcg\", got '%s'", key, s);
+    return 0;
 }
 
 void
@@ -266,17 +310,9 @@ static int
 create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
 {
     struct api_create_body *b = target;
-    int r;
 
-    if (streq(key, "name")) {
-        r = get_string(key, v, &b->name, err);
-        if (r < 0)
-            return r;
-        if (!name_valid(b->name))
-            return tp_err_set(err, -EINVAL,
-                              "field 'name' must match [a-z0-9][a-z0-9-]{0,62}, got '%s'", b->name);
-        return 0;
-    }
+    if (streq(key, "name"))
+        return get_string(key, v, check_name, &b->name, err);
     if (streq(key, "memory_mib"))
         return get_u32_range(key, v, API_MEMORY_MIB_MIN, API_MEMORY_MIB_MAX, &b->req.memory_mib,
                              err);
@@ -284,38 +320,20 @@ create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_u32_range(key, v, API_VCPUS_MIN, API_VCPUS_MAX, &b->req.vcpus, err);
     if (streq(key, "disk_mib"))
         return get_u32_range(key, v, API_DISK_MIB_MIN, API_DISK_MIB_MAX, &b->req.disk_mib, err);
-    if (streq(key, "hypervisor")) {
-        r = get_string(key, v, &b->hypervisor, err);
-        if (r < 0)
-            return r;
-        if (!b->hypervisor[0])
-            return tp_err_set(err, -EINVAL, "field 'hypervisor' must not be empty");
-        return 0;
-    }
+    if (streq(key, "hypervisor"))
+        return get_string(key, v, check_not_empty, &b->hypervisor, err);
     if (streq(key, "kernel"))
-        return get_path(key, v, &b->kernel, err);
+        return get_string(key, v, check_path, &b->kernel, err);
     if (streq(key, "initrd"))
-        return get_path(key, v, &b->initrd, err);
+        return get_string(key, v, check_path, &b->initrd, err);
     if (streq(key, "rootfs"))
-        return get_path(key, v, &b->rootfs, err);
+        return get_string(key, v, check_path, &b->rootfs, err);
     if (streq(key, "cmd"))
         return get_strv(key, v, false, NULL, NULL, &b->cmd, err);
-    if (streq(key, "no_agent")) {
-        r = want_type(key, v, JSON_TRUE, "a boolean", err);
-        if (r < 0)
-            return r;
-        b->req.no_agent = json_is_true(v);
-        return 0;
-    }
-    if (streq(key, "accel")) {
-        r = get_string(key, v, &b->accel, err);
-        if (r < 0)
-            return r;
-        if (!streq(b->accel, "kvm") && !streq(b->accel, "tcg"))
-            return tp_err_set(err, -EINVAL, "field 'accel' must be \"kvm\" or \"tcg\", got '%s'",
-                              b->accel);
-        return 0;
-    }
+    if (streq(key, "no_agent"))
+        return get_bool(key, v, &b->req.no_agent, err);
+    if (streq(key, "accel"))
+        return get_string(key, v, check_accel, &b->accel, err);
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
@@ -361,7 +379,7 @@ exec_field(void *target, const char *key, const json_t *v, struct tp_err *err)
     if (streq(key, "env"))
         return get_strv(key, v, true, check_env_entry, "\"KEY=VALUE\"", &b->env, err);
     if (streq(key, "cwd"))
-        return get_path(key, v, &b->cwd, err);
+        return get_string(key, v, check_path, &b->cwd, err);
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
@@ -403,36 +421,17 @@ static int
 fork_field(void *target, const char *key, const json_t *v, struct tp_err *err)
 {
     struct api_fork_body *b = target;
-    int r;
 
     if (streq(key, "count"))
         return get_u32_range(key, v, 1, API_FORK_COUNT_MAX, &b->req.count, err);
-    if (streq(key, "name")) {
-        r = get_string(key, v, &b->name, err);
-        if (r < 0)
-            return r;
-        if (!name_valid(b->name))
-            return tp_err_set(err, -EINVAL,
-                              "field 'name' must match [a-z0-9][a-z0-9-]{0,62}, got '%s'", b->name);
-        return 0;
-    }
-    if (streq(key, "prefix")) {
-        r = get_string(key, v, &b->prefix, err);
-        if (r < 0)
-            return r;
-        if (!name_valid(b->prefix) || strlen(b->prefix) > API_FORK_PREFIX_MAX)
-            return tp_err_set(err, -EINVAL,
-                              "field 'prefix' must match [a-z0-9][a-z0-9-]{0,%d}, got '%s'",
-                              API_FORK_PREFIX_MAX - 1, b->prefix);
-        return 0;
-    }
-    if (streq(key, "standby") || streq(key, "no_wait")) {
-        r = want_type(key, v, JSON_TRUE, "a boolean", err);
-        if (r < 0)
-            return r;
-        *(streq(key, "standby") ? &b->req.standby : &b->req.no_wait) = json_is_true(v);
-        return 0;
-    }
+    if (streq(key, "name"))
+        return get_string(key, v, check_name, &b->name, err);
+    if (streq(key, "prefix"))
+        return get_string(key, v, check_prefix, &b->prefix, err);
+    if (streq(key, "standby"))
+        return get_bool(key, v, &b->req.standby, err);
+    if (streq(key, "no_wait"))
+        return get_bool(key, v, &b->req.no_wait, err);
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 

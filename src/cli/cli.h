@@ -109,16 +109,17 @@ int cli_parse_args(const struct cli_syntax *syn, int argc, char **argv, struct c
 /* syn's usage text followed by its "Options:" list (each flag, then -h, --help). */
 void cli_usage_print(const struct cli_syntax *syn, FILE *f);
 
-/* ---- running against several instances (batch.c, trace.c) -------------------------------- */
-
-/* For stop/start/standby/restore/rm: send method to /v1/instances/<name><suffix> for each
- * name (POST with "{}"), print each name that succeeded to stdout (then, with trace, the
- * reply's last_operation as cli_print_trace() does) and each failure as "torpor: <message>";
- * returns CLI_EXIT_FAIL if any failed, else 0. */
-int cli_for_each_instance(const struct cli_ctx *ctx, const char *method, const char *suffix,
-                          char *const *names, size_t n_names, bool trace);
+/* ---- requests and output (call.c, trace.c) ---------------------------------------------- */
 
 struct json_t;
+/* client_call() on ctx's socket, reporting a failure as "torpor: <message>" on stderr;
+ * returns its result. *ret_reply is written on success only (may be NULL). */
+int cli_call(const struct cli_ctx *ctx, const char *method, const char *path, struct json_t *body,
+             struct json_t **ret_reply);
+
+/* j as indented JSON and a newline, to stdout. */
+void cli_print_json(const struct json_t *j);
+
 /* The phases of an instance object's last_operation and its total, one "name  12.3 ms" line
  * each with names padded to one column, to stderr. Nothing without phases. */
 void cli_print_trace(const struct json_t *inst);
@@ -179,43 +180,19 @@ struct logs_opts {
 };
 int cli_parse_logs(int argc, char **argv, struct logs_opts *ret, struct tp_err *err);
 
-struct stop_opts {
+/* stop, start, standby, restore and rm (cmd_lifecycle.c): one request per NAME, going on past
+ * failures; argv[0] says which. */
+struct cli_lifecycle;
+struct lifecycle_opts {
+    const struct cli_lifecycle *verb; /* the verb's row of cmd_lifecycle.c's table */
     char *const *names;
     size_t n_names;
+    bool trace; /* standby, restore: --trace prints each reply's last_operation */
+    bool force; /* rm: -f also kills a running VMM */
     bool help;
 };
-int cli_parse_stop(int argc, char **argv, struct stop_opts *ret, struct tp_err *err);
-
-struct start_opts {
-    char *const *names;
-    size_t n_names;
-    bool help;
-};
-int cli_parse_start(int argc, char **argv, struct start_opts *ret, struct tp_err *err);
-
-struct rm_opts {
-    char *const *names;
-    size_t n_names;
-    bool force;
-    bool help;
-};
-int cli_parse_rm(int argc, char **argv, struct rm_opts *ret, struct tp_err *err);
-
-struct standby_opts {
-    char *const *names;
-    size_t n_names;
-    bool trace;
-    bool help;
-};
-int cli_parse_standby(int argc, char **argv, struct standby_opts *ret, struct tp_err *err);
-
-struct restore_opts {
-    char *const *names;
-    size_t n_names;
-    bool trace;
-    bool help;
-};
-int cli_parse_restore(int argc, char **argv, struct restore_opts *ret, struct tp_err *err);
+/* -EINVAL also when argv[0] is none of the five verbs. */
+int cli_parse_lifecycle(int argc, char **argv, struct lifecycle_opts *ret, struct tp_err *err);
 
 struct fork_opts {
     const char *source;     /* the instance to fork */
@@ -230,30 +207,19 @@ struct fork_opts {
 /* --count is 1..64; --name and --prefix exclude each other, --name wants a count of 1. */
 int cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err);
 
-struct caps_opts {
-    bool help;
-};
-int cli_parse_caps(int argc, char **argv, struct caps_opts *ret, struct tp_err *err);
-
-struct version_opts {
-    bool help;
-};
-int cli_parse_version(int argc, char **argv, struct version_opts *ret, struct tp_err *err);
-
 /* Runners: do the verb against the daemon, return the exit code. */
 int cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o);
 int cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o);
 int cli_cmd_inspect(const struct cli_ctx *ctx, const struct inspect_opts *o);
 int cli_cmd_exec(const struct cli_ctx *ctx, const struct exec_opts *o);
 int cli_cmd_logs(const struct cli_ctx *ctx, const struct logs_opts *o);
-int cli_cmd_stop(const struct cli_ctx *ctx, const struct stop_opts *o);
-int cli_cmd_start(const struct cli_ctx *ctx, const struct start_opts *o);
-int cli_cmd_rm(const struct cli_ctx *ctx, const struct rm_opts *o);
-int cli_cmd_standby(const struct cli_ctx *ctx, const struct standby_opts *o);
-int cli_cmd_restore(const struct cli_ctx *ctx, const struct restore_opts *o);
+/* Prints each NAME done to stdout (then, with trace, its reply's trace) and each failure as
+ * "torpor: <message>"; CLI_EXIT_FAIL if any failed. */
+int cli_cmd_lifecycle(const struct cli_ctx *ctx, const struct lifecycle_opts *o);
 int cli_cmd_fork(const struct cli_ctx *ctx, const struct fork_opts *o);
-int cli_cmd_caps(const struct cli_ctx *ctx, const struct caps_opts *o);
-int cli_cmd_version(const struct cli_ctx *ctx, const struct version_opts *o);
+/* capabilities and version take no options or arguments. */
+int cli_cmd_caps(const struct cli_ctx *ctx);
+int cli_cmd_version(const struct cli_ctx *ctx);
 
 /* Verb entry points for main()'s table: parse + usage/errors + run. */
 int cli_verb_run(const struct cli_ctx *ctx, int argc, char **argv);
@@ -261,11 +227,7 @@ int cli_verb_ps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_inspect(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_exec(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_logs(const struct cli_ctx *ctx, int argc, char **argv);
-int cli_verb_stop(const struct cli_ctx *ctx, int argc, char **argv);
-int cli_verb_start(const struct cli_ctx *ctx, int argc, char **argv);
-int cli_verb_rm(const struct cli_ctx *ctx, int argc, char **argv);
-int cli_verb_standby(const struct cli_ctx *ctx, int argc, char **argv);
-int cli_verb_restore(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_lifecycle(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
@@ -276,3 +238,7 @@ int cli_verb_prologue(const char *verb, const char *usage, int r, bool help,
                       const struct tp_err *err);
 /* The same for a verb parsed with cli_parse_args(): help prints cli_usage_print(syn). */
 int cli_syntax_prologue(const struct cli_syntax *syn, int r, bool help, const struct tp_err *err);
+/* A whole cli_verb_*() for a verb whose syn has no flags and CLI_OPERANDS_NONE: parse argv
+ * (only --help), print usage or errors, else return run(ctx). */
+int cli_verb_without_args(const struct cli_ctx *ctx, const struct cli_syntax *syn, int argc,
+                          char **argv, int (*run)(const struct cli_ctx *ctx));

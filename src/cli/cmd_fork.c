@@ -127,18 +127,15 @@ print_source_trace(const struct cli_ctx *ctx, const char *source)
 int
 cli_cmd_fork(const struct cli_ctx *ctx, const struct fork_opts *o)
 {
-    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     _cleanup_free_ char *path = client_instance_path(o->source, "/fork");
     json_t *body = fork_body(o), *reply = NULL, *children, *child;
     size_t i;
     int r;
 
-    r = client_call(ctx->socket, "POST", path, body, &reply, &err);
+    r = cli_call(ctx, "POST", path, body, &reply);
     json_decref(body);
-    if (r < 0) {
-        cli_error("%s", tp_err_msg(&err));
+    if (r < 0)
         return CLI_EXIT_FAIL;
-    }
     children = json_object_get(reply, "instances");
     json_array_foreach(children, i, child)
     {

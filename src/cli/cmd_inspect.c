@@ -36,23 +36,20 @@ cli_cmd_inspect(const struct cli_ctx *ctx, const struct inspect_opts *o)
 
     /* Like docker: print what was found, report the rest, and fail if anything was missing. */
     for (size_t i = 0; i < o->n_names; i++) {
-        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
         _cleanup_free_ char *path = client_instance_path(o->names[i], "");
         json_t *inst = NULL;
 
-        if (client_call(ctx->socket, "GET", path, NULL, &inst, &err) < 0) {
-            cli_error("%s", tp_err_msg(&err));
+        if (cli_call(ctx, "GET", path, NULL, &inst) < 0) {
             rc = CLI_EXIT_FAIL;
             continue;
         }
         json_array_append_new(found, inst ? inst : json_null());
     }
-    if (o->n_names == 1 && json_array_size(found) == 1)
-        json_dumpf(json_array_get(found, 0), stdout, JSON_INDENT(2));
-    else if (o->n_names > 1)
-        json_dumpf(found, stdout, JSON_INDENT(2));
-    if (o->n_names > 1 || json_array_size(found) == 1)
-        putchar('\n');
+    /* One NAME: its object, or nothing if it failed. Several: an array of those found. */
+    if (o->n_names > 1)
+        cli_print_json(found);
+    else if (json_array_size(found) == 1)
+        cli_print_json(json_array_get(found, 0));
     json_decref(found);
     return rc;
 }

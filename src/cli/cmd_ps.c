@@ -7,7 +7,6 @@
 #include <time.h>
 
 #include "cli.h"
-#include "client.h"
 #include "util/cleanup.h"
 #include "util/xalloc.h"
 
@@ -133,18 +132,12 @@ print_table(const json_t *list)
 int
 cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o)
 {
-    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     json_t *reply = NULL, *list;
     const json_t *inst;
     size_t i;
-    int r;
 
-    r = client_call(ctx->socket, "GET", o->all ? "/v1/instances?all=true" : "/v1/instances", NULL,
-                    &reply, &err);
-    if (r < 0) {
-        cli_error("%s", tp_err_msg(&err));
+    if (cli_call(ctx, "GET", o->all ? "/v1/instances?all=true" : "/v1/instances", NULL, &reply) < 0)
         return CLI_EXIT_FAIL;
-    }
     list = json_object_get(reply, "instances");
     if (!json_is_array(list)) {
         json_decref(reply);
@@ -152,8 +145,7 @@ cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o)
         return CLI_EXIT_FAIL;
     }
     if (o->json) {
-        json_dumpf(list, stdout, JSON_INDENT(2));
-        putchar('\n');
+        cli_print_json(list);
     } else if (o->quiet) {
         json_array_foreach(list, i, inst)
         {

@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "cli.h"
-#include "client.h"
 #include "util/cleanup.h"
 #include "util/xalloc.h"
 
@@ -190,17 +189,14 @@ run_body(const struct run_opts *o)
 int
 cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
 {
-    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     json_t *body = run_body(o), *inst = NULL;
     const char *id;
     int r;
 
-    r = client_call(ctx->socket, "POST", "/v1/instances", body, &inst, &err);
+    r = cli_call(ctx, "POST", "/v1/instances", body, &inst);
     json_decref(body);
-    if (r < 0) {
-        cli_error("%s", tp_err_msg(&err));
+    if (r < 0)
         return CLI_EXIT_FAIL;
-    }
     id = json_string_value(json_object_get(inst, "id"));
     if (!id) {
         json_decref(inst);

@@ -13,18 +13,19 @@ struct verb {
     const char *help;
 };
 
+/* stop, start, standby, restore and rm share cli_verb_lifecycle(), which reads argv[0]. */
 static const struct verb verbs[] = {
     { "run", cli_verb_run, "create and start a microVM" },
     { "ps", cli_verb_ps, "list instances" },
     { "inspect", cli_verb_inspect, "print instances as JSON" },
     { "exec", cli_verb_exec, "run a command in a guest" },
     { "logs", cli_verb_logs, "print a guest's serial console" },
-    { "stop", cli_verb_stop, "stop instances" },
-    { "start", cli_verb_start, "start stopped instances" },
-    { "standby", cli_verb_standby, "snapshot instances and release their memory" },
-    { "restore", cli_verb_restore, "resume instances from standby" },
+    { "stop", cli_verb_lifecycle, "stop instances" },
+    { "start", cli_verb_lifecycle, "start stopped instances" },
+    { "standby", cli_verb_lifecycle, "snapshot instances and release their memory" },
+    { "restore", cli_verb_lifecycle, "resume instances from standby" },
     { "fork", cli_verb_fork, "fork an instance into children" },
-    { "rm", cli_verb_rm, "remove instances" },
+    { "rm", cli_verb_lifecycle, "remove instances" },
     { "capabilities", cli_verb_caps, "print what each hypervisor supports" },
     { "version", cli_verb_version, "print client and daemon versions" },
 };

@@ -292,3 +292,15 @@ cli_syntax_prologue(const struct cli_syntax *syn, int r, bool help, const struct
     }
     return cli_verb_prologue(syn->verb, NULL, r, false, err);
 }
+
+int
+cli_verb_without_args(const struct cli_ctx *ctx, const struct cli_syntax *syn, int argc,
+                      char **argv, int (*run)(const struct cli_ctx *ctx))
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct cli_args a = { 0 };
+    int r = cli_parse_args(syn, argc, argv, &a, &err);
+    int x = cli_syntax_prologue(syn, r, a.help, &err);
+
+    return x >= 0 ? x : run(ctx);
+}

@@ -253,9 +253,6 @@ test_missing_names(void **state)
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct exec_opts eo = { 0 };
     struct logs_opts lo = { 0 };
-    struct stop_opts so = { 0 };
-    struct start_opts sto = { 0 };
-    struct rm_opts ro = { 0 };
     struct inspect_opts io = { 0 };
     (void)state;
 
@@ -273,25 +270,28 @@ test_missing_names(void **state)
     assert_int_equal(cli_parse_logs(P(logs), &lo, &err), -EINVAL);
     const char *logs2[] = { "logs", "a", "b", NULL };
     assert_int_equal(cli_parse_logs(P(logs2), &lo, &err), -EINVAL);
-    const char *stop[] = { "stop", NULL };
-    assert_int_equal(cli_parse_stop(P(stop), &so, &err), -EINVAL);
-    const char *start[] = { "start", NULL };
-    assert_int_equal(cli_parse_start(P(start), &sto, &err), -EINVAL);
-    const char *rm[] = { "rm", "-f", NULL };
-    assert_int_equal(cli_parse_rm(P(rm), &ro, &err), -EINVAL);
     const char *inspect[] = { "inspect", NULL };
     assert_int_equal(cli_parse_inspect(P(inspect), &io, &err), -EINVAL);
     assert_string_equal(tp_err_msg(&err), "'inspect' needs at least one NAME");
-    struct standby_opts sbo = { .n_names = 9 };
-    struct restore_opts reo = { .n_names = 9 };
-    const char *standby[] = { "standby", "--trace", NULL };
-    assert_int_equal(cli_parse_standby(P(standby), &sbo, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "'standby' needs at least one NAME");
-    assert_int_equal(sbo.n_names, 9); /* ret untouched on failure */
-    const char *restore[] = { "restore", NULL };
-    assert_int_equal(cli_parse_restore(P(restore), &reo, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "'restore' needs at least one NAME");
-    assert_int_equal(reo.n_names, 9);
+
+    /* The lifecycle verbs, options or not: argc, then the words. */
+    static const struct {
+        int argc;
+        const char *argv[3];
+    } lifecycle[] = {
+        { 1, { "stop" } },     { 1, { "start" } },
+        { 2, { "rm", "-f" } }, { 2, { "standby", "--trace" } },
+        { 1, { "restore" } },
+    };
+    for (size_t i = 0; i < ELEMENTSOF(lifecycle); i++) {
+        _cleanup_free_ char *want = xasprintf("'%s' needs at least one NAME", lifecycle[i].argv[0]);
+        struct lifecycle_opts o = { .n_names = 9 };
+
+        assert_int_equal(
+            cli_parse_lifecycle(lifecycle[i].argc, (char **)lifecycle[i].argv, &o, &err), -EINVAL);
+        assert_string_equal(tp_err_msg(&err), want);
+        assert_int_equal(o.n_names, 9); /* ret untouched on failure */
+    }
 
     /* --help alone is fine: nothing else is checked. */
     const char *help[] = { "exec", "--help", NULL };
@@ -335,32 +335,32 @@ static void
 test_rm_stop_start_names(void **state)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    struct rm_opts ro;
-    struct stop_opts so;
-    struct start_opts sto;
+    struct lifecycle_opts ro;
+    struct lifecycle_opts so;
+    struct lifecycle_opts sto;
     (void)state;
 
     const char *rm[] = { "rm", "-f", "a", "b", "3f2a", NULL };
-    assert_int_equal(cli_parse_rm(P(rm), &ro, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(rm), &ro, &err), 0);
     assert_true(ro.force);
     assert_int_equal(ro.n_names, 3);
     assert_string_equal(ro.names[0], "a");
     assert_string_equal(ro.names[2], "3f2a");
     const char *rm2[] = { "rm", "--force", "x", NULL };
-    assert_int_equal(cli_parse_rm(P(rm2), &ro, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(rm2), &ro, &err), 0);
     assert_true(ro.force);
     assert_int_equal(ro.n_names, 1);
     const char *rm3[] = { "rm", "x", NULL };
-    assert_int_equal(cli_parse_rm(P(rm3), &ro, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(rm3), &ro, &err), 0);
     assert_false(ro.force);
 
     const char *stop[] = { "stop", "web-1", "web-2", NULL };
-    assert_int_equal(cli_parse_stop(P(stop), &so, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(stop), &so, &err), 0);
     assert_int_equal(so.n_names, 2);
     assert_string_equal(so.names[0], "web-1");
     assert_string_equal(so.names[1], "web-2");
     const char *start[] = { "start", "a", "b", "c", NULL };
-    assert_int_equal(cli_parse_start(P(start), &sto, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(start), &sto, &err), 0);
     assert_int_equal(sto.n_names, 3);
     assert_string_equal(sto.names[2], "c");
 }
@@ -369,44 +369,44 @@ static void
 test_standby_restore_names(void **state)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    struct standby_opts so;
-    struct restore_opts ro;
+    struct lifecycle_opts so;
+    struct lifecycle_opts ro;
     (void)state;
 
     const char *s1[] = { "standby", "web-1", "3f2a", NULL };
-    assert_int_equal(cli_parse_standby(P(s1), &so, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(s1), &so, &err), 0);
     assert_int_equal(so.n_names, 2);
     assert_string_equal(so.names[0], "web-1");
     assert_string_equal(so.names[1], "3f2a");
     assert_false(so.trace);
     assert_false(so.help);
     const char *s2[] = { "standby", "--trace", "a", NULL };
-    assert_int_equal(cli_parse_standby(P(s2), &so, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(s2), &so, &err), 0);
     assert_true(so.trace);
     assert_int_equal(so.n_names, 1);
     assert_string_equal(so.names[0], "a");
     /* Options end at the first NAME, like the other verbs: a later --trace is a name. */
     const char *s3[] = { "standby", "a", "--trace", NULL };
-    assert_int_equal(cli_parse_standby(P(s3), &so, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(s3), &so, &err), 0);
     assert_false(so.trace);
     assert_int_equal(so.n_names, 2);
     const char *s4[] = { "standby", "-t", "a", NULL }; /* no short form */
-    assert_int_equal(cli_parse_standby(P(s4), &so, &err), -EINVAL);
+    assert_int_equal(cli_parse_lifecycle(P(s4), &so, &err), -EINVAL);
     assert_string_equal(tp_err_msg(&err), "unknown option '-t'");
     const char *s5[] = { "standby", "--help", NULL };
-    assert_int_equal(cli_parse_standby(P(s5), &so, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(s5), &so, &err), 0);
     assert_true(so.help);
 
     const char *r1[] = { "restore", "--tr", "a", "b", "c", NULL }; /* unambiguous prefix */
-    assert_int_equal(cli_parse_restore(P(r1), &ro, &err), 0);
+    assert_int_equal(cli_parse_lifecycle(P(r1), &ro, &err), 0);
     assert_true(ro.trace);
     assert_int_equal(ro.n_names, 3);
     assert_string_equal(ro.names[2], "c");
     const char *r2[] = { "restore", "--force", "a", NULL };
-    assert_int_equal(cli_parse_restore(P(r2), &ro, &err), -EINVAL);
+    assert_int_equal(cli_parse_lifecycle(P(r2), &ro, &err), -EINVAL);
     assert_string_equal(tp_err_msg(&err), "unknown option '--force'");
     const char *r3[] = { "restore", "--trace=yes", "a", NULL };
-    assert_int_equal(cli_parse_restore(P(r3), &ro, &err), -EINVAL);
+    assert_int_equal(cli_parse_lifecycle(P(r3), &ro, &err), -EINVAL);
 }
 
 /* The shared parser on a made-up verb: flag bits, operand counts, the generated usage. */
@@ -1202,6 +1202,25 @@ capture(int (*fn)(const struct cli_ctx *, const void *), const struct cli_ctx *c
     return out;
 }
 
+/* capture() fn; check its exit code and, where want_out or want_err is not NULL, all that
+ * went to stdout or stderr. */
+static void
+expect_output(int (*fn)(const struct cli_ctx *, const void *), const struct cli_ctx *ctx,
+              const void *opts, int want_rc, const char *want_out, const char *want_err)
+{
+    char *out, *errout;
+    int rc;
+
+    out = capture(fn, ctx, opts, &rc, &errout);
+    assert_int_equal(rc, want_rc);
+    if (want_out)
+        assert_string_equal(out, want_out);
+    if (want_err)
+        assert_string_equal(errout, want_err);
+    free(out);
+    free(errout);
+}
+
 static int
 call_exec(const struct cli_ctx *ctx, const void *o)
 {
@@ -1209,21 +1228,9 @@ call_exec(const struct cli_ctx *ctx, const void *o)
 }
 
 static int
-call_stop(const struct cli_ctx *ctx, const void *o)
+call_lifecycle(const struct cli_ctx *ctx, const void *o)
 {
-    return cli_cmd_stop(ctx, o);
-}
-
-static int
-call_standby(const struct cli_ctx *ctx, const void *o)
-{
-    return cli_cmd_standby(ctx, o);
-}
-
-static int
-call_restore(const struct cli_ctx *ctx, const void *o)
-{
-    return cli_cmd_restore(ctx, o);
+    return cli_cmd_lifecycle(ctx, o);
 }
 
 static int
@@ -1277,11 +1284,7 @@ test_cmd_ps_outputs(void **state)
     free(out);
     free(errout);
 
-    out = capture(call_ps, &ctx, &quiet, &rc, &errout);
-    assert_int_equal(rc, 0);
-    assert_string_equal(out, "3f2a9c0d1b4e5f60\n0011223344556677\n");
-    free(out);
-    free(errout);
+    expect_output(call_ps, &ctx, &quiet, 0, "3f2a9c0d1b4e5f60\n0011223344556677\n", NULL);
     fake_server_stop(f);
     assert_non_null(strstr(f->requests[0], "GET /v1/instances?all=true HTTP/1.1\r\n"));
     assert_non_null(strstr(f->requests[1], "GET /v1/instances HTTP/1.1\r\n"));
@@ -1307,14 +1310,10 @@ test_cmd_run_trace(void **state)
     (void)state;
 
     assert_int_equal(cli_parse_run(P(argv), &o, &err), 0);
-    out = capture(call_run, &ctx, &o, &rc, &errout);
-    assert_int_equal(rc, 0);
-    assert_string_equal(out, "3f2a9c0d1b4e5f60\n"); /* the id alone on stdout */
-    assert_string_equal(errout, "prepare             12.1 ms\n"
-                                "start_process       48.0 ms\n"
-                                "total             2210.4 ms\n");
-    free(out);
-    free(errout);
+    expect_output(call_run, &ctx, &o, 0, "3f2a9c0d1b4e5f60\n", /* the id alone on stdout */
+                  "prepare             12.1 ms\n"
+                  "start_process       48.0 ms\n"
+                  "total             2210.4 ms\n");
     fake_server_stop(f);
     assert_non_null(strstr(f->requests[0], "{\"name\":\"web-1\",\"no_agent\":true}"));
     fake_server_free(f);
@@ -1384,23 +1383,9 @@ test_cmd_exec_exit_codes(void **state)
     (void)state;
 
     assert_int_equal(cli_parse_exec(P(argv), &o, &err), 0);
-    out = capture(call_exec, &ctx, &o, &rc, &errout);
-    assert_int_equal(rc, 3);
-    assert_string_equal(out, "hello world\n");
-    assert_string_equal(errout, "oops\n");
-    free(out);
-    free(errout);
-    out = capture(call_exec, &ctx, &o, &rc, &errout);
-    assert_int_equal(rc, 127);
-    assert_string_equal(out, "");
-    assert_string_equal(errout, "torpor: nope: not found\n");
-    free(out);
-    free(errout);
-    out = capture(call_exec, &ctx, &o, &rc, &errout);
-    assert_int_equal(rc, 126);
-    assert_string_equal(errout, "torpor: permission denied\n");
-    free(out);
-    free(errout);
+    expect_output(call_exec, &ctx, &o, 3, "hello world\n", "oops\n");
+    expect_output(call_exec, &ctx, &o, 127, "", "torpor: nope: not found\n");
+    expect_output(call_exec, &ctx, &o, 126, NULL, "torpor: permission denied\n");
     fake_server_stop(f);
     assert_non_null(strstr(f->requests[0], "POST /v1/instances/vm/exec HTTP/1.1\r\n"));
     assert_non_null(strstr(f->requests[0], "\"cmd\":[\"sh\",\"-c\",\"exit 3\"]"));
@@ -1428,19 +1413,14 @@ test_cmd_stop_continues_past_failure(void **state)
     struct fake_server *f = fake_server_start(replies, NULL, 2);
     struct cli_ctx ctx = { .socket = f->path };
     const char *argv[] = { "stop", "a", "b", NULL };
-    struct stop_opts o;
+    struct lifecycle_opts o;
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     char *out, *errout;
     int rc;
     (void)state;
 
-    assert_int_equal(cli_parse_stop(P(argv), &o, &err), 0);
-    out = capture(call_stop, &ctx, &o, &rc, &errout);
-    assert_int_equal(rc, 1);
-    assert_string_equal(out, "b\n");
-    assert_string_equal(errout, "torpor: no instance 'a'\n");
-    free(out);
-    free(errout);
+    assert_int_equal(cli_parse_lifecycle(P(argv), &o, &err), 0);
+    expect_output(call_lifecycle, &ctx, &o, 1, "b\n", "torpor: no instance 'a'\n");
     fake_server_stop(f);
     assert_non_null(strstr(f->requests[0], "POST /v1/instances/a/stop HTTP/1.1\r\n"));
     assert_non_null(strstr(f->requests[1], "POST /v1/instances/b/stop HTTP/1.1\r\n"));
@@ -1465,37 +1445,28 @@ test_cmd_standby_restore_trace(void **state)
     struct fake_server *f = fake_server_start(replies, NULL, 4);
     struct cli_ctx ctx = { .socket = f->path };
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    struct standby_opts so;
-    struct restore_opts ro;
+    struct lifecycle_opts so;
+    struct lifecycle_opts ro;
     char *out, *errout;
     int rc;
     (void)state;
 
     /* One name fails: the other is still done and traced; the exit code says a failure. */
     const char *sargv[] = { "standby", "--trace", "web-1", "b", NULL };
-    assert_int_equal(cli_parse_standby(P(sargv), &so, &err), 0);
-    out = capture(call_standby, &ctx, &so, &rc, &errout);
-    assert_int_equal(rc, 1);
-    assert_string_equal(out, "web-1\n");
-    assert_string_equal(errout, "pause                3.0 ms\n"
-                                "save_snapshot     1500.0 ms\n"
-                                "stop_vmm            27.2 ms\n"
-                                "total             1530.3 ms\n"
-                                "torpor: instance 'b' is Stopped\n");
-    free(out);
-    free(errout);
+    assert_int_equal(cli_parse_lifecycle(P(sargv), &so, &err), 0);
+    expect_output(call_lifecycle, &ctx, &so, 1, "web-1\n",
+                  "pause                3.0 ms\n"
+                  "save_snapshot     1500.0 ms\n"
+                  "stop_vmm            27.2 ms\n"
+                  "total             1530.3 ms\n"
+                  "torpor: instance 'b' is Stopped\n");
 
     /* Without --trace, names only: nothing on stderr. */
     const char *rargv[] = { "restore", "web-1", NULL };
-    assert_int_equal(cli_parse_restore(P(rargv), &ro, &err), 0);
-    out = capture(call_restore, &ctx, &ro, &rc, &errout);
-    assert_int_equal(rc, 0);
-    assert_string_equal(out, "web-1\n");
-    assert_string_equal(errout, "");
-    free(out);
-    free(errout);
+    assert_int_equal(cli_parse_lifecycle(P(rargv), &ro, &err), 0);
+    expect_output(call_lifecycle, &ctx, &ro, 0, "web-1\n", "");
     ro.trace = true;
-    out = capture(call_restore, &ctx, &ro, &rc, &errout);
+    out = capture(call_lifecycle, &ctx, &ro, &rc, &errout);
     assert_int_equal(rc, 0);
     assert_string_equal(out, "web-1\n");
     assert_non_null(strstr(errout, "save_snapshot     1500.0 ms\n"));
@@ -1544,34 +1515,21 @@ test_cmd_fork(void **state)
     const char *argv[] = { "fork",      "--count", "2",   "--prefix", "w",
                            "--no-wait", "--trace", "web", NULL };
     assert_int_equal(cli_parse_fork(P(argv), &o, &err), 0);
-    out = capture(call_fork, &ctx, &o, &rc, &errout);
-    assert_int_equal(rc, 0);
-    assert_string_equal(out, "aaaaaaaaaaaaaaa1\naaaaaaaaaaaaaaa2\n"); /* ids alone on stdout */
-    assert_string_equal(errout, "freeze               40.0 ms\n"
-                                "start_children      770.5 ms\n"
-                                "total               812.5 ms\n");
-    free(out);
-    free(errout);
+    expect_output(call_fork, &ctx, &o, 0,
+                  "aaaaaaaaaaaaaaa1\naaaaaaaaaaaaaaa2\n", /* ids alone on stdout */
+                  "freeze               40.0 ms\n"
+                  "start_children      770.5 ms\n"
+                  "total               812.5 ms\n");
 
     /* The daemon's refusal: its message, exit 1, nothing on stdout, no second request. */
     const char *argv2[] = { "fork", "--trace", "web", NULL };
     assert_int_equal(cli_parse_fork(P(argv2), &o, &err), 0);
-    out = capture(call_fork, &ctx, &o, &rc, &errout);
-    assert_int_equal(rc, 1);
-    assert_string_equal(out, "");
-    assert_string_equal(errout, "torpor: fc cannot fork\n");
-    free(out);
-    free(errout);
+    expect_output(call_fork, &ctx, &o, 1, "", "torpor: fc cannot fork\n");
 
     /* A 2xx reply without ids is a failure too. */
     const char *argv3[] = { "fork", "--name", "copy", "--standby", "web", NULL };
     assert_int_equal(cli_parse_fork(P(argv3), &o, &err), 0);
-    out = capture(call_fork, &ctx, &o, &rc, &errout);
-    assert_int_equal(rc, 1);
-    assert_string_equal(out, "");
-    assert_string_equal(errout, "torpor: torpord's reply has no instance ids\n");
-    free(out);
-    free(errout);
+    expect_output(call_fork, &ctx, &o, 1, "", "torpor: torpord's reply has no instance ids\n");
 
     fake_server_stop(f);
     assert_non_null(strstr(f->requests[0], "POST /v1/instances/web/fork HTTP/1.1\r\n"));

@@ -258,7 +258,9 @@ child_create(struct inst_manager *m, struct inst *src, const char *name, const c
     r = fs_mkdir_p(i->paths.logs_dir, 0700, err);
     if (r >= 0 && sc->root_disk_src)
         r = fs_clone_file(src->paths.root_disk, i->paths.root_disk, 0600, err);
-    if (r >= 0)
+    /* No tid: the template carries the memory in its state stream, and the child loads it
+     * into a memory file of its own. */
+    if (r >= 0 && tid)
         r = inst_template_set(i, tid, err);
     return r;
 }
@@ -360,7 +362,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     struct inst *src;
     struct trace t;
     char tid[INST_ID_LEN + 1], old_tid[INST_ID_LEN + 1];
-    bool was_running, templated, source_moved = false, source_restored = false;
+    bool was_running, templated, source_moved = false, source_restored = false, gc = false;
     struct snap_manifest man = { .version = SNAP_MANIFEST_VERSION };
     uint32_t made = 0;
     int r;
@@ -415,7 +417,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         c->standby = q->standby;
         c->wait_identity = !q->no_wait;
         trace_begin(&c->t, "fork");
-        r = child_create(m, src, names[made], tid, &c->i, err);
+        r = child_create(m, src, names[made], man.ram_in_state ? NULL : tid, &c->i, err);
         if (r < 0) {
             if (c->i)
                 made++; /* half-made: destroyed with the others */
@@ -431,9 +433,16 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     /* The source leaves its own memory file for good: from now on the template holds it. A
      * Running source restarts on the template (its freeze ends here); a Standby one will
      * restore from it. */
-    r = inst_template_set(src, tid, err);
-    if (r < 0)
-        goto rollback;
+    if (man.ram_in_state) {
+        /* A copy-on-write source's memory went into the stream: it restarts on a memory
+         * file of its own, like its children. */
+        if (was_running)
+            inst_template_clear(src);
+    } else {
+        r = inst_template_set(src, tid, err);
+        if (r < 0)
+            goto rollback;
+    }
     source_moved = true;
     if (was_running) {
         r = restore_source(m, src, drv, tdir, man.ram_in_state, err);
@@ -459,7 +468,8 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     trace_phase(&t, "start_children");
 
     /* Committed. The source's own memory file and retained base belonged to the old image. */
-    unlink(src->paths.mem);
+    if (!man.ram_in_state)
+        unlink(src->paths.mem);
     fs_rm_rf(src->paths.snap_base, NULL);
     if (templated)
         log_debug("instance=%s moved from template %s to %s", src->id, old_tid, tid);
@@ -476,6 +486,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     *ret = recs;
     *ret_n = count;
     r = 0;
+    gc = man.ram_in_state || templated; /* a template may have lost its last user */
     goto done;
 
 rollback:
@@ -511,7 +522,7 @@ done:
     inst_finish_op(m, src, &t, r < 0 ? err : NULL);
 out:
     inst_release(m, src);
-    if (r < 0)
+    if (r < 0 || gc)
         manager_template_gc(m);
     return r;
 }

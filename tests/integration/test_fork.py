@@ -54,6 +54,23 @@ class Fork(harness.DaemonTest):
             self.assertEqual(guest(d, n, "cat /run/token"), "before-fork\n")
             self.assertEqual(guest(d, n, "cat /root/f 2>/dev/null; echo end"), "end\n")
 
+        # A copy-on-write child forks too (its memory travels in the stream), and so does
+        # the source again.
+        st, out = fork(d, "src-3", name="cow-child")
+        self.assertEqual(st, 201, out)
+        self.assertEqual(guest(d, "cow-child", "hostname; cat /run/token"),
+                         "cow-child\nbefore-fork\n")
+        self.assertEqual(guest(d, "src-3", "hostname; cat /run/token"), "src-3\nbefore-fork\n")
+        st, out = fork(d, "src", name="second")
+        self.assertEqual(st, 201, out)
+        self.assertEqual(guest(d, "second", "cat /run/token"), "source\n")
+        self.assertEqual(guest(d, "src", "cat /run/token"), "source\n")
+        d.op("src-3", "standby")
+        self.assertEqual(d.op("src-3", "restore")[0], 200)
+        self.assertEqual(guest(d, "src-3", "cat /run/token"), "before-fork\n")
+        for n in ("cow-child", "second"):
+            d.cli("rm", "-f", n)
+
         # Removing the source first never breaks a child.
         d.cli("rm", "-f", "src")
         for n in kids:

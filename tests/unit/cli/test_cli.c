@@ -984,6 +984,16 @@ fake_server_free(struct fake_server *f)
     free(f);
 }
 
+/* The i-th request the fake server read contains needle; on failure, show the request. */
+static void
+expect_request(const struct fake_server *f, size_t i, const char *needle)
+{
+    const char *req = f->requests[i];
+
+    if (!req || !strstr(req, needle))
+        fail_msg("request %zu lacks '%s':\n%s", i, needle, req ? req : "(none)");
+}
+
 static char *
 http_reply(const char *status, const char *body)
 {
@@ -1019,7 +1029,7 @@ test_client_error_reply(void **state)
     assert_null(reply);
 
     fake_server_stop(f);
-    assert_non_null(strstr(f->requests[0], "GET /v1/instances/ghost HTTP/1.1\r\n"));
+    expect_request(f, 0, "GET /v1/instances/ghost HTTP/1.1\r\n");
     fake_server_free(f);
 }
 
@@ -1221,35 +1231,18 @@ expect_output(int (*fn)(const struct cli_ctx *, const void *), const struct cli_
     free(errout);
 }
 
-static int
-call_exec(const struct cli_ctx *ctx, const void *o)
-{
-    return cli_cmd_exec(ctx, o);
-}
-
-static int
-call_lifecycle(const struct cli_ctx *ctx, const void *o)
-{
-    return cli_cmd_lifecycle(ctx, o);
-}
-
-static int
-call_ps(const struct cli_ctx *ctx, const void *o)
-{
-    return cli_cmd_ps(ctx, o);
-}
-
-static int
-call_run(const struct cli_ctx *ctx, const void *o)
-{
-    return cli_cmd_run(ctx, o);
-}
-
-static int
-call_inspect(const struct cli_ctx *ctx, const void *o)
-{
-    return cli_cmd_inspect(ctx, o);
-}
+/* capture()'s callers, one per runner: call_<verb>(ctx, opts) is cli_cmd_<verb>(ctx, opts). */
+#define DEFINE_CALL(verb)                                            \
+    static int call_##verb(const struct cli_ctx *ctx, const void *o) \
+    {                                                                \
+        return cli_cmd_##verb(ctx, o);                               \
+    }
+DEFINE_CALL(exec)
+DEFINE_CALL(lifecycle)
+DEFINE_CALL(ps)
+DEFINE_CALL(run)
+DEFINE_CALL(inspect)
+DEFINE_CALL(fork)
 
 static const char two_instances[] =
     "{\"instances\": [{\"id\": \"3f2a9c0d1b4e5f60\", \"name\": \"web-1\", \"state\": "
@@ -1286,8 +1279,8 @@ test_cmd_ps_outputs(void **state)
 
     expect_output(call_ps, &ctx, &quiet, 0, "3f2a9c0d1b4e5f60\n0011223344556677\n", NULL);
     fake_server_stop(f);
-    assert_non_null(strstr(f->requests[0], "GET /v1/instances?all=true HTTP/1.1\r\n"));
-    assert_non_null(strstr(f->requests[1], "GET /v1/instances HTTP/1.1\r\n"));
+    expect_request(f, 0, "GET /v1/instances?all=true HTTP/1.1\r\n");
+    expect_request(f, 1, "GET /v1/instances HTTP/1.1\r\n");
     fake_server_free(f);
 }
 
@@ -1305,8 +1298,6 @@ test_cmd_run_trace(void **state)
     const char *argv[] = { "run", "--name", "web-1", "--no-agent", "--trace", NULL };
     struct run_opts o = { 0 };
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    char *out, *errout;
-    int rc;
     (void)state;
 
     assert_int_equal(cli_parse_run(P(argv), &o, &err), 0);
@@ -1315,7 +1306,7 @@ test_cmd_run_trace(void **state)
                   "start_process       48.0 ms\n"
                   "total             2210.4 ms\n");
     fake_server_stop(f);
-    assert_non_null(strstr(f->requests[0], "{\"name\":\"web-1\",\"no_agent\":true}"));
+    expect_request(f, 0, "{\"name\":\"web-1\",\"no_agent\":true}");
     fake_server_free(f);
     cli_run_opts_done(&o);
 }
@@ -1387,8 +1378,8 @@ test_cmd_exec_exit_codes(void **state)
     expect_output(call_exec, &ctx, &o, 127, "", "torpor: nope: not found\n");
     expect_output(call_exec, &ctx, &o, 126, NULL, "torpor: permission denied\n");
     fake_server_stop(f);
-    assert_non_null(strstr(f->requests[0], "POST /v1/instances/vm/exec HTTP/1.1\r\n"));
-    assert_non_null(strstr(f->requests[0], "\"cmd\":[\"sh\",\"-c\",\"exit 3\"]"));
+    expect_request(f, 0, "POST /v1/instances/vm/exec HTTP/1.1\r\n");
+    expect_request(f, 0, "\"cmd\":[\"sh\",\"-c\",\"exit 3\"]");
     fake_server_free(f);
 
     /* Nobody listening: torpor's own failure, 125. */
@@ -1415,15 +1406,13 @@ test_cmd_stop_continues_past_failure(void **state)
     const char *argv[] = { "stop", "a", "b", NULL };
     struct lifecycle_opts o;
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    char *out, *errout;
-    int rc;
     (void)state;
 
     assert_int_equal(cli_parse_lifecycle(P(argv), &o, &err), 0);
     expect_output(call_lifecycle, &ctx, &o, 1, "b\n", "torpor: no instance 'a'\n");
     fake_server_stop(f);
-    assert_non_null(strstr(f->requests[0], "POST /v1/instances/a/stop HTTP/1.1\r\n"));
-    assert_non_null(strstr(f->requests[1], "POST /v1/instances/b/stop HTTP/1.1\r\n"));
+    expect_request(f, 0, "POST /v1/instances/a/stop HTTP/1.1\r\n");
+    expect_request(f, 1, "POST /v1/instances/b/stop HTTP/1.1\r\n");
     fake_server_free(f);
 }
 
@@ -1474,18 +1463,104 @@ test_cmd_standby_restore_trace(void **state)
     free(errout);
 
     fake_server_stop(f);
-    assert_non_null(strstr(f->requests[0], "POST /v1/instances/web-1/standby HTTP/1.1\r\n"));
-    assert_non_null(strstr(f->requests[0], "\r\n\r\n{}"));
-    assert_non_null(strstr(f->requests[1], "POST /v1/instances/b/standby HTTP/1.1\r\n"));
-    assert_non_null(strstr(f->requests[2], "POST /v1/instances/web-1/restore HTTP/1.1\r\n"));
-    assert_non_null(strstr(f->requests[3], "POST /v1/instances/web-1/restore HTTP/1.1\r\n"));
+    expect_request(f, 0, "POST /v1/instances/web-1/standby HTTP/1.1\r\n");
+    expect_request(f, 0, "\r\n\r\n{}");
+    expect_request(f, 1, "POST /v1/instances/b/standby HTTP/1.1\r\n");
+    expect_request(f, 2, "POST /v1/instances/web-1/restore HTTP/1.1\r\n");
+    expect_request(f, 3, "POST /v1/instances/web-1/restore HTTP/1.1\r\n");
+    fake_server_free(f);
+}
+
+/* The rows without a test above: start's path, and rm's DELETE with and without --force. */
+static void
+test_cmd_start_rm_requests(void **state)
+{
+    _cleanup_free_ char *r200 = http_reply("200 OK", "{\"id\": \"aa\", \"state\": \"Running\"}");
+    _cleanup_free_ char *r204 = xstrdup("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    const char *replies[] = { r200, r204, r204 };
+    struct fake_server *f = fake_server_start(replies, NULL, 3);
+    struct cli_ctx ctx = { .socket = f->path };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct lifecycle_opts o;
+    (void)state;
+
+    const char *start[] = { "start", "a", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(start), &o, &err), 0);
+    assert_false(o.trace || o.force);
+    expect_output(call_lifecycle, &ctx, &o, 0, "a\n", "");
+    const char *rm[] = { "rm", "-f", "b", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm), &o, &err), 0);
+    expect_output(call_lifecycle, &ctx, &o, 0, "b\n", "");
+    const char *rm2[] = { "rm", "c", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm2), &o, &err), 0);
+    expect_output(call_lifecycle, &ctx, &o, 0, "c\n", "");
+
+    fake_server_stop(f);
+    expect_request(f, 0, "POST /v1/instances/a/start HTTP/1.1\r\n");
+    expect_request(f, 0, "\r\n\r\n{}");
+    expect_request(f, 1, "DELETE /v1/instances/b?force=true HTTP/1.1\r\n");
+    /* DELETE sends no body: the request ends with its headers. */
+    expect_request(f, 1, "\r\n\r\n");
+    assert_int_equal(f->request_lens[1], strstr(f->requests[1], "\r\n\r\n") + 4 - f->requests[1]);
+    expect_request(f, 2, "DELETE /v1/instances/c HTTP/1.1\r\n");
     fake_server_free(f);
 }
 
 static int
-call_fork(const struct cli_ctx *ctx, const void *o)
+call_verb_lifecycle(const struct cli_ctx *ctx, const void *argv)
 {
-    return cli_cmd_fork(ctx, o);
+    char **words = (char **)argv;
+    int argc = 0;
+
+    while (words[argc])
+        argc++;
+    return cli_verb_lifecycle(ctx, argc, words);
+}
+
+/* The whole verb: usage text with its option list, and usage errors (exit 2). */
+static void
+test_verb_lifecycle_usage(void **state)
+{
+    struct cli_ctx ctx = { .socket = "/tmp/torpor-cli-no-such-dir/api.sock" };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct lifecycle_opts o = { .n_names = 9 };
+    (void)state;
+
+    const char *rm[] = { "rm", "--help", NULL };
+    expect_output(call_verb_lifecycle, &ctx, rm, 0,
+                  "Usage: torpor rm [OPTIONS] NAME...\n"
+                  "\n"
+                  "Remove instances; prints each NAME removed. NAME is an instance\n"
+                  "name, id, or unique id prefix.\n"
+                  "\n"
+                  "Options:\n"
+                  "  -f, --force    remove even if its VMM runs (it is killed)\n"
+                  "  -h, --help     print this help\n",
+                  "");
+    const char *stop[] = { "stop", "-h", NULL };
+    expect_output(call_verb_lifecycle, &ctx, stop, 0,
+                  "Usage: torpor stop NAME...\n"
+                  "\n"
+                  "Stop instances; prints each NAME stopped. NAME is an instance name,\n"
+                  "id, or unique id prefix.\n"
+                  "\n"
+                  "Options:\n"
+                  "  -h, --help     print this help\n",
+                  "");
+    const char *standby[] = { "standby", "--help", NULL };
+    expect_output(call_verb_lifecycle, &ctx, standby, 0, NULL, "");
+    const char *start[] = { "start", "--trace", "a", NULL };
+    expect_output(call_verb_lifecycle, &ctx, start, 2, "",
+                  "torpor: unknown option '--trace'\nSee 'torpor start --help'.\n");
+    const char *restore[] = { "restore", NULL };
+    expect_output(call_verb_lifecycle, &ctx, restore, 2, "",
+                  "torpor: 'restore' needs at least one NAME\nSee 'torpor restore --help'.\n");
+
+    /* The parser knows its five verbs only. */
+    const char *other[] = { "ps", "a", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(other), &o, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "unknown command 'ps'");
+    assert_int_equal(o.n_names, 9);
 }
 
 /* fork prints each child's id; --trace reads the source back for the fork's phases. */
@@ -1508,8 +1583,6 @@ test_cmd_fork(void **state)
     struct cli_ctx ctx = { .socket = f->path };
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct fork_opts o;
-    char *out, *errout;
-    int rc;
     (void)state;
 
     const char *argv[] = { "fork",      "--count", "2",   "--prefix", "w",
@@ -1532,13 +1605,12 @@ test_cmd_fork(void **state)
     expect_output(call_fork, &ctx, &o, 1, "", "torpor: torpord's reply has no instance ids\n");
 
     fake_server_stop(f);
-    assert_non_null(strstr(f->requests[0], "POST /v1/instances/web/fork HTTP/1.1\r\n"));
-    assert_non_null(
-        strstr(f->requests[0], "\r\n\r\n{\"count\":2,\"prefix\":\"w\",\"no_wait\":true}"));
-    assert_non_null(strstr(f->requests[1], "GET /v1/instances/web HTTP/1.1\r\n"));
-    assert_non_null(strstr(f->requests[2], "POST /v1/instances/web/fork HTTP/1.1\r\n"));
-    assert_non_null(strstr(f->requests[2], "\r\n\r\n{}"));
-    assert_non_null(strstr(f->requests[3], "\r\n\r\n{\"name\":\"copy\",\"standby\":true}"));
+    expect_request(f, 0, "POST /v1/instances/web/fork HTTP/1.1\r\n");
+    expect_request(f, 0, "\r\n\r\n{\"count\":2,\"prefix\":\"w\",\"no_wait\":true}");
+    expect_request(f, 1, "GET /v1/instances/web HTTP/1.1\r\n");
+    expect_request(f, 2, "POST /v1/instances/web/fork HTTP/1.1\r\n");
+    expect_request(f, 2, "\r\n\r\n{}");
+    expect_request(f, 3, "\r\n\r\n{\"name\":\"copy\",\"standby\":true}");
     fake_server_free(f);
 }
 
@@ -1611,6 +1683,8 @@ main(void)
         cmocka_unit_test(test_cmd_exec_exit_codes),
         cmocka_unit_test(test_cmd_stop_continues_past_failure),
         cmocka_unit_test(test_cmd_standby_restore_trace),
+        cmocka_unit_test(test_cmd_start_rm_requests),
+        cmocka_unit_test(test_verb_lifecycle_usage),
         cmocka_unit_test(test_cmd_inspect_prints_everything),
         cmocka_unit_test(test_cmd_fork),
     };

@@ -148,6 +148,16 @@ class Daemon:
                             {"state": state, "timeout_ms": timeout_ms})
 
 
+# A counter that ticks inside the guest, detached so exec returns at once; prints its pid.
+COUNTER = ("setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /run/counter; sleep 0.1; done'"
+           " </dev/null >/dev/null 2>&1 & echo $!")
+
+
+def guest(d, name, script):
+    """Run a shell script in the guest; its stdout as text (fails the test on non-zero exit)."""
+    return d.cli("exec", name, "sh", "-c", script).stdout.decode()
+
+
 def vmm_pid(daemon, ref):
     st, inst = daemon.request("GET", f"/v1/instances/{ref}")
     assert st == 200, inst
@@ -164,6 +174,24 @@ class DaemonTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.d.cleanup()
+
+
+class FailpointTest(DaemonTest):
+    """A daemon whose failpoints a test arms and disarms through a file (see util/failpoint.h)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon()
+        cls.fp = os.path.join(cls.d.tmp, "failpoints")
+        open(cls.fp, "w").close()
+        cls.d.start(env={"TORPOR_FAILPOINTS_FILE": cls.fp})
+
+    def arm(self, spec=""):
+        with open(self.fp, "w") as f:
+            f.write(spec)
+
+    def tearDown(self):
+        self.arm("")
 
 
 def main():

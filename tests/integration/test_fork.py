@@ -2,13 +2,7 @@
 import os
 
 import harness
-
-COUNTER = ("setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /run/counter; sleep 0.1; done'"
-           " </dev/null >/dev/null 2>&1 & echo $!")
-
-
-def guest(d, name, script):
-    return d.cli("exec", name, "sh", "-c", script).stdout.decode()
+from harness import COUNTER, guest
 
 
 def fork(d, ref, **body):
@@ -132,23 +126,14 @@ class Fork(harness.DaemonTest):
         d.cli("rm", "bf")
 
 
-class ForkFaults(harness.DaemonTest):
-    @classmethod
-    def setUpClass(cls):
-        cls.d = harness.Daemon()
-        cls.fp = os.path.join(cls.d.tmp, "failpoints")
-        open(cls.fp, "w").close()
-        cls.d.start(env={"TORPOR_FAILPOINTS_FILE": cls.fp})
-
+class ForkFaults(harness.FailpointTest):
     def test_failed_fork_leaves_nothing(self):
         d = self.d
         d.cli("run", "--name", "orig")
         guest(d, "orig", "echo still-here > /run/token")
-        with open(self.fp, "w") as f:
-            f.write("fork.child=error")
+        self.arm("fork.child=error")
         st, err = fork(d, "orig", count=3)
-        with open(self.fp, "w") as f:
-            f.write("")
+        self.arm("")
         self.assertEqual(st, 500, err)
         st, body = d.request("GET", "/v1/instances?all=true")
         self.assertEqual([i["name"] for i in body["instances"]], ["orig"])

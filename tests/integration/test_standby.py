@@ -5,12 +5,9 @@ import os
 import subprocess
 
 import harness
+from harness import COUNTER, guest
 
 MiB = 1 << 20
-# A counter that ticks inside the guest, started before the first standby; detached so exec
-# returns at once.
-COUNTER = ("setsid sh -c 'i=0; while true; do i=$((i+1)); echo $i > /run/counter; sleep 0.1; done'"
-           " </dev/null >/dev/null 2>&1 & echo $!")
 
 
 def sha(path):
@@ -19,10 +16,6 @@ def sha(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def guest(d, name, script):
-    return d.cli("exec", name, "sh", "-c", script).stdout.decode()
 
 
 class StandbyRestore(harness.DaemonTest):
@@ -126,22 +119,8 @@ class StandbyRestore(harness.DaemonTest):
         d.cli("rm", "-f", "persist")
 
 
-class Faults(harness.DaemonTest):
+class Faults(harness.FailpointTest):
     """Fault injection through failpoints armed in a file the daemon reads at each check."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.d = harness.Daemon()
-        cls.fp = os.path.join(cls.d.tmp, "failpoints")
-        open(cls.fp, "w").close()
-        cls.d.start(env={"TORPOR_FAILPOINTS_FILE": cls.fp})
-
-    def arm(self, spec=""):
-        with open(self.fp, "w") as f:
-            f.write(spec)
-
-    def tearDown(self):
-        self.arm("")
 
     def test_snapshot_failure_resumes_and_discards_base(self):
         d = self.d

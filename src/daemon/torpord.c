@@ -64,12 +64,20 @@ parse_args(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
         switch (c) {
         case 'd':
+            if (!*optarg) {
+                fprintf(stderr, "torpord: --data-dir must not be empty\n");
+                return -EINVAL;
+            }
             arg_data_dir = optarg;
             break;
         case 's':
             arg_socket = optarg;
             break;
         case 'c':
+            if (!*optarg) {
+                fprintf(stderr, "torpord: --cache-dir must not be empty\n");
+                return -EINVAL;
+            }
             arg_cache_dir = optarg;
             break;
         case 'a':
@@ -89,9 +97,19 @@ parse_args(int argc, char **argv)
             }
             log_set_level(lvl);
             break;
-        case 'r':
-            arg_ready_fd = atoi(optarg);
+        case 'r': {
+            char *end;
+            errno = 0;
+            long fd = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || fd < 0 || fd > INT_MAX ||
+                fcntl((int)fd, F_GETFD) < 0) {
+                fprintf(stderr, "torpord: --ready-fd '%s' is not an open file descriptor\n",
+                        optarg);
+                return -EINVAL;
+            }
+            arg_ready_fd = (int)fd;
             break;
+        }
         case 'h':
             usage(stdout);
             exit(0);
@@ -131,6 +149,19 @@ find_agent(void)
     return NULL;
 }
 
+/* VMMs run with their instance directory as working directory, so every path the daemon
+ * derives from its options must be absolute. NULL when the working directory is unknown. */
+static char *
+absolute_path(const char *path)
+{
+    _cleanup_free_ char *cwd = NULL;
+
+    if (path[0] == '/')
+        return xstrdup(path);
+    cwd = getcwd(NULL, 0);
+    return cwd ? fs_path_join(cwd, path) : NULL;
+}
+
 /* One daemon per data dir: a second one would fight over VMMs and records. */
 static int
 lock_data_dir(const char *dir, struct tp_err *err)
@@ -153,7 +184,7 @@ static int
 run(struct tp_err *err)
 {
     _cleanup_(inst_manager_freep) struct inst_manager *m = NULL;
-    _cleanup_free_ char *agent = NULL, *sockdir = NULL;
+    _cleanup_free_ char *agent = NULL, *sockdir = NULL, *data_dir = NULL, *cache_dir = NULL;
     _cleanup_close_ int lockfd = -EBADF, listenfd = -EBADF, sigfd = -EBADF;
     struct api_server *srv = NULL;
     sigset_t mask;
@@ -169,10 +200,13 @@ run(struct tp_err *err)
     if (sigfd < 0)
         return tp_err_errno(err, -errno, "create signalfd");
 
-    r = fs_mkdir_p(arg_data_dir, 0700, err);
+    data_dir = absolute_path(arg_data_dir);
+    if (!data_dir)
+        return tp_err_errno(err, -errno, "resolve data dir '%s'", arg_data_dir);
+    r = fs_mkdir_p(data_dir, 0700, err);
     if (r < 0)
         return r;
-    lockfd = lock_data_dir(arg_data_dir, err);
+    lockfd = lock_data_dir(data_dir, err);
     if (lockfd < 0)
         return lockfd;
 
@@ -183,16 +217,19 @@ run(struct tp_err *err)
     if (!arg_cache_dir)
         arg_cache_dir =
             getenv("TORPOR_CACHE_DIR") ? getenv("TORPOR_CACHE_DIR") : "/var/cache/torpor";
+    cache_dir = absolute_path(arg_cache_dir);
+    if (!cache_dir)
+        return tp_err_errno(err, -errno, "resolve cache dir '%s'", arg_cache_dir);
 
     const struct inst_manager_opts mo = {
-        .data_dir = arg_data_dir,
-        .cache_dir = arg_cache_dir,
+        .data_dir = data_dir,
+        .cache_dir = cache_dir,
         .agent_path = agent,
         .accel = arg_accel,
     };
     r = inst_manager_open(&mo, &m, err);
     if (r < 0)
-        return tp_err_wrap(err, "open data dir '%s'", arg_data_dir);
+        return tp_err_wrap(err, "open data dir '%s'", data_dir);
 
     sockdir = xstrdup(arg_socket);
     r = fs_mkdir_p(dirname(sockdir), 0755, err);
@@ -207,11 +244,14 @@ run(struct tp_err *err)
         return tp_err_wrap(err, "start API server");
     listenfd = -EBADF; /* the server owns it now */
 
-    log_info("torpord ready: socket %s, data dir %s", arg_socket, arg_data_dir);
+    log_info("torpord ready: socket %s, data dir %s", arg_socket, data_dir);
     if (arg_ready_fd >= 0) {
         if (write(arg_ready_fd, "READY\n", 6) < 0)
             log_warn_errno(-errno, "write to --ready-fd %d", arg_ready_fd);
-        close(arg_ready_fd);
+        /* Closing stdout or stderr would hand its number to the next open(): log lines would
+         * land in a database or a client's connection. */
+        if (arg_ready_fd > STDERR_FILENO)
+            close(arg_ready_fd);
     }
 
     struct signalfd_siginfo si;

@@ -55,7 +55,7 @@ int image_cache_publish(int fd, const char *tmp, const char *path, struct tp_err
  * often lacks it). Caller frees. -ENOENT naming the tool. */
 int image_find_tool(const char *name, char **ret_path, struct tp_err *err);
 /* Run argv to completion with stdout sent to stdout_fd (-1 = /dev/null). A non-zero exit is
- * -EIO with the tool's stderr (truncated) in the message. */
+ * -EIO with the end of the tool's stderr (its last 2 KiB) in the message. */
 int image_run(char *const *argv, int stdout_fd, struct tp_err *err);
 
 /* ---- newc cpio writer (cpio.c) ---- */

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -31,20 +32,33 @@ image_find_tool(const char *name, char **ret_path, struct tp_err *err)
     return tp_err_set(err, -ENOENT, "find '%s': not in PATH, /usr/sbin or /sbin", name);
 }
 
+/* The last size - 1 bytes of what the tool wrote, from a line start: tools print banners and
+ * progress first and the reason they failed last. */
 static void
 read_tail(int fd, char *buf, size_t size)
 {
+    struct stat st;
+    off_t from = 0;
     ssize_t n;
 
     buf[0] = '\0';
-    if (lseek(fd, 0, SEEK_SET) < 0)
+    if (fstat(fd, &st) < 0)
         return;
+    if (st.st_size > (off_t)(size - 1))
+        from = st.st_size - (off_t)(size - 1);
     do
-        n = read(fd, buf, size - 1);
+        n = pread(fd, buf, size - 1, from);
     while (n < 0 && errno == EINTR);
     if (n <= 0)
         return;
     buf[n] = '\0';
+    if (from > 0) {
+        char *nl = strchr(buf, '\n');
+        if (nl) {
+            n -= nl + 1 - buf;
+            memmove(buf, nl + 1, (size_t)n + 1);
+        }
+    }
     /* One line in an error chain reads better than the tool's layout. */
     for (char *s = buf; *s; s++)
         if (*s == '\n')

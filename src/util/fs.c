@@ -32,6 +32,9 @@ fs_exists(const char *path)
 int
 fs_mkdir_p(const char *path, mode_t mode, struct tp_err *err)
 {
+    /* The loop starts past the first byte: "" has none. */
+    if (!*path)
+        return tp_err_set(err, -EINVAL, "create directory: empty path");
     _cleanup_free_ char *p = xstrdup(path);
     for (char *s = p + 1; *s; s++) {
         if (*s != '/')

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,6 +33,7 @@ int
 sock_listen_unix(const char *path, int backlog, struct tp_err *err)
 {
     struct sockaddr_un sa;
+    struct stat st;
     _cleanup_close_ int fd = -EBADF;
     int r = fill_addr(&sa, path, err);
     if (r < 0)
@@ -39,6 +41,9 @@ sock_listen_unix(const char *path, int backlog, struct tp_err *err)
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return tp_err_errno(err, -errno, "create socket");
+    /* Only a socket is ours to replace: a mistyped path must not cost the user a file. */
+    if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
+        return tp_err_set(err, -EEXIST, "listen on '%s': it exists and is not a socket", path);
     if (unlink(path) < 0 && errno != ENOENT)
         return tp_err_errno(err, -errno, "remove stale socket '%s'", path);
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)

@@ -6,7 +6,8 @@
 
 #include "err.h"
 
-/* Bind and listen on path (an existing socket file is replaced). Returns the fd. */
+/* Bind and listen on path (an existing socket file is replaced; -EEXIST for any other kind of
+ * file). Returns the fd. */
 int sock_listen_unix(const char *path, int backlog, struct tp_err *err);
 
 /* Connect a stream socket to path. Returns the fd. */

@@ -706,6 +706,23 @@ test_run_reports_stderr(void **state)
     tp_err_clear(&err);
 }
 
+/* A chatty tool says why it failed last: that part must survive the truncation. */
+static void
+test_run_reports_stderr_tail(void **state)
+{
+    struct tp_err err = { 0 };
+    char *argv[] = { (char *)"sh", (char *)"-c",
+                     (char *)"i=0; while [ $i -lt 400 ]; do echo progress line $i >&2; "
+                             "i=$((i+1)); done; echo the real reason >&2; exit 1",
+                     NULL };
+    (void)state;
+
+    assert_int_equal(image_run(argv, -1, &err), -EIO);
+    assert_non_null(strstr(tp_err_msg(&err), "the real reason"));
+    assert_null(strstr(tp_err_msg(&err), "progress line 0 "));
+    tp_err_clear(&err);
+}
+
 int
 main(void)
 {
@@ -724,6 +741,7 @@ main(void)
         cmocka_unit_test(test_root_disk_bad_sources),
         cmocka_unit_test(test_cache_lookup_publish),
         cmocka_unit_test(test_run_reports_stderr),
+        cmocka_unit_test(test_run_reports_stderr_tail),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -46,6 +46,46 @@ test_err_chain(void **state)
     assert_int_equal(tp_err_set(NULL, -EIO, "ignored"), -EIO);
 }
 
+/* "" has no first byte to skip: it must be refused, not read past its end. */
+static void
+test_mkdir_p_empty_path(void **state)
+{
+    struct tp_err err = { 0 };
+    (void)state;
+
+    assert_int_equal(fs_mkdir_p("", 0755, &err), -EINVAL);
+    assert_non_null(strstr(tp_err_msg(&err), "empty path"));
+    tp_err_clear(&err);
+}
+
+/* Listening replaces a stale socket but never deletes another kind of file. */
+static void
+test_listen_replaces_only_sockets(void **state)
+{
+    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *file = fs_path_join(dir, "precious");
+    _cleanup_free_ char *stale = fs_path_join(dir, "stale.sock");
+    _cleanup_free_ char *data = NULL;
+    struct tp_err err = { 0 };
+    int fd;
+    (void)state;
+
+    assert_int_equal(fs_write_atomic(file, "keep", 4, 0600, &err), 0);
+    assert_int_equal(sock_listen_unix(file, 1, &err), -EEXIST);
+    assert_non_null(strstr(tp_err_msg(&err), "not a socket"));
+    assert_int_equal(fs_read_file(file, 64, &data, NULL, &err), 0);
+    assert_string_equal(data, "keep");
+
+    fd = sock_listen_unix(stale, 1, &err);
+    assert_true(fd >= 0);
+    close(fd); /* leaves the socket file behind, as a dead VMM or daemon does */
+    fd = sock_listen_unix(stale, 1, &err);
+    assert_true(fd >= 0);
+    close(fd);
+    tp_err_clear(&err);
+    assert_int_equal(fs_rm_rf(dir, NULL), 0);
+}
+
 static void
 test_atomic_write_and_read(void **state)
 {
@@ -187,6 +227,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_err_chain),
+        cmocka_unit_test(test_mkdir_p_empty_path),
+        cmocka_unit_test(test_listen_replaces_only_sockets),
         cmocka_unit_test(test_atomic_write_and_read),
         cmocka_unit_test(test_clone_keeps_holes),
         cmocka_unit_test(test_proc_identity),

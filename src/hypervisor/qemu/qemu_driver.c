@@ -314,11 +314,18 @@ qemu_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return tp_err_errno(err, -errno, "create '%s'", tmp);
+    /* Events of an earlier, failed save must not end this one's wait. */
+    for (json_t *stale = NULL; qmp_event_next(vm_qmp(vm), &stale, 0, NULL) == 0;)
+        json_decref(stale);
     r = qmp_getfd(vm_qmp(vm), QEMU_MIGRATE_FD_NAME, fd, err);
     if (r >= 0)
         r = qmp_migrate(vm_qmp(vm), "fd:" QEMU_MIGRATE_FD_NAME, err);
-    if (r >= 0)
+    if (r >= 0) {
         r = qemu_wait_migration(vm, "saving device state", err);
+        /* A save still running must not finish later and stop a VM the caller resumed. */
+        if (r < 0)
+            (void)qmp_migrate_cancel(vm_qmp(vm), NULL);
+    }
     if (r >= 0 && fsync(fd) < 0)
         r = tp_err_errno(err, -errno, "fsync '%s'", tmp);
     if (r >= 0 && rename(tmp, state) < 0)

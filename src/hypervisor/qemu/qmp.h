@@ -82,6 +82,7 @@ int qmp_migrate_set_max_bandwidth(struct qmp_conn *c, uint64_t bytes_per_sec, st
 /* getfd: hand fd (borrowed) to QEMU under name, for "fd:NAME" migration URIs. */
 int qmp_getfd(struct qmp_conn *c, const char *name, int fd, struct tp_err *err);
 int qmp_migrate(struct qmp_conn *c, const char *uri, struct tp_err *err);
+int qmp_migrate_cancel(struct qmp_conn *c, struct tp_err *err);
 int qmp_migrate_incoming(struct qmp_conn *c, const char *uri, struct tp_err *err);
 /* query-migrate: "none" before any migration, else QEMU's status ("active", "completed", ...). */
 int qmp_query_migrate(struct qmp_conn *c, char **ret_status, struct tp_err *err);

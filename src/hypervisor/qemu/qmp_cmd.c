@@ -105,6 +105,12 @@ qmp_migrate(struct qmp_conn *c, const char *uri, struct tp_err *err)
 }
 
 int
+qmp_migrate_cancel(struct qmp_conn *c, struct tp_err *err)
+{
+    return qmp_simple(c, "migrate_cancel", NULL, err);
+}
+
+int
 qmp_migrate_incoming(struct qmp_conn *c, const char *uri, struct tp_err *err)
 {
     json_t *args = json_pack("{s:s}", "uri", uri);

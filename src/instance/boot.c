@@ -2,6 +2,7 @@
  * stop, remove and the exit monitor. */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "util/failpoint.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/proc.h"
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
@@ -167,6 +169,13 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
         return tp_err_wrap(err, "start %s", drv->name);
     trace_phase(t, "start_process");
     monitor_watch(m->mon, i->id, i->vm);
+    /* Recorded now, not once Running: a daemon that dies during the (long) wait for the agent
+     * must find this VMM again on restart instead of leaving it running unmanaged. */
+    i->rec->vmm_pid = i->vm->pid;
+    i->rec->vmm_start_time = i->vm->start_time;
+    r = inst_save(m, i, err);
+    if (r < 0)
+        goto fail;
 
     if (i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
         r = inst_agent_connect(m, i, AGENT_READY_TIMEOUT_MS, err);
@@ -174,13 +183,17 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
             _cleanup_free_ char *tail = NULL;
             if (hv_exited(i->vm) && (tail = log_tail(i->paths.vmm_log, 1024)))
                 tp_err_wrap(err, "VMM exited (%s)", tail);
-            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-            inst_drop_vmm(i);
-            return r;
+            goto fail;
         }
         trace_phase(t, "wait_agent");
     }
     return 0;
+fail:
+    hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+    inst_drop_vmm(i);
+    i->rec->vmm_pid = 0;
+    i->rec->vmm_start_time = 0;
+    return r;
 }
 
 /* Flush the guest's page cache to its disk before the VMM goes: best effort, bounded. */
@@ -201,11 +214,41 @@ sync_guest(struct inst *i)
     }
 }
 
+/* An Unknown instance's VMM lived on without answering its control channel: no handle, only
+ * the recorded pid and start time (checked, so a recycled pid is never hit). */
+static int
+kill_unattached_vmm(struct inst *i, struct tp_err *err)
+{
+    pid_t pid = i->rec->vmm_pid;
+    _cleanup_close_ int pidfd = proc_pidfd_open(pid);
+    int r;
+
+    if (pidfd == -ESRCH || (pidfd >= 0 && !proc_is_alive(pid, i->rec->vmm_start_time)))
+        return 0;
+    if (pidfd < 0)
+        return tp_err_errno(err, pidfd, "open pidfd of VMM %d", (int)pid);
+    r = proc_pidfd_signal(pidfd, SIGKILL);
+    if (r < 0 && r != -ESRCH)
+        return tp_err_errno(err, r, "kill VMM %d", (int)pid);
+    r = proc_pidfd_wait(pidfd, pid, VMM_KILL_TIMEOUT_MS);
+    if (r == -ETIMEDOUT)
+        return tp_err_set(err, r, "VMM %d still running %d ms after SIGKILL", (int)pid,
+                          VMM_KILL_TIMEOUT_MS);
+    if (r < 0)
+        return tp_err_errno(err, r, "wait for VMM %d", (int)pid);
+    return 0;
+}
+
 int
 inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err)
 {
     int r = 0;
 
+    if (!i->vm && i->rec->state == INST_UNKNOWN && i->rec->vmm_pid > 0) {
+        r = kill_unattached_vmm(i, err);
+        trace_phase(t, "kill_vmm");
+        return r;
+    }
     if (!i->vm)
         return 0;
     if (!hv_exited(i->vm)) {

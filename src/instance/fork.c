@@ -346,6 +346,11 @@ restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver 
     if (r < 0)
         return r;
     monitor_watch(m->mon, src->id, src->vm);
+    /* Running throughout, so no transition records the new VMM: a restarted daemon finds the
+     * source by this pid and start time. Best effort here; inst_finish_op saves it again. */
+    src->rec->vmm_pid = src->vm->pid;
+    src->rec->vmm_start_time = src->vm->start_time;
+    (void)inst_save(m, src, NULL);
     if (!resumed)
         r = hv_resume(src->vm, err);
     return r;
@@ -392,6 +397,9 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
 
     pthread_mutex_lock(&m->template_lock);
     store_new_id(tid);
+    /* Until the fork ends, nothing may name the template (its memory in the state stream: no
+     * child or source ever will), yet children and the source still load from it. */
+    manager_template_pin(m, tid);
     tdir = paths_template_dir(m->data_dir, tid);
     snprintf(man.hypervisor, sizeof(man.hypervisor), "%s", drv->name);
     man.created_ms = wall_ms();
@@ -519,6 +527,7 @@ rollback:
     /* else: the source already runs on the template, as the same guest; the template stays. */
 done:
     free(kids);
+    manager_template_unpin(m, tid);
     inst_finish_op(m, src, &t, r < 0 ? err : NULL);
 out:
     inst_release(m, src);

@@ -39,8 +39,10 @@ struct inst_manager {
     struct inst **tab;
     size_t n, cap;
     struct monitor *mon;
-    pthread_mutex_t template_lock; /* template creation vs. garbage collection */
-    pthread_mutex_t workers_lock;  /* with workers_cv: detached fork helpers still running */
+    pthread_mutex_t template_lock;   /* template creation vs. garbage collection */
+    char (*pinned)[INST_ID_LEN + 1]; /* under template_lock: templates a fork is still using */
+    size_t n_pinned, cap_pinned;
+    pthread_mutex_t workers_lock; /* with workers_cv: detached fork helpers still running */
     pthread_cond_t workers_cv;
     unsigned workers;
     pthread_mutex_t change_lock; /* with change_cv: wakes inst_wait_state on every save */
@@ -95,8 +97,13 @@ int inst_failpoint(struct inst *i, const char *name, struct tp_err *err);
 int inst_template_get(struct inst *i, char ret_tid[INST_ID_LEN + 1]);
 int inst_template_set(struct inst *i, const char *tid, struct tp_err *err);
 void inst_template_clear(struct inst *i);
-/* Remove templates no instance refers to any more. */
+/* Remove templates no instance refers to any more, unless pinned. */
 void manager_template_gc(struct inst_manager *m);
+/* Keep tid from the garbage collector while a fork uses it, though no instance may name it yet
+ * (or ever: a template whose memory travels in its state stream). Caller holds template_lock. */
+void manager_template_pin(struct inst_manager *m, const char *tid);
+/* Undo manager_template_pin; takes template_lock. */
+void manager_template_unpin(struct inst_manager *m, const char *tid);
 
 /* Re-derive every instance's state at startup. */
 int inst_reconcile(struct inst_manager *m, struct tp_err *err);

@@ -280,6 +280,7 @@ inst_manager_free(struct inst_manager *m)
     for (size_t k = 0; k < m->n; k++)
         inst_free(m->tab[k]);
     free(m->tab);
+    free(m->pinned);
     store_close(m->store);
     pthread_mutex_destroy(&m->lock);
     pthread_mutex_destroy(&m->change_lock);

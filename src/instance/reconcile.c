@@ -69,10 +69,12 @@ inst_reconcile(struct inst_manager *m, struct tp_err *err)
         if (inst_acquire_id(m, i->id, &locked) < 0)
             continue;
         enum inst_state before = i->rec->state, now = derive(m, i);
-        if (now != before || (!i->vm && i->rec->vmm_pid)) {
+        /* An Unknown VMM is alive but unattached: its pid is all stop and rm can kill it by. */
+        bool forget_pid = !i->vm && now != INST_UNKNOWN;
+        if (now != before || (forget_pid && i->rec->vmm_pid)) {
             /* Derived, not a user transition: record the truth directly. */
             i->rec->state = now;
-            if (!i->vm)
+            if (forget_pid)
                 i->rec->vmm_pid = 0, i->rec->vmm_start_time = 0;
             struct tp_err serr = { 0 };
             if (inst_save(m, i, &serr) < 0)

@@ -19,16 +19,21 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
                        i->rec->name, inst_state_to_string(i->rec->state));
         goto out;
     }
+    bool had_vmm = i->vm || i->rec->state == INST_UNKNOWN;
     trace_begin(&t, "rm");
     r = inst_halt_vmm(m, i, &t, err);
     if (r < 0)
         goto out;
     r = fs_rm_rf(i->paths.dir, err);
-    if (r < 0)
+    if (r >= 0)
+        r = store_delete(m->store, i->id, err);
+    if (r < 0) {
+        /* Its VMM is gone already: the instance stays, but must not claim to be running (with
+         * no VMM behind it, exec would have nothing to talk to). */
+        if (had_vmm)
+            inst_transition(m, i, INST_STOPPED, NULL);
         goto out;
-    r = store_delete(m->store, i->id, err);
-    if (r < 0)
-        goto out;
+    }
     inst_table_remove(m, i);
     manager_notify_change(m);
 out:

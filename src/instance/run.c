@@ -116,6 +116,15 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     r = prepare_images(m, q, &rec->cfg, &t, err);
     if (r < 0)
         return r;
+    /* A cmd too long for the kernel command line is bad input too: refuse it before the
+     * record exists, not at boot (which would leave a Stopped instance behind). */
+    {
+        struct inst probe = { .rec = rec };
+        _cleanup_free_ char *cmdline = NULL;
+        r = inst_cmdline(&probe, &cmdline, err);
+        if (r < 0)
+            return r;
+    }
     r = store_insert(m->store, rec, err);
     if (r < 0)
         return r;

@@ -2,6 +2,7 @@
  * referenced by a small "template" file in each instance dir and collected when unreferenced. */
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -66,6 +67,37 @@ template_in_use(const char *instances, const char *tid)
 }
 
 void
+manager_template_pin(struct inst_manager *m, const char *tid)
+{
+    if (m->n_pinned == m->cap_pinned) {
+        m->cap_pinned = m->cap_pinned ? m->cap_pinned * 2 : 4;
+        m->pinned = xrealloc(m->pinned, m->cap_pinned * sizeof(*m->pinned));
+    }
+    snprintf(m->pinned[m->n_pinned++], sizeof(*m->pinned), "%s", tid);
+}
+
+void
+manager_template_unpin(struct inst_manager *m, const char *tid)
+{
+    pthread_mutex_lock(&m->template_lock);
+    for (size_t k = 0; k < m->n_pinned; k++)
+        if (strcmp(m->pinned[k], tid) == 0) {
+            memmove(m->pinned[k], m->pinned[--m->n_pinned], sizeof(*m->pinned));
+            break;
+        }
+    pthread_mutex_unlock(&m->template_lock);
+}
+
+static bool
+template_pinned(struct inst_manager *m, const char *tid)
+{
+    for (size_t k = 0; k < m->n_pinned; k++)
+        if (strcmp(m->pinned[k], tid) == 0)
+            return true;
+    return false;
+}
+
+void
 manager_template_gc(struct inst_manager *m)
 {
     _cleanup_free_ char *templates = paths_templates_dir(m->data_dir);
@@ -76,7 +108,8 @@ manager_template_gc(struct inst_manager *m)
     pthread_mutex_lock(&m->template_lock);
     d = opendir(templates);
     while (d && (de = readdir(d))) {
-        if (de->d_name[0] == '.' || template_in_use(instances, de->d_name))
+        if (de->d_name[0] == '.' || template_pinned(m, de->d_name) ||
+            template_in_use(instances, de->d_name))
             continue;
         _cleanup_free_ char *dir = fs_path_join(templates, de->d_name);
         struct tp_err e = { 0 };

@@ -58,6 +58,12 @@ snap_prepare_target(const char *base, const char *latest, bool reuse, bool *ret_
     _cleanup_free_ char *base_memory = fs_path_join(base, HV_SNAP_MEMORY);
     /* A base whose memory travelled in its state file has no image to build on. */
     if (reuse && fs_exists(base_memory)) {
+        /* The base still holds the manifest of the standby it was retired from: once promoted
+         * it would look like a complete snapshot (stale state, newer memory) until snap_commit
+         * writes the new one. Drop it first, so a crash in between leaves no such latest. */
+        _cleanup_free_ char *base_manifest = fs_path_join(base, SNAP_MANIFEST);
+        if (unlink(base_manifest) < 0 && errno != ENOENT)
+            return tp_err_errno(err, -errno, "remove '%s'", base_manifest);
         r = fs_rename_durable(base, latest, err);
         if (r < 0)
             return tp_err_wrap(err, "promote retained snapshot base");

@@ -28,6 +28,7 @@ struct fake_inst {
     char id[FAKE_ID_MAX];
     struct fake_calls calls;
     bool fail_snapshot;
+    bool fail_attach;
     bool paused;
     struct fake_inst *next;
 };
@@ -35,6 +36,8 @@ struct fake_inst {
 /* The manager calls slots from its callers' threads and from its exit monitor. */
 static pthread_mutex_t fake_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fake_inst *fake_insts;
+static void (*fake_restore_hook)(const char *id, void *ctx); /* under fake_lock */
+static void *fake_restore_ctx;
 
 /* Find or add the entry for id; caller holds fake_lock. */
 static struct fake_inst *
@@ -156,13 +159,17 @@ fake_attach(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time, struc
 {
     struct fake_inst *fi;
     struct hv_vm *vm;
+    bool fail;
     int pidfd;
 
     pthread_mutex_lock(&fake_lock);
     fi = fake_inst_get(spec->id);
     fi->calls.attach++;
+    fail = fi->fail_attach;
     pthread_mutex_unlock(&fake_lock);
 
+    if (fail)
+        return tp_err_set(err, -ETIMEDOUT, "fake VMM %d does not answer (injected)", (int)pid);
     if (!proc_is_alive(pid, start_time))
         return tp_err_set(err, -ESRCH, "fake VMM %d is gone", (int)pid);
     pidfd = proc_pidfd_open(pid);
@@ -277,6 +284,11 @@ fake_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_
     r = fs_write_atomic(state, FAKE_STATE, strlen(FAKE_STATE), 0600, err);
     if (r < 0)
         return r;
+    /* A private (template) mapping is no file of the guest's own: memory goes in the state. */
+    if (spec->mem_private) {
+        *ret_ram_in_state = true;
+        return 0;
+    }
     /* The memory image is the guest RAM file itself, as with a file-backed VMM. */
     if (unlink(memory) < 0 && errno != ENOENT)
         return tp_err_errno(err, -errno, "replace '%s'", memory);
@@ -293,6 +305,8 @@ fake_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     _cleanup_free_ char *text = NULL;
     struct hv_vm *vm = NULL;
     struct fake_inst *fi;
+    void (*hook)(const char *id, void *ctx);
+    void *hook_ctx;
     int r;
 
     pthread_mutex_lock(&fake_lock);
@@ -300,7 +314,11 @@ fake_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     fi->calls.restore++;
     fi->calls.restore_resume_on_load += o->resume_on_load;
     fi->calls.last_restore_resume_on_load = o->resume_on_load;
+    hook = fake_restore_hook;
+    hook_ctx = fake_restore_ctx;
     pthread_mutex_unlock(&fake_lock);
+    if (hook)
+        hook(spec->id, hook_ctx);
 
     r = fake_spawn(fi, &vm, err);
     if (r < 0)
@@ -384,6 +402,23 @@ fake_driver_fail_snapshot(const char *id, bool fail)
 }
 
 void
+fake_driver_fail_attach(const char *id, bool fail)
+{
+    pthread_mutex_lock(&fake_lock);
+    fake_inst_get(id)->fail_attach = fail;
+    pthread_mutex_unlock(&fake_lock);
+}
+
+void
+fake_driver_on_restore(void (*fn)(const char *id, void *ctx), void *ctx)
+{
+    pthread_mutex_lock(&fake_lock);
+    fake_restore_hook = fn;
+    fake_restore_ctx = ctx;
+    pthread_mutex_unlock(&fake_lock);
+}
+
+void
 fake_driver_reset(void)
 {
     pthread_mutex_lock(&fake_lock);
@@ -392,5 +427,7 @@ fake_driver_reset(void)
         fake_insts = fi->next;
         free(fi);
     }
+    fake_restore_hook = NULL;
+    fake_restore_ctx = NULL;
     pthread_mutex_unlock(&fake_lock);
 }

@@ -30,7 +30,9 @@ struct fake_calls {
 };
 
 /* Fill drv with name (borrowed: it must outlive drv) and the capabilities in caps (a mask of
- * FAKE_CAP(HV_CAP_*)), and every slot except agent_connect: the fake has no guest agent. */
+ * FAKE_CAP(HV_CAP_*)), and every slot except agent_connect: the fake has no guest agent. Like
+ * QEMU, a snapshot of a VM whose memory is mapped privately (a fork template) carries the memory
+ * in its state (ram_in_state) and links no memory image. */
 void fake_driver_init(struct hv_driver *drv, const char *name, unsigned caps);
 
 /* The calls recorded for instance id: -ENOENT when the fake never saw it. */
@@ -38,6 +40,14 @@ int fake_driver_calls(const char *id, struct fake_calls *ret);
 
 /* Make snapshot() of instance id fail with -EIO (after counting the call) until cleared. */
 void fake_driver_fail_snapshot(const char *id, bool fail);
+
+/* Make attach() of instance id fail with -ETIMEDOUT (a VMM alive but not answering) until
+ * cleared. */
+void fake_driver_fail_attach(const char *id, bool fail);
+
+/* Call fn(id, ctx) at the start of every restore() (before the snapshot is read), from the
+ * thread that restores; NULL removes it. */
+void fake_driver_on_restore(void (*fn)(const char *id, void *ctx), void *ctx);
 
 /* Forget every instance (the processes must be gone). */
 void fake_driver_reset(void);

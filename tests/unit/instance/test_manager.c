@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <linux/fs.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,7 +40,7 @@
 #define CAP_ROL   FAKE_CAP(HV_CAP_RESUME_ON_LOAD)
 
 /* Drivers the tests use, registered once. Names say nothing the manager could rely on. */
-static struct hv_driver drv_nograce, drv_grace, drv_reuse, drv_rol, drv_nosnap;
+static struct hv_driver drv_nograce, drv_grace, drv_reuse, drv_rol, drv_nosnap, drv_fork;
 
 /* Pairs with equal capabilities under different names, one pair per mask. */
 static const unsigned pair_masks[] = {
@@ -224,7 +226,10 @@ group_setup(void **state)
     fake_driver_init(&drv_reuse, "fake-reuse", CAPS_BASE | CAP_REUSE);
     fake_driver_init(&drv_rol, "fake-rol", CAPS_BASE | CAP_ROL);
     fake_driver_init(&drv_nosnap, "fake-nosnap", FAKE_CAP(HV_CAP_PAUSE));
-    const struct hv_driver *all[] = { &drv_nograce, &drv_grace, &drv_reuse, &drv_rol, &drv_nosnap };
+    fake_driver_init(&drv_fork, "fake-fork",
+                     CAPS_BASE | CAP_GRACE | CAP_REUSE | CAP_ROL | FAKE_CAP(HV_CAP_FORK));
+    const struct hv_driver *all[] = { &drv_nograce, &drv_grace,  &drv_reuse,
+                                      &drv_rol,     &drv_nosnap, &drv_fork };
     for (size_t k = 0; k < ELEMENTSOF(all); k++)
         if (hv_registry_add(all[k]) < 0)
             return -1;
@@ -251,15 +256,10 @@ group_teardown(void **state)
 }
 
 static int
-setup(void **state)
+open_manager(struct mstate *s)
 {
-    static unsigned seq;
-    struct mstate *s = xnew(struct mstate, 1);
     struct tp_err err = { 0 };
     _cleanup_free_ char *agent = fs_path_join(group_dir, "agent");
-
-    s->data_dir = xasprintf("%s/t%u/data", group_dir, seq);
-    s->cache_dir = xasprintf("%s/t%u/cache", group_dir, seq++);
     const struct inst_manager_opts o = {
         .data_dir = s->data_dir,
         .cache_dir = s->cache_dir,
@@ -270,6 +270,27 @@ setup(void **state)
         tp_err_clear(&err);
         return -1;
     }
+    return 0;
+}
+
+/* A daemon restart: the manager lets go of its VMMs (they live on) and re-derives them. */
+static void
+reopen_manager(struct mstate *s)
+{
+    s->m = inst_manager_free(s->m);
+    assert_int_equal(open_manager(s), 0);
+}
+
+static int
+setup(void **state)
+{
+    static unsigned seq;
+    struct mstate *s = xnew(struct mstate, 1);
+
+    s->data_dir = xasprintf("%s/t%u/data", group_dir, seq);
+    s->cache_dir = xasprintf("%s/t%u/cache", group_dir, seq++);
+    if (open_manager(s) < 0)
+        return -1;
     *state = s;
     return 0;
 }
@@ -588,6 +609,229 @@ test_stop_from_standby(void **state)
     inst_paths_clear(&p);
 }
 
+/* A cmd too long for the kernel command line is bad input: refused, and nothing is recorded. */
+static void
+test_run_cmd_too_long(void **state)
+{
+    struct mstate *s = *state;
+    char *arg = xmalloc(1500);
+    memset(arg, 'x', 1499);
+    arg[1499] = '\0';
+    char *const cmd[] = { (char *)"echo", arg, NULL };
+    const struct inst_create_req req = {
+        .name = "long",
+        .memory_mib = MEMORY_MIB,
+        .hypervisor = drv_nograce.name,
+        .kernel = kernel_path,
+        .initrd = initrd_path,
+        .rootfs = rootfs_path,
+        .cmd = cmd,
+    };
+    struct inst_record *rec = NULL, **recs = NULL;
+    struct tp_err err = { 0 };
+    size_t n = 99;
+
+    assert_int_equal(inst_run(s->m, &req, &rec, &err), -EINVAL);
+    assert_null(rec);
+    assert_non_null(strstr(tp_err_msg(&err), "command line"));
+    tp_err_clear(&err);
+    free(arg);
+
+    assert_int_equal(inst_list(s->m, &recs, &n, NULL), 0);
+    assert_int_equal(n, 0);
+    inst_record_array_free(recs, n);
+    _cleanup_free_ char *instances = paths_instances_dir(s->data_dir);
+    DIR *d = opendir(instances);
+    struct dirent *de;
+    unsigned entries = 0;
+    assert_non_null(d);
+    while ((de = readdir(d)))
+        entries += de->d_name[0] != '.';
+    closedir(d);
+    assert_int_equal(entries, 0);
+}
+
+static struct inst_record **
+fork_ok(struct mstate *s, const char *ref, const char *child)
+{
+    const struct inst_fork_req q = { .count = 1, .name = child };
+    struct inst_record **kids = NULL;
+    struct tp_err err = { 0 };
+    size_t n = 0;
+
+    if (inst_fork(s->m, ref, &q, &kids, &n, &err) < 0)
+        fail_msg("fork '%s': %s", ref, tp_err_msg(&err));
+    assert_int_equal(n, 1);
+    assert_int_equal(kids[0]->state, INST_RUNNING);
+    return kids;
+}
+
+static unsigned
+count_templates(struct mstate *s)
+{
+    _cleanup_free_ char *dir = paths_templates_dir(s->data_dir);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    unsigned n = 0;
+
+    while (d && (de = readdir(d)))
+        n += de->d_name[0] != '.';
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* A Running source restarts on the template: its record names the new VMM, so a restarted
+ * daemon finds it Running (not Stopped, with its VMM left unmanaged). */
+static void
+test_fork_source_keeps_its_vmm(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_fork, "src");
+    struct fake_calls before = calls_of(rec->id);
+    struct inst_record **kids = fork_ok(s, "src", "kid");
+
+    struct fake_calls c = calls_of(rec->id);
+    assert_int_equal(c.restore, 1); /* the source restarted on the template */
+    assert_true(c.pid != before.pid);
+    assert_true(proc_is_alive(c.pid, c.start_time));
+    _cleanup_(inst_record_freep) struct inst_record *after = get(s, "src");
+    assert_int_equal(after->state, INST_RUNNING);
+    assert_int_equal(after->vmm_pid, c.pid);
+    assert_int_equal(after->vmm_start_time, c.start_time);
+
+    reopen_manager(s);
+    _cleanup_(inst_record_freep) struct inst_record *again = get(s, "src");
+    assert_int_equal(again->state, INST_RUNNING);
+    assert_int_equal(again->vmm_pid, c.pid);
+    assert_true(proc_is_alive(c.pid, c.start_time));
+    inst_record_array_free(kids, 1);
+}
+
+/* Another instance stops (and collects unused templates) while a fork is loading from a
+ * template no instance names: the template must survive until the fork is done. */
+struct gc_during_fork {
+    struct mstate *s;
+    const char *bystander;
+    int stopped;
+};
+
+static void
+stop_bystander(const char *id, void *ctx)
+{
+    struct gc_during_fork *g = ctx;
+    struct inst_record *rec = NULL;
+    (void)id;
+    if (g->stopped++)
+        return;
+    if (inst_stop(g->s->m, g->bystander, &rec, NULL) == 0)
+        inst_record_free(rec);
+}
+
+static void
+test_fork_template_survives_gc(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *src = run_on(s, &drv_fork, "src");
+    _cleanup_(inst_record_freep) struct inst_record *other = run_on(s, &drv_fork, "other");
+    struct inst_record **first = fork_ok(s, "src", "first");
+    assert_int_equal(count_templates(s), 1);
+
+    /* src now maps that template: its next fork carries memory in the state stream, so the
+     * new template is named by no instance at all. */
+    struct gc_during_fork g = { .s = s, .bystander = "other" };
+    fake_driver_on_restore(stop_bystander, &g);
+    struct inst_record **second = fork_ok(s, "src", "second");
+    fake_driver_on_restore(NULL, NULL);
+    assert_true(g.stopped > 0);
+
+    _cleanup_(inst_record_freep) struct inst_record *after = get(s, "src");
+    _cleanup_(inst_record_freep) struct inst_record *stopped = get(s, "other");
+    assert_int_equal(after->state, INST_RUNNING);
+    assert_int_equal(stopped->state, INST_STOPPED);
+    struct fake_calls c = calls_of(src->id);
+    assert_int_equal(after->vmm_pid, c.pid);
+    assert_true(proc_is_alive(c.pid, c.start_time));
+    /* Only the first template remains (its child maps it); the second went once unpinned. */
+    assert_int_equal(count_templates(s), 1);
+    inst_record_array_free(first, 1);
+    inst_record_array_free(second, 1);
+}
+
+/* A VMM alive but not answering after a restart is Unknown; stop must still end it. */
+static void
+test_stop_unknown_kills_vmm(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_grace, "hung");
+    struct fake_calls c = calls_of(rec->id);
+
+    fake_driver_fail_attach(rec->id, true);
+    reopen_manager(s);
+    _cleanup_(inst_record_freep) struct inst_record *unknown = get(s, "hung");
+    assert_int_equal(unknown->state, INST_UNKNOWN);
+    assert_int_equal(unknown->vmm_pid, c.pid);
+    assert_non_null(strstr(unknown->last_error, "does not answer"));
+    assert_true(proc_is_alive(c.pid, c.start_time));
+
+    expect_ok(s, inst_stop, "stop", "hung", INST_STOPPED);
+    assert_process_gone(c.pid, c.start_time);
+    _cleanup_(inst_record_freep) struct inst_record *after = get(s, "hung");
+    assert_int_equal(after->vmm_pid, 0);
+}
+
+/* Set or clear the immutable flag (even root cannot unlink such a file); false if unsupported. */
+static bool
+set_immutable(const char *path, bool on)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int flags = 0;
+
+    if (fd < 0 || ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0)
+        return false;
+    flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+    return ioctl(fd, FS_IOC_SETFLAGS, &flags) == 0;
+}
+
+/* rm -f that fails after its VMM was stopped: the instance is kept, Stopped, not "Running"
+ * with nothing behind it (exec on it used to dereference the missing VMM). */
+static void
+test_remove_failure_after_halt(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_grace, "stuck");
+    struct fake_calls c = calls_of(rec->id);
+    struct inst_paths p;
+    struct tp_err err = { 0 };
+
+    inst_paths_init(&p, s->data_dir, rec->id);
+    _cleanup_free_ char *pin = fs_path_join(p.dir, "pinned");
+    assert_int_equal(fs_write_atomic(pin, "x", 1, 0600, NULL), 0);
+    if (!set_immutable(pin, true)) {
+        inst_paths_clear(&p);
+        skip(); /* needs CAP_LINUX_IMMUTABLE and a filesystem with the flag */
+    }
+
+    assert_true(inst_remove(s->m, "stuck", true, &err) < 0);
+    tp_err_clear(&err);
+    assert_process_gone(c.pid, c.start_time);
+    _cleanup_(inst_record_freep) struct inst_record *after = get(s, "stuck");
+    assert_int_equal(after->state, INST_STOPPED);
+    assert_int_equal(after->vmm_pid, 0);
+
+    static char *const argv[] = { (char *)"true", NULL };
+    const struct agent_exec_req req = { .argv = argv };
+    struct agent_exec *x = NULL;
+    assert_int_equal(inst_exec_start(s->m, "stuck", &req, &x, &err), -EBUSY);
+    assert_null(x);
+    tp_err_clear(&err);
+
+    assert_true(set_immutable(pin, false));
+    assert_int_equal(inst_remove(s->m, "stuck", true, NULL), 0);
+    assert_false(fs_exists(p.dir));
+    inst_paths_clear(&p);
+}
+
 /* The registry's run-time table: duplicates refused, a bounded size, lookups over both parts. */
 static void
 test_registry_add(void **state)
@@ -639,6 +883,11 @@ main(void)
         cmocka_unit_test(test_sources_name_no_hypervisor),
         cmocka_unit_test_setup_teardown(test_standby_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_from_standby, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_cmd_too_long, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_source_keeps_its_vmm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_template_survives_gc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_unknown_kills_vmm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_remove_failure_after_halt, setup, teardown),
         /* Last: it fills the registry. */
         cmocka_unit_test(test_registry_add),
     };

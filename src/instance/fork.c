@@ -486,9 +486,13 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         struct inst *i = kids[k].i;
         inst_finish_op(m, i, &kids[k].t, NULL);
         recs[k] = inst_record_dup(i->rec);
-        if (q->no_wait && !q->standby && i->rec->cfg.agent)
-            identity_later(m, i->id);
+        bool later = q->no_wait && !q->standby && i->rec->cfg.agent;
+        char id[INST_ID_LEN + 1];
+        memcpy(id, i->id, sizeof(id));
         inst_release(m, i);
+        /* After the release: the worker (or its inline fallback) takes the child's lock. */
+        if (later)
+            identity_later(m, id);
     }
     trace_counter(&t, "children", count);
     *ret = recs;

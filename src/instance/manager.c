@@ -50,8 +50,8 @@ inst_table_add(struct inst_manager *m, struct inst_record *rec)
 void
 inst_table_remove(struct inst_manager *m, struct inst *i)
 {
-    i->removed = true;
     pthread_mutex_lock(&m->lock);
+    i->removed = true; /* under m->lock: the last inst_release() must see it */
     for (size_t k = 0; k < m->n; k++)
         if (m->tab[k] == i) {
             m->tab[k] = m->tab[--m->n];
@@ -101,11 +101,11 @@ inst_acquire(struct inst_manager *m, const char *ref, struct inst **ret, struct 
 void
 inst_release(struct inst_manager *m, struct inst *i)
 {
-    bool last;
-    bool removed = i->removed;
+    bool last, removed;
     pthread_mutex_unlock(&i->lock);
     pthread_mutex_lock(&m->lock);
     last = --i->refs == 0;
+    removed = i->removed;
     pthread_mutex_unlock(&m->lock);
     /* A removed instance is out of the table, so no new reference can appear. */
     if (last && removed)

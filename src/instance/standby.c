@@ -20,9 +20,13 @@ roll_back(struct inst_manager *m, struct inst *i)
     if (snap_discard(i->paths.snap_latest, &e) < 0)
         log_warn("instance=%s op=standby: %s", i->id, tp_err_msg(&e));
     tp_err_clear(&e);
-    if (!hv_exited(i->vm) && hv_resume(i->vm, &e) >= 0)
-        r = inst_transition(m, i, INST_RUNNING, &e);
-    else {
+    if (!hv_exited(i->vm)) {
+        if (hv_resume(i->vm, &e) >= 0)
+            r = inst_transition(m, i, INST_RUNNING, &e);
+        else /* The guest is intact, only paused: keep it (Paused) rather than kill it. */
+            log_warn("instance=%s op=standby: cannot resume, left Paused: %s", i->id,
+                     tp_err_msg(&e));
+    } else {
         /* The VMM died mid-standby and no snapshot completed: say so. */
         log_warn("instance=%s op=standby: VMM lost during snapshot: %s", i->id, tp_err_msg(&e));
         hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);

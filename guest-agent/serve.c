@@ -113,12 +113,10 @@ exec_find(struct srv *s, uint32_t id)
     return NULL;
 }
 
-/* The host went away (or broke the protocol): forget its exec ids, drop its bytes. */
+/* Orphan every exec: its output is dropped from now on and its id may be reused. */
 static void
-host_forget(struct srv *s)
+execs_forget(struct srv *s)
 {
-    s->inlen = 0;
-    outq_reset(&s->out);
     for (struct exec *x = s->execs; x; x = x->next) {
         x->id = 0;
         /* Nobody can feed stdin any more: give the command EOF rather than a hang. */
@@ -131,14 +129,36 @@ host_forget(struct srv *s)
     }
 }
 
+/* The host went away (or broke the protocol): forget its exec ids, drop its bytes. */
+static void
+host_forget(struct srv *s)
+{
+    s->inlen = 0;
+    outq_reset(&s->out);
+    execs_forget(s);
+}
+
 static void
 virtio_check_connected(struct srv *s)
 {
     struct pollfd p = { .fd = s->port_fd, .events = POLLIN };
     if (poll(&p, 1, 0) < 0)
         return;
-    /* No host: POLLHUP without data. Its arrival is announced by SIGIO. */
-    bool now = !(p.revents & POLLHUP) || (p.revents & POLLIN);
+    /* No host: POLLHUP, and POLLIN too, since read() then never blocks (it returns what the
+     * departed host left, then 0). Counting POLLIN as a host kept the port in the poll set
+     * and the loop spinning on read() == 0 for as long as no host was there. Arrivals and
+     * departures are announced by SIGIO. */
+    bool now = !(p.revents & POLLHUP);
+    if (!now && s->connected) {
+        host_forget(s);
+        /* What the departed host left unread must not reach the next one. */
+        for (;;) {
+            ssize_t n = read(s->port_fd, io_buf, sizeof(io_buf));
+            if (n > 0 || (n < 0 && errno == EINTR))
+                continue;
+            break;
+        }
+    }
     if (now && !s->connected)
         s->desync = false;
     s->connected = now;
@@ -401,6 +421,10 @@ handle_frame(struct srv *s, const struct agent_hdr *h, const uint8_t *p)
     if (h->id == 0) {
         switch (h->type) {
         case AGENT_HELLO:
+            /* A host sends HELLO first on every connection. A restored or forked guest never
+             * saw its previous host leave (it was paused meanwhile), so that host's execs are
+             * still here: their ids would clash with the new host's, which start at 1 again. */
+            execs_forget(s);
             handle_hello(s);
             break;
         case AGENT_SET_CLOCK:
@@ -742,6 +766,11 @@ loop(struct srv *s)
                 /* The port may have been closed or dropped by an earlier slot's handling. */
                 if (s->port_fd != pfd[i].fd || !s->connected)
                     break;
+                /* A departed virtio host also shows POLLIN: its SIGIO may still be unread. */
+                if (s->cfg->kind == PORT_VIRTIO && (pfd[i].revents & POLLHUP)) {
+                    virtio_check_connected(s);
+                    break;
+                }
                 if (pfd[i].revents & POLLIN)
                     port_read(s);
                 else if (pfd[i].revents & (POLLHUP | POLLERR))

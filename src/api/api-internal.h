@@ -35,6 +35,10 @@ enum MHD_Result api_reply_error(struct api_req *req, int r, const char *message)
 enum MHD_Result api_reply_tp_err(struct api_req *req, const struct tp_err *err);
 /* A prepared response (streams); takes a reference of resp only for the queue. */
 enum MHD_Result api_reply_response(struct api_req *req, unsigned status, struct MHD_Response *resp);
+/* 200 with a streamed body (exec, logs): the connection's idle timeout is lifted, since a
+ * stream may rightly stay silent for longer (the handler notices a departed client itself),
+ * and the connection closes when the stream ends. Consumes resp like api_reply_response(). */
+enum MHD_Result api_reply_stream(struct api_req *req, struct MHD_Response *resp);
 
 /* A boolean query parameter: absent -> false, bare "?key" -> true, else api_query_bool(). */
 int api_req_query_bool(struct api_req *req, const char *key, bool *ret, struct tp_err *err);

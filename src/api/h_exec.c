@@ -166,7 +166,7 @@ reply_stream(struct api_req *req, struct exec_stream *st)
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
                             "application/vnd.torpor.exec-stream");
-    return api_reply_response(req, 200, resp);
+    return api_reply_stream(req, resp);
 }
 
 enum MHD_Result

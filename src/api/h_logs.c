@@ -161,5 +161,5 @@ api_h_logs(struct api_req *req)
         return api_reply_error(req, -ENOMEM, "create logs response");
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8");
-    return api_reply_response(req, 200, resp);
+    return api_reply_stream(req, resp);
 }

@@ -54,6 +54,18 @@ api_reply_response(struct api_req *req, unsigned status, struct MHD_Response *re
 }
 
 enum MHD_Result
+api_reply_stream(struct api_req *req, struct MHD_Response *resp)
+{
+    /* API_IDLE_TIMEOUT_S counts from the last byte sent: it cut off an exec whose command was
+     * quiet for longer, and `logs -f` of a quiet console. Without keep-alive, no idle client
+     * outlives the stream either. */
+    if (MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u) != MHD_YES)
+        log_debug("api: %s %s: lifting the idle timeout failed", req->method, req->path);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+    return api_reply_response(req, 200, resp);
+}
+
+enum MHD_Result
 api_reply_json(struct api_req *req, unsigned status, json_t *body)
 {
     struct MHD_Response *resp;
@@ -292,7 +304,8 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 int
-api_server_start(struct inst_manager *m, int listen_fd, struct api_server **ret, struct tp_err *err)
+api_server_start(struct inst_manager *m, int listen_fd, unsigned idle_timeout_s,
+                 struct api_server **ret, struct tp_err *err)
 {
     struct api_server *s;
 
@@ -300,11 +313,13 @@ api_server_start(struct inst_manager *m, int listen_fd, struct api_server **ret,
         return tp_err_set(err, -EBADF, "start API server: no listening socket");
     s = xnew(struct api_server, 1);
     s->m = m;
+    if (idle_timeout_s == 0)
+        idle_timeout_s = API_IDLE_TIMEOUT_S;
     s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                                      MHD_USE_ERROR_LOG | MHD_USE_ITC,
                                  0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, listen_fd,
                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTION_LIMIT,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)API_IDLE_TIMEOUT_S,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
     if (!s->daemon) {

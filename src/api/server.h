@@ -14,8 +14,8 @@ struct api_server;
 /* Serve on listen_fd (a listening SOCK_STREAM socket). m is borrowed and must outlive the
  * server. On success the server owns listen_fd (closed by api_server_stop()); on failure the
  * caller still owns it. */
-int api_server_start(struct inst_manager *m, int listen_fd, struct api_server **ret,
-                     struct tp_err *err);
+int api_server_start(struct inst_manager *m, int listen_fd, unsigned idle_timeout_s,
+                     struct api_server **ret, struct tp_err *err);
 
 /* Stop accepting, end every connection (streams notice their socket shutting down) and join
  * the threads. NULL-safe; returns NULL. */

@@ -51,6 +51,11 @@ int cli_getopt_error(int c, char **argv, struct tp_err *err);
  * Caller frees. */
 char *cli_abspath(const char *path);
 
+/* Values sent in a JSON request must be UTF-8: jansson refuses other strings, and a refused
+ * string would silently go missing from the request (an argv losing a word). -EINVAL with
+ * "<what> is not valid UTF-8" otherwise. */
+int cli_check_utf8(const char *what, const char *s, struct tp_err *err);
+
 /* "3 minutes ago"-style age of an event `seconds` in the past, into buf. */
 void cli_format_ago(int64_t seconds, char *buf, size_t size);
 

@@ -64,12 +64,16 @@ parse_exec_options(int argc, char **argv, struct exec_opts *o, size_t *n_env, st
             const char *eq = strchr(optarg, '=');
             if (!eq || eq == optarg)
                 return tp_err_set(err, -EINVAL, "option '--env' expects K=V, not '%s'", optarg);
+            if (cli_check_utf8("the value of '--env'", optarg, err) < 0)
+                return -EINVAL;
             strv_push(&o->env, n_env, optarg);
             break;
         }
         case 'w':
             if (!*optarg)
                 return tp_err_set(err, -EINVAL, "option '--workdir' needs a non-empty value");
+            if (cli_check_utf8("the value of '--workdir'", optarg, err) < 0)
+                return -EINVAL;
             free(o->workdir);
             o->workdir = xstrdup(optarg);
             break;
@@ -111,8 +115,12 @@ cli_parse_exec(int argc, char **argv, struct exec_opts *ret, struct tp_err *err)
         goto done;
     if (i >= argc)
         return tp_err_set(err, -EINVAL, "'exec' needs a CMD to run in '%s'", o.name);
-    for (; i < argc; i++)
+    for (; i < argc; i++) {
+        _cleanup_free_ char *what = xasprintf("argument %zu of CMD", n_cmd + 1);
+        if (cli_check_utf8(what, argv[i], err) < 0)
+            return -EINVAL;
         strv_push(&o.cmd, &n_cmd, argv[i]);
+    }
 done:
     *ret = o;
     o = (struct exec_opts){ 0 }; /* moved to ret */

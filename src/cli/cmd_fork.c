@@ -72,6 +72,11 @@ cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err)
     r = want_nonempty("--prefix", a.values[OPT_PREFIX], err);
     if (r < 0)
         return r;
+    if (a.values[OPT_NAME] && cli_check_utf8("the value of '--name'", a.values[OPT_NAME], err) < 0)
+        return -EINVAL;
+    if (a.values[OPT_PREFIX] &&
+        cli_check_utf8("the value of '--prefix'", a.values[OPT_PREFIX], err) < 0)
+        return -EINVAL;
     if (a.values[OPT_NAME] && a.values[OPT_PREFIX])
         return tp_err_set(err, -EINVAL, "options '--name' and '--prefix' exclude each other");
     if (a.values[OPT_NAME] && o.count > 1)

@@ -80,6 +80,8 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
         {},
     };
     _cleanup_(cli_run_opts_done) struct run_opts o = { 0 };
+    const char *opt;
+    char *path;
     int c, r;
 
     optind = 0;
@@ -89,6 +91,8 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
         case OPT_NAME:
             if (!*optarg)
                 return tp_err_set(err, -EINVAL, "option '--name' needs a non-empty value");
+            if (cli_check_utf8("the value of '--name'", optarg, err) < 0)
+                return -EINVAL;
             set_str(&o.name, xstrdup(optarg));
             break;
         case 'm':
@@ -109,19 +113,25 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
         case OPT_HYPERVISOR:
             if (!*optarg)
                 return tp_err_set(err, -EINVAL, "option '--hypervisor' needs a non-empty value");
+            if (cli_check_utf8("the value of '--hypervisor'", optarg, err) < 0)
+                return -EINVAL;
             set_str(&o.hypervisor, xstrdup(optarg));
             break;
         case OPT_KERNEL:
         case OPT_INITRD:
         case OPT_ROOTFS:
+            /* Not argv[optind - 1]: that is the value when it came as a separate word. */
+            opt = c == OPT_KERNEL ? "--kernel" : c == OPT_INITRD ? "--initrd" : "--rootfs";
             if (!*optarg)
-                return tp_err_set(err, -EINVAL, "option '%s' needs a non-empty path",
-                                  argv[optind - 1]);
+                return tp_err_set(err, -EINVAL, "option '%s' needs a non-empty path", opt);
             /* torpord's cwd is not ours: send absolute paths, and let it judge existence. */
-            set_str(c == OPT_KERNEL   ? &o.kernel
-                    : c == OPT_INITRD ? &o.initrd
-                                      : &o.rootfs,
-                    cli_abspath(optarg));
+            path = cli_abspath(optarg);
+            /* Checked once absolute: the cwd joined to it may be what is not UTF-8. */
+            if (cli_check_utf8("the absolute path of that file", path, err) < 0) {
+                free(path);
+                return tp_err_wrap(err, "option '%s'", opt);
+            }
+            set_str(c == OPT_KERNEL ? &o.kernel : c == OPT_INITRD ? &o.initrd : &o.rootfs, path);
             break;
         case OPT_ACCEL:
             if (strcmp(optarg, "kvm") != 0 && strcmp(optarg, "tcg") != 0)
@@ -144,8 +154,12 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
     }
     if (optind < argc) {
         o.cmd = xnew(char *, (size_t)(argc - optind) + 1);
-        for (int i = optind; i < argc; i++)
+        for (int i = optind; i < argc; i++) {
+            _cleanup_free_ char *what = xasprintf("argument %d of CMD", i - optind + 1);
+            if (cli_check_utf8(what, argv[i], err) < 0)
+                return -EINVAL;
             o.cmd[i - optind] = xstrdup(argv[i]);
+        }
     }
     *ret = o;
     o = (struct run_opts){ 0 }; /* moved to ret */

@@ -2,6 +2,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <getopt.h>
+#include <jansson.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -209,6 +210,18 @@ cli_getopt_error(int c, char **argv, struct tp_err *err)
     if (optopt > 0 && optopt < 128)
         return tp_err_set(err, -EINVAL, "unknown option '-%c'", optopt);
     return tp_err_set(err, -EINVAL, "unknown option '%s'", word);
+}
+
+int
+cli_check_utf8(const char *what, const char *s, struct tp_err *err)
+{
+    /* jansson's own test, so exactly what it would refuse is refused here. */
+    json_t *j = json_string(s);
+
+    if (!j)
+        return tp_err_set(err, -EINVAL, "%s is not valid UTF-8", what);
+    json_decref(j);
+    return 0;
 }
 
 char *

@@ -28,6 +28,7 @@ static const char *arg_cache_dir;
 static const char *arg_agent;
 static const char *arg_accel;
 static int arg_ready_fd = -1;
+static unsigned arg_client_timeout; /* 0 = the API's default */
 
 static void
 usage(FILE *f)
@@ -35,6 +36,7 @@ usage(FILE *f)
     fprintf(f,
             "usage: torpord [--data-dir DIR] [--socket PATH] [--cache-dir DIR] [--agent PATH]\n"
             "               [--accel kvm|tcg] [--log-level error|warn|info|debug] [--ready-fd N]\n"
+            "               [--client-timeout SECONDS]\n"
             "\n"
             "  --data-dir DIR   instance records and files (default /var/lib/torpor)\n"
             "  --socket PATH    API socket (default /run/torpor/torpor.sock)\n"
@@ -42,7 +44,9 @@ usage(FILE *f)
             "                   $TORPOR_CACHE_DIR or /var/cache/torpor)\n"
             "  --agent PATH     static guest agent binary (default: found beside torpord)\n"
             "  --accel ACCEL    force an accelerator (default: kvm where usable, else tcg)\n"
-            "  --ready-fd N     write \"READY\\n\" to fd N once the API accepts requests\n");
+            "  --ready-fd N     write \"READY\\n\" to fd N once the API accepts requests\n"
+            "  --client-timeout SECONDS  drop API clients idle this long (default 120;\n"
+            "                   streams such as exec and logs -f are never cut)\n");
 }
 
 static int
@@ -56,6 +60,7 @@ parse_args(int argc, char **argv)
         { "accel", required_argument, NULL, 'A' },
         { "log-level", required_argument, NULL, 'l' },
         { "ready-fd", required_argument, NULL, 'r' },
+        { "client-timeout", required_argument, NULL, 't' },
         { "help", no_argument, NULL, 'h' },
         {},
     };
@@ -108,6 +113,17 @@ parse_args(int argc, char **argv)
                 return -EINVAL;
             }
             arg_ready_fd = (int)fd;
+            break;
+        }
+        case 't': {
+            char *end;
+            errno = 0;
+            unsigned long t = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || t == 0 || t > 86400) {
+                fprintf(stderr, "torpord: --client-timeout '%s' is not 1..86400 seconds\n", optarg);
+                return -EINVAL;
+            }
+            arg_client_timeout = (unsigned)t;
             break;
         }
         case 'h':
@@ -239,7 +255,7 @@ run(struct tp_err *err)
     if (listenfd < 0)
         return listenfd;
     chmod(arg_socket, 0660);
-    r = api_server_start(m, listenfd, &srv, err);
+    r = api_server_start(m, listenfd, arg_client_timeout, &srv, err);
     if (r < 0)
         return tp_err_wrap(err, "start API server");
     listenfd = -EBADF; /* the server owns it now */

@@ -2,6 +2,10 @@
 concurrency, missing commands."""
 import concurrent.futures
 import json
+import os
+import select
+import subprocess
+import time
 
 import harness
 
@@ -9,7 +13,8 @@ import harness
 class Exec(harness.DaemonTest):
     @classmethod
     def setUpClass(cls):
-        super().setUpClass()
+        # A short client timeout, so a test can outlast it without waiting minutes.
+        cls.d = harness.Daemon().start(extra=("--client-timeout", "5"))
         cls.d.cli("run", "--name", "ex")
 
     def test_exit_code_and_streams(self):
@@ -26,6 +31,33 @@ class Exec(harness.DaemonTest):
         p = self.d.cli("exec", "ex", "--env", "FOO=bar baz", "--workdir", "/etc", "--",
                        "sh", "-c", 'pwd; echo "$FOO"')
         self.assertEqual(p.stdout, b"/etc\nbar baz\n")
+
+    def test_quiet_streams_outlive_the_idle_timeout(self):
+        """The API drops idle clients (--client-timeout, 5 s for this daemon); streams that stay
+        silent longer (a quiet command, a quiet console under logs -f) must not be cut off."""
+        d = self.d
+        env = dict(os.environ, TORPOR_SOCKET=d.socket)
+        logs = subprocess.Popen([harness.TORPOR, "logs", "-f", "ex"], env=env,
+                                stdout=subprocess.PIPE)
+        try:
+            # The marker is computed so that no echo of the command line can match it.
+            script = "sleep 8; echo done; echo mark-$((6*7)) >/dev/console"
+            p = d.cli("exec", "ex", "sh", "-c", script, check=False)
+            self.assertEqual((p.returncode, p.stdout), (0, b"done\n"), p.stderr)
+            # The console line written after the silence reaches the follower, which stays on.
+            seen, deadline = b"", time.monotonic() + 60
+            while b"mark-42" not in seen and time.monotonic() < deadline:
+                ready, _, _ = select.select([logs.stdout], [], [], deadline - time.monotonic())
+                chunk = os.read(logs.stdout.fileno(), 65536) if ready else b""
+                if not chunk:
+                    break  # EOF: the stream was cut
+                seen += chunk
+            self.assertIn(b"mark-42", seen)
+            self.assertIsNone(logs.poll())
+        finally:
+            logs.kill()
+            logs.wait()
+            logs.stdout.close()
 
     def test_missing_command(self):
         p = self.d.cli("exec", "ex", "/no/such/cmd", check=False)

@@ -1,6 +1,7 @@
 """The daemon can die (kill -9) without harming guests; a VMM that dies is noticed."""
 import os
 import signal
+import time
 
 import harness
 
@@ -22,6 +23,21 @@ class Restart(harness.DaemonTest):
         out = d.cli("exec", "survivor", "cat", "/tmp/t").stdout
         self.assertEqual(out, b"before\n")  # same guest, same tmpfs
         d.cli("rm", "-f", "survivor")
+
+    def test_agent_idles_while_daemon_down(self):
+        """With no host on its virtio port the agent blocks; it must not spin on read() == 0."""
+        d = self.d
+        d.cli("run", "--name", "idler")
+        # The agent is PID 1 of the default guest: its user + system clock ticks (1/100 s).
+        ticks = "awk '{print $14 + $15}' /proc/1/stat"
+        before = int(harness.guest(d, "idler", ticks))
+        d.kill9()
+        time.sleep(2)  # a window to measure CPU use over, not a wait for an event
+        d.start()
+        spent = int(harness.guest(d, "idler", ticks)) - before
+        # A spinning agent burns ~100 ticks a second here; an idle one a handful in all.
+        self.assertLess(spent, 50, f"agent used {spent} ticks while its host was away")
+        d.cli("rm", "-f", "idler")
 
     def test_vmm_death_is_noticed(self):
         d = self.d

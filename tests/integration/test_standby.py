@@ -119,6 +119,24 @@ class StandbyRestore(harness.DaemonTest):
         d.cli("rm", "-f", "persist")
 
 
+    def test_exec_after_restore_while_old_exec_runs(self):
+        """The guest never sees its pre-standby host leave: the exec ids of that connection
+        must not clash with the new connection's, which start at 1 again."""
+        d = self.d
+        d.cli("run", "--name", "ids")
+        env = dict(os.environ, TORPOR_SOCKET=d.socket)
+        # The first exec of the connection, still running at standby.
+        old = subprocess.Popen([harness.TORPOR, "exec", "ids", "sh", "-c",
+                                "echo started; exec sleep 600"], env=env, stdout=subprocess.PIPE)
+        self.assertEqual(old.stdout.readline(), b"started\n")
+        d.cli("standby", "ids")
+        old.wait(timeout=60)  # its stream ends with the old agent connection
+        old.stdout.close()
+        d.cli("restore", "ids")
+        for k in range(3):
+            self.assertEqual(guest(d, "ids", f"echo {k}"), f"{k}\n")
+        d.cli("rm", "-f", "ids")
+
 class Faults(harness.FailpointTest):
     """Fault injection through failpoints armed in a file the daemon reads at each check."""
 

@@ -133,6 +133,8 @@ test_run_bad_values(void **state)
         { "--vcpus", "1x", "'--vcpus'" },
         { "--disk-size", "99999999999", "'--disk-size'" },
         { "--accel", "hvf", "'kvm' or 'tcg'" },
+        /* Names the option, not its (empty) value. */
+        { "--initrd", "", "option '--initrd' needs a non-empty path" },
     };
     (void)state;
 
@@ -245,6 +247,54 @@ test_exec_env_workdir(void **state)
     assert_non_null(strstr(tp_err_msg(&err), "K=V"));
     const char *bad2[] = { "exec", "vm", "-e", "=v", "ls", NULL };
     assert_int_equal(cli_parse_exec(P(bad2), &o, &err), -EINVAL);
+}
+
+/* A string jansson refuses would silently drop out of the JSON request: "rm \xff -rf /x" ran as
+ * "rm -rf /x". Such values are usage errors; UTF-8 beyond ASCII is fine. */
+static void
+test_non_utf8_values(void **state)
+{
+    const char *e1[] = { "exec", "vm", "rm", "\xff", "-rf", "/x", NULL };
+    const char *e2[] = { "exec", "-e", "A=\xc3(", "vm", "ls", NULL };
+    const char *e3[] = { "exec", "vm", "-w", "/\xfe", "ls", NULL };
+    const char *r1[] = { "run", "--name", "\x80", NULL };
+    const char *r2[] = { "run", "--", "echo", "ok", "\xe2\x82", NULL };
+    const char *r3[] = { "run", "--kernel", "/boot/\xff", NULL };
+    const char *f1[] = { "fork", "--prefix", "p\xff", "web", NULL };
+    const char *f2[] = { "fork", "--name", "\xc0\xaf", "web", NULL };
+    const char *good[] = { "exec", "vm", "echo", "caf\xc3\xa9", NULL };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct exec_opts eo = { 0 };
+    struct run_opts ro = { 0 };
+    struct fork_opts fo = { 0 };
+    (void)state;
+
+    assert_int_equal(cli_parse_exec(P(e1), &eo, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "argument 2 of CMD is not valid UTF-8");
+    assert_null(eo.cmd); /* ret untouched on failure */
+    assert_int_equal(cli_parse_exec(P(e2), &eo, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "the value of '--env' is not valid UTF-8");
+    assert_int_equal(cli_parse_exec(P(e3), &eo, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "the value of '--workdir' is not valid UTF-8");
+
+    assert_int_equal(cli_parse_run(P(r1), &ro, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "the value of '--name' is not valid UTF-8");
+    assert_int_equal(cli_parse_run(P(r2), &ro, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "argument 3 of CMD is not valid UTF-8");
+    assert_int_equal(cli_parse_run(P(r3), &ro, &err), -EINVAL);
+    assert_non_null(strstr(tp_err_msg(&err), "option '--kernel'"));
+    assert_non_null(strstr(tp_err_msg(&err), "is not valid UTF-8"));
+    assert_null(ro.name);
+
+    assert_int_equal(cli_parse_fork(P(f1), &fo, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "the value of '--prefix' is not valid UTF-8");
+    assert_int_equal(cli_parse_fork(P(f2), &fo, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "the value of '--name' is not valid UTF-8");
+    assert_null(fo.source);
+
+    assert_int_equal(cli_parse_exec(P(good), &eo, &err), 0);
+    assert_string_equal(eo.cmd[1], "caf\xc3\xa9");
+    cli_exec_opts_done(&eo);
 }
 
 static void
@@ -1659,6 +1709,7 @@ main(void)
         cmocka_unit_test(test_run_relative_paths_become_absolute),
         cmocka_unit_test(test_exec_keeps_guest_options),
         cmocka_unit_test(test_exec_env_workdir),
+        cmocka_unit_test(test_non_utf8_values),
         cmocka_unit_test(test_missing_names),
         cmocka_unit_test(test_ps_flags),
         cmocka_unit_test(test_rm_stop_start_names),

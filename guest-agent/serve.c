@@ -31,10 +31,11 @@ struct outq {
 
 struct srv {
     const struct serve_cfg *cfg;
-    int port_fd;    /* -1 while the port is unknown (discovery) or closed */
-    bool connected; /* a host is there: the port is in the poll set */
-    bool desync;    /* protocol error: discard input until the host goes away */
-    int uevent_fd;  /* while discovering the port */
+    int port_fd;      /* -1 while the port is unknown (discovery) or closed */
+    bool connected;   /* a host is there: the port is in the poll set */
+    bool await_hello; /* a new host may follow an old one's unread bytes: skip input up to
+                         the HELLO every host starts with */
+    int uevent_fd;    /* while discovering the port */
     uint64_t wait_start;
     bool wait_logged;
     int sig_fd;
@@ -69,7 +70,7 @@ send_frame(struct srv *s, uint32_t id, uint16_t type, const void *a, size_t alen
     struct outq *q = &s->out;
     size_t need = AGENT_HDR_SIZE + alen + blen;
 
-    if (!s->connected || s->desync || s->port_fd < 0)
+    if (!s->connected || s->await_hello || s->port_fd < 0)
         return;
     if (q->off > 0 && q->off == q->len)
         q->off = q->len = 0;
@@ -149,18 +150,13 @@ virtio_check_connected(struct srv *s)
      * and the loop spinning on read() == 0 for as long as no host was there. Arrivals and
      * departures are announced by SIGIO. */
     bool now = !(p.revents & POLLHUP);
+    /* Bytes the departed host left unread may still be queued, and the next host's may land
+     * right behind them before this runs: never drain here (that could eat the new HELLO);
+     * resynchronise on the HELLO instead. */
     if (!now && s->connected) {
         host_forget(s);
-        /* What the departed host left unread must not reach the next one. */
-        for (;;) {
-            ssize_t n = read(s->port_fd, io_buf, sizeof(io_buf));
-            if (n > 0 || (n < 0 && errno == EINTR))
-                continue;
-            break;
-        }
+        s->await_hello = true;
     }
-    if (now && !s->connected)
-        s->desync = false;
     s->connected = now;
 }
 
@@ -180,7 +176,7 @@ port_setup(struct srv *s)
         fcntl(s->port_fd, F_SETFL, fl | O_NONBLOCK);
         s->connected = true;
     }
-    s->desync = false;
+    s->await_hello = false;
 }
 
 static void
@@ -189,7 +185,7 @@ host_gone(struct srv *s, const char *why)
     host_forget(s);
     if (s->cfg->kind == PORT_VIRTIO) {
         s->connected = false;
-        s->desync = false;
+        s->await_hello = true;
         /* It may already be back: SIGIO would be pending, but checking is cheap. */
         virtio_check_connected(s);
         return;
@@ -217,7 +213,7 @@ protocol_error(struct srv *s, const char *what)
     agent_log("protocol error: %s", what);
     host_forget(s);
     if (s->cfg->kind == PORT_VIRTIO)
-        s->desync = true;
+        s->await_hello = true; /* the host reconnects and says HELLO again */
     else
         host_gone(s, "protocol error");
 }
@@ -463,6 +459,26 @@ handle_frame(struct srv *s, const struct agent_hdr *h, const uint8_t *p)
     }
 }
 
+/* Skip input up to the first HELLO header (len 0, id 0, type HELLO, flags 0): what precedes it
+ * belongs to a host that is gone. Keeps a possible partial header for the next read. */
+static void
+resync_on_hello(struct srv *s)
+{
+    uint8_t hello[AGENT_HDR_SIZE];
+    size_t k;
+
+    agent_hdr_encode(hello, 0, 0, AGENT_HELLO, 0);
+    for (k = 0; k + AGENT_HDR_SIZE <= s->inlen; k++)
+        if (memcmp(s->in + k, hello, AGENT_HDR_SIZE) == 0) {
+            s->await_hello = false;
+            break;
+        }
+    if (s->await_hello)
+        k = s->inlen > AGENT_HDR_SIZE - 1 ? s->inlen - (AGENT_HDR_SIZE - 1) : 0;
+    memmove(s->in, s->in + k, s->inlen - k);
+    s->inlen -= k;
+}
+
 /* Split the input buffer into frames; keeps a partial frame for the next read. */
 static void
 parse_input(struct srv *s)
@@ -499,10 +515,11 @@ port_read(struct srv *s)
         host_gone(s, "end of stream");
         return;
     }
-    if (s->desync)
-        return;
     s->inlen += (size_t)n;
-    parse_input(s);
+    if (s->await_hello)
+        resync_on_hello(s);
+    if (!s->await_hello)
+        parse_input(s);
 }
 
 static void

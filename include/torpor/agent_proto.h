@@ -43,8 +43,10 @@ enum agent_msg {
     AGENT_HELLO = 1,     /* id 0, empty. Guest answers AGENT_HELLO_OK. Used as the readiness
                             signal: the host sends it right after connecting and blocks on the
                             reply; the guest reads it as soon as its port opens. A HELLO starts
-                            a new connection: the guest forgets earlier exec ids (a restored
-                            or forked guest never saw its old host leave). */
+                            a new connection and must be its first frame: after a host change
+                            the guest skips input up to this (fixed) header, and it forgets
+                            earlier exec ids (a restored or forked guest never saw its old
+                            host leave). */
     AGENT_EXEC = 2,      /* payload: u32 argc (>= 1), u32 envc, then NUL-terminated strings:
                             cwd ("" = /), argv[argc], env[envc] ("K=V"), nothing after.
                             flags: AGENT_EXEC_F_*. Guest answers AGENT_EXEC_STARTED or

@@ -9,7 +9,7 @@
 #include "store/paths.h"
 
 #define AGENT_READY_TIMEOUT_MS     90000 /* first boot under TCG with sanitizers on a busy host */
-#define AGENT_RECONNECT_TIMEOUT_MS 10000
+#define AGENT_RECONNECT_TIMEOUT_MS 30000 /* a restored guest under TCG on a loaded host */
 #define VMM_SHUTDOWN_TIMEOUT_MS    5000
 #define VMM_KILL_TIMEOUT_MS        5000
 

@@ -1,6 +1,7 @@
 /* POST /v1/instances/{ref}/exec: start a command through the manager, then stream its output
  * as exec-stream frames (api.md) until the exit frame, an error frame or the client leaving. */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -11,11 +12,8 @@
 #include "util/macro.h"
 #include "util/xalloc.h"
 
-/* How long one wait for guest output lasts before checking whether the client is still there:
- * agent_exec_next() has no fd to poll together with the client socket. */
-#define EXEC_CLIENT_CHECK_MS 200
-#define EXEC_FRAME_MAX       (1u << 20) /* split larger outputs into several frames */
-#define EXEC_STREAM_BLOCK    (64u * 1024u)
+#define EXEC_FRAME_MAX    (1u << 20) /* split larger outputs into several frames */
+#define EXEC_STREAM_BLOCK (64u * 1024u)
 
 struct exec_stream {
     struct agent_exec *x;
@@ -68,11 +66,19 @@ stream_fill(struct exec_stream *st)
     for (;;) {
         _cleanup_(tp_err_clear) struct tp_err err = { 0 };
         struct agent_event ev = { 0 };
-        int r = agent_exec_next(st->x, &ev, EXEC_CLIENT_CHECK_MS, &err);
+        int r = agent_exec_next(st->x, &ev, 0, &err);
 
         if (r == -ETIMEDOUT) {
+            /* Nothing yet: sleep on the guest's news and the client leaving, whichever first. */
+            struct pollfd p[2] = {
+                { .fd = agent_exec_fd(st->x), .events = POLLIN },
+                { .fd = st->client_fd, .events = POLLRDHUP },
+            };
+            if (poll(p, st->client_fd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR)
+                return -errno;
             if (api_client_gone(st->client_fd))
                 return -EPIPE;
+            agent_exec_fd_drain(st->x);
             continue;
         }
         if (r < 0) {

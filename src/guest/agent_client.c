@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +35,7 @@ struct agent_exec {
     bool overflow;
     struct agent_ev_node *head, *tail;
     size_t queued; /* output bytes in the queue */
+    int evfd;      /* eventfd kicked whenever agent_exec_next() may have news */
 };
 
 struct agent_conn {
@@ -84,6 +86,15 @@ conn_unref(struct agent_conn *c)
     free(c);
 }
 
+/* Wake a consumer polling agent_exec_fd(). */
+static void
+exec_kick(struct agent_exec *x)
+{
+    uint64_t one = 1;
+    if (x->evfd >= 0 && write(x->evfd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+        abort(); /* an eventfd write fails only on overflow, which EAGAIN covers */
+}
+
 /* Under c->lock. The first reason sticks. */
 static void
 mark_dead_locked(struct agent_conn *c, const char *why)
@@ -92,6 +103,8 @@ mark_dead_locked(struct agent_conn *c, const char *why)
         c->dead = true;
         c->dead_msg = xstrdup(why);
     }
+    for (struct agent_exec *x = c->execs; x; x = x->next)
+        exec_kick(x);
     pthread_cond_broadcast(&c->cond);
 }
 
@@ -244,6 +257,7 @@ dispatch_locked(struct agent_conn *c, const struct agent_frame *f)
     default:
         return 0;
     }
+    exec_kick(x);
     pthread_cond_broadcast(&c->cond);
     return 0;
 }
@@ -534,6 +548,13 @@ agent_exec_start(struct agent_conn *c, const struct agent_exec_req *req, int tim
                                       : "empty argv");
 
     x = xzalloc(sizeof(*x));
+    x->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (x->evfd < 0) {
+        int e = -errno;
+        free(x);
+        x = NULL;
+        return tp_err_errno(err, e, "create exec eventfd");
+    }
     x->c = conn_ref(c);
     x->id = id;
     pthread_mutex_lock(&c->lock);
@@ -681,7 +702,22 @@ agent_exec_free(struct agent_exec *x)
         free(n);
     }
     free(x->start_msg);
+    safe_close(x->evfd);
     free(x);
     conn_unref(c);
     return NULL;
+}
+
+int
+agent_exec_fd(struct agent_exec *x)
+{
+    return x->evfd;
+}
+
+void
+agent_exec_fd_drain(struct agent_exec *x)
+{
+    uint64_t n;
+    if (read(x->evfd, &n, sizeof(n)) < 0 && errno != EAGAIN)
+        abort(); /* a non-blocking eventfd read fails only with EAGAIN */
 }

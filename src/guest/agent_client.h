@@ -81,6 +81,11 @@ struct agent_event {
  * keeps running: signal it if needed. */
 int agent_exec_next(struct agent_exec *x, struct agent_event *ev, int timeout_ms,
                     struct tp_err *err);
+/* An fd (owned by x) that polls readable whenever agent_exec_next() may have news: output,
+ * the exit, a broken connection. Spurious wake-ups are possible. To wait without a timer:
+ * poll it, call agent_exec_fd_drain(), then agent_exec_next(x, ev, 0, ...) until -ETIMEDOUT. */
+int agent_exec_fd(struct agent_exec *x);
+void agent_exec_fd_drain(struct agent_exec *x);
 /* Write to the command's stdin (split into frames; blocks while the guest applies
  * backpressure); len 0 closes it. Needs req.stdin_open, else the guest ignores it. */
 int agent_exec_stdin(struct agent_exec *x, const void *data, size_t len, struct tp_err *err);

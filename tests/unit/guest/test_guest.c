@@ -22,6 +22,7 @@
 #include "util/cleanup.h"
 #include "util/err.h"
 #include "util/fs.h"
+#include "util/macro.h"
 #include "util/proc.h"
 #include "util/sock.h"
 #include "util/timeutil.h"
@@ -210,6 +211,58 @@ test_echo_and_exit_codes(void **state)
     out_free(&o);
 
     agent_conn_free(c);
+    agent_wait_exit(&p);
+}
+
+/* Waiting on agent_exec_fd() instead of a timed agent_exec_next(): output and exit arrive, and a
+ * connection that dies wakes the waiter too. */
+static void
+test_exec_fd(void **state)
+{
+    struct agent_proc p;
+    struct agent_conn *c = agent_start_fd(&p);
+    struct agent_exec *x = NULL, *y = NULL;
+    struct agent_event ev;
+    struct tp_err err = { 0 };
+    char got[64] = "";
+    bool exited = false;
+    (void)state;
+
+    char *echo[] = { (char *)"echo", (char *)"via-fd", NULL };
+    assert_int_equal(agent_exec_start(c, &(struct agent_exec_req){ .argv = echo }, T_MS, &x, &err),
+                     0);
+    while (!exited) {
+        struct pollfd pf = { .fd = agent_exec_fd(x), .events = POLLIN };
+        assert_int_equal(poll(&pf, 1, T_MS), 1);
+        agent_exec_fd_drain(x);
+        int r;
+        while ((r = agent_exec_next(x, &ev, 0, &err)) == 0) {
+            if (ev.type == AGENT_EV_STDOUT)
+                strncat(got, ev.data, MIN(ev.len, sizeof(got) - strlen(got) - 1));
+            if (ev.type == AGENT_EV_EXIT) {
+                assert_int_equal(ev.exit_code, 0);
+                exited = true;
+            }
+            free(ev.data);
+        }
+        if (!exited)
+            assert_int_equal(r, -ETIMEDOUT);
+        tp_err_clear(&err);
+    }
+    assert_string_equal(got, "via-fd\n");
+    agent_exec_free(x);
+
+    /* A command that never ends: freeing the connection must wake whoever polls its fd. */
+    char *sleeper[] = { (char *)"sleep", (char *)"100", NULL };
+    assert_int_equal(
+        agent_exec_start(c, &(struct agent_exec_req){ .argv = sleeper }, T_MS, &y, &err), 0);
+    agent_exec_fd_drain(y);
+    agent_conn_free(c);
+    struct pollfd pf = { .fd = agent_exec_fd(y), .events = POLLIN };
+    assert_int_equal(poll(&pf, 1, T_MS), 1);
+    assert_int_equal(agent_exec_next(y, &ev, 0, &err), -ECONNRESET);
+    tp_err_clear(&err);
+    agent_exec_free(y);
     agent_wait_exit(&p);
 }
 
@@ -871,6 +924,7 @@ main(void)
         cmocka_unit_test(test_frame_codec),
         cmocka_unit_test(test_hello),
         cmocka_unit_test(test_echo_and_exit_codes),
+        cmocka_unit_test(test_exec_fd),
         cmocka_unit_test(test_spawn_errors),
         cmocka_unit_test(test_cwd_env),
         cmocka_unit_test(test_concurrent),

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "instance/manager-internal.h"
@@ -312,4 +314,33 @@ inst_failpoint(struct inst *i, const char *name, struct tp_err *err)
     default:
         return 0;
     }
+}
+
+/* The guest learns who it is now: hostname and fresh entropy (forks share the parent's RNG). */
+int
+inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err)
+{
+    uint8_t seed[32];
+    char hex[2 * sizeof(seed) + 1];
+    int r;
+
+    if (getrandom(seed, sizeof(seed), 0) != sizeof(seed))
+        return tp_err_errno(err, -errno, "read random seed");
+    for (size_t k = 0; k < sizeof(seed); k++)
+        sprintf(hex + 2 * k, "%02x", seed[k]);
+    _cleanup_free_ char *host = xasprintf("hostname=%s", i->rec->name);
+    _cleanup_free_ char *rnd = xasprintf("seed=%s", hex);
+    char *const kv[] = { host, rnd, NULL };
+
+    r = inst_agent_connect(m, i, IDENTITY_TIMEOUT_MS, err);
+    if (r < 0)
+        return r;
+    r = agent_conn_identity(i->agent, kv, IDENTITY_TIMEOUT_MS, err);
+    if (r < 0)
+        return tp_err_wrap(err, "apply identity");
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    agent_conn_set_clock(i->agent, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
+                         IDENTITY_TIMEOUT_MS, NULL);
+    return 0;
 }

@@ -15,8 +15,7 @@
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
-#define FORK_MAX_CHILDREN     64
-#define FORK_IDENTITY_TIMEOUT 10000
+#define FORK_MAX_CHILDREN 64
 
 struct child {
     struct inst_manager *m;
@@ -81,35 +80,6 @@ mark_phase(void *ctx, const char *phase)
     trace_phase(ctx, phase);
 }
 
-/* The guest learns who it is now: hostname and fresh entropy (forks share the parent's RNG). */
-static int
-apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err)
-{
-    uint8_t seed[32];
-    char hex[2 * sizeof(seed) + 1];
-    int r;
-
-    if (getrandom(seed, sizeof(seed), 0) != sizeof(seed))
-        return tp_err_errno(err, -errno, "read random seed");
-    for (size_t k = 0; k < sizeof(seed); k++)
-        sprintf(hex + 2 * k, "%02x", seed[k]);
-    _cleanup_free_ char *host = xasprintf("hostname=%s", i->rec->name);
-    _cleanup_free_ char *rnd = xasprintf("seed=%s", hex);
-    char *const kv[] = { host, rnd, NULL };
-
-    r = inst_agent_connect(m, i, FORK_IDENTITY_TIMEOUT, err);
-    if (r < 0)
-        return r;
-    r = agent_conn_identity(i->agent, kv, FORK_IDENTITY_TIMEOUT, err);
-    if (r < 0)
-        return tp_err_wrap(err, "apply identity");
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    agent_conn_set_clock(i->agent, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
-                         FORK_IDENTITY_TIMEOUT, NULL);
-    return 0;
-}
-
 /* Bring one child up from the template: its own VMM mapping the template copy-on-write. */
 static void *
 child_start(void *arg)
@@ -131,6 +101,9 @@ child_start(void *arg)
             if (link(from, to) < 0 && errno != ENOENT)
                 c->r = tp_err_errno(&c->err, -errno, "link '%s'", to);
         }
+        /* It learns its name when it first runs (restore). */
+        if (c->r >= 0 && fs_write_atomic(i->paths.identity_pending, "", 0, 0600, &c->err) < 0)
+            c->r = c->err.code;
         if (c->r >= 0)
             c->r = inst_transition(c->m, i, INST_STANDBY, &c->err);
         trace_phase(&c->t, "prepare_child");
@@ -163,7 +136,7 @@ child_start(void *arg)
     if (c->r < 0)
         return NULL;
     if (c->wait_identity && i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
-        c->r = apply_identity(c->m, i, &c->err);
+        c->r = inst_apply_identity(c->m, i, &c->err);
         trace_phase(&c->t, "apply_identity");
     }
     return NULL;
@@ -184,7 +157,7 @@ identity_worker(void *arg)
     struct tp_err err = { 0 };
 
     if (inst_acquire_id(m, job->id, &i) >= 0) {
-        if (i->vm && apply_identity(m, i, &err) < 0)
+        if (i->vm && inst_apply_identity(m, i, &err) < 0)
             log_warn("instance=%s op=fork: identity not applied: %s", i->id, tp_err_msg(&err));
         tp_err_clear(&err);
         inst_release(m, i);

@@ -84,6 +84,10 @@ void inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec);
 int inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
 /* Connect to the guest agent and wait for its HELLO within timeout_ms. */
 int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, struct tp_err *err);
+/* Tell the guest who it is (hostname = the instance's name, a fresh RNG seed, the clock) and
+ * wait for its acknowledgement: fork children share their parent's identity until then. */
+#define IDENTITY_TIMEOUT_MS 10000
+int inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err);
 /* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
 void inst_drop_vmm(struct inst *i);
 

@@ -151,6 +151,14 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
             goto done; /* Running, but say the agent did not come back */
         sync_guest_clock(i);
         trace_phase(&t, "wait_agent");
+        /* A fork child born in Standby runs for the first time: it takes its own identity. */
+        if (fs_exists(i->paths.identity_pending)) {
+            r = inst_apply_identity(m, i, err);
+            if (r < 0)
+                goto done;
+            unlink(i->paths.identity_pending);
+            trace_phase(&t, "apply_identity");
+        }
     }
     if (deep)
         trace_vmm_counters(&t, i->vm->pid);

@@ -43,6 +43,7 @@ inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
     p->snap_latest = fs_path_join(p->snapshots, "snapshot-latest");
     p->snap_base = fs_path_join(p->snapshots, "snapshot-base");
     p->template_ref = fs_path_join(p->dir, "template");
+    p->identity_pending = fs_path_join(p->dir, "identity-pending");
 }
 
 void
@@ -62,5 +63,6 @@ inst_paths_clear(struct inst_paths *p)
     free(p->snap_latest);
     free(p->snap_base);
     free(p->template_ref);
+    free(p->identity_pending);
     *p = (struct inst_paths){ 0 };
 }

@@ -4,19 +4,20 @@
 #include "util/cleanup.h"
 
 struct inst_paths {
-    char *dir;          /* DATA/instances/<id> */
-    char *mem;          /* guest RAM file */
-    char *root_disk;    /* root.ext4 (the instance's own clone) */
-    char *api_sock;     /* qmp.sock, the VMM control socket: short names keep sun_path < 108 */
-    char *agent_sock;   /* agent.sock */
-    char *logs_dir;     /* logs/ */
-    char *console_log;  /* logs/console.log */
-    char *vmm_log;      /* logs/vmm.log */
-    char *snapshots;    /* snapshots/ */
-    char *snap_latest;  /* snapshots/snapshot-latest (only while Standby) */
-    char *snap_base;    /* snapshots/snapshot-base (hidden retained base) */
-    char *template_ref; /* "template": id of the fork template whose frozen memory this
-                           instance maps copy-on-write; absent when it owns its memory */
+    char *dir;              /* DATA/instances/<id> */
+    char *mem;              /* guest RAM file */
+    char *root_disk;        /* root.ext4 (the instance's own clone) */
+    char *api_sock;         /* qmp.sock, the VMM control socket: short names keep sun_path < 108 */
+    char *agent_sock;       /* agent.sock */
+    char *logs_dir;         /* logs/ */
+    char *console_log;      /* logs/console.log */
+    char *vmm_log;          /* logs/vmm.log */
+    char *snapshots;        /* snapshots/ */
+    char *snap_latest;      /* snapshots/snapshot-latest (only while Standby) */
+    char *snap_base;        /* snapshots/snapshot-base (hidden retained base) */
+    char *template_ref;     /* "template": id of the fork template whose frozen memory this
+                               instance maps copy-on-write; absent when it owns its memory */
+    char *identity_pending; /* a fork child born in Standby: apply its identity on restore */
 };
 
 /* Fill all paths for instance id under data_dir (no I/O). */

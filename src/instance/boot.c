@@ -338,9 +338,19 @@ inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err)
     r = agent_conn_identity(i->agent, kv, IDENTITY_TIMEOUT_MS, err);
     if (r < 0)
         return tp_err_wrap(err, "apply identity");
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    agent_conn_set_clock(i->agent, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
-                         IDENTITY_TIMEOUT_MS, NULL);
+    inst_sync_clock(i);
     return 0;
+}
+
+void
+inst_sync_clock(struct inst *i)
+{
+    struct timespec ts;
+    struct tp_err e = { 0 };
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (agent_conn_set_clock(i->agent, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec,
+                             IDENTITY_TIMEOUT_MS, &e) < 0)
+        log_warn("instance=%s: cannot set the guest clock: %s", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
 }

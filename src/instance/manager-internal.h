@@ -88,6 +88,8 @@ int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, s
  * wait for its acknowledgement: fork children share their parent's identity until then. */
 #define IDENTITY_TIMEOUT_MS 10000
 int inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err);
+/* Hand the guest the host's wall clock (it lags by any time spent frozen); logs failures. */
+void inst_sync_clock(struct inst *i);
 /* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
 void inst_drop_vmm(struct inst *i);
 

@@ -53,18 +53,6 @@ trace_vmm_counters(struct trace *t, pid_t pid)
             trace_counter(t, "vmm_read_bytes", (int64_t)read_bytes);
 }
 
-/* The guest runs: hand it the wall clock (it lags by the time spent in Standby). */
-static void
-sync_guest_clock(struct inst *i)
-{
-    struct timespec ts;
-    struct tp_err e = { 0 };
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (agent_conn_set_clock(i->agent, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, 5000, &e) < 0)
-        log_warn("instance=%s op=restore: cannot set the guest clock: %s", i->id, tp_err_msg(&e));
-    tp_err_clear(&e);
-}
-
 int
 inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
 {
@@ -149,15 +137,18 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         r = inst_agent_connect(m, i, AGENT_RECONNECT_TIMEOUT_MS, err);
         if (r < 0)
             goto done; /* Running, but say the agent did not come back */
-        sync_guest_clock(i);
-        trace_phase(&t, "wait_agent");
-        /* A fork child born in Standby runs for the first time: it takes its own identity. */
+        /* A fork child born in Standby runs for the first time: it takes its own identity
+         * (the clock comes with it); any other guest only needs the clock it lost. */
         if (fs_exists(i->paths.identity_pending)) {
+            trace_phase(&t, "wait_agent");
             r = inst_apply_identity(m, i, err);
             if (r < 0)
                 goto done;
             unlink(i->paths.identity_pending);
             trace_phase(&t, "apply_identity");
+        } else {
+            inst_sync_clock(i);
+            trace_phase(&t, "wait_agent");
         }
     }
     if (deep)

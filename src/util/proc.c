@@ -1,13 +1,18 @@
 /* Process helpers: detached spawn with an fd map, start-time identity, pidfd waits. */
 #include "proc.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <linux/capability.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,6 +33,89 @@ child_fail(int errpipe, int e)
     ssize_t r = write(errpipe, &e, sizeof(e));
     (void)r;
     _exit(127);
+}
+
+static bool
+is_target(const struct proc_spawn_opts *o, int fd)
+{
+    for (size_t i = 0; i < o->n_fds; i++)
+        if (o->fds[i].to == fd)
+            return true;
+    return false;
+}
+
+/* Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC: mark what /proc/self/fd lists, read with raw
+ * getdents64 (opendir would allocate). */
+static int
+cloexec_listed_from(int from)
+{
+    char buf[4096] __attribute__((aligned(8)));
+    int dfd = open("/proc/self/fd", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    long n;
+
+    if (dfd < 0)
+        return -errno;
+    while ((n = syscall(SYS_getdents64, dfd, buf, sizeof(buf))) > 0)
+        for (long off = 0; off < n;) {
+            const struct dirent64 *d = (const struct dirent64 *)(buf + off);
+            int fd = 0;
+            off += d->d_reclen;
+            if (d->d_name[0] < '0' || d->d_name[0] > '9')
+                continue;
+            for (const char *c = d->d_name; *c >= '0' && *c <= '9'; c++)
+                fd = fd * 10 + (*c - '0');
+            if (fd >= from && fd != dfd)
+                (void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+        }
+    int e = n < 0 ? -errno : 0;
+    close(dfd);
+    return e;
+}
+
+/* Only stdio and the mapped fds may reach the program: whatever else is open here (an fd some
+ * thread of the parent opened without O_CLOEXEC) becomes close-on-exec. Not closed outright:
+ * the errno pipe must live until the exec it reports on. */
+static int
+child_seal_fds(const struct proc_spawn_opts *o)
+{
+    int top = 2;
+
+    for (size_t i = 0; i < o->n_fds; i++)
+        top = MAX(top, o->fds[i].to);
+    for (int fd = 3; fd < top; fd++)
+        if (!is_target(o, fd))
+            (void)fcntl(fd, F_SETFD, FD_CLOEXEC); /* EBADF: not open, nothing to do */
+    if (close_range((unsigned)top + 1, UINT_MAX, CLOSE_RANGE_CLOEXEC) == 0)
+        return 0;
+    if (errno != EINVAL && errno != ENOSYS)
+        return -errno;
+    return cloexec_listed_from(top + 1);
+}
+
+/* Give up capabilities before exec: a root program whose bounding and inheritable sets are
+ * empty gets no capability from execve, and capset() empties what this process holds. The
+ * bounding set needs CAP_SETPCAP to shrink; without it there is nothing left to give up beyond
+ * the sets capset() clears, and no_new_privs stops set-uid and file capabilities. */
+static int
+child_drop_caps(void)
+{
+    struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = { { 0 } };
+
+    if (syscall(SYS_capget, &h, d) < 0)
+        return -errno;
+    if (d[CAP_TO_INDEX(CAP_SETPCAP)].effective & CAP_TO_MASK(CAP_SETPCAP))
+        /* PR_CAPBSET_READ fails (EINVAL) past the kernel's last capability. */
+        for (unsigned long cap = 0; prctl(PR_CAPBSET_READ, cap, 0, 0, 0) >= 0; cap++)
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+                return -errno;
+    /* EINVAL: a kernel without ambient capabilities has none to clear. */
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+        return -errno;
+    memset(d, 0, sizeof(d));
+    if (syscall(SYS_capset, &h, d) < 0)
+        return -errno;
+    return 0;
 }
 
 /* Runs in the forked child of a threaded parent: async-signal-safe calls only. */
@@ -60,6 +148,13 @@ child_exec(const struct proc_spawn_opts *o, int errpipe, int devnull, int *tmp)
             child_fail(errpipe, errno);
     if (o->cwd && chdir(o->cwd) < 0)
         child_fail(errpipe, errno);
+    int r = child_seal_fds(o);
+    if (r >= 0 && o->drop_caps)
+        r = child_drop_caps();
+    if (r >= 0 && o->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        r = -errno;
+    if (r < 0)
+        child_fail(errpipe, -r);
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);

@@ -20,9 +20,15 @@ struct proc_spawn_opts {
     int stdin_fd;                  /* -1 = /dev/null */
     int stdout_fd;                 /* -1 = /dev/null */
     int stderr_fd;                 /* -1 = /dev/null */
-    const struct proc_fd_map *fds; /* extra fds to pass; every other fd is closed */
+    const struct proc_fd_map *fds; /* extra fds to pass; no other fd reaches the program, even
+                                      one the caller left without O_CLOEXEC */
     size_t n_fds;
-    bool new_session; /* setsid(): survives the daemon and its signals */
+    bool new_session;  /* setsid(): survives the daemon and its signals */
+    bool no_new_privs; /* PR_SET_NO_NEW_PRIVS: set-uid bits and file capabilities are ignored */
+    /* The program holds no capability, even run by root: the bounding (where the caller holds
+     * CAP_SETPCAP), ambient, inheritable, permitted and effective sets are emptied. It keeps
+     * what its uid owns, nothing else (no CAP_DAC_OVERRIDE). */
+    bool drop_caps;
 };
 
 /* fork + exec. Returns the pid; exec failures are reported here, not as an exit status

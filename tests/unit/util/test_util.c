@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 /* cmocka.h needs the headers above first */
 #include <cmocka.h>
@@ -154,6 +155,85 @@ test_spawn_reports_exec_failure(void **state)
     tp_err_clear(&err);
 }
 
+static int
+spawn_wait(struct proc_spawn_opts *o)
+{
+    struct tp_err err = { 0 };
+    pid_t pid;
+    int status;
+
+    assert_int_equal(proc_spawn(o, &pid, &err), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void
+test_spawn_passes_only_mapped_fds(void **state)
+{
+    /* Exit 0 only if 7 (mapped) is open and 5 and 50 (inherited, no CLOEXEC) are not. */
+    char *argv[] = { (char *)"sh", (char *)"-c",
+                     (char *)"test -e /proc/self/fd/7 || exit 1; test -e /proc/self/fd/5 && exit 2;"
+                             " test -e /proc/self/fd/50 && exit 3; exit 0",
+                     NULL };
+    int p[2];
+    (void)state;
+
+    assert_int_equal(pipe(p), 0); /* deliberately without O_CLOEXEC */
+    assert_int_equal(dup2(p[0], 5), 5);
+    assert_int_equal(dup2(p[1], 50), 50);
+    const struct proc_fd_map fds[] = { { .from = p[0], .to = 7 } };
+    struct proc_spawn_opts o = {
+        .argv = argv, .stdin_fd = -1, .stdout_fd = -1, .stderr_fd = -1, .fds = fds, .n_fds = 1
+    };
+    assert_int_equal(spawn_wait(&o), 0);
+    /* The test itself can fail: without the mapping the child sees no fd 7. */
+    o.n_fds = 0;
+    assert_int_equal(spawn_wait(&o), 1);
+    close(5);
+    close(50);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void
+test_spawn_drops_privileges(void **state)
+{
+    _cleanup_free_ char *dir = make_tmpdir();
+    _cleanup_free_ char *out = fs_path_join(dir, "status");
+    _cleanup_free_ char *text = NULL;
+    char *argv[] = { (char *)"cat", (char *)"/proc/self/status", NULL };
+    struct tp_err err = { 0 };
+    (void)state;
+
+    int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    struct proc_spawn_opts o = { .argv = argv,
+                                 .stdin_fd = -1,
+                                 .stdout_fd = fd,
+                                 .stderr_fd = -1,
+                                 .no_new_privs = true,
+                                 .drop_caps = true };
+    assert_int_equal(spawn_wait(&o), 0);
+    close(fd);
+    assert_int_equal(fs_read_file(out, 1 << 16, &text, NULL, &err), 0);
+    assert_non_null(strstr(text, "\nNoNewPrivs:\t1\n"));
+    assert_non_null(strstr(text, "\nCapInh:\t0000000000000000\n"));
+    assert_non_null(strstr(text, "\nCapPrm:\t0000000000000000\n"));
+    assert_non_null(strstr(text, "\nCapEff:\t0000000000000000\n"));
+    assert_non_null(strstr(text, "\nCapAmb:\t0000000000000000\n"));
+    /* Only a caller with CAP_SETPCAP (root here) can empty the bounding set. */
+    if (geteuid() == 0)
+        assert_non_null(strstr(text, "\nCapBnd:\t0000000000000000\n"));
+    /* Only the child gave them up. */
+    free(text);
+    text = NULL;
+    assert_int_equal(fs_read_file("/proc/self/status", 1 << 16, &text, NULL, &err), 0);
+    if (geteuid() == 0)
+        assert_null(strstr(text, "\nCapEff:\t0000000000000000\n"));
+    assert_int_equal(fs_rm_rf(dir, &err), 0);
+}
+
 struct waiter {
     const char *path;
     int timeout_ms;
@@ -233,6 +313,8 @@ main(void)
         cmocka_unit_test(test_clone_keeps_holes),
         cmocka_unit_test(test_proc_identity),
         cmocka_unit_test(test_spawn_reports_exec_failure),
+        cmocka_unit_test(test_spawn_passes_only_mapped_fds),
+        cmocka_unit_test(test_spawn_drops_privileges),
         cmocka_unit_test(test_connect_when_ready),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -17,9 +17,16 @@ image_cache_subdir(const struct image_env *env, const char *sub, char **ret_dir,
 {
     assert(env && env->cache_dir);
     _cleanup_free_ char *dir = fs_path_join(env->cache_dir, sub);
-    int r = fs_mkdir_p(dir, 0755, err);
+    struct stat st;
+    int r = fs_mkdir_p(dir, IMAGE_CACHE_DIR_MODE, err);
     if (r < 0)
         return tp_err_wrap(err, "create image cache");
+    /* Entries are built from the user's files (a --rootfs tree may hold secrets): only the
+     * daemon's user may look in, also where an older torpor made the directory 0755. */
+    if (stat(dir, &st) < 0)
+        return tp_err_errno(err, -errno, "stat '%s'", dir);
+    if ((st.st_mode & 07777) != IMAGE_CACHE_DIR_MODE && chmod(dir, IMAGE_CACHE_DIR_MODE) < 0)
+        return tp_err_errno(err, -errno, "restrict image cache '%s' to its owner", dir);
     *ret_dir = TAKE_PTR(dir);
     return 0;
 }
@@ -70,7 +77,7 @@ image_cache_lookup(const struct image_env *env, struct image_hash *h, const char
 int
 image_cache_publish(int fd, const char *tmp, const char *path, struct tp_err *err)
 {
-    if (fchmod(fd, 0644) < 0)
+    if (fchmod(fd, IMAGE_CACHE_FILE_MODE) < 0)
         return tp_err_errno(err, -errno, "chmod '%s'", tmp);
     if (fsync(fd) < 0)
         return tp_err_errno(err, -errno, "fsync '%s'", tmp);

@@ -32,7 +32,11 @@ void image_hash_done(struct image_hash *h); /* NULL-safe; usable as _cleanup_ */
 
 /* ---- cache files (cache.c) ---- */
 
-/* CACHE/sub, created if missing. Caller frees. */
+/* Only the daemon's user reads the cache: entries carry the contents of the user's files. */
+#define IMAGE_CACHE_DIR_MODE  0700
+#define IMAGE_CACHE_FILE_MODE 0600
+
+/* CACHE/sub, created if missing and restricted to IMAGE_CACHE_DIR_MODE. Caller frees. */
 int image_cache_subdir(const struct image_env *env, const char *sub, char **ret_dir,
                        struct tp_err *err);
 /* A fresh, uniquely named temp file in dir (on the cache's filesystem, so rename is atomic
@@ -45,8 +49,8 @@ int image_cache_tmpdir(const char *dir, char **ret_path, struct tp_err *err);
  * for the caller to free. Returns 1 if the entry exists, 0 if it is still to be built. */
 int image_cache_lookup(const struct image_env *env, struct image_hash *h, const char *kind,
                        const char *ext, char **ret_dir, char **ret_path, struct tp_err *err);
-/* Publish the finished temp file tmp (open as fd) as the entry path: mode 0644, fsync, then a
- * durable rename. On failure tmp is left for the caller to unlink. */
+/* Publish the finished temp file tmp (open as fd) as the entry path: IMAGE_CACHE_FILE_MODE,
+ * fsync, then a durable rename. On failure tmp is left for the caller to unlink. */
 int image_cache_publish(int fd, const char *tmp, const char *path, struct tp_err *err);
 
 /* ---- external tools (run.c) ---- */

@@ -1,7 +1,10 @@
 """Guests from what the user gives: a root directory, an ext4 image, a command, no agent."""
 import os
 import shutil
+import stat
 import subprocess
+import time
+import uuid
 
 import harness
 
@@ -17,13 +20,33 @@ def busybox_tree(path, marker):
         f.write(marker + "\n")
 
 
+def debugfs_cat(image, path):
+    return subprocess.run(["debugfs", "-R", f"cat {path}", image], capture_output=True,
+                          text=True).stdout
+
+
 class Images(harness.DaemonTest):
     def test_rootfs_directory(self):
         tree = os.path.join(self.d.tmp, "tree")
-        busybox_tree(tree, "from-a-directory")
+        marker = "from-a-directory-" + uuid.uuid4().hex
+        busybox_tree(tree, marker)
+        # A file only its owner may read on the host...
+        secret = os.path.join(tree, "etc/secret")
+        with open(os.open(secret, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+            f.write("host-only\n")
+        started = time.time()
         self.d.cli("run", "--name", "fromdir", "--rootfs", tree)
         out = self.d.cli("exec", "fromdir", "cat", "/etc/marker").stdout
-        self.assertEqual(out, b"from-a-directory\n")
+        self.assertEqual(out, (marker + "\n").encode())
+        # ...is in the cached image, which only the daemon's user may read.
+        cache = os.path.join(harness.CACHE, "rootfs")
+        self.assertEqual(stat.S_IMODE(os.stat(cache).st_mode), 0o700)
+        ours = [p for p in (os.path.join(cache, n) for n in os.listdir(cache))
+                if p.endswith(".ext4") and os.stat(p).st_mtime >= started - 1
+                and debugfs_cat(p, "/etc/marker") == marker + "\n"]
+        self.assertEqual(len(ours), 1, ours)
+        self.assertEqual(debugfs_cat(ours[0], "/etc/secret"), "host-only\n")
+        self.assertEqual(stat.S_IMODE(os.stat(ours[0]).st_mode), 0o600)
         self.d.cli("rm", "-f", "fromdir")
 
     def test_rootfs_ext4_image_relative_path(self):

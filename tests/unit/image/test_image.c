@@ -589,6 +589,8 @@ test_root_disk_from_dir(void **state)
     struct image_env env = { .cache_dir = cache };
     struct tp_err err = { 0 };
 
+    struct stat st;
+
     mkdirs(etc);
     write_file(f, "hello\n");
     assert_int_equal(symlink("etc/motd", lnk), 0);
@@ -596,6 +598,12 @@ test_root_disk_from_dir(void **state)
         fail_msg("image_root_disk: %s", tp_err_msg(&err));
     _cleanup_free_ char *cat = debugfs(p1, "cat /etc/motd");
     assert_string_equal(cat, "hello\n");
+    /* The image holds the tree's bytes whatever their modes: it is the daemon user's alone. */
+    assert_int_equal(stat(p1, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0600);
+    _cleanup_free_ char *rootfs_dir = fs_path_join(cache, "rootfs");
+    assert_int_equal(stat(rootfs_dir, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
 
     /* Same tree: same key. */
     assert_int_equal(image_root_disk(&env, src, 0, &p2, &err), 0);
@@ -681,7 +689,10 @@ test_cache_lookup_publish(void **state)
     close(fd);
     assert_false(fs_exists(tmp));
     assert_int_equal(stat(entry, &st), 0);
-    assert_int_equal(st.st_mode & 07777, 0644);
+    /* Entries carry the user's files: only the daemon's user may read them or list them. */
+    assert_int_equal(st.st_mode & 07777, 0600);
+    assert_int_equal(stat(sub, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
     assert_int_equal(fs_read_file(entry, 64, &data, &len, &err), 0);
     assert_string_equal(data, "payload");
 
@@ -690,6 +701,16 @@ test_cache_lookup_publish(void **state)
     image_hash_str(&h, "key");
     assert_int_equal(image_cache_lookup(&env, &h, "things", "bin", &sub2, &entry2, &err), 1);
     assert_string_equal(entry2, entry);
+
+    /* A directory an older torpor left open to everyone is closed on the next use. */
+    assert_int_equal(chmod(sub, 0755), 0);
+    free(sub2);
+    free(entry2);
+    assert_int_equal(image_hash_init(&h, &err), 0);
+    image_hash_str(&h, "key");
+    assert_int_equal(image_cache_lookup(&env, &h, "things", "bin", &sub2, &entry2, &err), 1);
+    assert_int_equal(stat(sub, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
     assert_int_equal(fs_rm_rf(dir, NULL), 0);
 }
 

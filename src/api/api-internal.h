@@ -8,11 +8,13 @@
 #include <stddef.h>
 
 #include "api/router.h"
+#include "api/server.h"
 #include "instance/manager.h"
 #include "util/err.h"
 
 /* One HTTP request. Lives from the first access-handler call to MHD's completion notice. */
 struct api_req {
+    struct api_server *srv;
     struct inst_manager *m;
     struct MHD_Connection *conn;
     const char *method; /* MHD's, valid for the request */
@@ -22,6 +24,7 @@ struct api_req {
     size_t body_len;
     bool too_large; /* the upload passed API_BODY_MAX: the rest is discarded */
     bool replied;   /* a response is queued */
+    bool stream;    /* holds one of the server's API_STREAM_LIMIT stream slots */
 };
 
 /* Handlers queue exactly one response through the helpers below and return their result. */
@@ -42,6 +45,14 @@ enum MHD_Result api_reply_stream(struct api_req *req, struct MHD_Response *resp)
 
 /* A boolean query parameter: absent -> false, bare "?key" -> true, else api_query_bool(). */
 int api_req_query_bool(struct api_req *req, const char *key, bool *ret, struct tp_err *err);
+
+/* Take a stream slot for req before starting an exec or logs stream; it is given back when the
+ * request completes. -EUSERS when all API_STREAM_LIMIT are taken, -ESHUTDOWN while the server
+ * shuts down (both 503). */
+int api_stream_acquire(struct api_req *req, struct tp_err *err);
+
+/* Readable once the server shuts down: streams poll it to end early. */
+int api_req_stop_fd(struct api_req *req);
 
 /* The client's socket, to notice a disconnect while a stream blocks; -EBADF if unknown. */
 int api_req_client_fd(struct api_req *req);

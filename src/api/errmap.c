@@ -23,6 +23,8 @@ static const struct {
     { EDQUOT, { 507, "insufficient_storage" } },
     { EMSGSIZE, { 413, "too_large" } },
     { EFBIG, { 413, "too_large" } },
+    { EUSERS, { 503, "unavailable" } },    /* every stream slot is taken */
+    { ESHUTDOWN, { 503, "unavailable" } }, /* torpord is shutting down */
 };
 
 struct api_status

@@ -1,5 +1,6 @@
 /* POST /v1/instances/{ref}/exec: start a command through the manager, then stream its output
- * as exec-stream frames (api.md) until the exit frame, an error frame or the client leaving. */
+ * as exec-stream frames (api.md) until the exit frame, an error frame (also sent when the daemon
+ * shuts down) or the client leaving. */
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include "api/errmap.h"
 #include "util/log.h"
 #include "util/macro.h"
+#include "util/sock.h"
 #include "util/xalloc.h"
 
 #define EXEC_FRAME_MAX    (1u << 20) /* split larger outputs into several frames */
@@ -18,6 +20,7 @@
 struct exec_stream {
     struct agent_exec *x;
     int client_fd; /* borrowed from MHD */
+    int stop_fd;   /* borrowed from the server: readable once it shuts down */
     char *ref;     /* for logs */
     uint8_t *buf;  /* encoded frames not yet handed to MHD */
     size_t len, off;
@@ -58,26 +61,43 @@ stream_push_error(struct exec_stream *st, int r, const char *message)
     st->done = true;
 }
 
+static int
+stream_push_shutdown(struct exec_stream *st)
+{
+    stream_push_error(st, -ESHUTDOWN,
+                      "torpord is shutting down: the command keeps running in the guest, its "
+                      "output is no longer sent");
+    return 0;
+}
+
 /* Fill buf with the next frame(s): blocks until the guest sends something, the command
- * exits, the guest connection breaks, or the client disconnects. */
+ * exits, the guest connection breaks, the daemon shuts down, or the client disconnects. */
 static int
 stream_fill(struct exec_stream *st)
 {
+    /* Checked on every fill too, so a command that never pauses its output cannot hold the
+     * shutdown until the drain deadline. */
+    if (sock_wait(st->stop_fd, POLLIN, 0) > 0)
+        return stream_push_shutdown(st);
     for (;;) {
         _cleanup_(tp_err_clear) struct tp_err err = { 0 };
         struct agent_event ev = { 0 };
         int r = agent_exec_next(st->x, &ev, 0, &err);
 
         if (r == -ETIMEDOUT) {
-            /* Nothing yet: sleep on the guest's news and the client leaving, whichever first. */
-            struct pollfd p[2] = {
+            /* Nothing yet: sleep on the guest's news, the client leaving and the daemon shutting
+             * down, whichever first. A negative fd (no client fd known) is skipped by poll(). */
+            struct pollfd p[3] = {
                 { .fd = agent_exec_fd(st->x), .events = POLLIN },
+                { .fd = st->stop_fd, .events = POLLIN },
                 { .fd = st->client_fd, .events = POLLRDHUP },
             };
-            if (poll(p, st->client_fd >= 0 ? 2 : 1, -1) < 0 && errno != EINTR)
+            if (poll(p, 3, -1) < 0 && errno != EINTR)
                 return -errno;
             if (api_client_gone(st->client_fd))
                 return -EPIPE;
+            if (p[1].revents & POLLIN)
+                return stream_push_shutdown(st);
             agent_exec_fd_drain(st->x);
             continue;
         }
@@ -190,6 +210,8 @@ api_h_exec(struct api_req *req)
     /* Resolve the ref first: a missing instance is a plain 404, while ENOENT from the start
      * below then means the command was not found. */
     r = inst_get(req->m, req->match.ref, &rec, &err);
+    if (r >= 0)
+        r = api_stream_acquire(req, &err); /* before the command starts, not after */
     if (r < 0) {
         api_exec_body_clear(&b);
         return api_reply_tp_err(req, &err);
@@ -202,6 +224,7 @@ api_h_exec(struct api_req *req)
     st = xnew(struct exec_stream, 1);
     st->x = x;
     st->client_fd = api_req_client_fd(req);
+    st->stop_fd = api_req_stop_fd(req);
     st->ref = xstrdup(req->match.ref);
     if (r < 0) {
         log_warn("api: %s %s -> 200 exec failed to start: %s", req->method, req->path,

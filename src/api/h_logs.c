@@ -1,6 +1,6 @@
 /* GET /v1/instances/{ref}/logs[?follow=true]: stream the serial console file; with follow,
- * keep the stream open and send what is appended, woken by inotify, until the client leaves
- * or the file is deleted or moved away. */
+ * keep the stream open and send what is appended, woken by inotify, until the client leaves,
+ * the file is deleted or moved away, or the daemon shuts down. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -20,7 +20,9 @@ struct logs_stream {
     int fd;        /* the console file */
     int ino_fd;    /* inotify, follow only; -EBADF otherwise */
     int client_fd; /* borrowed from MHD */
+    int stop_fd;   /* borrowed from the server: readable once it shuts down */
     bool file_gone;
+    bool stopping; /* end at the next end of file */
 };
 
 /* Drain the inotify queue; notes whether the file went away. */
@@ -54,23 +56,28 @@ logs_check_unlinked(struct logs_stream *st)
         st->file_gone = true;
 }
 
-/* Block until the file may have grown (1), it is gone (0), or the client left (-EPIPE). */
+/* Block until the file may have grown (1), it is gone (0), the daemon shuts down (-ESHUTDOWN),
+ * or the client left (-EPIPE). */
 static int
 logs_wait(struct logs_stream *st)
 {
     for (;;) {
-        struct pollfd p[2] = {
+        /* A negative fd (no client fd known) is skipped by poll(). */
+        struct pollfd p[3] = {
             { .fd = st->ino_fd, .events = POLLIN },
+            { .fd = st->stop_fd, .events = POLLIN },
             { .fd = st->client_fd, .events = POLLRDHUP },
         };
-        int r = poll(p, st->client_fd >= 0 ? 2 : 1, -1);
+        int r = poll(p, 3, -1);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
             return -errno;
         }
-        if (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
+        if (p[2].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))
             return -EPIPE;
+        if (p[1].revents & POLLIN)
+            return -ESHUTDOWN;
         if (p[0].revents & POLLIN) {
             logs_drain_inotify(st);
             logs_check_unlinked(st);
@@ -96,13 +103,15 @@ logs_reader(void *cls, uint64_t pos, char *buf, size_t max)
             log_debug("api: read console log: %m");
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
-        /* EOF. Whatever was written before a delete/move has now been read. */
-        if (st->ino_fd < 0 || st->file_gone)
+        /* EOF. Whatever was written before a delete/move or the shutdown has now been read. */
+        if (st->ino_fd < 0 || st->file_gone || st->stopping)
             return MHD_CONTENT_READER_END_OF_STREAM;
         int r = logs_wait(st);
-        if (r < 0)
+        if (r == -ESHUTDOWN)
+            st->stopping = true; /* a clean end, so the client sees a complete response */
+        else if (r < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
-        /* r == 0: gone, but read once more for the last bytes; r == 1: grew. */
+        /* Gone or stopping: read once more for the last bytes; r == 1: grew. */
     }
 }
 
@@ -130,6 +139,8 @@ api_h_logs(struct api_req *req)
         return api_reply_tp_err(req, &err);
     if (inst_console_log(req->m, req->match.ref, &path, &err) < 0)
         return api_reply_tp_err(req, &err);
+    if (api_stream_acquire(req, &err) < 0)
+        return api_reply_tp_err(req, &err);
 
     if (follow) {
         /* Watch before the first read, so nothing appended in between is missed. */
@@ -154,6 +165,7 @@ api_h_logs(struct api_req *req)
     st->fd = TAKE_FD(fd);
     st->ino_fd = TAKE_FD(ino);
     st->client_fd = api_req_client_fd(req);
+    st->stop_fd = api_req_stop_fd(req);
     resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, LOGS_STREAM_BLOCK, logs_reader, st,
                                              logs_stream_free);
     if (!resp) {

@@ -10,6 +10,7 @@
 #define streq(a, b) (strcmp((a), (b)) == 0)
 
 #define ROUTE_SEGMENTS_MAX 4
+#define API_NAME_MAX       63 /* store_name_valid()'s limit, the longest ref */
 #define PARAM              "{ref}"
 
 /* One row per method + path. Rows sharing a path must be adjacent: 405's Allow header lists
@@ -163,6 +164,54 @@ api_route_name(enum api_route route)
         if (routes[i].route == route)
             return routes[i].name;
     return "unknown";
+}
+
+bool
+api_ref_valid(const char *ref)
+{
+    size_t n;
+
+    if (!ref)
+        return false;
+    for (n = 0; ref[n]; n++) {
+        char c = ref[n];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (n > 0 && c == '-');
+        if (!ok || n >= API_NAME_MAX)
+            return false;
+    }
+    return n > 0;
+}
+
+static int
+hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+size_t
+api_url_unescape(char *s)
+{
+    char *w = s;
+
+    for (const char *r = s; *r;) {
+        int hi = r[0] == '%' ? hex_value(r[1]) : -1;
+        int lo = hi >= 0 ? hex_value(r[2]) : -1;
+        int c = hi >= 0 && lo >= 0 ? hi * 16 + lo : -1;
+        if (c > 0 && c != '/') {
+            *w++ = (char)c;
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
 }
 
 int

@@ -57,6 +57,15 @@ int api_route_template(enum api_route route, char *buf, size_t size);
 /* A human name for logs, e.g. "exec". */
 const char *api_route_name(enum api_route route);
 
+/* Whether ref can name an instance: a name, an id or an id prefix, all [a-z0-9][a-z0-9-]{0,62}.
+ * Anything else (a NUL, '%', '/', upper case, too long) is refused with 400 before any lookup. */
+bool api_ref_valid(const char *ref);
+
+/* Decode %XX escapes in s in place and return its new length, as libmicrohttpd's own unescaper
+ * does, except that "%00" and "%2F"/"%2f" stay as written: a decoded NUL would end the string
+ * early and a decoded '/' would split a path segment. */
+size_t api_url_unescape(char *s);
+
 /* Parse a boolean query value: NULL (absent) -> false; "true"/"1" -> true; "false"/"0" -> false;
  * anything else -EINVAL naming key. *ret written only on success. */
 int api_query_bool(const char *key, const char *value, bool *ret, struct tp_err *err);

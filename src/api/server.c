@@ -1,24 +1,54 @@
 /* The REST API server: libmicrohttpd on a listening Unix socket the daemon created,
- * one thread per client connection, dispatching to the handlers through the router. */
+ * one thread per client connection, dispatching to the handlers through the router; counts
+ * requests and streams so it can refuse streams past a limit and shut down gracefully. */
 #include "api/server.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "api/api-internal.h"
 #include "api/body.h"
 #include "api/errmap.h"
+#include "util/cleanup.h"
 #include "util/log.h"
 #include "util/xalloc.h"
 
 struct api_server {
     struct MHD_Daemon *daemon;
     struct inst_manager *m;
+    unsigned idle_timeout_s;
+    int stop_fd;          /* eventfd, readable once draining: streams end */
+    int idle_fd;          /* eventfd, readable once draining with no connection left */
+    pthread_mutex_t lock; /* guards the fields below */
+    unsigned connections; /* open client connections */
+    unsigned in_flight;   /* requests begun, reply not fully sent */
+    unsigned streams;     /* requests holding a stream slot */
+    bool draining;
 };
+
+static bool
+server_draining(struct api_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool d = s->draining;
+    pthread_mutex_unlock(&s->lock);
+    return d;
+}
+
+/* An eventfd stays readable once written and never read: every poller sees it. */
+static void
+kick(int efd)
+{
+    if (eventfd_write(efd, 1) < 0)
+        log_debug("api: write eventfd: %m");
+}
 
 static const api_handler_fn handlers[_API_ROUTE_MAX] = {
     [API_ROUTE_VERSION] = api_h_version, [API_ROUTE_CAPABILITIES] = api_h_capabilities,
@@ -41,28 +71,68 @@ response_from_text(char *text)
     return resp;
 }
 
-enum MHD_Result
-api_reply_response(struct api_req *req, unsigned status, struct MHD_Response *resp)
+static enum MHD_Result
+queue_response(struct api_req *req, unsigned status, struct MHD_Response *resp, bool stream)
 {
+    /* While shutting down, say so: the client must not send another request on this
+     * connection. */
+    if (server_draining(req->srv))
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result res = MHD_queue_response(req->conn, status, resp);
 
     MHD_destroy_response(resp); /* the queue holds its own reference */
     req->replied = true;
     if (res != MHD_YES)
         log_debug("api: %s %s: queueing the %u response failed", req->method, req->path, status);
+    /* The handler ran without a timeout (see on_request); the reply must now be read. With the
+     * timeout at 0, setting it also restarts the idle clock, so a long operation does not count
+     * as client silence. A stream stays without one: it may rightly be quiet for long. */
+    if (!stream && MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                                             req->srv->idle_timeout_s) != MHD_YES)
+        log_debug("api: %s %s: restoring the idle timeout failed", req->method, req->path);
     return res;
+}
+
+enum MHD_Result
+api_reply_response(struct api_req *req, unsigned status, struct MHD_Response *resp)
+{
+    return queue_response(req, status, resp, false);
 }
 
 enum MHD_Result
 api_reply_stream(struct api_req *req, struct MHD_Response *resp)
 {
-    /* API_IDLE_TIMEOUT_S counts from the last byte sent: it cut off an exec whose command was
-     * quiet for longer, and `logs -f` of a quiet console. Without keep-alive, no idle client
-     * outlives the stream either. */
-    if (MHD_set_connection_option(req->conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u) != MHD_YES)
-        log_debug("api: %s %s: lifting the idle timeout failed", req->method, req->path);
+    /* Without keep-alive, no idle client outlives the stream. */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    return api_reply_response(req, 200, resp);
+    return queue_response(req, 200, resp, true);
+}
+
+int
+api_stream_acquire(struct api_req *req, struct tp_err *err)
+{
+    struct api_server *s = req->srv;
+    int r = 0;
+
+    pthread_mutex_lock(&s->lock);
+    if (s->draining)
+        r = tp_err_set(err, -ESHUTDOWN, "torpord is shutting down");
+    else if (s->streams >= API_STREAM_LIMIT)
+        r = tp_err_set(err, -EUSERS,
+                       "too many open streams: %u exec and logs streams are open, the limit; "
+                       "retry once one ends",
+                       s->streams);
+    else {
+        s->streams++;
+        req->stream = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+int
+api_req_stop_fd(struct api_req *req)
+{
+    return req->srv->stop_fd;
 }
 
 enum MHD_Result
@@ -190,6 +260,15 @@ request_begin(struct api_req *req, enum MHD_Result *res)
         return true;
     }
 
+    if (req->match.ref[0] && !api_ref_valid(req->match.ref)) {
+        _cleanup_free_ char *msg =
+            xasprintf("invalid instance reference '%.64s': names, ids and id prefixes match "
+                      "[a-z0-9][a-z0-9-]{0,62}",
+                      req->match.ref);
+        *res = api_reply_error(req, -EINVAL, msg);
+        return true;
+    }
+
     struct query_check q = { .allowed = api_route_query_keys(req->match.route) };
     MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, query_check_key, &q);
     if (q.bad) {
@@ -243,11 +322,19 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
 
     if (!req) {
         req = xnew(struct api_req, 1);
+        req->srv = s;
         req->m = s->m;
         req->conn = conn;
         req->method = method;
         req->path = xstrdup(url);
         *con_cls = req;
+        pthread_mutex_lock(&s->lock);
+        s->in_flight++;
+        bool draining = s->draining;
+        pthread_mutex_unlock(&s->lock);
+        log_debug("api: %s %s: begin", method, req->path);
+        if (draining)
+            return api_reply_error(req, -ESHUTDOWN, "torpord is shutting down");
         request_begin(req, &res);
         return res;
     }
@@ -267,6 +354,10 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
             xasprintf("request body is over the %u byte limit", API_BODY_MAX);
         return api_reply_error(req, -EMSGSIZE, msg);
     }
+    /* MHD checks the idle timeout right after the handler returns, so an operation longer than
+     * it would lose its reply: no timeout while the handler runs (queue_response restores it). */
+    if (MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u) != MHD_YES)
+        log_debug("api: %s %s: lifting the idle timeout failed", req->method, req->path);
     return handlers[req->match.route](req);
 }
 
@@ -280,10 +371,32 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         log_debug("api: %s %s ended early (reason %d)", req->method, req->path, (int)toe);
+    struct api_server *s = req->srv;
+    pthread_mutex_lock(&s->lock);
+    if (req->stream)
+        s->streams--;
+    s->in_flight--;
+    pthread_mutex_unlock(&s->lock);
     free(req->body);
     free(req->path);
     free(req);
     *con_cls = NULL;
+}
+
+/* A shutdown waits for connections, not only for requests begun: one accepted just before it
+ * may not have sent its request yet, and must still get a reply (a 503) rather than a cut. */
+static void
+on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+              enum MHD_ConnectionNotificationCode toe)
+{
+    struct api_server *s = cls;
+
+    pthread_mutex_lock(&s->lock);
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        s->connections++;
+    else if (toe == MHD_CONNECTION_NOTIFY_CLOSED && --s->connections == 0 && s->draining)
+        kick(s->idle_fd);
+    pthread_mutex_unlock(&s->lock);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap) _printf_(2, 0);
@@ -303,6 +416,25 @@ on_mhd_log(void *cls, const char *fmt, va_list ap)
     log_debug("api: libmicrohttpd: %s", msg);
 }
 
+/* libmicrohttpd's own unescaping would turn "%00" into a NUL that silently ends the path
+ * ("l2%00junk" acting on l2) and "%2F" into a separator; api_url_unescape() leaves both as
+ * written, so the ref check refuses them. */
+static size_t
+on_unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    return api_url_unescape(s);
+}
+
+static struct api_server *
+server_free(struct api_server *s)
+{
+    safe_close(s->stop_fd);
+    safe_close(s->idle_fd);
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+    return NULL;
+}
+
 int
 api_server_start(struct inst_manager *m, int listen_fd, unsigned idle_timeout_s,
                  struct api_server **ret, struct tp_err *err)
@@ -313,21 +445,58 @@ api_server_start(struct inst_manager *m, int listen_fd, unsigned idle_timeout_s,
         return tp_err_set(err, -EBADF, "start API server: no listening socket");
     s = xnew(struct api_server, 1);
     s->m = m;
-    if (idle_timeout_s == 0)
-        idle_timeout_s = API_IDLE_TIMEOUT_S;
-    s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                                     MHD_USE_ERROR_LOG | MHD_USE_ITC,
-                                 0, NULL, NULL, on_request, s, MHD_OPTION_LISTEN_SOCKET, listen_fd,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)API_CONNECTION_LIMIT,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, idle_timeout_s,
-                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, MHD_OPTION_END);
+    s->idle_timeout_s = idle_timeout_s ? idle_timeout_s : API_IDLE_TIMEOUT_S;
+    pthread_mutex_init(&s->lock, NULL);
+    s->stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    s->idle_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (s->stop_fd < 0 || s->idle_fd < 0) {
+        int r = -errno;
+        server_free(s);
+        return tp_err_errno(err, r, "create eventfd");
+    }
+    /* poll(), not select(): with hundreds of connections and every VMM's sockets, fds pass
+     * FD_SETSIZE. The logger comes first, so that MHD reports nothing through its own. */
+    s->daemon = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_ERROR_LOG | MHD_USE_ITC,
+        0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+        MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)API_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, s->idle_timeout_s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s, MHD_OPTION_END);
     if (!s->daemon) {
-        free(s);
+        server_free(s);
         return tp_err_set(err, -EIO, "start API server (libmicrohttpd) on fd %d", listen_fd);
     }
     *ret = s;
     return 0;
+}
+
+int
+api_server_quiesce(struct api_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool first = !s->draining;
+    s->draining = true;
+    if (s->connections == 0)
+        kick(s->idle_fd);
+    pthread_mutex_unlock(&s->lock);
+    if (first) {
+        /* New clients are refused at once instead of waiting in the backlog. */
+        int fd = MHD_quiesce_daemon(s->daemon);
+        safe_close(fd);
+        kick(s->stop_fd);
+    }
+    return s->idle_fd;
+}
+
+void
+api_server_pending(struct api_server *s, unsigned *ret_connections, unsigned *ret_requests)
+{
+    pthread_mutex_lock(&s->lock);
+    *ret_connections = s->connections;
+    *ret_requests = s->in_flight;
+    pthread_mutex_unlock(&s->lock);
 }
 
 struct api_server *
@@ -336,6 +505,5 @@ api_server_stop(struct api_server *s)
     if (!s)
         return NULL;
     MHD_stop_daemon(s->daemon);
-    free(s);
-    return NULL;
+    return server_free(s);
 }

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/sock.h"
+#include "util/timeutil.h"
 #include "util/xalloc.h"
 
 static const char *arg_data_dir = "/var/lib/torpor";
@@ -45,8 +47,10 @@ usage(FILE *f)
             "  --agent PATH     static guest agent binary (default: found beside torpord)\n"
             "  --accel ACCEL    force an accelerator (default: kvm where usable, else tcg)\n"
             "  --ready-fd N     write \"READY\\n\" to fd N once the API accepts requests\n"
-            "  --client-timeout SECONDS  drop API clients idle this long (default 120;\n"
-            "                   streams such as exec and logs -f are never cut)\n");
+            "  --client-timeout SECONDS  drop API clients silent this long while their\n"
+            "                   request or the reading of a reply is awaited (default 10;\n"
+            "                   running operations and streams such as exec and logs -f are\n"
+            "                   never cut)\n");
 }
 
 static int
@@ -178,11 +182,11 @@ absolute_path(const char *path)
     return cwd ? fs_path_join(cwd, path) : NULL;
 }
 
-/* One daemon per data dir: a second one would fight over VMMs and records. */
+/* flock path (created if needed) for the daemon's lifetime: the fd, -EBUSY while another
+ * process holds it. */
 static int
-lock_data_dir(const char *dir, struct tp_err *err)
+lock_file(const char *p, struct tp_err *err)
 {
-    _cleanup_free_ char *p = fs_path_join(dir, "torpord.lock");
     int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return tp_err_errno(err, -errno, "open '%s'", p);
@@ -190,10 +194,67 @@ lock_data_dir(const char *dir, struct tp_err *err)
         int r = -errno;
         close(fd);
         if (r == -EWOULDBLOCK)
-            return tp_err_set(err, -EBUSY, "another torpord is using data dir '%s'", dir);
+            return -EBUSY;
         return tp_err_errno(err, r, "lock '%s'", p);
     }
     return fd; /* held until exit */
+}
+
+/* One daemon per data dir: a second one would fight over VMMs and records. */
+static int
+lock_data_dir(const char *dir, struct tp_err *err)
+{
+    _cleanup_free_ char *p = fs_path_join(dir, "torpord.lock");
+    int fd = lock_file(p, err);
+    if (fd == -EBUSY)
+        return tp_err_set(err, -EBUSY, "another torpord is using data dir '%s'", dir);
+    return fd;
+}
+
+/* One daemon per socket, whatever its data dir. The lock (beside the socket) keeps two daemons
+ * starting at once from both taking a stale socket for theirs; the probe in
+ * sock_listen_unix_exclusive() catches a server that holds no lock. */
+static int
+lock_socket(const char *path, struct tp_err *err)
+{
+    _cleanup_free_ char *p = xasprintf("%s.lock", path);
+    int fd = lock_file(p, err);
+    if (fd == -EBUSY)
+        return tp_err_set(err, -EADDRINUSE, "another torpord is serving '%s'", path);
+    return fd;
+}
+
+/* Graceful shutdown: requests in flight finish (a boot under way answers its client), streams
+ * end, silent clients time out, then the threads are joined. Returns false when connections were
+ * still open at the deadline or a second signal came: the caller then exits without waiting. */
+static bool
+drain_api(struct api_server *srv, int sigfd)
+{
+    int idle = api_server_quiesce(srv);
+    uint64_t deadline = now_ms() + API_DRAIN_TIMEOUT_MS;
+    unsigned conns, reqs;
+
+    for (;;) {
+        struct pollfd p[2] = { { .fd = idle, .events = POLLIN },
+                               { .fd = sigfd, .events = POLLIN } };
+        uint64_t now = now_ms();
+        int left = now >= deadline ? 0 : (int)(deadline - now);
+        int r = poll(p, 2, left);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r > 0 && (p[0].revents & POLLIN))
+            return true;
+        api_server_pending(srv, &conns, &reqs);
+        if (r > 0 && (p[1].revents & POLLIN))
+            log_warn("torpord: second signal: exiting now; %u request(s) still running get no "
+                     "reply",
+                     reqs);
+        else
+            log_warn("torpord: %u request(s) on %u connection(s) still running after %d s: "
+                     "exiting without their replies",
+                     reqs, conns, API_DRAIN_TIMEOUT_MS / 1000);
+        return false;
+    }
 }
 
 static int
@@ -201,8 +262,9 @@ run(struct tp_err *err)
 {
     _cleanup_(inst_manager_freep) struct inst_manager *m = NULL;
     _cleanup_free_ char *agent = NULL, *sockdir = NULL, *data_dir = NULL, *cache_dir = NULL;
-    _cleanup_close_ int lockfd = -EBADF, listenfd = -EBADF, sigfd = -EBADF;
+    _cleanup_close_ int lockfd = -EBADF, socklockfd = -EBADF, listenfd = -EBADF, sigfd = -EBADF;
     struct api_server *srv = NULL;
+    struct sock_file sockfile;
     sigset_t mask;
     int r;
 
@@ -251,7 +313,10 @@ run(struct tp_err *err)
     r = fs_mkdir_p(dirname(sockdir), 0755, err);
     if (r < 0)
         return r;
-    listenfd = sock_listen_unix(arg_socket, 64, err);
+    socklockfd = lock_socket(arg_socket, err);
+    if (socklockfd < 0)
+        return socklockfd;
+    listenfd = sock_listen_unix_exclusive(arg_socket, 128, &sockfile, err);
     if (listenfd < 0)
         return listenfd;
     chmod(arg_socket, 0660);
@@ -274,8 +339,16 @@ run(struct tp_err *err)
     while (read(sigfd, &si, sizeof(si)) < 0 && errno == EINTR)
         ;
     log_info("torpord: signal %u, shutting down (VMMs keep running)", si.ssi_signo);
+    bool drained = drain_api(srv, sigfd);
+    /* Only our own socket: another daemon may have bound the path since. */
+    r = sock_unlink_own(arg_socket, &sockfile);
+    if (r < 0)
+        log_warn_errno(r, "remove socket '%s'", arg_socket);
+    else if (r == 0)
+        log_info("torpord: '%s' is no longer our socket, leaving it", arg_socket);
+    if (!drained)
+        _exit(0); /* the handlers still run on the manager: no joining, no freeing under them */
     api_server_stop(srv);
-    unlink(arg_socket);
     return 0;
 }
 

@@ -483,12 +483,29 @@ store_insert(struct store *s, const struct inst_record *r, struct tp_err *err)
     if (k > 0)
         return tp_err_set(err, -EEXIST, "insert instance: name '%s' is already taken by %s",
                           r->name, other);
+    /* Names and ids share one namespace of refs, where an exact id wins: a name equal to an
+     * id would never resolve to its own instance, and an id equal to a name would take the
+     * name over from its instance. */
+    if (store_id_valid(r->name)) {
+        k = find_id(s, ST_ID_EXISTS, r->name, NULL, err);
+        if (k < 0)
+            return wrap(err, k, "insert instance '%s'", r->name);
+        if (k > 0)
+            return tp_err_set(err, -EEXIST,
+                              "insert instance: name '%s' is the id of another instance", r->name);
+    }
     k = find_id(s, ST_ID_EXISTS, r->id, NULL, err);
     if (k < 0)
         return wrap(err, k, "insert instance '%s'", r->name);
     if (k > 0)
         return tp_err_set(err, -EEXIST, "insert instance '%s': id '%s' is already taken", r->name,
                           r->id);
+    k = find_id(s, ST_ID_BY_NAME, r->id, other, err);
+    if (k < 0)
+        return wrap(err, k, "insert instance '%s'", r->name);
+    if (k > 0)
+        return tp_err_set(err, -EEXIST, "insert instance '%s': id '%s' is the name of %s", r->name,
+                          r->id, other);
 
     {
         _cleanup_stmt_ sqlite3_stmt *st = s->st[ST_INSERT];
@@ -663,9 +680,13 @@ store_resolve(struct store *s, const char *ref, char ret_id[INST_ID_LEN + 1], st
     if (k < 0)
         return wrap(err, k, "resolve '%s'", ref);
 
-    k = find_id(s, ST_ID_BY_NAME, ref, id, err);
-    if (k == 0 && store_id_valid(ref))
+    /* docker's order. An exact id first: it names one instance for good, while a name can
+     * come and go (and older databases may hold a name equal to another instance's id). */
+    k = 0;
+    if (store_id_valid(ref))
         k = find_id(s, ST_ID_EXISTS, ref, id, err);
+    if (k == 0)
+        k = find_id(s, ST_ID_BY_NAME, ref, id, err);
     if (k == 0 && is_hex_prefix(ref))
         k = resolve_prefix(s, ref, id, err);
     if (k < 0)

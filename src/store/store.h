@@ -60,7 +60,8 @@ struct store *store_close(struct store *s);
 DEFINE_CLEANUP(struct store, store_close)
 
 /* -EINVAL for a malformed id/name/state, -EEXIST when the name or id is taken (the name is
- * checked first; the message says which). */
+ * checked first; the message says which). Names and ids share the namespace of refs: a name
+ * equal to another instance's id, or an id equal to another instance's name, is taken too. */
 int store_insert(struct store *s, const struct inst_record *r, struct tp_err *err);
 /* Replace the mutable fields (state, vmm_pid, vmm_start_time, state_changed_ms, last_op,
  * last_error) of r->id; id, name, cfg and created_ms never change. -ENOENT when absent. */
@@ -81,7 +82,7 @@ int store_list(struct store *s, struct inst_record ***ret, size_t *ret_n, struct
 /* NULL-safe. */
 void inst_record_array_free(struct inst_record **v, size_t n);
 
-/* Resolve a user reference: exact name, then exact id, then unique id prefix (a ref made only of
+/* Resolve a user reference: exact id, then exact name, then unique id prefix (a ref made only of
  * lowercase hex digits). -ENOENT: nothing matches. -ENOTUNIQ: several match; the message lists
  * them as "<id> (<name>)". */
 int store_resolve(struct store *s, const char *ref, char ret_id[INST_ID_LEN + 1],
@@ -91,5 +92,6 @@ int store_resolve(struct store *s, const char *ref, char ret_id[INST_ID_LEN + 1]
 bool store_name_valid(const char *name);
 /* Ids: exactly INST_ID_LEN lowercase hex digits. */
 bool store_id_valid(const char *id);
-/* A fresh random id (getrandom). */
+/* A fresh random id (getrandom). It cannot see the store: store_insert() refuses the (2^-64)
+ * chance of an id equal to an existing id or name. */
 void store_new_id(char ret_id[INST_ID_LEN + 1]);

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/inotify.h>
@@ -29,8 +30,30 @@ fill_addr(struct sockaddr_un *sa, const char *path, struct tp_err *err)
     return 0;
 }
 
-int
-sock_listen_unix(const char *path, int backlog, struct tp_err *err)
+/* Whether a server accepts connections on path: 1 yes, 0 no (stale socket or none), -errno.
+ * Non-blocking, so a live server with a full backlog (EAGAIN) answers at once too. */
+static int
+probe_live(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    _cleanup_close_ int fd = -EBADF;
+
+    strcpy(sa.sun_path, path); /* fill_addr() checked the length */
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EAGAIN)
+        return 1;
+    if (errno == ECONNREFUSED || errno == ENOENT)
+        return 0;
+    return -errno;
+}
+
+/* Bind and listen, replacing a socket file already at path only when replace_live or when it is
+ * stale; ret_file (may be NULL) gets the identity of the file bound. */
+static int
+listen_unix(const char *path, int backlog, bool replace_live, struct sock_file *ret_file,
+            struct tp_err *err)
 {
     struct sockaddr_un sa;
     struct stat st;
@@ -44,13 +67,54 @@ sock_listen_unix(const char *path, int backlog, struct tp_err *err)
     /* Only a socket is ours to replace: a mistyped path must not cost the user a file. */
     if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode))
         return tp_err_set(err, -EEXIST, "listen on '%s': it exists and is not a socket", path);
+    if (!replace_live) {
+        r = probe_live(path);
+        if (r < 0)
+            return tp_err_errno(err, r, "probe '%s'", path);
+        if (r > 0)
+            return tp_err_set(err, -EADDRINUSE,
+                              "another torpord is serving '%s' (it accepts connections)", path);
+    }
     if (unlink(path) < 0 && errno != ENOENT)
         return tp_err_errno(err, -errno, "remove stale socket '%s'", path);
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
         return tp_err_errno(err, -errno, "bind '%s'", path);
+    if (ret_file) {
+        if (lstat(path, &st) < 0)
+            return tp_err_errno(err, -errno, "stat '%s'", path);
+        *ret_file = (struct sock_file){ .dev = st.st_dev, .ino = st.st_ino };
+    }
     if (listen(fd, backlog) < 0)
         return tp_err_errno(err, -errno, "listen on '%s'", path);
     return TAKE_FD(fd);
+}
+
+int
+sock_listen_unix(const char *path, int backlog, struct tp_err *err)
+{
+    return listen_unix(path, backlog, true, NULL, err);
+}
+
+int
+sock_listen_unix_exclusive(const char *path, int backlog, struct sock_file *ret_file,
+                           struct tp_err *err)
+{
+    return listen_unix(path, backlog, false, ret_file, err);
+}
+
+int
+sock_unlink_own(const char *path, const struct sock_file *f)
+{
+    struct stat st;
+
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    /* A later server replaced the file: the path is its socket now, not ours to remove. */
+    if (!S_ISSOCK(st.st_mode) || st.st_dev != f->dev || st.st_ino != f->ino)
+        return 0;
+    if (unlink(path) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    return 1;
 }
 
 int

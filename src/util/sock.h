@@ -10,6 +10,22 @@
  * file). Returns the fd. */
 int sock_listen_unix(const char *path, int backlog, struct tp_err *err);
 
+/* The file a listening socket was bound to, to recognise it later. */
+struct sock_file {
+    dev_t dev;
+    ino_t ino;
+};
+
+/* Like sock_listen_unix() for a server that must be alone on path: a socket there that accepts
+ * connections is a live server's (-EADDRINUSE, "another torpord is serving"); only a stale one
+ * (connection refused) is replaced. ret_file identifies the file bound, for sock_unlink_own(). */
+int sock_listen_unix_exclusive(const char *path, int backlog, struct sock_file *ret_file,
+                               struct tp_err *err);
+
+/* Remove path only if it is still the socket file f: a later server may have replaced it.
+ * 1 removed, 0 left alone (gone, or not ours any more), -errno. */
+int sock_unlink_own(const char *path, const struct sock_file *f);
+
 /* Connect a stream socket to path. Returns the fd. */
 int sock_connect_unix(const char *path, struct tp_err *err);
 

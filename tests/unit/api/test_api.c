@@ -576,6 +576,8 @@ test_errmap_table(void **state)
         { -EDQUOT, 507, "insufficient_storage" },
         { -EMSGSIZE, 413, "too_large" },
         { -EFBIG, 413, "too_large" },
+        { -EUSERS, 503, "unavailable" },
+        { -ESHUTDOWN, 503, "unavailable" },
         { -EIO, 500, "internal" },
         { -ECONNRESET, 500, "internal" },
         { -ENOMEM, 500, "internal" },
@@ -723,6 +725,70 @@ test_router_bad_method(void **state)
     route_result("POST", "/v1/version", API_MATCH_BAD_METHOD, "GET");
     route_result("HEAD", "/v1/capabilities", API_MATCH_BAD_METHOD, "GET");
     route_result("get", "/v1/version", API_MATCH_BAD_METHOD, "GET"); /* methods are exact */
+}
+
+static void
+test_ref_valid(void **state)
+{
+    static const char *const good[] = {
+        "web-1", "3f2a", "0123456789abcdef",
+        "a",     "9-",   "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabc"
+    };
+    static const char *const bad[] = {
+        "",
+        "-lead",
+        "Web",
+        "3F2A",
+        "a_b",
+        "a.b",
+        "a b",
+        "l2%00junk",
+        "a%2Fstop",
+        "a/b",
+        "a?",
+        "\xc3\xa9",
+        "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcd", /* 64 */
+    };
+    (void)state;
+
+    for (size_t i = 0; i < ELEMENTSOF(good); i++)
+        if (!api_ref_valid(good[i]))
+            fail_msg("'%s' refused", good[i]);
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+        if (api_ref_valid(bad[i]))
+            fail_msg("'%s' accepted", bad[i]);
+    assert_false(api_ref_valid(NULL));
+}
+
+static void
+test_url_unescape(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } rows[] = {
+        { "/v1/instances/web-1", "/v1/instances/web-1" },
+        { "/v1/instances/web%2d1", "/v1/instances/web-1" },
+        { "%41%62c", "Abc" },
+        /* NUL and '/' stay escaped: neither may end the path or split a segment. */
+        { "/v1/instances/l2%00junk", "/v1/instances/l2%00junk" },
+        { "/v1/instances/a%2Fstop", "/v1/instances/a%2Fstop" },
+        { "/v1/instances/a%2fstop", "/v1/instances/a%2fstop" },
+        /* Malformed escapes are kept as they are. */
+        { "%", "%" },
+        { "%4", "%4" },
+        { "%zz1", "%zz1" },
+        { "100%", "100%" },
+        { "%%41", "%A" },
+        { "", "" },
+    };
+    (void)state;
+
+    for (size_t i = 0; i < ELEMENTSOF(rows); i++) {
+        _cleanup_free_ char *s = xstrdup(rows[i].in);
+        size_t n = api_url_unescape(s);
+        if (strcmp(s, rows[i].out) != 0 || n != strlen(rows[i].out))
+            fail_msg("'%s': got '%s' (%zu), want '%s'", rows[i].in, s, n, rows[i].out);
+    }
 }
 
 static void
@@ -933,8 +999,8 @@ test_openapi_contract(void **state)
     json_decref(j);
 
     /* Error codes: everything errmap can produce, plus 405's. */
-    static const int errs[] = { -ENOENT, -EEXIST,    -ENOTUNIQ, -EINVAL,   -EOPNOTSUPP,
-                                -EPROTO, -ETIMEDOUT, -ENOSPC,   -EMSGSIZE, -EIO };
+    static const int errs[] = { -ENOENT,    -EEXIST, -ENOTUNIQ, -EINVAL, -EOPNOTSUPP, -EPROTO,
+                                -ETIMEDOUT, -ENOSPC, -EMSGSIZE, -EUSERS, -EIO };
     size_t err_schema = find_line(v, n, 0, "    Error:");
     assert_true(err_schema < n);
     for (size_t i = 0; i <= ELEMENTSOF(errs); i++) {
@@ -972,6 +1038,8 @@ main(int argc, char **argv)
         cmocka_unit_test(test_router_routes),
         cmocka_unit_test(test_router_not_found),
         cmocka_unit_test(test_router_bad_method),
+        cmocka_unit_test(test_ref_valid),
+        cmocka_unit_test(test_url_unescape),
         cmocka_unit_test(test_query_bool),
         cmocka_unit_test(test_frame_header),
         cmocka_unit_test(test_caps),

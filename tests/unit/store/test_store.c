@@ -352,9 +352,7 @@ test_resolve(void **state)
     } rows[] = {
         { "3f2a9c0d1b4e5f60", "web-1" },
         { "3f99000000000000", "db" },
-        { "a000000000000000", "3f2a" },             /* a name that looks like an id prefix */
-        { "b000000000000001", "b000000000000002" }, /* a name that is another's id */
-        { "b000000000000002", "other" },
+        { "a000000000000000", "3f2a" }, /* a name that looks like an id prefix */
     };
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     char id[INST_ID_LEN + 1];
@@ -375,11 +373,9 @@ test_resolve(void **state)
     assert_string_equal(id, "3f2a9c0d1b4e5f60");
     assert_int_equal(store_resolve(f->s, "a", id, &err), 0);
     assert_string_equal(id, "a000000000000000");
-    /* Exact name beats id prefix, and exact name beats exact id. */
+    /* Exact name beats id prefix (exact id beats both: test_resolve_exact_id_wins). */
     assert_int_equal(store_resolve(f->s, "3f2a", id, &err), 0);
     assert_string_equal(id, "a000000000000000");
-    assert_int_equal(store_resolve(f->s, "b000000000000002", id, &err), 0);
-    assert_string_equal(id, "b000000000000001");
 
     memcpy(id, "untouched-id-buf", INST_ID_LEN + 1);
     assert_int_equal(store_resolve(f->s, "3f", id, &err), -ENOTUNIQ);
@@ -613,6 +609,70 @@ test_corrupt_rows(void **state)
     assert_string_equal(id, "000000000000bad3");
 }
 
+/* A name equal to another instance's id cannot be inserted any more, but older databases may
+ * hold one: the exact id still names its own instance (docker's order). */
+static void
+test_resolve_exact_id_wins(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(inst_record_freep) struct inst_record *other = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    static const char *const legacy[] = { "b000000000000001", "b000000000000002" };
+    static const char sql[] = "INSERT INTO instances (id, name, config, state, created_ms) "
+                              "VALUES (?1, ?2, '{\"hypervisor\":\"qemu\"}', 'Created', 2)";
+    char id[INST_ID_LEN + 1];
+
+    other = record_new("b000000000000002", "other", 1);
+    insert_ok(f->s, other);
+    raw_exec(f->dir, sql, legacy, 2);
+
+    assert_int_equal(store_resolve(f->s, "b000000000000002", id, &err), 0);
+    assert_string_equal(id, "b000000000000002");
+    assert_int_equal(store_resolve(f->s, "b000000000000001", id, &err), 0);
+    assert_string_equal(id, "b000000000000001");
+    assert_int_equal(store_resolve(f->s, "other", id, &err), 0);
+    assert_string_equal(id, "b000000000000002");
+}
+
+/* Names and ids share the namespace of refs: neither may take the other's place. */
+static void
+test_insert_name_id_clash(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(inst_record_freep) struct inst_record *a = NULL, *name_is_id = NULL, *hexname = NULL,
+                                                    *id_is_name = NULL, *hex_ok = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct inst_record **v = NULL;
+    size_t n = 0;
+    char id[INST_ID_LEN + 1];
+
+    a = record_new("1111111111111111", "alpha", 1);
+    insert_ok(f->s, a);
+
+    /* A name equal to an existing id. */
+    name_is_id = record_new("2222222222222222", "1111111111111111", 2);
+    assert_int_equal(store_insert(f->s, name_is_id, &err), -EEXIST);
+    assert_non_null(strstr(tp_err_msg(&err), "name '1111111111111111' is the id of"));
+
+    /* An id equal to an existing name (an older database's, or a 2^-64 draw). */
+    hexname = record_new("3333333333333333", "4444444444444444", 3);
+    insert_ok(f->s, hexname);
+    id_is_name = record_new("4444444444444444", "delta", 4);
+    assert_int_equal(store_insert(f->s, id_is_name, &err), -EEXIST);
+    assert_non_null(
+        strstr(tp_err_msg(&err), "id '4444444444444444' is the name of 3333333333333333"));
+    assert_int_equal(store_resolve(f->s, "4444444444444444", id, &err), 0);
+    assert_string_equal(id, "3333333333333333"); /* the name still names its instance */
+
+    /* Hex names that are no id are fine, even a prefix of one. */
+    hex_ok = record_new("5555555555555555", "1111", 5);
+    insert_ok(f->s, hex_ok);
+
+    assert_int_equal(store_list(f->s, &v, &n, &err), 0);
+    assert_int_equal(n, 3);
+    inst_record_array_free(v, n);
+}
+
 static void
 test_paths(void **state)
 {
@@ -659,6 +719,8 @@ main(void)
         T(test_missing_and_delete),
         T(test_list_order),
         T(test_resolve),
+        T(test_resolve_exact_id_wins),
+        T(test_insert_name_id_clash),
         cmocka_unit_test(test_names_valid),
         cmocka_unit_test(test_ids),
         T(test_reopen_and_wal),

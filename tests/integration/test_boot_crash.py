@@ -1,4 +1,5 @@
-"""A daemon killed while a guest boots: the VMM it had just started is found again on restart."""
+"""Boots that go wrong: a daemon killed while a guest boots (the VMM it had just started is found
+again on restart), and a guest kernel that panics at boot (the run fails at once)."""
 import os
 import subprocess
 import time
@@ -40,6 +41,38 @@ class BootCrash(harness.DaemonTest):
         self.assertEqual(harness.guest(d, "booting", "echo up"), "up\n")
         d.cli("rm", "-f", "booting")
         self.assertFalse(running(pid), "rm left the VMM running")
+
+    def test_initrd_that_is_not_an_initramfs(self):
+        d = self.d
+        bad = os.path.join(d.tmp, "not-an-initramfs")
+        with open(bad, "wb") as f:
+            f.write(os.urandom(64 << 10))
+        # The kernel finds no root and panics; panic=-1 reboots, and a reboot ends QEMU
+        # (-no-reboot) instead of booting the same panic again until the agent wait runs out.
+        t = time.monotonic()
+        p = d.cli("run", "--name", "panics", "--initrd", bad, check=False, timeout=120)
+        elapsed = time.monotonic() - t
+        self.assertNotEqual(p.returncode, 0, p)
+        self.assertTrue(p.stderr.strip(), p)
+        self.assertLess(elapsed, 30, f"run took {elapsed:.1f} s: the guest rebooted in a loop "
+                        f"until the agent wait ran out\n{p.stderr!r}")
+        # Nothing of it keeps running.
+        self.assertEqual(vmms_of(d), [])
+
+
+def vmms_of(d):
+    """Pids of processes other than the daemon whose command line names its data dir."""
+    pids = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) == d.proc.pid:
+            continue
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                if d.data_dir.encode() in f.read() and running(int(p)):
+                    pids.append(int(p))
+        except OSError:
+            pass
+    return pids
 
 
 def running(pid):

@@ -8,6 +8,12 @@
 #include "util/cleanup.h"
 #include "util/xalloc.h"
 
+/* Appended to the manager's kernel command line. reboot=t: the kernel's default reboot on a
+ * microvm ends in a jump to the firmware, which boots the guest again without QEMU seeing a
+ * reset, so -no-reboot never fires and a guest that panics at boot loops forever. A triple
+ * fault is a reset QEMU sees (on TCG and KVM alike). */
+#define QEMU_GUEST_CMDLINE "reboot=t"
+
 struct argv_builder {
     char **v;
     size_t n, cap;
@@ -100,7 +106,13 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
     argv_add(&b, xstrdup("-nodefaults"));
     argv_add(&b, xstrdup("-no-user-config"));
     argv_add2(&b, "-display", xstrdup("none"));
+    /* A guest reboot or panic (the manager passes panic=-1) ends QEMU instead of booting the
+     * guest again; see QEMU_GUEST_CMDLINE for the other half. */
     argv_add(&b, xstrdup("-no-reboot"));
+    /* QEMU confines itself with seccomp once set up: no obsolete or privilege-raising calls,
+     * no child processes, no scheduling changes (it needs none of them). */
+    argv_add2(&b, "-sandbox",
+              xstrdup("on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
     /* Leave the run state out of snapshots: a restore then starts the guest as soon as the
      * state is loaded (resume on load) unless -S asks for an explicit `cont`. */
     argv_add2(&b, "-global", xstrdup("migration.store-global-state=off"));
@@ -108,12 +120,11 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
     if (spec->initrd)
         argv_add2(&b, "-initrd", xstrdup(spec->initrd));
     /* Without tsc_early_khz a microvm guest can hang calibrating its TSC on a busy host. */
-    if (o->tsc_khz > 0)
-        argv_add2(&b, "-append",
-                  xasprintf("%s%stsc_early_khz=%" PRIu64, spec->cmdline ? spec->cmdline : "",
-                            spec->cmdline && *spec->cmdline ? " " : "", o->tsc_khz));
-    else
-        argv_add2(&b, "-append", xstrdup(spec->cmdline ? spec->cmdline : ""));
+    _cleanup_free_ char *tsc =
+        o->tsc_khz > 0 ? xasprintf(" tsc_early_khz=%" PRIu64, o->tsc_khz) : xstrdup("");
+    argv_add2(&b, "-append",
+              xasprintf("%s%s" QEMU_GUEST_CMDLINE "%s", spec->cmdline ? spec->cmdline : "",
+                        spec->cmdline && *spec->cmdline ? " " : "", tsc));
     argv_add2(&b, "-chardev", xasprintf("file,id=con,path=%s,append=on", con));
     argv_add2(&b, "-serial", xstrdup("chardev:con"));
     argv_add2(&b, "-chardev", xasprintf("socket,id=qmp,fd=%d,server=on,wait=off", o->qmp_fd));

@@ -41,22 +41,36 @@ vm_qmp(struct hv_vm *vm)
 static int
 qemu_prepare_mem(const char *path, uint32_t memory_mib, struct tp_err *err)
 {
-    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     off_t want = (off_t)memory_mib << 20;
+    bool created = fd >= 0;
     struct stat st;
     int r;
 
+    if (fd < 0 && errno == EEXIST)
+        fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return tp_err_errno(err, -errno, "open memory file '%s'", path);
-    if (fstat(fd, &st) < 0)
-        return tp_err_errno(err, -errno, "stat memory file '%s'", path);
+    if (fstat(fd, &st) < 0) {
+        r = tp_err_errno(err, -errno, "stat memory file '%s'", path);
+        if (created)
+            (void)unlink(path);
+        return r;
+    }
     if (st.st_size >= want)
         return 0;
     /* Allocated blocks up front: a sparse file makes every first guest touch allocate, and boot
      * measurably slower. */
     r = posix_fallocate(fd, 0, want);
-    if (r != 0)
+    if (r != 0) {
+        /* A full disk must not keep a half-allocated file: remove one made here; an existing
+         * one (a restore's guest RAM) gives back only what was added to it. */
+        if (created)
+            (void)unlink(path);
+        else
+            (void)ftruncate(fd, st.st_size);
         return tp_err_errno(err, -r, "allocate %" PRIu32 " MiB for '%s'", memory_mib, path);
+    }
     return 0;
 }
 
@@ -204,6 +218,10 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
         .fds = fds,
         .n_fds = ELEMENTSOF(fds),
         .new_session = true,
+        /* QEMU needs no privilege: it opens only files its user owns (the instance's, the
+         * image cache's; /dev/kvm is root's) and gets everything else as an fd. */
+        .no_new_privs = true,
+        .drop_caps = true,
     };
     r = proc_spawn(&so, &pid, err);
     if (r < 0)
@@ -256,6 +274,23 @@ qemu_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err 
     return qemu_spawn(spec, false, false, ret_vm, err);
 }
 
+/* A failed migration logs nothing: QEMU keeps its reason for query-migrate. Its text is the
+ * innermost frame, and its errno what the API maps (a full disk is ENOSPC). */
+static int
+qemu_migration_failed(struct hv_vm *vm, const char *what, struct tp_err *err)
+{
+    _cleanup_(qmp_migrate_info_clear) struct qmp_migrate_info info = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err qerr = { 0 };
+
+    if (qmp_query_migrate_info(vm_qmp(vm), &info, &qerr) < 0)
+        return tp_err_set(err, -EIO, "%s failed (its reason is unknown: %s)", what,
+                          tp_err_msg(&qerr));
+    if (!info.error_desc)
+        return tp_err_set(err, -EIO, "%s failed (QEMU gave no reason)", what);
+    tp_err_set(err, info.error_code, "%s", info.error_desc);
+    return tp_err_wrap(err, "%s failed", what);
+}
+
 /* Wait for the MIGRATION event that ends a save or load: event-driven, bounded. */
 static int
 qemu_wait_migration(struct hv_vm *vm, const char *what, struct tp_err *err)
@@ -272,8 +307,10 @@ qemu_wait_migration(struct hv_vm *vm, const char *what, struct tp_err *err)
             continue;
         if (strcmp(st, "completed") == 0)
             return 0;
-        if (strcmp(st, "failed") == 0 || strcmp(st, "cancelled") == 0)
-            return tp_err_set(err, -EIO, "%s %s (see logs/vmm.log)", what, st);
+        if (strcmp(st, "failed") == 0)
+            return qemu_migration_failed(vm, what, err);
+        if (strcmp(st, "cancelled") == 0)
+            return tp_err_set(err, -ECANCELED, "%s cancelled", what);
     }
 }
 

@@ -86,3 +86,17 @@ int qmp_migrate_cancel(struct qmp_conn *c, struct tp_err *err);
 int qmp_migrate_incoming(struct qmp_conn *c, const char *uri, struct tp_err *err);
 /* query-migrate: "none" before any migration, else QEMU's status ("active", "completed", ...). */
 int qmp_query_migrate(struct qmp_conn *c, char **ret_status, struct tp_err *err);
+
+struct qmp_migrate_info {
+    char *status;     /* as qmp_query_migrate() */
+    char *error_desc; /* why a failed migration failed, in QEMU's words; NULL if it gave none */
+    int error_code;   /* -errno error_desc names (-ENOSPC for "No space left on device",
+                         -EDQUOT), else -EIO; 0 without error_desc */
+};
+
+/* Free what info owns and reset it; usable as _cleanup_. */
+void qmp_migrate_info_clear(struct qmp_migrate_info *info);
+
+/* query-migrate with the failure's reason: ret_info is the caller's to clear. */
+int qmp_query_migrate_info(struct qmp_conn *c, struct qmp_migrate_info *ret_info,
+                           struct tp_err *err);

@@ -1,8 +1,10 @@
 /* One function per QMP command torpor uses: arguments in, typed result out. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hypervisor/qemu/qmp.h"
+#include "util/cleanup.h"
 #include "util/xalloc.h"
 
 static int
@@ -120,11 +122,41 @@ qmp_migrate_incoming(struct qmp_conn *c, const char *uri, struct tp_err *err)
     return qmp_simple(c, "migrate-incoming", args, err);
 }
 
+void
+qmp_migrate_info_clear(struct qmp_migrate_info *info)
+{
+    if (!info)
+        return;
+    free(info->status);
+    free(info->error_desc);
+    *info = (struct qmp_migrate_info){ 0 };
+}
+
+/* QEMU reports a failed write by its strerror() text: recover the errno, so a full disk reaches
+ * the API as insufficient storage and not as a generic failure. */
+static int
+errno_from_desc(const char *desc)
+{
+    /* glibc's texts (QEMU does not localise LC_MESSAGES). */
+    static const struct {
+        int code;
+        const char *text;
+    } known[] = {
+        { ENOSPC, "No space left on device" },
+        { EDQUOT, "Disk quota exceeded" },
+    };
+
+    for (size_t i = 0; i < ELEMENTSOF(known); i++)
+        if (strstr(desc, known[i].text))
+            return -known[i].code;
+    return -EIO;
+}
+
 int
-qmp_query_migrate(struct qmp_conn *c, char **ret_status, struct tp_err *err)
+qmp_query_migrate_info(struct qmp_conn *c, struct qmp_migrate_info *ret_info, struct tp_err *err)
 {
     json_auto_t *ret = NULL;
-    json_t *st;
+    json_t *st, *desc;
     int r;
 
     r = qmp_execute(c, "query-migrate", NULL, -1, &ret, err);
@@ -136,6 +168,26 @@ qmp_query_migrate(struct qmp_conn *c, char **ret_status, struct tp_err *err)
     st = json_object_get(ret, "status");
     if (st && !json_is_string(st))
         return tp_err_set(err, -EPROTO, "QMP 'query-migrate': status is not a string");
-    *ret_status = xstrdup(st ? json_string_value(st) : "none");
+    desc = json_object_get(ret, "error-desc");
+    if (desc && !json_is_string(desc))
+        return tp_err_set(err, -EPROTO, "QMP 'query-migrate': error-desc is not a string");
+    *ret_info = (struct qmp_migrate_info){
+        .status = xstrdup(st ? json_string_value(st) : "none"),
+        .error_desc = desc ? xstrdup(json_string_value(desc)) : NULL,
+        .error_code = desc ? errno_from_desc(json_string_value(desc)) : 0,
+    };
+    return 0;
+}
+
+int
+qmp_query_migrate(struct qmp_conn *c, char **ret_status, struct tp_err *err)
+{
+    struct qmp_migrate_info info;
+    int r = qmp_query_migrate_info(c, &info, err);
+
+    if (r < 0)
+        return r;
+    *ret_status = TAKE_PTR(info.status);
+    qmp_migrate_info_clear(&info);
     return 0;
 }

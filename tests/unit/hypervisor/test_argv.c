@@ -102,8 +102,29 @@ test_argv_basic(void **state)
     (void)state;
 
     check_golden("basic", argv);
-    assert_true(argv_has(argv, "-append", "console=ttyS0 quiet panic=-1 tsc_early_khz=2595966"));
+    assert_true(
+        argv_has(argv, "-append", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2595966"));
     assert_true(argv_has(argv, "-cpu", "qemu64"));
+    strv_free(argv);
+}
+
+/* A panicking or rebooting guest must end QEMU (the kernel's reboot must be one QEMU sees),
+ * and QEMU runs under its own seccomp filter. */
+static void
+test_argv_confined_and_no_reboot(void **state)
+{
+    char **argv = build(&basic_spec, &basic_opts);
+    bool no_reboot = false;
+    (void)state;
+
+    strv_foreach (a, argv)
+        no_reboot = no_reboot || strcmp(*a, "-no-reboot") == 0;
+    assert_true(no_reboot);
+    assert_true(
+        argv_has(argv, "-sandbox",
+                 "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
+    assert_true(
+        argv_has(argv, "-append", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2595966"));
     strv_free(argv);
 }
 
@@ -120,7 +141,7 @@ test_argv_minimal(void **state)
     spec.memory_mib = 128;
     char **argv = build(&spec, &basic_opts);
     check_golden("minimal", argv);
-    assert_true(argv_has(argv, "-append", "tsc_early_khz=2595966"));
+    assert_true(argv_has(argv, "-append", "reboot=t tsc_early_khz=2595966"));
     strv_foreach (a, argv) {
         assert_string_not_equal(*a, "-initrd");
         assert_string_not_equal(*a, "-drive");
@@ -185,7 +206,7 @@ test_argv_binary_and_kvm(void **state)
     assert_string_equal(argv[0], "/opt/qemu/bin/qemu-system-x86_64");
     assert_true(argv_has(argv, "-accel", "kvm"));
     assert_true(argv_has(argv, "-cpu", "host"));
-    assert_true(argv_has(argv, "-append", "console=ttyS0 quiet panic=-1"));
+    assert_true(argv_has(argv, "-append", "console=ttyS0 quiet panic=-1 reboot=t"));
     strv_free(argv);
 
     argv = build(&basic_spec, &o);
@@ -218,9 +239,13 @@ int
 hv_test_argv(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_argv_basic),          cmocka_unit_test(test_argv_minimal),
-        cmocka_unit_test(test_argv_incoming),       cmocka_unit_test(test_argv_escapes_commas),
-        cmocka_unit_test(test_argv_binary_and_kvm), cmocka_unit_test(test_argv_rejects),
+        cmocka_unit_test(test_argv_basic),
+        cmocka_unit_test(test_argv_confined_and_no_reboot),
+        cmocka_unit_test(test_argv_minimal),
+        cmocka_unit_test(test_argv_incoming),
+        cmocka_unit_test(test_argv_escapes_commas),
+        cmocka_unit_test(test_argv_binary_and_kvm),
+        cmocka_unit_test(test_argv_rejects),
     };
     return cmocka_run_group_tests_name("argv", tests, NULL, NULL);
 }

@@ -407,18 +407,68 @@ test_migration_commands(void **state)
     fake_peer_stop(peer);
 }
 
+static void
+test_migration_failure_reason(void **state)
+{
+    struct fake_peer *peer = NULL;
+    struct qmp_conn *c = connect_peer(&peer, "qmp/migration-failed.txt", 0);
+    struct qmp_migrate_info info = { 0 };
+    struct tp_err err = { 0 };
+    json_t *ev = NULL;
+    (void)state;
+
+    assert_int_equal(qmp_migrate(c, "fd:mig", &err), 0);
+    assert_int_equal(qmp_event_next(c, &ev, 5000, &err), 0);
+    assert_string_equal(event_name(ev), "MIGRATION");
+    json_decref(ev);
+    /* QEMU's own words survive, and a full disk is told apart from other failures. */
+    assert_int_equal(qmp_query_migrate_info(c, &info, &err), 0);
+    assert_string_equal(info.status, "failed");
+    assert_string_equal(info.error_desc, "Unable to write to file: No space left on device");
+    assert_int_equal(info.error_code, -ENOSPC);
+    qmp_migrate_info_clear(&info);
+    assert_int_equal(qmp_query_migrate_info(c, &info, &err), 0);
+    assert_int_equal(info.error_code, -EDQUOT);
+    qmp_migrate_info_clear(&info);
+    assert_int_equal(qmp_query_migrate_info(c, &info, &err), 0);
+    assert_string_equal(info.error_desc, "Channel error: Broken pipe");
+    assert_int_equal(info.error_code, -EIO);
+    qmp_migrate_info_clear(&info);
+    assert_int_equal(qmp_query_migrate_info(c, &info, &err), 0);
+    assert_string_equal(info.status, "failed");
+    assert_null(info.error_desc);
+    assert_int_equal(info.error_code, 0);
+    qmp_migrate_info_clear(&info);
+    assert_int_equal(err.code, 0);
+    assert_int_equal(qmp_query_migrate_info(c, &info, &err), -EPROTO);
+    assert_null(info.status);
+    tp_err_clear(&err);
+    assert_true(fake_peer_done(peer));
+    qmp_conn_free(c);
+    fake_peer_stop(peer);
+}
+
 int
 hv_test_qmp(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_kinds),        cmocka_unit_test(test_handshake),
-        cmocka_unit_test(test_bad_greeting),       cmocka_unit_test(test_stop_ok),
-        cmocka_unit_test(test_stop_error_reply),   cmocka_unit_test(test_events_before_reply),
-        cmocka_unit_test(test_event_after_reply),  cmocka_unit_test(test_event_waiter_thread),
-        cmocka_unit_test(test_event_overflow),     cmocka_unit_test(test_mismatched_id),
-        cmocka_unit_test(test_eof_mid_reply),      cmocka_unit_test(test_garbage),
-        cmocka_unit_test(test_oversize),           cmocka_unit_test(test_timeout),
-        cmocka_unit_test(test_event_wait_timeout), cmocka_unit_test(test_migration_commands),
+        cmocka_unit_test(test_parse_kinds),
+        cmocka_unit_test(test_handshake),
+        cmocka_unit_test(test_bad_greeting),
+        cmocka_unit_test(test_stop_ok),
+        cmocka_unit_test(test_stop_error_reply),
+        cmocka_unit_test(test_events_before_reply),
+        cmocka_unit_test(test_event_after_reply),
+        cmocka_unit_test(test_event_waiter_thread),
+        cmocka_unit_test(test_event_overflow),
+        cmocka_unit_test(test_mismatched_id),
+        cmocka_unit_test(test_eof_mid_reply),
+        cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_oversize),
+        cmocka_unit_test(test_timeout),
+        cmocka_unit_test(test_event_wait_timeout),
+        cmocka_unit_test(test_migration_commands),
+        cmocka_unit_test(test_migration_failure_reason),
     };
     return cmocka_run_group_tests_name("qmp", tests, NULL, NULL);
 }

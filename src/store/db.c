@@ -21,6 +21,8 @@
 #define RECORD_COLUMNS                                                                          \
     "id, name, config, state, vmm_pid, vmm_start_time, created_ms, state_changed_ms, last_op, " \
     "last_error"
+/* What SELECTs read: the inserted columns, then the operation journal (op, op_data). */
+#define SELECT_COLUMNS RECORD_COLUMNS ", op, op_data"
 
 enum stmt {
     ST_INSERT,
@@ -38,10 +40,11 @@ static const char *const stmt_sql[_ST_MAX] = {
     [ST_INSERT] = "INSERT INTO instances (" RECORD_COLUMNS ") "
                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [ST_UPDATE] = "UPDATE instances SET state = ?2, vmm_pid = ?3, vmm_start_time = ?4, "
-                  "state_changed_ms = ?5, last_op = ?6, last_error = ?7 WHERE id = ?1",
+                  "state_changed_ms = ?5, last_op = ?6, last_error = ?7, op = ?8, op_data = ?9 "
+                  "WHERE id = ?1",
     [ST_DELETE] = "DELETE FROM instances WHERE id = ?1",
-    [ST_GET] = "SELECT " RECORD_COLUMNS " FROM instances WHERE id = ?1",
-    [ST_LIST] = "SELECT " RECORD_COLUMNS " FROM instances ORDER BY created_ms, id",
+    [ST_GET] = "SELECT " SELECT_COLUMNS " FROM instances WHERE id = ?1",
+    [ST_LIST] = "SELECT " SELECT_COLUMNS " FROM instances ORDER BY created_ms, id",
     [ST_ID_BY_NAME] = "SELECT id FROM instances WHERE name = ?1",
     [ST_ID_EXISTS] = "SELECT id FROM instances WHERE id = ?1",
     /* ?1 is "<hex>*": GLOB with a bound pattern lets SQLite walk the primary-key index. */
@@ -218,8 +221,20 @@ migrate_create_instances(sqlite3 *db, struct tp_err *err)
                    err);
 }
 
+/* The operation journal: the lifecycle operation in flight (NULL when none) and what its
+ * recovery needs to know, so a restarted daemon can finish or undo it (instance/recover.c). */
+static int
+migrate_add_op_journal(sqlite3 *db, struct tp_err *err)
+{
+    return db_exec(db,
+                   "ALTER TABLE instances ADD COLUMN op TEXT;"
+                   "ALTER TABLE instances ADD COLUMN op_data TEXT;",
+                   err);
+}
+
 static migration_fn *const migrations[] = {
     migrate_create_instances, /* 0 -> 1 */
+    migrate_add_op_journal,   /* 1 -> 2 */
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per schema version");
 
@@ -416,6 +431,8 @@ row_to_record(sqlite3_stmt *st)
     r->state_changed_ms = sqlite3_column_int64(st, 7);
     r->last_op = column_strdup(st, 8);
     r->last_error = column_strdup(st, 9);
+    r->op = column_strdup(st, 10);
+    r->op_data = column_strdup(st, 11);
 
     if (corrupt) {
         log_debug("store: instance '%s': corrupt record: %s", r->id, corrupt);
@@ -530,8 +547,8 @@ store_insert(struct store *s, const struct inst_record *r, struct tp_err *err)
     return 0;
 }
 
-int
-store_update(struct store *s, const struct inst_record *r, struct tp_err *err)
+static int
+update_locked(struct store *s, const struct inst_record *r, struct tp_err *err)
 {
     const char *state = inst_state_to_string(r->state);
     int rc;
@@ -540,7 +557,6 @@ store_update(struct store *s, const struct inst_record *r, struct tp_err *err)
         return tp_err_set(err, -EINVAL, "update instance '%s': invalid state %d", r->id,
                           (int)r->state);
 
-    STORE_LOCKED(s);
     _cleanup_stmt_ sqlite3_stmt *st = s->st[ST_UPDATE];
     bind_text(st, 1, r->id);
     bind_text(st, 2, state);
@@ -549,12 +565,37 @@ store_update(struct store *s, const struct inst_record *r, struct tp_err *err)
     sqlite3_bind_int64(st, 5, r->state_changed_ms);
     bind_text(st, 6, r->last_op);
     bind_text(st, 7, r->last_error);
+    bind_text(st, 8, r->op);
+    bind_text(st, 9, r->op_data);
     rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
         return wrap(err, db_fail(s->db, rc, err, "update"), "update instance '%s'", r->id);
     if (sqlite3_changes(s->db) == 0)
         return tp_err_set(err, -ENOENT, "update instance: no such instance '%s'", r->id);
     return 0;
+}
+
+int
+store_update(struct store *s, const struct inst_record *r, struct tp_err *err)
+{
+    STORE_LOCKED(s);
+    return update_locked(s, r, err);
+}
+
+int
+store_update_all(struct store *s, struct inst_record *const *recs, size_t n, struct tp_err *err)
+{
+    STORE_LOCKED(s);
+    _cleanup_txn_ struct txn t = { 0 };
+    int r = txn_begin(s->db, "BEGIN IMMEDIATE", &t, err);
+    if (r < 0)
+        return wrap(err, r, "update %zu instances", n);
+    for (size_t k = 0; k < n; k++) {
+        r = update_locked(s, recs[k], err);
+        if (r < 0)
+            return r; /* the cleanup rolls the others back */
+    }
+    return txn_commit(&t, err);
 }
 
 int

@@ -53,6 +53,8 @@ inst_record_free(struct inst_record *r)
     inst_config_clear(&r->cfg);
     free(r->last_op);
     free(r->last_error);
+    free(r->op);
+    free(r->op_data);
     free(r);
     return NULL;
 }
@@ -73,6 +75,8 @@ inst_record_dup(const struct inst_record *r)
     d->cfg.accel = xstrdup_null(r->cfg.accel);
     d->last_op = xstrdup_null(r->last_op);
     d->last_error = xstrdup_null(r->last_error);
+    d->op = xstrdup_null(r->op);
+    d->op_data = xstrdup_null(r->op_data);
     return d;
 }
 

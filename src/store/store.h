@@ -38,6 +38,11 @@ struct inst_record {
     int64_t state_changed_ms;
     char *last_op;    /* JSON text of the last operation's trace; may be NULL */
     char *last_error; /* message of the last failure; may be NULL */
+    /* The operation journal: the lifecycle operation in flight ("standby", "fork", ...; NULL
+     * when none) and its recovery data (JSON; may be NULL). Written before the operation does
+     * anything a crash could leave half-done; cleared when it ends. */
+    char *op;
+    char *op_data;
 };
 
 /* NULL-safe; returns NULL. */
@@ -50,7 +55,7 @@ void inst_config_clear(struct inst_config *c);
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 1 /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION 2 /* PRAGMA user_version of a current database */
 
 /* Open (creating DIR and DIR/torpor.db if needed) with WAL, and bring the schema to
  * STORE_SCHEMA_VERSION. -EPROTONOSUPPORT when the database is newer than this build. */
@@ -64,8 +69,12 @@ DEFINE_CLEANUP(struct store, store_close)
  * equal to another instance's id, or an id equal to another instance's name, is taken too. */
 int store_insert(struct store *s, const struct inst_record *r, struct tp_err *err);
 /* Replace the mutable fields (state, vmm_pid, vmm_start_time, state_changed_ms, last_op,
- * last_error) of r->id; id, name, cfg and created_ms never change. -ENOENT when absent. */
+ * last_error, op, op_data) of r->id; id, name, cfg and created_ms never change. -ENOENT when
+ * absent. A new record starts with no operation journal (op NULL). */
 int store_update(struct store *s, const struct inst_record *r, struct tp_err *err);
+/* The same for n records in one transaction: all are written or none (a fork's commit). */
+int store_update_all(struct store *s, struct inst_record *const *recs, size_t n,
+                     struct tp_err *err);
 /* -ENOENT when absent. */
 int store_delete(struct store *s, const char *id, struct tp_err *err);
 

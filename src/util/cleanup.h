@@ -25,6 +25,14 @@ freep(void *p)
 }
 #define _cleanup_free_ _cleanup_(freep)
 
+/* free() that returns NULL: `p = mfree(p)`. */
+static inline void *
+mfree(void *p)
+{
+    free(p);
+    return NULL;
+}
+
 /* Close an fd if valid; returns -EBADF so `fd = safe_close(fd)` resets it. */
 static inline int
 safe_close(int fd)

@@ -20,6 +20,8 @@ lookup(const char *spec, const char *name)
                 return FAILPOINT_ERROR;
             if (alen == 8 && strncmp(a, "kill-vmm", 8) == 0)
                 return FAILPOINT_KILL_VMM;
+            if (alen == 12 && strncmp(a, "crash-daemon", 12) == 0)
+                return FAILPOINT_CRASH;
         }
         p = end ? end + 1 : NULL;
     }

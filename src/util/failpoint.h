@@ -8,6 +8,7 @@ enum failpoint_action {
     FAILPOINT_OFF,
     FAILPOINT_ERROR,    /* "error": the step fails with -EIO */
     FAILPOINT_KILL_VMM, /* "kill-vmm": the VMM is SIGKILLed just before the step */
+    FAILPOINT_CRASH,    /* "crash-daemon": the daemon SIGKILLs itself right there */
 };
 
 /* The action armed for name (e.g. "standby.snapshot"). */

@@ -35,6 +35,30 @@ child_fail(int errpipe, int e)
     _exit(127);
 }
 
+/* Held before exec until the parent says go (one byte) or gives up (EOF). The parent's death
+ * must end the hold even though a sibling forked by another thread may hold a copy of the gate's
+ * write end until its own exec: the death signal covers that. */
+static void
+child_wait_gate(int gate, pid_t parent, int errpipe)
+{
+    char go = 0;
+    ssize_t n;
+
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        child_fail(errpipe, errno);
+    if (getppid() != parent)
+        _exit(127); /* the parent died before the death signal was armed */
+    do
+        n = read(gate, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        child_fail(errpipe, ECANCELED);
+    /* From here the process is recorded: it must outlive the daemon. */
+    if (prctl(PR_SET_PDEATHSIG, 0) < 0)
+        child_fail(errpipe, errno);
+    close(gate);
+}
+
 static bool
 is_target(const struct proc_spawn_opts *o, int fd)
 {
@@ -120,9 +144,13 @@ child_drop_caps(void)
 
 /* Runs in the forked child of a threaded parent: async-signal-safe calls only. */
 static _noreturn_ void
-child_exec(const struct proc_spawn_opts *o, int errpipe, int devnull, int *tmp)
+child_exec(const struct proc_spawn_opts *o, int errpipe, int devnull, int *tmp, int gate,
+           pid_t parent)
 {
     int std[3] = { o->stdin_fd, o->stdout_fd, o->stderr_fd };
+
+    if (gate >= 0)
+        child_wait_gate(gate, parent, errpipe);
 
     if (o->new_session && setsid() < 0)
         child_fail(errpipe, errno);
@@ -169,9 +197,10 @@ child_exec(const struct proc_spawn_opts *o, int errpipe, int devnull, int *tmp)
 int
 proc_spawn(const struct proc_spawn_opts *o, pid_t *ret_pid, struct tp_err *err)
 {
-    int pipefd[2];
+    int pipefd[2], gate[2] = { -1, -1 };
     _cleanup_close_ int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
     _cleanup_free_ int *tmp = calloc(o->n_fds + 1, sizeof(int));
+    pid_t parent = getpid();
 
     if (devnull < 0)
         return tp_err_errno(err, -errno, "open /dev/null");
@@ -179,19 +208,44 @@ proc_spawn(const struct proc_spawn_opts *o, pid_t *ret_pid, struct tp_err *err)
         return tp_err_set(err, -ENOMEM, "allocate fd map");
     if (pipe2(pipefd, O_CLOEXEC) < 0)
         return tp_err_errno(err, -errno, "create pipe");
+    if (o->before_exec && pipe2(gate, O_CLOEXEC) < 0) {
+        int e = -errno;
+        close(pipefd[0]);
+        close(pipefd[1]);
+        return tp_err_errno(err, e, "create pipe");
+    }
 
     pid_t pid = fork();
     if (pid < 0) {
         int e = -errno;
         close(pipefd[0]);
         close(pipefd[1]);
+        safe_close(gate[0]);
+        safe_close(gate[1]);
         return tp_err_errno(err, e, "fork");
     }
     if (pid == 0) {
         close(pipefd[0]);
-        child_exec(o, pipefd[1], devnull, tmp);
+        if (gate[1] >= 0)
+            close(gate[1]);
+        child_exec(o, pipefd[1], devnull, tmp, gate[0], parent);
     }
     close(pipefd[1]);
+    safe_close(gate[0]);
+    if (o->before_exec) {
+        int r = o->before_exec(o->before_exec_ctx, pid, err);
+        char go = 1;
+        if (r >= 0 && write(gate[1], &go, 1) != 1)
+            r = tp_err_errno(err, -errno, "release child %d", (int)pid);
+        close(gate[1]);
+        if (r < 0) {
+            /* The child sees EOF and exits without exec'ing; reap it. */
+            close(pipefd[0]);
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            return r;
+        }
+    }
 
     int child_errno = 0;
     ssize_t n;

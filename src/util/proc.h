@@ -29,10 +29,18 @@ struct proc_spawn_opts {
      * CAP_SETPCAP), ambient, inheritable, permitted and effective sets are emptied. It keeps
      * what its uid owns, nothing else (no CAP_DAC_OVERRIDE). */
     bool drop_caps;
+    /* Called in the parent with the child's pid while the child is held before exec (it has
+     * run nothing of its own yet): a caller records the pid durably here, so a crash can never
+     * leave a process it does not know about. A negative return aborts the spawn (the child
+     * exits without exec'ing) and becomes proc_spawn's. If the parent dies while the child is
+     * held, the child exits too. NULL = no hold. */
+    int (*before_exec)(void *ctx, pid_t pid, struct tp_err *err);
+    void *before_exec_ctx;
 };
 
 /* fork + exec. Returns the pid; exec failures are reported here, not as an exit status
- * (a CLOEXEC pipe carries the child's errno back). */
+ * (a CLOEXEC pipe carries the child's errno back). With before_exec, the child is reaped on
+ * every failure. */
 int proc_spawn(const struct proc_spawn_opts *o, pid_t *ret_pid, struct tp_err *err);
 
 /* Start time of pid in clock ticks since boot (field 22 of /proc/PID/stat).

@@ -139,6 +139,8 @@ assert_records_equal(const struct inst_record *a, const struct inst_record *b)
     assert_true(a->state_changed_ms == b->state_changed_ms);
     assert_str_or_null_equal(a->last_op, b->last_op);
     assert_str_or_null_equal(a->last_error, b->last_error);
+    assert_str_or_null_equal(a->op, b->op);
+    assert_str_or_null_equal(a->op_data, b->op_data);
 }
 
 /* Runs one statement on a second, raw connection: how a test plants what the store would not. */
@@ -477,6 +479,78 @@ test_reopen_and_wal(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
+/* The operation journal: written with the record, read back, cleared; several records change
+ * together or not at all (a fork's commit). */
+static void
+test_op_journal(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(inst_record_freep) struct inst_record *a = NULL, *b = NULL, *got = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+    a = record_new("1111111111111111", "src", 1);
+    b = record_new("2222222222222222", "kid", 2);
+    insert_ok(f->s, a);
+    assert_int_equal(store_get(f->s, a->id, &got, &err), 0);
+    assert_null(got->op); /* a new record has no operation in flight */
+    got = inst_record_free(got);
+
+    a->op = xstrdup("fork");
+    a->op_data = xstrdup("{\"phase\":\"begun\"}");
+    assert_int_equal(store_update(f->s, a, &err), 0);
+    assert_int_equal(store_get(f->s, a->id, &got, &err), 0);
+    assert_records_equal(a, got);
+    got = inst_record_free(got);
+
+    /* b was never inserted: the batch fails and a keeps its journal. */
+    free(a->op_data);
+    a->op_data = xstrdup("{\"phase\":\"committed\"}");
+    struct inst_record *both[] = { a, b };
+    assert_int_equal(store_update_all(f->s, both, 2, &err), -ENOENT);
+    tp_err_clear(&err);
+    assert_int_equal(store_get(f->s, a->id, &got, &err), 0);
+    assert_string_equal(got->op_data, "{\"phase\":\"begun\"}");
+    got = inst_record_free(got);
+
+    insert_ok(f->s, b);
+    b->op = xstrdup("fork-child");
+    assert_int_equal(store_update_all(f->s, both, 2, &err), 0);
+    assert_int_equal(store_get(f->s, a->id, &got, &err), 0);
+    assert_records_equal(a, got);
+    got = inst_record_free(got);
+
+    a->op = mfree(a->op);
+    a->op_data = mfree(a->op_data);
+    assert_int_equal(store_update(f->s, a, &err), 0);
+    assert_int_equal(store_get(f->s, a->id, &got, &err), 0);
+    assert_null(got->op);
+    assert_null(got->op_data);
+}
+
+/* A database of schema 1 (before the journal) opens, gains the columns, keeps its rows. */
+static void
+test_migrate_from_v1(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(inst_record_freep) struct inst_record *r = NULL, *got = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+    r = record_new("3333333333333333", "old", 3);
+    insert_ok(f->s, r);
+    f->s = store_close(f->s);
+    raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN op_data", NULL, 0);
+    raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN op", NULL, 0);
+    raw_exec(f->dir, "PRAGMA user_version = 1", NULL, 0);
+    assert_int_equal(store_open(f->dir, &f->s, &err), 0);
+    assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
+    assert_records_equal(r, got);
+    got = inst_record_free(got);
+    r->op = xstrdup("standby");
+    assert_int_equal(store_update(f->s, r, &err), 0);
+    assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
+    assert_string_equal(got->op, "standby");
+}
+
 static void
 test_newer_schema_refused(void **state)
 {
@@ -725,6 +799,8 @@ main(void)
         cmocka_unit_test(test_ids),
         T(test_reopen_and_wal),
         T(test_newer_schema_refused),
+        T(test_op_journal),
+        T(test_migrate_from_v1),
         T(test_concurrent_inserts),
         T(test_corrupt_rows),
         cmocka_unit_test(test_paths),

@@ -1,6 +1,7 @@
 /* GET /v1/instances/{ref}/logs[?follow=true]: stream the serial console file; with follow,
  * keep the stream open and send what is appended, woken by inotify, until the client leaves,
- * the file is deleted or moved away, or the daemon shuts down. */
+ * the file is deleted or moved away, or the daemon shuts down. A file that shrank (its head cut
+ * by the size cap) is followed from its new beginning. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -103,6 +104,12 @@ logs_reader(void *cls, uint64_t pos, char *buf, size_t max)
             log_debug("api: read console log: %m");
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
+        /* EOF past the end: the head of the capped log was cut away (instance/console.c), so
+         * go on from its new beginning. */
+        struct stat sb;
+        off_t at = lseek(st->fd, 0, SEEK_CUR);
+        if (fstat(st->fd, &sb) == 0 && at > sb.st_size && lseek(st->fd, 0, SEEK_SET) == 0)
+            continue;
         /* EOF. Whatever was written before a delete/move or the shutdown has now been read. */
         if (st->ino_fd < 0 || st->file_gone || st->stopping)
             return MHD_CONTENT_READER_END_OF_STREAM;

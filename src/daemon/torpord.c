@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "api/server.h"
+#include "instance/console.h"
 #include "instance/manager.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -30,7 +31,8 @@ static const char *arg_cache_dir;
 static const char *arg_agent;
 static const char *arg_accel;
 static int arg_ready_fd = -1;
-static unsigned arg_client_timeout; /* 0 = the API's default */
+static unsigned arg_client_timeout;  /* 0 = the API's default */
+static uint64_t arg_console_log_max; /* 0 = the manager's default */
 
 static void
 usage(FILE *f)
@@ -38,7 +40,7 @@ usage(FILE *f)
     fprintf(f,
             "usage: torpord [--data-dir DIR] [--socket PATH] [--cache-dir DIR] [--agent PATH]\n"
             "               [--accel kvm|tcg] [--log-level error|warn|info|debug] [--ready-fd N]\n"
-            "               [--client-timeout SECONDS]\n"
+            "               [--client-timeout SECONDS] [--console-log-max BYTES]\n"
             "\n"
             "  --data-dir DIR   instance records and files (default /var/lib/torpor)\n"
             "  --socket PATH    API socket (default /run/torpor/torpor.sock)\n"
@@ -65,6 +67,7 @@ parse_args(int argc, char **argv)
         { "log-level", required_argument, NULL, 'l' },
         { "ready-fd", required_argument, NULL, 'r' },
         { "client-timeout", required_argument, NULL, 't' },
+        { "console-log-max", required_argument, NULL, 'C' },
         { "help", no_argument, NULL, 'h' },
         {},
     };
@@ -128,6 +131,18 @@ parse_args(int argc, char **argv)
                 return -EINVAL;
             }
             arg_client_timeout = (unsigned)t;
+            break;
+        }
+        case 'C': {
+            char *end;
+            errno = 0;
+            unsigned long long b = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || b < CONSOLE_LOG_MAX_MIN || b > (1ull << 40)) {
+                fprintf(stderr, "torpord: --console-log-max '%s' is not %llu..%llu bytes\n", optarg,
+                        (unsigned long long)CONSOLE_LOG_MAX_MIN, 1ull << 40);
+                return -EINVAL;
+            }
+            arg_console_log_max = b;
             break;
         }
         case 'h':
@@ -304,6 +319,7 @@ run(struct tp_err *err)
         .cache_dir = cache_dir,
         .agent_path = agent,
         .accel = arg_accel,
+        .console_log_max = arg_console_log_max,
     };
     r = inst_manager_open(&mo, &m, err);
     if (r < 0)

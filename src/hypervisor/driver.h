@@ -41,12 +41,18 @@ struct hv_vm_spec {
     const char *console_log; /* serial console output, appended */
     const char *vmm_log;     /* VMM stdout/stderr, appended */
     const char *accel;       /* "kvm" | "tcg"; NULL = driver decides */
+    /* Told the new VMM's pid and start time before the VMM runs, i.e. before it can touch
+     * guest memory: the manager makes them durable here. A negative return aborts the start.
+     * NULL = nobody needs to know. */
+    int (*vmm_spawned)(void *ctx, pid_t pid, uint64_t start_time, struct tp_err *err);
+    void *vmm_spawned_ctx;
 };
 
 enum hv_run_state {
     HV_RUN_RUNNING,
     HV_RUN_PAUSED,
-    HV_RUN_OTHER, /* shutdown, internal-error, ... */
+    HV_RUN_LOADING, /* started to restore a snapshot: the guest has not run yet */
+    HV_RUN_OTHER,   /* shutdown, internal-error, ... */
 };
 
 /* A live VMM process. Owned by whoever launched or attached it; freed by hv_vm_release(). */
@@ -99,6 +105,12 @@ struct hv_driver {
      * on load honoured); if not it is paused and needs resume(). On failure the VMM is gone. */
     int (*restore)(const struct hv_vm_spec *spec, const struct hv_restore_opts *o,
                    struct hv_vm **ret_vm, bool *ret_resumed, struct tp_err *err);
+    /* A VMM found in HV_RUN_LOADING by a daemon that did not start its load (the one that did
+     * died): wait up to timeout_ms for the load to end. 0: it completed (the guest now runs, or
+     * is paused where resume on load was not asked). -ENODATA: no load was ever started, so
+     * nothing of the snapshot is in use and the VMM may simply be killed. Other errors: the
+     * load failed. */
+    int (*finish_load)(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
     /* Connect to the guest agent channel; returns a stream fd speaking agent_proto.h. */
     int (*agent_connect)(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err);
     /* Free driver state; does not stop the VMM. NULL-safe. */

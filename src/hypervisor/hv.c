@@ -72,6 +72,15 @@ hv_query(struct hv_vm *vm, enum hv_run_state *ret, struct tp_err *err)
 }
 
 int
+hv_finish_load(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
+{
+    int r = hv_require(vm->drv, HV_CAP_RESTORE, vm->drv->finish_load, err);
+    if (r < 0)
+        return r;
+    return vm->drv->finish_load(vm, timeout_ms, err);
+}
+
+int
 hv_pause(struct hv_vm *vm, struct tp_err *err)
 {
     int r = hv_require(vm->drv, HV_CAP_PAUSE, vm->drv->pause, err);

@@ -19,6 +19,7 @@ int hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *sna
 int hv_restore(const struct hv_driver *drv, const struct hv_vm_spec *spec,
                const struct hv_restore_opts *o, struct hv_vm **ret_vm, bool *ret_resumed,
                struct tp_err *err);
+int hv_finish_load(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
 int hv_agent_connect(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err);
 
 /* SIGKILL the VMM through its pidfd and wait (bounded) for it to be gone. */

@@ -62,6 +62,31 @@ inst_cmdline(struct inst *i, char **ret, struct tp_err *err)
     return 0;
 }
 
+/* The driver tells us the new VMM's pid before it runs: durable first, so that a daemon that
+ * dies from here on finds it (reconcile) instead of leaving it unowned. */
+static int
+record_vmm(void *ctx, pid_t pid, uint64_t start_time, struct tp_err *err)
+{
+    struct inst *i = ctx;
+    i->rec->vmm_pid = pid;
+    i->rec->vmm_start_time = start_time;
+    int r = inst_save(i->m, i, err);
+    if (r < 0)
+        return tp_err_wrap(err, "record VMM pid %d", (int)pid);
+    inst_crashpoint(i, "vmm.recorded"); /* the VMM is held before exec here */
+    return 0;
+}
+
+int
+inst_vmm_recorded(struct inst_manager *m, struct inst *i, struct tp_err *err)
+{
+    if (i->rec->vmm_pid == i->vm->pid && i->rec->vmm_start_time == i->vm->start_time)
+        return 0;
+    i->rec->vmm_pid = i->vm->pid;
+    i->rec->vmm_start_time = i->vm->start_time;
+    return inst_save(m, i, err);
+}
+
 void
 inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
 {
@@ -69,6 +94,9 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
     char tid[INST_ID_LEN + 1];
     bool private = inst_template_get(i, tid) > 0;
 
+    /* A daemon that adopted a running VMM never built its command line: the same one. */
+    if (!i->cmdline && i->rec && i->rec->name)
+        (void)inst_cmdline(i, &i->cmdline, NULL);
     free(i->mem_path);
     if (private) {
         _cleanup_free_ char *tdir = paths_template_dir(m->data_dir, tid);
@@ -91,6 +119,8 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
         .console_log = i->paths.console_log,
         .vmm_log = i->paths.vmm_log,
         .accel = c->accel ? c->accel : m->accel,
+        .vmm_spawned = record_vmm,
+        .vmm_spawned_ctx = i,
     };
 }
 
@@ -166,18 +196,21 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
     unlink(i->paths.agent_sock);
 
     inst_spec(m, i, &spec);
+    inst_boot_track(m, i, true, NULL);
     r = hv_launch(drv, &spec, &i->vm, err);
-    if (r < 0)
+    if (r < 0) {
+        inst_boot_track(m, i, false, NULL);
         return tp_err_wrap(err, "start %s", drv->name);
+    }
     trace_phase(t, "start_process");
+    inst_boot_track(m, i, true, i->vm);
     monitor_watch(m->mon, i->id, i->vm);
-    /* Recorded now, not once Running: a daemon that dies during the (long) wait for the agent
-     * must find this VMM again on restart instead of leaving it running unmanaged. */
-    i->rec->vmm_pid = i->vm->pid;
-    i->rec->vmm_start_time = i->vm->start_time;
-    r = inst_save(m, i, err);
+    /* The pid was recorded before the VMM ran (record_vmm): a daemon that dies during the
+     * (long) wait for the agent finds this VMM again on restart. */
+    r = inst_vmm_recorded(m, i, err);
     if (r < 0)
         goto fail;
+    inst_crashpoint(i, "boot.spawned");
 
     if (i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
         r = inst_agent_connect(m, i, AGENT_READY_TIMEOUT_MS, err);
@@ -189,8 +222,15 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
         }
         trace_phase(t, "wait_agent");
     }
+    inst_boot_track(m, i, false, NULL);
     return 0;
 fail:
+    pthread_mutex_lock(&m->lock);
+    bool cancelled = i->boot_cancelled;
+    pthread_mutex_unlock(&m->lock);
+    inst_boot_track(m, i, false, NULL);
+    if (cancelled)
+        tp_err_set(err, -ECANCELED, "boot cancelled: instance '%s' is being removed", i->rec->name);
     hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
     inst_drop_vmm(i);
     i->rec->vmm_pid = 0;
@@ -218,8 +258,8 @@ sync_guest(struct inst *i)
 
 /* An Unknown instance's VMM lived on without answering its control channel: no handle, only
  * the recorded pid and start time (checked, so a recycled pid is never hit). */
-static int
-kill_unattached_vmm(struct inst *i, struct tp_err *err)
+int
+inst_kill_recorded_vmm(struct inst *i, struct tp_err *err)
 {
     pid_t pid = i->rec->vmm_pid;
     _cleanup_close_ int pidfd = proc_pidfd_open(pid);
@@ -246,8 +286,8 @@ inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp
 {
     int r = 0;
 
-    if (!i->vm && i->rec->state == INST_UNKNOWN && i->rec->vmm_pid > 0) {
-        r = kill_unattached_vmm(i, err);
+    if (!i->vm && i->rec->vmm_pid > 0) {
+        r = inst_kill_recorded_vmm(i, err);
         trace_phase(t, "kill_vmm");
         return r;
     }
@@ -310,6 +350,10 @@ inst_failpoint(struct inst *i, const char *name, struct tp_err *err)
         log_warn("instance=%s failpoint '%s': killing the VMM", i->id, name);
         if (i->vm)
             hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        return 0;
+    case FAILPOINT_CRASH:
+        log_warn("instance=%s failpoint '%s': crashing the daemon", i->id, name);
+        raise(SIGKILL);
         return 0;
     default:
         return 0;

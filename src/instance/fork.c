@@ -2,6 +2,7 @@
  * memory image becomes a frozen template that children (and a Running source, restarted)
  * map copy-on-write: no guest memory is copied on the fork path. All or nothing. */
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "instance/manager-internal.h"
 #include "snapshot/snapshot.h"
+#include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/timeutil.h"
@@ -29,6 +31,92 @@ struct child {
     struct tp_err err;
     struct trace t;
 };
+
+/* The fork's journal on the source (op "fork"): enough for a restarted daemon to undo the fork
+ * completely, or to finish it once committed. */
+enum fork_phase {
+    FORK_BEGUN,          /* template id and child ids chosen; nothing else is sure */
+    FORK_SOURCE_STOPPED, /* a Running source's own VMM is gone: it must come back from tdir */
+    FORK_COMMITTED,      /* every child runs: only cleanup remains */
+};
+
+struct fork_journal {
+    char tid[INST_ID_LEN + 1];
+    char old_tid[INST_ID_LEN + 1]; /* "" when the source owned its memory */
+    bool was_running;
+    bool ram_in_state;
+    enum fork_phase phase;
+    uint32_t n;
+    char (*children)[INST_ID_LEN + 1];
+};
+
+static const char *const phase_names[] = {
+    [FORK_BEGUN] = "begun",
+    [FORK_SOURCE_STOPPED] = "source_stopped",
+    [FORK_COMMITTED] = "committed",
+};
+
+static char *
+journal_json(const struct fork_journal *j)
+{
+    json_t *kids = json_array();
+    for (uint32_t k = 0; k < j->n; k++)
+        json_array_append_new(kids, json_string(j->children[k]));
+    json_t *o = json_pack("{s:s, s:s, s:b, s:b, s:s, s:o}", "tid", j->tid, "old_tid", j->old_tid,
+                          "was_running", j->was_running, "ram_in_state", j->ram_in_state, "phase",
+                          phase_names[j->phase], "children", kids);
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!text)
+        abort();
+    return text;
+}
+
+static int
+journal_parse(const char *text, struct fork_journal *j)
+{
+    json_error_t jerr;
+    json_t *o = text ? json_loads(text, 0, &jerr) : NULL, *kids = NULL;
+    const char *tid, *old_tid, *phase;
+    int was_running = 0, ram_in_state = 0, r = -EPROTO;
+
+    *j = (struct fork_journal){ 0 };
+    if (!o ||
+        json_unpack(o, "{s:s, s:s, s:b, s:b, s:s, s:o}", "tid", &tid, "old_tid", &old_tid,
+                    "was_running", &was_running, "ram_in_state", &ram_in_state, "phase", &phase,
+                    "children", &kids) < 0 ||
+        !store_id_valid(tid) || (*old_tid && !store_id_valid(old_tid)) || !json_is_array(kids))
+        goto out;
+    memcpy(j->tid, tid, sizeof(j->tid));
+    snprintf(j->old_tid, sizeof(j->old_tid), "%s", old_tid);
+    j->was_running = was_running;
+    j->ram_in_state = ram_in_state;
+    j->phase = FORK_BEGUN;
+    for (size_t k = 0; k < ELEMENTSOF(phase_names); k++)
+        if (strcmp(phase, phase_names[k]) == 0)
+            j->phase = (enum fork_phase)k;
+    j->n = (uint32_t)json_array_size(kids);
+    j->children = xzalloc((INST_ID_LEN + 1) * (j->n + 1));
+    for (uint32_t k = 0; k < j->n; k++) {
+        const char *id = json_string_value(json_array_get(kids, k));
+        if (!store_id_valid(id))
+            goto out;
+        memcpy(j->children[k], id, INST_ID_LEN + 1);
+    }
+    r = 0;
+out:
+    json_decref(o);
+    return r;
+}
+
+static int
+journal_save(struct inst_manager *m, struct inst *src, struct fork_journal *j, enum fork_phase ph,
+             struct tp_err *err)
+{
+    j->phase = ph;
+    _cleanup_free_ char *text = journal_json(j);
+    return inst_op_progress(m, src, text, err);
+}
 
 static bool
 name_taken(struct inst_manager *m, const char *name)
@@ -101,9 +189,7 @@ child_start(void *arg)
             if (link(from, to) < 0 && errno != ENOENT)
                 c->r = tp_err_errno(&c->err, -errno, "link '%s'", to);
         }
-        /* It learns its name when it first runs (restore). */
-        if (c->r >= 0 && fs_write_atomic(i->paths.identity_pending, "", 0, 0600, &c->err) < 0)
-            c->r = c->err.code;
+        /* It learns its name when it first runs (restore): identity-pending stays. */
         if (c->r >= 0)
             c->r = inst_transition(c->m, i, INST_STANDBY, &c->err);
         trace_phase(&c->t, "prepare_child");
@@ -126,6 +212,9 @@ child_start(void *arg)
     if (c->r < 0)
         return NULL;
     monitor_watch(c->m->mon, i->id, i->vm);
+    c->r = inst_vmm_recorded(c->m, i, &c->err);
+    if (c->r < 0)
+        return NULL;
     if (!resumed) {
         c->r = hv_resume(i->vm, &c->err);
         if (c->r < 0)
@@ -135,8 +224,11 @@ child_start(void *arg)
     c->r = inst_transition(c->m, i, INST_RUNNING, &c->err);
     if (c->r < 0)
         return NULL;
+    inst_crashpoint(i, "fork.child_started");
     if (c->wait_identity && i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
         c->r = inst_apply_identity(c->m, i, &c->err);
+        if (c->r >= 0)
+            unlink(i->paths.identity_pending);
         trace_phase(&c->t, "apply_identity");
     }
     return NULL;
@@ -157,8 +249,12 @@ identity_worker(void *arg)
     struct tp_err err = { 0 };
 
     if (inst_acquire_id(m, job->id, &i) >= 0) {
-        if (i->vm && inst_apply_identity(m, i, &err) < 0)
-            log_warn("instance=%s op=fork: identity not applied: %s", i->id, tp_err_msg(&err));
+        if (i->vm && fs_exists(i->paths.identity_pending)) {
+            if (inst_apply_identity(m, i, &err) < 0)
+                log_warn("instance=%s op=fork: identity not applied: %s", i->id, tp_err_msg(&err));
+            else
+                unlink(i->paths.identity_pending);
+        }
         tp_err_clear(&err);
         inst_release(m, i);
     }
@@ -170,8 +266,8 @@ identity_worker(void *arg)
     return NULL;
 }
 
-static void
-identity_later(struct inst_manager *m, const char *id)
+void
+inst_identity_later(struct inst_manager *m, const char *id)
 {
     struct identity_job *job = xnew(struct identity_job, 1);
     pthread_attr_t a;
@@ -194,15 +290,15 @@ identity_later(struct inst_manager *m, const char *id)
 
 /* Create the child's record, directory and disk (a reflink or sparse copy of the source's). */
 static int
-child_create(struct inst_manager *m, struct inst *src, const char *name, const char *tid,
-             struct inst **ret, struct tp_err *err)
+child_create(struct inst_manager *m, struct inst *src, const char *id, const char *name,
+             const char *tid, struct inst **ret, struct tp_err *err)
 {
     struct inst_record *rec = xnew(struct inst_record, 1);
     const struct inst_config *sc = &src->rec->cfg;
     struct inst *i;
     int r;
 
-    store_new_id(rec->id);
+    memcpy(rec->id, id, INST_ID_LEN + 1);
     rec->name = xstrdup(name);
     rec->cfg.hypervisor = xstrdup(sc->hypervisor);
     rec->cfg.memory_mib = sc->memory_mib;
@@ -221,14 +317,16 @@ child_create(struct inst_manager *m, struct inst *src, const char *name, const c
         inst_record_free(rec);
         return r;
     }
-    char id[INST_ID_LEN + 1];
-    memcpy(id, rec->id, sizeof(id));
     inst_table_add(m, rec);
     r = inst_acquire_id(m, id, &i);
     if (r < 0)
         return tp_err_set(err, r, "child '%s' vanished", name);
     *ret = i; /* from here the caller rolls back through the instance */
     r = fs_mkdir_p(i->paths.logs_dir, 0700, err);
+    /* Until the guest acknowledges its own identity it is its parent's (crash-safe: recovery
+     * applies a pending identity). */
+    if (r >= 0)
+        r = fs_write_atomic(i->paths.identity_pending, "", 0, 0600, err);
     if (r >= 0 && sc->root_disk_src)
         r = fs_clone_file(src->paths.root_disk, i->paths.root_disk, 0600, err);
     /* No tid: the template carries the memory in its state stream, and the child loads it
@@ -293,10 +391,11 @@ freeze_standby(struct inst *src, const char *tdir, struct snap_manifest *man, st
 }
 
 /* (Re)start the source's VMM from tdir on whatever memory its template ref now says: the new
- * template (copy-on-write, like its children) or, rolling back, its previous memory. */
+ * template (copy-on-write, like its children) or, rolling back, its previous memory. Once its
+ * old VMM is gone the journal says so: from then on only tdir holds the guest. */
 static int
 restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver *drv,
-               const char *tdir, bool ram_in_state, struct tp_err *err)
+               const char *tdir, struct fork_journal *j, struct tp_err *err)
 {
     struct hv_vm_spec spec;
     bool resumed = false;
@@ -309,24 +408,48 @@ restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver 
             hv_kill(src->vm, VMM_KILL_TIMEOUT_MS, NULL);
         inst_drop_vmm(src);
     }
+    if (j->phase != FORK_SOURCE_STOPPED) {
+        r = journal_save(m, src, j, FORK_SOURCE_STOPPED, err);
+        if (r < 0)
+            return r;
+        inst_crashpoint(src, "fork.source_stopped");
+    }
     const struct hv_restore_opts ro = {
         .snap_dir = tdir,
         .resume_on_load = true,
-        .ram_in_state = ram_in_state,
+        .ram_in_state = j->ram_in_state,
     };
     inst_spec(m, src, &spec);
     r = hv_restore(drv, &spec, &ro, &src->vm, &resumed, err);
     if (r < 0)
         return r;
     monitor_watch(m->mon, src->id, src->vm);
-    /* Running throughout, so no transition records the new VMM: a restarted daemon finds the
-     * source by this pid and start time. Best effort here; inst_finish_op saves it again. */
-    src->rec->vmm_pid = src->vm->pid;
-    src->rec->vmm_start_time = src->vm->start_time;
-    (void)inst_save(m, src, NULL);
-    if (!resumed)
+    /* Running throughout, so no transition records the new VMM: the driver recorded it before
+     * it ran (a driver that cannot is recorded here). */
+    r = inst_vmm_recorded(m, src, err);
+    if (r >= 0 && !resumed)
         r = hv_resume(src->vm, err);
     return r;
+}
+
+/* Put the source back onto the memory it had before the fork (its template ref). */
+static void
+source_memory_back(struct inst *src, const struct fork_journal *j)
+{
+    if (*j->old_tid)
+        inst_template_set(src, j->old_tid, NULL);
+    else
+        inst_template_clear(src);
+}
+
+/* Committed: the source's own memory file and retained base belonged to the old image (its
+ * memory lives in the template now). Idempotent: recovery repeats it. */
+static void
+source_cleanup(struct inst *src, const struct fork_journal *j)
+{
+    if (!j->ram_in_state)
+        unlink(src->paths.mem);
+    fs_rm_rf(src->paths.snap_base, NULL);
 }
 
 int
@@ -336,11 +459,11 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     uint32_t count = q->count ? q->count : 1;
     _cleanup_strv_free_ char **names = NULL;
     _cleanup_free_ char *tdir = NULL;
+    struct fork_journal j = { 0 };
     struct child *kids = NULL;
     struct inst *src;
     struct trace t;
-    char tid[INST_ID_LEN + 1], old_tid[INST_ID_LEN + 1];
-    bool was_running, templated, source_moved = false, source_restored = false, gc = false;
+    bool templated, source_moved = false, source_restored = false, gc = false;
     struct snap_manifest man = { .version = SNAP_MANIFEST_VERSION };
     uint32_t made = 0;
     int r;
@@ -364,29 +487,53 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     r = child_names(m, q, src->rec->name, count, &names, err);
     if (r < 0)
         goto out;
-    was_running = src->rec->state == INST_RUNNING;
-    templated = inst_template_get(src, old_tid) > 0;
+    j.was_running = src->rec->state == INST_RUNNING;
+    templated = inst_template_get(src, j.old_tid) > 0;
+    if (!templated)
+        j.old_tid[0] = '\0';
+    j.n = count;
+    j.children = xzalloc((INST_ID_LEN + 1) * (count + 1));
+    for (uint32_t k = 0; k < count; k++)
+        store_new_id(j.children[k]);
     trace_begin(&t, "fork");
 
     pthread_mutex_lock(&m->template_lock);
-    store_new_id(tid);
+    store_new_id(j.tid);
     /* Until the fork ends, nothing may name the template (its memory in the state stream: no
      * child or source ever will), yet children and the source still load from it. */
-    manager_template_pin(m, tid);
-    tdir = paths_template_dir(m->data_dir, tid);
+    manager_template_pin(m, j.tid);
+    tdir = paths_template_dir(m->data_dir, j.tid);
+    /* The journal first: from here a crash is undone by fork_recover (or finished, once
+     * committed). */
+    {
+        _cleanup_free_ char *text = journal_json(&j);
+        r = inst_op_begin(m, src, "fork", text, err);
+    }
+    if (r < 0) {
+        pthread_mutex_unlock(&m->template_lock);
+        goto done;
+    }
+    inst_crashpoint(src, "fork.begin");
     snprintf(man.hypervisor, sizeof(man.hypervisor), "%s", drv->name);
     man.created_ms = wall_ms();
     man.memory_mib = src->rec->cfg.memory_mib;
     man.vcpus = src->rec->cfg.vcpus;
     r = fs_mkdir_p(tdir, 0700, err);
     if (r >= 0)
-        r = was_running ? freeze_running(m, src, tdir, &man, &t, err)
-                        : freeze_standby(src, tdir, &man, err);
+        r = j.was_running ? freeze_running(m, src, tdir, &man, &t, err)
+                          : freeze_standby(src, tdir, &man, err);
     if (r < 0) {
         pthread_mutex_unlock(&m->template_lock);
         fs_rm_rf(tdir, NULL);
         goto done;
     }
+    j.ram_in_state = man.ram_in_state;
+    r = journal_save(m, src, &j, FORK_BEGUN, err);
+    if (r < 0) {
+        pthread_mutex_unlock(&m->template_lock);
+        goto rollback;
+    }
+    inst_crashpoint(src, "fork.frozen");
 
     /* Children's records, dirs and disks (the source's disk is quiescent: paused or Standby). */
     kids = xnew(struct child, count);
@@ -398,7 +545,8 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         c->standby = q->standby;
         c->wait_identity = !q->no_wait;
         trace_begin(&c->t, "fork");
-        r = child_create(m, src, names[made], man.ram_in_state ? NULL : tid, &c->i, err);
+        r = child_create(m, src, j.children[made], names[made], man.ram_in_state ? NULL : j.tid,
+                         &c->i, err);
         if (r < 0) {
             if (c->i)
                 made++; /* half-made: destroyed with the others */
@@ -410,6 +558,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     if (r < 0)
         goto rollback;
     trace_phase(&t, "clone_disks");
+    inst_crashpoint(src, "fork.children_created");
 
     /* The source leaves its own memory file for good: from now on the template holds it. A
      * Running source restarts on the template (its freeze ends here); a Standby one will
@@ -417,20 +566,22 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     if (man.ram_in_state) {
         /* A copy-on-write source's memory went into the stream: it restarts on a memory
          * file of its own, like its children. */
-        if (was_running)
+        if (j.was_running)
             inst_template_clear(src);
     } else {
-        r = inst_template_set(src, tid, err);
+        r = inst_template_set(src, j.tid, err);
         if (r < 0)
             goto rollback;
     }
     source_moved = true;
-    if (was_running) {
-        r = restore_source(m, src, drv, tdir, man.ram_in_state, err);
+    inst_crashpoint(src, "fork.source_moved");
+    if (j.was_running) {
+        r = restore_source(m, src, drv, tdir, &j, err);
         if (r < 0)
             goto rollback;
         source_restored = true;
         trace_phase(&t, "restore_source");
+        inst_crashpoint(src, "fork.source_restored");
     }
 
     for (uint32_t k = 0; k < count; k++)
@@ -447,13 +598,17 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
             goto rollback;
         }
     trace_phase(&t, "start_children");
+    inst_crashpoint(src, "fork.children_started");
 
-    /* Committed. The source's own memory file and retained base belonged to the old image. */
-    if (!man.ram_in_state)
-        unlink(src->paths.mem);
-    fs_rm_rf(src->paths.snap_base, NULL);
+    /* Every child runs (or is a complete snapshot): the fork happened. */
+    r = journal_save(m, src, &j, FORK_COMMITTED, err);
+    if (r < 0)
+        goto rollback;
+    inst_crashpoint(src, "fork.committed");
+    source_cleanup(src, &j);
     if (templated)
-        log_debug("instance=%s moved from template %s to %s", src->id, old_tid, tid);
+        log_debug("instance=%s moved from template %s to %s", src->id, j.old_tid, j.tid);
+    inst_crashpoint(src, "fork.cleaned");
     struct inst_record **recs = xnew(struct inst_record *, count + 1);
     for (uint32_t k = 0; k < count; k++) {
         struct inst *i = kids[k].i;
@@ -465,7 +620,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         inst_release(m, i);
         /* After the release: the worker (or its inline fallback) takes the child's lock. */
         if (later)
-            identity_later(m, id);
+            inst_identity_later(m, id);
     }
     trace_counter(&t, "children", count);
     *ret = recs;
@@ -481,17 +636,14 @@ rollback:
     }
     if (!source_moved) {
         /* Still on its own VMM, paused at most: it simply runs on. */
-        if (was_running && src->vm && !hv_exited(src->vm))
+        if (j.was_running && src->vm && !hv_exited(src->vm))
             hv_resume(src->vm, NULL);
         fs_rm_rf(tdir, NULL);
-    } else if (!was_running || !source_restored) {
+    } else if (!j.was_running || !source_restored) {
         /* Back onto the memory it had; the template dies with this fork. */
-        if (templated)
-            inst_template_set(src, old_tid, NULL);
-        else
-            inst_template_clear(src);
+        source_memory_back(src, &j);
         struct tp_err e = { 0 };
-        if (was_running && restore_source(m, src, drv, tdir, man.ram_in_state, &e) < 0) {
+        if (j.was_running && restore_source(m, src, drv, tdir, &j, &e) < 0) {
             log_error("instance=%s op=fork: source lost during rollback: %s", src->id,
                       tp_err_msg(&e));
             if (src->vm)
@@ -500,15 +652,121 @@ rollback:
         }
         tp_err_clear(&e);
         fs_rm_rf(tdir, NULL);
+    } else {
+        /* The source already runs on the template, as the same guest: the template stays, and
+         * its memory now lives only there. */
+        j.phase = FORK_COMMITTED; /* for source_cleanup's purpose only */
+        source_cleanup(src, &j);
     }
-    /* else: the source already runs on the template, as the same guest; the template stays. */
 done:
     free(kids);
-    manager_template_unpin(m, tid);
+    free(j.children);
+    manager_template_unpin(m, j.tid);
     inst_finish_op(m, src, &t, r < 0 ? err : NULL);
 out:
     inst_release(m, src);
     if (r < 0 || gc)
         manager_template_gc(m);
     return r;
+}
+
+/* Undo one child completely at recovery: whatever of it exists goes. */
+static void
+recover_destroy_child(struct inst_manager *m, const char *id)
+{
+    struct inst *c;
+    struct inst_paths p;
+
+    if (inst_acquire_id(m, id, &c) >= 0) {
+        if (!c->vm && c->rec->vmm_pid > 0)
+            inst_kill_recorded_vmm(c, NULL);
+        child_destroy(m, c);
+        return;
+    }
+    /* No record (the crash came before its insert): its directory may still exist. */
+    inst_paths_init(&p, m->data_dir, id);
+    fs_rm_rf(p.dir, NULL);
+    inst_paths_clear(&p);
+}
+
+/* A daemon died during a fork of i. Not committed → undo it completely: no child, the source as
+ * it was (its own VMM resumed; or, once that VMM was gone, the guest back from the template:
+ * still the same guest, on the template if a VMM already runs it there). Committed → finish. */
+int
+fork_recover(struct inst_manager *m, struct inst *i)
+{
+    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+    struct fork_journal j;
+    struct tp_err e = { 0 };
+    _cleanup_free_ char *tdir = NULL;
+
+    if (journal_parse(i->rec->op_data, &j) < 0) {
+        free(j.children);
+        log_error("instance=%s recovery: unreadable fork journal '%s'", i->id,
+                  i->rec->op_data ? i->rec->op_data : "");
+        return 0; /* the ordinary rules decide below */
+    }
+    tdir = paths_template_dir(m->data_dir, j.tid);
+    if (j.phase == FORK_COMMITTED) {
+        source_cleanup(i, &j);
+        log_info("instance=%s recovery: fork was committed: finished", i->id);
+        free(j.children);
+        return 0;
+    }
+    for (uint32_t k = 0; k < j.n; k++)
+        recover_destroy_child(m, j.children[k]);
+
+    if (!j.was_running) {
+        source_memory_back(i, &j);
+        fs_rm_rf(tdir, NULL);
+        log_info("instance=%s recovery: fork undone: %u children removed", i->id, j.n);
+        free(j.children);
+        return 0;
+    }
+    if (j.phase != FORK_SOURCE_STOPPED && i->vm) {
+        /* Its own VMM still holds the guest, paused by the freeze. */
+        source_memory_back(i, &j);
+        if (hv_resume(i->vm, &e) >= 0)
+            i->rec->state = INST_RUNNING;
+        fs_rm_rf(tdir, NULL);
+    } else if (i->vm) {
+        /* A VMM already runs the guest from the template: keep it there. */
+        enum hv_run_state rs = HV_RUN_OTHER;
+        if (hv_query(i->vm, &rs, &e) >= 0 && rs == HV_RUN_LOADING &&
+            hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &e) >= 0)
+            hv_query(i->vm, &rs, &e);
+        if (rs == HV_RUN_PAUSED && hv_resume(i->vm, &e) >= 0)
+            rs = HV_RUN_RUNNING;
+        if (rs == HV_RUN_RUNNING) {
+            j.phase = FORK_COMMITTED;
+            source_cleanup(i, &j);
+            i->rec->state = INST_RUNNING;
+        } else {
+            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+            inst_drop_vmm(i);
+        }
+    }
+    if (!i->vm && drv && fs_exists(tdir)) {
+        /* Only the template holds the guest: bring it back on the memory it had. */
+        tp_err_clear(&e);
+        source_memory_back(i, &j);
+        j.phase = FORK_SOURCE_STOPPED;
+        if (restore_source(m, i, drv, tdir, &j, &e) >= 0)
+            i->rec->state = INST_RUNNING;
+        else if (i->vm)
+            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL), inst_drop_vmm(i);
+        fs_rm_rf(tdir, NULL);
+    }
+    if (!i->vm) {
+        free(i->rec->last_error);
+        i->rec->last_error = xasprintf("fork interrupted and the source could not be brought "
+                                       "back: %s",
+                                       e.code ? tp_err_msg(&e) : "no VMM and no template");
+        i->rec->state = INST_STOPPED;
+    }
+    log_info("instance=%s recovery: fork undone: %u children removed, source %s", i->id, j.n,
+             inst_state_to_string(i->rec->state));
+    tp_err_clear(&e);
+    free(j.children);
+    return 0;
 }

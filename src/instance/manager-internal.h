@@ -17,6 +17,7 @@ struct monitor;
 
 /* One per instance. `lock` serialises operations; reads go to the store instead. */
 struct inst {
+    struct inst_manager *m;
     char id[INST_ID_LEN + 1];
     pthread_mutex_t lock;
     struct inst_record *rec; /* under lock */
@@ -27,6 +28,9 @@ struct inst {
     struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
     bool removed;             /* under lock */
     unsigned refs;            /* under manager lock */
+    /* Under the manager lock: a boot in progress and its VMM, which rm -f may cancel. */
+    bool booting, boot_cancelled;
+    int boot_pidfd;
 };
 
 struct inst_manager {
@@ -34,6 +38,7 @@ struct inst_manager {
     char *cache_dir;
     char *agent_path;
     char *accel;
+    uint64_t console_log_max;
     struct store *store;
     pthread_mutex_t lock; /* guards tab/n */
     struct inst **tab;
@@ -55,18 +60,33 @@ int inst_acquire(struct inst_manager *m, const char *ref, struct inst **ret, str
 /* The same by exact id (monitor); -ENOENT when gone. */
 int inst_acquire_id(struct inst_manager *m, const char *id, struct inst **ret);
 void inst_release(struct inst_manager *m, struct inst *i);
+/* Boots are long (the guest boots while the instance is locked): rm -f must not wait for one.
+ * inst_boot_track publishes whether i boots and its VMM once there is one; inst_cancel_boot,
+ * without the instance lock, kills that VMM (now, or as soon as it is published), so the boot
+ * fails at once. -ESRCH when no boot runs. */
+void inst_boot_track(struct inst_manager *m, struct inst *i, bool booting, const struct hv_vm *vm);
+int inst_cancel_boot(struct inst_manager *m, const char *id);
 /* Add a new instance for rec (takes rec); the caller then acquires it by id. */
 struct inst *inst_table_add(struct inst_manager *m, struct inst_record *rec);
 /* Mark removed and drop from the table (caller holds i->lock). */
 void inst_table_remove(struct inst_manager *m, struct inst *i);
 
+/* Remove an instance that never became one (a failed or interrupted run): its VMM, files and
+ * record. Releases i. */
+void inst_discard_new(struct inst_manager *m, struct inst *i);
 /* One hop of the state table, persisted. -EBUSY when the table forbids it. */
 int inst_transition(struct inst_manager *m, struct inst *i, enum inst_state to, struct tp_err *err);
 /* Wake state waiters after a persisted change (or a removal). */
 void manager_notify_change(struct inst_manager *m);
 /* Persist i->rec as it is. */
 int inst_save(struct inst_manager *m, struct inst *i, struct tp_err *err);
-/* Record an operation's trace (and error, if any) on the instance and persist. */
+/* The operation journal (store.h: op, op_data). Persist that op is in flight on i, with what
+ * its recovery needs (data: JSON text or NULL), before the op changes anything. */
+int inst_op_begin(struct inst_manager *m, struct inst *i, const char *op, const char *data,
+                  struct tp_err *err);
+/* Replace the journal's data as the op progresses (persisted). */
+int inst_op_progress(struct inst_manager *m, struct inst *i, const char *data, struct tp_err *err);
+/* Record an operation's trace (and error, if any) on the instance, end its journal, persist. */
 void inst_finish_op(struct inst_manager *m, struct inst *i, struct trace *t,
                     const struct tp_err *err);
 /* -EBUSY "instance 'x' is <State>: <what> needs <states>" unless state is one of allowed. */
@@ -78,10 +98,15 @@ int inst_require_state(struct inst *i, const char *what, unsigned allowed_mask, 
 int inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
 /* The guest kernel command line for i (the same at boot and at every restore). */
 int inst_cmdline(struct inst *i, char **ret, struct tp_err *err);
+/* Make sure the record names i->vm (drivers that do not call spec->vmm_spawned). */
+int inst_vmm_recorded(struct inst_manager *m, struct inst *i, struct tp_err *err);
 /* Fill spec from i; strings borrowed from i. */
 void inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec);
 /* Stop the VMM (graceful where the capability says so, else kill) and drop connections. */
 int inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
+/* Remove what means nothing once the VMM is gone (snapshots, guest RAM, sockets, template
+ * ref): what stop leaves besides the disk. */
+int inst_discard_runtime_files(struct inst *i, struct tp_err *err);
 /* Connect to the guest agent and wait for its HELLO within timeout_ms. */
 int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, struct tp_err *err);
 /* Tell the guest who it is (hostname = the instance's name, a fresh RNG seed, the clock) and
@@ -90,12 +115,18 @@ int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, s
 int inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err);
 /* Hand the guest the host's wall clock (it lags by any time spent frozen); logs failures. */
 void inst_sync_clock(struct inst *i);
+/* SIGKILL the VMM the record names (pid + start time; a recycled pid is never hit) when there
+ * is no handle to it, and wait until it is gone. 0 when it is gone or was never there. */
+int inst_kill_recorded_vmm(struct inst *i, struct tp_err *err);
 /* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
 void inst_drop_vmm(struct inst *i);
 
 /* Fault injection (tests only; see util/failpoint.h): "error" fails with -EIO, "kill-vmm" kills
- * i's VMM and waits until it is gone, then lets the step run into that. */
+ * i's VMM and waits until it is gone, then lets the step run into that, "crash-daemon" kills
+ * torpord itself. Crash points sit at every phase boundary of every operation (named
+ * "<op>.<phase>"; docs/design/recovery.md lists them). */
 int inst_failpoint(struct inst *i, const char *name, struct tp_err *err);
+#define inst_crashpoint(i, name) ((void)inst_failpoint((i), (name), NULL))
 
 /* Fork templates (template.c): an instance in template mode maps DATA/templates/<tid>/memory
  * copy-on-write; the template lives while any instance's "template" file names it. */
@@ -111,8 +142,20 @@ void manager_template_pin(struct inst_manager *m, const char *tid);
 /* Undo manager_template_pin; takes template_lock. */
 void manager_template_unpin(struct inst_manager *m, const char *tid);
 
-/* Re-derive every instance's state at startup. */
+/* Startup recovery (recover.c): finish or undo every operation a dead daemon left in flight,
+ * re-derive every instance's state, kill VMMs no record owns, drop unreferenced files. */
 int inst_reconcile(struct inst_manager *m, struct tp_err *err);
+
+/* Per-verb recovery, called by inst_reconcile with i locked and i->vm attached when its
+ * recorded VMM is alive and answers (NULL otherwise). Each settles i (state saved, journal
+ * cleared) or, for rm and a failed run, deletes it (returns 1: i is gone). */
+int standby_recover(struct inst_manager *m, struct inst *i);
+int restore_recover(struct inst_manager *m, struct inst *i);
+/* Fork recovery acts on the source (i) and its journal's children; children are recovered
+ * before anything else so that the ordinary rules never see them. */
+int fork_recover(struct inst_manager *m, struct inst *i);
+/* Apply a pending identity (fork children) without holding up the caller. */
+void inst_identity_later(struct inst_manager *m, const char *id);
 
 /* The VMM exit monitor: an epoll thread over pidfds. */
 int monitor_start(struct inst_manager *m, struct monitor **ret, struct tp_err *err);
@@ -120,3 +163,6 @@ struct monitor *monitor_stop(struct monitor *mon);
 /* Watch vm; when it exits, the manager's exit handler runs for (id, pid, start_time). */
 int monitor_watch(struct monitor *mon, const char *id, const struct hv_vm *vm);
 void manager_on_vmm_exit(struct inst_manager *m, const char *id, pid_t pid, uint64_t start_time);
+/* Periodic chores from the monitor thread (every MANAGER_TICK_MS): console log caps. */
+#define MANAGER_TICK_MS 1000
+void manager_tick(struct inst_manager *m);

@@ -2,13 +2,17 @@
 #include "instance/manager.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "instance/console.h"
 #include "instance/manager-internal.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/proc.h"
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
@@ -23,6 +27,7 @@ inst_free(struct inst *i)
     inst_paths_clear(&i->paths);
     free(i->cmdline);
     free(i->mem_path);
+    safe_close(i->boot_pidfd);
     pthread_mutex_destroy(&i->lock);
     free(i);
     return NULL;
@@ -32,6 +37,8 @@ struct inst *
 inst_table_add(struct inst_manager *m, struct inst_record *rec)
 {
     struct inst *i = xnew(struct inst, 1);
+    i->m = m;
+    i->boot_pidfd = -1;
     memcpy(i->id, rec->id, sizeof(i->id));
     pthread_mutex_init(&i->lock, NULL);
     i->rec = rec;
@@ -96,6 +103,37 @@ inst_acquire(struct inst_manager *m, const char *ref, struct inst **ret, struct 
     if (r < 0)
         return tp_err_set(err, r, "no such instance '%s'", ref);
     return 0;
+}
+
+int
+inst_cancel_boot(struct inst_manager *m, const char *id)
+{
+    int r = -ESRCH;
+    pthread_mutex_lock(&m->lock);
+    for (size_t k = 0; k < m->n; k++) {
+        struct inst *i = m->tab[k];
+        if (strcmp(i->id, id) != 0 || !i->booting)
+            continue;
+        i->boot_cancelled = true;
+        r = i->boot_pidfd >= 0 ? proc_pidfd_signal(i->boot_pidfd, SIGKILL) : 0;
+    }
+    pthread_mutex_unlock(&m->lock);
+    return r;
+}
+
+void
+inst_boot_track(struct inst_manager *m, struct inst *i, bool booting, const struct hv_vm *vm)
+{
+    pthread_mutex_lock(&m->lock);
+    if (booting && !i->booting)
+        i->boot_cancelled = false;
+    i->booting = booting;
+    i->boot_pidfd = safe_close(i->boot_pidfd);
+    if (vm)
+        i->boot_pidfd = fcntl(vm->pidfd, F_DUPFD_CLOEXEC, 3);
+    if (i->boot_cancelled && i->boot_pidfd >= 0)
+        (void)proc_pidfd_signal(i->boot_pidfd, SIGKILL);
+    pthread_mutex_unlock(&m->lock);
 }
 
 void
@@ -202,11 +240,52 @@ inst_require_state(struct inst *i, const char *what, unsigned allowed, struct tp
 }
 
 void
+inst_discard_new(struct inst_manager *m, struct inst *i)
+{
+    struct tp_err e = { 0 };
+    if (i->vm) {
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        inst_drop_vmm(i);
+    } else if (i->rec->vmm_pid > 0)
+        inst_kill_recorded_vmm(i, NULL);
+    if (fs_rm_rf(i->paths.dir, &e) < 0)
+        log_warn("instance=%s: %s", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
+    if (store_delete(m->store, i->id, &e) < 0 && e.code != -ENOENT)
+        log_warn("instance=%s: %s", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
+    inst_table_remove(m, i);
+    manager_notify_change(m);
+    inst_release(m, i);
+}
+
+int
+inst_op_begin(struct inst_manager *m, struct inst *i, const char *op, const char *data,
+              struct tp_err *err)
+{
+    free(i->rec->op);
+    free(i->rec->op_data);
+    i->rec->op = xstrdup(op);
+    i->rec->op_data = data ? xstrdup(data) : NULL;
+    return inst_save(m, i, err);
+}
+
+int
+inst_op_progress(struct inst_manager *m, struct inst *i, const char *data, struct tp_err *err)
+{
+    free(i->rec->op_data);
+    i->rec->op_data = data ? xstrdup(data) : NULL;
+    return inst_save(m, i, err);
+}
+
+void
 inst_finish_op(struct inst_manager *m, struct inst *i, struct trace *t, const struct tp_err *err)
 {
     struct tp_err serr = { 0 };
     _cleanup_free_ char *line = NULL;
 
+    i->rec->op = mfree(i->rec->op);
+    i->rec->op_data = mfree(i->rec->op_data);
     trace_end(t, !err || err->code == 0);
     free(i->rec->last_op);
     i->rec->last_op = trace_to_json(t);
@@ -234,6 +313,7 @@ inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret, 
     m->cache_dir = xstrdup(o->cache_dir);
     m->agent_path = xstrdup(o->agent_path);
     m->accel = o->accel ? xstrdup(o->accel) : NULL;
+    m->console_log_max = o->console_log_max ? o->console_log_max : CONSOLE_LOG_MAX_DEFAULT;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->change_lock, NULL);
     pthread_mutex_init(&m->template_lock, NULL);
@@ -294,6 +374,30 @@ inst_manager_free(struct inst_manager *m)
     free(m->accel);
     free(m);
     return NULL;
+}
+
+void
+manager_tick(struct inst_manager *m)
+{
+    char **logs;
+    size_t n = 0;
+
+    /* Paths only, under the table lock: the trimming itself must not hold up operations. */
+    pthread_mutex_lock(&m->lock);
+    logs = xnew(char *, m->n + 1);
+    for (size_t k = 0; k < m->n; k++)
+        logs[n++] = xstrdup(m->tab[k]->paths.console_log);
+    pthread_mutex_unlock(&m->lock);
+    for (size_t k = 0; k < n; k++) {
+        uint64_t cut = 0;
+        int r = console_log_trim(logs[k], m->console_log_max, &cut);
+        if (r < 0)
+            log_warn_errno(r, "cap console log '%s'", logs[k]);
+        else if (cut)
+            log_debug("console log '%s': dropped its oldest %llu bytes", logs[k],
+                      (unsigned long long)cut);
+    }
+    strv_free(logs);
 }
 
 int

@@ -16,8 +16,9 @@ struct inst_manager;
 struct inst_manager_opts {
     const char *data_dir;
     const char *cache_dir;
-    const char *agent_path; /* static guest agent binary */
-    const char *accel;      /* default accelerator override; NULL = auto */
+    const char *agent_path;   /* static guest agent binary */
+    const char *accel;        /* default accelerator override; NULL = auto */
+    uint64_t console_log_max; /* bytes kept per console log; 0 = CONSOLE_LOG_MAX_DEFAULT */
 };
 
 /* Open the store, then re-derive every instance's state from what is really there. */

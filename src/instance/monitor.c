@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include "instance/manager-internal.h"
@@ -26,6 +27,7 @@ struct monitor {
     struct inst_manager *m;
     int epfd;
     int stopfd;
+    int tickfd; /* timerfd: manager_tick */
     pthread_t thread;
     pthread_mutex_t lock; /* guards the watch list */
     struct watch *watches;
@@ -46,6 +48,9 @@ watch_unlink(struct monitor *mon, struct watch *w)
     free(w);
 }
 
+/* epoll data of the tick timer (never a watch's address). */
+#define TICK ((struct watch *)1)
+
 static void *
 monitor_loop(void *arg)
 {
@@ -64,6 +69,12 @@ monitor_loop(void *arg)
             struct watch *w = evs[k].data.ptr;
             if (!w)
                 return NULL; /* the stop eventfd */
+            if (w == TICK) {
+                uint64_t ticks;
+                if (read(mon->tickfd, &ticks, sizeof(ticks)) == sizeof(ticks))
+                    manager_tick(mon->m);
+                continue;
+            }
             char id[INST_ID_LEN + 1];
             pid_t pid = w->pid;
             uint64_t st = w->start_time;
@@ -85,11 +96,21 @@ monitor_start(struct inst_manager *m, struct monitor **ret, struct tp_err *err)
     pthread_mutex_init(&mon->lock, NULL);
     mon->epfd = epoll_create1(EPOLL_CLOEXEC);
     mon->stopfd = eventfd(0, EFD_CLOEXEC);
-    if (mon->epfd < 0 || mon->stopfd < 0) {
+    mon->tickfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (mon->epfd < 0 || mon->stopfd < 0 || mon->tickfd < 0) {
         r = tp_err_errno(err, -errno, "create VMM monitor");
         goto fail;
     }
-    if (epoll_ctl(mon->epfd, EPOLL_CTL_ADD, mon->stopfd, &ev) < 0) {
+    const struct itimerspec every = {
+        .it_interval = { .tv_sec = MANAGER_TICK_MS / 1000,
+                         .tv_nsec = (MANAGER_TICK_MS % 1000) * 1000000L },
+        .it_value = { .tv_sec = MANAGER_TICK_MS / 1000,
+                      .tv_nsec = (MANAGER_TICK_MS % 1000) * 1000000L },
+    };
+    struct epoll_event tick = { .events = EPOLLIN, .data.ptr = TICK };
+    if (epoll_ctl(mon->epfd, EPOLL_CTL_ADD, mon->stopfd, &ev) < 0 ||
+        timerfd_settime(mon->tickfd, 0, &every, NULL) < 0 ||
+        epoll_ctl(mon->epfd, EPOLL_CTL_ADD, mon->tickfd, &tick) < 0) {
         r = tp_err_errno(err, -errno, "create VMM monitor");
         goto fail;
     }
@@ -105,6 +126,8 @@ fail:
         close(mon->epfd);
     if (mon->stopfd >= 0)
         close(mon->stopfd);
+    if (mon->tickfd >= 0)
+        close(mon->tickfd);
     free(mon);
     return r;
 }
@@ -125,6 +148,7 @@ monitor_stop(struct monitor *mon)
     }
     close(mon->epfd);
     close(mon->stopfd);
+    close(mon->tickfd);
     pthread_mutex_destroy(&mon->lock);
     free(mon);
     return NULL;

@@ -9,7 +9,17 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
 {
     struct inst *i;
     struct trace t;
-    int r = inst_acquire(m, ref, &i, err);
+    char id[INST_ID_LEN + 1];
+    int r = store_resolve(m->store, ref, id, err);
+    if (r < 0)
+        return r;
+    /* A boot holds the instance for as long as the guest takes: cut it short. */
+    bool cancelled = force && inst_cancel_boot(m, id) >= 0;
+    r = inst_acquire(m, ref, &i, err);
+    if (r == -ENOENT && cancelled) {
+        tp_err_clear(err); /* the failed run removed it already */
+        return 0;
+    }
     if (r < 0)
         return r;
     bool live = i->vm || i->rec->state != INST_STOPPED;
@@ -21,10 +31,19 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
     }
     bool had_vmm = i->vm || i->rec->state == INST_UNKNOWN;
     trace_begin(&t, "rm");
-    r = inst_halt_vmm(m, i, &t, err);
+    r = inst_op_begin(m, i, "rm", NULL, err);
     if (r < 0)
         goto out;
+    inst_crashpoint(i, "rm.begin");
+    r = inst_halt_vmm(m, i, &t, err);
+    if (r < 0) {
+        inst_finish_op(m, i, &t, err);
+        goto out;
+    }
+    inst_crashpoint(i, "rm.halted");
     r = fs_rm_rf(i->paths.dir, err);
+    if (r >= 0)
+        inst_crashpoint(i, "rm.files_removed");
     if (r >= 0)
         r = store_delete(m->store, i->id, err);
     if (r < 0) {
@@ -32,6 +51,7 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
          * no VMM behind it, exec would have nothing to talk to). */
         if (had_vmm)
             inst_transition(m, i, INST_STOPPED, NULL);
+        inst_finish_op(m, i, &t, err);
         goto out;
     }
     inst_table_remove(m, i);

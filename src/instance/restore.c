@@ -15,13 +15,26 @@
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/timeutil.h"
+#include "util/xalloc.h"
 
 #define DEEP_TRACE_ENV "TORPOR_RESTORE_DEEP_TRACE"
 
+struct marks {
+    struct trace *t;
+    struct inst *i;
+};
+
+/* The driver's phases are crash points too: "restore.start_process" falls between the VMM's
+ * start and its load. */
 static void
 mark_phase(void *ctx, const char *phase)
 {
-    trace_phase(ctx, phase);
+    struct marks *mk = ctx;
+    char point[64];
+
+    trace_phase(mk->t, phase);
+    snprintf(point, sizeof(point), "restore.%s", phase);
+    inst_crashpoint(mk->i, point);
 }
 
 /* Deep trace: what the VMM paid to get the guest running (faults, bytes read from disk). */
@@ -75,6 +88,10 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto out;
     }
     trace_begin(&t, "restore");
+    r = inst_op_begin(m, i, "restore", NULL, err);
+    if (r < 0)
+        goto done;
+    inst_crashpoint(i, "restore.begin");
     struct snap_manifest man;
     char tid[INST_ID_LEN + 1];
     r = snap_validate(i->paths.snap_latest, &man, err);
@@ -99,17 +116,22 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto done;
     trace_phase(&t, "prepare");
 
+    struct marks mk = { .t = &t, .i = i };
     const struct hv_restore_opts ro = {
         .snap_dir = i->paths.snap_latest,
         .resume_on_load = !deep, /* deep trace keeps an explicit, separately timed resume */
         .ram_in_state = man.ram_in_state,
-        .phases = { .mark = mark_phase, .ctx = &t },
+        .phases = { .mark = mark_phase, .ctx = &mk },
     };
     inst_spec(m, i, &spec);
     r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, err);
-    if (r < 0)
-        goto done; /* the driver reaped its VMM; the snapshot was only read */
+    if (r < 0) {
+        i->rec->vmm_pid = 0; /* the driver reaped its VMM; the snapshot was only read */
+        i->rec->vmm_start_time = 0;
+        goto done;
+    }
     monitor_watch(m->mon, i->id, i->vm);
+    inst_crashpoint(i, "restore.loaded");
     if (!resumed) {
         r = hv_resume(i->vm, err);
         if (r < 0) {
@@ -123,6 +145,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     /* The guest runs and writes its memory: the snapshot is consumed, whatever follows. */
     if (r >= 0)
         r = inst_transition(m, i, INST_RUNNING, err);
+    inst_crashpoint(i, "restore.running");
     {
         struct tp_err e = { 0 };
         if (snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
@@ -132,6 +155,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     }
     if (r < 0)
         goto done;
+    inst_crashpoint(i, "restore.retired");
 
     if (i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
         r = inst_agent_connect(m, i, AGENT_RECONNECT_TIMEOUT_MS, err);
@@ -160,4 +184,57 @@ done:
 out:
     inst_release(m, i);
     return r;
+}
+
+/* A daemon died during a restore. A VMM that started loading owns the guest from then on (it
+ * resumes as part of the load): let it finish and adopt it. One that never started loading, or
+ * none at all, leaves the snapshot as it was — if its memory is untouched (snap_validate). */
+int
+restore_recover(struct inst_manager *m, struct inst *i)
+{
+    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+    bool reuse = drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE);
+    struct tp_err e = { 0 };
+    enum hv_run_state rs = HV_RUN_OTHER;
+
+    (void)m;
+    if (i->vm && hv_query(i->vm, &rs, &e) >= 0 && rs == HV_RUN_LOADING) {
+        int r = hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &e);
+        if (r >= 0)
+            r = hv_query(i->vm, &rs, &e);
+        if (r < 0) {
+            log_info("instance=%s recovery: restore's VMM did not load: %s", i->id, tp_err_msg(&e));
+            tp_err_clear(&e);
+            rs = HV_RUN_OTHER;
+        }
+    }
+    tp_err_clear(&e);
+    if (i->vm && rs == HV_RUN_PAUSED && hv_resume(i->vm, &e) >= 0)
+        rs = HV_RUN_RUNNING;
+    tp_err_clear(&e);
+    if (i->vm && rs == HV_RUN_RUNNING) {
+        if (fs_exists(i->paths.snap_latest) &&
+            snap_retire_latest(i->paths.snap_latest, i->paths.snap_base, reuse, &e) < 0)
+            log_warn("instance=%s recovery: %s", i->id, tp_err_msg(&e));
+        tp_err_clear(&e);
+        i->rec->state = INST_RUNNING;
+        log_info("instance=%s recovery: restore's VMM runs the guest: Running", i->id);
+        return 0;
+    }
+    if (i->vm) {
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        inst_drop_vmm(i);
+    }
+    if (snap_validate(i->paths.snap_latest, NULL, &e) >= 0) {
+        i->rec->state = INST_STANDBY;
+        log_info("instance=%s recovery: restore never started the guest: Standby", i->id);
+        return 0;
+    }
+    free(i->rec->last_error);
+    i->rec->last_error = xasprintf("restore interrupted and its VMM is gone: %s", tp_err_msg(&e));
+    tp_err_clear(&e);
+    if (fs_exists(i->paths.snap_latest))
+        snap_discard(i->paths.snap_latest, NULL);
+    i->rec->state = INST_STOPPED;
+    return 0;
 }

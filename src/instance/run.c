@@ -1,7 +1,10 @@
 /* `run`: validate a create request, prepare the guest's files, record it, boot it. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <sys/sysinfo.h>
 #include <unistd.h>
 
 #include "image/image.h"
@@ -61,6 +64,33 @@ strv_copy(char *const *v)
     return c;
 }
 
+/* Refuse what the host cannot back: guest memory beyond its RAM, or a memory file (allocated in
+ * full at start) and root disk that the data dir has no room for. */
+static int
+check_host(struct inst_manager *m, uint32_t memory_mib, uint32_t disk_mib, struct tp_err *err)
+{
+    struct sysinfo si;
+    struct statvfs vfs;
+
+    if (sysinfo(&si) == 0) {
+        uint64_t ram_mib = (uint64_t)si.totalram * si.mem_unit >> 20;
+        if (memory_mib > ram_mib)
+            return tp_err_set(err, -EINVAL,
+                              "memory %" PRIu32 " MiB is more than this host has (%" PRIu64 " MiB)",
+                              memory_mib, ram_mib);
+    }
+    if (statvfs(m->data_dir, &vfs) == 0) {
+        uint64_t free_mib = (uint64_t)vfs.f_bavail * vfs.f_frsize >> 20;
+        uint64_t need = (uint64_t)memory_mib + disk_mib;
+        if (need > free_mib)
+            return tp_err_set(err, -ENOSPC,
+                              "not enough space in '%s' for %" PRIu64
+                              " MiB of guest memory and disk (%" PRIu64 " MiB free)",
+                              m->data_dir, need, free_mib);
+    }
+    return 0;
+}
+
 /* Kernel, initrd and root disk image: the user's or the cached defaults. */
 static int
 prepare_images(struct inst_manager *m, const struct inst_create_req *q, struct inst_config *c,
@@ -95,6 +125,8 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     int r;
 
     r = validate(q, err);
+    if (r >= 0)
+        r = check_host(m, q->memory_mib ? q->memory_mib : DEFAULT_MEMORY_MIB, q->disk_mib, err);
     if (r < 0)
         return r;
     trace_begin(&t, "run");
@@ -134,31 +166,34 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     r = inst_acquire_id(m, id, &i);
     if (r < 0)
         return tp_err_set(err, r, "instance '%s' vanished", id);
+    /* A Created record is a run in flight: a crash from here on is finished (its VMM adopted)
+     * or undone by recovery. */
+    inst_crashpoint(i, "run.recorded");
 
     r = fs_mkdir_p(i->paths.dir, 0700, err);
     if (r >= 0)
         r = fs_clone_file(i->rec->cfg.root_disk_src, i->paths.root_disk, 0600, err);
     if (r < 0) {
-        /* Nothing ran yet: undo the record so the failure changes nothing. */
-        fs_rm_rf(i->paths.dir, NULL);
-        store_delete(m->store, i->id, NULL);
-        inst_table_remove(m, i);
-        inst_release(m, i);
-        return tp_err_wrap(err, "create instance directory");
+        tp_err_wrap(err, "create instance directory");
+        goto fail;
     }
     trace_phase(&t, "clone_disk");
+    inst_crashpoint(i, "run.disk");
 
     r = inst_boot(m, i, &t, err);
-    if (r >= 0)
-        r = inst_transition(m, i, INST_RUNNING, err);
-    else {
-        struct tp_err serr = { 0 };
-        inst_transition(m, i, INST_STOPPED, &serr);
-        tp_err_clear(&serr);
-    }
+    if (r < 0)
+        goto fail;
+    inst_crashpoint(i, "run.booted");
+    r = inst_transition(m, i, INST_RUNNING, err);
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);
     if (r >= 0)
         *ret = inst_record_dup(i->rec);
     inst_release(m, i);
+    return r;
+
+fail:
+    /* A failed run leaves nothing: no VMM (inst_boot killed it), no files, no record. */
+    trace_end(&t, false);
+    inst_discard_new(m, i);
     return r;
 }

@@ -8,6 +8,7 @@
 #include "snapshot/snapshot.h"
 #include "util/log.h"
 #include "util/timeutil.h"
+#include "util/xalloc.h"
 
 /* The snapshot failed with the VM paused: let the guest run again and drop the target, so a
  * half-written base is never reused (the next standby is a full one). */
@@ -61,12 +62,14 @@ take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *
     if (r < 0)
         return r;
     man.diff = diff;
+    inst_crashpoint(i, "standby.target");
     inst_spec(m, i, &spec);
     r = inst_failpoint(i, "standby.snapshot", err);
     if (r >= 0)
         r = hv_snapshot(i->vm, &spec, i->paths.snap_latest, diff, &ram_in_state, err);
     if (r < 0)
         return tp_err_wrap(err, "snapshot");
+    inst_crashpoint(i, "standby.saved");
     man.ram_in_state = ram_in_state;
     r = snap_commit(i->paths.snap_latest, &man, &written, err);
     if (r < 0)
@@ -100,6 +103,10 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto out;
     }
     trace_begin(&t, "standby");
+    r = inst_op_begin(m, i, "standby", NULL, err);
+    if (r < 0)
+        goto done;
+    inst_crashpoint(i, "standby.begin");
 
     r = hv_pause(i->vm, err);
     if (r < 0)
@@ -112,6 +119,7 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto done;
     }
     trace_phase(&t, "pause_vm");
+    inst_crashpoint(i, "standby.paused");
 
     /* A template-backed guest (a fork) has no memory file of its own to build a base on. */
     char tid[INST_ID_LEN + 1];
@@ -124,6 +132,7 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     trace_phase(&t, "create_snapshot");
 
     /* The snapshot is durable: from here on the instance ends in Standby whatever happens. */
+    inst_crashpoint(i, "standby.committed");
     i->agent = agent_conn_free(i->agent);
     inst_failpoint(i, "standby.shutdown", NULL);
     if (hv_has_cap(drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN)) {
@@ -137,6 +146,7 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
     inst_drop_vmm(i);
     trace_phase(&t, "shutdown_vmm");
+    inst_crashpoint(i, "standby.vmm_down");
 
     struct tp_err e = { 0 };
     if (snap_release_memory(i->paths.snap_latest, &resident, &e) < 0)
@@ -144,6 +154,7 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     tp_err_clear(&e);
     trace_counter(&t, "memory_resident_bytes", (int64_t)resident);
     trace_phase(&t, "release_memory");
+    inst_crashpoint(i, "standby.released");
 
     r = inst_transition(m, i, INST_STANDBY, err);
     /* Its memory now travels in its own snapshot: the template may go. */
@@ -160,4 +171,47 @@ out:
     if (gc)
         manager_template_gc(m);
     return r;
+}
+
+/* A daemon died during a standby. The snapshot decides: complete and durable → finish (the VMM
+ * goes, Standby); not → it never happened (the VM runs on, the target is discarded, so the
+ * next standby is a full one). */
+int
+standby_recover(struct inst_manager *m, struct inst *i)
+{
+    struct tp_err e = { 0 };
+    struct snap_manifest man;
+    uint64_t resident = 0;
+
+    if (snap_validate(i->paths.snap_latest, &man, &e) >= 0) {
+        if (i->vm) {
+            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+            inst_drop_vmm(i);
+        }
+        snap_release_memory(i->paths.snap_latest, &resident, NULL);
+        if (man.ram_in_state)
+            inst_template_clear(i); /* as standby does: its memory travels in its snapshot */
+        i->rec->state = INST_STANDBY;
+        log_info("instance=%s recovery: standby had a durable snapshot: Standby", i->id);
+        tp_err_clear(&e);
+        return 0;
+    }
+    log_info("instance=%s recovery: standby had no complete snapshot (%s)", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
+    snap_discard(i->paths.snap_latest, NULL);
+    if (i->vm && hv_resume(i->vm, &e) >= 0) {
+        i->rec->state = INST_RUNNING;
+        return 0;
+    }
+    /* Only a VMM that died with the host (or on its own) ends here: its memory is gone. */
+    free(i->rec->last_error);
+    i->rec->last_error = xasprintf("VMM lost during standby, before its snapshot was complete%s%s",
+                                   e.code ? ": " : "", e.code ? tp_err_msg(&e) : "");
+    tp_err_clear(&e);
+    if (i->vm) {
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        inst_drop_vmm(i);
+    }
+    i->rec->state = INST_STOPPED;
+    return 0;
 }

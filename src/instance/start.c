@@ -14,9 +14,15 @@ inst_start(struct inst_manager *m, const char *ref, struct inst_record **ret, st
     if (r < 0)
         goto out;
     trace_begin(&t, "start");
-    r = inst_boot(m, i, &t, err);
-    if (r >= 0)
+    r = inst_op_begin(m, i, "start", NULL, err);
+    if (r >= 0) {
+        inst_crashpoint(i, "start.begin");
+        r = inst_boot(m, i, &t, err);
+    }
+    if (r >= 0) {
+        inst_crashpoint(i, "start.booted");
         r = inst_transition(m, i, INST_RUNNING, err);
+    }
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);
     if (r >= 0)
         *ret = inst_record_dup(i->rec);

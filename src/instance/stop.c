@@ -6,8 +6,8 @@
 #include "util/fs.h"
 
 /* Files that mean nothing once the VMM is gone. */
-static int
-discard_runtime_files(struct inst *i, struct tp_err *err)
+int
+inst_discard_runtime_files(struct inst *i, struct tp_err *err)
 {
     int r;
     if ((r = fs_rm_rf(i->paths.snap_latest, err)) < 0 ||
@@ -37,11 +37,19 @@ inst_stop(struct inst_manager *m, const char *ref, struct inst_record **ret, str
     if (r < 0)
         goto out;
     trace_begin(&t, "stop");
-    r = inst_halt_vmm(m, i, &t, err);
-    if (r >= 0)
-        r = discard_runtime_files(i, err);
-    if (r >= 0)
+    r = inst_op_begin(m, i, "stop", NULL, err);
+    if (r >= 0) {
+        inst_crashpoint(i, "stop.begin");
+        r = inst_halt_vmm(m, i, &t, err);
+    }
+    if (r >= 0) {
+        inst_crashpoint(i, "stop.halted");
+        r = inst_discard_runtime_files(i, err);
+    }
+    if (r >= 0) {
         trace_phase(&t, "cleanup");
+        inst_crashpoint(i, "stop.discarded");
+    }
     if (r >= 0)
         r = inst_transition(m, i, INST_STOPPED, err);
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);

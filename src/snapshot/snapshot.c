@@ -203,6 +203,15 @@ snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err)
         return tp_err_set(err, -ENOENT, "snapshot '%s' has no state file", dir);
     if (!m.ram_in_state && !fs_exists(memory))
         return tp_err_set(err, -ENOENT, "snapshot '%s' has no memory image", dir);
+    /* The manifest is written last, after the memory is durable and while nothing can write it
+     * (the VMM is paused or gone). A memory image modified since then has been run from (a
+     * VMM resumed the guest on it), so it no longer matches the device state. */
+    struct stat ms, is;
+    if (!m.ram_in_state && stat(manifest, &ms) == 0 && stat(memory, &is) == 0 &&
+        (is.st_mtim.tv_sec > ms.st_mtim.tv_sec ||
+         (is.st_mtim.tv_sec == ms.st_mtim.tv_sec && is.st_mtim.tv_nsec > ms.st_mtim.tv_nsec)))
+        return tp_err_set(err, -ESTALE,
+                          "snapshot '%s': its memory image changed after it was taken", dir);
     if (ret)
         *ret = m;
     return 0;

@@ -50,7 +50,8 @@ int snap_write_manifest(const char *dir, const struct snap_manifest *m, struct t
  * back. ret_resident gets what stayed cached (bytes). */
 int snap_release_memory(const char *dir, uint64_t *ret_resident, struct tp_err *err);
 
-/* A complete snapshot: manifest (known version), state and memory present. -ENOENT/-EPROTO. */
+/* A complete snapshot: manifest (known version), state and memory present, memory not modified
+ * since the manifest was written. -ENOENT/-EPROTO/-ESTALE. */
 int snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err);
 
 /* After a successful restore: latest becomes the retained base (reuse) or goes away. */

@@ -74,9 +74,22 @@ fake_abort_child(pid_t pid, int pidfd)
     }
 }
 
+/* Like a real driver, tell the manager who the VMM is before it runs. */
+static int
+fake_before_exec(void *ctx, pid_t pid, struct tp_err *err)
+{
+    const struct hv_vm_spec *spec = ctx;
+    uint64_t start_time;
+    int r = proc_start_time(pid, &start_time);
+    if (r < 0)
+        return tp_err_errno(err, r, "read start time of fake VMM %d", (int)pid);
+    return spec->vmm_spawned(spec->vmm_spawned_ctx, pid, start_time, err);
+}
+
 /* Start the stand-in VMM: a process in its own session, as a real VMM would be. */
 static int
-fake_spawn(struct fake_inst *fi, struct hv_vm **ret_vm, struct tp_err *err)
+fake_spawn(struct fake_inst *fi, const struct hv_vm_spec *spec, struct hv_vm **ret_vm,
+           struct tp_err *err)
 {
     static char *const argv[] = { (char *)"sleep", (char *)"100000", NULL };
     const struct proc_spawn_opts so = {
@@ -85,6 +98,8 @@ fake_spawn(struct fake_inst *fi, struct hv_vm **ret_vm, struct tp_err *err)
         .stdout_fd = -1,
         .stderr_fd = -1,
         .new_session = true,
+        .before_exec = spec->vmm_spawned ? fake_before_exec : NULL,
+        .before_exec_ctx = (void *)spec,
     };
     _cleanup_close_ int pidfd = -EBADF;
     uint64_t start_time = 0;
@@ -150,7 +165,7 @@ fake_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err 
     r = fake_mem_file(spec, err);
     if (r < 0)
         return r;
-    return fake_spawn(fi, ret_vm, err);
+    return fake_spawn(fi, spec, ret_vm, err);
 }
 
 static int
@@ -320,7 +335,7 @@ fake_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     if (hook)
         hook(spec->id, hook_ctx);
 
-    r = fake_spawn(fi, &vm, err);
+    r = fake_spawn(fi, spec, &vm, err);
     if (r < 0)
         return r;
     if (o->phases.mark)

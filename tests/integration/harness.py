@@ -57,6 +57,10 @@ class Daemon:
             raise RuntimeError("torpord did not start:\n" + self.read_log())
         return self
 
+    def read_log_all(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
     def read_log(self):
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")[-6000:]

@@ -146,6 +146,19 @@ qemu_vm_new(pid_t pid, uint64_t start_time, int pidfd, struct qmp_conn *qmp)
     return vm;
 }
 
+/* The held child is QEMU-to-be: its owner learns who it is before it runs. */
+static int
+qemu_before_exec(void *ctx, pid_t pid, struct tp_err *err)
+{
+    const struct hv_vm_spec *spec = ctx;
+    uint64_t start_time;
+    int r = proc_start_time(pid, &start_time);
+
+    if (r < 0)
+        return tp_err_errno(err, r, "read start time of QEMU %d", (int)pid);
+    return spec->vmm_spawned(spec->vmm_spawned_ctx, pid, start_time, err);
+}
+
 /* Start QEMU for spec and complete the QMP handshake: the common part of launch and restore. */
 static int
 qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, struct hv_vm **ret_vm,
@@ -222,6 +235,8 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
          * image cache's; /dev/kvm is root's) and gets everything else as an fd. */
         .no_new_privs = true,
         .drop_caps = true,
+        .before_exec = spec->vmm_spawned ? qemu_before_exec : NULL,
+        .before_exec_ctx = (void *)spec,
     };
     r = proc_spawn(&so, &pid, err);
     if (r < 0)
@@ -412,6 +427,27 @@ qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
 }
 
 static int
+qemu_finish_load(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
+{
+    _cleanup_free_ char *status = NULL;
+    int r = qmp_query_migrate(vm_qmp(vm), &status, err);
+
+    if (r < 0)
+        return r;
+    /* The destination reports its incoming stream here once migrate-incoming was issued. */
+    if (strcmp(status, "none") == 0)
+        return tp_err_set(err, -ENODATA, "QEMU %d never started loading", (int)vm->pid);
+    if (strcmp(status, "completed") == 0)
+        return 0;
+    if (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0)
+        return tp_err_set(err, -EIO, "loading device state %s", status);
+    /* Still loading: the events capability the dead daemon set is global, so this monitor
+     * gets the MIGRATION event too. */
+    (void)timeout_ms;
+    return qemu_wait_migration(vm, "loading device state", err);
+}
+
+static int
 qemu_attach(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time, struct hv_vm **ret_vm,
             struct tp_err *err)
 {
@@ -435,6 +471,15 @@ qemu_attach(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time, struc
     r = qmp_conn_open(spec->api_sock, QMP_TIMEOUT_MS, pidfd, &qmp, err);
     if (r < 0)
         return r;
+    /* An earlier daemon's save has nobody left to wait for it: cancel it, so it cannot end
+     * later and stop a VM this daemon resumes. An incoming load is left alone. */
+    enum hv_run_state rs;
+    _cleanup_free_ char *mig = NULL;
+    if (qmp_query_status(qmp, &rs, NULL, NULL) >= 0 && rs != HV_RUN_LOADING &&
+        qmp_query_migrate(qmp, &mig, NULL) >= 0 &&
+        (strcmp(mig, "active") == 0 || strcmp(mig, "setup") == 0 || strcmp(mig, "device") == 0 ||
+         strcmp(mig, "pre-switchover") == 0))
+        (void)qmp_migrate_cancel(qmp, NULL);
     *ret_vm = qemu_vm_new(pid, start_time, TAKE_FD(pidfd), qmp);
     return 0;
 }
@@ -520,6 +565,7 @@ const struct hv_driver qemu_driver = {
     .shutdown = qemu_shutdown,
     .snapshot = qemu_snapshot,
     .restore = qemu_restore,
+    .finish_load = qemu_finish_load,
     .agent_connect = qemu_agent_connect,
     .release = qemu_release,
 };

@@ -21,6 +21,9 @@ run_state_from_status(const char *s)
     /* vCPUs stopped and `cont` would start them again. */
     if (strcmp(s, "paused") == 0 || strcmp(s, "prelaunch") == 0 || strcmp(s, "postmigrate") == 0)
         return HV_RUN_PAUSED;
+    /* -incoming: waiting for or loading the migration stream. */
+    if (strcmp(s, "inmigrate") == 0)
+        return HV_RUN_LOADING;
     return HV_RUN_OTHER;
 }
 

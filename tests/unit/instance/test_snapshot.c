@@ -1,5 +1,6 @@
 /* The snapshot layout (src/snapshot): promotion of the retained base, validation, retirement. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -7,6 +8,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* clang-format off: cmocka.h needs the headers above included first */
@@ -72,11 +74,44 @@ test_promoted_base_is_incomplete(void **state)
     assert_true(m.version == SNAP_MANIFEST_VERSION);
 }
 
+/* A VMM that ran the guest on the snapshot's memory image (a restore whose daemon died, a stray
+ * VMM) changed it after the manifest was written: the snapshot no longer matches its device state
+ * and must not be loaded again. */
+static void
+test_memory_written_after_commit_is_stale(void **state)
+{
+    _cleanup_free_ char *latest = fs_path_join(dir, "stale-latest");
+    _cleanup_free_ char *memory = fs_path_join(latest, HV_SNAP_MEMORY);
+    _cleanup_free_ char *manifest = fs_path_join(latest, SNAP_MANIFEST);
+    struct tp_err err = { 0 };
+    (void)state;
+
+    assert_int_equal(fs_mkdir_p(latest, 0700, NULL), 0);
+    complete_snapshot(latest, "state");
+    assert_int_equal(snap_validate(latest, NULL, NULL), 0);
+
+    /* A guest write through a shared mapping moves the memory file's mtime past the
+     * manifest's; set the times explicitly rather than wait for the clock to tick. */
+    struct timespec t[2] = { { .tv_sec = 1000, .tv_nsec = 0 }, { .tv_sec = 1000, .tv_nsec = 0 } };
+    assert_int_equal(utimensat(AT_FDCWD, manifest, t, 0), 0);
+    t[1].tv_nsec = 1;
+    assert_int_equal(utimensat(AT_FDCWD, memory, t, 0), 0);
+    assert_int_equal(snap_validate(latest, NULL, &err), -ESTALE);
+    assert_non_null(strstr(tp_err_msg(&err), "changed after"));
+    tp_err_clear(&err);
+
+    /* Written in the same instant as the manifest (the commit itself): still valid. */
+    t[1].tv_nsec = 0;
+    assert_int_equal(utimensat(AT_FDCWD, memory, t, 0), 0);
+    assert_int_equal(snap_validate(latest, NULL, NULL), 0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_promoted_base_is_incomplete),
+        cmocka_unit_test(test_memory_written_after_commit_is_stale),
     };
     if (!mkdtemp(dir))
         return 1;

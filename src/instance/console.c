@@ -1,0 +1,40 @@
+/* Console logs are capped: a chatty guest must not fill the data dir. The VMM appends
+ * (O_APPEND), so the head can be cut away under it: collapsed out of the file where the
+ * filesystem can (ext4, xfs), else the file starts over. Readers that follow notice the
+ * file shrinking and start again from its new beginning. */
+#include "instance/console.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/cleanup.h"
+
+int
+console_log_trim(const char *path, uint64_t max, uint64_t *ret_cut)
+{
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    struct stat st;
+
+    *ret_cut = 0;
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size <= max)
+        return 0;
+    /* Keep the newest half of the cap; cut whole blocks, as collapsing requires. */
+    uint64_t blk = st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
+    uint64_t cut = ((uint64_t)st.st_size - max / 2) / blk * blk;
+    if (cut > 0 && fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, (off_t)cut) == 0) {
+        *ret_cut = cut;
+        return 0;
+    }
+    /* Collapsing is not supported here (or raced with an append past the range): start the
+     * file over; the VMM's next append lands at the new end. */
+    if (ftruncate(fd, 0) < 0)
+        return -errno;
+    *ret_cut = (uint64_t)st.st_size;
+    return 0;
+}

@@ -1,0 +1,11 @@
+/* Serial console logs: size cap for files a VMM appends to. */
+#pragma once
+
+#include <stdint.h>
+
+#define CONSOLE_LOG_MAX_DEFAULT (4ull << 20)
+#define CONSOLE_LOG_MAX_MIN     (64ull << 10)
+
+/* When path is larger than max, drop its oldest bytes so that about max/2 remain; ret_cut gets
+ * how many went. 0 also when there is no such file; -errno on failure. */
+int console_log_trim(const char *path, uint64_t max, uint64_t *ret_cut);

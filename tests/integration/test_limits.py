@@ -1,0 +1,75 @@
+"""What the host cannot back is refused, and a chatty guest cannot fill the data dir."""
+import os
+import subprocess
+import threading
+import time
+
+import harness
+from harness import guest
+
+CAP = 128 * 1024  # torpord --console-log-max for this test: small, so it is reached fast
+
+
+class Limits(harness.DaemonTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon().start(extra=["--console-log-max", str(CAP)])
+
+    def test_memory_beyond_host_refused(self):
+        d = self.d
+        st, out = d.request("POST", "/v1/instances", {"name": "huge", "memory_mib": 65536})
+        self.assertEqual(st, 400, out)
+        self.assertIn("more than this host has", out["message"])
+        st, out = d.request("GET", "/v1/instances/huge")
+        self.assertEqual(st, 404, out)
+        self.assertEqual(os.listdir(os.path.join(d.data_dir, "instances")), [])
+
+    def test_console_log_is_capped(self):
+        d = self.d
+        d.cli("run", "--name", "chatty")
+        log = os.path.join(d.inst_dir("chatty"), "logs", "console.log")
+        # The guest writes to its serial console as fast as it can, in the background.
+        guest(d, "chatty", "setsid sh -c 'while true; do echo spam-spam-spam-spam-spam; done"
+                           " > /dev/console' </dev/null >/dev/null 2>&1 &")
+        # A follower keeps receiving output across the cuts.
+        env = dict(os.environ, TORPOR_SOCKET=d.socket)
+        follower = subprocess.Popen([harness.TORPOR, "logs", "-f", "chatty"], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        chunks = []
+        reader = threading.Thread(
+            target=lambda: [chunks.append(time.monotonic()) for _ in iter(
+                lambda: follower.stdout.read1(65536), b"")], daemon=True)
+        reader.start()
+        written = 0
+        largest = 0
+        first_cut = None
+        deadline = time.monotonic() + 120
+        # Bounded wait for the guest to have written several caps' worth: the file must have
+        # been cut (it shrank) and never grown far past the cap (one tick's worth of output).
+        shrank = False
+        last = 0
+        while time.monotonic() < deadline and not (shrank and written > 4 * CAP):
+            size = os.path.getsize(log)
+            largest = max(largest, size)
+            if size < last:
+                shrank = True
+                written += last
+                first_cut = first_cut or time.monotonic()
+            last = size
+            time.sleep(0.05)  # sampling interval of a bounded wait
+        self.assertTrue(shrank, f"console log never cut (largest {largest} bytes)")
+        self.assertLess(largest, 8 * CAP, "console log grew far past its cap")
+        # The newest output is what is kept.
+        with open(log, "rb") as f:
+            self.assertIn(b"spam-spam", f.read()[-4096:])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(t > first_cut + 1 for t in chunks):
+            time.sleep(0.05)  # sampling interval of a bounded wait
+        self.assertTrue(any(t > first_cut + 1 for t in chunks), "logs -f stopped at the cut")
+        d.cli("rm", "-f", "chatty")
+        follower.wait(timeout=30)  # the stream ends with the instance
+        follower.stdout.close()
+
+
+if __name__ == "__main__":
+    harness.main()

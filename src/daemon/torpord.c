@@ -374,6 +374,9 @@ main(int argc, char **argv)
     struct tp_err err = { 0 };
     if (parse_args(argc, argv) < 0)
         return 2;
+    /* Everything torpord and its VMMs create (records, guest memory, disks, console logs,
+     * snapshots) is the daemon user's alone; the API socket is opened up explicitly. */
+    umask(077);
     if (run(&err) < 0) {
         log_error("torpord: %s", tp_err_msg(&err));
         tp_err_clear(&err);

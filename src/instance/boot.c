@@ -174,6 +174,38 @@ log_tail(const char *path, size_t max)
     return s;
 }
 
+/* The console's last "Kernel panic" line, if the guest's kernel wrote one. */
+static char *
+console_panic(const char *path)
+{
+    _cleanup_free_ char *tail = log_tail(path, 64u << 10);
+    char *hit = NULL, *p;
+
+    for (p = tail; p && (p = strstr(p, "Kernel panic")); p++)
+        hit = p;
+    if (!hit)
+        return NULL;
+    hit[strcspn(hit, "\r\n")] = '\0';
+    return xstrdup(hit);
+}
+
+/* The agent never answered: say why in the guest's and the VMM's own words. The connection
+ * drops a moment before the VMM is gone, so give it that moment (a guest that panics makes
+ * QEMU exit: -no-reboot). */
+static void
+explain_boot_failure(struct inst *i, struct tp_err *err)
+{
+    if (!hv_exited(i->vm))
+        (void)proc_pidfd_wait(i->vm->pidfd, i->vm->pid, 2000);
+    if (!hv_exited(i->vm))
+        return;
+    _cleanup_free_ char *panic = console_panic(i->paths.console_log);
+    _cleanup_free_ char *tail = log_tail(i->paths.vmm_log, 1024);
+    if (panic)
+        tp_err_wrap(err, "the guest kernel panicked (%s)", panic);
+    tp_err_wrap(err, "VMM exited%s%s%s", tail ? " (" : "", tail ? tail : "", tail ? ")" : "");
+}
+
 int
 inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err)
 {
@@ -215,9 +247,7 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
     if (i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
         r = inst_agent_connect(m, i, AGENT_READY_TIMEOUT_MS, err);
         if (r < 0) {
-            _cleanup_free_ char *tail = NULL;
-            if (hv_exited(i->vm) && (tail = log_tail(i->paths.vmm_log, 1024)))
-                tp_err_wrap(err, "VMM exited (%s)", tail);
+            explain_boot_failure(i, err);
             goto fail;
         }
         trace_phase(t, "wait_agent");

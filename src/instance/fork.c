@@ -2,6 +2,7 @@
  * memory image becomes a frozen template that children (and a Running source, restarted)
  * map copy-on-write: no guest memory is copied on the fork path. All or nothing. */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,9 +325,15 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     *ret = i; /* from here the caller rolls back through the instance */
     r = fs_mkdir_p(i->paths.logs_dir, 0700, err);
     /* Until the guest acknowledges its own identity it is its parent's (crash-safe: recovery
-     * applies a pending identity). */
-    if (r >= 0)
-        r = fs_write_atomic(i->paths.identity_pending, "", 0, 0600, err);
+     * applies a pending identity). Not fsynced: it matters only while the child's VMM runs,
+     * and a power cut ends that VMM too. */
+    if (r >= 0) {
+        int fd = open(i->paths.identity_pending, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd < 0)
+            r = tp_err_errno(err, -errno, "create '%s'", i->paths.identity_pending);
+        else
+            close(fd);
+    }
     if (r >= 0 && sc->root_disk_src)
         r = fs_clone_file(src->paths.root_disk, i->paths.root_disk, 0600, err);
     /* No tid: the template carries the memory in its state stream, and the child loads it

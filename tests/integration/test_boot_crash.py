@@ -56,7 +56,11 @@ class BootCrash(harness.DaemonTest):
         self.assertTrue(p.stderr.strip(), p)
         self.assertLess(elapsed, 30, f"run took {elapsed:.1f} s: the guest rebooted in a loop "
                         f"until the agent wait ran out\n{p.stderr!r}")
-        # Nothing of it keeps running.
+        # The error says why, in the guest kernel's words; and a failed run leaves nothing.
+        self.assertIn(b"guest kernel panicked", p.stderr)
+        self.assertIn(b"Kernel panic", p.stderr)
+        st, _ = d.request("GET", "/v1/instances/panics")
+        self.assertEqual(st, 404)
         self.assertEqual(vmms_of(d), [])
 
 

@@ -1,5 +1,6 @@
 """What the host cannot back is refused, and a chatty guest cannot fill the data dir."""
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -69,6 +70,25 @@ class Limits(harness.DaemonTest):
         d.cli("rm", "-f", "chatty")
         follower.wait(timeout=30)  # the stream ends with the instance
         follower.stdout.close()
+
+
+    def test_files_are_private(self):
+        """Guest memory, disks, logs, snapshots and records: readable by the daemon's user
+        only (a guest's memory holds its secrets)."""
+        d = self.d
+        d.cli("run", "--name", "private")
+        d.cli("standby", "private")
+        loose = []
+        for root, dirs, files in os.walk(d.data_dir):
+            for n in dirs + files:
+                p = os.path.join(root, n)
+                st = os.lstat(p)
+                if stat.S_ISSOCK(st.st_mode):
+                    continue
+                if st.st_mode & 0o077:
+                    loose.append(f"{p} {oct(st.st_mode & 0o777)}")
+        self.assertEqual(loose, [])
+        d.cli("rm", "-f", "private")
 
 
 if __name__ == "__main__":

@@ -308,11 +308,11 @@ qemu_migration_failed(struct hv_vm *vm, const char *what, struct tp_err *err)
 
 /* Wait for the MIGRATION event that ends a save or load: event-driven, bounded. */
 static int
-qemu_wait_migration(struct hv_vm *vm, const char *what, struct tp_err *err)
+qemu_wait_migration(struct hv_vm *vm, const char *what, int timeout_ms, struct tp_err *err)
 {
     for (;;) {
         json_auto_t *ev = NULL;
-        int r = qmp_event_next(vm_qmp(vm), &ev, QEMU_MIGRATE_TIMEOUT_MS, err);
+        int r = qmp_event_next(vm_qmp(vm), &ev, timeout_ms, err);
         if (r < 0)
             return tp_err_wrap(err, "wait for %s", what);
         if (strcmp(json_string_value(json_object_get(ev, "event")) ?: "", "MIGRATION") != 0)
@@ -373,7 +373,7 @@ qemu_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_
     if (r >= 0)
         r = qmp_migrate(vm_qmp(vm), "fd:" QEMU_MIGRATE_FD_NAME, err);
     if (r >= 0) {
-        r = qemu_wait_migration(vm, "saving device state", err);
+        r = qemu_wait_migration(vm, "saving device state", QEMU_MIGRATE_TIMEOUT_MS, err);
         /* A save still running must not finish later and stop a VM the caller resumed. */
         if (r < 0)
             (void)qmp_migrate_cancel(vm_qmp(vm), NULL);
@@ -411,7 +411,7 @@ qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     if (r >= 0)
         r = qmp_migrate_incoming(vm_qmp(vm), "fd:" QEMU_MIGRATE_FD_NAME, err);
     if (r >= 0)
-        r = qemu_wait_migration(vm, "loading device state", err);
+        r = qemu_wait_migration(vm, "loading device state", QEMU_MIGRATE_TIMEOUT_MS, err);
     if (r < 0) {
         qemu_abort_child(vm->pid, vm->pidfd);
         close(vm->pidfd);
@@ -439,12 +439,13 @@ qemu_finish_load(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
         return tp_err_set(err, -ENODATA, "QEMU %d never started loading", (int)vm->pid);
     if (strcmp(status, "completed") == 0)
         return 0;
-    if (strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0)
-        return tp_err_set(err, -EIO, "loading device state %s", status);
+    if (strcmp(status, "failed") == 0)
+        return qemu_migration_failed(vm, "loading device state", err);
+    if (strcmp(status, "cancelled") == 0)
+        return tp_err_set(err, -ECANCELED, "loading device state cancelled");
     /* Still loading: the events capability the dead daemon set is global, so this monitor
      * gets the MIGRATION event too. */
-    (void)timeout_ms;
-    return qemu_wait_migration(vm, "loading device state", err);
+    return qemu_wait_migration(vm, "loading device state", timeout_ms, err);
 }
 
 static int

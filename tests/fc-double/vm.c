@@ -863,14 +863,6 @@ snapshot_load(struct vm *vm, json_t *body, struct vm_reply *rep, struct fcd_err 
     size_t i, size;
     int r = -EINVAL;
 
-    if (backend && mem_file)
-        return fcd_fail(err, -EINVAL,
-                        DESER "too many fields: mem_backend and mem_file_path "
-                              "are mutually exclusive");
-    if (!backend && !mem_file)
-        return fcd_fail(err, -EINVAL,
-                        DESER "missing field: either `mem_backend` or "
-                              "`mem_file_path` is required");
     rep->deprecation = mem_file || json_object_get(body, "enable_diff_snapshots");
     btype = backend ? jstr(backend, "backend_type") : "File";
     bpath = backend ? jstr(backend, "backend_path") : mem_file;
@@ -918,8 +910,10 @@ snapshot_load(struct vm *vm, json_t *body, struct vm_reply *rep, struct fcd_err 
         goto out;
     }
     if (vm->vsock_cfg) {
-        uds = ovr ? jstr(ovr, "uds_path") : jstr(vm->vsock_cfg, "uds_path");
-        json_object_set_new(vm->vsock_cfg, "uds_path", json_string(uds));
+        /* A new reference first: setting the key frees the old string. */
+        json_t *path = json_incref(json_object_get(ovr ? ovr : vm->vsock_cfg, "uds_path"));
+        json_object_set_new(vm->vsock_cfg, "uds_path", path);
+        uds = json_string_value(path);
         if (vsock_open(&vm->vsock, uds,
                        (uint32_t)json_integer_value(json_object_get(vm->vsock_cfg, "guest_cid")),
                        err) < 0)
@@ -961,6 +955,15 @@ h_snapshot_load(struct vm *vm, const char *param, json_t *body, struct vm_reply 
         return fcd_fail(err, -EINVAL,
                         "Load snapshot error: Loading a microVM snapshot not "
                         "allowed after configuring boot-specific resources.");
+    /* Checked while parsing the request, before any restore work: not fatal. */
+    if (json_object_get(body, "mem_backend") && json_object_get(body, "mem_file_path"))
+        return fcd_fail(err, -EINVAL,
+                        DESER "too many fields: mem_backend and mem_file_path "
+                              "are mutually exclusive");
+    if (!json_object_get(body, "mem_backend") && !json_object_get(body, "mem_file_path"))
+        return fcd_fail(err, -EINVAL,
+                        DESER "missing field: either `mem_backend` or "
+                              "`mem_file_path` is required");
     if (snapshot_load(vm, body, rep, err) < 0) {
         /* Firecracker considers itself tainted after a failed load and exits. */
         rep->fatal = true;

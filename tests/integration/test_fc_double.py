@@ -6,6 +6,7 @@ HTTP replies are synchronous, and the fake guest writes its counter page at ever
 """
 import ctypes
 import ctypes.util
+import fcntl
 import hashlib
 import http.client
 import json
@@ -16,6 +17,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+import threading
 import unittest
 
 FC_DOUBLE = os.environ.get("FC_DOUBLE", "build/tests/fc-double/fc-double")
@@ -388,6 +390,8 @@ class FcDoubleTest(unittest.TestCase):
             "snapshot_path": st, "mem_file_path": mem,
             "mem_backend": {"backend_type": "File", "backend_path": mem}})
         self.assertIn("mutually exclusive", m)
+        self.assertIn("missing field", both.fault("PUT", "/snapshot/load", {"snapshot_path": st}))
+        self.assertEqual(both.state(), "Not started")  # request errors are not fatal
         n = self.spawn("old")
         n.conn.request("PUT", "/snapshot/load", body=json.dumps({
             "snapshot_path": st, "mem_file_path": mem, "enable_diff_snapshots": True}))
@@ -409,7 +413,6 @@ class FcDoubleTest(unittest.TestCase):
         lsock.bind(uds)
         lsock.listen(1)
         n = self.spawn("uffd")
-        import threading
         result = {}
         t = threading.Thread(target=serve_uffd, args=(lsock, mem, result), daemon=True)
         t.start()
@@ -425,6 +428,70 @@ class FcDoubleTest(unittest.TestCase):
         n.kill()
         t.join(timeout=30)
         lsock.close()
+
+    def test_config_file_boots(self):
+        cfg = os.path.join(self.tmp, "vm.json")
+        with open(cfg, "w") as f:
+            json.dump({"boot-source": {"kernel_image_path": self.kernel},
+                       "machine-config": {"vcpu_count": 2, "mem_size_mib": 32},
+                       "drives": [{"drive_id": "rootfs", "path_on_host": self.rootfs,
+                                   "is_root_device": True, "is_read_only": True}]}, f)
+        d = self.spawn(extra=["--config-file", cfg])
+        self.assertEqual(d.state(), "Running")
+        self.assertEqual(d.ok("GET", "/vm/config")["machine-config"]["vcpu_count"], 2)
+        with open(cfg, "w") as f:
+            json.dump({"boot-source": {"kernel_image_path": self.kernel, "bogus": 1}}, f)
+        p = subprocess.run([FC_DOUBLE, "--no-api", "--config-file", cfg],
+                           env=dict(os.environ, FC_DOUBLE_SPEC=SPEC), capture_output=True)
+        self.assertEqual(p.returncode, 152)
+        self.assertIn(b"unknown field `bogus`", p.stderr)
+
+    def test_fork_overrides_embedded_paths(self):
+        if not os.path.exists(AGENT):
+            self.skipTest("torpor-agent not built")
+        t = self.tmp
+        vs = os.path.join(t, "src.vsock")
+        d = self.spawn("src", env={"FC_DOUBLE_AGENT_PORT": "1024"})
+        d.ok("PUT", "/network-interfaces/eth0", {"iface_id": "eth0", "host_dev_name": "tap-src",
+                                                 "guest_mac": "06:00:ac:10:00:02"})
+        self.boot(d, vsock=vs)
+        d.ok("PATCH", "/vm", {"state": "Paused"})
+        st, mem = os.path.join(t, "f.state"), os.path.join(t, "f.mem")
+        d.ok("PUT", "/snapshot/create", {"snapshot_path": st, "mem_file_path": mem})
+        d.kill()
+        # the recorded vsock path still exists (Firecracker leaves its socket file): fatal
+        c0 = self.spawn("c0")
+        self.assertIn("vsock", c0.fault("PUT", "/snapshot/load", {
+            "snapshot_path": st, "mem_backend": {"backend_type": "File", "backend_path": mem}}))
+        self.assertNotEqual(c0.proc.wait(timeout=30), 0)
+        # an unknown interface in network_overrides: fatal
+        c1 = self.spawn("c1")
+        self.assertIn("Unknown Network Device", c1.fault("PUT", "/snapshot/load", {
+            "snapshot_path": st, "mem_backend": {"backend_type": "File", "backend_path": mem},
+            "network_overrides": [{"iface_id": "eth9", "host_dev_name": "tap9"}],
+            "vsock_override": {"uds_path": os.path.join(t, "c1.vsock")}}))
+        self.assertNotEqual(c1.proc.wait(timeout=30), 0)
+        # two children from one snapshot, each with its own TAP and vsock path
+        for name in ("c2", "c3"):
+            c = self.spawn(name, env={"FC_DOUBLE_AGENT_PORT": "1024"})
+            cvs = os.path.join(t, name + ".vsock")
+            c.ok("PUT", "/snapshot/load", {
+                "snapshot_path": st, "resume_vm": True, "track_dirty_pages": True,
+                "mem_backend": {"backend_type": "File", "backend_path": mem},
+                "network_overrides": [{"iface_id": "eth0", "host_dev_name": "tap-" + name}],
+                "vsock_override": {"uds_path": cvs}})
+            cfg = c.ok("GET", "/vm/config")
+            self.assertEqual(cfg["network-interfaces"][0]["host_dev_name"], "tap-" + name)
+            self.assertEqual(cfg["vsock"]["uds_path"], cvs)
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(30)
+            s.connect(cvs)
+            s.sendall(b"CONNECT 1024\n")
+            f = s.makefile("rb")
+            self.assertTrue(f.readline().startswith(b"OK "))
+            s.sendall(frame(0, 1))
+            self.assertEqual(read_frame(f)[2], 101)
+            s.close()
 
     # --- vsock ---
 
@@ -521,13 +588,12 @@ def serve_uffd(lsock, mem_path, result):
                 off = reg["offset"] + addr - base
                 arg = ctypes.create_string_buffer(struct.pack("<QQQQq", addr, src + off, PAGE,
                                                               0, 0))
-                import fcntl
+                faults += 1
+                result["faults"] = faults  # before the copy wakes the faulting thread
                 try:
                     fcntl.ioctl(uffd, UFFDIO_COPY, arg)
                 except OSError:
                     pass
-                faults += 1
-                result["faults"] = faults
     conn.close()
     os.close(uffd)
 

@@ -326,10 +326,13 @@ fc_http_adopt(int fd, int timeout_ms, int watch_fd, struct fc_http **ret_conn, s
     return 0;
 }
 
+/* A freshly spawned VMM may not have bound its socket yet: the first connect waits for it. A
+ * reconnect does not, as a socket left by a dead VMM would only refuse until the deadline. */
 static int
-fc_http_connect(struct fc_http *c, struct tp_err *err)
+fc_http_connect(struct fc_http *c, bool wait, struct tp_err *err)
 {
-    int fd = sock_connect_unix(c->path, err);
+    int fd = wait ? sock_connect_when_ready(c->path, c->timeout_ms, err)
+                  : sock_connect_unix(c->path, err);
 
     if (fd < 0)
         return tp_err_wrap(err, "connect Firecracker API socket");
@@ -344,7 +347,7 @@ fc_http_open(const char *path, int timeout_ms, int watch_fd, struct fc_http **re
     int r;
 
     c->path = xstrdup(path);
-    r = fc_http_connect(c, err);
+    r = fc_http_connect(c, true, err);
     if (r < 0)
         return r;
     *ret_conn = TAKE_PTR(c);
@@ -372,7 +375,7 @@ fc_http_ready(struct fc_http *c, struct tp_err *err)
         return 0;
     if (!c->path)
         return tp_err_set(err, -ECONNRESET, "API connection closed");
-    return fc_http_connect(c, err);
+    return fc_http_connect(c, false, err);
 }
 
 static int

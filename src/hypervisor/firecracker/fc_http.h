@@ -48,9 +48,11 @@ struct fc_http;
 int fc_http_adopt(int fd, int timeout_ms, int watch_fd, struct fc_http **ret_conn,
                   struct tp_err *err);
 
-/* Connect to an API socket path, then as fc_http_adopt(). The path is kept: a connection the
- * server closed after a complete reply, or one given up after a timeout or a malformed reply, is
- * reopened before the next request (never while a request is in flight). */
+/* Connect to an API socket path, then as fc_http_adopt(). The socket may not exist yet (a VMM
+ * just spawned binds it itself): the connect waits for it up to the timeout (-ETIMEDOUT), with
+ * inotify rather than sleeps. The path is kept: a connection the server closed after a complete
+ * reply, or one given up after a timeout or a malformed reply, is reopened (without waiting)
+ * before the next request, never while a request is in flight. */
 int fc_http_open(const char *path, int timeout_ms, int watch_fd, struct fc_http **ret_conn,
                  struct tp_err *err);
 

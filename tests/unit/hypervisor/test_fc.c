@@ -57,6 +57,7 @@ struct peer {
     int listen_fd; /* -1 unless the peer accepts */
     int client_fd; /* the client's end of the socketpair */
     const struct step *steps;
+    const char *bind_path; /* when set: bind and listen there after 50 ms, then play */
     char buf[1 << 16];
     size_t len;
     bool ok;
@@ -229,6 +230,13 @@ peer_main(void *arg)
     struct peer *p = arg;
     bool ok = true;
 
+    if (p->bind_path) {
+        nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+        p->listen_fd = sock_listen_unix(p->bind_path, 4, NULL);
+        ok = p->listen_fd >= 0;
+        if (!ok)
+            peer_fail(p, "listen on '%s': %s", p->bind_path, strerror(-p->listen_fd));
+    }
     for (const struct step *s = p->steps; ok && s->op != STEP_END; s++)
         ok = peer_step(p, s);
     p->ok = ok;
@@ -236,11 +244,12 @@ peer_main(void *arg)
 }
 
 static struct peer *
-peer_start_fd(const struct step *steps, int fd, int listen_fd)
+peer_start_at(const struct step *steps, int fd, int listen_fd, const char *bind_path)
 {
     struct peer *p = xnew(struct peer, 1);
 
     p->steps = steps;
+    p->bind_path = bind_path;
     p->fd = fd;
     p->listen_fd = listen_fd;
     p->client_fd = -1;
@@ -249,6 +258,12 @@ peer_start_fd(const struct step *steps, int fd, int listen_fd)
 }
 
 /* A peer on a socketpair; the client's end is p->client_fd. */
+static struct peer *
+peer_start_fd(const struct step *steps, int fd, int listen_fd)
+{
+    return peer_start_at(steps, fd, listen_fd, NULL);
+}
+
 static struct peer *
 peer_start(const struct step *steps)
 {
@@ -773,6 +788,12 @@ test_reconnect(void **state)
         { STEP_ACCEPT, NULL, NULL },
         { STEP_EXPECT, "GET /", NULL },
         { STEP_SEND, REPLY_204, NULL },
+        /* No answer in time: the client gives the stream up and the next request reconnects
+         * (the late reply, on the old connection, can never be taken for the new one's). */
+        { STEP_EXPECT, "PATCH /vm", "{\"state\":\"Resumed\"}" },
+        { STEP_ACCEPT, NULL, NULL },
+        { STEP_EXPECT, "GET /", NULL },
+        { STEP_SEND, REPLY_204, NULL },
         { STEP_END, NULL, NULL },
     };
     char dir[] = "/tmp/test-fc-XXXXXX";
@@ -791,6 +812,38 @@ test_reconnect(void **state)
     assert_int_equal(fc_http_call(c, "GET", "/version", NULL, 0, NULL, &err), 0);
     /* Let the close reach us before the next request. */
     nanosleep(&(struct timespec){ .tv_nsec = 50 * 1000 * 1000 }, NULL);
+    assert_int_equal(fc_http_call(c, "GET", "/", NULL, 0, NULL, &err), 0);
+    json_auto_t *resume = NULL;
+    assert_int_equal(fc_body_vm_state(FC_VM_RESUMED, &resume, &err), 0);
+    assert_int_equal(fc_http_call(c, "PATCH", "/vm", resume, 100, NULL, &err), -ETIMEDOUT);
+    assert_int_equal(fc_http_call(c, "GET", "/", NULL, 0, NULL, &err), 0);
+    assert_true(peer_finish(p));
+    unlink(path);
+    rmdir(dir);
+}
+
+/* fc_http_open() waits for a socket the VMM has not bound yet, within its timeout. */
+static void
+test_open_waits(void **state)
+{
+    static const struct step steps[] = {
+        { STEP_ACCEPT, NULL, NULL },
+        { STEP_EXPECT, "GET /", NULL },
+        { STEP_SEND, REPLY_204, NULL },
+        { STEP_END, NULL, NULL },
+    };
+    char dir[] = "/tmp/test-fc-XXXXXX";
+    _cleanup_free_ char *path = NULL;
+    _cleanup_(fc_http_freep) struct fc_http *c = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    (void)state;
+
+    assert_non_null(mkdtemp(dir));
+    path = xasprintf("%s/api.sock", dir);
+    assert_int_equal(fc_http_open(path, 100, -1, &c, &err), -ETIMEDOUT);
+    assert_null(c);
+    struct peer *p = peer_start_at(steps, -1, -1, path);
+    assert_int_equal(fc_http_open(path, 3000, -1, &c, &err), 0);
     assert_int_equal(fc_http_call(c, "GET", "/", NULL, 0, NULL, &err), 0);
     assert_true(peer_finish(p));
     unlink(path);
@@ -1531,6 +1584,7 @@ main(void)
         cmocka_unit_test(test_watch_fd),
         cmocka_unit_test(test_bad_request_line),
         cmocka_unit_test(test_reconnect),
+        cmocka_unit_test(test_open_waits),
         cmocka_unit_test(test_body_golden),
         cmocka_unit_test(test_body_invalid),
 #ifdef HAVE_YAML

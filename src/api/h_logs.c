@@ -1,16 +1,18 @@
 /* GET /v1/instances/{ref}/logs[?follow=true]: stream the serial console file; with follow,
  * keep the stream open and send what is appended, woken by inotify, until the client leaves,
- * the file is deleted or moved away, or the daemon shuts down. A file that shrank (its head cut
- * by the size cap) is followed from its new beginning. */
+ * the file is deleted or moved away, or the daemon shuts down. When the size cap cuts the log's
+ * head (instance/console.c), a follower keeps its place in the text. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "api/api-internal.h"
+#include "instance/console.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/xalloc.h"
@@ -23,8 +25,24 @@ struct logs_stream {
     int client_fd; /* borrowed from MHD */
     int stop_fd;   /* borrowed from the server: readable once it shuts down */
     bool file_gone;
-    bool stopping; /* end at the next end of file */
+    bool stopping;     /* end at the next end of file */
+    uint64_t cut_seen; /* console_log_cut_total() when the position was last adjusted */
 };
+
+/* The size cap cut the log's head since we last looked: the same bytes are that much nearer
+ * the start now. */
+static void
+logs_follow_cut(struct logs_stream *st)
+{
+    uint64_t now = console_log_cut_total(st->fd);
+    if (now == st->cut_seen)
+        return;
+    off_t at = lseek(st->fd, 0, SEEK_CUR);
+    uint64_t delta = now - st->cut_seen;
+    if (at >= 0)
+        lseek(st->fd, (uint64_t)at > delta ? at - (off_t)delta : 0, SEEK_SET);
+    st->cut_seen = now;
+}
 
 /* Drain the inotify queue; notes whether the file went away. */
 static void
@@ -95,7 +113,11 @@ logs_reader(void *cls, uint64_t pos, char *buf, size_t max)
     struct logs_stream *st = cls;
 
     for (;;) {
+        /* Under the log's shared lock: the size cap cuts under the exclusive one. */
+        (void)flock(st->fd, LOCK_SH);
+        logs_follow_cut(st);
         ssize_t n = read(st->fd, buf, max);
+        (void)flock(st->fd, LOCK_UN);
         if (n > 0)
             return n;
         if (n < 0) {
@@ -104,8 +126,8 @@ logs_reader(void *cls, uint64_t pos, char *buf, size_t max)
             log_debug("api: read console log: %m");
             return MHD_CONTENT_READER_END_WITH_ERROR;
         }
-        /* EOF past the end: the head of the capped log was cut away (instance/console.c), so
-         * go on from its new beginning. */
+        /* EOF past the end although no cut was noted (no user xattrs here): go on from the
+         * log's new beginning. */
         struct stat sb;
         off_t at = lseek(st->fd, 0, SEEK_CUR);
         if (fstat(st->fd, &sb) == 0 && at > sb.st_size && lseek(st->fd, 0, SEEK_SET) == 0)
@@ -170,6 +192,7 @@ api_h_logs(struct api_req *req)
 
     st = xnew(struct logs_stream, 1);
     st->fd = TAKE_FD(fd);
+    st->cut_seen = console_log_cut_total(st->fd);
     st->ino_fd = TAKE_FD(ino);
     st->client_fd = api_req_client_fd(req);
     st->stop_fd = api_req_stop_fd(req);

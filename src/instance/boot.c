@@ -68,11 +68,17 @@ static int
 record_vmm(void *ctx, pid_t pid, uint64_t start_time, struct tp_err *err)
 {
     struct inst *i = ctx;
+    pid_t old_pid = i->rec->vmm_pid;
+    uint64_t old_start = i->rec->vmm_start_time;
     i->rec->vmm_pid = pid;
     i->rec->vmm_start_time = start_time;
     int r = inst_save(i->m, i, err);
-    if (r < 0)
+    if (r < 0) {
+        /* The VMM never runs: the record keeps naming what it named. */
+        i->rec->vmm_pid = old_pid;
+        i->rec->vmm_start_time = old_start;
         return tp_err_wrap(err, "record VMM pid %d", (int)pid);
+    }
     inst_crashpoint(i, "vmm.recorded"); /* the VMM is held before exec here */
     return 0;
 }
@@ -231,7 +237,10 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
     inst_boot_track(m, i, true, NULL);
     r = hv_launch(drv, &spec, &i->vm, err);
     if (r < 0) {
+        /* The driver reaped a VMM that may have been recorded already. */
         inst_boot_track(m, i, false, NULL);
+        i->rec->vmm_pid = 0;
+        i->rec->vmm_start_time = 0;
         return tp_err_wrap(err, "start %s", drv->name);
     }
     trace_phase(t, "start_process");

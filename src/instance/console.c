@@ -6,10 +6,37 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "util/cleanup.h"
+
+#define CUT_XATTR "user.torpor.cut"
+
+uint64_t
+console_log_cut_total(int fd)
+{
+    char buf[32];
+    ssize_t n = fgetxattr(fd, CUT_XATTR, buf, sizeof(buf) - 1);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return strtoull(buf, NULL, 10);
+}
+
+/* Readers shift their position by what was cut since they last looked. */
+static void
+note_cut(int fd, uint64_t cut)
+{
+    char buf[32];
+    int n = snprintf(buf, sizeof(buf), "%" PRIu64, console_log_cut_total(fd) + cut);
+    (void)fsetxattr(fd, CUT_XATTR, buf, (size_t)n, 0);
+}
 
 int
 console_log_trim(const char *path, uint64_t max, uint64_t *ret_cut)
@@ -27,14 +54,19 @@ console_log_trim(const char *path, uint64_t max, uint64_t *ret_cut)
     /* Keep the newest half of the cap; cut whole blocks, as collapsing requires. */
     uint64_t blk = st.st_blksize > 0 ? (uint64_t)st.st_blksize : 4096;
     uint64_t cut = ((uint64_t)st.st_size - max / 2) / blk * blk;
+    /* Readers hold a shared lock over "adjust for cuts, then read": they never see the file
+     * cut without the count saying so. */
+    (void)flock(fd, LOCK_EX);
     if (cut > 0 && fallocate(fd, FALLOC_FL_COLLAPSE_RANGE, 0, (off_t)cut) == 0) {
+        note_cut(fd, cut);
         *ret_cut = cut;
-        return 0;
+        return 0; /* closing fd drops the lock */
     }
     /* Collapsing is not supported here (or raced with an append past the range): start the
      * file over; the VMM's next append lands at the new end. */
     if (ftruncate(fd, 0) < 0)
         return -errno;
+    note_cut(fd, (uint64_t)st.st_size);
     *ret_cut = (uint64_t)st.st_size;
     return 0;
 }

@@ -9,3 +9,7 @@
 /* When path is larger than max, drop its oldest bytes so that about max/2 remain; ret_cut gets
  * how many went. 0 also when there is no such file; -errno on failure. */
 int console_log_trim(const char *path, uint64_t max, uint64_t *ret_cut);
+/* Bytes cut from the head of the console log open at fd since it was created (0 if none, or
+ * where the filesystem keeps no user xattrs). A reader at offset o before a cut of c bytes
+ * continues at o - c. */
+uint64_t console_log_cut_total(int fd);

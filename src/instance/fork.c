@@ -292,7 +292,7 @@ inst_identity_later(struct inst_manager *m, const char *id)
 /* Create the child's record, directory and disk (a reflink or sparse copy of the source's). */
 static int
 child_create(struct inst_manager *m, struct inst *src, const char *id, const char *name,
-             const char *tid, struct inst **ret, struct tp_err *err)
+             const char *tid, bool standby, struct inst **ret, struct tp_err *err)
 {
     struct inst_record *rec = xnew(struct inst_record, 1);
     const struct inst_config *sc = &src->rec->cfg;
@@ -325,9 +325,11 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     *ret = i; /* from here the caller rolls back through the instance */
     r = fs_mkdir_p(i->paths.logs_dir, 0700, err);
     /* Until the guest acknowledges its own identity it is its parent's (crash-safe: recovery
-     * applies a pending identity). Not fsynced: it matters only while the child's VMM runs,
-     * and a power cut ends that VMM too. */
-    if (r >= 0) {
+     * applies a pending identity). Durable for a child born in Standby, whose snapshot outlives
+     * a power cut; a running child's VMM does not, so its file need not either. */
+    if (r >= 0 && standby)
+        r = fs_write_atomic(i->paths.identity_pending, "", 0, 0600, err);
+    else if (r >= 0) {
         int fd = open(i->paths.identity_pending, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
         if (fd < 0)
             r = tp_err_errno(err, -errno, "create '%s'", i->paths.identity_pending);
@@ -360,9 +362,10 @@ child_destroy(struct inst_manager *m, struct inst *i)
 /* Freeze a Running source into the template: pause, device state into tdir (memory stays the
  * file it already is), then the source's VMM exits so the image can never change again. */
 static int
-freeze_running(struct inst_manager *m, struct inst *src, const char *tdir,
+freeze_running(struct inst_manager *m, struct inst *src, const char *tdir, bool durable,
                struct snap_manifest *man, struct trace *t, struct tp_err *err)
 {
+    uint64_t written = 0;
     struct hv_vm_spec spec;
     int r = hv_pause(src->vm, err);
     if (r < 0)
@@ -370,8 +373,10 @@ freeze_running(struct inst_manager *m, struct inst *src, const char *tdir,
     trace_phase(t, "freeze_source");
     inst_spec(m, src, &spec);
     r = hv_snapshot(src->vm, &spec, tdir, false, &man->ram_in_state, err);
+    /* Children born in Standby keep this as their snapshot: it must survive a power cut like a
+     * standby's. Running children share the page cache and die with the host anyway. */
     if (r >= 0)
-        r = snap_write_manifest(tdir, man, err);
+        r = durable ? snap_commit(tdir, man, &written, err) : snap_write_manifest(tdir, man, err);
     if (r < 0) {
         hv_resume(src->vm, NULL);
         return tp_err_wrap(err, "snapshot source");
@@ -509,6 +514,10 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     /* Until the fork ends, nothing may name the template (its memory in the state stream: no
      * child or source ever will), yet children and the source still load from it. */
     manager_template_pin(m, j.tid);
+    /* The template the source maps now must outlive a rollback onto it, although the source's
+     * ref stops naming it for a while. */
+    if (templated)
+        manager_template_pin(m, j.old_tid);
     tdir = paths_template_dir(m->data_dir, j.tid);
     /* The journal first: from here a crash is undone by fork_recover (or finished, once
      * committed). */
@@ -527,7 +536,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     man.vcpus = src->rec->cfg.vcpus;
     r = fs_mkdir_p(tdir, 0700, err);
     if (r >= 0)
-        r = j.was_running ? freeze_running(m, src, tdir, &man, &t, err)
+        r = j.was_running ? freeze_running(m, src, tdir, q->standby, &man, &t, err)
                           : freeze_standby(src, tdir, &man, err);
     if (r < 0) {
         pthread_mutex_unlock(&m->template_lock);
@@ -553,7 +562,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         c->wait_identity = !q->no_wait;
         trace_begin(&c->t, "fork");
         r = child_create(m, src, j.children[made], names[made], man.ram_in_state ? NULL : j.tid,
-                         &c->i, err);
+                         q->standby, &c->i, err);
         if (r < 0) {
             if (c->i)
                 made++; /* half-made: destroyed with the others */
@@ -665,10 +674,13 @@ rollback:
         j.phase = FORK_COMMITTED; /* for source_cleanup's purpose only */
         source_cleanup(src, &j);
     }
+    inst_crashpoint(src, "fork.rolled_back");
 done:
     free(kids);
     free(j.children);
     manager_template_unpin(m, j.tid);
+    if (templated)
+        manager_template_unpin(m, j.old_tid);
     inst_finish_op(m, src, &t, r < 0 ? err : NULL);
 out:
     inst_release(m, src);
@@ -696,22 +708,69 @@ recover_destroy_child(struct inst_manager *m, const char *id)
     inst_paths_clear(&p);
 }
 
-/* A daemon died during a fork of i. Not committed → undo it completely: no child, the source as
- * it was (its own VMM resumed; or, once that VMM was gone, the guest back from the template:
- * still the same guest, on the template if a VMM already runs it there). Committed → finish. */
+void
+fork_recover_children(struct inst_manager *m, struct inst *i)
+{
+    struct fork_journal j;
+
+    if (journal_parse(i->rec->op_data, &j) >= 0 && j.phase != FORK_COMMITTED)
+        for (uint32_t k = 0; k < j.n; k++)
+            recover_destroy_child(m, j.children[k]);
+    free(j.children);
+}
+
+/* A recovered source VMM that was loading or paused runs again; false when it cannot (then it
+ * is Unknown: alive, not answering). */
+static bool
+recover_resume(struct inst *i)
+{
+    struct tp_err e = { 0 };
+    enum hv_run_state rs = HV_RUN_OTHER;
+    int r = hv_query(i->vm, &rs, &e);
+
+    if (r >= 0 && rs == HV_RUN_LOADING) {
+        r = hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &e);
+        if (r == -ENODATA) {
+            /* Started, never told to load: it holds nothing of the guest. */
+            tp_err_clear(&e);
+            r = 0;
+            rs = HV_RUN_OTHER;
+        } else if (r >= 0)
+            r = hv_query(i->vm, &rs, &e);
+    }
+    if (r >= 0 && rs == HV_RUN_PAUSED && (r = hv_resume(i->vm, &e)) >= 0)
+        rs = HV_RUN_RUNNING;
+    if (r < 0) {
+        inst_recover_unknown(i, &e);
+        return false;
+    }
+    if (rs != HV_RUN_RUNNING) {
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        inst_drop_vmm(i);
+    }
+    return true;
+}
+
+/* A daemon died during a fork of i (or during its rollback, or during an earlier recovery of
+ * it). Committed → finish the cleanup. Not → undo it: every child goes; the source stays the
+ * same guest. Which memory a live source VMM maps is read from the source's template ref, not
+ * guessed from the journal: the new template (keep it, the source's memory lives there now) or
+ * its own (resume it, the new template goes). No VMM: only the template holds the guest, so it
+ * is restored from there onto the memory the source had. */
 int
 fork_recover(struct inst_manager *m, struct inst *i)
 {
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
     struct fork_journal j;
     struct tp_err e = { 0 };
+    char ref[INST_ID_LEN + 1];
     _cleanup_free_ char *tdir = NULL;
 
     if (journal_parse(i->rec->op_data, &j) < 0) {
         free(j.children);
         log_error("instance=%s recovery: unreadable fork journal '%s'", i->id,
                   i->rec->op_data ? i->rec->op_data : "");
-        return 0; /* the ordinary rules decide below */
+        return 0; /* the ordinary rules decide */
     }
     tdir = paths_template_dir(m->data_dir, j.tid);
     if (j.phase == FORK_COMMITTED) {
@@ -722,57 +781,40 @@ fork_recover(struct inst_manager *m, struct inst *i)
     }
     for (uint32_t k = 0; k < j.n; k++)
         recover_destroy_child(m, j.children[k]);
+    bool on_template = inst_template_get(i, ref) > 0 && strcmp(ref, j.tid) == 0;
 
     if (!j.was_running) {
-        source_memory_back(i, &j);
-        fs_rm_rf(tdir, NULL);
-        log_info("instance=%s recovery: fork undone: %u children removed", i->id, j.n);
-        free(j.children);
-        return 0;
-    }
-    if (j.phase != FORK_SOURCE_STOPPED && i->vm) {
-        /* Its own VMM still holds the guest, paused by the freeze. */
-        source_memory_back(i, &j);
-        if (hv_resume(i->vm, &e) >= 0)
-            i->rec->state = INST_RUNNING;
+        source_memory_back(i, &j); /* its snapshot was only linked: Standby as before */
         fs_rm_rf(tdir, NULL);
     } else if (i->vm) {
-        /* A VMM already runs the guest from the template: keep it there. */
-        enum hv_run_state rs = HV_RUN_OTHER;
-        if (hv_query(i->vm, &rs, &e) >= 0 && rs == HV_RUN_LOADING &&
-            hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &e) >= 0)
-            hv_query(i->vm, &rs, &e);
-        if (rs == HV_RUN_PAUSED && hv_resume(i->vm, &e) >= 0)
-            rs = HV_RUN_RUNNING;
-        if (rs == HV_RUN_RUNNING) {
-            j.phase = FORK_COMMITTED;
-            source_cleanup(i, &j);
-            i->rec->state = INST_RUNNING;
-        } else {
-            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-            inst_drop_vmm(i);
+        if (recover_resume(i) && i->vm) {
+            if (on_template) {
+                j.phase = FORK_COMMITTED; /* the source's memory lives in the template now */
+                source_cleanup(i, &j);
+            } else
+                fs_rm_rf(tdir, NULL);
         }
     }
-    if (!i->vm && drv && fs_exists(tdir)) {
-        /* Only the template holds the guest: bring it back on the memory it had. */
-        tp_err_clear(&e);
-        source_memory_back(i, &j);
-        j.phase = FORK_SOURCE_STOPPED;
-        if (restore_source(m, i, drv, tdir, &j, &e) >= 0)
-            i->rec->state = INST_RUNNING;
-        else if (i->vm)
-            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL), inst_drop_vmm(i);
-        fs_rm_rf(tdir, NULL);
+    if (j.was_running && !i->vm && i->rec->state != INST_UNKNOWN) {
+        if (drv && fs_exists(tdir)) {
+            source_memory_back(i, &j);
+            j.phase = FORK_SOURCE_STOPPED; /* no journal write: it is cleared at the end */
+            if (restore_source(m, i, drv, tdir, &j, &e) < 0 && i->vm) {
+                hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+                inst_drop_vmm(i);
+            }
+            if (i->vm)
+                fs_rm_rf(tdir, NULL);
+        }
+        if (!i->vm) {
+            free(i->rec->last_error);
+            i->rec->last_error =
+                xasprintf("fork interrupted and the source could not be brought back: %s",
+                          e.code ? tp_err_msg(&e) : "no VMM and no template");
+            i->rec->state = INST_STOPPED;
+        }
     }
-    if (!i->vm) {
-        free(i->rec->last_error);
-        i->rec->last_error = xasprintf("fork interrupted and the source could not be brought "
-                                       "back: %s",
-                                       e.code ? tp_err_msg(&e) : "no VMM and no template");
-        i->rec->state = INST_STOPPED;
-    }
-    log_info("instance=%s recovery: fork undone: %u children removed, source %s", i->id, j.n,
-             inst_state_to_string(i->rec->state));
+    log_info("instance=%s recovery: fork undone: %u children removed", i->id, j.n);
     tp_err_clear(&e);
     free(j.children);
     return 0;

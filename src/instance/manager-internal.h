@@ -154,6 +154,11 @@ int restore_recover(struct inst_manager *m, struct inst *i);
 /* Fork recovery acts on the source (i) and its journal's children; children are recovered
  * before anything else so that the ordinary rules never see them. */
 int fork_recover(struct inst_manager *m, struct inst *i);
+/* Only remove the children of an uncommitted fork (a source that does not answer). */
+void fork_recover_children(struct inst_manager *m, struct inst *i);
+/* i's VMM lives but does not answer (or failed a command): keep its pid, drop the handle,
+ * say Unknown with the reason. */
+void inst_recover_unknown(struct inst *i, struct tp_err *err);
 /* Apply a pending identity (fork children) without holding up the caller. */
 void inst_identity_later(struct inst_manager *m, const char *id);
 

@@ -115,7 +115,9 @@ inst_cancel_boot(struct inst_manager *m, const char *id)
         if (strcmp(i->id, id) != 0 || !i->booting)
             continue;
         i->boot_cancelled = true;
-        r = i->boot_pidfd >= 0 ? proc_pidfd_signal(i->boot_pidfd, SIGKILL) : 0;
+        if (i->boot_pidfd >= 0)
+            (void)proc_pidfd_signal(i->boot_pidfd, SIGKILL); /* ESRCH: it died already */
+        r = 0;
     }
     pthread_mutex_unlock(&m->lock);
     return r;

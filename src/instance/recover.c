@@ -43,35 +43,44 @@ attach_recorded(struct inst_manager *m, struct inst *i)
 }
 
 /* No operation in flight (or one whose own recovery left the rest to this): what exists
- * decides. A live VMM runs the guest (resumed unless a user paused it); else a complete
- * snapshot means Standby; else nothing survived. */
+ * decides. A live VMM runs the guest (resumed if paused: no verb leaves a guest paused on
+ * purpose); else a complete snapshot means Standby; else nothing survived. A VMM that does not
+ * answer is kept and said Unknown, never killed on a guess. */
 static void
-derive(struct inst *i, bool had_op)
+derive(struct inst *i)
 {
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
     struct tp_err err = { 0 };
     enum hv_run_state rs = HV_RUN_OTHER;
 
     if (i->vm) {
-        if (hv_query(i->vm, &rs, &err) < 0) {
-            log_warn("instance=%s recovery: %s", i->id, tp_err_msg(&err));
-            tp_err_clear(&err);
+        int r = hv_query(i->vm, &rs, &err);
+        if (r >= 0 && rs == HV_RUN_LOADING) {
+            r = hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &err);
+            if (r == -ENODATA) {
+                /* Started, never told to load: it holds nothing of the guest. */
+                tp_err_clear(&err);
+                r = 0;
+                rs = HV_RUN_OTHER;
+            } else if (r >= 0)
+                r = hv_query(i->vm, &rs, &err);
         }
-        if (rs == HV_RUN_LOADING && hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &err) >= 0)
-            hv_query(i->vm, &rs, &err);
-        tp_err_clear(&err);
-        bool user_paused = rs == HV_RUN_PAUSED && i->rec->state == INST_PAUSED && !had_op;
-        if (rs == HV_RUN_PAUSED && !user_paused && hv_resume(i->vm, &err) >= 0)
+        if (r >= 0 && rs == HV_RUN_PAUSED) {
+            r = hv_resume(i->vm, &err);
             rs = HV_RUN_RUNNING;
-        tp_err_clear(&err);
-        if (rs == HV_RUN_RUNNING || rs == HV_RUN_PAUSED) {
+        }
+        if (r < 0) {
+            inst_recover_unknown(i, &err);
+            return;
+        }
+        if (rs == HV_RUN_RUNNING) {
             /* A live VMM consumed snapshot-latest: it is the retained base now. */
             if (fs_exists(i->paths.snap_latest) &&
                 snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
                                    drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &err) < 0)
                 log_warn("instance=%s: %s", i->id, tp_err_msg(&err));
             tp_err_clear(&err);
-            i->rec->state = rs == HV_RUN_PAUSED ? INST_PAUSED : INST_RUNNING;
+            i->rec->state = INST_RUNNING;
             return;
         }
         /* Shut down or failed inside: nothing to keep. */
@@ -91,6 +100,20 @@ derive(struct inst *i, bool had_op)
     i->rec->state = INST_STOPPED;
 }
 
+void
+inst_recover_unknown(struct inst *i, struct tp_err *err)
+{
+    log_warn("instance=%s recovery: VMM pid %d does not answer: %s", i->id, (int)i->rec->vmm_pid,
+             tp_err_msg(err));
+    free(i->rec->last_error);
+    i->rec->last_error =
+        xasprintf("VMM pid %d does not answer: %s", (int)i->rec->vmm_pid, tp_err_msg(err));
+    tp_err_clear(err);
+    /* Keep the recorded pid (stop and rm kill by it); drop the handle. */
+    inst_drop_vmm(i);
+    i->rec->state = INST_UNKNOWN;
+}
+
 /* Kill whatever VMM i has, handle or recorded pid. */
 static void
 kill_vmm(struct inst *i)
@@ -103,11 +126,12 @@ kill_vmm(struct inst *i)
 }
 
 /* Settle one instance (locked). Returns 1 when it was removed (i released and gone). */
+static int recover_settle(struct inst *i);
+
 static int
 recover_one(struct inst_manager *m, struct inst *i, int attached)
 {
     const char *op = i->rec->op;
-    bool had_op = op != NULL;
     struct tp_err err = { 0 };
 
     if (op)
@@ -130,16 +154,22 @@ recover_one(struct inst_manager *m, struct inst *i, int attached)
             log_error("instance=%s recovery: stop: %s", i->id, tp_err_msg(&err));
         tp_err_clear(&err);
         i->rec->state = INST_STOPPED;
-    } else if (i->rec->state == INST_CREATED && !op) {
+    } else if (i->rec->state == INST_CREATED && !op && attached >= 0) {
         /* A run in flight: a VMM that boots the guest is adopted; else the run never was. */
         if (!i->vm) {
             log_info("instance=%s name=%s recovery: interrupted run removed", i->id, i->rec->name);
             inst_discard_new(m, i);
             return 1;
         }
-        derive(i, true);
+        derive(i);
     } else if (attached < 0) {
-        i->rec->state = INST_UNKNOWN; /* alive but silent: say so rather than guess */
+        /* Alive but silent: say so rather than guess. A fork it was the source of still loses
+         * its children, and keeps its journal to be finished once the source answers. */
+        i->rec->state = INST_UNKNOWN;
+        if (op && strcmp(op, "fork") == 0) {
+            fork_recover_children(m, i);
+            return recover_settle(i);
+        }
     } else if (op && strcmp(op, "standby") == 0) {
         standby_recover(m, i);
     } else if (op && strcmp(op, "restore") == 0) {
@@ -147,11 +177,20 @@ recover_one(struct inst_manager *m, struct inst *i, int attached)
     } else {
         if (op && strcmp(op, "fork") == 0)
             fork_recover(m, i);
-        derive(i, had_op);
+        if (i->rec->state != INST_UNKNOWN)
+            derive(i);
     }
 
     i->rec->op = mfree(i->rec->op);
     i->rec->op_data = mfree(i->rec->op_data);
+    return recover_settle(i);
+}
+
+/* Whatever the state, the record names exactly the VMM that runs (or, Unknown, the one that
+ * does not answer). */
+static int
+recover_settle(struct inst *i)
+{
     if (i->vm) {
         i->rec->vmm_pid = i->vm->pid;
         i->rec->vmm_start_time = i->vm->start_time;
@@ -170,6 +209,10 @@ cmdline_instance(const char *instances, const char *cmdline, size_t len,
     size_t n = strlen(instances);
     for (const char *p = cmdline; p < cmdline + len; p += strlen(p) + 1) {
         const char *hit = strstr(p, instances);
+        /* A whole path: at the start of an argument or of an option's value, so that
+         * /srv/data/instances never matches for a data dir /data. */
+        while (hit && !(hit == p || hit[-1] == '=' || hit[-1] == ','))
+            hit = strstr(hit + 1, instances);
         if (!hit || hit[n] != '/')
             continue;
         const char *id = hit + n + 1;
@@ -189,13 +232,28 @@ cmdline_instance(const char *instances, const char *cmdline, size_t len,
 static bool
 owned(struct inst_manager *m, const char *id, pid_t pid)
 {
-    bool yes = false;
-    pthread_mutex_lock(&m->lock);
-    for (size_t k = 0; k < m->n; k++)
-        if (strcmp(m->tab[k]->id, id) == 0)
-            yes = m->tab[k]->rec->vmm_pid == pid;
-    pthread_mutex_unlock(&m->lock);
+    struct inst *i;
+    if (inst_acquire_id(m, id, &i) < 0)
+        return false;
+    bool yes = i->rec->vmm_pid == pid;
+    inst_release(m, i);
     return yes;
+}
+
+/* VMMs run in sessions of their own (proc_spawn new_session): a user's `tail -f` of a console
+ * log names the same paths but is no VMM. */
+static bool
+session_leader(long pid)
+{
+    _cleanup_free_ char *path = xasprintf("/proc/%ld/stat", pid);
+    _cleanup_free_ char *stat = NULL;
+    long sid = 0;
+
+    if (fs_read_file(path, 4096, &stat, NULL, NULL) < 0)
+        return false;
+    const char *p = strrchr(stat, ')');
+    /* After "pid (comm)": state ppid pgrp session */
+    return p && sscanf(p + 2, "%*c %*d %*d %ld", &sid) == 1 && sid == pid;
 }
 
 /* Every process whose command line names an instance dir of this data dir is a VMM torpor
@@ -217,7 +275,8 @@ kill_strays(struct inst_manager *m)
         size_t len = 0;
         char id[INST_ID_LEN + 1];
         if (fs_read_file(path, 1 << 20, &cmd, &len, NULL) < 0 ||
-            !cmdline_instance(instances, cmd, len, id) || owned(m, id, (pid_t)pid))
+            !cmdline_instance(instances, cmd, len, id) || !session_leader(pid) ||
+            owned(m, id, (pid_t)pid))
             continue;
         int pidfd = proc_pidfd_open((pid_t)pid);
         if (pidfd < 0)
@@ -238,13 +297,18 @@ remove_orphan_dirs(struct inst_manager *m)
     _cleanup_free_ char *instances = paths_instances_dir(m->data_dir);
     DIR *d = opendir(instances);
     struct dirent *de;
-    char id[INST_ID_LEN + 1];
 
     while (d && (de = readdir(d))) {
         if (de->d_name[0] == '.')
             continue;
-        if (store_resolve(m->store, de->d_name, id, NULL) >= 0 && strcmp(id, de->d_name) == 0)
+        /* Only what is certainly no instance's: the table recovery just loaded. */
+        struct inst *i;
+        if (!store_id_valid(de->d_name))
             continue;
+        if (inst_acquire_id(m, de->d_name, &i) >= 0) {
+            inst_release(m, i);
+            continue;
+        }
         _cleanup_free_ char *dir = fs_path_join(instances, de->d_name);
         log_info("recovery: removing '%s': no instance record", dir);
         fs_rm_rf(dir, NULL);
@@ -270,6 +334,9 @@ inst_reconcile(struct inst_manager *m, struct tp_err *err)
         memcpy(ids[k], i->id, sizeof(ids[k]));
         attached[k] = attach_recorded(m, i);
     }
+    /* Strays next: one holding a guest's disk or sockets must be gone before anything is
+     * restored. */
+    kill_strays(m);
     /* Forks first: undoing one removes its children before the ordinary rules see them. */
     for (int pass = 0; pass < 2; pass++)
         for (size_t k = 0; k < n; k++) {
@@ -301,7 +368,6 @@ inst_reconcile(struct inst_manager *m, struct tp_err *err)
             if (identity)
                 inst_identity_later(m, id); /* a fork child that ran before it knew its name */
         }
-    kill_strays(m);
     remove_orphan_dirs(m);
     manager_template_gc(m);
     free(ids);

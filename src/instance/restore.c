@@ -198,20 +198,25 @@ restore_recover(struct inst_manager *m, struct inst *i)
     enum hv_run_state rs = HV_RUN_OTHER;
 
     (void)m;
-    if (i->vm && hv_query(i->vm, &rs, &e) >= 0 && rs == HV_RUN_LOADING) {
-        int r = hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &e);
-        if (r >= 0)
-            r = hv_query(i->vm, &rs, &e);
+    if (i->vm) {
+        int r = hv_query(i->vm, &rs, &e);
+        if (r >= 0 && rs == HV_RUN_LOADING) {
+            /* Never told to load (-ENODATA) or the load failed: the guest never ran. */
+            if (hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &e) < 0) {
+                log_info("instance=%s recovery: restore's VMM did not load: %s", i->id,
+                         tp_err_msg(&e));
+                tp_err_clear(&e);
+                rs = HV_RUN_OTHER;
+            } else
+                r = hv_query(i->vm, &rs, &e);
+        }
+        if (r >= 0 && rs == HV_RUN_PAUSED && (r = hv_resume(i->vm, &e)) >= 0)
+            rs = HV_RUN_RUNNING;
         if (r < 0) {
-            log_info("instance=%s recovery: restore's VMM did not load: %s", i->id, tp_err_msg(&e));
-            tp_err_clear(&e);
-            rs = HV_RUN_OTHER;
+            inst_recover_unknown(i, &e); /* alive, not answering: never killed on a guess */
+            return 0;
         }
     }
-    tp_err_clear(&e);
-    if (i->vm && rs == HV_RUN_PAUSED && hv_resume(i->vm, &e) >= 0)
-        rs = HV_RUN_RUNNING;
-    tp_err_clear(&e);
     if (i->vm && rs == HV_RUN_RUNNING) {
         if (fs_exists(i->paths.snap_latest) &&
             snap_retire_latest(i->paths.snap_latest, i->paths.snap_base, reuse, &e) < 0)

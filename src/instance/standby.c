@@ -199,8 +199,11 @@ standby_recover(struct inst_manager *m, struct inst *i)
     log_info("instance=%s recovery: standby had no complete snapshot (%s)", i->id, tp_err_msg(&e));
     tp_err_clear(&e);
     snap_discard(i->paths.snap_latest, NULL);
-    if (i->vm && hv_resume(i->vm, &e) >= 0) {
-        i->rec->state = INST_RUNNING;
+    if (i->vm) {
+        if (hv_resume(i->vm, &e) >= 0)
+            i->rec->state = INST_RUNNING;
+        else
+            inst_recover_unknown(i, &e); /* the guest is there, paused: never killed on a guess */
         return 0;
     }
     /* Only a VMM that died with the host (or on its own) ends here: its memory is gone. */

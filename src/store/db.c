@@ -583,22 +583,6 @@ store_update(struct store *s, const struct inst_record *r, struct tp_err *err)
 }
 
 int
-store_update_all(struct store *s, struct inst_record *const *recs, size_t n, struct tp_err *err)
-{
-    STORE_LOCKED(s);
-    _cleanup_txn_ struct txn t = { 0 };
-    int r = txn_begin(s->db, "BEGIN IMMEDIATE", &t, err);
-    if (r < 0)
-        return wrap(err, r, "update %zu instances", n);
-    for (size_t k = 0; k < n; k++) {
-        r = update_locked(s, recs[k], err);
-        if (r < 0)
-            return r; /* the cleanup rolls the others back */
-    }
-    return txn_commit(&t, err);
-}
-
-int
 store_delete(struct store *s, const char *id, struct tp_err *err)
 {
     int rc;

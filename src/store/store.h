@@ -72,9 +72,6 @@ int store_insert(struct store *s, const struct inst_record *r, struct tp_err *er
  * last_error, op, op_data) of r->id; id, name, cfg and created_ms never change. -ENOENT when
  * absent. A new record starts with no operation journal (op NULL). */
 int store_update(struct store *s, const struct inst_record *r, struct tp_err *err);
-/* The same for n records in one transaction: all are written or none (a fork's commit). */
-int store_update_all(struct store *s, struct inst_record *const *recs, size_t n,
-                     struct tp_err *err);
 /* -ENOENT when absent. */
 int store_delete(struct store *s, const char *id, struct tp_err *err);
 

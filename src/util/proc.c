@@ -239,8 +239,10 @@ proc_spawn(const struct proc_spawn_opts *o, pid_t *ret_pid, struct tp_err *err)
             r = tp_err_errno(err, -errno, "release child %d", (int)pid);
         close(gate[1]);
         if (r < 0) {
-            /* The child sees EOF and exits without exec'ing; reap it. */
+            /* It has run nothing of its own: kill it rather than wait for its EOF, which a
+             * sibling held by another thread (holding a copy of our gate) could delay forever. */
             close(pipefd[0]);
+            kill(pid, SIGKILL);
             while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
                 ;
             return r;

@@ -7,6 +7,7 @@ died of SIGKILL proves the point was reached. Guests are real QEMU guests; a tok
 their tmpfs before the operation is read back after recovery."""
 import os
 import random
+import sqlite3
 import subprocess
 import threading
 import time
@@ -39,9 +40,12 @@ def vmm_processes(d):
 
 class CrashBase(harness.FailpointTest):
     def crash_during(self, point, method, path, body=None):
-        """Arm point, send the request, and wait (bounded) for the daemon to kill itself."""
+        """Arm point (unless armed already), send the request, and wait (bounded) for the
+        daemon to kill itself."""
         d = self.d
-        self.arm(f"{point}=crash-daemon")
+        with open(self.fp) as f:
+            if point not in f.read():
+                self.arm(f"{point}=crash-daemon")
         err = []
 
         def send():
@@ -97,6 +101,19 @@ class CrashBase(harness.FailpointTest):
                 pass
         for t in (os.listdir(tdir) if os.path.isdir(tdir) else []):
             self.assertIn(t, refs, f"{point}: template {t} nothing refers to")
+        # Every journal was finished or undone.
+        db = sqlite3.connect(f"file:{os.path.join(d.data_dir, 'torpor.db')}?mode=ro", uri=True)
+        try:
+            left = db.execute("SELECT name, op FROM instances WHERE op IS NOT NULL").fetchall()
+        finally:
+            db.close()
+        self.assertEqual(left, [], f"{point}: operations left in the journal")
+        # A Running instance has no snapshot-latest (it was consumed or never complete).
+        for name, i in insts.items():
+            latest = os.path.join(d.data_dir, "instances", i["id"], "snapshots",
+                                  "snapshot-latest")
+            if i["state"] == "Running":
+                self.assertFalse(os.path.exists(latest), f"{point}: {name} Running with a latest")
         return insts
 
     def token_intact(self, name, token, point):
@@ -181,6 +198,32 @@ class CrashWalk(CrashBase):
                 for k in kids:
                     d.cli("rm", "-f", k)
                 self.check_invariants(p + " (after rm)")
+                # The source still standbys and restores as the same guest (its memory was
+                # not taken from under it).
+                self.cycle_source(p)
+
+    def cycle_source(self, label):
+        d = self.d
+        if self.instances()["walk"]["state"] == "Running":
+            st, out = d.op("walk", "standby")
+            self.assertEqual(st, 200, f"{label}: standby after recovery: {out}")
+        self.token_intact("walk", self.token, label)
+
+    def test_crash_during_fork_rollback(self):
+        """A fork that fails (a child cannot start) rolls back; the daemon dies at the end of
+        that rollback. The source must come back on the memory the rollback chose."""
+        d = self.d
+        for source_state in ("Running", "Standby"):
+            with self.subTest(source=source_state):
+                self.ensure(source_state)
+                before = set(self.instances())
+                self.arm("fork.child=error,fork.rolled_back=crash-daemon")
+                self.crash_during("fork.rolled_back", "POST", "/v1/instances/walk/fork",
+                                  {"count": 2})
+                insts = self.check_invariants("rollback")
+                self.assertEqual(set(insts) - before, set())
+                self.assertEqual(insts["walk"]["state"], source_state)
+                self.cycle_source("rollback")
 
     def test_fork_running(self):
         self.fork_points("Running", [
@@ -243,12 +286,13 @@ class CrashBootStop(CrashBase):
 class CrashRandom(CrashBase):
     """Real operations with kill -9 of torpord at random delays; bounded in count and time."""
 
-    N = int(os.environ.get("TORPOR_CRASH_RANDOM_N", "30"))
+    N = int(os.environ.get("TORPOR_CRASH_RANDOM_N", "40"))
     BUDGET_S = 420
 
     def test_random_kills(self):
         d = self.d
-        rng = random.Random(os.environ.get("TORPOR_CRASH_SEED") or time.time_ns())
+        seed = os.environ.get("TORPOR_CRASH_SEED") or str(time.time_ns())
+        rng = random.Random(seed)
         d.cli("run", "--name", "rnd")
         token = "rnd-token"
         guest(d, "rnd", f"echo {token} > {TOKEN}")
@@ -274,7 +318,7 @@ class CrashRandom(CrashBase):
             t.join(timeout=60)
             log_before = len(d.read_log_all())
             d.start(env={"TORPOR_FAILPOINTS_FILE": self.fp})
-            label = f"#{done} {verb} killed after {wait * 1000:.0f} ms"
+            label = f"#{done} {verb} killed after {wait * 1000:.0f} ms (TORPOR_CRASH_SEED={seed})"
             if "was in flight" in d.read_log_all()[log_before:]:
                 mid_op += 1
             insts = self.check_invariants(label)
@@ -313,11 +357,21 @@ class Leftovers(CrashBase):
         strays = [subprocess.Popen(["python3", "-c", sleeper, f"{inst}/{x}/mem"],
                                    start_new_session=True)
                   for x in ("0123456789abcdef", owner["id"])]
+        # Not ours: another data dir whose path merely ends like ours, and a process that only
+        # reads an instance's file (not a VMM: no session of its own).
+        other = subprocess.Popen(["python3", "-c", sleeper,
+                                  f"{d.data_dir}x/instances/0123456789abcdef/mem"],
+                                 start_new_session=True)
+        reader = subprocess.Popen(["python3", "-c", sleeper, f"{inst}/{owner['id']}/logs"])
         d.kill9()
         d.start(env={"TORPOR_FAILPOINTS_FILE": self.fp})
         for p in strays:
             # Recovery ran before the daemon said READY: they are gone already (reaped here).
             self.assertEqual(p.wait(timeout=10), -9)
+        for p in (other, reader):
+            self.assertIsNone(p.poll(), "recovery killed a process that is not its VMM")
+            p.kill()
+            p.wait(timeout=10)
         st, again = d.request("GET", "/v1/instances/owner")
         self.assertEqual(again["state"], "Running")
         self.assertEqual(again["pid"], owner["pid"])  # the real VMM was kept

@@ -1,5 +1,6 @@
 """What the host cannot back is refused, and a chatty guest cannot fill the data dir."""
 import os
+import re
 import stat
 import subprocess
 import threading
@@ -30,16 +31,23 @@ class Limits(harness.DaemonTest):
         d.cli("run", "--name", "chatty")
         log = os.path.join(d.inst_dir("chatty"), "logs", "console.log")
         # The guest writes to its serial console as fast as it can, in the background.
-        guest(d, "chatty", "setsid sh -c 'while true; do echo spam-spam-spam-spam-spam; done"
-                           " > /dev/console' </dev/null >/dev/null 2>&1 &")
+        # Numbered lines, so that a follower can tell a repeat from progress.
+        pad = "x" * 100
+        guest(d, "chatty", "setsid sh -c 'i=0; while true; do i=$((i+1)); echo line-$i-" + pad +
+              "; done > /dev/console' </dev/null >/dev/null 2>&1 &")
         # A follower keeps receiving output across the cuts.
         env = dict(os.environ, TORPOR_SOCKET=d.socket)
         follower = subprocess.Popen([harness.TORPOR, "logs", "-f", "chatty"], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         chunks = []
-        reader = threading.Thread(
-            target=lambda: [chunks.append(time.monotonic()) for _ in iter(
-                lambda: follower.stdout.read1(65536), b"")], daemon=True)
+        received = []
+
+        def follow():
+            for data in iter(lambda: follower.stdout.read1(65536), b""):
+                chunks.append(time.monotonic())
+                received.append(data)
+
+        reader = threading.Thread(target=follow, daemon=True)
         reader.start()
         written = 0
         largest = 0
@@ -62,7 +70,7 @@ class Limits(harness.DaemonTest):
         self.assertLess(largest, 8 * CAP, "console log grew far past its cap")
         # The newest output is what is kept.
         with open(log, "rb") as f:
-            self.assertIn(b"spam-spam", f.read()[-4096:])
+            self.assertIn(b"line-", f.read()[-4096:])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not any(t > first_cut + 1 for t in chunks):
             time.sleep(0.05)  # sampling interval of a bounded wait
@@ -70,6 +78,13 @@ class Limits(harness.DaemonTest):
         d.cli("rm", "-f", "chatty")
         follower.wait(timeout=30)  # the stream ends with the instance
         follower.stdout.close()
+        reader.join(timeout=30)
+        # Across the cuts the follower kept its place: numbers only go up (it may miss what
+        # was cut before it read it, never see a line twice).
+        nums = [int(m) for m in re.findall(rb"line-(\d+)-x{100}\r?\n", b"".join(received))]
+        self.assertGreater(len(nums), 1000)
+        back = [(a, b) for a, b in zip(nums, nums[1:]) if b <= a]
+        self.assertEqual(back[:5], [], f"{len(back)} repeats in the followed log")
 
 
     def test_files_are_private(self):

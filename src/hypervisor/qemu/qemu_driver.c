@@ -476,12 +476,21 @@ qemu_attach(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time, struc
      * later and stop a VM this daemon resumes. An incoming load is left alone. */
     enum hv_run_state rs;
     _cleanup_free_ char *mig = NULL;
+    struct hv_vm *vm = qemu_vm_new(pid, start_time, TAKE_FD(pidfd), qmp);
     if (qmp_query_status(qmp, &rs, NULL, NULL) >= 0 && rs != HV_RUN_LOADING &&
         qmp_query_migrate(qmp, &mig, NULL) >= 0 &&
         (strcmp(mig, "active") == 0 || strcmp(mig, "setup") == 0 || strcmp(mig, "device") == 0 ||
-         strcmp(mig, "pre-switchover") == 0))
-        (void)qmp_migrate_cancel(qmp, NULL);
-    *ret_vm = qemu_vm_new(pid, start_time, TAKE_FD(pidfd), qmp);
+         strcmp(mig, "pre-switchover") == 0) &&
+        qmp_migrate_cancel(qmp, NULL) >= 0) {
+        /* Cancelling is asynchronous: wait for its end, or a late completion would pause the
+         * VM again after the caller resumed it. Completed, failed or cancelled all do. */
+        struct tp_err e = { 0 };
+        int w = qemu_wait_migration(vm, "cancelling an abandoned save", QEMU_REAP_MS, &e);
+        if (w < 0 && w != -ECANCELED)
+            log_debug("QEMU %d: %s", (int)pid, tp_err_msg(&e));
+        tp_err_clear(&e);
+    }
+    *ret_vm = vm;
     return 0;
 }
 

@@ -17,6 +17,7 @@ static const struct {
     { ENOTUNIQ, { 409, "ambiguous" } },
     { EINVAL, { 400, "invalid_argument" } },
     { EOPNOTSUPP, { 501, "unsupported" } },
+    { EPROTONOSUPPORT, { 409, "incompatible" } }, /* a snapshot this host's VMM cannot load */
     { EPROTO, { 502, "bad_gateway" } },
     { ETIMEDOUT, { 504, "timeout" } },
     { ENOSPC, { 507, "insufficient_storage" } },

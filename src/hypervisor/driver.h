@@ -84,6 +84,17 @@ struct hv_restore_opts {
 struct hv_driver {
     const char *name;
     bool caps[_HV_CAP_MAX];
+    /* File names of the VMM's control socket and of the host end of the agent channel in the
+     * instance dir (short: a socket path must fit sun_path's 108 bytes). NULL: "api.sock",
+     * "agent.sock". */
+    const char *api_sock_name;
+    const char *agent_sock_name;
+    /* The VMM binary's version, e.g. "7.2.22" (recorded in snapshot manifests, compared on
+     * load). NULL slot: the driver cannot tell, and snapshots are not version-checked. */
+    int (*probe)(char **ret_version, struct tp_err *err);
+    /* Whether a snapshot written by VMM version snap can be loaded by version now. NULL: only
+     * the same version. */
+    bool (*version_compatible)(const char *snap, const char *now);
     /* Start a VMM and boot spec; returns once the VMM's control channel answers. */
     int (*launch)(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *err);
     /* Re-adopt a VMM started by an earlier daemon: -ESRCH if pid/start_time is not it. */

@@ -3,8 +3,10 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 
 #include "util/proc.h"
@@ -69,6 +71,63 @@ hv_query(struct hv_vm *vm, enum hv_run_state *ret, struct tp_err *err)
     if (!vm->drv->query)
         return hv_unsupported(vm->drv, "query", err);
     return vm->drv->query(vm, ret, err);
+}
+
+const char *
+hv_api_sock_name(const struct hv_driver *drv)
+{
+    return drv->api_sock_name ? drv->api_sock_name : "api.sock";
+}
+
+const char *
+hv_agent_sock_name(const struct hv_driver *drv)
+{
+    return drv->agent_sock_name ? drv->agent_sock_name : "agent.sock";
+}
+
+/* Probed versions: a few drivers, each asked once per daemon. */
+#define HV_VERSIONS_MAX 16
+static pthread_mutex_t versions_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    const struct hv_driver *drv;
+    char *version; /* NULL: the probe failed */
+} versions[HV_VERSIONS_MAX];
+
+const char *
+hv_version(const struct hv_driver *drv, struct tp_err *err)
+{
+    const char *v = NULL;
+    size_t k;
+
+    if (!drv->probe)
+        return NULL;
+    pthread_mutex_lock(&versions_lock);
+    for (k = 0; k < HV_VERSIONS_MAX && versions[k].drv; k++)
+        if (versions[k].drv == drv)
+            break;
+    if (k < HV_VERSIONS_MAX && !versions[k].drv) {
+        versions[k].drv = drv;
+        if (drv->probe(&versions[k].version, err) < 0)
+            versions[k].version = NULL;
+    }
+    if (k < HV_VERSIONS_MAX)
+        v = versions[k].version;
+    pthread_mutex_unlock(&versions_lock);
+    return v;
+}
+
+int
+hv_check_snapshot_version(const struct hv_driver *drv, const char *snap, struct tp_err *err)
+{
+    const char *now = hv_version(drv, NULL);
+
+    if (!snap || !*snap || !now)
+        return 0; /* nothing recorded, or nothing to compare with */
+    bool ok = drv->version_compatible ? drv->version_compatible(snap, now) : strcmp(snap, now) == 0;
+    if (ok)
+        return 0;
+    return tp_err_set(err, -EPROTONOSUPPORT, "snapshot was taken by %s %s, which %s %s cannot load",
+                      drv->name, snap, drv->name, now);
 }
 
 int

@@ -19,6 +19,15 @@ int hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *sna
 int hv_restore(const struct hv_driver *drv, const struct hv_vm_spec *spec,
                const struct hv_restore_opts *o, struct hv_vm **ret_vm, bool *ret_resumed,
                struct tp_err *err);
+/* The driver's socket file names (driver.h), defaults applied. */
+const char *hv_api_sock_name(const struct hv_driver *drv);
+const char *hv_agent_sock_name(const struct hv_driver *drv);
+/* The VMM's version, probed once per driver and cached: borrowed, NULL when the driver cannot
+ * tell (the error says why, once). */
+const char *hv_version(const struct hv_driver *drv, struct tp_err *err);
+/* 0 when a snapshot of VMM version snap (NULL: unrecorded) loads with this host's VMM;
+ * -EPROTONOSUPPORT naming both versions otherwise. */
+int hv_check_snapshot_version(const struct hv_driver *drv, const char *snap, struct tp_err *err);
 int hv_finish_load(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
 int hv_agent_connect(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err);
 

@@ -94,6 +94,16 @@ inst_vmm_recorded(struct inst_manager *m, struct inst *i, struct tp_err *err)
 }
 
 void
+inst_sock_paths(struct inst *i)
+{
+    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+    free(i->api_sock);
+    free(i->agent_sock);
+    i->api_sock = paths_instance_file(&i->paths, drv ? hv_api_sock_name(drv) : "api.sock");
+    i->agent_sock = paths_instance_file(&i->paths, drv ? hv_agent_sock_name(drv) : "agent.sock");
+}
+
+void
 inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
 {
     const struct inst_config *c = &i->rec->cfg;
@@ -103,6 +113,7 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
     /* A daemon that adopted a running VMM never built its command line: the same one. */
     if (!i->cmdline && i->rec && i->rec->name)
         (void)inst_cmdline(i, &i->cmdline, NULL);
+    inst_sock_paths(i);
     free(i->mem_path);
     if (private) {
         _cleanup_free_ char *tdir = paths_template_dir(m->data_dir, tid);
@@ -120,8 +131,8 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
         .root_disk = c->root_disk_src ? i->paths.root_disk : NULL,
         .mem_path = i->mem_path,
         .mem_private = private,
-        .api_sock = i->paths.api_sock,
-        .agent_sock = i->paths.agent_sock,
+        .api_sock = i->api_sock,
+        .agent_sock = i->agent_sock,
         .console_log = i->paths.console_log,
         .vmm_log = i->paths.vmm_log,
         .accel = c->accel ? c->accel : m->accel,
@@ -230,8 +241,9 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
     if (r < 0)
         return r;
     /* Sockets of an earlier run are stale: the VMM gets fresh ones. */
-    unlink(i->paths.api_sock);
-    unlink(i->paths.agent_sock);
+    inst_sock_paths(i);
+    unlink(i->api_sock);
+    unlink(i->agent_sock);
 
     inst_spec(m, i, &spec);
     inst_boot_track(m, i, true, NULL);

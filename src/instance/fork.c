@@ -387,10 +387,13 @@ freeze_running(struct inst_manager *m, struct inst *src, const char *tdir, bool 
 
 /* A Standby source's snapshot is already frozen: the template links its files. */
 static int
-freeze_standby(struct inst *src, const char *tdir, struct snap_manifest *man, struct tp_err *err)
+freeze_standby(struct inst *src, const struct hv_driver *drv, const char *tdir,
+               struct snap_manifest *man, struct tp_err *err)
 {
     static const char *const files[] = { HV_SNAP_STATE, HV_SNAP_MEMORY, SNAP_MANIFEST };
     int r = snap_validate(src->paths.snap_latest, man, err);
+    if (r >= 0)
+        r = hv_check_snapshot_version(drv, man->vmm_version, err);
     if (r < 0)
         return r;
     for (size_t k = 0; k < ELEMENTSOF(files); k++) {
@@ -531,13 +534,15 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     }
     inst_crashpoint(src, "fork.begin");
     snprintf(man.hypervisor, sizeof(man.hypervisor), "%s", drv->name);
+    const char *vmm_version = hv_version(drv, NULL);
+    snprintf(man.vmm_version, sizeof(man.vmm_version), "%s", vmm_version ? vmm_version : "");
     man.created_ms = wall_ms();
     man.memory_mib = src->rec->cfg.memory_mib;
     man.vcpus = src->rec->cfg.vcpus;
     r = fs_mkdir_p(tdir, 0700, err);
     if (r >= 0)
         r = j.was_running ? freeze_running(m, src, tdir, q->standby, &man, &t, err)
-                          : freeze_standby(src, tdir, &man, err);
+                          : freeze_standby(src, drv, tdir, &man, err);
     if (r < 0) {
         pthread_mutex_unlock(&m->template_lock);
         fs_rm_rf(tdir, NULL);

@@ -25,6 +25,8 @@ struct inst {
     struct hv_vm *vm; /* live VMM or NULL; under lock */
     char *cmdline;    /* kernel command line the VMM was started with */
     char *mem_path;   /* guest memory file of the last spec: its own, or a fork template's */
+    char *api_sock;   /* the driver's control socket in the instance dir (last spec) */
+    char *agent_sock; /* the host end of the agent channel (last spec) */
     struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
     bool removed;             /* under lock */
     unsigned refs;            /* under manager lock */
@@ -104,6 +106,8 @@ int inst_vmm_recorded(struct inst_manager *m, struct inst *i, struct tp_err *err
 void inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec);
 /* Stop the VMM (graceful where the capability says so, else kill) and drop connections. */
 int inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
+/* The instance's sockets as its driver names them (set in i, borrowed by the caller). */
+void inst_sock_paths(struct inst *i);
 /* Remove what means nothing once the VMM is gone (snapshots, guest RAM, sockets, template
  * ref): what stop leaves besides the disk. */
 int inst_discard_runtime_files(struct inst *i, struct tp_err *err);

@@ -27,6 +27,8 @@ inst_free(struct inst *i)
     inst_paths_clear(&i->paths);
     free(i->cmdline);
     free(i->mem_path);
+    free(i->api_sock);
+    free(i->agent_sock);
     safe_close(i->boot_pidfd);
     pthread_mutex_destroy(&i->lock);
     free(i);

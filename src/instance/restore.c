@@ -95,6 +95,8 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     struct snap_manifest man;
     char tid[INST_ID_LEN + 1];
     r = snap_validate(i->paths.snap_latest, &man, err);
+    if (r >= 0)
+        r = hv_check_snapshot_version(drv, man.vmm_version, err);
     if (r < 0) {
         tp_err_wrap(err, "restore '%s'", i->rec->name);
         goto done;

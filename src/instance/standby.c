@@ -58,6 +58,8 @@ take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *
     int r;
 
     snprintf(man.hypervisor, sizeof(man.hypervisor), "%s", i->vm->drv->name);
+    const char *vmm_version = hv_version(i->vm->drv, NULL);
+    snprintf(man.vmm_version, sizeof(man.vmm_version), "%s", vmm_version ? vmm_version : "");
     r = snap_prepare_target(i->paths.snap_base, i->paths.snap_latest, reuse, &diff, err);
     if (r < 0)
         return r;

@@ -15,8 +15,9 @@ inst_discard_runtime_files(struct inst *i, struct tp_err *err)
         return r;
     if (unlink(i->paths.mem) < 0 && errno != ENOENT)
         return tp_err_errno(err, -errno, "remove '%s'", i->paths.mem);
-    unlink(i->paths.api_sock);
-    unlink(i->paths.agent_sock);
+    inst_sock_paths(i);
+    unlink(i->api_sock);
+    unlink(i->agent_sock);
     /* A stopped instance boots afresh on its own memory: it no longer needs a template. */
     inst_template_clear(i);
     return 0;

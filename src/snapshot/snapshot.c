@@ -94,6 +94,8 @@ manifest_json(const struct snap_manifest *m)
         m->hypervisor, "type", m->diff ? "diff" : "full", "created_ms", (json_int_t)m->created_ms,
         "memory_mib", (json_int_t)m->memory_mib, "vcpus", (json_int_t)m->vcpus, "memory_written",
         (json_int_t)m->memory_written, "ram_in_state", m->ram_in_state);
+    if (o && m->vmm_version[0])
+        json_object_set_new(o, "vmm_version", json_string(m->vmm_version));
     char *s = o ? json_dumps(o, JSON_INDENT(2)) : NULL;
     json_decref(o);
     if (!s)
@@ -182,16 +184,18 @@ snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err)
                           jerr.text);
     json_int_t created = 0, mib = 0, vcpus = 0, written = 0;
     int ram_in_state = 0;
-    if (json_unpack(o, "{s:i, s:s, s:s, s:I, s:I, s:I, s:I, s?b}", "version", &m.version,
+    const char *vmm_version = NULL;
+    if (json_unpack(o, "{s:i, s:s, s:s, s:I, s:I, s:I, s:I, s?b, s?s}", "version", &m.version,
                     "hypervisor", &hv, "type", &type, "created_ms", &created, "memory_mib", &mib,
-                    "vcpus", &vcpus, "memory_written", &written, "ram_in_state",
-                    &ram_in_state) < 0 ||
+                    "vcpus", &vcpus, "memory_written", &written, "ram_in_state", &ram_in_state,
+                    "vmm_version", &vmm_version) < 0 ||
         m.version != SNAP_MANIFEST_VERSION) {
         json_decref(o);
         return tp_err_set(err, -EPROTO, "snapshot manifest '%s' is not version %d", manifest,
                           SNAP_MANIFEST_VERSION);
     }
     snprintf(m.hypervisor, sizeof(m.hypervisor), "%s", hv);
+    snprintf(m.vmm_version, sizeof(m.vmm_version), "%s", vmm_version ? vmm_version : "");
     m.diff = strcmp(type, "diff") == 0;
     m.created_ms = created;
     m.memory_mib = (uint32_t)mib;

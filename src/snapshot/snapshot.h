@@ -23,6 +23,7 @@ struct snap_manifest {
     uint32_t vcpus;
     uint64_t memory_written; /* bytes of guest memory this snapshot had to write */
     bool ram_in_state;       /* guest memory travels in "state": there is no "memory" image */
+    char vmm_version[32];    /* the VMM that wrote it ("" when the driver cannot tell) */
 };
 
 /* Get the directory a standby writes into (latest). With reuse and a retained base, the base is

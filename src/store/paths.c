@@ -33,9 +33,6 @@ inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
     p->dir = fs_path_join(instances, id);
     p->mem = fs_path_join(p->dir, "mem");
     p->root_disk = fs_path_join(p->dir, "root.ext4");
-    /* Short names: the whole socket path must fit sun_path (108 bytes). */
-    p->api_sock = fs_path_join(p->dir, "qmp.sock");
-    p->agent_sock = fs_path_join(p->dir, "agent.sock");
     p->logs_dir = fs_path_join(p->dir, "logs");
     p->console_log = fs_path_join(p->logs_dir, "console.log");
     p->vmm_log = fs_path_join(p->logs_dir, "vmm.log");
@@ -46,6 +43,12 @@ inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
     p->identity_pending = fs_path_join(p->dir, "identity-pending");
 }
 
+char *
+paths_instance_file(const struct inst_paths *p, const char *name)
+{
+    return fs_path_join(p->dir, name);
+}
+
 void
 inst_paths_clear(struct inst_paths *p)
 {
@@ -54,8 +57,6 @@ inst_paths_clear(struct inst_paths *p)
     free(p->dir);
     free(p->mem);
     free(p->root_disk);
-    free(p->api_sock);
-    free(p->agent_sock);
     free(p->logs_dir);
     free(p->console_log);
     free(p->vmm_log);

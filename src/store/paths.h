@@ -7,8 +7,6 @@ struct inst_paths {
     char *dir;              /* DATA/instances/<id> */
     char *mem;              /* guest RAM file */
     char *root_disk;        /* root.ext4 (the instance's own clone) */
-    char *api_sock;         /* qmp.sock, the VMM control socket: short names keep sun_path < 108 */
-    char *agent_sock;       /* agent.sock */
     char *logs_dir;         /* logs/ */
     char *console_log;      /* logs/console.log */
     char *vmm_log;          /* logs/vmm.log */
@@ -23,6 +21,8 @@ struct inst_paths {
 /* Fill all paths for instance id under data_dir (no I/O). */
 void inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id);
 void inst_paths_clear(struct inst_paths *p);
+/* DATA/instances/<id>/<name>: files whose names the hypervisor driver chooses (its sockets). */
+char *paths_instance_file(const struct inst_paths *p, const char *name);
 
 /* DATA/templates and DATA/templates/<tid>: frozen memory images that fork children map
  * copy-on-write, kept while any instance refers to them. */

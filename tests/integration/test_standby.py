@@ -1,6 +1,7 @@
 """Standby and restore of real QEMU guests: state survives, later standbys write only what
 changed, wrong states are refused, and failures never lose the VM."""
 import hashlib
+import json
 import os
 import subprocess
 
@@ -136,6 +137,39 @@ class StandbyRestore(harness.DaemonTest):
         for k in range(3):
             self.assertEqual(guest(d, "ids", f"echo {k}"), f"{k}\n")
         d.cli("rm", "-f", "ids")
+
+    def test_snapshot_of_another_vmm_version_refused(self):
+        """The manifest records the VMM's version; a VMM that cannot load it says so (409) and
+        the snapshot stays as it was."""
+        d = self.d
+        d.cli("run", "--name", "versioned")
+        guest(d, "versioned", "echo kept > /run/v")
+        st, out = d.op("versioned", "standby")
+        self.assertEqual(st, 200, out)
+        manifest = os.path.join(d.inst_dir("versioned"), "snapshots", "snapshot-latest",
+                                "manifest.json")
+        with open(manifest) as f:
+            m = json.load(f)
+        self.assertRegex(m["vmm_version"], r"^\d+\.\d+\.\d+$")
+        real = m["vmm_version"]
+        m["vmm_version"] = "1.0.0"
+        with open(manifest, "w") as f:
+            json.dump(m, f)
+        st, out = d.op("versioned", "restore")
+        self.assertEqual(st, 409, out)
+        self.assertEqual(out["code"], "incompatible")
+        self.assertIn("1.0.0", out["message"])
+        self.assertIn(real, out["message"])
+        st, inst = d.request("GET", "/v1/instances/versioned")
+        self.assertEqual(inst["state"], "Standby")
+        m["vmm_version"] = real
+        with open(manifest, "w") as f:
+            json.dump(m, f)
+        st, out = d.op("versioned", "restore")
+        self.assertEqual(st, 200, out)
+        self.assertEqual(guest(d, "versioned", "cat /run/v"), "kept\n")
+        d.cli("rm", "-f", "versioned")
+
 
 class Faults(harness.FailpointTest):
     """Fault injection through failpoints armed in a file the daemon reads at each check."""

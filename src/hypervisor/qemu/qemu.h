@@ -34,3 +34,9 @@ int qemu_accel_pick(const char *override, const char *cpuinfo_path, const char *
 
 /* Host TSC rate in kHz, measured once per process (0 where it cannot be measured). */
 uint64_t qemu_tsc_khz(void);
+
+/* qemu_version.c: "X.Y.Z" from `--version` output (-EPROTO without one); the driver's probe
+ * and version_compatible slots. */
+int qemu_version_parse(const char *text, char **ret);
+int qemu_probe(char **ret_version, struct tp_err *err);
+bool qemu_version_compatible(const char *snap, const char *now);

@@ -554,6 +554,10 @@ qemu_release(struct hv_vm *vm)
 
 const struct hv_driver qemu_driver = {
     .name = "qemu",
+    .api_sock_name = "qmp.sock",
+    .agent_sock_name = "agent.sock",
+    .probe = qemu_probe,
+    .version_compatible = qemu_version_compatible,
     .caps = {
         [HV_CAP_PAUSE] = true,
         [HV_CAP_SNAPSHOT] = true,

@@ -128,6 +128,38 @@ test_tsc_khz(void **state)
 #endif
 }
 
+/* The version in `qemu-system-x86_64 --version` output, and which snapshots a QEMU loads. */
+static void
+test_qemu_version(void **state)
+{
+    char *v = NULL;
+    (void)state;
+
+    assert_int_equal(qemu_version_parse("QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7)\n"
+                                        "Copyright (c) 2003-2022 Fabrice Bellard\n",
+                                        &v),
+                     0);
+    assert_string_equal(v, "7.2.22");
+    free(v);
+    assert_int_equal(qemu_version_parse("QEMU emulator version 8.1.0\n", &v), 0);
+    assert_string_equal(v, "8.1.0");
+    free(v);
+    v = NULL;
+    assert_int_equal(qemu_version_parse("qemu: command not found", &v), -EPROTO);
+    assert_int_equal(qemu_version_parse("QEMU emulator version 7\n", &v), -EPROTO);
+    assert_int_equal(qemu_version_parse(NULL, &v), -EPROTO);
+    assert_null(v);
+    assert_true(qemu_version_compatible("7.2.1", "7.2.22"));
+    assert_false(qemu_version_compatible("7.1.0", "7.2.22"));
+    assert_false(qemu_version_compatible("8.2.0", "7.2.22"));
+    assert_false(qemu_version_compatible("", "7.2.22"));
+    /* The real binary of this machine answers. */
+    struct tp_err err = { 0 };
+    assert_int_equal(qemu_probe(&v, &err), 0);
+    assert_non_null(v);
+    free(v);
+}
+
 int
 hv_test_accel(void)
 {
@@ -135,6 +167,7 @@ hv_test_accel(void)
         cmocka_unit_test_setup_teardown(test_accel_auto, accel_setup, accel_teardown),
         cmocka_unit_test_setup_teardown(test_accel_override, accel_setup, accel_teardown),
         cmocka_unit_test(test_tsc_khz),
+        cmocka_unit_test(test_qemu_version),
     };
     return cmocka_run_group_tests_name("accel", tests, NULL, NULL);
 }

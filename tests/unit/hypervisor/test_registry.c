@@ -161,13 +161,64 @@ test_kill_and_exited(void **state)
     tp_err_clear(&err);
 }
 
+static unsigned probes;
+
+static int
+probe_2_0_1(char **ret, struct tp_err *err)
+{
+    (void)err;
+    probes++;
+    *ret = xstrdup("2.0.1");
+    return 0;
+}
+
+static bool
+same_major(const char *snap, const char *now)
+{
+    return snap[0] == now[0];
+}
+
+/* A driver reports its VMM's version once (cached); a snapshot records it and a VMM that cannot
+ * load it is named with both versions. Socket names default when a driver gives none. */
+static void
+test_versions_and_sockets(void **state)
+{
+    static struct hv_driver strict = { .name = "strict", .probe = probe_2_0_1 };
+    static struct hv_driver loose = { .name = "loose",
+                                      .probe = probe_2_0_1,
+                                      .version_compatible = same_major,
+                                      .api_sock_name = "fc.sock" };
+    static struct hv_driver mute = { .name = "mute" };
+    struct tp_err err = { 0 };
+    (void)state;
+
+    assert_string_equal(hv_version(&strict, NULL), "2.0.1");
+    assert_string_equal(hv_version(&strict, NULL), "2.0.1");
+    assert_int_equal(probes, 1);
+    assert_null(hv_version(&mute, NULL));
+
+    assert_int_equal(hv_check_snapshot_version(&strict, "2.0.1", NULL), 0);
+    assert_int_equal(hv_check_snapshot_version(&strict, "", NULL), 0); /* not recorded */
+    assert_int_equal(hv_check_snapshot_version(&strict, "2.0.0", &err), -EPROTONOSUPPORT);
+    assert_non_null(strstr(tp_err_msg(&err), "2.0.0"));
+    assert_non_null(strstr(tp_err_msg(&err), "2.0.1"));
+    tp_err_clear(&err);
+    assert_int_equal(hv_check_snapshot_version(&loose, "2.9.9", NULL), 0);
+    assert_int_equal(hv_check_snapshot_version(&loose, "1.0.0", NULL), -EPROTONOSUPPORT);
+    assert_int_equal(hv_check_snapshot_version(&mute, "9.9.9", NULL), 0); /* nothing to compare */
+
+    assert_string_equal(hv_api_sock_name(&loose), "fc.sock");
+    assert_string_equal(hv_api_sock_name(&strict), "api.sock");
+    assert_string_equal(hv_agent_sock_name(&strict), "agent.sock");
+}
+
 int
 hv_test_registry(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cap_names),       cmocka_unit_test(test_find),
         cmocka_unit_test(test_caps_without_vm), cmocka_unit_test(test_facade_gates),
-        cmocka_unit_test(test_kill_and_exited),
+        cmocka_unit_test(test_kill_and_exited), cmocka_unit_test(test_versions_and_sockets),
     };
     return cmocka_run_group_tests_name("registry", tests, NULL, NULL);
 }

@@ -747,8 +747,8 @@ test_paths(void **state)
     assert_string_equal(p.dir, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60");
     assert_string_equal(p.mem, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/mem");
     assert_string_equal(p.root_disk, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/root.ext4");
-    assert_string_equal(p.api_sock, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/qmp.sock");
-    assert_string_equal(p.agent_sock, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/agent.sock");
+    _cleanup_free_ char *sock = paths_instance_file(&p, "qmp.sock");
+    assert_string_equal(sock, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/qmp.sock");
     assert_string_equal(p.logs_dir, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/logs");
     assert_string_equal(p.console_log,
                         "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/logs/console.log");

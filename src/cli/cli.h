@@ -10,7 +10,9 @@
 
 #define CLI_DEFAULT_SOCKET "/run/torpor/torpor.sock"
 
-/* Exit codes shared by the verbs (docker's convention for exec's own failures). */
+/* Exit codes shared by the verbs (docker's convention for exec's own failures). A usage error
+ * is CLI_EXIT_USAGE, as it always was here (docker says 125 for every verb); exec's is 125
+ * because any other code could be its command's own. */
 #define CLI_EXIT_OK          0
 #define CLI_EXIT_FAIL        1
 #define CLI_EXIT_USAGE       2
@@ -32,9 +34,10 @@ struct cli_global_opts {
     int verb_index; /* argv index of the verb; == argc when there is none */
 };
 
-/* Parse `torpor [--socket PATH] [--help] [--version] VERB ...`. --socket wins over
- * env_socket (the caller passes getenv("TORPOR_SOCKET")), which wins over the default;
- * an empty env_socket counts as unset. -EINVAL on an unknown option. */
+/* Parse `torpor [--socket PATH] [--help] [--version] VERB ...` with cli_parse_args(): options
+ * end at VERB, whose words are its own. --socket wins over env_socket (the caller passes
+ * getenv("TORPOR_SOCKET")), which wins over the default; an empty env_socket counts as unset.
+ * -EINVAL on an unknown option. */
 int cli_parse_global(int argc, char **argv, const char *env_socket, struct cli_global_opts *ret,
                      struct tp_err *err);
 
@@ -43,8 +46,15 @@ int cli_parse_global(int argc, char **argv, const char *env_socket, struct cli_g
 /* A positive decimal integer (no sign, no suffix) no larger than max, else -EINVAL naming opt. */
 int cli_parse_uint(const char *opt, const char *s, uint32_t max, uint32_t *ret, struct tp_err *err);
 
-/* Turn getopt_long's '?' or ':' into a message naming the offending option; returns -EINVAL. */
-int cli_getopt_error(int c, char **argv, struct tp_err *err);
+/* A size in MiB: a plain number is MiB; K, M, G or T (any case, optionally followed by "B" or
+ * "iB") give the unit: "512M", "2G", "524288K". Whole MiB from min to max, else -EINVAL with a
+ * message naming opt. */
+int cli_parse_size_mib(const char *opt, const char *s, uint32_t min, uint32_t max, uint32_t *ret,
+                       struct tp_err *err);
+
+/* An instance name as torpord takes it ([a-z0-9][a-z0-9-]*, at most max characters), checked
+ * here so the message names the user's option, not the API's field. -EINVAL otherwise. */
+int cli_check_name(const char *opt, const char *s, size_t max, struct tp_err *err);
 
 /* An absolute form of path for the daemon, whose cwd differs: realpath() when it resolves,
  * else path joined to the cwd (so the daemon reports the absolute path as missing).
@@ -62,26 +72,30 @@ void cli_format_ago(int64_t seconds, char *buf, size_t size);
 /* Print "torpor: <msg>" to stderr. */
 void cli_error(const char *fmt, ...) _printf_(1, 2);
 
-/* ---- simple verbs: flags, options with a value and NAME operands (opts.c) ----------------
- * Most verbs take only on/off flags, a few plain values and names. Each states its syntax in
- * a cli_syntax table; the getopt loop, the operand checks, the --help option and the usage's
- * option list are shared. Values are handed over as text: the verb checks them. */
+/* ---- the option parser (opts.c) -----------------------------------------------------------
+ * Every verb states its syntax in a cli_syntax table: its options and its operands. One parser
+ * reads them all as docker's (pflag) and GNU getopt_long do: options and operands interleave
+ * ("rm web -f" is "rm -f web"), "--" ends the options, and --help or -h anywhere before it
+ * asks for the usage (generated from the same table) and nothing else. Values are handed over
+ * as text: the verb checks them. */
 
 /* A flag: --name, and -short_name where set; with arg set, an option taking a value. */
 struct cli_flag {
-    const char *name; /* long name without "--"; NULL ends the list */
+    const char *name; /* long name without "--"; NULL ends the list; never "help" */
     char short_name;  /* 0 = long only; never 'h' (--help is implied) */
     const char *help; /* its line in the usage text */
     const char *arg;  /* NULL = a flag; else the value's name in the usage ("N") */
 };
 
 enum cli_operands {
-    CLI_OPERANDS_NONE, /* no arguments */
-    CLI_OPERANDS_ONE,  /* exactly one NAME */
-    CLI_OPERANDS_SOME, /* one or more NAMEs */
+    CLI_OPERANDS_NONE,     /* no arguments */
+    CLI_OPERANDS_ONE,      /* exactly one NAME */
+    CLI_OPERANDS_SOME,     /* one or more NAMEs */
+    CLI_OPERANDS_CMD,      /* [CMD [ARG...]]: the options end at CMD, whose words are its own */
+    CLI_OPERANDS_NAME_CMD, /* NAME CMD [ARG...]: likewise (docker exec) */
 };
 
-#define CLI_FLAGS_MAX 8
+#define CLI_FLAGS_MAX 16
 
 /* --trace of the verbs whose reply carries a last_operation worth showing. */
 #define CLI_FLAG_TRACE                                                      \
@@ -93,6 +107,7 @@ struct cli_syntax {
     const char *verb;
     const char *usage; /* "Usage: ..." line and description; the option list is appended */
     enum cli_operands operands;
+    int usage_exit; /* the exit code of a usage error; 0 = CLI_EXIT_USAGE */
     struct cli_flag flags[CLI_FLAGS_MAX];
 };
 
@@ -105,11 +120,20 @@ struct cli_args {
     size_t n_operands;
 };
 
-/* Parse argv (argv[0] = the verb) against syn: options up to the first other word, then the
- * operands syn wants. With --help nothing else is checked. -EINVAL with a message for unknown
- * options and wrong operand counts; *ret is written only on success. */
+/* Called for each option given, in order (value NULL for a flag): for repeatable options. */
+typedef void (*cli_value_fn)(size_t flag, const char *value, void *userdata);
+
+/* Parse argv (argv[0] = the verb) against syn. argv is reordered as GNU getopt does (options
+ * first, then the operands, each in their order), so the operands are one array. With --help
+ * nothing else is checked: not unknown options, not the operand count. -EINVAL with a message
+ * for unknown options ("unknown flag: --foo", as docker says), missing values and wrong
+ * operand counts; *ret is written only on success. Unique prefixes of long names are taken,
+ * as getopt_long did. */
 int cli_parse_args(const struct cli_syntax *syn, int argc, char **argv, struct cli_args *ret,
                    struct tp_err *err);
+/* The same, calling each(i, value, userdata) for each option given, up to the first mistake. */
+int cli_parse_args_each(const struct cli_syntax *syn, int argc, char **argv, cli_value_fn each,
+                        void *userdata, struct cli_args *ret, struct tp_err *err);
 
 /* syn's usage text followed by its "Options:" list (each flag, then -h, --help). */
 void cli_usage_print(const struct cli_syntax *syn, FILE *f);
@@ -226,7 +250,18 @@ int cli_cmd_fork(const struct cli_ctx *ctx, const struct fork_opts *o);
 int cli_cmd_caps(const struct cli_ctx *ctx);
 int cli_cmd_version(const struct cli_ctx *ctx);
 
-/* Verb entry points for main()'s table: parse + usage/errors + run. */
+/* The verbs main() dispatches to (verbs.c), in the order `torpor --help` lists them. */
+struct cli_verb {
+    const char *name;
+    int (*fn)(const struct cli_ctx *ctx, int argc, char **argv); /* argv[0] = name */
+    const char *help;
+};
+extern const struct cli_verb cli_verbs[];
+extern const size_t cli_n_verbs;
+/* The verb called name, or NULL. */
+const struct cli_verb *cli_verb_find(const char *name);
+
+/* Verb entry points for the table: parse + usage/errors + run. */
 int cli_verb_run(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_ps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_inspect(const struct cli_ctx *ctx, int argc, char **argv);
@@ -237,11 +272,9 @@ int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
 
-/* The common tail of a cli_verb_*(): r < 0 prints the usage error and returns
- * CLI_EXIT_USAGE; help prints usage to stdout and returns 0; else returns -1 (go on). */
-int cli_verb_prologue(const char *verb, const char *usage, int r, bool help,
-                      const struct tp_err *err);
-/* The same for a verb parsed with cli_parse_args(): help prints cli_usage_print(syn). */
+/* The common tail of a cli_verb_*(): r < 0 prints the usage error and "See 'torpor VERB
+ * --help'." to stderr and returns syn's usage exit code; help prints cli_usage_print(syn) to
+ * stdout and returns 0; else returns -1 (go on). */
 int cli_syntax_prologue(const struct cli_syntax *syn, int r, bool help, const struct tp_err *err);
 /* A whole cli_verb_*() for a verb whose syn has no flags and CLI_OPERANDS_NONE: parse argv
  * (only --help), print usage or errors, else return run(ctx). */

@@ -1,6 +1,5 @@
 /* torpor exec: run a command in a guest, stream its output, exit with its status. */
 #include <errno.h>
-#include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,16 +13,26 @@
 #include "util/fs.h"
 #include "util/xalloc.h"
 
-static const char usage[] =
-    "Usage: torpor exec [OPTIONS] NAME [OPTIONS] [--] CMD [ARGS...]\n"
-    "\n"
-    "Run CMD in the instance NAME; its output streams to stdout and stderr and torpor exits\n"
-    "with its exit code (125: torpor failed, 126: CMD could not run, 127: CMD not found).\n"
-    "\n"
-    "Options:\n"
-    "  -e, --env K=V        set an environment variable (repeatable)\n"
-    "  -w, --workdir DIR    working directory in the guest\n"
-    "  -h, --help           print this help\n";
+enum {
+    OPT_ENV,
+    OPT_WORKDIR,
+};
+
+static const struct cli_syntax syntax = {
+    .verb = "exec",
+    .usage = "Usage: torpor exec [OPTIONS] NAME [--] CMD [ARGS...]\n"
+             "\n"
+             "Run CMD in the instance NAME; its output streams to stdout and stderr and torpor exits\n"
+             "with its exit code (125: torpor failed, 126: CMD could not run, 127: CMD not found).\n"
+             "Options end at CMD: what follows it is CMD's.\n",
+    .operands = CLI_OPERANDS_NAME_CMD,
+    /* A usage error must not pass for CMD's own exit code 2. */
+    .usage_exit = CLI_EXIT_EXEC_DAEMON,
+    .flags = {
+        [OPT_ENV] = { "env", 'e', "set an environment variable (repeatable)", "K=V" },
+        [OPT_WORKDIR] = { "workdir", 'w', "working directory in the guest", "DIR" },
+    },
+};
 
 void
 cli_exec_opts_done(struct exec_opts *o)
@@ -43,85 +52,60 @@ strv_push(char ***v, size_t *n, const char *s)
     (*v)[*n] = NULL;
 }
 
-/* One getopt pass over argv (argv[0] is skipped); stops at the first non-option or "--".
- * Returns the index of the first word not consumed. */
-static int
-parse_exec_options(int argc, char **argv, struct exec_opts *o, size_t *n_env, struct tp_err *err)
-{
-    static const struct option longopts[] = {
-        { "env", required_argument, NULL, 'e' },
-        { "workdir", required_argument, NULL, 'w' },
-        { "help", no_argument, NULL, 'h' },
-        {},
-    };
-    int c;
+struct exec_parse {
+    struct exec_opts *o;
+    size_t n_env;
+};
 
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:e:w:h", longopts, NULL)) >= 0) {
-        switch (c) {
-        case 'e': {
-            const char *eq = strchr(optarg, '=');
-            if (!eq || eq == optarg)
-                return tp_err_set(err, -EINVAL, "option '--env' expects K=V, not '%s'", optarg);
-            if (cli_check_utf8("the value of '--env'", optarg, err) < 0)
-                return -EINVAL;
-            strv_push(&o->env, n_env, optarg);
-            break;
-        }
-        case 'w':
-            if (!*optarg)
-                return tp_err_set(err, -EINVAL, "option '--workdir' needs a non-empty value");
-            if (cli_check_utf8("the value of '--workdir'", optarg, err) < 0)
-                return -EINVAL;
-            free(o->workdir);
-            o->workdir = xstrdup(optarg);
-            break;
-        case 'h':
-            o->help = true;
-            break;
-        default:
-            return cli_getopt_error(c, argv, err);
-        }
-    }
-    return optind;
+/* -e is repeatable: keep each value, in order. */
+static void
+exec_on_option(size_t flag, const char *value, void *userdata)
+{
+    struct exec_parse *ep = userdata;
+
+    if (flag == OPT_ENV)
+        strv_push(&ep->o->env, &ep->n_env, value);
 }
 
 int
 cli_parse_exec(int argc, char **argv, struct exec_opts *ret, struct tp_err *err)
 {
     _cleanup_(cli_exec_opts_done) struct exec_opts o = { 0 };
-    size_t n_env = 0, n_cmd = 0;
-    int i, r;
+    struct exec_parse ep = { .o = &o };
+    const char *workdir;
+    size_t n_cmd = 0;
+    struct cli_args a;
+    int r;
 
-    /* Options may come before NAME and between NAME and CMD; each pass stops at the first
-     * word that is not an option ('+'), so everything from CMD on belongs to the guest. */
-    r = parse_exec_options(argc, argv, &o, &n_env, err);
+    r = cli_parse_args_each(&syntax, argc, argv, exec_on_option, &ep, &a, err);
     if (r < 0)
         return r;
-    i = r;
-    if (o.help)
-        goto done;
-    if (i >= argc)
-        return tp_err_set(err, -EINVAL, "'exec' needs an instance NAME and a CMD");
-    o.name = xstrdup(argv[i]);
-
-    /* The second pass sees NAME as its argv[0]. */
-    r = parse_exec_options(argc - i, argv + i, &o, &n_env, err);
-    if (r < 0)
-        return r;
-    i += r;
-    if (o.help)
-        goto done;
-    if (i >= argc)
-        return tp_err_set(err, -EINVAL, "'exec' needs a CMD to run in '%s'", o.name);
-    for (; i < argc; i++) {
-        _cleanup_free_ char *what = xasprintf("argument %zu of CMD", n_cmd + 1);
-        if (cli_check_utf8(what, argv[i], err) < 0)
-            return -EINVAL;
-        strv_push(&o.cmd, &n_cmd, argv[i]);
+    if (a.help) {
+        *ret = (struct exec_opts){ .help = true };
+        return 0;
     }
-done:
+    strv_foreach (e, o.env) {
+        const char *eq = strchr(*e, '=');
+        if (!eq || eq == *e)
+            return tp_err_set(err, -EINVAL, "option '--env' expects K=V, not '%s'", *e);
+        if (cli_check_utf8("the value of '--env'", *e, err) < 0)
+            return -EINVAL;
+    }
+    workdir = a.values[OPT_WORKDIR];
+    if (workdir) {
+        if (!*workdir)
+            return tp_err_set(err, -EINVAL, "option '--workdir' needs a non-empty value");
+        if (cli_check_utf8("the value of '--workdir'", workdir, err) < 0)
+            return -EINVAL;
+        o.workdir = xstrdup(workdir);
+    }
+    o.name = xstrdup(a.operands[0]);
+    for (size_t i = 1; i < a.n_operands; i++) {
+        _cleanup_free_ char *what = xasprintf("argument %zu of CMD", i);
+        if (cli_check_utf8(what, a.operands[i], err) < 0)
+            return -EINVAL;
+        strv_push(&o.cmd, &n_cmd, a.operands[i]);
+    }
     *ret = o;
     o = (struct exec_opts){ 0 }; /* moved to ret */
     return 0;
@@ -199,7 +183,7 @@ cli_verb_exec(const struct cli_ctx *ctx, int argc, char **argv)
     _cleanup_(cli_exec_opts_done) struct exec_opts o = { 0 };
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     int r = cli_parse_exec(argc, argv, &o, &err);
-    int x = cli_verb_prologue("exec", usage, r, o.help, &err);
+    int x = cli_syntax_prologue(&syntax, r, o.help, &err);
 
     return x >= 0 ? x : cli_cmd_exec(ctx, &o);
 }

@@ -7,8 +7,11 @@
 #include "client.h"
 #include "util/cleanup.h"
 
-/* The daemon checks the same bound (api/body.h); checking here makes it a usage error. */
-#define FORK_COUNT_MAX 64
+/* The daemon checks the same bounds (api/body.h); checking here makes them usage errors that
+ * name the user's options. */
+#define FORK_COUNT_MAX  64
+#define FORK_NAME_MAX   63
+#define FORK_PREFIX_MAX 60
 
 enum {
     OPT_COUNT,
@@ -77,6 +80,12 @@ cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err)
     if (a.values[OPT_PREFIX] &&
         cli_check_utf8("the value of '--prefix'", a.values[OPT_PREFIX], err) < 0)
         return -EINVAL;
+    if (a.values[OPT_NAME] &&
+        (r = cli_check_name("--name", a.values[OPT_NAME], FORK_NAME_MAX, err)) < 0)
+        return r;
+    if (a.values[OPT_PREFIX] &&
+        (r = cli_check_name("--prefix", a.values[OPT_PREFIX], FORK_PREFIX_MAX, err)) < 0)
+        return r;
     if (a.values[OPT_NAME] && a.values[OPT_PREFIX])
         return tp_err_set(err, -EINVAL, "options '--name' and '--prefix' exclude each other");
     if (a.values[OPT_NAME] && o.count > 1)

@@ -1,5 +1,5 @@
 /* torpor run: create and start a microVM, print its id. */
-#include <getopt.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -10,24 +10,49 @@
 #include "util/cleanup.h"
 #include "util/xalloc.h"
 
-static const char usage[] =
-    "Usage: torpor run [OPTIONS] [--] [CMD [ARGS...]]\n"
-    "\n"
-    "Create and start a microVM; prints its id on stdout.\n"
-    "\n"
-    "Options:\n"
-    "      --name NAME          instance name ([a-z0-9][a-z0-9-]*)\n"
-    "  -m, --memory MIB         guest memory in MiB\n"
-    "      --vcpus N            number of virtual CPUs\n"
-    "      --hypervisor NAME    hypervisor driver (qemu)\n"
-    "      --kernel PATH        guest kernel\n"
-    "      --initrd PATH        guest initramfs\n"
-    "      --rootfs DIR|IMG     root filesystem: a directory or an ext4 image\n"
-    "      --accel kvm|tcg      accelerator (default: chosen by torpord)\n"
-    "      --disk-size MIB      size of the root disk built from a directory\n"
-    "      --no-agent           do not wait for the guest agent\n"
-    "      --trace              print the timing of each phase to stderr\n"
-    "  -h, --help               print this help\n";
+/* torpord checks the same bounds (api/body.h); checking here names the user's option. */
+#define RUN_MEMORY_MIB_MIN 64
+#define RUN_MEMORY_MIB_MAX 65536
+#define RUN_VCPUS_MAX      64
+#define RUN_DISK_MIB_MAX   (1024 * 1024)
+#define RUN_NAME_MAX       63
+
+enum {
+    OPT_NAME,
+    OPT_MEMORY,
+    OPT_VCPUS,
+    OPT_HYPERVISOR,
+    OPT_KERNEL,
+    OPT_INITRD,
+    OPT_ROOTFS,
+    OPT_ACCEL,
+    OPT_DISK_SIZE,
+    OPT_NO_AGENT,
+    OPT_TRACE,
+};
+
+static const struct cli_syntax syntax = {
+    .verb = "run",
+    .usage = "Usage: torpor run [OPTIONS] [--] [CMD [ARGS...]]\n"
+             "\n"
+             "Create and start a microVM; prints its id on stdout. Options end at CMD.\n"
+             "Sizes are MiB, or take a unit: 512M, 2G.\n",
+    .operands = CLI_OPERANDS_CMD,
+    .flags = {
+        [OPT_NAME] = { "name", 0, "instance name ([a-z0-9][a-z0-9-]*)", "NAME" },
+        [OPT_MEMORY] = { "memory", 'm', "guest memory, 64M to 64G", "SIZE" },
+        [OPT_VCPUS] = { "vcpus", 0, "number of virtual CPUs, 1 to 64", "N" },
+        [OPT_HYPERVISOR] = { "hypervisor", 0, "hypervisor driver (qemu)", "NAME" },
+        [OPT_KERNEL] = { "kernel", 0, "guest kernel", "PATH" },
+        [OPT_INITRD] = { "initrd", 0, "guest initramfs", "PATH" },
+        [OPT_ROOTFS] = { "rootfs", 0, "root filesystem: a directory or an ext4 image", "DIR|IMG" },
+        [OPT_ACCEL] = { "accel", 0, "accelerator (default: chosen by torpord)", "kvm|tcg" },
+        [OPT_DISK_SIZE] = { "disk-size", 0, "size of the root disk built from a directory",
+                            "SIZE" },
+        [OPT_NO_AGENT] = { "no-agent", 0, "run without the guest agent: no exec", NULL },
+        [OPT_TRACE] = CLI_FLAG_TRACE,
+    },
+};
 
 void
 cli_run_opts_done(struct run_opts *o)
@@ -42,123 +67,104 @@ cli_run_opts_done(struct run_opts *o)
     *o = (struct run_opts){ 0 };
 }
 
-static void
-set_str(char **field, char *value)
+/* A string option's value: non-empty and UTF-8 (it goes into the JSON request). */
+static int
+want_text(const char *opt, const char *value, struct tp_err *err)
 {
-    free(*field);
-    *field = value;
+    _cleanup_free_ char *what = xasprintf("the value of '%s'", opt);
+
+    if (!*value)
+        return tp_err_set(err, -EINVAL, "option '%s' needs a non-empty value", opt);
+    return cli_check_utf8(what, value, err);
+}
+
+/* --kernel, --initrd, --rootfs: an absolute path, for torpord's cwd is not ours. */
+static int
+want_path(const char *opt, const char *value, char **ret, struct tp_err *err)
+{
+    char *path;
+
+    if (!*value)
+        return tp_err_set(err, -EINVAL, "option '%s' needs a non-empty path", opt);
+    path = cli_abspath(value);
+    /* Checked once absolute: the cwd joined to it may be what is not UTF-8. torpord judges
+     * whether it exists. */
+    if (cli_check_utf8("the absolute path of that file", path, err) < 0) {
+        free(path);
+        return tp_err_wrap(err, "option '%s'", opt);
+    }
+    *ret = path;
+    return 0;
 }
 
 int
 cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
 {
-    enum {
-        OPT_NAME = 0x100,
-        OPT_VCPUS,
-        OPT_HYPERVISOR,
-        OPT_KERNEL,
-        OPT_INITRD,
-        OPT_ROOTFS,
-        OPT_ACCEL,
-        OPT_DISK_SIZE,
-        OPT_NO_AGENT,
-        OPT_TRACE,
-    };
-    static const struct option longopts[] = {
-        { "name", required_argument, NULL, OPT_NAME },
-        { "memory", required_argument, NULL, 'm' },
-        { "vcpus", required_argument, NULL, OPT_VCPUS },
-        { "hypervisor", required_argument, NULL, OPT_HYPERVISOR },
-        { "kernel", required_argument, NULL, OPT_KERNEL },
-        { "initrd", required_argument, NULL, OPT_INITRD },
-        { "rootfs", required_argument, NULL, OPT_ROOTFS },
-        { "accel", required_argument, NULL, OPT_ACCEL },
-        { "disk-size", required_argument, NULL, OPT_DISK_SIZE },
-        { "no-agent", no_argument, NULL, OPT_NO_AGENT },
-        { "trace", no_argument, NULL, OPT_TRACE },
-        { "help", no_argument, NULL, 'h' },
-        {},
-    };
     _cleanup_(cli_run_opts_done) struct run_opts o = { 0 };
-    const char *opt;
-    char *path;
-    int c, r;
+    const char *const *v;
+    struct cli_args a;
+    int r;
 
-    optind = 0;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+:m:h", longopts, NULL)) >= 0) {
-        switch (c) {
-        case OPT_NAME:
-            if (!*optarg)
-                return tp_err_set(err, -EINVAL, "option '--name' needs a non-empty value");
-            if (cli_check_utf8("the value of '--name'", optarg, err) < 0)
-                return -EINVAL;
-            set_str(&o.name, xstrdup(optarg));
-            break;
-        case 'm':
-            r = cli_parse_uint("--memory", optarg, INT32_MAX, &o.memory_mib, err);
-            if (r < 0)
-                return r;
-            break;
-        case OPT_VCPUS:
-            r = cli_parse_uint("--vcpus", optarg, INT32_MAX, &o.vcpus, err);
-            if (r < 0)
-                return r;
-            break;
-        case OPT_DISK_SIZE:
-            r = cli_parse_uint("--disk-size", optarg, INT32_MAX, &o.disk_mib, err);
-            if (r < 0)
-                return r;
-            break;
-        case OPT_HYPERVISOR:
-            if (!*optarg)
-                return tp_err_set(err, -EINVAL, "option '--hypervisor' needs a non-empty value");
-            if (cli_check_utf8("the value of '--hypervisor'", optarg, err) < 0)
-                return -EINVAL;
-            set_str(&o.hypervisor, xstrdup(optarg));
-            break;
-        case OPT_KERNEL:
-        case OPT_INITRD:
-        case OPT_ROOTFS:
-            /* Not argv[optind - 1]: that is the value when it came as a separate word. */
-            opt = c == OPT_KERNEL ? "--kernel" : c == OPT_INITRD ? "--initrd" : "--rootfs";
-            if (!*optarg)
-                return tp_err_set(err, -EINVAL, "option '%s' needs a non-empty path", opt);
-            /* torpord's cwd is not ours: send absolute paths, and let it judge existence. */
-            path = cli_abspath(optarg);
-            /* Checked once absolute: the cwd joined to it may be what is not UTF-8. */
-            if (cli_check_utf8("the absolute path of that file", path, err) < 0) {
-                free(path);
-                return tp_err_wrap(err, "option '%s'", opt);
-            }
-            set_str(c == OPT_KERNEL ? &o.kernel : c == OPT_INITRD ? &o.initrd : &o.rootfs, path);
-            break;
-        case OPT_ACCEL:
-            if (strcmp(optarg, "kvm") != 0 && strcmp(optarg, "tcg") != 0)
-                return tp_err_set(err, -EINVAL, "option '--accel' expects 'kvm' or 'tcg', not '%s'",
-                                  optarg);
-            set_str(&o.accel, xstrdup(optarg));
-            break;
-        case OPT_NO_AGENT:
-            o.no_agent = true;
-            break;
-        case OPT_TRACE:
-            o.trace = true;
-            break;
-        case 'h':
-            o.help = true;
-            break;
-        default:
-            return cli_getopt_error(c, argv, err);
-        }
+    r = cli_parse_args(&syntax, argc, argv, &a, err);
+    if (r < 0)
+        return r;
+    if (a.help) {
+        *ret = (struct run_opts){ .help = true };
+        return 0;
     }
-    if (optind < argc) {
-        o.cmd = xnew(char *, (size_t)(argc - optind) + 1);
-        for (int i = optind; i < argc; i++) {
-            _cleanup_free_ char *what = xasprintf("argument %d of CMD", i - optind + 1);
-            if (cli_check_utf8(what, argv[i], err) < 0)
+    v = a.values;
+    if (v[OPT_NAME]) {
+        r = want_text("--name", v[OPT_NAME], err);
+        if (r >= 0)
+            r = cli_check_name("--name", v[OPT_NAME], RUN_NAME_MAX, err);
+        if (r < 0)
+            return r;
+        o.name = xstrdup(v[OPT_NAME]);
+    }
+    if (v[OPT_MEMORY]) {
+        r = cli_parse_size_mib("--memory", v[OPT_MEMORY], RUN_MEMORY_MIB_MIN, RUN_MEMORY_MIB_MAX,
+                               &o.memory_mib, err);
+        if (r < 0)
+            return r;
+    }
+    if (v[OPT_VCPUS]) {
+        r = cli_parse_uint("--vcpus", v[OPT_VCPUS], RUN_VCPUS_MAX, &o.vcpus, err);
+        if (r < 0)
+            return r;
+    }
+    if (v[OPT_DISK_SIZE]) {
+        r = cli_parse_size_mib("--disk-size", v[OPT_DISK_SIZE], 1, RUN_DISK_MIB_MAX, &o.disk_mib,
+                               err);
+        if (r < 0)
+            return r;
+    }
+    if (v[OPT_HYPERVISOR]) {
+        r = want_text("--hypervisor", v[OPT_HYPERVISOR], err);
+        if (r < 0)
+            return r;
+        o.hypervisor = xstrdup(v[OPT_HYPERVISOR]);
+    }
+    if (v[OPT_KERNEL] && (r = want_path("--kernel", v[OPT_KERNEL], &o.kernel, err)) < 0)
+        return r;
+    if (v[OPT_INITRD] && (r = want_path("--initrd", v[OPT_INITRD], &o.initrd, err)) < 0)
+        return r;
+    if (v[OPT_ROOTFS] && (r = want_path("--rootfs", v[OPT_ROOTFS], &o.rootfs, err)) < 0)
+        return r;
+    if (v[OPT_ACCEL]) {
+        if (strcmp(v[OPT_ACCEL], "kvm") != 0 && strcmp(v[OPT_ACCEL], "tcg") != 0)
+            return tp_err_set(err, -EINVAL, "option '--accel' expects 'kvm' or 'tcg', not '%s'",
+                              v[OPT_ACCEL]);
+        o.accel = xstrdup(v[OPT_ACCEL]);
+    }
+    o.no_agent = a.flags & (1u << OPT_NO_AGENT);
+    o.trace = a.flags & (1u << OPT_TRACE);
+    if (a.n_operands > 0) {
+        o.cmd = xnew(char *, a.n_operands + 1);
+        for (size_t i = 0; i < a.n_operands; i++) {
+            _cleanup_free_ char *what = xasprintf("argument %zu of CMD", i + 1);
+            if (cli_check_utf8(what, a.operands[i], err) < 0)
                 return -EINVAL;
-            o.cmd[i - optind] = xstrdup(argv[i]);
+            o.cmd[i] = xstrdup(a.operands[i]);
         }
     }
     *ret = o;
@@ -231,7 +237,7 @@ cli_verb_run(const struct cli_ctx *ctx, int argc, char **argv)
     _cleanup_(cli_run_opts_done) struct run_opts o = { 0 };
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     int r = cli_parse_run(argc, argv, &o, &err);
-    int x = cli_verb_prologue("run", usage, r, o.help, &err);
+    int x = cli_syntax_prologue(&syntax, r, o.help, &err);
 
     return x >= 0 ? x : cli_cmd_run(ctx, &o);
 }

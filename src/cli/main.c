@@ -7,29 +7,6 @@
 #include "cli.h"
 #include "util/cleanup.h"
 
-struct verb {
-    const char *name;
-    int (*fn)(const struct cli_ctx *ctx, int argc, char **argv);
-    const char *help;
-};
-
-/* stop, start, standby, restore and rm share cli_verb_lifecycle(), which reads argv[0]. */
-static const struct verb verbs[] = {
-    { "run", cli_verb_run, "create and start a microVM" },
-    { "ps", cli_verb_ps, "list instances" },
-    { "inspect", cli_verb_inspect, "print instances as JSON" },
-    { "exec", cli_verb_exec, "run a command in a guest" },
-    { "logs", cli_verb_logs, "print a guest's serial console" },
-    { "stop", cli_verb_lifecycle, "stop instances" },
-    { "start", cli_verb_lifecycle, "start stopped instances" },
-    { "standby", cli_verb_lifecycle, "snapshot instances and release their memory" },
-    { "restore", cli_verb_lifecycle, "resume instances from standby" },
-    { "fork", cli_verb_fork, "fork an instance into children" },
-    { "rm", cli_verb_lifecycle, "remove instances" },
-    { "capabilities", cli_verb_caps, "print what each hypervisor supports" },
-    { "version", cli_verb_version, "print client and daemon versions" },
-};
-
 static void
 usage(FILE *f)
 {
@@ -46,27 +23,18 @@ usage(FILE *f)
         "\n"
         "Commands:\n",
         f);
-    for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-        fprintf(f, "  %-14s %s\n", verbs[i].name, verbs[i].help);
+    for (size_t i = 0; i < cli_n_verbs; i++)
+        fprintf(f, "  %-14s %s\n", cli_verbs[i].name, cli_verbs[i].help);
     fputs("  help [COMMAND] print help\n"
           "\n"
           "Run 'torpor COMMAND --help' for a command's options.\n",
           f);
 }
 
-static const struct verb *
-verb_find(const char *name)
-{
-    for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
-        if (strcmp(verbs[i].name, name) == 0)
-            return &verbs[i];
-    return NULL;
-}
-
 static int
 dispatch(const struct cli_ctx *ctx, int argc, char **argv)
 {
-    const struct verb *v;
+    const struct cli_verb *v;
 
     if (strcmp(argv[0], "help") == 0) {
         char *help_argv[] = { NULL, (char *)"--help", NULL };
@@ -74,7 +42,7 @@ dispatch(const struct cli_ctx *ctx, int argc, char **argv)
             usage(stdout);
             return CLI_EXIT_OK;
         }
-        v = verb_find(argv[1]);
+        v = cli_verb_find(argv[1]);
         if (!v) {
             cli_error("unknown command '%s'; see 'torpor help'", argv[1]);
             return CLI_EXIT_USAGE;
@@ -82,7 +50,7 @@ dispatch(const struct cli_ctx *ctx, int argc, char **argv)
         help_argv[0] = argv[1];
         return v->fn(ctx, 2, help_argv);
     }
-    v = verb_find(argv[0]);
+    v = cli_verb_find(argv[0]);
     if (!v) {
         cli_error("unknown command '%s'; see 'torpor help'", argv[0]);
         return CLI_EXIT_USAGE;

@@ -33,7 +33,8 @@
 #include "util/xalloc.h"
 
 #define ARGC(a) ((int)ELEMENTSOF(a) - 1)
-/* Parsers take char ** like main(); with '+' getopt never permutes, so literals are safe. */
+/* Parsers take char ** like main(). They reorder argv only where an option follows an operand,
+ * so such cases use writable arrays; the words themselves are never written. */
 #define P(a) ARGC(a), (char **)(a)
 
 /* ---- parsing ------------------------------------------------------------------------------ */
@@ -126,7 +127,20 @@ static void
 test_run_bad_values(void **state)
 {
     static const char *const bad[][3] = {
-        { "--memory", "abc", "'--memory' expects a positive integer, not 'abc'" },
+        { "--memory", "abc",
+          "option '--memory' expects a size such as 512M or 2G (a plain number is "
+          "MiB), not 'abc'" },
+        { "--memory", "32", "option '--memory' expects a size from 64M to 64G, not '32'" },
+        { "--memory", "65537", "from 64M to 64G" },
+        { "--memory", "100K", "option '--memory' expects whole MiB, not '100K'" },
+        { "--memory", "2X", "'--memory' expects a size such as 512M" },
+        { "--memory", "2GG", "'--memory' expects a size such as 512M" },
+        { "--memory", "99999999999999999999G", "from 64M to 64G" },
+        { "--vcpus", "65", "option '--vcpus' expects an integer from 1 to 64, not '65'" },
+        { "--disk-size", "2T", "option '--disk-size' expects a size from 1M to 1T, not '2T'" },
+        /* torpord's name rule, in the user's terms rather than its field's. */
+        { "--name", "Web", "option '--name' expects lowercase letters, digits and '-'" },
+        { "--name", "-web", "'--name' expects" },
         { "--memory", "0", "'--memory'" },
         { "--memory", "-5", "'--memory'" },
         { "--memory", " 5", "'--memory'" },
@@ -152,15 +166,15 @@ test_run_bad_values(void **state)
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct run_opts o = { 0 };
     assert_int_equal(cli_parse_run(P(unknown), &o, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "unknown option '--memry'");
+    assert_string_equal(tp_err_msg(&err), "unknown flag: --memry");
 
     const char *novalue[] = { "run", "--kernel", NULL };
     assert_int_equal(cli_parse_run(P(novalue), &o, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "option '--kernel' needs a value");
+    assert_string_equal(tp_err_msg(&err), "flag needs an argument: --kernel");
 
     const char *noshort[] = { "run", "-m", NULL };
     assert_int_equal(cli_parse_run(P(noshort), &o, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "option '-m' needs a value");
+    assert_string_equal(tp_err_msg(&err), "flag needs an argument: 'm' in -m");
 }
 
 static void
@@ -378,7 +392,7 @@ test_ps_flags(void **state)
     assert_int_equal(cli_parse_ps(P(b2), &o, &err), -EINVAL);
     const char *b3[] = { "ps", "-z", NULL };
     assert_int_equal(cli_parse_ps(P(b3), &o, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "unknown option '-z'");
+    assert_string_equal(tp_err_msg(&err), "unknown shorthand flag: 'z' in -z");
 }
 
 static void
@@ -435,14 +449,16 @@ test_standby_restore_names(void **state)
     assert_true(so.trace);
     assert_int_equal(so.n_names, 1);
     assert_string_equal(so.names[0], "a");
-    /* Options end at the first NAME, like the other verbs: a later --trace is a name. */
-    const char *s3[] = { "standby", "a", "--trace", NULL };
+    /* Options go anywhere among the NAMEs, as in docker. */
+    const char *s3[] = { "standby", "a", "--trace", "b", NULL };
     assert_int_equal(cli_parse_lifecycle(P(s3), &so, &err), 0);
-    assert_false(so.trace);
+    assert_true(so.trace);
     assert_int_equal(so.n_names, 2);
+    assert_string_equal(so.names[0], "a");
+    assert_string_equal(so.names[1], "b");
     const char *s4[] = { "standby", "-t", "a", NULL }; /* no short form */
     assert_int_equal(cli_parse_lifecycle(P(s4), &so, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "unknown option '-t'");
+    assert_string_equal(tp_err_msg(&err), "unknown shorthand flag: 't' in -t");
     const char *s5[] = { "standby", "--help", NULL };
     assert_int_equal(cli_parse_lifecycle(P(s5), &so, &err), 0);
     assert_true(so.help);
@@ -454,7 +470,7 @@ test_standby_restore_names(void **state)
     assert_string_equal(ro.names[2], "c");
     const char *r2[] = { "restore", "--force", "a", NULL };
     assert_int_equal(cli_parse_lifecycle(P(r2), &ro, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "unknown option '--force'");
+    assert_string_equal(tp_err_msg(&err), "unknown flag: --force");
     const char *r3[] = { "restore", "--trace=yes", "a", NULL };
     assert_int_equal(cli_parse_lifecycle(P(r3), &ro, &err), -EINVAL);
 }
@@ -504,7 +520,7 @@ test_parse_args_syntax(void **state)
     assert_string_equal(tp_err_msg(&err), "'nil' takes no arguments, got 'x'");
     const char *a7[] = { "nil", "--json", NULL };
     assert_int_equal(cli_parse_args(&none, P(a7), &a, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "unknown option '--json'");
+    assert_string_equal(tp_err_msg(&err), "unknown flag: --json");
 
     f = open_memstream(&text, &text_len);
     assert_non_null(f);
@@ -563,15 +579,15 @@ test_parse_args_values(void **state)
     assert_null(a.values[0]);
     assert_null(a.values[2]);
 
-    const char *a4[] = { "frob", "vm", "--level", NULL }; /* a NAME ends the options */
+    const char *a4[] = { "frob", "vm", "--level", NULL }; /* options may follow the NAME */
     assert_int_equal(cli_parse_args(&syn, P(a4), &a, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "'frob' takes one NAME, got also '--level'");
+    assert_string_equal(tp_err_msg(&err), "flag needs an argument: --level");
     const char *a5[] = { "frob", "--level", NULL };
     assert_int_equal(cli_parse_args(&syn, P(a5), &a, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "option '--level' needs a value");
+    assert_string_equal(tp_err_msg(&err), "flag needs an argument: --level");
     const char *a6[] = { "frob", "-l", NULL };
     assert_int_equal(cli_parse_args(&syn, P(a6), &a, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "option '-l' needs a value");
+    assert_string_equal(tp_err_msg(&err), "flag needs an argument: 'l' in -l");
     const char *a7[] = { "frob", "--quiet=1", "vm", NULL };
     assert_int_equal(cli_parse_args(&syn, P(a7), &a, &err), -EINVAL);
 
@@ -629,6 +645,197 @@ test_fork_options(void **state)
     assert_true(o.help);
 }
 
+/* Options after and between operands, as docker takes them; "--" ends the options. */
+static void
+test_options_anywhere(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct lifecycle_opts lo;
+    struct fork_opts fo;
+    struct logs_opts go;
+    struct exec_opts eo = { 0 };
+    struct run_opts ro = { 0 };
+    struct ps_opts po;
+    (void)state;
+
+    const char *rm[] = { "rm", "web", "-f", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm), &lo, &err), 0);
+    assert_true(lo.force);
+    assert_int_equal(lo.n_names, 1);
+    assert_string_equal(lo.names[0], "web");
+    const char *rm2[] = { "rm", "a", "--force", "b", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm2), &lo, &err), 0);
+    assert_true(lo.force);
+    assert_int_equal(lo.n_names, 2);
+    assert_string_equal(lo.names[0], "a");
+    assert_string_equal(lo.names[1], "b");
+    /* After "--", "-f" is a NAME. */
+    const char *rm3[] = { "rm", "a", "--", "-f", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm3), &lo, &err), 0);
+    assert_false(lo.force);
+    assert_int_equal(lo.n_names, 2);
+    assert_string_equal(lo.names[1], "-f");
+
+    const char *fork[] = { "fork", "web", "--count", "3", NULL };
+    assert_int_equal(cli_parse_fork(P(fork), &fo, &err), 0);
+    assert_string_equal(fo.source, "web");
+    assert_int_equal(fo.count, 3);
+    const char *fork2[] = { "fork", "web", "--standby", "--prefix=w", NULL };
+    assert_int_equal(cli_parse_fork(P(fork2), &fo, &err), 0);
+    assert_string_equal(fo.source, "web");
+    assert_true(fo.standby);
+    assert_string_equal(fo.prefix, "w");
+
+    const char *logs[] = { "logs", "web", "--follow", NULL };
+    assert_int_equal(cli_parse_logs(P(logs), &go, &err), 0);
+    assert_string_equal(go.name, "web");
+    assert_true(go.follow);
+    const char *logs2[] = { "logs", "web", "-f", NULL };
+    assert_int_equal(cli_parse_logs(P(logs2), &go, &err), 0);
+    assert_true(go.follow);
+
+    const char *ps[] = { "ps", "--", "-a", NULL };
+    assert_int_equal(cli_parse_ps(P(ps), &po, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'ps' takes no arguments, got '-a'");
+
+    /* exec: options end at CMD, whose own options stay its own. */
+    const char *e1[] = { "exec", "-e", "K=V", "web", "ls", "-l", "-a", NULL };
+    assert_int_equal(cli_parse_exec(P(e1), &eo, &err), 0);
+    assert_string_equal(eo.name, "web");
+    assert_string_equal(eo.env[0], "K=V");
+    assert_null(eo.env[1]);
+    assert_string_equal(eo.cmd[0], "ls");
+    assert_string_equal(eo.cmd[1], "-l");
+    assert_string_equal(eo.cmd[2], "-a");
+    assert_null(eo.cmd[3]);
+    cli_exec_opts_done(&eo);
+    const char *e2[] = { "exec", "web", "-w", "/tmp", "-eA=1", "env", "-e", "B=2", "--help", NULL };
+    assert_int_equal(cli_parse_exec(P(e2), &eo, &err), 0);
+    assert_false(eo.help); /* the command's --help */
+    assert_string_equal(eo.name, "web");
+    assert_string_equal(eo.workdir, "/tmp");
+    assert_string_equal(eo.env[0], "A=1");
+    assert_null(eo.env[1]);
+    assert_string_equal(eo.cmd[0], "env");
+    assert_string_equal(eo.cmd[1], "-e");
+    assert_string_equal(eo.cmd[2], "B=2");
+    assert_string_equal(eo.cmd[3], "--help");
+    cli_exec_opts_done(&eo);
+    const char *e3[] = { "exec", "web", "--", "ls", "-l", NULL };
+    assert_int_equal(cli_parse_exec(P(e3), &eo, &err), 0);
+    assert_string_equal(eo.name, "web");
+    assert_string_equal(eo.cmd[0], "ls");
+    assert_string_equal(eo.cmd[1], "-l");
+    assert_null(eo.cmd[2]);
+    cli_exec_opts_done(&eo);
+    const char *e4[] = { "exec", "web", "--", "--help", NULL }; /* after "--", a command */
+    assert_int_equal(cli_parse_exec(P(e4), &eo, &err), 0);
+    assert_false(eo.help);
+    assert_string_equal(eo.cmd[0], "--help");
+    cli_exec_opts_done(&eo);
+
+    /* run: options end at CMD too. */
+    const char *r1[] = { "run", "--name", "a", "sh", "--name", "b", NULL };
+    assert_int_equal(cli_parse_run(P(r1), &ro, &err), 0);
+    assert_string_equal(ro.name, "a");
+    assert_string_equal(ro.cmd[0], "sh");
+    assert_string_equal(ro.cmd[1], "--name");
+    assert_string_equal(ro.cmd[2], "b");
+    assert_null(ro.cmd[3]);
+    cli_run_opts_done(&ro);
+    const char *r2[] = { "run", "--", "sh", "-c", "x", NULL };
+    assert_int_equal(cli_parse_run(P(r2), &ro, &err), 0);
+    assert_string_equal(ro.cmd[0], "sh");
+    assert_string_equal(ro.cmd[1], "-c");
+    cli_run_opts_done(&ro);
+}
+
+/* --help or -h anywhere before "--" is help, whatever else the line holds. */
+static void
+test_help_anywhere(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct lifecycle_opts lo;
+    struct fork_opts fo;
+    struct exec_opts eo = { 0 };
+    struct run_opts ro = { 0 };
+    (void)state;
+
+    const char *rm[] = { "rm", "web", "--help", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm), &lo, &err), 0);
+    assert_true(lo.help);
+    const char *rm2[] = { "rm", "web", "-fh", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm2), &lo, &err), 0);
+    assert_true(lo.help);
+    /* A mistake before the --help does not hide it: nothing is done either way. */
+    const char *rm3[] = { "rm", "--bogus", "web", "--help", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm3), &lo, &err), 0);
+    assert_true(lo.help);
+    const char *rm4[] = { "rm", "--", "--help", NULL };
+    assert_int_equal(cli_parse_lifecycle(P(rm4), &lo, &err), 0);
+    assert_false(lo.help);
+    assert_string_equal(lo.names[0], "--help");
+
+    const char *fork[] = { "fork", "web", "--count", "99", "--help", NULL };
+    assert_int_equal(cli_parse_fork(P(fork), &fo, &err), 0);
+    assert_true(fo.help);
+    const char *exec[] = { "exec", "web", "--help", "ls", NULL };
+    assert_int_equal(cli_parse_exec(P(exec), &eo, &err), 0);
+    assert_true(eo.help);
+    cli_exec_opts_done(&eo);
+    const char *exec2[] = { "exec", "-e", "bad", "web", "-h", NULL };
+    assert_int_equal(cli_parse_exec(P(exec2), &eo, &err), 0);
+    assert_true(eo.help);
+    cli_exec_opts_done(&eo);
+    const char *run[] = { "run", "-m", "1", "--help", NULL };
+    assert_int_equal(cli_parse_run(P(run), &ro, &err), 0);
+    assert_true(ro.help);
+    cli_run_opts_done(&ro);
+}
+
+/* --memory and --disk-size take units; a plain number stays MiB. */
+static void
+test_run_sizes(void **state)
+{
+    static const struct {
+        const char *opt, *value;
+        uint32_t mib;
+    } ok[] = {
+        { "-m", "512M", 512 },
+        { "--memory", "2G", 2048 },
+        { "--memory", "2g", 2048 },
+        { "--memory", "2GiB", 2048 },
+        { "--memory", "1gb", 1024 },
+        { "--memory", "256", 256 },
+        { "-m", "524288K", 512 },
+        { "--memory", "64G", 65536 },
+        { "--disk-size", "1T", 1 << 20 },
+        { "--disk-size", "3", 3 },
+    };
+    (void)state;
+
+    for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
+        const char *argv[] = { "run", ok[i].opt, ok[i].value, NULL };
+        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+        struct run_opts o = { 0 };
+
+        if (cli_parse_run(P(argv), &o, &err) < 0)
+            fail_msg("%s %s: %s", ok[i].opt, ok[i].value, tp_err_msg(&err));
+        assert_int_equal(ok[i].opt[2] == 'd' ? o.disk_mib : o.memory_mib, ok[i].mib);
+        cli_run_opts_done(&o);
+    }
+
+    /* The short option's value joined to it, with or without '=' (as docker). */
+    const char *joined[] = { "run", "-m1G", NULL };
+    const char *joined_eq[] = { "run", "-m=1G", NULL };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct run_opts o = { 0 };
+    assert_int_equal(cli_parse_run(P(joined), &o, &err), 0);
+    assert_int_equal(o.memory_mib, 1024);
+    assert_int_equal(cli_parse_run(P(joined_eq), &o, &err), 0);
+    assert_int_equal(o.memory_mib, 1024);
+}
+
 /* Parse a fork command line that must be a usage error whose message contains needle. */
 static void
 fork_usage_error(const char *const *argv, int argc, const char *needle)
@@ -665,11 +872,15 @@ test_fork_usage_errors(void **state)
     FORK_USAGE_ERROR("expects a positive integer, not 'two'", "--count", "two", "web");
     FORK_USAGE_ERROR("option '--name' needs a non-empty value", "--name=", "web");
     FORK_USAGE_ERROR("option '--prefix' needs a non-empty value", "--prefix", "", "web");
-    FORK_USAGE_ERROR("option '--count' needs a value", "--count");
+    FORK_USAGE_ERROR("flag needs an argument: --count", "--count");
     FORK_USAGE_ERROR("'fork' needs an instance NAME", "--standby");
     FORK_USAGE_ERROR("'fork' takes one NAME, got also 'b'", "a", "b");
-    FORK_USAGE_ERROR("unknown option '-n'", "-n", "2", "web");
-    FORK_USAGE_ERROR("unknown option '--force'", "--force", "web");
+    FORK_USAGE_ERROR("unknown shorthand flag: 'n' in -n", "-n", "2", "web");
+    FORK_USAGE_ERROR("unknown flag: --force", "--force", "web");
+    FORK_USAGE_ERROR("unknown flag: --force", "web", "--force");
+    FORK_USAGE_ERROR("option '--name' expects lowercase letters", "--name", "A", "web");
+    FORK_USAGE_ERROR("at most 60 characters", "--prefix",
+                     "p23456789012345678901234567890123456789012345678901234567890a", "web");
 }
 
 static void
@@ -702,7 +913,7 @@ test_global_socket_precedence(void **state)
     assert_int_equal(g.verb_index, ARGC(a4));        /* no verb */
     const char *a5[] = { "torpor", "--sock", NULL }; /* unambiguous prefix of --socket */
     assert_int_equal(cli_parse_global(P(a5), NULL, &g, &err), -EINVAL);
-    assert_string_equal(tp_err_msg(&err), "option '--sock' needs a value");
+    assert_string_equal(tp_err_msg(&err), "flag needs an argument: --socket");
     const char *a6[] = { "torpor", "--frob", "ps", NULL };
     assert_int_equal(cli_parse_global(P(a6), NULL, &g, &err), -EINVAL);
 }
@@ -1601,7 +1812,7 @@ test_verb_lifecycle_usage(void **state)
     expect_output(call_verb_lifecycle, &ctx, standby, 0, NULL, "");
     const char *start[] = { "start", "--trace", "a", NULL };
     expect_output(call_verb_lifecycle, &ctx, start, 2, "",
-                  "torpor: unknown option '--trace'\nSee 'torpor start --help'.\n");
+                  "torpor: unknown flag: --trace\nSee 'torpor start --help'.\n");
     const char *restore[] = { "restore", NULL };
     expect_output(call_verb_lifecycle, &ctx, restore, 2, "",
                   "torpor: 'restore' needs at least one NAME\nSee 'torpor restore --help'.\n");
@@ -1611,6 +1822,109 @@ test_verb_lifecycle_usage(void **state)
     assert_int_equal(cli_parse_lifecycle(P(other), &o, &err), -EINVAL);
     assert_string_equal(tp_err_msg(&err), "unknown command 'ps'");
     assert_int_equal(o.n_names, 9);
+}
+
+static int
+call_verb(const struct cli_ctx *ctx, const void *argv)
+{
+    char **words = (char **)argv;
+    int argc = 0;
+
+    while (words[argc])
+        argc++;
+    return cli_verb_find(words[0])->fn(ctx, argc, words);
+}
+
+/* Every verb of the table: "VERB NAME --help" and "VERB -h NAME" print its usage to stdout and
+ * exit 0 without a request (the socket does not exist: any request would fail, loudly). */
+static void
+test_verb_help_everywhere(void **state)
+{
+    struct cli_ctx ctx = { .socket = "/tmp/torpor-cli-no-such-dir/api.sock" };
+    (void)state;
+
+    for (size_t i = 0; i < cli_n_verbs; i++) {
+        _cleanup_free_ char *want = xasprintf("Usage: torpor %s", cli_verbs[i].name);
+        /* run's first word is its CMD, which a --help after it belongs to. */
+        bool run = strcmp(cli_verbs[i].name, "run") == 0;
+        const char *forms[][4] = {
+            { cli_verbs[i].name, run ? "--no-agent" : "web", "--help", NULL },
+            { cli_verbs[i].name, "-h", "web", NULL },
+        };
+
+        for (size_t k = 0; k < ELEMENTSOF(forms); k++) {
+            char *out, *errout;
+            int rc;
+
+            out = capture(call_verb, &ctx, forms[k], &rc, &errout);
+            if (rc != 0 || strncmp(out, want, strlen(want)) != 0 || *errout)
+                fail_msg("%s form %zu: rc %d, stdout '%s', stderr '%s'", cli_verbs[i].name, k, rc,
+                         out, errout);
+            assert_non_null(strstr(out, "  -h, --help"));
+            free(out);
+            free(errout);
+        }
+    }
+}
+
+/* "rm web --help" used to remove web: the fake torpord sees only the next command's request. */
+static void
+test_verb_rm_help_removes_nothing(void **state)
+{
+    _cleanup_free_ char *r204 = xstrdup("HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    const char *replies[] = { r204 };
+    struct fake_server *f = fake_server_start(replies, NULL, 1);
+    struct cli_ctx ctx = { .socket = f->path };
+    (void)state;
+
+    const char *help[] = { "rm", "web", "--help", NULL };
+    expect_output(call_verb, &ctx, help, 0, NULL, "");
+    const char *help2[] = { "rm", "-f", "web", "-h", NULL };
+    expect_output(call_verb, &ctx, help2, 0, NULL, "");
+    const char *rm[] = { "rm", "other", "-f", NULL };
+    expect_output(call_verb, &ctx, rm, 0, "other\n", "");
+
+    fake_server_stop(f);
+    expect_request(f, 0, "DELETE /v1/instances/other?force=true HTTP/1.1\r\n");
+    fake_server_free(f);
+}
+
+/* Usage errors: docker's words, the hint, and the exit code (exec's cannot be a CMD's). */
+static void
+test_verb_usage_errors(void **state)
+{
+    struct cli_ctx ctx = { .socket = "/tmp/torpor-cli-no-such-dir/api.sock" };
+    (void)state;
+
+    const char *rm[] = { "rm", "web", "--foo", NULL };
+    expect_output(call_verb, &ctx, rm, CLI_EXIT_USAGE, "",
+                  "torpor: unknown flag: --foo\nSee 'torpor rm --help'.\n");
+    const char *ps[] = { "ps", "-ax", NULL };
+    expect_output(call_verb, &ctx, ps, CLI_EXIT_USAGE, "",
+                  "torpor: unknown shorthand flag: 'x' in -ax\nSee 'torpor ps --help'.\n");
+    const char *exec[] = { "exec", "--foo", "web", "ls", NULL };
+    expect_output(call_verb, &ctx, exec, CLI_EXIT_EXEC_DAEMON, "",
+                  "torpor: unknown flag: --foo\nSee 'torpor exec --help'.\n");
+    const char *exec2[] = { "exec", "web", NULL };
+    expect_output(call_verb, &ctx, exec2, CLI_EXIT_EXEC_DAEMON, "",
+                  "torpor: 'exec' needs a CMD to run in 'web'\nSee 'torpor exec --help'.\n");
+    const char *run[] = { "run", "-m", "1", NULL };
+    expect_output(call_verb, &ctx, run, CLI_EXIT_USAGE, "",
+                  "torpor: option '--memory' expects a size from 64M to 64G, not '1'\n"
+                  "See 'torpor run --help'.\n");
+    const char *fork[] = { "fork", "--name", "a", "web", "--count", "2", NULL };
+    expect_output(call_verb, &ctx, fork, CLI_EXIT_USAGE, "", NULL);
+
+    /* run's option list comes from its table. */
+    const char *run_help[] = { "run", "--help", NULL };
+    char *out, *errout;
+    int rc;
+    out = capture(call_verb, &ctx, run_help, &rc, &errout);
+    assert_int_equal(rc, 0);
+    assert_non_null(strstr(out, "\n  -m, --memory SIZE "));
+    assert_non_null(strstr(out, "\n      --disk-size SIZE "));
+    free(out);
+    free(errout);
 }
 
 /* fork prints each child's id; --trace reads the source back for the fork's phases. */
@@ -1718,6 +2032,9 @@ main(void)
         cmocka_unit_test(test_parse_args_values),
         cmocka_unit_test(test_fork_options),
         cmocka_unit_test(test_fork_usage_errors),
+        cmocka_unit_test(test_options_anywhere),
+        cmocka_unit_test(test_help_anywhere),
+        cmocka_unit_test(test_run_sizes),
         cmocka_unit_test(test_global_socket_precedence),
         cmocka_unit_test(test_format_ago),
         cmocka_unit_test(test_instance_path),
@@ -1736,6 +2053,9 @@ main(void)
         cmocka_unit_test(test_cmd_standby_restore_trace),
         cmocka_unit_test(test_cmd_start_rm_requests),
         cmocka_unit_test(test_verb_lifecycle_usage),
+        cmocka_unit_test(test_verb_help_everywhere),
+        cmocka_unit_test(test_verb_rm_help_removes_nothing),
+        cmocka_unit_test(test_verb_usage_errors),
         cmocka_unit_test(test_cmd_inspect_prints_everything),
         cmocka_unit_test(test_cmd_fork),
     };

@@ -1,0 +1,33 @@
+/* The table of torpor's verbs, for main() and for tests that walk every verb. */
+#include <string.h>
+
+#include "cli.h"
+#include "util/macro.h"
+
+/* stop, start, standby, restore and rm share cli_verb_lifecycle(), which reads argv[0]. */
+const struct cli_verb cli_verbs[] = {
+    { "run", cli_verb_run, "create and start a microVM" },
+    { "ps", cli_verb_ps, "list instances" },
+    { "inspect", cli_verb_inspect, "print instances as JSON" },
+    { "exec", cli_verb_exec, "run a command in a guest" },
+    { "logs", cli_verb_logs, "print a guest's serial console" },
+    { "stop", cli_verb_lifecycle, "stop instances" },
+    { "start", cli_verb_lifecycle, "start stopped instances" },
+    { "standby", cli_verb_lifecycle, "snapshot instances and release their memory" },
+    { "restore", cli_verb_lifecycle, "resume instances from standby" },
+    { "fork", cli_verb_fork, "fork an instance into children" },
+    { "rm", cli_verb_lifecycle, "remove instances" },
+    { "capabilities", cli_verb_caps, "print what each hypervisor supports" },
+    { "version", cli_verb_version, "print client and daemon versions" },
+};
+
+const size_t cli_n_verbs = ELEMENTSOF(cli_verbs);
+
+const struct cli_verb *
+cli_verb_find(const char *name)
+{
+    for (size_t i = 0; i < cli_n_verbs; i++)
+        if (strcmp(cli_verbs[i].name, name) == 0)
+            return &cli_verbs[i];
+    return NULL;
+}

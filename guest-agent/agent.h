@@ -36,6 +36,31 @@ bool uevent_wait(uevent_check_fn check, void *userdata, int timeout_ms);
 /* The /dev path of the virtio-serial port named `name` (malloc'd), or NULL if not there yet. */
 char *port_find(const char *name);
 
+/* env.c: the environment commands start with. */
+/* The home directory of uid in the passwd file at passwd_path, into buf (size bytes): true when
+ * an entry was found and fits. */
+bool env_passwd_home(const char *passwd_path, uid_t uid, char *buf, size_t size);
+/* env (NULL = none) plus, for each of them env lacks, HOME (uid's from passwd_path; /root for
+ * uid 0 without an entry, else /), AGENT_DEFAULT_PATH and HOSTNAME (the kernel's). Nothing else
+ * is added (no TERM). One malloc'd block for free(); the strings of env are borrowed, not
+ * copied. NULL when out of memory. */
+char **env_build(char *const *env, uid_t uid, const char *passwd_path);
+
+/* identity.c: the guest's name. */
+/* 1..64 letters, digits, '-', '.' or '_': a name that fits a hostname and a hosts line. */
+bool ident_name_valid(const char *name);
+/* /etc/hosts for name, from its current text old (NULL = no file): every line kept but the
+ * 127.0.1.1 ones, a "127.0.0.1 localhost" line first when there is none, "127.0.1.1 NAME" last.
+ * malloc'd; NULL when out of memory. */
+char *ident_hosts_render(const char *old, const char *name);
+/* Write ROOT/etc/hostname and ROOT/etc/hosts for name (root "" is /), each replaced whole by a
+ * rename and only when its text changes. Failures are logged; returns the first (-errno), e.g.
+ * -ENOENT without ROOT/etc or -EROFS. */
+int ident_write_files(const char *root, const char *name);
+/* sethostname(name), then the files under /: -errno when the hostname could not be set (logged);
+ * file failures are only logged. */
+int ident_apply(const char *name);
+
 /* exec.c: one command started for the host. */
 struct exec {
     uint32_t id; /* 0 once its host went away: output is read and dropped */
@@ -51,8 +76,9 @@ struct exec {
     struct exec *next;
 };
 
-/* Fork and exec argv in its own session with env (a PATH is added when missing) and cwd.
- * On failure returns -errno and fills msg (what failed). */
+/* Fork and exec argv in its own session with env (completed by env_build()) and cwd. On failure
+ * returns -errno and fills msg (what failed). A cwd that cannot be entered is not a spawn
+ * failure: as with docker exec, the command exits 126 and says why on its stderr. */
 int exec_spawn(struct exec *x, char *const *argv, char *const *env, const char *cwd,
                bool stdin_open, char *msg, size_t msglen);
 /* Close every fd of x and free its buffers (not x itself). */

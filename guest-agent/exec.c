@@ -12,9 +12,10 @@
 
 extern char **environ;
 
+#define EXIT_CANNOT_RUN 126 /* docker's code for "the command could not be started" */
+
 enum spawn_step {
     STEP_SETUP,
-    STEP_CHDIR,
     STEP_EXEC,
 };
 
@@ -58,30 +59,17 @@ child_run(char *const *argv, char **env, const char *cwd, int in, int out, int e
     /* The pipe fds are all >= 3 (0..2 are always open in the agent), so dup2 cannot clobber. */
     if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
         child_fail(fail, STEP_SETUP, errno);
-    if (chdir(cwd) < 0)
-        child_fail(fail, STEP_CHDIR, errno);
+    if (chdir(cwd) < 0) {
+        /* Not a spawn error: EXEC_ERROR's ENOENT reads as "command not found" (127) on the
+         * host. Docker exec says why on stderr and exits 126; so do we. */
+        dprintf(STDERR_FILENO, "torpor: cannot run '%s': change directory to '%s': %s\n", argv[0],
+                cwd, strerror(errno));
+        _exit(EXIT_CANNOT_RUN);
+    }
     /* execvpe looks argv[0] up in the caller's PATH: make that the command's own env. */
     environ = env;
     execvpe(argv[0], argv, env);
     child_fail(fail, STEP_EXEC, errno);
-}
-
-static char **
-env_with_path(char *const *env)
-{
-    size_t n = 0;
-    bool has_path = false;
-
-    for (; env && env[n]; n++)
-        if (strncmp(env[n], "PATH=", 5) == 0)
-            has_path = true;
-    char **out = calloc(n + 2, sizeof(char *));
-    if (!out)
-        return NULL;
-    memcpy(out, env, n * sizeof(char *));
-    if (!has_path)
-        out[n] = (char *)AGENT_DEFAULT_PATH;
-    return out;
 }
 
 int
@@ -89,7 +77,7 @@ exec_spawn(struct exec *x, char *const *argv, char *const *env, const char *cwd,
            char *msg, size_t msglen)
 {
     int in[2] = { -1, -1 }, out[2] = { -1, -1 }, err[2] = { -1, -1 }, fail[2] = { -1, -1 };
-    char **envp = env_with_path(env);
+    char **envp = env_build(env, getuid(), "/etc/passwd");
     int r = 0;
 
     if (!*cwd)
@@ -124,9 +112,7 @@ exec_spawn(struct exec *x, char *const *argv, char *const *env, const char *cwd,
         /* The child exits at once: reap it here so the SIGCHLD reaper never sees it. */
         waitpid(pid, NULL, 0);
         r = -f.err;
-        if (f.step == STEP_CHDIR)
-            snprintf(msg, msglen, "change directory to '%s': %s", cwd, strerror(f.err));
-        else if (f.step == STEP_EXEC)
+        if (f.step == STEP_EXEC)
             snprintf(msg, msglen, "execute '%s': %s", argv[0], strerror(f.err));
         else
             snprintf(msg, msglen, "set up child: %s", strerror(f.err));

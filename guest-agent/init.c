@@ -3,12 +3,15 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
@@ -166,6 +169,42 @@ load_modules(void)
     free(list);
 }
 
+/* Bring the loopback device up. Going up, a loopback device gets 127.0.0.1/8 from the kernel,
+ * and ::1 when IPv6 is built in; the IPv4 address is checked and set should it be missing. */
+static void
+loopback_up(void)
+{
+    struct ifreq ifr = { .ifr_name = "lo" };
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+    if (fd < 0) {
+        agent_log("loopback: socket: %s", strerror(errno));
+        return;
+    }
+    if (ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+        agent_log("loopback: get flags of 'lo': %s", strerror(errno));
+        goto out;
+    }
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) {
+        agent_log("loopback: bring 'lo' up: %s", strerror(errno));
+        goto out;
+    }
+    if (ioctl(fd, SIOCGIFADDR, &ifr) == 0)
+        goto out;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&ifr.ifr_addr;
+    *sin = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    if (ioctl(fd, SIOCSIFADDR, &ifr) < 0) {
+        agent_log("loopback: set 127.0.0.1 on 'lo': %s", strerror(errno));
+        goto out;
+    }
+    *sin = (struct sockaddr_in){ .sin_family = AF_INET, .sin_addr.s_addr = htonl(0xff000000u) };
+    if (ioctl(fd, SIOCSIFNETMASK, &ifr) < 0)
+        agent_log("loopback: set the netmask of 'lo': %s", strerror(errno));
+out:
+    close(fd);
+}
+
 static bool
 is_block_device(void *path)
 {
@@ -275,15 +314,15 @@ reset_signals(void)
 static pid_t
 start_cmd(char **argv)
 {
-    static char *const envp[] = { (char *)AGENT_DEFAULT_PATH, (char *)"HOME=/",
-                                  (char *)"TERM=linux", NULL };
+    static char *const term[] = { (char *)"TERM=linux", NULL };
+    char **envp = env_build(term, getuid(), "/etc/passwd");
     pid_t pid = fork();
-    if (pid < 0) {
-        agent_log("fork the command: %s", strerror(errno));
-        return 0;
+    if (pid != 0) {
+        if (pid < 0)
+            agent_log("fork the command: %s", strerror(errno));
+        free(envp);
+        return pid > 0 ? pid : 0;
     }
-    if (pid > 0)
-        return pid;
     reset_signals();
     setsid();
     int fd = open("/dev/console", O_RDWR);
@@ -295,7 +334,8 @@ start_cmd(char **argv)
         if (fd > 2)
             close(fd);
     }
-    environ = (char **)envp;
+    if (envp)
+        environ = envp;
     execvp(argv[0], argv);
     agent_log("execute '%s': %s", argv[0], strerror(errno));
     _exit(127);
@@ -311,6 +351,7 @@ boot_main(void)
     mount_one("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     mount_one("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
     ensure_stdio();
+    loopback_up();
     mount_one("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "gid=5,mode=620,ptmxmode=666");
     mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
     mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
@@ -323,8 +364,11 @@ boot_main(void)
         agent_log("staying on the initramfs");
     /* After the switch, so the root disk's /tmp gets it and the initramfs has none to leak. */
     mount_one("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    if (o.hostname && sethostname(o.hostname, strlen(o.hostname)) < 0)
-        agent_log("set hostname '%s': %s", o.hostname, strerror(errno));
+    /* On the root disk, so the image's init reads the same name from /etc/hostname. */
+    if (o.hostname && ident_name_valid(o.hostname))
+        ident_apply(o.hostname);
+    else if (o.hostname)
+        agent_log("ignoring torpor.hostname '%s': not a valid hostname", o.hostname);
 
     if (o.init) {
         pid_t pid = fork();

@@ -268,9 +268,9 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
     /* Validate everything before applying anything. */
     for (const char *kv = (const char *)p; kv < end; kv += strlen(kv) + 1) {
         if (strncmp(kv, "hostname=", 9) == 0) {
-            size_t hl = strlen(kv + 9);
-            if (hl == 0 || hl > 64) {
-                send_errno(s, 0, AGENT_ERROR, EINVAL, "bad hostname length");
+            if (!ident_name_valid(kv + 9)) {
+                send_errno(s, 0, AGENT_ERROR, EINVAL,
+                           "hostname must be 1 to 64 letters, digits, '-', '.' or '_'");
                 return;
             }
         } else if (strncmp(kv, "seed=", 5) == 0) {
@@ -287,8 +287,10 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
     }
     for (const char *kv = (const char *)p; kv < end; kv += strlen(kv) + 1) {
         if (strncmp(kv, "hostname=", 9) == 0) {
-            if (sethostname(kv + 9, strlen(kv + 9)) < 0) {
-                send_errno(s, 0, AGENT_ERROR, errno, "set the hostname");
+            /* /etc/hostname and /etc/hosts follow; only the kernel's name can fail it. */
+            int r = ident_apply(kv + 9);
+            if (r < 0) {
+                send_errno(s, 0, AGENT_ERROR, -r, "set the hostname");
                 return;
             }
         } else if (strncmp(kv, "seed=", 5) == 0) {

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -288,13 +289,16 @@ test_spawn_errors(void **state)
         agent_exec_start(c, &(struct agent_exec_req){ .argv = unknown }, T_MS, &x, &err), -ENOENT);
     tp_err_clear(&err);
 
+    /* A working directory that cannot be entered is not "command not found": as with docker
+     * exec, the command exits 126 and its stderr says why. */
     char *pwd[] = { (char *)"pwd", NULL };
-    assert_int_equal(
-        agent_exec_start(c, &(struct agent_exec_req){ .argv = pwd, .cwd = "/nonexistent-dir" },
-                         T_MS, &x, &err),
-        -ENOENT);
-    assert_non_null(strstr(tp_err_msg(&err), "change directory"));
-    tp_err_clear(&err);
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = pwd, .cwd = "/nonexistent-dir" }, &o),
+                     0);
+    assert_int_equal(o.code, 126);
+    assert_int_equal(o.out_len, 0);
+    assert_non_null(strstr(o.err, "change directory to '/nonexistent-dir'"));
+    assert_non_null(strstr(o.err, "No such file or directory"));
+    out_free(&o);
 
     /* The connection is still fine after spawn failures. */
     char *t[] = { (char *)"true", NULL };
@@ -325,6 +329,25 @@ test_cwd_env(void **state)
     char *env2[] = { (char *)"X=1", NULL };
     assert_int_equal(run(c, &(struct agent_exec_req){ .argv = path, .env = env2 }, &o), 0);
     assert_string_equal(o.out, "/\n/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n");
+    out_free(&o);
+
+    /* No env at all: HOME from the passwd file, HOSTNAME the kernel's, and no TERM although
+     * the agent itself may have one. */
+    char host[256] = "";
+    struct passwd *pw = getpwuid(getuid());
+    const char *home = pw && pw->pw_dir[0] ? pw->pw_dir : getuid() == 0 ? "/root" : "/";
+    assert_int_equal(gethostname(host, sizeof(host)), 0);
+    _cleanup_free_ char *want = xasprintf("%s|%s|unset\n", home, host);
+    char *show[] = { (char *)"sh", (char *)"-c", (char *)"echo \"$HOME|$HOSTNAME|${TERM-unset}\"",
+                     NULL };
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = show }, &o), 0);
+    assert_string_equal(o.out, want);
+    out_free(&o);
+
+    /* What the host passes wins. */
+    char *env3[] = { (char *)"HOME=/h", (char *)"HOSTNAME=given", (char *)"TERM=vt100", NULL };
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = show, .env = env3 }, &o), 0);
+    assert_string_equal(o.out, "/h|given|vt100\n");
     out_free(&o);
     agent_conn_free(c);
     agent_wait_exit(&p);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "hypervisor/hv.h"
 #include "util/cleanup.h"
 #include "util/macro.h"
 #include "util/xalloc.h"
@@ -628,6 +629,11 @@ api_caps_to_json(const struct hv_driver *const *drivers)
             if (n)
                 jset(caps, n, json_boolean(drivers[i]->caps[c]));
         }
+        /* A driver without a probe cannot tell: it is taken as there. */
+        const char *version = hv_version(drivers[i], NULL);
+        jset(caps, "available", json_boolean(version || !drivers[i]->probe));
+        if (version)
+            jset(caps, "vmm_version", json_string(version));
         jset(hvs, drivers[i]->name, caps);
     }
     jset(o, "hypervisors", hvs);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "api/server.h"
+#include "hypervisor/firecracker/fc_driver.h"
 #include "instance/console.h"
 #include "instance/manager.h"
 #include "util/cleanup.h"
@@ -41,6 +42,7 @@ usage(FILE *f)
             "usage: torpord [--data-dir DIR] [--socket PATH] [--cache-dir DIR] [--agent PATH]\n"
             "               [--accel kvm|tcg] [--log-level error|warn|info|debug] [--ready-fd N]\n"
             "               [--client-timeout SECONDS] [--console-log-max BYTES]\n"
+            "               [--firecracker PATH]\n"
             "\n"
             "  --data-dir DIR   instance records and files (default /var/lib/torpor)\n"
             "  --socket PATH    API socket (default /run/torpor/torpor.sock)\n"
@@ -68,6 +70,7 @@ parse_args(int argc, char **argv)
         { "ready-fd", required_argument, NULL, 'r' },
         { "client-timeout", required_argument, NULL, 't' },
         { "console-log-max", required_argument, NULL, 'C' },
+        { "firecracker", required_argument, NULL, 'F' },
         { "help", no_argument, NULL, 'h' },
         {},
     };
@@ -133,6 +136,15 @@ parse_args(int argc, char **argv)
             arg_client_timeout = (unsigned)t;
             break;
         }
+        case 'F':
+            if (!*optarg) {
+                fprintf(stderr, "torpord: --firecracker must not be empty\n");
+                return -EINVAL;
+            }
+            /* The driver reads it where it starts the VMM (and so do its VMMs' probes). */
+            if (setenv(FC_BINARY_ENV, optarg, 1) < 0)
+                return -errno;
+            break;
         case 'C': {
             char *end;
             errno = 0;

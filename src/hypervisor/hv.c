@@ -11,6 +11,7 @@
 
 #include "util/proc.h"
 #include "util/sock.h"
+#include "util/xalloc.h"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -90,7 +91,8 @@ hv_agent_sock_name(const struct hv_driver *drv)
 static pthread_mutex_t versions_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     const struct hv_driver *drv;
-    char *version; /* NULL: the probe failed */
+    char *version; /* NULL: the probe failed, and why */
+    char *why;
 } versions[HV_VERSIONS_MAX];
 
 const char *
@@ -106,12 +108,19 @@ hv_version(const struct hv_driver *drv, struct tp_err *err)
         if (versions[k].drv == drv)
             break;
     if (k < HV_VERSIONS_MAX && !versions[k].drv) {
+        struct tp_err e = { 0 };
         versions[k].drv = drv;
-        if (drv->probe(&versions[k].version, err) < 0)
+        if (drv->probe(&versions[k].version, &e) < 0) {
             versions[k].version = NULL;
+            versions[k].why = xstrdup(tp_err_msg(&e));
+        }
+        tp_err_clear(&e);
     }
-    if (k < HV_VERSIONS_MAX)
+    if (k < HV_VERSIONS_MAX) {
         v = versions[k].version;
+        if (!v)
+            tp_err_set(err, -ENOENT, "%s", versions[k].why);
+    }
     pthread_mutex_unlock(&versions_lock);
     return v;
 }

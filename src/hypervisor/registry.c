@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "hypervisor/driver.h"
+#include "hypervisor/firecracker/fc_driver.h"
 #include "hypervisor/qemu/qemu.h"
 #include "util/macro.h"
 
@@ -19,11 +20,12 @@ static const char *const hv_cap_names[_HV_CAP_MAX] = {
 
 #define HV_REGISTRY_EXTRA 16 /* room for drivers registered at run time */
 
-/* Adding a built-in driver (Firecracker next) is one line here; the first is the default. Run-time
- * additions go after them; the table stays NULL-terminated for hv_driver_all(). */
+/* Adding a built-in driver is one line here; the first is the default. Run-time additions go
+ * after them; the table stays NULL-terminated for hv_driver_all(). */
 static const struct hv_driver *hv_drivers[] = {
     &qemu_driver,
-    [1 + HV_REGISTRY_EXTRA] = NULL,
+    &fc_driver,
+    [2 + HV_REGISTRY_EXTRA] = NULL,
 };
 
 const char *

@@ -41,6 +41,18 @@ validate(const struct inst_create_req *q, struct tp_err *err)
         return tp_err_set(err, -EINVAL, "vcpus %u is outside 1..64", q->vcpus);
     if (q->hypervisor && !hv_driver_find(q->hypervisor))
         return tp_err_set(err, -EINVAL, "unknown hypervisor '%s'", q->hypervisor);
+    {
+        /* Known, but its VMM binary must answer here (GET /v1/capabilities says the same). */
+        const struct hv_driver *drv =
+            hv_driver_find(q->hypervisor ? q->hypervisor : hv_driver_default());
+        struct tp_err perr = { 0 };
+        if (drv && drv->probe && !hv_version(drv, &perr)) {
+            r = tp_err_set(err, -EOPNOTSUPP, "%s is not available on this host: %s", drv->name,
+                           tp_err_msg(&perr));
+            tp_err_clear(&perr);
+            return r;
+        }
+    }
     if (q->accel && strcmp(q->accel, "kvm") != 0 && strcmp(q->accel, "tcg") != 0)
         return tp_err_set(err, -EINVAL, "unknown accelerator '%s' (kvm or tcg)", q->accel);
     if (q->cmd && !q->cmd[0])

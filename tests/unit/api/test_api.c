@@ -858,7 +858,10 @@ test_caps(void **state)
     json_t *b = json_object_get(json_object_get(j, "hypervisors"), "beta");
     assert_non_null(a);
     assert_non_null(b);
-    assert_int_equal(json_object_size(a), _HV_CAP_MAX); /* every capability, named */
+    /* every capability, named, and whether the VMM is there (no probe: taken as there) */
+    assert_int_equal(json_object_size(a), _HV_CAP_MAX + 1);
+    assert_true(json_is_true(json_object_get(a, "available")));
+    assert_null(json_object_get(a, "vmm_version"));
     assert_true(json_is_true(json_object_get(a, hv_cap_to_string(HV_CAP_PAUSE))));
     assert_true(json_is_true(json_object_get(a, hv_cap_to_string(HV_CAP_EXEC_AGENT))));
     assert_true(json_is_false(json_object_get(a, hv_cap_to_string(HV_CAP_SNAPSHOT))));

@@ -89,6 +89,8 @@ struct hv_driver {
      * "agent.sock". */
     const char *api_sock_name;
     const char *agent_sock_name;
+    /* The VMM boots only an uncompressed ELF kernel (vmlinux): a bzImage is converted. */
+    bool boots_elf_only;
     /* The VMM binary's version, e.g. "7.2.22" (recorded in snapshot manifests, compared on
      * load). NULL slot: the driver cannot tell, and snapshots are not version-checked. */
     int (*probe)(char **ret_version, struct tp_err *err);

@@ -53,6 +53,16 @@ int image_cache_lookup(const struct image_env *env, struct image_hash *h, const 
  * fsync, then a durable rename. On failure tmp is left for the caller to unlink. */
 int image_cache_publish(int fd, const char *tmp, const char *path, struct tp_err *err);
 
+/* ---- ELF kernels (vmlinux.c) ---- */
+
+#define IMAGE_VMLINUX_MAX (512u << 20) /* the most an extracted kernel may inflate to */
+
+/* Pure (fuzzed): the ELF vmlinux inside bzImage bytes. *ret is the caller's to free. -EINVAL
+ * not a bzImage, -EOPNOTSUPP an unknown compression, -EBADMSG corrupt, -EFBIG too large,
+ * -ENOEXEC not a 64-bit ELF. */
+int image_vmlinux_extract(const uint8_t *bz, size_t len, uint8_t **ret, size_t *ret_len,
+                          struct tp_err *err);
+
 /* ---- external tools (run.c) ---- */
 
 /* Find a tool in PATH, then /usr/sbin and /sbin (e2fsprogs lives there and a non-root PATH

@@ -31,5 +31,11 @@ int image_initrd(const struct image_env *env, const char *kernel, char **ret_ini
 int image_root_disk(const struct image_env *env, const char *source, uint32_t size_mib,
                     char **ret_image, struct tp_err *err);
 
+/* The kernel as an uncompressed ELF vmlinux, for VMMs that boot only that (Firecracker): kernel
+ * itself when it is one, else extracted from the bzImage (gzip, xz, zstd or lz4 payload) and
+ * cached as CACHE/vmlinux/<sha256>.elf. Caller frees. */
+int image_vmlinux(const struct image_env *env, const char *kernel, char **ret_path,
+                  struct tp_err *err);
+
 /* The kernel version string from a vmlinuz file name or header ("6.1.0-56-cloud-amd64"). */
 int image_kernel_version(const char *kernel, char **ret, struct tp_err *err);

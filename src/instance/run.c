@@ -120,6 +120,17 @@ prepare_images(struct inst_manager *m, const struct inst_create_req *q, struct i
     else if ((r = image_initrd(&env, c->kernel, &c->initrd, err)) < 0)
         return tp_err_wrap(err, "build initramfs");
     trace_phase(t, "prepare_initrd");
+    /* The initramfs came from the bzImage (its modules); a VMM that boots ELF only gets the
+     * vmlinux inside it. */
+    const struct hv_driver *drv = hv_driver_find(c->hypervisor);
+    if (drv && drv->boots_elf_only) {
+        char *elf = NULL;
+        if ((r = image_vmlinux(&env, c->kernel, &elf, err)) < 0)
+            return r;
+        free(c->kernel);
+        c->kernel = elf;
+        trace_phase(t, "prepare_kernel");
+    }
     r = image_root_disk(&env, q->rootfs, q->disk_mib, &c->root_disk_src, err);
     if (r < 0)
         return tp_err_wrap(err, "prepare root disk");

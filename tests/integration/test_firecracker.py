@@ -75,6 +75,19 @@ class Firecracker(harness.FailpointTest):
             self.assertEqual(d.cli("exec", "fc1", "echo", str(k)).stdout, f"{k}\n".encode())
         d.cli("rm", "-f", "fc1")
 
+    def test_default_kernel_becomes_elf(self):
+        """Without --kernel the default (a bzImage) is converted to the ELF vmlinux Firecracker
+        boots, cached by content; the initramfs still comes from the bzImage's modules."""
+        d = self.d
+        d.cli("run", "--name", "fcdef", "--hypervisor", "firecracker")
+        st, inst = d.request("GET", "/v1/instances/fcdef")
+        self.assertRegex(inst["kernel"], r"/vmlinux/[0-9a-f]{64}\.elf$")
+        with open(inst["kernel"], "rb") as f:
+            self.assertEqual(f.read(5), b"\x7fELF\x02")
+        phases = [p["name"] for p in inst["last_operation"]["phases"]]
+        self.assertIn("prepare_kernel", phases)
+        d.cli("rm", "-f", "fcdef")
+
     def test_fork(self):
         d = self.d
         self.run_fc("fsrc")

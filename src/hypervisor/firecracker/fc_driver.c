@@ -457,6 +457,8 @@ const struct hv_driver fc_driver = {
         [HV_CAP_EXEC_AGENT] = true,
     },
     .api_sock_name = "fc.sock",
+    /* x86_64 Firecracker 1.16 loads ELF only (bzImage support is newer). */
+    .boots_elf_only = true,
     .agent_sock_name = "vsock.sock",
     .probe = fc_probe,
     .version_compatible = fc_version_compatible,

@@ -20,3 +20,19 @@ def pct(values, p):
     v = sorted(values)
     k = max(0, min(len(v) - 1, int(round(p / 100 * len(v) + 0.5)) - 1))
     return v[k]
+
+
+def add_hypervisor_args(ap):
+    """--hypervisor and --firecracker, the same for every bench script."""
+    ap.add_argument("--hypervisor", default="qemu", choices=["qemu", "firecracker"])
+    ap.add_argument("--firecracker", metavar="PATH",
+                    help="the firecracker binary (torpord --firecracker); for the test double "
+                         "also set FC_DOUBLE_SPEC and FC_DOUBLE_AGENT")
+
+
+def daemon_args(a):
+    return ["--firecracker", a.firecracker] if a.firecracker else []
+
+
+def run_args(a):
+    return ["--hypervisor", a.hypervisor]

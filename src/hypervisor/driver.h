@@ -17,6 +17,8 @@ enum hv_cap {
     HV_CAP_GRACEFUL_VMM_SHUTDOWN, /* the VMM can be asked to exit cleanly (QMP quit) */
     HV_CAP_RESUME_ON_LOAD,        /* restore can resume as part of loading */
     HV_CAP_EXEC_AGENT,            /* a host<->guest agent channel exists */
+    HV_CAP_SNAPSHOT_KEEPS_VM,     /* a snapshot copies guest memory out: the VM runs on, on its
+                                     own memory (a fork's Running source only resumes) */
     _HV_CAP_MAX,
     _HV_CAP_INVALID = -22,
 };

@@ -581,6 +581,16 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     trace_phase(&t, "clone_disks");
     inst_crashpoint(src, "fork.children_created");
 
+    /* A hypervisor whose snapshot leaves the VM on its own memory (the template is a copy):
+     * the Running source simply runs on. Its retained base is stale now (the snapshot reset
+     * the dirty tracking a Diff onto it would rely on): the commit drops it. */
+    if (j.was_running && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM)) {
+        r = hv_resume(src->vm, err);
+        if (r < 0)
+            goto rollback;
+        trace_phase(&t, "resume_source");
+        goto children;
+    }
     /* The source leaves its own memory file for good: from now on the template holds it. A
      * Running source restarts on the template (its freeze ends here); a Standby one will
      * restore from it. */
@@ -605,6 +615,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         inst_crashpoint(src, "fork.source_restored");
     }
 
+children:
     for (uint32_t k = 0; k < count; k++)
         if (pthread_create(&kids[k].thread, NULL, child_start, &kids[k]) != 0)
             child_start(&kids[k]), kids[k].thread = 0;
@@ -660,6 +671,9 @@ rollback:
         if (j.was_running && src->vm && !hv_exited(src->vm))
             hv_resume(src->vm, NULL);
         fs_rm_rf(tdir, NULL);
+        /* A snapshot that kept the VM reset its dirty tracking: no Diff onto the old base. */
+        if (j.was_running && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+            fs_rm_rf(src->paths.snap_base, NULL);
     } else if (!j.was_running || !source_restored) {
         /* Back onto the memory it had; the template dies with this fork. */
         source_memory_back(src, &j);
@@ -796,8 +810,12 @@ fork_recover(struct inst_manager *m, struct inst *i)
             if (on_template) {
                 j.phase = FORK_COMMITTED; /* the source's memory lives in the template now */
                 source_cleanup(i, &j);
-            } else
+            } else {
                 fs_rm_rf(tdir, NULL);
+                /* Its freeze may have reset the dirty tracking a Diff onto its base needs. */
+                if (drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+                    fs_rm_rf(i->paths.snap_base, NULL);
+            }
         }
     }
     if (j.was_running && !i->vm && i->rec->state != INST_UNKNOWN) {

@@ -91,10 +91,26 @@ class Firecracker(harness.FailpointTest):
     def test_fork(self):
         d = self.d
         self.run_fc("fsrc")
+        # A retained base first, so that the standby after the fork has one to (not) build on.
+        self.assertEqual(d.op("fsrc", "standby")[0], 200)
+        self.assertEqual(d.op("fsrc", "restore")[0], 200)
         # The double's agent cannot take a hostname (it runs on the host): no identity wait.
+        pid = d.request("GET", "/v1/instances/fsrc")[1]["pid"]
         st, out = d.request("POST", "/v1/instances/fsrc/fork", {"count": 2, "no_wait": True})
         self.assertEqual(st, 201, out)
         kids = [i["name"] for i in out["instances"]]
+        # Firecracker's snapshot leaves the source on its own memory: it only resumes (same
+        # VMM), and nothing maps a template for it.
+        st, src = d.request("GET", "/v1/instances/fsrc")
+        self.assertEqual(src["pid"], pid)
+        phases = [p["name"] for p in src["last_operation"]["phases"]]
+        self.assertIn("resume_source", phases)
+        self.assertNotIn("restore_source", phases)
+        self.assertFalse(os.path.exists(os.path.join(d.inst_dir("fsrc"), "template")))
+        # Its next standby is a Full one: the fork's snapshot reset the dirty tracking.
+        self.assertEqual(d.op("fsrc", "standby")[0], 200)
+        self.assertEqual(self.manifest("fsrc")["type"], "full")
+        self.assertEqual(d.op("fsrc", "restore")[0], 200)
         for n in ["fsrc"] + kids:
             self.assertEqual(d.cli("exec", n, "echo", n).stdout, f"{n}\n".encode())
         for n in kids + ["fsrc"]:

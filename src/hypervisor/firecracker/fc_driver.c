@@ -455,6 +455,8 @@ const struct hv_driver fc_driver = {
         [HV_CAP_GRACEFUL_VMM_SHUTDOWN] = false,
         [HV_CAP_RESUME_ON_LOAD] = true,
         [HV_CAP_EXEC_AGENT] = true,
+        /* A Full snapshot writes a new memory file; the VM keeps its own memory. */
+        [HV_CAP_SNAPSHOT_KEEPS_VM] = true,
     },
     .api_sock_name = "fc.sock",
     /* x86_64 Firecracker 1.16 loads ELF only (bzImage support is newer). */

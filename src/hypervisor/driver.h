@@ -132,6 +132,10 @@ struct hv_driver {
     void (*release)(struct hv_vm *vm);
 };
 
+/* For drivers: a proc_spawn before_exec hook (ctx = the spec) that tells spec->vmm_spawned who
+ * the held VMM is, with its start time, before it runs. */
+int hv_spawn_report(void *ctx, pid_t pid, struct tp_err *err);
+
 /* The registry: static facts by type, no VM needed. NULL when unknown. */
 const struct hv_driver *hv_driver_find(const char *name);
 /* NULL-terminated list of every registered driver: the built-in ones first. */

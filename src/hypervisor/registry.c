@@ -6,6 +6,7 @@
 #include "hypervisor/firecracker/fc_driver.h"
 #include "hypervisor/qemu/qemu.h"
 #include "util/macro.h"
+#include "util/proc.h"
 
 static const char *const hv_cap_names[_HV_CAP_MAX] = {
     [HV_CAP_PAUSE] = "pause",
@@ -76,6 +77,17 @@ hv_registry_add(const struct hv_driver *drv)
         return -ENOSPC;
     hv_drivers[n] = drv;
     return 0;
+}
+
+int
+hv_spawn_report(void *ctx, pid_t pid, struct tp_err *err)
+{
+    const struct hv_vm_spec *spec = ctx;
+    uint64_t start_time;
+    int r = proc_start_time(pid, &start_time);
+    if (r < 0)
+        return tp_err_errno(err, r, "read start time of VMM %d", (int)pid);
+    return spec->vmm_spawned(spec->vmm_spawned_ctx, pid, start_time, err);
 }
 
 bool

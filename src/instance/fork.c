@@ -738,38 +738,6 @@ fork_recover_children(struct inst_manager *m, struct inst *i)
     free(j.children);
 }
 
-/* A recovered source VMM that was loading or paused runs again; false when it cannot (then it
- * is Unknown: alive, not answering). */
-static bool
-recover_resume(struct inst *i)
-{
-    struct tp_err e = { 0 };
-    enum hv_run_state rs = HV_RUN_OTHER;
-    int r = hv_query(i->vm, &rs, &e);
-
-    if (r >= 0 && rs == HV_RUN_LOADING) {
-        r = hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &e);
-        if (r == -ENODATA) {
-            /* Started, never told to load: it holds nothing of the guest. */
-            tp_err_clear(&e);
-            r = 0;
-            rs = HV_RUN_OTHER;
-        } else if (r >= 0)
-            r = hv_query(i->vm, &rs, &e);
-    }
-    if (r >= 0 && rs == HV_RUN_PAUSED && (r = hv_resume(i->vm, &e)) >= 0)
-        rs = HV_RUN_RUNNING;
-    if (r < 0) {
-        inst_recover_unknown(i, &e);
-        return false;
-    }
-    if (rs != HV_RUN_RUNNING) {
-        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(i);
-    }
-    return true;
-}
-
 /* A daemon died during a fork of i (or during its rollback, or during an earlier recovery of
  * it). Committed → finish the cleanup. Not → undo it: every child goes; the source stays the
  * same guest. Which memory a live source VMM maps is read from the source's template ref, not
@@ -806,7 +774,7 @@ fork_recover(struct inst_manager *m, struct inst *i)
         source_memory_back(i, &j); /* its snapshot was only linked: Standby as before */
         fs_rm_rf(tdir, NULL);
     } else if (i->vm) {
-        if (recover_resume(i) && i->vm) {
+        if (inst_recover_vmm(i) > 0) {
             if (on_template) {
                 j.phase = FORK_COMMITTED; /* the source's memory lives in the template now */
                 source_cleanup(i, &j);

@@ -160,6 +160,10 @@ int restore_recover(struct inst_manager *m, struct inst *i);
 int fork_recover(struct inst_manager *m, struct inst *i);
 /* Only remove the children of an uncommitted fork (a source that does not answer). */
 void fork_recover_children(struct inst_manager *m, struct inst *i);
+/* Settle i's attached VMM at recovery: a loading one is waited for, a paused one resumed. 1: it
+ * runs the guest; 0: there is none now (never attached, or killed: it held nothing of the
+ * guest); -1: it does not answer (i is Unknown, see below). */
+int inst_recover_vmm(struct inst *i);
 /* i's VMM lives but does not answer (or failed a command): keep its pid, drop the handle,
  * say Unknown with the reason. */
 void inst_recover_unknown(struct inst *i, struct tp_err *err);

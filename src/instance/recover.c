@@ -51,41 +51,19 @@ derive(struct inst *i)
 {
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
     struct tp_err err = { 0 };
-    enum hv_run_state rs = HV_RUN_OTHER;
 
-    if (i->vm) {
-        int r = hv_query(i->vm, &rs, &err);
-        if (r >= 0 && rs == HV_RUN_LOADING) {
-            r = hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &err);
-            if (r == -ENODATA) {
-                /* Started, never told to load: it holds nothing of the guest. */
-                tp_err_clear(&err);
-                r = 0;
-                rs = HV_RUN_OTHER;
-            } else if (r >= 0)
-                r = hv_query(i->vm, &rs, &err);
-        }
-        if (r >= 0 && rs == HV_RUN_PAUSED) {
-            r = hv_resume(i->vm, &err);
-            rs = HV_RUN_RUNNING;
-        }
-        if (r < 0) {
-            inst_recover_unknown(i, &err);
-            return;
-        }
-        if (rs == HV_RUN_RUNNING) {
-            /* A live VMM consumed snapshot-latest: it is the retained base now. */
-            if (fs_exists(i->paths.snap_latest) &&
-                snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
-                                   drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &err) < 0)
-                log_warn("instance=%s: %s", i->id, tp_err_msg(&err));
-            tp_err_clear(&err);
-            i->rec->state = INST_RUNNING;
-            return;
-        }
-        /* Shut down or failed inside: nothing to keep. */
-        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(i);
+    int v = inst_recover_vmm(i);
+    if (v < 0)
+        return; /* Unknown */
+    if (v > 0) {
+        /* A live VMM consumed snapshot-latest: it is the retained base now. */
+        if (fs_exists(i->paths.snap_latest) &&
+            snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
+                               drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &err) < 0)
+            log_warn("instance=%s: %s", i->id, tp_err_msg(&err));
+        tp_err_clear(&err);
+        i->rec->state = INST_RUNNING;
+        return;
     }
     if (fs_exists(i->paths.snap_latest)) {
         if (snap_validate(i->paths.snap_latest, NULL, &err) >= 0) {
@@ -98,6 +76,39 @@ derive(struct inst *i)
         snap_discard(i->paths.snap_latest, NULL);
     }
     i->rec->state = INST_STOPPED;
+}
+
+int
+inst_recover_vmm(struct inst *i)
+{
+    struct tp_err err = { 0 };
+    enum hv_run_state rs = HV_RUN_OTHER;
+    int r;
+
+    if (!i->vm)
+        return 0;
+    r = hv_query(i->vm, &rs, &err);
+    if (r >= 0 && rs == HV_RUN_LOADING) {
+        /* Never told to load (-ENODATA), or the load failed: it holds nothing of the guest. */
+        if (hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &err) < 0) {
+            log_info("instance=%s recovery: VMM did not load: %s", i->id, tp_err_msg(&err));
+            tp_err_clear(&err);
+            rs = HV_RUN_OTHER;
+        } else
+            r = hv_query(i->vm, &rs, &err);
+    }
+    if (r >= 0 && rs == HV_RUN_PAUSED && (r = hv_resume(i->vm, &err)) >= 0)
+        rs = HV_RUN_RUNNING;
+    if (r < 0) {
+        inst_recover_unknown(i, &err);
+        return -1;
+    }
+    if (rs == HV_RUN_RUNNING)
+        return 1;
+    /* Shut down, failed inside, or never loaded: nothing to keep. */
+    hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+    inst_drop_vmm(i);
+    return 0;
 }
 
 void

@@ -197,29 +197,12 @@ restore_recover(struct inst_manager *m, struct inst *i)
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
     bool reuse = drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE);
     struct tp_err e = { 0 };
-    enum hv_run_state rs = HV_RUN_OTHER;
 
     (void)m;
-    if (i->vm) {
-        int r = hv_query(i->vm, &rs, &e);
-        if (r >= 0 && rs == HV_RUN_LOADING) {
-            /* Never told to load (-ENODATA) or the load failed: the guest never ran. */
-            if (hv_finish_load(i->vm, AGENT_RECONNECT_TIMEOUT_MS, &e) < 0) {
-                log_info("instance=%s recovery: restore's VMM did not load: %s", i->id,
-                         tp_err_msg(&e));
-                tp_err_clear(&e);
-                rs = HV_RUN_OTHER;
-            } else
-                r = hv_query(i->vm, &rs, &e);
-        }
-        if (r >= 0 && rs == HV_RUN_PAUSED && (r = hv_resume(i->vm, &e)) >= 0)
-            rs = HV_RUN_RUNNING;
-        if (r < 0) {
-            inst_recover_unknown(i, &e); /* alive, not answering: never killed on a guess */
-            return 0;
-        }
-    }
-    if (i->vm && rs == HV_RUN_RUNNING) {
+    int v = inst_recover_vmm(i);
+    if (v < 0)
+        return 0; /* alive, not answering: Unknown, never killed on a guess */
+    if (v > 0) {
         if (fs_exists(i->paths.snap_latest) &&
             snap_retire_latest(i->paths.snap_latest, i->paths.snap_base, reuse, &e) < 0)
             log_warn("instance=%s recovery: %s", i->id, tp_err_msg(&e));
@@ -227,10 +210,6 @@ restore_recover(struct inst_manager *m, struct inst *i)
         i->rec->state = INST_RUNNING;
         log_info("instance=%s recovery: restore's VMM runs the guest: Running", i->id);
         return 0;
-    }
-    if (i->vm) {
-        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(i);
     }
     if (snap_validate(i->paths.snap_latest, NULL, &e) >= 0) {
         i->rec->state = INST_STANDBY;

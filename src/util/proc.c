@@ -264,6 +264,48 @@ proc_spawn(const struct proc_spawn_opts *o, pid_t *ret_pid, struct tp_err *err)
 }
 
 int
+proc_run_capture(char *const *argv, char *buf, size_t cap, struct tp_err *err)
+{
+    int fds[2];
+    size_t len = 0;
+    pid_t pid;
+
+    if (cap == 0)
+        return tp_err_set(err, -EINVAL, "no room for the output of '%s'", argv[0]);
+    if (pipe2(fds, O_CLOEXEC) < 0)
+        return tp_err_errno(err, -errno, "create pipe");
+    const struct proc_spawn_opts o = {
+        .argv = argv,
+        .stdin_fd = -1,
+        .stdout_fd = fds[1],
+        .stderr_fd = -1,
+    };
+    int r = proc_spawn(&o, &pid, err);
+    close(fds[1]);
+    if (r < 0) {
+        close(fds[0]);
+        return r;
+    }
+    for (;;) {
+        char sink[512];
+        char *to = len < cap - 1 ? buf + len : sink;
+        size_t room = len < cap - 1 ? cap - 1 - len : sizeof(sink);
+        ssize_t n = read(fds[0], to, room);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (to != sink)
+            len += (size_t)n;
+    }
+    buf[len] = '\0';
+    close(fds[0]);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+int
 proc_start_time(pid_t pid, uint64_t *ret)
 {
     char path[64], buf[1024];

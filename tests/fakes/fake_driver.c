@@ -74,18 +74,6 @@ fake_abort_child(pid_t pid, int pidfd)
     }
 }
 
-/* Like a real driver, tell the manager who the VMM is before it runs. */
-static int
-fake_before_exec(void *ctx, pid_t pid, struct tp_err *err)
-{
-    const struct hv_vm_spec *spec = ctx;
-    uint64_t start_time;
-    int r = proc_start_time(pid, &start_time);
-    if (r < 0)
-        return tp_err_errno(err, r, "read start time of fake VMM %d", (int)pid);
-    return spec->vmm_spawned(spec->vmm_spawned_ctx, pid, start_time, err);
-}
-
 /* Start the stand-in VMM: a process in its own session, as a real VMM would be. */
 static int
 fake_spawn(struct fake_inst *fi, const struct hv_vm_spec *spec, struct hv_vm **ret_vm,
@@ -98,7 +86,7 @@ fake_spawn(struct fake_inst *fi, const struct hv_vm_spec *spec, struct hv_vm **r
         .stdout_fd = -1,
         .stderr_fd = -1,
         .new_session = true,
-        .before_exec = spec->vmm_spawned ? fake_before_exec : NULL,
+        .before_exec = spec->vmm_spawned ? hv_spawn_report : NULL,
         .before_exec_ctx = (void *)spec,
     };
     _cleanup_close_ int pidfd = -EBADF;

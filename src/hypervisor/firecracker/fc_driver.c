@@ -47,15 +47,20 @@ fc_binary(void)
 
 static void fc_release(struct hv_vm *vm);
 
-static int
-fc_before_exec(void *ctx, pid_t pid, struct tp_err *err)
+static struct hv_vm *
+fc_vm_new(pid_t pid, uint64_t start_time, int pidfd, struct fc_http *api)
 {
-    const struct hv_vm_spec *spec = ctx;
-    uint64_t start_time;
-    int r = proc_start_time(pid, &start_time);
-    if (r < 0)
-        return tp_err_errno(err, r, "read start time of firecracker %d", (int)pid);
-    return spec->vmm_spawned(spec->vmm_spawned_ctx, pid, start_time, err);
+    struct hv_vm *vm = xnew(struct hv_vm, 1);
+    struct fc_vm *fv = xnew(struct fc_vm, 1);
+    fv->api = api;
+    *vm = (struct hv_vm){
+        .drv = &fc_driver,
+        .pid = pid,
+        .start_time = start_time,
+        .pidfd = pidfd,
+        .priv = fv,
+    };
+    return vm;
 }
 
 static void
@@ -107,7 +112,7 @@ fc_spawn(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *er
         .new_session = true,
         .no_new_privs = true,
         .drop_caps = true,
-        .before_exec = spec->vmm_spawned ? fc_before_exec : NULL,
+        .before_exec = spec->vmm_spawned ? hv_spawn_report : NULL,
         .before_exec_ctx = (void *)spec,
     };
     r = proc_spawn(&so, &pid, err);
@@ -128,16 +133,7 @@ fc_spawn(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *er
     if (r < 0)
         goto fail;
 
-    struct hv_vm *vm = xnew(struct hv_vm, 1);
-    struct fc_vm *fv = xnew(struct fc_vm, 1);
-    fv->api = api;
-    *vm = (struct hv_vm){
-        .drv = &fc_driver,
-        .pid = pid,
-        .start_time = start_time,
-        .pidfd = TAKE_FD(pidfd),
-        .priv = fv,
-    };
+    struct hv_vm *vm = fc_vm_new(pid, start_time, TAKE_FD(pidfd), api);
     *ret_vm = vm;
     return 0;
 fail:
@@ -351,16 +347,7 @@ fc_attach(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time, struct 
     r = fc_http_open(spec->api_sock, FC_START_TIMEOUT_MS, pidfd, &api, err);
     if (r < 0)
         return r;
-    struct hv_vm *vm = xnew(struct hv_vm, 1);
-    struct fc_vm *fv = xnew(struct fc_vm, 1);
-    fv->api = api;
-    *vm = (struct hv_vm){
-        .drv = &fc_driver,
-        .pid = pid,
-        .start_time = start_time,
-        .pidfd = TAKE_FD(pidfd),
-        .priv = fv,
-    };
+    struct hv_vm *vm = fc_vm_new(pid, start_time, TAKE_FD(pidfd), api);
     *ret_vm = vm;
     return 0;
 }
@@ -400,33 +387,9 @@ fc_probe(char **ret_version, struct tp_err *err)
 {
     char *const argv[] = { (char *)fc_binary(), (char *)"--version", NULL };
     char buf[512];
-    size_t len = 0;
-    int fds[2];
-    pid_t pid;
-
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return tp_err_errno(err, -errno, "create pipe");
-    const struct proc_spawn_opts o = {
-        .argv = argv,
-        .stdin_fd = -1,
-        .stdout_fd = fds[1],
-        .stderr_fd = -1,
-    };
-    int r = proc_spawn(&o, &pid, err);
-    close(fds[1]);
-    if (r < 0) {
-        close(fds[0]);
+    int r = proc_run_capture(argv, buf, sizeof(buf), err);
+    if (r < 0)
         return r;
-    }
-    for (ssize_t n; len < sizeof(buf) - 1 && (n = read(fds[0], buf + len, sizeof(buf) - 1 - len));)
-        if (n > 0)
-            len += (size_t)n;
-        else if (errno != EINTR)
-            break;
-    buf[len] = '\0';
-    close(fds[0]);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
     if (fc_version_parse(buf, ret_version) < 0)
         return tp_err_set(err, -EPROTO, "'%s --version' printed no version", argv[0]);
     return 0;

@@ -146,19 +146,6 @@ qemu_vm_new(pid_t pid, uint64_t start_time, int pidfd, struct qmp_conn *qmp)
     return vm;
 }
 
-/* The held child is QEMU-to-be: its owner learns who it is before it runs. */
-static int
-qemu_before_exec(void *ctx, pid_t pid, struct tp_err *err)
-{
-    const struct hv_vm_spec *spec = ctx;
-    uint64_t start_time;
-    int r = proc_start_time(pid, &start_time);
-
-    if (r < 0)
-        return tp_err_errno(err, r, "read start time of QEMU %d", (int)pid);
-    return spec->vmm_spawned(spec->vmm_spawned_ctx, pid, start_time, err);
-}
-
 /* Start QEMU for spec and complete the QMP handshake: the common part of launch and restore. */
 static int
 qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, struct hv_vm **ret_vm,
@@ -235,7 +222,7 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
          * image cache's; /dev/kvm is root's) and gets everything else as an fd. */
         .no_new_privs = true,
         .drop_caps = true,
-        .before_exec = spec->vmm_spawned ? qemu_before_exec : NULL,
+        .before_exec = spec->vmm_spawned ? hv_spawn_report : NULL,
         .before_exec_ctx = (void *)spec,
     };
     r = proc_spawn(&so, &pid, err);

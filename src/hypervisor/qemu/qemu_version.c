@@ -32,35 +32,10 @@ qemu_probe(char **ret_version, struct tp_err *err)
     const char *binary = getenv(QEMU_BINARY_ENV);
     char *const argv[] = { (char *)(binary && *binary ? binary : QEMU_BINARY_DEFAULT),
                            (char *)"--version", NULL };
-    int fds[2];
     char buf[512];
-    size_t len = 0;
-    pid_t pid;
-    int r;
-
-    if (pipe2(fds, O_CLOEXEC) < 0)
-        return tp_err_errno(err, -errno, "create pipe");
-    const struct proc_spawn_opts o = {
-        .argv = argv,
-        .stdin_fd = -1,
-        .stdout_fd = fds[1],
-        .stderr_fd = -1,
-    };
-    r = proc_spawn(&o, &pid, err);
-    close(fds[1]);
-    if (r < 0) {
-        close(fds[0]);
+    int r = proc_run_capture(argv, buf, sizeof(buf), err);
+    if (r < 0)
         return r;
-    }
-    for (ssize_t n; len < sizeof(buf) - 1 && (n = read(fds[0], buf + len, sizeof(buf) - 1 - len));)
-        if (n > 0)
-            len += (size_t)n;
-        else if (errno != EINTR)
-            break;
-    buf[len] = '\0';
-    close(fds[0]);
-    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-        ;
     if (qemu_version_parse(buf, ret_version) < 0)
         return tp_err_set(err, -EPROTO, "'%s --version' printed no version", argv[0]);
     return 0;

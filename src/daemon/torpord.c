@@ -35,6 +35,19 @@ static int arg_ready_fd = -1;
 static unsigned arg_client_timeout;  /* 0 = the API's default */
 static uint64_t arg_console_log_max; /* 0 = the manager's default */
 
+/* VMMs run with their instance directory as working directory, so every path the daemon
+ * derives from its options must be absolute. NULL when the working directory is unknown. */
+static char *
+absolute_path(const char *path)
+{
+    _cleanup_free_ char *cwd = NULL;
+
+    if (path[0] == '/')
+        return xstrdup(path);
+    cwd = getcwd(NULL, 0);
+    return cwd ? fs_path_join(cwd, path) : NULL;
+}
+
 static void
 usage(FILE *f)
 {
@@ -141,10 +154,14 @@ parse_args(int argc, char **argv)
                 fprintf(stderr, "torpord: --firecracker must not be empty\n");
                 return -EINVAL;
             }
-            /* The driver reads it where it starts the VMM (and so do its VMMs' probes). */
-            if (setenv(FC_BINARY_ENV, optarg, 1) < 0)
-                return -errno;
-            break;
+            {
+                /* Absolute: VMMs start in their instance dirs. The driver reads it from the
+                 * environment where it starts one (and where it probes the version). */
+                _cleanup_free_ char *abs = absolute_path(optarg);
+                if (!abs || setenv(FC_BINARY_ENV, abs, 1) < 0)
+                    return -errno;
+                break;
+            }
         case 'C': {
             char *end;
             errno = 0;
@@ -194,19 +211,6 @@ find_agent(void)
         free(p);
     }
     return NULL;
-}
-
-/* VMMs run with their instance directory as working directory, so every path the daemon
- * derives from its options must be absolute. NULL when the working directory is unknown. */
-static char *
-absolute_path(const char *path)
-{
-    _cleanup_free_ char *cwd = NULL;
-
-    if (path[0] == '/')
-        return xstrdup(path);
-    cwd = getcwd(NULL, 0);
-    return cwd ? fs_path_join(cwd, path) : NULL;
 }
 
 /* flock path (created if needed) for the daemon's lifetime: the fd, -EBUSY while another

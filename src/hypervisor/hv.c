@@ -86,42 +86,47 @@ hv_agent_sock_name(const struct hv_driver *drv)
     return drv->agent_sock_name ? drv->agent_sock_name : "agent.sock";
 }
 
-/* Probed versions: a few drivers, each asked once per daemon. */
+/* Probed versions: a few drivers, each answered once per daemon. A failed probe is not
+ * remembered (the binary may be installed later); probes run outside the lock. */
 #define HV_VERSIONS_MAX 16
 static pthread_mutex_t versions_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     const struct hv_driver *drv;
-    char *version; /* NULL: the probe failed, and why */
-    char *why;
+    char *version;
 } versions[HV_VERSIONS_MAX];
 
 const char *
 hv_version(const struct hv_driver *drv, struct tp_err *err)
 {
     const char *v = NULL;
+    char *probed = NULL;
     size_t k;
 
     if (!drv->probe)
         return NULL;
     pthread_mutex_lock(&versions_lock);
     for (k = 0; k < HV_VERSIONS_MAX && versions[k].drv; k++)
+        if (versions[k].drv == drv) {
+            v = versions[k].version;
+            break;
+        }
+    pthread_mutex_unlock(&versions_lock);
+    if (v)
+        return v;
+    if (drv->probe(&probed, err) < 0)
+        return NULL;
+    pthread_mutex_lock(&versions_lock);
+    for (k = 0; k < HV_VERSIONS_MAX && versions[k].drv; k++)
         if (versions[k].drv == drv)
             break;
     if (k < HV_VERSIONS_MAX && !versions[k].drv) {
-        struct tp_err e = { 0 };
         versions[k].drv = drv;
-        if (drv->probe(&versions[k].version, &e) < 0) {
-            versions[k].version = NULL;
-            versions[k].why = xstrdup(tp_err_msg(&e));
-        }
-        tp_err_clear(&e);
+        versions[k].version = probed; /* kept for the daemon's life: borrowed by callers */
+        probed = NULL;
     }
-    if (k < HV_VERSIONS_MAX) {
-        v = versions[k].version;
-        if (!v)
-            tp_err_set(err, -ENOENT, "%s", versions[k].why);
-    }
+    v = k < HV_VERSIONS_MAX ? versions[k].version : NULL;
     pthread_mutex_unlock(&versions_lock);
+    free(probed); /* a concurrent probe got there first */
     return v;
 }
 

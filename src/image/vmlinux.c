@@ -88,7 +88,8 @@ inflate_xz(const uint8_t *in, size_t len, struct out *o)
     lzma_stream s = LZMA_STREAM_INIT;
     int r = 0;
 
-    if (lzma_stream_decoder(&s, UINT64_MAX, 0) != LZMA_OK)
+    /* The kernel's xz uses a dictionary of at most 32 MiB: refuse a stream that asks more. */
+    if (lzma_stream_decoder(&s, 128u << 20, 0) != LZMA_OK)
         return -ENOMEM;
     s.next_in = in;
     s.avail_in = len;
@@ -155,8 +156,10 @@ inflate_lz4(const uint8_t *in, size_t len, struct out *o)
             at += 4;
             continue;
         }
+        if (len - at == 4)
+            break; /* the trailing size field */
         if (csize > (uint32_t)LZ4_compressBound(LZ4_LEGACY_BLOCK) || csize > len - at - 4)
-            break; /* the trailing size field, or the end */
+            return -EBADMSG; /* a block that cannot be: truncated or corrupt */
         at += 4;
         if ((r = out_reserve(o, LZ4_LEGACY_BLOCK)) < 0)
             return r;
@@ -167,7 +170,7 @@ inflate_lz4(const uint8_t *in, size_t len, struct out *o)
         o->len += (size_t)n;
         at += csize;
     }
-    return o->len ? 0 : -EBADMSG;
+    return o->len && len - at == 4 ? 0 : -EBADMSG;
 }
 
 int
@@ -206,15 +209,21 @@ image_vmlinux_extract(const uint8_t *bz, size_t len, uint8_t **ret, size_t *ret_
                           "(magic %02x %02x %02x %02x; gzip, xz, zstd and lz4 are supported)",
                           p[0], p[1], p[2], p[3]);
     }
-    if (r == 0 && (o.len < 64 || memcmp(o.buf, "\177ELF", 4) != 0 || o.buf[4] != 2))
+    /* The kernel build appends the uncompressed size (gzip's own ISIZE is the same field):
+     * a payload cut short or padded inflates to another length. */
+    if (r == 0 && o.len != le32(p + plen - 4))
+        r = -EBADMSG;
+    if (r == 0 && (o.len < 64 || memcmp(o.buf, "\177ELF", 4) != 0 || o.buf[4] != 2 ||
+                   o.buf[18] != 62 /* e_machine x86-64 */))
         r = -ENOEXEC;
     if (r < 0) {
         free(o.buf);
-        return tp_err_set(err, r,
-                          r == -EFBIG     ? "bzImage payload inflates beyond %u MiB"
-                          : r == -ENOEXEC ? "bzImage payload is not a 64-bit ELF kernel%.0u"
-                                          : "bzImage payload is corrupt%.0u",
-                          IMAGE_VMLINUX_MAX >> 20);
+        if (r == -EFBIG)
+            return tp_err_set(err, r, "bzImage payload inflates beyond %u MiB",
+                              IMAGE_VMLINUX_MAX >> 20);
+        if (r == -ENOEXEC)
+            return tp_err_set(err, r, "bzImage payload is not an x86-64 ELF kernel");
+        return tp_err_set(err, r, "bzImage payload is corrupt or truncated");
     }
     *ret = o.buf;
     *ret_len = o.len;
@@ -230,13 +239,18 @@ image_vmlinux(const struct image_env *env, const char *kernel, char **ret_path, 
     size_t len = 0, elf_len = 0;
     int r;
 
+    /* An ELF (however large: debug info) is already what the VMM boots. */
+    char magic[4];
+    _cleanup_close_ int kfd = open(kernel, O_RDONLY | O_CLOEXEC);
+    if (kfd < 0)
+        return tp_err_errno(err, -errno, "open kernel '%s'", kernel);
+    if (read(kfd, magic, 4) == 4 && memcmp(magic, "\177ELF", 4) == 0) {
+        *ret_path = xstrdup(kernel);
+        return 0;
+    }
     r = fs_read_file(kernel, 256u << 20, &data, &len, err);
     if (r < 0)
         return tp_err_wrap(err, "read kernel");
-    if (len >= 4 && memcmp(data, "\177ELF", 4) == 0) {
-        *ret_path = xstrdup(kernel); /* already what the VMM boots */
-        return 0;
-    }
     /* Cached by the bzImage's content: CACHE/vmlinux/<sha256>.elf. */
     r = image_hash_init(&h, err);
     if (r < 0)

@@ -240,6 +240,11 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
     r = fs_mkdir_p(i->paths.logs_dir, 0700, err);
     if (r < 0)
         return r;
+    /* A fresh boot: no retained base describes this guest's memory (a Diff onto one would
+     * keep pages of an earlier guest). */
+    r = fs_rm_rf(i->paths.snap_base, err);
+    if (r < 0)
+        return r;
     /* Sockets of an earlier run are stale: the VMM gets fresh ones. */
     inst_sock_paths(i);
     unlink(i->api_sock);

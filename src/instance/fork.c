@@ -429,6 +429,10 @@ restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver 
             return r;
         inst_crashpoint(src, "fork.source_stopped");
     }
+    /* Where the VMM's memory is not its base's file, a base only serves the VMM that loaded
+     * it: this one loads the template. */
+    if (hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+        fs_rm_rf(src->paths.snap_base, NULL);
     const struct hv_restore_opts ro = {
         .snap_dir = tdir,
         .resume_on_load = true,
@@ -546,6 +550,9 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     if (r < 0) {
         pthread_mutex_unlock(&m->template_lock);
         fs_rm_rf(tdir, NULL);
+        /* Its snapshot may have happened (and reset the dirty tracking) before the failure. */
+        if (j.was_running && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+            fs_rm_rf(src->paths.snap_base, NULL);
         goto done;
     }
     j.ram_in_state = man.ram_in_state;

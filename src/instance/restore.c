@@ -21,8 +21,11 @@
 
 struct marks {
     struct trace *t;
+    struct inst_manager *m;
     struct inst *i;
 };
+
+#define RESTORE_LOADING "{\"loading\":true}" /* journal: the load may have begun */
 
 /* The driver's phases are crash points too: "restore.start_process" falls between the VMM's
  * start and its load. */
@@ -33,6 +36,11 @@ mark_phase(void *ctx, const char *phase)
     char point[64];
 
     trace_phase(mk->t, phase);
+    /* From here the guest may run from the snapshot (a VMM that maps its memory privately
+     * leaves no trace in the file): recovery must know. */
+    if (strcmp(phase, "start_process") == 0 &&
+        inst_op_progress(mk->m, mk->i, RESTORE_LOADING, NULL) < 0)
+        log_warn("instance=%s: cannot journal the load", mk->i->id);
     snprintf(point, sizeof(point), "restore.%s", phase);
     inst_crashpoint(mk->i, point);
 }
@@ -102,8 +110,10 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto done;
     }
     /* The snapshot's memory image is the guest RAM file the VMM maps (the same inode) — unless
-     * the guest maps a fork template, or its memory travels in the state file. */
-    if (!man.ram_in_state && !inst_template_get(i, tid) && !fs_exists(i->paths.mem)) {
+     * the guest maps a fork template, its memory travels in the state file, or the hypervisor
+     * maps the snapshot's file itself (snapshot_keeps_vm). */
+    if (!man.ram_in_state && !hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM) &&
+        !inst_template_get(i, tid) && !fs_exists(i->paths.mem)) {
         _cleanup_free_ char *img = fs_path_join(i->paths.snap_latest, HV_SNAP_MEMORY);
         if (link(img, i->paths.mem) < 0) {
             r = tp_err_errno(err, -errno, "link '%s'", img);
@@ -118,7 +128,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto done;
     trace_phase(&t, "prepare");
 
-    struct marks mk = { .t = &t, .i = i };
+    struct marks mk = { .t = &t, .m = m, .i = i };
     const struct hv_restore_opts ro = {
         .snap_dir = i->paths.snap_latest,
         .resume_on_load = !deep, /* deep trace keeps an explicit, separately timed resume */
@@ -199,6 +209,7 @@ restore_recover(struct inst_manager *m, struct inst *i)
     struct tp_err e = { 0 };
 
     (void)m;
+    bool had_vmm = i->vm != NULL;
     int v = inst_recover_vmm(i);
     if (v < 0)
         return 0; /* alive, not answering: Unknown, never killed on a guess */
@@ -211,7 +222,14 @@ restore_recover(struct inst_manager *m, struct inst *i)
         log_info("instance=%s recovery: restore's VMM runs the guest: Running", i->id);
         return 0;
     }
-    if (snap_validate(i->paths.snap_latest, NULL, &e) >= 0) {
+    /* No VMM runs the guest. One found alive held nothing of it (never loaded): the snapshot
+     * is as it was. One that is gone: where the guest's run leaves no trace in the memory
+     * file (mapped privately), a load that may have begun means the guest may have run and
+     * written its disk, so the snapshot no longer matches it; else snap_validate can tell. */
+    bool loading = i->rec->op_data && strcmp(i->rec->op_data, RESTORE_LOADING) == 0;
+    if (loading && !had_vmm && drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+        tp_err_set(&e, -ESTALE, "the guest may have run from its snapshot before its VMM died");
+    else if (snap_validate(i->paths.snap_latest, NULL, &e) >= 0) {
         i->rec->state = INST_STANDBY;
         log_info("instance=%s recovery: restore never started the guest: Standby", i->id);
         return 0;

@@ -126,7 +126,12 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     /* A template-backed guest (a fork) has no memory file of its own to build a base on. */
     char tid[INST_ID_LEN + 1];
     bool templated = inst_template_get(i, tid) > 0;
-    r = take_snapshot(m, i, hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE) && !templated, &t, err);
+    /* Where the snapshot copies memory out (its base is a file the VM maps, not its RAM), a
+     * base with other names is some template's: never written in place. */
+    bool reuse =
+        hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE) && !templated &&
+        !(hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM) && snap_memory_shared(i->paths.snap_base));
+    r = take_snapshot(m, i, reuse, &t, err);
     if (r < 0) {
         roll_back(m, i);
         goto done;

@@ -80,6 +80,14 @@ snap_prepare_target(const char *base, const char *latest, bool reuse, bool *ret_
     return 0;
 }
 
+bool
+snap_memory_shared(const char *dir)
+{
+    _cleanup_free_ char *memory = fs_path_join(dir, HV_SNAP_MEMORY);
+    struct stat st;
+    return stat(memory, &st) == 0 && st.st_nlink > 1;
+}
+
 int
 snap_discard(const char *dir, struct tp_err *err)
 {

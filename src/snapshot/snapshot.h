@@ -32,6 +32,10 @@ struct snap_manifest {
 int snap_prepare_target(const char *base, const char *latest, bool reuse, bool *ret_diff,
                         struct tp_err *err);
 
+/* Whether dir's memory image has other names (a fork template's children map it): a file
+ * some VM maps must never be written in place. */
+bool snap_memory_shared(const char *dir);
+
 /* Discard a target after a failed snapshot. Never renamed back: a half-written base must not be
  * reused, so the next standby is a full one. */
 int snap_discard(const char *dir, struct tp_err *err);

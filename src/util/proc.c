@@ -264,7 +264,7 @@ proc_spawn(const struct proc_spawn_opts *o, pid_t *ret_pid, struct tp_err *err)
 }
 
 int
-proc_run_capture(char *const *argv, char *buf, size_t cap, struct tp_err *err)
+proc_run_capture(char *const *argv, char *buf, size_t cap, int timeout_ms, struct tp_err *err)
 {
     int fds[2];
     size_t len = 0;
@@ -290,7 +290,14 @@ proc_run_capture(char *const *argv, char *buf, size_t cap, struct tp_err *err)
         char sink[512];
         char *to = len < cap - 1 ? buf + len : sink;
         size_t room = len < cap - 1 ? cap - 1 - len : sizeof(sink);
-        ssize_t n = read(fds[0], to, room);
+        int w = sock_wait(fds[0], POLLIN, timeout_ms);
+        if (w == 0) {
+            r = tp_err_set(err, -ETIMEDOUT, "'%s' gave no answer within %d ms", argv[0],
+                           timeout_ms);
+            kill(pid, SIGKILL);
+            break;
+        }
+        ssize_t n = w < 0 ? -1 : read(fds[0], to, room);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -302,7 +309,7 @@ proc_run_capture(char *const *argv, char *buf, size_t cap, struct tp_err *err)
     close(fds[0]);
     while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
         ;
-    return 0;
+    return r;
 }
 
 int

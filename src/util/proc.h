@@ -43,10 +43,11 @@ struct proc_spawn_opts {
  * every failure. */
 int proc_spawn(const struct proc_spawn_opts *o, pid_t *ret_pid, struct tp_err *err);
 
-/* Run argv to completion with stdin and stderr on /dev/null; the first cap - 1 bytes of its
- * stdout go to buf, NUL-terminated (the rest is drained). 0 once it ran, whatever its exit
- * status (a version probe reads the text); -errno when it could not. */
-int proc_run_capture(char *const *argv, char *buf, size_t cap, struct tp_err *err);
+/* Run argv with stdin and stderr on /dev/null; the first cap - 1 bytes of its stdout go to buf,
+ * NUL-terminated (the rest is drained), until it closes its stdout. 0 once it ran, whatever its
+ * exit status (a version probe reads the text); -ETIMEDOUT (it is killed) when that takes over
+ * timeout_ms; -errno when it could not run. */
+int proc_run_capture(char *const *argv, char *buf, size_t cap, int timeout_ms, struct tp_err *err);
 
 /* Start time of pid in clock ticks since boot (field 22 of /proc/PID/stat).
  * -ESRCH when the process is gone. */

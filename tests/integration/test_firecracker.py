@@ -14,6 +14,17 @@ SPEC = os.environ.get("FC_DOUBLE_SPEC", "")
 AGENT = os.environ.get("TORPOR_AGENT", "")
 
 
+def sqlite_get(d, name):
+    """The record as the dead daemon left it: {"pid": ...} from the store itself."""
+    import sqlite3
+    db = sqlite3.connect(f"file:{os.path.join(d.data_dir, 'torpor.db')}?mode=ro", uri=True)
+    try:
+        (pid,) = db.execute("SELECT vmm_pid FROM instances WHERE name = ?", (name,)).fetchone()
+    finally:
+        db.close()
+    return json.dumps({"pid": pid})
+
+
 def fc_env():
     return {"FC_DOUBLE_SPEC": SPEC, "FC_DOUBLE_AGENT": AGENT}
 
@@ -115,6 +126,61 @@ class Firecracker(harness.FailpointTest):
             self.assertEqual(d.cli("exec", n, "echo", n).stdout, f"{n}\n".encode())
         for n in kids + ["fsrc"]:
             d.cli("rm", "-f", n)
+
+    def test_children_born_in_standby_use_their_own_disk(self):
+        """The drive path recorded in the snapshot is relative to the instance dir: a child
+        restores onto its own disk, even once its parent is gone."""
+        d = self.d
+        self.run_fc("dsrc")
+        st, out = d.request("POST", "/v1/instances/dsrc/fork", {"name": "dkid", "standby": True})
+        self.assertEqual(st, 201, out)
+        d.cli("rm", "-f", "dsrc")
+        # The double's agent runs on the host and takes no identity: skip that step.
+        os.unlink(os.path.join(d.inst_dir("dkid"), "identity-pending"))
+        st, kid = d.op("dkid", "restore")
+        self.assertEqual(st, 200, kid)
+        self.assertEqual(d.cli("exec", "dkid", "echo", "own").stdout, b"own\n")
+        d.cli("rm", "-f", "dkid")
+
+    def test_base_not_reused_by_another_vmm(self):
+        """A retained base serves only the VMM that loaded it: after the VMM dies and the
+        instance boots afresh, the next standby is Full, not a Diff onto an old image."""
+        d = self.d
+        self.run_fc("fbase")
+        self.assertEqual(d.op("fbase", "standby")[0], 200)
+        st, inst = d.op("fbase", "restore")
+        self.assertEqual(st, 200, inst)
+        os.kill(inst["pid"], 9)
+        st, inst = d.wait_state("fbase", "Stopped", 30000)
+        self.assertEqual(st, 200, inst)
+        d.cli("start", "fbase")
+        self.assertEqual(d.op("fbase", "standby")[0], 200)
+        self.assertEqual(self.manifest("fbase")["type"], "full")
+        d.cli("rm", "-f", "fbase")
+
+    def test_restore_whose_vmm_died_with_the_daemon(self):
+        """The daemon dies once the load began and the VMM dies too before the restart: the
+        guest may have run from the snapshot (Firecracker leaves no trace in the memory file),
+        so the snapshot is not offered again: Stopped, saying why."""
+        d = self.d
+        self.run_fc("fdead")
+        self.assertEqual(d.op("fdead", "standby")[0], 200)
+        self.arm("restore.load_snapshot=crash-daemon")
+        try:
+            d.op("fdead", "restore")
+        except Exception:
+            pass
+        self.assertEqual(d.proc.wait(timeout=60), -9)
+        d.log.close()
+        self.arm("")
+        vmm = json.loads(sqlite_get(d, "fdead"))["pid"]
+        os.kill(vmm, 9)
+        d.start(extra=["--firecracker", FC_DOUBLE],
+                env=dict(fc_env(), TORPOR_FAILPOINTS_FILE=self.fp))
+        st, inst = d.request("GET", "/v1/instances/fdead")
+        self.assertEqual(inst["state"], "Stopped", inst)
+        self.assertIn("may have run", inst["last_error"])
+        d.cli("rm", "-f", "fdead")
 
     def test_crash_recovery(self):
         """The same recovery as for QEMU: a durable snapshot ends Standby, a started load

@@ -186,9 +186,16 @@ fc_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *e
     if (r >= 0 && (r = fc_body_boot_source(&bs, &b, err)) >= 0)
         r = fc_put(vm, "PUT", "/boot-source", b, 0, err);
     if (r >= 0 && spec->root_disk) {
+        /* Relative to the instance dir (Firecracker's cwd): the path is recorded in the
+         * snapshot, and a fork child restored from it must open its own disk, not its
+         * parent's. */
+        const char *disk = spec->root_disk;
+        size_t dl = strlen(spec->dir);
+        if (strncmp(disk, spec->dir, dl) == 0 && disk[dl] == '/')
+            disk += dl + 1;
         const struct fc_drive d = {
             .drive_id = FC_ROOT_DRIVE,
-            .path_on_host = spec->root_disk,
+            .path_on_host = disk,
             .is_root_device = false, /* the guest agent mounts it (torpor.root=/dev/vda) */
         };
         if ((r = fc_body_drive(&d, &b, err)) >= 0)
@@ -206,12 +213,14 @@ fc_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *e
     return 0;
 }
 
+/* GET /. Firecracker serves one request at a time: while it loads a snapshot, this waits for
+ * the load (timeout_ms <= 0: the connection's default). */
 static int
-fc_info(struct hv_vm *vm, enum fc_instance_state *ret, struct tp_err *err)
+fc_info(struct hv_vm *vm, int timeout_ms, enum fc_instance_state *ret, struct tp_err *err)
 {
     _cleanup_(fc_instance_info_clear) struct fc_instance_info info = { 0 };
     json_t *j = NULL;
-    int r = fc_http_call(vm_api(vm), "GET", "/", NULL, 0, &j, err);
+    int r = fc_http_call(vm_api(vm), "GET", "/", NULL, timeout_ms, &j, err);
     if (r >= 0)
         r = fc_parse_instance_info_json(j, &info, err);
     json_decref(j);
@@ -224,7 +233,7 @@ static int
 fc_query(struct hv_vm *vm, enum hv_run_state *ret, struct tp_err *err)
 {
     enum fc_instance_state st;
-    int r = fc_info(vm, &st, err);
+    int r = fc_info(vm, FC_LOAD_TIMEOUT_MS, &st, err);
     if (r < 0)
         return r;
     /* A process that was never configured nor loaded: for a restore, its load never began. */
@@ -319,8 +328,7 @@ static int
 fc_finish_load(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
 {
     enum fc_instance_state st;
-    int r = fc_info(vm, &st, err);
-    (void)timeout_ms;
+    int r = fc_info(vm, timeout_ms, &st, err);
     if (r < 0)
         return r;
     /* A load is one request: a process still "Not started" never received it. */
@@ -387,7 +395,7 @@ fc_probe(char **ret_version, struct tp_err *err)
 {
     char *const argv[] = { (char *)fc_binary(), (char *)"--version", NULL };
     char buf[512];
-    int r = proc_run_capture(argv, buf, sizeof(buf), err);
+    int r = proc_run_capture(argv, buf, sizeof(buf), 5000, err);
     if (r < 0)
         return r;
     if (fc_version_parse(buf, ret_version) < 0)

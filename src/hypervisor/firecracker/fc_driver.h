@@ -1,5 +1,5 @@
-/* The Firecracker driver (fc_driver.c). Not in the registry yet: it is proven against the
- * strict double (tests/fc-double) first, then registered. */
+/* The Firecracker driver (fc_driver.c), in the registry beside QEMU; tested against the strict
+ * double (tests/fc-double), since Firecracker cannot run where torpor is built. */
 #pragma once
 
 #include "hypervisor/driver.h"

@@ -33,7 +33,7 @@ qemu_probe(char **ret_version, struct tp_err *err)
     char *const argv[] = { (char *)(binary && *binary ? binary : QEMU_BINARY_DEFAULT),
                            (char *)"--version", NULL };
     char buf[512];
-    int r = proc_run_capture(argv, buf, sizeof(buf), err);
+    int r = proc_run_capture(argv, buf, sizeof(buf), 5000, err);
     if (r < 0)
         return r;
     if (qemu_version_parse(buf, ret_version) < 0)

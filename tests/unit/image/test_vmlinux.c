@@ -23,6 +23,7 @@
 #include "image/image.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "util/macro.h"
 #include "util/xalloc.h"
 
 #define ELF_LEN (256u << 10)
@@ -35,6 +36,8 @@ fake_elf(void)
     for (size_t k = 0; k < ELF_LEN; k++)
         e[k] = (uint8_t)(k * 7 + k / 4096);
     memcpy(e, "\177ELF\002\001\001", 7);
+    e[18] = 62; /* EM_X86_64 */
+    e[19] = 0;
     return e;
 }
 
@@ -66,12 +69,16 @@ codec_compress(enum codec c, const uint8_t *in, size_t len, uint8_t *out, size_t
         size_t pos = 0;
         assert_int_equal(
             lzma_easy_buffer_encode(1, LZMA_CHECK_CRC32, NULL, in, len, out, &pos, cap), LZMA_OK);
-        return pos;
+        uint32_t l32 = (uint32_t)len; /* the kernel build appends the size */
+        memcpy(out + pos, &l32, 4);
+        return pos + 4;
     }
     case ZSTD: {
         size_t n = ZSTD_compress(out, cap, in, len, 3);
         assert_false(ZSTD_isError(n));
-        return n;
+        uint32_t l32 = (uint32_t)len;
+        memcpy(out + n, &l32, 4);
+        return n + 4;
     }
     case LZ4: {
         /* The legacy frame: magic, [size][block], then the kernel build's trailing size. */
@@ -132,6 +139,69 @@ test_each_codec(void **state)
             tp_err_clear(&err);
         }
     }
+}
+
+/* A kernel larger than one 8 MiB LZ4 block: every block is needed, a missing one is refused. */
+static void
+test_lz4_blocks(void **state)
+{
+    const size_t big = (9u << 20) + 4096, block = 8u << 20;
+    _cleanup_free_ uint8_t *elf = xmalloc(big);
+    _cleanup_free_ uint8_t *bz = xzalloc(1024 + 64 + big + (1u << 20));
+    uint8_t *p = bz + 1024 + 64, *at = p;
+    uint32_t v;
+    (void)state;
+
+    for (size_t k = 0; k < big; k++)
+        elf[k] = (uint8_t)(k * 13 + k / 777);
+    memcpy(elf, "\177ELF\002\001\001", 7);
+    elf[18] = 62;
+    elf[19] = 0;
+    v = 0x184c2102u;
+    memcpy(at, &v, 4);
+    at += 4;
+    uint8_t *second = NULL;
+    for (size_t off = 0; off < big; off += block) {
+        size_t n = MIN(block, big - off);
+        if (off)
+            second = at;
+        int c = LZ4_compress_default((const char *)elf + off, (char *)at + 4, (int)n,
+                                     (int)LZ4_compressBound((int)block));
+        assert_true(c > 0);
+        v = (uint32_t)c;
+        memcpy(at, &v, 4);
+        at += 4 + (size_t)c;
+    }
+    v = (uint32_t)big;
+    memcpy(at, &v, 4);
+    at += 4;
+    bz[0x1f1] = 1;
+    memcpy(bz + 0x202, "HdrS", 4);
+    bz[0x206] = 0x0f;
+    bz[0x207] = 0x02;
+    v = 64;
+    memcpy(bz + 0x248, &v, 4);
+    v = (uint32_t)(at - p);
+    memcpy(bz + 0x24c, &v, 4);
+
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    struct tp_err err = { 0 };
+    if (image_vmlinux_extract(bz, (size_t)(at - bz), &out, &out_len, &err) < 0)
+        fail_msg("%s", tp_err_msg(&err));
+    assert_int_equal(out_len, big);
+    assert_memory_equal(out, elf, big);
+    free(out);
+    out = NULL;
+
+    /* The second block dropped (the trailing size kept): refused, not 8 MiB of kernel. */
+    memmove(second, at - 4, 4);
+    v = (uint32_t)(second + 4 - p);
+    memcpy(bz + 0x24c, &v, 4);
+    assert_int_equal(image_vmlinux_extract(bz, (size_t)(second + 4 - bz), &out, &out_len, &err),
+                     -EBADMSG);
+    tp_err_clear(&err);
+    assert_null(out);
 }
 
 static void
@@ -204,6 +274,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_codec),
+        cmocka_unit_test(test_lz4_blocks),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_real_kernel),
     };

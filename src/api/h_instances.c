@@ -103,7 +103,16 @@ simple_verb(struct api_req *req, inst_verb_fn fn)
 enum MHD_Result
 api_h_stop(struct api_req *req)
 {
-    return simple_verb(req, inst_stop);
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    _cleanup_(inst_record_freep) struct inst_record *rec = NULL;
+    bool force;
+
+    if (api_req_query_bool(req, "force", &force, &err) < 0 ||
+        api_parse_empty(req->body, req->body_len, &err) < 0)
+        return api_reply_tp_err(req, &err);
+    if (inst_stop(req->m, req->match.ref, force, &rec, &err) < 0)
+        return api_reply_tp_err(req, &err);
+    return api_reply_json(req, 200, api_record_to_json(rec));
 }
 
 enum MHD_Result

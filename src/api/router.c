@@ -28,7 +28,7 @@ static const struct {
     { API_ROUTE_CREATE, "POST", { "v1", "instances" }, { NULL }, "create" },
     { API_ROUTE_GET, "GET", { "v1", "instances", PARAM }, { NULL }, "get" },
     { API_ROUTE_DELETE, "DELETE", { "v1", "instances", PARAM }, { "force", NULL }, "delete" },
-    { API_ROUTE_STOP, "POST", { "v1", "instances", PARAM, "stop" }, { NULL }, "stop" },
+    { API_ROUTE_STOP, "POST", { "v1", "instances", PARAM, "stop" }, { "force", NULL }, "stop" },
     { API_ROUTE_START, "POST", { "v1", "instances", PARAM, "start" }, { NULL }, "start" },
     { API_ROUTE_EXEC, "POST", { "v1", "instances", PARAM, "exec" }, { NULL }, "exec" },
     { API_ROUTE_LOGS, "GET", { "v1", "instances", PARAM, "logs" }, { "follow", NULL }, "logs" },

@@ -9,12 +9,13 @@
 #include "client.h"
 #include "util/cleanup.h"
 #include "util/macro.h"
+#include "util/xalloc.h"
 
 /* A lifecycle verb has at most one option. */
 enum lifecycle_flag {
     LIFECYCLE_NO_FLAG,
     LIFECYCLE_TRACE, /* --trace: the reply's last_operation, for the verbs that record one */
-    LIFECYCLE_FORCE, /* rm -f: also kill a running VMM */
+    LIFECYCLE_FORCE, /* -f: rm also kills a running VMM, stop also discards a snapshot */
 };
 
 struct cli_lifecycle {
@@ -22,6 +23,7 @@ struct cli_lifecycle {
     const char *method; /* POST (with "{}") or DELETE (no body) */
     const char *suffix; /* after /v1/instances/<name> */
     enum lifecycle_flag flag;
+    const char *force_help; /* with LIFECYCLE_FORCE */
     const char *usage;
 };
 
@@ -30,10 +32,12 @@ static const struct cli_lifecycle lifecycles[] = {
         .verb = "stop",
         .method = "POST",
         .suffix = "/stop",
-        .usage = "Usage: torpor stop NAME...\n"
+        .flag = LIFECYCLE_FORCE,
+        .force_help = "also stop one on standby (its snapshot goes)",
+        .usage = "Usage: torpor stop [OPTIONS] NAME...\n"
                  "\n"
-                 "Stop instances; prints each NAME stopped. NAME is an instance name,\n"
-                 "id, or unique id prefix.\n",
+                 "Stop instances; prints each NAME stopped (a stopped one is no error). NAME\n"
+                 "is an instance name, id, or unique id prefix.\n",
     },
     {
         .verb = "start",
@@ -41,8 +45,8 @@ static const struct cli_lifecycle lifecycles[] = {
         .suffix = "/start",
         .usage = "Usage: torpor start NAME...\n"
                  "\n"
-                 "Start stopped instances; prints each NAME started. NAME is an instance\n"
-                 "name, id, or unique id prefix.\n",
+                 "Start stopped instances; prints each NAME started (a running one is no\n"
+                 "error). NAME is an instance name, id, or unique id prefix.\n",
     },
     {
         .verb = "standby",
@@ -70,6 +74,7 @@ static const struct cli_lifecycle lifecycles[] = {
         .method = "DELETE",
         .suffix = "",
         .flag = LIFECYCLE_FORCE,
+        .force_help = "remove even if its VMM runs (it is killed)",
         .usage = "Usage: torpor rm [OPTIONS] NAME...\n"
                  "\n"
                  "Remove instances; prints each NAME removed. NAME is an instance\n"
@@ -92,9 +97,7 @@ lifecycle_syntax(const struct cli_lifecycle *lc, struct cli_syntax *ret)
     /* LIFECYCLE_NO_FLAG's entry is all zero: its NULL name leaves the option list empty. */
     static const struct cli_flag flags[] = {
         [LIFECYCLE_TRACE] = CLI_FLAG_TRACE,
-        [LIFECYCLE_FORCE] = { .name = "force",
-                              .short_name = 'f',
-                              .help = "remove even if its VMM runs (it is killed)" },
+        [LIFECYCLE_FORCE] = { .name = "force", .short_name = 'f' },
     };
 
     *ret = (struct cli_syntax){
@@ -103,6 +106,8 @@ lifecycle_syntax(const struct cli_lifecycle *lc, struct cli_syntax *ret)
         .operands = CLI_OPERANDS_SOME,
         .flags = { flags[lc->flag] },
     };
+    if (lc->flag == LIFECYCLE_FORCE)
+        ret->flags[0].help = lc->force_help;
 }
 
 static int
@@ -144,8 +149,8 @@ int
 cli_cmd_lifecycle(const struct cli_ctx *ctx, const struct lifecycle_opts *o)
 {
     const struct cli_lifecycle *lc = o->verb;
-    /* rm's --force is a query parameter of its DELETE. */
-    const char *suffix = o->force ? "?force=true" : lc->suffix;
+    /* --force is a query parameter (rm's DELETE, stop's POST). */
+    _cleanup_free_ char *suffix = xasprintf("%s%s", lc->suffix, o->force ? "?force=true" : "");
     int rc = CLI_EXIT_OK;
 
     /* Like docker: print each name done, report each failure and go on to the next name. */

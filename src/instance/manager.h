@@ -48,8 +48,11 @@ int inst_run(struct inst_manager *m, const struct inst_create_req *req, struct i
              struct tp_err *err);
 int inst_list(struct inst_manager *m, struct inst_record ***ret, size_t *ret_n, struct tp_err *err);
 int inst_get(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err);
-int inst_stop(struct inst_manager *m, const char *ref, struct inst_record **ret,
+/* Running, Paused or Unknown -> Stopped. Stopped already: nothing to do (success, as docker's
+ * stop). Standby only with force: its snapshot is the guest's memory and goes. */
+int inst_stop(struct inst_manager *m, const char *ref, bool force, struct inst_record **ret,
               struct tp_err *err);
+/* Stopped -> Running. Running already: nothing to do (success, as docker's start). */
 int inst_start(struct inst_manager *m, const char *ref, struct inst_record **ret,
                struct tp_err *err);
 /* force: stop first if running; else -EBUSY for a live instance. */

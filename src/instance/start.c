@@ -10,6 +10,10 @@ inst_start(struct inst_manager *m, const char *ref, struct inst_record **ret, st
     int r = inst_acquire(m, ref, &i, err);
     if (r < 0)
         return r;
+    if (i->rec->state == INST_RUNNING) {
+        *ret = inst_record_dup(i->rec); /* nothing to do */
+        goto out;
+    }
     r = inst_require_state(i, "start", STATE_BIT(INST_STOPPED), err);
     if (r < 0)
         goto out;

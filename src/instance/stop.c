@@ -24,13 +24,25 @@ inst_discard_runtime_files(struct inst *i, struct tp_err *err)
 }
 
 int
-inst_stop(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
+inst_stop(struct inst_manager *m, const char *ref, bool force, struct inst_record **ret,
+          struct tp_err *err)
 {
     struct inst *i;
     struct trace t;
     int r = inst_acquire(m, ref, &i, err);
     if (r < 0)
         return r;
+    if (i->rec->state == INST_STOPPED && !i->vm) {
+        *ret = inst_record_dup(i->rec); /* nothing to do */
+        goto out;
+    }
+    if (i->rec->state == INST_STANDBY && !force) {
+        r = tp_err_set(err, -EBUSY,
+                       "instance '%s' is in Standby: stopping it discards its snapshot, the "
+                       "guest's memory (restore it, or force: torpor stop -f)",
+                       i->rec->name);
+        goto out;
+    }
     r = inst_require_state(i, "stop",
                            STATE_BIT(INST_RUNNING) | STATE_BIT(INST_PAUSED) |
                                STATE_BIT(INST_STANDBY) | STATE_BIT(INST_UNKNOWN),

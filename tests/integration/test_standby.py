@@ -98,12 +98,26 @@ class StandbyRestore(harness.DaemonTest):
         d.op("states", "standby")
         snaps = os.path.join(d.inst_dir("states"), "snapshots")
         self.assertTrue(os.path.isdir(os.path.join(snaps, "snapshot-latest")))
-        st, inst = d.op("states", "stop")
+        # Stopping discards the snapshot (the guest's memory): only when forced.
+        st, err = d.op("states", "stop")
+        self.assertEqual((st, err["code"]), (409, "conflict"))
+        self.assertIn("stop -f", err["message"])
+        self.assertTrue(os.path.isdir(os.path.join(snaps, "snapshot-latest")))
+        st, inst = d.request("POST", "/v1/instances/states/stop?force=true")
         self.assertEqual(inst["state"], "Stopped")
+        # Stop of a Stopped instance and start of a Running one: nothing to do, no error.
+        self.assertEqual(d.cli("stop", "states").stdout, b"states\n")
         self.assertEqual(os.listdir(snaps), [])
         # And the instance boots afresh after that.
         d.cli("start", "states")
         self.assertEqual(guest(d, "states", "echo up"), "up\n")
+        pid = d.request("GET", "/v1/instances/states")[1]["pid"]
+        self.assertEqual(d.cli("start", "states").stdout, b"states\n")
+        self.assertEqual(d.request("GET", "/v1/instances/states")[1]["pid"], pid)
+        # The CLI's -f reaches stop too (options after the name, as docker).
+        d.op("states", "standby")
+        self.assertNotEqual(d.cli("stop", "states", check=False).returncode, 0)
+        d.cli("stop", "states", "-f")
         d.cli("rm", "-f", "states")
 
     def test_standby_survives_daemon_restart(self):

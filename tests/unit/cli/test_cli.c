@@ -1800,12 +1800,13 @@ test_verb_lifecycle_usage(void **state)
                   "");
     const char *stop[] = { "stop", "-h", NULL };
     expect_output(call_verb_lifecycle, &ctx, stop, 0,
-                  "Usage: torpor stop NAME...\n"
+                  "Usage: torpor stop [OPTIONS] NAME...\n"
                   "\n"
-                  "Stop instances; prints each NAME stopped. NAME is an instance name,\n"
-                  "id, or unique id prefix.\n"
+                  "Stop instances; prints each NAME stopped (a stopped one is no error). NAME\n"
+                  "is an instance name, id, or unique id prefix.\n"
                   "\n"
                   "Options:\n"
+                  "  -f, --force    also stop one on standby (its snapshot goes)\n"
                   "  -h, --help     print this help\n",
                   "");
     const char *standby[] = { "standby", "--help", NULL };

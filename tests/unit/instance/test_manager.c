@@ -127,6 +127,18 @@ get(struct mstate *s, const char *ref)
     return rec;
 }
 
+static int
+stop(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
+{
+    return inst_stop(m, ref, false, ret, err);
+}
+
+static int
+stop_force(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
+{
+    return inst_stop(m, ref, true, ret, err);
+}
+
 /* Call op(m, ref) and expect success: prints the manager's message otherwise. */
 typedef int verb_fn(struct inst_manager *m, const char *ref, struct inst_record **ret,
                     struct tp_err *err);
@@ -457,7 +469,7 @@ lifecycle_run(struct mstate *s, const struct hv_driver *drv, const char *name, s
         _cleanup_(inst_record_freep) struct inst_record *now = get(s, rec->id);
         l->phases[k + 1] = phases_of(now);
     }
-    expect_ok(s, inst_stop, "stop", rec->id, INST_STOPPED);
+    expect_ok(s, stop, "stop", rec->id, INST_STOPPED);
     l->calls = calls_of(rec->id);
     /* Every call that had a VM went through the driver the instance was created with. */
     assert_string_equal(l->calls.last_driver, drv->name);
@@ -601,7 +613,13 @@ test_stop_from_standby(void **state)
     assert_true(fs_exists(p.snap_latest));
     assert_true(fs_exists(p.mem));
 
-    expect_ok(s, inst_stop, "stop", rec->id, INST_STOPPED);
+    /* The snapshot is the guest's memory: only a forced stop discards it. */
+    struct inst_record *no = NULL;
+    assert_int_equal(inst_stop(s->m, rec->id, false, &no, NULL), -EBUSY);
+    assert_true(fs_exists(p.snap_latest));
+    expect_ok(s, stop_force, "stop", rec->id, INST_STOPPED);
+    /* Stopping a Stopped instance (and starting a Running one) is nothing to do, as docker. */
+    expect_ok(s, stop, "stop", rec->id, INST_STOPPED);
     assert_false(fs_exists(p.snap_latest));
     assert_false(fs_exists(p.snap_base));
     assert_false(fs_exists(p.mem));
@@ -724,7 +742,7 @@ stop_bystander(const char *id, void *ctx)
     (void)id;
     if (g->stopped++)
         return;
-    if (inst_stop(g->s->m, g->bystander, &rec, NULL) == 0)
+    if (inst_stop(g->s->m, g->bystander, false, &rec, NULL) == 0)
         inst_record_free(rec);
 }
 
@@ -775,7 +793,7 @@ test_stop_unknown_kills_vmm(void **state)
     assert_non_null(strstr(unknown->last_error, "does not answer"));
     assert_true(proc_is_alive(c.pid, c.start_time));
 
-    expect_ok(s, inst_stop, "stop", "hung", INST_STOPPED);
+    expect_ok(s, stop, "stop", "hung", INST_STOPPED);
     assert_process_gone(c.pid, c.start_time);
     _cleanup_(inst_record_freep) struct inst_record *after = get(s, "hung");
     assert_int_equal(after->vmm_pid, 0);

@@ -27,6 +27,12 @@ class BootCrash(harness.DaemonTest):
                 if pid is None:
                     time.sleep(0.02)  # poll interval of a bounded wait, not a synchronisation
             self.assertIsNotNone(pid, "no VMM pid recorded while the guest booted")
+            # The pid is recorded before the VMM runs (the process is held until then); once
+            # it runs QEMU it belongs to the guest. A daemon killed earlier takes the held
+            # process with it (test_crash covers that point, vmm.recorded).
+            while time.monotonic() < deadline and not is_qemu(pid):
+                time.sleep(0.005)  # poll interval of a bounded wait
+            self.assertTrue(is_qemu(pid), "the recorded process never became QEMU")
             d.kill9()
         finally:
             run.wait(timeout=60)
@@ -77,6 +83,13 @@ def vmms_of(d):
         except OSError:
             pass
     return pids
+
+
+def is_qemu(pid):
+    try:
+        return os.path.basename(os.readlink(f"/proc/{pid}/exe")).startswith("qemu-system")
+    except OSError:
+        return False
 
 
 def running(pid):

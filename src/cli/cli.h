@@ -179,8 +179,10 @@ void cli_run_opts_done(struct run_opts *o);
 
 struct ps_opts {
     bool all;
-    bool json;
+    bool json; /* --json, or --format json */
     bool quiet;
+    bool no_trunc;      /* full ids */
+    const char *format; /* --format TEMPLATE (not "json"/"table"), borrowed from argv */
     bool help;
 };
 int cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err);
@@ -188,6 +190,7 @@ int cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err)
 struct inspect_opts {
     char *const *names;
     size_t n_names;
+    const char *format; /* --format TEMPLATE (not "json"), borrowed from argv */
     bool help;
 };
 int cli_parse_inspect(int argc, char **argv, struct inspect_opts *ret, struct tp_err *err);

@@ -1,19 +1,26 @@
-/* torpor inspect: print instances as pretty JSON (one object, or an array for several). */
+/* torpor inspect: print instances as a JSON array (always, as docker), or one line each with
+ * --format TEMPLATE. */
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli.h"
 #include "client.h"
+#include "format.h"
 #include "util/cleanup.h"
 
 static const struct cli_syntax syntax = {
     .verb = "inspect",
-    .usage = "Usage: torpor inspect NAME...\n"
+    .usage = "Usage: torpor inspect [OPTIONS] NAME...\n"
              "\n"
-             "Print instances as JSON: one object for one NAME, else an array.\n"
-             "NAME is an instance name, id, or unique id prefix.\n",
+             "Print instances as a JSON array. NAME is an instance name, id, or unique id\n"
+             "prefix.\n",
     .operands = CLI_OPERANDS_SOME,
+    .flags = {
+        { "format", 'f', "json, or a template: '{{.State}} {{json .LastOperation}}'", "FORMAT" },
+    },
 };
 
 int
@@ -24,7 +31,14 @@ cli_parse_inspect(int argc, char **argv, struct inspect_opts *ret, struct tp_err
 
     if (r < 0)
         return r;
-    *ret = (struct inspect_opts){ .names = a.operands, .n_names = a.n_operands, .help = a.help };
+    const char *format = a.values[0];
+    if (format && strcmp(format, "json") == 0)
+        format = NULL;
+    if (!a.help && format && cli_format_check(format, err) < 0)
+        return -EINVAL;
+    *ret = (struct inspect_opts){
+        .names = a.operands, .n_names = a.n_operands, .format = format, .help = a.help
+    };
     return 0;
 }
 
@@ -43,13 +57,21 @@ cli_cmd_inspect(const struct cli_ctx *ctx, const struct inspect_opts *o)
             rc = CLI_EXIT_FAIL;
             continue;
         }
+        if (o->format) {
+            struct tp_err err = { 0 };
+            if (cli_format_print(stdout, o->format, inst, &err) < 0) {
+                cli_error("%s", tp_err_msg(&err));
+                tp_err_clear(&err);
+                rc = CLI_EXIT_FAIL;
+            }
+            json_decref(inst);
+            continue;
+        }
         json_array_append_new(found, inst ? inst : json_null());
     }
-    /* One NAME: its object, or nothing if it failed. Several: an array of those found. */
-    if (o->n_names > 1)
+    /* An array of those found, whatever their number (docker's "[]" when none was). */
+    if (!o->format)
         cli_print_json(found);
-    else if (json_array_size(found) == 1)
-        cli_print_json(json_array_get(found, 0));
     json_decref(found);
     return rc;
 }

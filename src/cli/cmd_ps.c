@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "format.h"
 #include "util/cleanup.h"
 #include "util/xalloc.h"
 
@@ -17,6 +18,8 @@ enum {
     FLAG_ALL = 1u << 0,
     FLAG_JSON = 1u << 1,
     FLAG_QUIET = 1u << 2,
+    FLAG_NO_TRUNC = 1u << 3,
+    FLAG_FORMAT = 1u << 4,
 };
 
 static const struct cli_syntax syntax = {
@@ -29,6 +32,8 @@ static const struct cli_syntax syntax = {
         { "all", 'a', "include stopped instances", NULL },
         { "json", 0, "print the instances as a JSON array", NULL },
         { "quiet", 'q', "print ids only", NULL },
+        { "no-trunc", 0, "print full ids", NULL },
+        { "format", 0, "table, json, or a template: '{{.Name}} {{.State}}'", "FORMAT" },
     },
 };
 
@@ -40,12 +45,21 @@ cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err)
 
     if (r < 0)
         return r;
-    if (!a.help && (a.flags & FLAG_JSON) && (a.flags & FLAG_QUIET))
-        return tp_err_set(err, -EINVAL, "options '--json' and '--quiet' exclude each other");
+    const char *format = a.values[4];
+    bool json = (a.flags & FLAG_JSON) || (format && strcmp(format, "json") == 0);
+    if (format && (strcmp(format, "json") == 0 || strcmp(format, "table") == 0))
+        format = NULL;
+    if (!a.help && json + !!(a.flags & FLAG_QUIET) + !!format > 1)
+        return tp_err_set(err, -EINVAL,
+                          "options '--json', '--format' and '--quiet' exclude each other");
+    if (!a.help && format && cli_format_check(format, err) < 0)
+        return -EINVAL;
     *ret = (struct ps_opts){
         .all = a.flags & FLAG_ALL,
-        .json = a.flags & FLAG_JSON,
+        .json = json,
         .quiet = a.flags & FLAG_QUIET,
+        .no_trunc = a.flags & FLAG_NO_TRUNC,
+        .format = format,
         .help = a.help,
     };
     return 0;
@@ -83,7 +97,7 @@ cell_int(const json_t *inst, const char *key, const char *unit)
 }
 
 static void
-print_table(const json_t *list)
+print_table(const json_t *list, bool no_trunc)
 {
     static const char *const heads[PS_COLUMNS] = { "ID",    "NAME", "STATE",  "MEMORY",
                                                    "VCPUS", "PID",  "CREATED" };
@@ -102,7 +116,7 @@ print_table(const json_t *list)
         int64_t created = parse_timestamp(json_string_value(json_object_get(inst, "created_at")));
         char ago[64];
 
-        row[0] = id ? xstrndup(id, PS_SHORT_ID) : xstrdup("-");
+        row[0] = id ? xstrndup(id, no_trunc ? strlen(id) : PS_SHORT_ID) : xstrdup("-");
         row[1] = cell_str(inst, "name");
         row[2] = cell_str(inst, "state");
         row[3] = cell_int(inst, "memory_mib", "MiB");
@@ -146,15 +160,25 @@ cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o)
     }
     if (o->json) {
         cli_print_json(list);
+    } else if (o->format) {
+        struct tp_err err = { 0 };
+        json_array_foreach(list, i, inst) if (cli_format_print(stdout, o->format, inst, &err) < 0)
+        {
+            cli_error("%s", tp_err_msg(&err));
+            tp_err_clear(&err);
+            json_decref(reply);
+            return CLI_EXIT_FAIL;
+        }
     } else if (o->quiet) {
+        /* The table's short ids, as docker's ps -q (full ones with --no-trunc). */
         json_array_foreach(list, i, inst)
         {
             const char *id = json_string_value(json_object_get(inst, "id"));
             if (id)
-                printf("%s\n", id);
+                printf("%.*s\n", o->no_trunc ? (int)strlen(id) : PS_SHORT_ID, id);
         }
     } else {
-        print_table(list);
+        print_table(list, o->no_trunc);
     }
     json_decref(reply);
     return CLI_EXIT_OK;

@@ -35,7 +35,13 @@ class Lifecycle(harness.DaemonTest):
         # ps shows it; inspect has the config and the last operation's phases.
         ps = json.loads(d.cli("ps", "--json").stdout)
         self.assertIn("life", [i["name"] for i in ps])
+        self.assertIn(b"life Running\n",
+                      d.cli("ps", "--format", "{{.Name}} {{.State}}").stdout)
+        self.assertEqual(d.cli("inspect", "life", "--format", "{{.State}} {{.MemoryMib}}").stdout,
+                         b"Running 256\n")
         insp = json.loads(d.cli("inspect", "life").stdout)
+        self.assertEqual(len(insp), 1)  # always an array, as docker's
+        insp = insp[0]
         self.assertEqual(insp["state"], "Running")
         self.assertEqual(insp["memory_mib"], 256)
         self.assertEqual(insp["last_operation"]["op"], "start")

@@ -32,6 +32,16 @@ attach_recorded(struct inst_manager *m, struct inst *i)
         return 0;
     inst_spec(m, i, &spec);
     if (hv_attach(drv, &spec, rec->vmm_pid, rec->vmm_start_time, &i->vm, &err) < 0) {
+        /* A VMM killed a moment ago is still dying: its socket is gone, its process not yet.
+         * Give it that moment before calling it alive but silent. */
+        int pidfd = proc_pidfd_open(rec->vmm_pid);
+        bool gone = pidfd < 0 || proc_pidfd_wait(pidfd, rec->vmm_pid, 500) == 0;
+        if (pidfd >= 0)
+            close(pidfd);
+        if (gone || !proc_is_alive(rec->vmm_pid, rec->vmm_start_time)) {
+            tp_err_clear(&err);
+            return 0;
+        }
         free(rec->last_error);
         rec->last_error =
             xasprintf("VMM pid %d does not answer: %s", (int)rec->vmm_pid, tp_err_msg(&err));

@@ -177,8 +177,12 @@ struct run_opts {
 int cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err);
 void cli_run_opts_done(struct run_opts *o);
 
+#define PS_FILTERS_MAX 16
+
 struct ps_opts {
     bool all;
+    const char *filters[PS_FILTERS_MAX]; /* "key=value", borrowed from argv */
+    size_t n_filters;
     bool json; /* --json, or --format json */
     bool quiet;
     bool no_trunc;      /* full ids */

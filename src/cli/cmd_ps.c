@@ -4,11 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "cli.h"
 #include "format.h"
 #include "util/cleanup.h"
+#include "util/macro.h"
 #include "util/xalloc.h"
 
 #define PS_COLUMNS  7
@@ -20,7 +22,9 @@ enum {
     FLAG_QUIET = 1u << 2,
     FLAG_NO_TRUNC = 1u << 3,
     FLAG_FORMAT = 1u << 4,
+    FLAG_FILTER = 1u << 5,
 };
+#define OPT_FILTER 5
 
 static const struct cli_syntax syntax = {
     .verb = "ps",
@@ -34,17 +38,89 @@ static const struct cli_syntax syntax = {
         { "quiet", 'q', "print ids only", NULL },
         { "no-trunc", 0, "print full ids", NULL },
         { "format", 0, "table, json, or a template: '{{.Name}} {{.State}}'", "FORMAT" },
+        { "filter", 'f', "state=STATE, name=PART, id=PREFIX (repeatable)", "FILTER" },
     },
 };
+
+/* --filter is repeatable: keep each, in order. */
+static void
+ps_on_option(size_t flag, const char *value, void *userdata)
+{
+    struct ps_opts *o = userdata;
+    if (flag == OPT_FILTER && o->n_filters < PS_FILTERS_MAX)
+        o->filters[o->n_filters++] = value;
+    else if (flag == OPT_FILTER)
+        o->n_filters = PS_FILTERS_MAX + 1; /* refused below */
+}
+
+static const char *const filter_keys[] = { "state", "status", "name", "id" };
+
+static int
+filter_check(const char *f, struct tp_err *err)
+{
+    const char *eq = strchr(f, '=');
+    for (size_t k = 0; eq && k < ELEMENTSOF(filter_keys); k++)
+        if (strlen(filter_keys[k]) == (size_t)(eq - f) &&
+            strncmp(f, filter_keys[k], (size_t)(eq - f)) == 0)
+            return 0;
+    return tp_err_set(err, -EINVAL, "--filter '%s': expected state=STATE, name=PART or id=PREFIX",
+                      f);
+}
+
+/* The key a filter is about ("status" is docker's word for state). */
+static const char *
+filter_key(const char *f, const char **ret_value)
+{
+    const char *eq = strchr(f, '=');
+    *ret_value = eq + 1;
+    if (strncmp(f, "status=", 7) == 0 || strncmp(f, "state=", 6) == 0)
+        return "state";
+    return strncmp(f, "name=", 5) == 0 ? "name" : "id";
+}
+
+/* docker's rule: values of one key are alternatives, different keys must all match. */
+static bool
+filter_match(const struct ps_opts *o, const json_t *inst)
+{
+    static const char *const keys[] = { "state", "name", "id" };
+
+    for (size_t k = 0; k < ELEMENTSOF(keys); k++) {
+        const char *have = json_string_value(json_object_get(inst, keys[k]));
+        bool asked = false, hit = false;
+        for (size_t i = 0; i < o->n_filters; i++) {
+            const char *want;
+            if (strcmp(filter_key(o->filters[i], &want), keys[k]) != 0)
+                continue;
+            asked = true;
+            if (!have)
+                continue;
+            if (k == 0)
+                hit |= strcasecmp(have, want) == 0; /* state: the word, any case */
+            else if (k == 1)
+                hit |= strstr(have, want) != NULL; /* name: a part of it */
+            else
+                hit |= strncmp(have, want, strlen(want)) == 0; /* id: a prefix */
+        }
+        if (asked && !hit)
+            return false;
+    }
+    return true;
+}
 
 int
 cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err)
 {
     struct cli_args a;
-    int r = cli_parse_args(&syntax, argc, argv, &a, err);
+    struct ps_opts f = { 0 };
+    int r = cli_parse_args_each(&syntax, argc, argv, ps_on_option, &f, &a, err);
 
     if (r < 0)
         return r;
+    if (!a.help && f.n_filters > PS_FILTERS_MAX)
+        return tp_err_set(err, -EINVAL, "at most %d --filter options", PS_FILTERS_MAX);
+    for (size_t i = 0; !a.help && i < f.n_filters; i++)
+        if (filter_check(f.filters[i], err) < 0)
+            return -EINVAL;
     const char *format = a.values[4];
     bool json = (a.flags & FLAG_JSON) || (format && strcmp(format, "json") == 0);
     if (format && (strcmp(format, "json") == 0 || strcmp(format, "table") == 0))
@@ -55,6 +131,7 @@ cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err)
     if (!a.help && format && cli_format_check(format, err) < 0)
         return -EINVAL;
     *ret = (struct ps_opts){
+        .n_filters = f.n_filters,
         .all = a.flags & FLAG_ALL,
         .json = json,
         .quiet = a.flags & FLAG_QUIET,
@@ -62,6 +139,7 @@ cli_parse_ps(int argc, char **argv, struct ps_opts *ret, struct tp_err *err)
         .format = format,
         .help = a.help,
     };
+    memcpy(ret->filters, f.filters, sizeof(f.filters));
     return 0;
 }
 
@@ -150,7 +228,13 @@ cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o)
     const json_t *inst;
     size_t i;
 
-    if (cli_call(ctx, "GET", o->all ? "/v1/instances?all=true" : "/v1/instances", NULL, &reply) < 0)
+    /* A state filter names the states wanted, Stopped ones too (docker: status=exited). */
+    bool all = o->all;
+    for (size_t k = 0; k < o->n_filters; k++) {
+        const char *v;
+        all |= strcmp(filter_key(o->filters[k], &v), "state") == 0;
+    }
+    if (cli_call(ctx, "GET", all ? "/v1/instances?all=true" : "/v1/instances", NULL, &reply) < 0)
         return CLI_EXIT_FAIL;
     list = json_object_get(reply, "instances");
     if (!json_is_array(list)) {
@@ -158,6 +242,9 @@ cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o)
         cli_error("torpord's reply has no 'instances' array");
         return CLI_EXIT_FAIL;
     }
+    for (i = json_array_size(list); o->n_filters && i-- > 0;)
+        if (!filter_match(o, json_array_get(list, i)))
+            json_array_remove(list, i);
     if (o->json) {
         cli_print_json(list);
     } else if (o->format) {

@@ -37,6 +37,9 @@ class Lifecycle(harness.DaemonTest):
         self.assertIn("life", [i["name"] for i in ps])
         self.assertIn(b"life Running\n",
                       d.cli("ps", "--format", "{{.Name}} {{.State}}").stdout)
+        self.assertEqual(d.cli("ps", "--filter", "name=lif", "--filter", "state=running",
+                               "--format", "{{.Name}}").stdout, b"life\n")
+        self.assertEqual(d.cli("ps", "--filter", "state=Standby", "-q").stdout, b"")
         self.assertEqual(d.cli("inspect", "life", "--format", "{{.State}} {{.MemoryMib}}").stdout,
                          b"Running 256\n")
         insp = json.loads(d.cli("inspect", "life").stdout)

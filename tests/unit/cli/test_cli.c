@@ -414,6 +414,14 @@ test_ps_flags(void **state)
     tp_err_clear(&err);
     const char *f5[] = { "ps", "-q", "--format", "{{.Name}}", NULL };
     assert_int_equal(cli_parse_ps(P(f5), &o, &err), -EINVAL);
+    tp_err_clear(&err);
+    const char *g1[] = { "ps", "--filter", "name=web", "-f", "state=Running", NULL };
+    assert_int_equal(cli_parse_ps(P(g1), &o, &err), 0);
+    assert_int_equal(o.n_filters, 2);
+    assert_string_equal(o.filters[1], "state=Running");
+    const char *g2[] = { "ps", "--filter", "label=x", NULL };
+    assert_int_equal(cli_parse_ps(P(g2), &o, &err), -EINVAL);
+    assert_non_null(strstr(tp_err_msg(&err), "label=x"));
 }
 
 static void
@@ -1577,6 +1585,21 @@ test_cmd_ps_outputs(void **state)
     struct ps_opts bad = { .format = "{{.Nope}}" };
     expect_output(call_ps, &ctx, &bad, 1, "", "torpor: --format: no field '.Nope'\n");
     fake_server_stop(f);
+    fake_server_free(f);
+
+    const char *two[] = { r200, r200 };
+    f = fake_server_start(two, NULL, 2);
+    ctx.socket = f->path;
+    /* Filters: a state asks for every instance (Stopped too); one key's values are
+     * alternatives, different keys must all match. */
+    struct ps_opts stopped = { .quiet = true, .n_filters = 1, .filters = { "status=stopped" } };
+    expect_output(call_ps, &ctx, &stopped, 0, "001122334455\n", NULL);
+    struct ps_opts both = { .quiet = true,
+                            .n_filters = 3,
+                            .filters = { "name=web", "state=Running", "state=Standby" } };
+    expect_output(call_ps, &ctx, &both, 0, "3f2a9c0d1b4e\n", NULL);
+    fake_server_stop(f);
+    expect_request(f, 1, "GET /v1/instances?all=true HTTP/1.1\r\n");
     fake_server_free(f);
 }
 

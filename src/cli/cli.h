@@ -227,7 +227,7 @@ struct lifecycle_opts {
     bool force; /* rm: -f also kills a running VMM */
     bool help;
 };
-/* -EINVAL also when argv[0] is none of the five verbs. */
+/* -EINVAL also when argv[0] is none of the lifecycle verbs. */
 int cli_parse_lifecycle(int argc, char **argv, struct lifecycle_opts *ret, struct tp_err *err);
 
 struct fork_opts {

@@ -22,6 +22,7 @@ struct cli_lifecycle {
     const char *verb;
     const char *method; /* POST (with "{}") or DELETE (no body) */
     const char *suffix; /* after /v1/instances/<name> */
+    const char *then;   /* a second POST once the first succeeded (restart: stop, start) */
     enum lifecycle_flag flag;
     const char *force_help; /* with LIFECYCLE_FORCE */
     const char *usage;
@@ -47,6 +48,16 @@ static const struct cli_lifecycle lifecycles[] = {
                  "\n"
                  "Start stopped instances; prints each NAME started (a running one is no\n"
                  "error). NAME is an instance name, id, or unique id prefix.\n",
+    },
+    {
+        .verb = "restart",
+        .method = "POST",
+        .suffix = "/stop",
+        .then = "/start",
+        .usage = "Usage: torpor restart NAME...\n"
+                 "\n"
+                 "Stop and start instances again (a fresh boot on the same disk); prints each\n"
+                 "NAME restarted. NAME is an instance name, id, or unique id prefix.\n",
     },
     {
         .verb = "standby",
@@ -159,6 +170,12 @@ cli_cmd_lifecycle(const struct cli_ctx *ctx, const struct lifecycle_opts *o)
         json_t *body = strcmp(lc->method, "POST") == 0 ? json_object() : NULL, *reply = NULL;
         int r = cli_call(ctx, lc->method, path, body, &reply);
 
+        if (r >= 0 && lc->then) {
+            _cleanup_free_ char *next = client_instance_path(o->names[i], lc->then);
+            json_decref(reply);
+            reply = NULL;
+            r = cli_call(ctx, "POST", next, body, &reply);
+        }
         json_decref(body);
         if (r < 0) {
             rc = CLI_EXIT_FAIL;

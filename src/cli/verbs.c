@@ -4,7 +4,7 @@
 #include "cli.h"
 #include "util/macro.h"
 
-/* stop, start, standby, restore and rm share cli_verb_lifecycle(), which reads argv[0]. */
+/* stop, start, restart, standby, restore and rm share cli_verb_lifecycle(), which reads argv[0]. */
 const struct cli_verb cli_verbs[] = {
     { "run", cli_verb_run, "create and start a microVM" },
     { "ps", cli_verb_ps, "list instances" },
@@ -13,6 +13,7 @@ const struct cli_verb cli_verbs[] = {
     { "logs", cli_verb_logs, "print a guest's serial console" },
     { "stop", cli_verb_lifecycle, "stop instances" },
     { "start", cli_verb_lifecycle, "start stopped instances" },
+    { "restart", cli_verb_lifecycle, "stop and start instances" },
     { "standby", cli_verb_lifecycle, "snapshot instances and release their memory" },
     { "restore", cli_verb_lifecycle, "resume instances from standby" },
     { "fork", cli_verb_fork, "fork an instance into children" },

@@ -52,6 +52,14 @@ class Lifecycle(harness.DaemonTest):
         self.assertIn("start_process", names)
         self.assertIn("wait_agent", names)
 
+        # restart: a fresh boot (another VMM) on the same disk.
+        pid = insp["pid"]
+        self.assertEqual(d.cli("restart", "life").stdout, b"life\n")
+        st, again = d.request("GET", "/v1/instances/life")
+        self.assertEqual(again["state"], "Running")
+        self.assertNotEqual(again["pid"], pid)
+        self.assertEqual(d.cli("exec", "life", "cat", "/root/marker").stdout, b"kept\n")
+
         # rm of a running instance needs force; then it is gone, files included.
         p = d.cli("rm", "life", check=False)
         self.assertNotEqual(p.returncode, 0)

@@ -1735,6 +1735,30 @@ test_cmd_stop_continues_past_failure(void **state)
     fake_server_free(f);
 }
 
+/* restart: stop, then start, per name; a name whose stop failed is not started. */
+static void
+test_cmd_restart(void **state)
+{
+    _cleanup_free_ char *r200 = http_reply("200 OK", "{\"id\": \"b0\", \"state\": \"Running\"}");
+    _cleanup_free_ char *r409 = http_reply(
+        "409 Conflict", "{\"code\": \"conflict\", \"message\": \"instance 'z' is in Standby\"}");
+    const char *replies[] = { r200, r200, r409 };
+    struct fake_server *f = fake_server_start(replies, NULL, 3);
+    struct cli_ctx ctx = { .socket = f->path };
+    const char *argv[] = { "restart", "web", "z", NULL };
+    struct lifecycle_opts o;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    (void)state;
+
+    assert_int_equal(cli_parse_lifecycle(P(argv), &o, &err), 0);
+    expect_output(call_lifecycle, &ctx, &o, 1, "web\n", "torpor: instance 'z' is in Standby\n");
+    fake_server_stop(f);
+    expect_request(f, 0, "POST /v1/instances/web/stop HTTP/1.1\r\n");
+    expect_request(f, 1, "POST /v1/instances/web/start HTTP/1.1\r\n");
+    expect_request(f, 2, "POST /v1/instances/z/stop HTTP/1.1\r\n");
+    fake_server_free(f);
+}
+
 static void
 test_cmd_standby_restore_trace(void **state)
 {
@@ -2113,6 +2137,7 @@ main(void)
         cmocka_unit_test(test_cmd_exec_exit_codes),
         cmocka_unit_test(test_cmd_stop_continues_past_failure),
         cmocka_unit_test(test_cmd_standby_restore_trace),
+        cmocka_unit_test(test_cmd_restart),
         cmocka_unit_test(test_cmd_start_rm_requests),
         cmocka_unit_test(test_verb_lifecycle_usage),
         cmocka_unit_test(test_verb_help_everywhere),

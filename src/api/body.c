@@ -12,11 +12,10 @@
 #include "hypervisor/hv.h"
 #include "util/cleanup.h"
 #include "util/macro.h"
+#include "util/name.h"
 #include "util/xalloc.h"
 
 #define streq(a, b) (strcmp((a), (b)) == 0)
-
-#define INSTANCE_NAME_MAX 63 /* store_name_valid()'s limit */
 
 /* jansson reports OOM as NULL/-1; like xmalloc, treat it as fatal. */
 static json_t *
@@ -226,19 +225,12 @@ check_env_entry(const char *s)
     return eq && eq != s ? 0 : -EINVAL;
 }
 
-/* store_name_valid()'s rule, with max for a fork's prefix; repeated here so bad names fail
- * before the manager runs and this file stays free of the store library. */
+/* The name rule (util/name.h), with max for a fork's prefix: bad names fail before the manager
+ * runs. */
 static int
 check_name_max(const char *key, const char *s, size_t max, struct tp_err *err)
 {
-    size_t n = strlen(s);
-    bool ok = n >= 1 && n <= max;
-
-    for (size_t i = 0; ok && i < n; i++) {
-        char c = s[i];
-        ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
-    }
-    if (!ok)
+    if (!name_valid(s, max))
         return tp_err_set(err, -EINVAL, "field '%s' must match [a-z0-9][a-z0-9-]{0,%zu}, got '%s'",
                           key, max - 1, s);
     return 0;
@@ -247,7 +239,7 @@ check_name_max(const char *key, const char *s, size_t max, struct tp_err *err)
 static int
 check_name(const char *key, const char *s, struct tp_err *err)
 {
-    return check_name_max(key, s, INSTANCE_NAME_MAX, err);
+    return check_name_max(key, s, NAME_MAX_LEN, err);
 }
 
 static int

@@ -6,11 +6,11 @@
 #include <string.h>
 
 #include "util/macro.h"
+#include "util/name.h"
 
 #define streq(a, b) (strcmp((a), (b)) == 0)
 
 #define ROUTE_SEGMENTS_MAX 4
-#define API_NAME_MAX       63 /* store_name_valid()'s limit, the longest ref */
 #define PARAM              "{ref}"
 
 /* One row per method + path. Rows sharing a path must be adjacent: 405's Allow header lists
@@ -169,17 +169,7 @@ api_route_name(enum api_route route)
 bool
 api_ref_valid(const char *ref)
 {
-    size_t n;
-
-    if (!ref)
-        return false;
-    for (n = 0; ref[n]; n++) {
-        char c = ref[n];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (n > 0 && c == '-');
-        if (!ok || n >= API_NAME_MAX)
-            return false;
-    }
-    return n > 0;
+    return name_valid(ref, NAME_MAX_LEN);
 }
 
 static int

@@ -6,11 +6,11 @@
 #include "cli.h"
 #include "client.h"
 #include "util/cleanup.h"
+#include "util/name.h"
 
 /* The daemon checks the same bounds (api/body.h); checking here makes them usage errors that
  * name the user's options. */
 #define FORK_COUNT_MAX  64
-#define FORK_NAME_MAX   63
 #define FORK_PREFIX_MAX 60
 
 enum {
@@ -81,7 +81,7 @@ cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err)
         cli_check_utf8("the value of '--prefix'", a.values[OPT_PREFIX], err) < 0)
         return -EINVAL;
     if (a.values[OPT_NAME] &&
-        (r = cli_check_name("--name", a.values[OPT_NAME], FORK_NAME_MAX, err)) < 0)
+        (r = cli_check_name("--name", a.values[OPT_NAME], NAME_MAX_LEN, err)) < 0)
         return r;
     if (a.values[OPT_PREFIX] &&
         (r = cli_check_name("--prefix", a.values[OPT_PREFIX], FORK_PREFIX_MAX, err)) < 0)

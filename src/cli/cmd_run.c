@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "util/cleanup.h"
+#include "util/name.h"
 #include "util/xalloc.h"
 
 /* torpord checks the same bounds (api/body.h); checking here names the user's option. */
@@ -15,7 +16,6 @@
 #define RUN_MEMORY_MIB_MAX 65536
 #define RUN_VCPUS_MAX      64
 #define RUN_DISK_MIB_MAX   (1024 * 1024)
-#define RUN_NAME_MAX       63
 
 enum {
     OPT_NAME,
@@ -116,7 +116,7 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
     if (v[OPT_NAME]) {
         r = want_text("--name", v[OPT_NAME], err);
         if (r >= 0)
-            r = cli_check_name("--name", v[OPT_NAME], RUN_NAME_MAX, err);
+            r = cli_check_name("--name", v[OPT_NAME], NAME_MAX_LEN, err);
         if (r < 0)
             return r;
         o.name = xstrdup(v[OPT_NAME]);

@@ -14,6 +14,7 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/macro.h"
+#include "util/name.h"
 #include "util/xalloc.h"
 
 enum {
@@ -452,14 +453,7 @@ cli_parse_size_mib(const char *opt, const char *s, uint32_t min, uint32_t max, u
 int
 cli_check_name(const char *opt, const char *s, size_t max, struct tp_err *err)
 {
-    size_t n = strlen(s);
-    bool ok = n >= 1 && n <= max;
-
-    for (size_t i = 0; ok && i < n; i++) {
-        char c = s[i];
-        ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && c == '-');
-    }
-    if (!ok)
+    if (!name_valid(s, max))
         return tp_err_set(err, -EINVAL,
                           "option '%s' expects lowercase letters, digits and '-' (not first), "
                           "at most %zu characters, not '%s'",

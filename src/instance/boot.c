@@ -245,12 +245,10 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
     r = fs_rm_rf(i->paths.snap_base, err);
     if (r < 0)
         return r;
-    /* Sockets of an earlier run are stale: the VMM gets fresh ones. */
-    inst_sock_paths(i);
-    unlink(i->api_sock);
-    unlink(i->agent_sock);
-
     inst_spec(m, i, &spec);
+    /* Sockets of an earlier run are stale: the VMM gets fresh ones. */
+    unlink(spec.api_sock);
+    unlink(spec.agent_sock);
     inst_boot_track(m, i, true, NULL);
     r = hv_launch(drv, &spec, &i->vm, err);
     if (r < 0) {
@@ -335,6 +333,16 @@ inst_kill_recorded_vmm(struct inst *i, struct tp_err *err)
     if (r < 0)
         return tp_err_errno(err, r, "wait for VMM %d", (int)pid);
     return 0;
+}
+
+void
+inst_kill_vmm(struct inst *i)
+{
+    if (i->vm) {
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+        inst_drop_vmm(i);
+    } else if (i->rec->vmm_pid > 0)
+        inst_kill_recorded_vmm(i, NULL);
 }
 
 int

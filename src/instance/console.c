@@ -1,7 +1,7 @@
 /* Console logs are capped: a chatty guest must not fill the data dir. The VMM appends
  * (O_APPEND), so the head can be cut away under it: collapsed out of the file where the
- * filesystem can (ext4, xfs), else the file starts over. Readers that follow notice the
- * file shrinking and start again from its new beginning. */
+ * filesystem can (ext4, xfs), else the file starts over. The bytes cut so far are counted in
+ * an xattr of the file, so a reader that follows it moves back by as much (api/h_logs.c). */
 #include "instance/console.h"
 
 #include <errno.h>

@@ -36,9 +36,8 @@ struct child {
 /* The fork's journal on the source (op "fork"): enough for a restarted daemon to undo the fork
  * completely, or to finish it once committed. */
 enum fork_phase {
-    FORK_BEGUN,          /* template id and child ids chosen; nothing else is sure */
-    FORK_SOURCE_STOPPED, /* a Running source's own VMM is gone: it must come back from tdir */
-    FORK_COMMITTED,      /* every child runs: only cleanup remains */
+    FORK_BEGUN,     /* template id and child ids chosen: undo on a crash */
+    FORK_COMMITTED, /* every child runs: only cleanup remains */
 };
 
 struct fork_journal {
@@ -53,7 +52,6 @@ struct fork_journal {
 
 static const char *const phase_names[] = {
     [FORK_BEGUN] = "begun",
-    [FORK_SOURCE_STOPPED] = "source_stopped",
     [FORK_COMMITTED] = "committed",
 };
 
@@ -345,20 +343,6 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     return r;
 }
 
-/* Undo a child completely: no process, no files, no record. */
-static void
-child_destroy(struct inst_manager *m, struct inst *i)
-{
-    if (i->vm) {
-        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(i);
-    }
-    fs_rm_rf(i->paths.dir, NULL);
-    store_delete(m->store, i->id, NULL);
-    inst_table_remove(m, i);
-    inst_release(m, i);
-}
-
 /* Freeze a Running source into the template: pause, device state into tdir (memory stays the
  * file it already is), then the source's VMM exits so the image can never change again. */
 static int
@@ -407,10 +391,10 @@ freeze_standby(struct inst *src, const struct hv_driver *drv, const char *tdir,
 
 /* (Re)start the source's VMM from tdir on whatever memory its template ref now says: the new
  * template (copy-on-write, like its children) or, rolling back, its previous memory. Once its
- * old VMM is gone the journal says so: from then on only tdir holds the guest. */
+ * old VMM is gone only tdir holds the guest. */
 static int
 restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver *drv,
-               const char *tdir, struct fork_journal *j, struct tp_err *err)
+               const char *tdir, const struct fork_journal *j, struct tp_err *err)
 {
     struct hv_vm_spec spec;
     bool resumed = false;
@@ -423,12 +407,9 @@ restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver 
             hv_kill(src->vm, VMM_KILL_TIMEOUT_MS, NULL);
         inst_drop_vmm(src);
     }
-    if (j->phase != FORK_SOURCE_STOPPED) {
-        r = journal_save(m, src, j, FORK_SOURCE_STOPPED, err);
-        if (r < 0)
-            return r;
-        inst_crashpoint(src, "fork.source_stopped");
-    }
+    /* No journal write: recovery reads which memory a source VMM maps from its template
+     * ref, and restores from tdir when it finds none. */
+    inst_crashpoint(src, "fork.source_stopped");
     /* Where the VMM's memory is not its base's file, a base only serves the VMM that loaded
      * it: this one loads the template. */
     if (hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
@@ -671,7 +652,7 @@ children:
 rollback:
     for (uint32_t k = 0; k < made; k++) {
         tp_err_clear(&kids[k].err);
-        child_destroy(m, kids[k].i);
+        inst_discard_new(m, kids[k].i);
     }
     if (!source_moved) {
         /* Still on its own VMM, paused at most: it simply runs on. */
@@ -697,7 +678,6 @@ rollback:
     } else {
         /* The source already runs on the template, as the same guest: the template stays, and
          * its memory now lives only there. */
-        j.phase = FORK_COMMITTED; /* for source_cleanup's purpose only */
         source_cleanup(src, &j);
     }
     inst_crashpoint(src, "fork.rolled_back");
@@ -723,9 +703,7 @@ recover_destroy_child(struct inst_manager *m, const char *id)
     struct inst_paths p;
 
     if (inst_acquire_id(m, id, &c) >= 0) {
-        if (!c->vm && c->rec->vmm_pid > 0)
-            inst_kill_recorded_vmm(c, NULL);
-        child_destroy(m, c);
+        inst_discard_new(m, c);
         return;
     }
     /* No record (the crash came before its insert): its directory may still exist. */
@@ -783,8 +761,7 @@ fork_recover(struct inst_manager *m, struct inst *i)
     } else if (i->vm) {
         if (inst_recover_vmm(i) > 0) {
             if (on_template) {
-                j.phase = FORK_COMMITTED; /* the source's memory lives in the template now */
-                source_cleanup(i, &j);
+                source_cleanup(i, &j); /* the source's memory lives in the template now */
             } else {
                 fs_rm_rf(tdir, NULL);
                 /* Its freeze may have reset the dirty tracking a Diff onto its base needs. */
@@ -796,7 +773,6 @@ fork_recover(struct inst_manager *m, struct inst *i)
     if (j.was_running && !i->vm && i->rec->state != INST_UNKNOWN) {
         if (drv && fs_exists(tdir)) {
             source_memory_back(i, &j);
-            j.phase = FORK_SOURCE_STOPPED; /* no journal write: it is cleared at the end */
             if (restore_source(m, i, drv, tdir, &j, &e) < 0 && i->vm) {
                 hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
                 inst_drop_vmm(i);

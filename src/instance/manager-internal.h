@@ -73,8 +73,8 @@ struct inst *inst_table_add(struct inst_manager *m, struct inst_record *rec);
 /* Mark removed and drop from the table (caller holds i->lock). */
 void inst_table_remove(struct inst_manager *m, struct inst *i);
 
-/* Remove an instance that never became one (a failed or interrupted run): its VMM, files and
- * record. Releases i. */
+/* Remove an instance that never became one (a failed or interrupted run, a fork child undone):
+ * its VMM, files and record. Releases i. */
 void inst_discard_new(struct inst_manager *m, struct inst *i);
 /* One hop of the state table, persisted. -EBUSY when the table forbids it. */
 int inst_transition(struct inst_manager *m, struct inst *i, enum inst_state to, struct tp_err *err);
@@ -86,6 +86,9 @@ int inst_save(struct inst_manager *m, struct inst *i, struct tp_err *err);
  * its recovery needs (data: JSON text or NULL), before the op changes anything. */
 int inst_op_begin(struct inst_manager *m, struct inst *i, const char *op, const char *data,
                   struct tp_err *err);
+/* The same in memory only, for an op whose next save comes before anything recovery would
+ * have to undo (it is persisted then). */
+void inst_op_set(struct inst *i, const char *op, const char *data);
 /* Replace the journal's data as the op progresses (persisted). */
 int inst_op_progress(struct inst_manager *m, struct inst *i, const char *data, struct tp_err *err);
 /* Record an operation's trace (and error, if any) on the instance, end its journal, persist. */
@@ -122,6 +125,8 @@ void inst_sync_clock(struct inst *i);
 /* SIGKILL the VMM the record names (pid + start time; a recycled pid is never hit) when there
  * is no handle to it, and wait until it is gone. 0 when it is gone or was never there. */
 int inst_kill_recorded_vmm(struct inst *i, struct tp_err *err);
+/* Kill whatever VMM i has, by handle or by recorded pid; no grace (recovery, discarding). */
+void inst_kill_vmm(struct inst *i);
 /* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
 void inst_drop_vmm(struct inst *i);
 

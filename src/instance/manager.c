@@ -247,11 +247,7 @@ void
 inst_discard_new(struct inst_manager *m, struct inst *i)
 {
     struct tp_err e = { 0 };
-    if (i->vm) {
-        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(i);
-    } else if (i->rec->vmm_pid > 0)
-        inst_kill_recorded_vmm(i, NULL);
+    inst_kill_vmm(i);
     if (fs_rm_rf(i->paths.dir, &e) < 0)
         log_warn("instance=%s: %s", i->id, tp_err_msg(&e));
     tp_err_clear(&e);
@@ -263,14 +259,20 @@ inst_discard_new(struct inst_manager *m, struct inst *i)
     inst_release(m, i);
 }
 
-int
-inst_op_begin(struct inst_manager *m, struct inst *i, const char *op, const char *data,
-              struct tp_err *err)
+void
+inst_op_set(struct inst *i, const char *op, const char *data)
 {
     free(i->rec->op);
     free(i->rec->op_data);
     i->rec->op = xstrdup(op);
     i->rec->op_data = data ? xstrdup(data) : NULL;
+}
+
+int
+inst_op_begin(struct inst_manager *m, struct inst *i, const char *op, const char *data,
+              struct tp_err *err)
+{
+    inst_op_set(i, op, data);
     return inst_save(m, i, err);
 }
 

@@ -135,17 +135,6 @@ inst_recover_unknown(struct inst *i, struct tp_err *err)
     i->rec->state = INST_UNKNOWN;
 }
 
-/* Kill whatever VMM i has, handle or recorded pid. */
-static void
-kill_vmm(struct inst *i)
-{
-    if (i->vm) {
-        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(i);
-    } else if (i->rec->vmm_pid > 0)
-        inst_kill_recorded_vmm(i, NULL);
-}
-
 /* Settle one instance (locked). Returns 1 when it was removed (i released and gone). */
 static int recover_settle(struct inst *i);
 
@@ -160,7 +149,7 @@ recover_one(struct inst_manager *m, struct inst *i, int attached)
                  inst_state_to_string(i->rec->state));
     if (op && strcmp(op, "rm") == 0) {
         /* The user asked for it to go: finish. */
-        kill_vmm(i);
+        inst_kill_vmm(i);
         if (fs_rm_rf(i->paths.dir, &err) >= 0 && store_delete(m->store, i->id, &err) >= 0) {
             inst_table_remove(m, i);
             inst_release(m, i);
@@ -170,7 +159,7 @@ recover_one(struct inst_manager *m, struct inst *i, int attached)
         tp_err_clear(&err);
         i->rec->state = INST_STOPPED;
     } else if (op && strcmp(op, "stop") == 0) {
-        kill_vmm(i);
+        inst_kill_vmm(i);
         if (inst_discard_runtime_files(i, &err) < 0)
             log_error("instance=%s recovery: stop: %s", i->id, tp_err_msg(&err));
         tp_err_clear(&err);

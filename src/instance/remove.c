@@ -15,13 +15,11 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
         return r;
     /* A boot holds the instance for as long as the guest takes: cut it short. */
     bool cancelled = force && inst_cancel_boot(m, id) >= 0;
-    r = inst_acquire(m, ref, &i, err);
-    if (r == -ENOENT && cancelled) {
-        tp_err_clear(err); /* the failed run removed it already */
-        return 0;
-    }
+    r = inst_acquire_id(m, id, &i);
+    if (r == -ENOENT && cancelled)
+        return 0; /* the failed run removed it already */
     if (r < 0)
-        return r;
+        return tp_err_set(err, r, "no such instance '%s'", ref);
     bool live = i->vm || i->rec->state != INST_STOPPED;
     if (live && !force) {
         r = tp_err_set(err, -EBUSY,

@@ -23,6 +23,7 @@ struct marks {
     struct trace *t;
     struct inst_manager *m;
     struct inst *i;
+    const struct hv_driver *drv;
 };
 
 #define RESTORE_LOADING "{\"loading\":true}" /* journal: the load may have begun */
@@ -36,9 +37,10 @@ mark_phase(void *ctx, const char *phase)
     char point[64];
 
     trace_phase(mk->t, phase);
-    /* From here the guest may run from the snapshot (a VMM that maps its memory privately
-     * leaves no trace in the file): recovery must know. */
-    if (strcmp(phase, "start_process") == 0 &&
+    /* From here the guest may run from the snapshot. A VMM that maps the snapshot's memory
+     * privately leaves no trace in the file, so recovery must be told; one that runs on the
+     * file itself shows it (snap_validate). */
+    if (strcmp(phase, "start_process") == 0 && hv_has_cap(mk->drv, HV_CAP_SNAPSHOT_KEEPS_VM) &&
         inst_op_progress(mk->m, mk->i, RESTORE_LOADING, NULL) < 0)
         log_warn("instance=%s: cannot journal the load", mk->i->id);
     snprintf(point, sizeof(point), "restore.%s", phase);
@@ -96,9 +98,9 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto out;
     }
     trace_begin(&t, "restore");
-    r = inst_op_begin(m, i, "restore", NULL, err);
-    if (r < 0)
-        goto done;
+    /* Written with the VMM's pid (record_vmm), before that VMM can run: until then the
+     * snapshot is only read, and recovery finds it Standby anyway. */
+    inst_op_set(i, "restore", NULL);
     inst_crashpoint(i, "restore.begin");
     struct snap_manifest man;
     char tid[INST_ID_LEN + 1];
@@ -128,7 +130,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto done;
     trace_phase(&t, "prepare");
 
-    struct marks mk = { .t = &t, .m = m, .i = i };
+    struct marks mk = { .t = &t, .m = m, .i = i, .drv = drv };
     const struct hv_restore_opts ro = {
         .snap_dir = i->paths.snap_latest,
         .resume_on_load = !deep, /* deep trace keeps an explicit, separately timed resume */

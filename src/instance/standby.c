@@ -105,9 +105,9 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto out;
     }
     trace_begin(&t, "standby");
-    r = inst_op_begin(m, i, "standby", NULL, err);
-    if (r < 0)
-        goto done;
+    /* The journal is written with the Paused state: until then nothing needs undoing that
+     * recovery would not undo anyway (a paused VMM found without a journal is resumed). */
+    inst_op_set(i, "standby", NULL);
     inst_crashpoint(i, "standby.begin");
 
     r = hv_pause(i->vm, err);
@@ -218,10 +218,6 @@ standby_recover(struct inst_manager *m, struct inst *i)
     i->rec->last_error = xasprintf("VMM lost during standby, before its snapshot was complete%s%s",
                                    e.code ? ": " : "", e.code ? tp_err_msg(&e) : "");
     tp_err_clear(&e);
-    if (i->vm) {
-        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(i);
-    }
     i->rec->state = INST_STOPPED;
     return 0;
 }

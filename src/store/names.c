@@ -7,14 +7,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
-
-#define NAME_MAX_LEN 63
-
-static bool
-is_lower_alnum(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
+#include "util/name.h"
 
 static bool
 is_lower_hex(char c)
@@ -25,17 +18,7 @@ is_lower_hex(char c)
 bool
 store_name_valid(const char *name)
 {
-    size_t n;
-
-    if (!name || !is_lower_alnum(name[0]))
-        return false;
-    for (n = 1; name[n]; n++) {
-        if (n >= NAME_MAX_LEN)
-            return false;
-        if (!is_lower_alnum(name[n]) && name[n] != '-')
-            return false;
-    }
-    return true;
+    return name_valid(name, NAME_MAX_LEN);
 }
 
 bool

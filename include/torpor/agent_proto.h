@@ -17,7 +17,7 @@
 
 #include <stdint.h>
 
-#define AGENT_PROTO_VERSION 1
+#define AGENT_PROTO_VERSION 2 /* 2: EXEC flags TTY, USER, BUILTIN; AGENT_RESIZE */
 #define AGENT_HDR_SIZE      12u
 #define AGENT_MAX_PAYLOAD                                             \
     65536u /* a larger len is a protocol error: the reader resyncs by \
@@ -37,6 +37,25 @@ _Static_assert(sizeof(struct agent_hdr) == AGENT_HDR_SIZE, "agent_hdr is 12 byte
 #define AGENT_EXEC_F_STDIN                                         \
     0x1u /* keep stdin open for AGENT_STDIN frames; without it the \
             command's stdin is at EOF from the start */
+/* Version 2 (an agent reporting version=1 refuses these payloads as malformed, so the host
+ * checks the version first). The EXEC payload grows after env[envc], in this order:
+ *   F_USER: one more NUL-terminated string, "USER|UID[:GROUP|GID]" (docker's -u);
+ *   F_TTY:  4 bytes, u16 rows then u16 cols (the terminal's size; 0 = leave the default).
+ * F_TTY runs the command on a new pseudo-terminal that becomes its controlling terminal:
+ * stdin, stdout and stderr are the PTY, output comes as STDOUT frames only, TERM=xterm is added
+ * when env has no TERM, and closing stdin (an empty STDIN frame) types the terminal's EOF
+ * character once. F_BUILTIN runs one of the agent's own built-ins (argv[0] names it) in the
+ * forked child instead of executing a file; argv[1..] are its arguments:
+ *   "tar-out" PATH: a POSIX tar (ustar, pax headers for long names) of PATH on stdout, its
+ *                   top entry named after PATH's last component, directories recursively,
+ *                   symlinks not followed (PATH itself included);
+ *   "tar-in" DIR:   extract the tar read from stdin under the directory DIR; entries that
+ *                   would land outside DIR (absolute, "..", or through a symlink) are refused.
+ * A built-in exits 0 on success, 2 when PATH/DIR does not exist or is not a directory for
+ * tar-in, 1 on any other failure; its messages go to stderr. */
+#define AGENT_EXEC_F_TTY     0x2u
+#define AGENT_EXEC_F_USER    0x4u
+#define AGENT_EXEC_F_BUILTIN 0x8u
 
 enum agent_msg {
     /* host -> guest */
@@ -57,6 +76,8 @@ enum agent_msg {
     AGENT_SET_CLOCK = 5, /* id 0, payload: i64 unix time in ns; answered by AGENT_OK */
     AGENT_IDENTITY = 6,  /* id 0, payload: NUL-terminated "key=value" strings (hostname=...,
                             seed=<hex>); answered by AGENT_OK once applied (fork) */
+    AGENT_RESIZE = 7,    /* payload: u16 rows, u16 cols: the exec's terminal size (F_TTY
+                            execs; ignored otherwise). No answer. Version 2. */
 
     /* guest -> host */
     AGENT_HELLO_OK = 101,     /* id 0, payload: NUL-terminated "key=value" strings: version=,
@@ -66,7 +87,8 @@ enum agent_msg {
     AGENT_STDERR = 104,       /* data */
     AGENT_EXIT = 105,       /* payload: i32 exit code (128+signal when killed); last frame of id */
     AGENT_EXEC_ERROR = 106, /* payload: i32 errno then NUL-terminated message; last frame of id
-                               (the command never ran: e.g. ENOENT) */
+                               (the command never ran: e.g. ENOENT; ESRCH: the -u user or group
+                               is not in the guest's /etc/passwd or /etc/group) */
     AGENT_OK = 107,         /* id 0: the preceding control request succeeded */
     AGENT_ERROR = 108,      /* id 0: i32 errno then NUL-terminated message */
 };
@@ -85,6 +107,19 @@ agent_put_u32(uint8_t *p, uint32_t v)
     p[1] = (uint8_t)(v >> 8);
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
+}
+
+static inline uint16_t
+agent_get_u16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
+}
+
+static inline void
+agent_put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
 }
 
 static inline uint64_t

@@ -9,6 +9,7 @@
 
 #include "api/router.h"
 #include "api/server.h"
+#include "guest/agent_client.h"
 #include "instance/manager.h"
 #include "util/err.h"
 
@@ -42,6 +43,29 @@ enum MHD_Result api_reply_response(struct api_req *req, unsigned status, struct 
  * stream may rightly stay silent for longer (the handler notices a departed client itself),
  * and the connection closes when the stream ends. Consumes resp like api_reply_response(). */
 enum MHD_Result api_reply_stream(struct api_req *req, struct MHD_Response *resp);
+
+/* 101 Switching Protocols (Upgrade: tcp) with resp from MHD_create_response_for_upgrade(): the
+ * request's stream slot passes to the session, which gives it back with
+ * api_server_stream_release() when it ends. */
+enum MHD_Result api_reply_upgrade(struct api_req *req, struct MHD_Response *resp);
+void api_server_stream_release(struct api_server *s);
+struct api_server *api_req_server(struct api_req *req);
+/* Readable once the server shuts down (api_req_stop_fd() without a request). */
+int api_server_stop_fd(struct api_server *s);
+
+/* exec_session.c: an exec attached over an upgraded connection (stdin, resize, signals). */
+struct exec_session;
+/* Takes x (or, for a command that did not start, x NULL and its error frame spawn_err);
+ * inst_id is copied. Reply with the upgrade response returned (NULL: nothing was taken). */
+struct MHD_Response *api_exec_session_new(struct api_req *req, struct agent_exec *x,
+                                          json_t *spawn_err, const char *inst_id, bool tty);
+/* A client left a command that still runs: SIGHUP to its process group, as a closed terminal
+ * does, then SIGKILL if it has not exited within a second. Its output is dropped. */
+void api_exec_hangup(struct agent_exec *x);
+/* The error object ending a stream whose guest connection broke (r, msg): says what happened to
+ * the instance, and carries the exit code the client should use ("exit_code": 137 when the
+ * instance stopped or is gone, 125 when the command may still run). */
+json_t *api_exec_cut_error(struct inst_manager *m, const char *inst_id, int r, const char *msg);
 
 /* A boolean query parameter: absent -> false, bare "?key" -> true, else api_query_bool(). */
 int api_req_query_bool(struct api_req *req, const char *key, bool *ret, struct tp_err *err);

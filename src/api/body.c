@@ -264,6 +264,26 @@ check_not_empty(const char *key, const char *s, struct tp_err *err)
     return 0;
 }
 
+/* docker's -u: NAME|UID, optionally ":GROUP|GID"; each part a portable user/group name. */
+static int
+check_user(const char *key, const char *s, struct tp_err *err)
+{
+    const char *colon = strchr(s, ':');
+    size_t n1 = colon ? (size_t)(colon - s) : strlen(s);
+    size_t n2 = colon ? strlen(colon + 1) : 1;
+    bool ok = n1 >= 1 && n1 <= 64 && n2 >= 1 && n2 <= 64 && !strchr(colon ? colon + 1 : s, ':');
+
+    for (const char *c = s; ok && *c; c++)
+        ok = *c == ':' || *c == '.' || *c == '_' || *c == '-' || (*c >= '0' && *c <= '9') ||
+             (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z');
+    if (!ok)
+        return tp_err_set(err, -EINVAL,
+                          "field '%s' must be USER or UID, optionally followed by :GROUP or :GID "
+                          "(letters, digits, '.', '_', '-'; at most 64 each), not '%.64s'",
+                          key, s);
+    return 0;
+}
+
 static int
 check_accel(const char *key, const char *s, struct tp_err *err)
 {
@@ -359,6 +379,7 @@ api_exec_body_clear(struct api_exec_body *b)
     strv_free(b->argv);
     strv_free(b->env);
     free(b->cwd);
+    free(b->user);
     *b = (struct api_exec_body){ 0 };
 }
 
@@ -373,6 +394,21 @@ exec_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_strv(key, v, true, check_env_entry, "\"KEY=VALUE\"", &b->env, err);
     if (streq(key, "cwd"))
         return get_string(key, v, check_path, &b->cwd, err);
+    if (streq(key, "user"))
+        return get_string(key, v, check_user, &b->user, err);
+    if (streq(key, "stdin"))
+        return get_bool(key, v, &b->stdin_open, err);
+    if (streq(key, "tty"))
+        return get_bool(key, v, &b->req.tty, err);
+    if (streq(key, "detach"))
+        return get_bool(key, v, &b->detach, err);
+    if (streq(key, "rows") || streq(key, "cols")) {
+        uint32_t n;
+        int r = get_u32_range(key, v, 0, UINT16_MAX, &n, err);
+        if (r >= 0)
+            *(streq(key, "rows") ? &b->req.rows : &b->req.cols) = (uint16_t)n;
+        return r;
+    }
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
@@ -380,15 +416,20 @@ int
 api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, struct tp_err *err)
 {
     static const struct body_field fields[] = {
-        { "cmd", false },
-        { "env", true },
-        { "cwd", true },
+        { "cmd", false }, { "env", true },  { "cwd", true },  { "user", true },   { "stdin", true },
+        { "tty", true },  { "rows", true }, { "cols", true }, { "detach", true },
     };
     struct api_exec_body b = { 0 };
     int r = parse_fields(data, len, fields, ELEMENTSOF(fields), exec_field, &b, err);
 
     if (r == 0 && !b.argv)
         r = tp_err_set(err, -EINVAL, "field 'cmd' is required");
+    /* Checked once every field is read: JSON objects have no order. */
+    if (r == 0 && (b.req.rows || b.req.cols) && !b.req.tty)
+        r = tp_err_set(err, -EINVAL, "fields 'rows' and 'cols' size a terminal: they need 'tty'");
+    if (r == 0 && b.detach && (b.stdin_open || b.req.tty))
+        r = tp_err_set(err, -EINVAL,
+                       "field 'detach' excludes 'stdin' and 'tty': nobody is attached to them");
     if (r < 0) {
         api_exec_body_clear(&b);
         return r;
@@ -397,6 +438,8 @@ api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, struct t
     ret->req.argv = ret->argv;
     ret->req.env = ret->env;
     ret->req.cwd = ret->cwd;
+    ret->req.user = ret->user;
+    ret->req.stdin_open = ret->stdin_open;
     return 0;
 }
 

@@ -43,6 +43,9 @@ struct api_exec_body {
     char **argv;
     char **env;
     char *cwd;
+    char *user;
+    bool stdin_open; /* "stdin": the client sends stdin frames (needs an upgraded connection) */
+    bool detach;     /* "detach": start, answer 201 {"pid"} and forget the command */
 };
 void api_exec_body_clear(struct api_exec_body *b);
 
@@ -59,7 +62,9 @@ void api_fork_body_clear(struct api_fork_body *b);
  * -EINVAL with a message naming the field. *ret is written only on success; clear it after. */
 int api_parse_create(const char *data, size_t len, struct api_create_body *ret, struct tp_err *err);
 
-/* Parse a POST .../exec body: cmd is required and non-empty, env entries are "K=V". */
+/* Parse a POST .../exec body: cmd is required and non-empty, env entries are "K=V"; "user" is
+ * NAME|UID[:GROUP|GID]; "rows"/"cols" (0..65535) only with "tty"; "detach" excludes "stdin"
+ * and "tty". */
 int api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, struct tp_err *err);
 
 /* Parse a POST .../fork body: {"count": 1..API_FORK_COUNT_MAX, "name": name, "prefix": name

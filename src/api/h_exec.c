@@ -22,7 +22,10 @@ struct exec_stream {
     int client_fd; /* borrowed from MHD */
     int stop_fd;   /* borrowed from the server: readable once it shuts down */
     char *ref;     /* for logs */
-    uint8_t *buf;  /* encoded frames not yet handed to MHD */
+    char *inst_id;
+    struct inst_manager *m;
+    bool client_gone; /* left before the command ended: it gets hung up on */
+    uint8_t *buf;     /* encoded frames not yet handed to MHD */
     size_t len, off;
     bool done; /* the last frame is in buf */
 };
@@ -94,8 +97,10 @@ stream_fill(struct exec_stream *st)
             };
             if (poll(p, 3, -1) < 0 && errno != EINTR)
                 return -errno;
-            if (api_client_gone(st->client_fd))
+            if (api_client_gone(st->client_fd)) {
+                st->client_gone = true;
                 return -EPIPE;
+            }
             if (p[1].revents & POLLIN)
                 return stream_push_shutdown(st);
             agent_exec_fd_drain(st->x);
@@ -103,7 +108,9 @@ stream_fill(struct exec_stream *st)
         }
         if (r < 0) {
             log_warn("api: exec on '%s': stream ended: %s", st->ref, tp_err_msg(&err));
-            stream_push_error(st, r, tp_err_msg(&err));
+            stream_push_json(st, API_FRAME_ERROR,
+                             api_exec_cut_error(st->m, st->inst_id, r, tp_err_msg(&err)));
+            st->done = true;
             return 0;
         }
         switch (ev.type) {
@@ -150,11 +157,14 @@ exec_stream_free(void *cls)
 {
     struct exec_stream *st = cls;
 
-    /* Forgetting the exec is what a departed client asks for; the command itself keeps
-     * running in the guest, like a detached `docker exec`. */
+    /* A client that left before the end hangs up on the command, as closing a terminal does
+     * (`torpor exec vm yes | head -1` must not leave `yes` spinning). */
+    if (st->x && !st->done && st->client_gone)
+        api_exec_hangup(st->x);
     agent_exec_free(st->x);
     free(st->buf);
     free(st->ref);
+    free(st->inst_id);
     free(st);
 }
 
@@ -174,10 +184,21 @@ is_spawn_error(int r)
     case ENAMETOOLONG:
     case E2BIG:
     case ETXTBSY:
+    case ESRCH: /* the -u user or group is unknown in the guest */
         return true;
     default:
         return false;
     }
+}
+
+/* The error frame of a command that did not start, with docker's exit code for it. */
+static json_t *
+spawn_error_json(int r, const char *message)
+{
+    json_t *j = api_error_json(api_errmap(r).code, message);
+
+    json_object_set_new(j, "exit_code", json_integer(r == -ENOENT ? 127 : 126));
+    return j;
 }
 
 static enum MHD_Result
@@ -195,6 +216,17 @@ reply_stream(struct api_req *req, struct exec_stream *st)
     return api_reply_stream(req, resp);
 }
 
+/* docker's attach handshake: "Connection: Upgrade" and "Upgrade: tcp". */
+static bool
+wants_upgrade(struct api_req *req)
+{
+    const char *up =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
+    const char *conn =
+        MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
+    return up && conn && strcasecmp(up, "tcp") == 0 && strcasestr(conn, "upgrade");
+}
+
 enum MHD_Result
 api_h_exec(struct api_req *req)
 {
@@ -203,14 +235,23 @@ api_h_exec(struct api_req *req)
     struct agent_exec *x = NULL;
     struct api_exec_body b;
     struct exec_stream *st;
+    bool upgrade = wants_upgrade(req), detach, tty;
     int r;
 
     if (api_parse_exec(req->body, req->body_len, &b, &err) < 0)
         return api_reply_tp_err(req, &err);
+    detach = b.detach;
+    tty = b.req.tty;
+    if ((b.stdin_open || b.req.tty) && !upgrade) {
+        api_exec_body_clear(&b);
+        return api_reply_error(req, -EINVAL,
+                               "fields 'stdin' and 'tty' need an attached session: send the "
+                               "request with \"Connection: Upgrade\" and \"Upgrade: tcp\"");
+    }
     /* Resolve the ref first: a missing instance is a plain 404, while ENOENT from the start
      * below then means the command was not found. */
     r = inst_get(req->m, req->match.ref, &rec, &err);
-    if (r >= 0)
+    if (r >= 0 && !detach)
         r = api_stream_acquire(req, &err); /* before the command starts, not after */
     if (r < 0) {
         api_exec_body_clear(&b);
@@ -218,18 +259,40 @@ api_h_exec(struct api_req *req)
     }
     r = inst_exec_start(req->m, rec->id, &b.req, &x, &err);
     api_exec_body_clear(&b);
-    if (r < 0 && !is_spawn_error(r))
+    if (r < 0 && (!is_spawn_error(r) || detach))
         return api_reply_tp_err(req, &err);
+    if (detach) {
+        /* Forgotten at once: the guest drops its output; it runs until it ends by itself. */
+        json_t *j = json_pack("{s:I}", "pid", (json_int_t)agent_exec_pid(x));
+        agent_exec_free(x);
+        return api_reply_json(req, 201, j);
+    }
+    if (upgrade) {
+        /* A spawn failure travels in the session too, as its only frame. */
+        json_t *spawn_err = r < 0 ? spawn_error_json(r, tp_err_msg(&err)) : NULL;
+        struct MHD_Response *resp = api_exec_session_new(req, x, spawn_err, rec->id, tty);
+        if (!resp) {
+            if (x)
+                api_exec_hangup(x);
+            agent_exec_free(x);
+            return api_reply_error(req, -ENOMEM, "create exec session");
+        }
+        log_debug("api: %s %s -> 101 attached exec", req->method, req->path);
+        return api_reply_upgrade(req, resp);
+    }
 
     st = xnew(struct exec_stream, 1);
     st->x = x;
+    st->m = req->m;
+    st->inst_id = xstrdup(rec->id);
     st->client_fd = api_req_client_fd(req);
     st->stop_fd = api_req_stop_fd(req);
     st->ref = xstrdup(req->match.ref);
     if (r < 0) {
         log_warn("api: %s %s -> 200 exec failed to start: %s", req->method, req->path,
                  tp_err_msg(&err));
-        stream_push_error(st, r, tp_err_msg(&err));
+        stream_push_json(st, API_FRAME_ERROR, spawn_error_json(r, tp_err_msg(&err)));
+        st->done = true;
     }
     return reply_stream(req, st);
 }

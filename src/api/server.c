@@ -24,12 +24,13 @@ struct api_server {
     struct MHD_Daemon *daemon;
     struct inst_manager *m;
     unsigned idle_timeout_s;
-    int stop_fd;          /* eventfd, readable once draining: streams end */
-    int idle_fd;          /* eventfd, readable once draining with no connection left */
-    pthread_mutex_t lock; /* guards the fields below */
-    unsigned connections; /* open client connections */
-    unsigned in_flight;   /* requests begun, reply not fully sent */
-    unsigned streams;     /* requests holding a stream slot */
+    int stop_fd;               /* eventfd, readable once draining: streams end */
+    int idle_fd;               /* eventfd, readable once draining with no connection left */
+    pthread_mutex_t lock;      /* guards the fields below */
+    unsigned connections;      /* open client connections */
+    unsigned in_flight;        /* requests begun, reply not fully sent */
+    unsigned streams;          /* requests and upgraded sessions holding a stream slot */
+    unsigned detached_streams; /* of which upgraded sessions, released by the session */
     bool draining;
 };
 
@@ -105,6 +106,47 @@ api_reply_stream(struct api_req *req, struct MHD_Response *resp)
     /* Without keep-alive, no idle client outlives the stream. */
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     return queue_response(req, 200, resp, true);
+}
+
+enum MHD_Result
+api_reply_upgrade(struct api_req *req, struct MHD_Response *resp)
+{
+    struct api_server *s = req->srv;
+
+    /* The slot moves to the session: MHD may report the request complete once it hands the
+     * socket over, while the session goes on. */
+    if (req->stream) {
+        req->stream = false;
+        pthread_mutex_lock(&s->lock);
+        s->detached_streams++;
+        pthread_mutex_unlock(&s->lock);
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "tcp");
+    enum MHD_Result res = MHD_queue_response(req->conn, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
+    MHD_destroy_response(resp);
+    req->replied = true;
+    return res;
+}
+
+void
+api_server_stream_release(struct api_server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->detached_streams--;
+    s->streams--;
+    pthread_mutex_unlock(&s->lock);
+}
+
+struct api_server *
+api_req_server(struct api_req *req)
+{
+    return req->srv;
+}
+
+int
+api_server_stop_fd(struct api_server *s)
+{
+    return s->stop_fd;
 }
 
 int
@@ -458,7 +500,7 @@ api_server_start(struct inst_manager *m, int listen_fd, unsigned idle_timeout_s,
      * FD_SETSIZE. The logger comes first, so that MHD reports nothing through its own. */
     s->daemon = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-            MHD_USE_ERROR_LOG | MHD_USE_ITC,
+            MHD_USE_ERROR_LOG | MHD_USE_ITC | MHD_ALLOW_UPGRADE,
         0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
         MHD_OPTION_LISTEN_SOCKET, listen_fd, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)API_CONNECTION_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT, s->idle_timeout_s,

@@ -203,7 +203,9 @@ struct exec_opts {
     char *name;    /* owned, like every string in exec_opts */
     char **env;    /* NULL-terminated "K=V" list, NULL when none */
     char *workdir; /* NULL = the guest's default */
+    char *user;    /* NULL = root */
     char **cmd;    /* NULL-terminated, non-empty */
+    bool interactive, tty, detach;
     bool help;
 };
 int cli_parse_exec(int argc, char **argv, struct exec_opts *ret, struct tp_err *err);

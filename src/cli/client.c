@@ -82,8 +82,8 @@ xfer_write(char *data, size_t size, size_t nmemb, void *userdata)
     return len;
 }
 
-static int
-unreachable(const char *socket, const char *reason, int code, struct tp_err *err)
+int
+client_unreachable(const char *socket, const char *reason, int code, struct tp_err *err)
 {
     return tp_err_set(err, code, "cannot reach torpord at '%s': %s (is torpord running?)", socket,
                       reason);
@@ -102,7 +102,7 @@ xfer_perform(const char *socket, const char *method, const char *path, json_t *b
     CURLcode rc;
 
     if (strlen(socket) >= sizeof(((struct sockaddr_un *)NULL)->sun_path))
-        return unreachable(socket, "socket path is too long", -ENAMETOOLONG, err);
+        return client_unreachable(socket, "socket path is too long", -ENAMETOOLONG, err);
 
     h = curl_easy_init();
     if (!h)
@@ -153,8 +153,9 @@ xfer_perform(const char *socket, const char *method, const char *path, json_t *b
         long os_errno = 0;
         curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
         if (os_errno > 0)
-            return unreachable(socket, strerror((int)os_errno), -(int)os_errno, err);
-        return unreachable(socket, errbuf[0] ? errbuf : curl_easy_strerror(rc), -ECONNREFUSED, err);
+            return client_unreachable(socket, strerror((int)os_errno), -(int)os_errno, err);
+        return client_unreachable(socket, errbuf[0] ? errbuf : curl_easy_strerror(rc),
+                                  -ECONNREFUSED, err);
     }
     if (rc != CURLE_OK)
         return tp_err_set(err, -EIO, "%s %s: talking to torpord at '%s' failed: %s", method, path,

@@ -37,5 +37,8 @@ int client_stream(const char *socket, const char *method, const char *path, json
  * -EOPNOTSUPP, 504 -ETIMEDOUT, 502 -EPROTO, 413 -E2BIG, 507 -ENOSPC, else -EIO). */
 int client_reply_error(long status, const json_t *reply, struct tp_err *err);
 
+/* The error for a daemon that cannot be reached at socket (reason: strerror or similar). */
+int client_unreachable(const char *socket, const char *reason, int code, struct tp_err *err);
+
 /* "/v1/instances/<ref, percent-encoded><suffix>"; suffix may be "". Caller frees. */
 char *client_instance_path(const char *ref, const char *suffix);

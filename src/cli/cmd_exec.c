@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attach.h"
 #include "cli.h"
 #include "client.h"
 #include "exec_stream.h"
@@ -16,6 +17,10 @@
 enum {
     OPT_ENV,
     OPT_WORKDIR,
+    OPT_INTERACTIVE,
+    OPT_TTY,
+    OPT_DETACH,
+    OPT_USER,
 };
 
 static const struct cli_syntax syntax = {
@@ -23,14 +28,21 @@ static const struct cli_syntax syntax = {
     .usage = "Usage: torpor exec [OPTIONS] NAME [--] CMD [ARGS...]\n"
              "\n"
              "Run CMD in the instance NAME; its output streams to stdout and stderr and torpor exits\n"
-             "with its exit code (125: torpor failed, 126: CMD could not run, 127: CMD not found).\n"
+             "with its exit code (125: torpor failed or the session was cut while CMD may still run,\n"
+             "126: CMD could not run, 127: CMD not found, 137: the instance stopped under it).\n"
+             "Ctrl-C, SIGTERM, SIGHUP and SIGQUIT reach CMD; if torpor itself dies, CMD gets SIGHUP.\n"
              "Options end at CMD: what follows it is CMD's.\n",
     .operands = CLI_OPERANDS_NAME_CMD,
     /* A usage error must not pass for CMD's own exit code 2. */
     .usage_exit = CLI_EXIT_EXEC_DAEMON,
     .flags = {
-        [OPT_ENV] = { "env", 'e', "set an environment variable (repeatable)", "K=V" },
+        [OPT_ENV] = { "env", 'e', "set an environment variable (repeatable); K alone: from ours",
+                      "K=V" },
         [OPT_WORKDIR] = { "workdir", 'w', "working directory in the guest", "DIR" },
+        [OPT_INTERACTIVE] = { "interactive", 'i', "keep stdin attached: it streams to CMD" },
+        [OPT_TTY] = { "tty", 't', "run CMD on a pseudo-terminal (-it for a shell)" },
+        [OPT_DETACH] = { "detach", 'd', "run CMD in the background, detached" },
+        [OPT_USER] = { "user", 'u', "run as this user (and group)", "USER[:GROUP]" },
     },
 };
 
@@ -40,6 +52,7 @@ cli_exec_opts_done(struct exec_opts *o)
     free(o->name);
     strv_free(o->env);
     free(o->workdir);
+    free(o->user);
     strv_free(o->cmd);
     *o = (struct exec_opts){ 0 };
 }
@@ -63,8 +76,20 @@ exec_on_option(size_t flag, const char *value, void *userdata)
 {
     struct exec_parse *ep = userdata;
 
-    if (flag == OPT_ENV)
+    if (flag != OPT_ENV)
+        return;
+    if (strchr(value, '=')) {
         strv_push(&ep->o->env, &ep->n_env, value);
+        return;
+    }
+    /* docker's -e K: K's value here, or nothing at all when we have no K. */
+    const char *v = *value ? getenv(value) : NULL;
+    if (v) {
+        _cleanup_free_ char *kv = xasprintf("%s=%s", value, v);
+        strv_push(&ep->o->env, &ep->n_env, kv);
+    } else if (!*value) {
+        strv_push(&ep->o->env, &ep->n_env, value); /* refused below */
+    }
 }
 
 int
@@ -99,6 +124,17 @@ cli_parse_exec(int argc, char **argv, struct exec_opts *ret, struct tp_err *err)
             return -EINVAL;
         o.workdir = xstrdup(workdir);
     }
+    if (a.values[OPT_USER]) {
+        if (!*a.values[OPT_USER])
+            return tp_err_set(err, -EINVAL, "option '--user' needs a non-empty value");
+        o.user = xstrdup(a.values[OPT_USER]);
+    }
+    o.interactive = a.flags & (1u << OPT_INTERACTIVE);
+    o.tty = a.flags & (1u << OPT_TTY);
+    o.detach = a.flags & (1u << OPT_DETACH);
+    if (o.detach && (o.interactive || o.tty))
+        return tp_err_set(err, -EINVAL,
+                          "option '--detach' cannot go with '--interactive' or '--tty'");
     o.name = xstrdup(a.operands[0]);
     for (size_t i = 1; i < a.n_operands; i++) {
         _cleanup_free_ char *what = xasprintf("argument %zu of CMD", i);
@@ -111,22 +147,16 @@ cli_parse_exec(int argc, char **argv, struct exec_opts *ret, struct tp_err *err)
     return 0;
 }
 
-static int
-exec_output(int kind, const void *data, size_t len, void *userdata, struct tp_err *err)
+/* Whether the "K=V" list sets key. */
+static bool
+getenv_in(char *const *env, const char *key)
 {
-    int fd = kind == EXEC_FRAME_STDOUT ? STDOUT_FILENO : STDERR_FILENO;
-    int r = fd_write_all(fd, data, len);
+    size_t n = strlen(key);
 
-    if (r < 0)
-        return tp_err_errno(err, r, "write the command's %s",
-                            fd == STDOUT_FILENO ? "stdout" : "stderr");
-    return 0;
-}
-
-static int
-exec_on_data(const void *data, size_t len, void *userdata, struct tp_err *err)
-{
-    return exec_decoder_feed(userdata, data, len, exec_output, NULL, err);
+    strv_foreach (e, env)
+        if (strncmp(*e, key, n) == 0 && (*e)[n] == '=')
+            return true;
+    return false;
 }
 
 static json_t *
@@ -145,6 +175,14 @@ exec_body(const struct exec_opts *o)
     }
     if (o->workdir)
         json_object_set_new(b, "cwd", json_string(o->workdir));
+    if (o->user)
+        json_object_set_new(b, "user", json_string(o->user));
+    if (o->interactive)
+        json_object_set_new(b, "stdin", json_true());
+    if (o->tty)
+        json_object_set_new(b, "tty", json_true());
+    if (o->detach)
+        json_object_set_new(b, "detach", json_true());
     return b;
 }
 
@@ -153,22 +191,46 @@ cli_cmd_exec(const struct cli_ctx *ctx, const struct exec_opts *o)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     _cleanup_free_ char *path = client_instance_path(o->name, "/exec");
+    struct attach_opts ao = { .stdin_on = o->interactive, .tty = o->tty };
     struct exec_decoder dec;
     json_t *body = exec_body(o);
     int r, rc;
 
+    if (o->tty && o->interactive && !isatty(STDIN_FILENO)) {
+        json_decref(body);
+        cli_error("the input device is not a TTY: drop -t, or run from a terminal");
+        return CLI_EXIT_EXEC_DAEMON;
+    }
+    if (o->tty && !getenv_in(o->env, "TERM") && getenv("TERM")) {
+        /* The guest's programs draw for the terminal we have. */
+        json_t *env = json_object_get(body, "env");
+        if (!env)
+            json_object_set_new(body, "env", env = json_array());
+        json_array_append_new(env, json_sprintf("TERM=%s", getenv("TERM")));
+    }
+    if (o->detach) {
+        r = client_call(ctx->socket, "POST", path, body, NULL, &err);
+        json_decref(body);
+        if (r < 0) {
+            cli_error("%s", tp_err_msg(&err));
+            return CLI_EXIT_EXEC_DAEMON;
+        }
+        return 0;
+    }
     fflush(stdout); /* output goes straight to the fds from here on */
     exec_decoder_init(&dec);
-    r = client_stream(ctx->socket, "POST", path, body, exec_on_data, &dec, &err);
+    r = attach_exec(ctx->socket, path, body, &ao, &dec, &err);
     json_decref(body);
-    if (r >= 0)
-        r = exec_decoder_finish(&dec, &err);
     if (r < 0) {
         cli_error("%s", tp_err_msg(&err));
         rc = CLI_EXIT_EXEC_DAEMON;
     } else if (dec.error_message) {
         cli_error("%s", dec.error_message);
-        rc = strcmp(dec.error_code, "not_found") == 0 ? CLI_EXIT_EXEC_NOENT : CLI_EXIT_EXEC_SPAWN;
+        if (dec.error_exit_code >= 0)
+            rc = dec.error_exit_code;
+        else
+            rc = strcmp(dec.error_code, "not_found") == 0 ? CLI_EXIT_EXEC_NOENT
+                                                          : CLI_EXIT_EXEC_DAEMON;
     } else {
         /* A status outside 0..255 cannot be an exit code; keep it visible as a failure. */
         rc = dec.exit_code >= 0 && dec.exit_code <= 255 ? dec.exit_code : 255;

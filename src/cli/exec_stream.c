@@ -50,8 +50,13 @@ parse_final(struct exec_decoder *d, struct tp_err *err)
             r = tp_err_set(err, -EPROTO, "exec stream: error frame lacks a 'message'");
             goto out;
         }
+        json_t *x = json_object_get(j, "exit_code");
         d->error_code = xstrdup(code ? code : "");
         d->error_message = xstrdup(msg);
+        d->error_exit_code =
+            json_is_integer(x) && json_integer_value(x) >= 0 && json_integer_value(x) <= 255
+                ? (int)json_integer_value(x)
+                : -1;
     }
     d->finished = true;
 out:

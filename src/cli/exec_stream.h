@@ -11,7 +11,7 @@ enum exec_frame_kind {
     EXEC_FRAME_STDOUT = 1,
     EXEC_FRAME_STDERR = 2,
     EXEC_FRAME_EXIT = 3,  /* {"exit_code": N}; last frame */
-    EXEC_FRAME_ERROR = 4, /* {"code": slug, "message": text}; last frame */
+    EXEC_FRAME_ERROR = 4, /* {"code": slug, "message": text[, "exit_code": N]}; last frame */
 };
 
 #define EXEC_FRAME_HEADER 8
@@ -33,6 +33,7 @@ struct exec_decoder {
     int exit_code;       /* after an exit frame */
     char *error_code;    /* after an error frame: the slug ("" if absent), owned */
     char *error_message; /* after an error frame, owned */
+    int error_exit_code; /* after an error frame: the exit code torpord suggests, -1 if none */
 };
 
 /* Start empty. */

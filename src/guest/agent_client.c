@@ -661,6 +661,22 @@ agent_exec_stdin(struct agent_exec *x, const void *data, size_t len, struct tp_e
 }
 
 int
+agent_exec_resize(struct agent_exec *x, uint16_t rows, uint16_t cols, struct tp_err *err)
+{
+    uint8_t payload[4], *frame;
+    size_t flen;
+
+    agent_put_u16(payload, rows);
+    agent_put_u16(payload + 2, cols);
+    int r = agent_frame_build(x->id, AGENT_RESIZE, 0, payload, sizeof(payload), &frame, &flen);
+    if (r >= 0)
+        r = conn_send(x->c, frame, flen, err);
+    if (r < 0)
+        return tp_err_wrap(err, "resize exec %u", x->id);
+    return 0;
+}
+
+int
 agent_exec_signal(struct agent_exec *x, int sig, struct tp_err *err)
 {
     uint8_t payload[4], *frame;

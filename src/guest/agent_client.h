@@ -45,10 +45,14 @@ int agent_conn_set_clock(struct agent_conn *c, int64_t unix_ns, int timeout_ms, 
 int agent_conn_identity(struct agent_conn *c, char *const *kv, int timeout_ms, struct tp_err *err);
 
 struct agent_exec_req {
-    char *const *argv; /* non-empty */
-    char *const *env;  /* "K=V", may be NULL */
-    const char *cwd;   /* NULL = "/" */
-    bool stdin_open;   /* keep stdin open for agent_exec_stdin(); else it reads EOF at once */
+    char *const *argv;   /* non-empty */
+    char *const *env;    /* "K=V", may be NULL */
+    const char *cwd;     /* NULL = "/" */
+    bool stdin_open;     /* keep stdin open for agent_exec_stdin(); else it reads EOF at once */
+    bool tty;            /* on a new PTY in the guest (AGENT_EXEC_F_TTY) */
+    uint16_t rows, cols; /* its size; 0 = the guest's default */
+    const char *user;    /* NAME|UID[:GROUP|GID] (AGENT_EXEC_F_USER); NULL = root */
+    bool builtin;        /* argv[0] is an agent built-in (AGENT_EXEC_F_BUILTIN) */
 };
 
 /* Start a command; returns once the guest answered EXEC_STARTED (or the spawn error:
@@ -89,6 +93,8 @@ void agent_exec_fd_drain(struct agent_exec *x);
 /* Write to the command's stdin (split into frames; blocks while the guest applies
  * backpressure); len 0 closes it. Needs req.stdin_open, else the guest ignores it. */
 int agent_exec_stdin(struct agent_exec *x, const void *data, size_t len, struct tp_err *err);
+/* The terminal size of a tty exec (AGENT_RESIZE); ignored by the guest otherwise. */
+int agent_exec_resize(struct agent_exec *x, uint16_t rows, uint16_t cols, struct tp_err *err);
 /* Send sig to the command's process group. */
 int agent_exec_signal(struct agent_exec *x, int sig, struct tp_err *err);
 /* The command's pid inside the guest. */

@@ -15,6 +15,7 @@
 
 #include "api/body.h"
 #include "api/errmap.h"
+#include "api/exec_input.h"
 #include "api/router.h"
 #include "util/cleanup.h"
 #include "util/err.h"
@@ -249,6 +250,90 @@ test_exec_parse(void **state)
     assert_non_null(b.req.env);
     assert_null(b.req.env[0]);
     api_exec_body_clear(&b);
+
+    body = "{\"cmd\": [\"sh\"], \"stdin\": true, \"tty\": true, \"rows\": 30, \"cols\": 100, "
+           "\"user\": \"nobody:65534\"}";
+    assert_int_equal(api_parse_exec(body, strlen(body), &b, NULL), 0);
+    assert_true(b.req.stdin_open);
+    assert_true(b.req.tty);
+    assert_int_equal(b.req.rows, 30);
+    assert_int_equal(b.req.cols, 100);
+    assert_string_equal(b.req.user, "nobody:65534");
+    assert_false(b.detach);
+    api_exec_body_clear(&b);
+
+    body = "{\"cmd\": [\"sleep\", \"9\"], \"detach\": true}";
+    assert_int_equal(api_parse_exec(body, strlen(body), &b, NULL), 0);
+    assert_true(b.detach);
+    assert_false(b.req.stdin_open);
+    api_exec_body_clear(&b);
+}
+
+struct input_log {
+    char text[256];
+};
+
+static int
+log_input(const struct exec_input_event *ev, void *userdata, struct tp_err *err)
+{
+    struct input_log *l = userdata;
+    size_t n = strlen(l->text);
+
+    (void)err;
+    if (ev->kind == EXEC_INPUT_STDIN)
+        snprintf(l->text + n, sizeof(l->text) - n, "in[%.*s]", (int)ev->len,
+                 (const char *)ev->data);
+    else if (ev->kind == EXEC_INPUT_RESIZE)
+        snprintf(l->text + n, sizeof(l->text) - n, "size[%ux%u]", ev->rows, ev->cols);
+    else
+        snprintf(l->text + n, sizeof(l->text) - n, "sig[%d]", ev->sig);
+    return 0;
+}
+
+static void
+test_exec_input(void **state)
+{
+    static const uint8_t frames[] = {
+        1, 0, 0, 0, 0, 0, 0, 2, 'h', 'i',         /* stdin "hi" */
+        5, 0, 0, 0, 0, 0, 0, 4, 0,   30,  0, 100, /* resize 30x100 */
+        6, 0, 0, 0, 0, 0, 0, 4, 0,   0,   0, 2,   /* SIGINT */
+        1, 0, 0, 0, 0, 0, 0, 0,                   /* close stdin */
+    };
+    (void)state;
+
+    /* Every split point gives the same events. */
+    for (size_t cut = 0; cut <= sizeof(frames); cut++) {
+        struct input_log l = { "" };
+        struct exec_input d;
+        exec_input_init(&d);
+        assert_int_equal(exec_input_feed(&d, frames, cut, log_input, &l, NULL), 0);
+        assert_int_equal(
+            exec_input_feed(&d, frames + cut, sizeof(frames) - cut, log_input, &l, NULL), 0);
+        assert_string_equal(l.text, "in[hi]size[30x100]sig[2]in[]");
+        exec_input_done(&d);
+    }
+
+    static const struct {
+        uint8_t f[12];
+        size_t len;
+        const char *msg;
+    } bad[] = {
+        { { 2, 0, 0, 0, 0, 0, 0, 0 }, 8, "unknown frame kind 2" },
+        { { 1, 0, 1, 0, 0, 0, 0, 0 }, 8, "reserved header bytes" },
+        { { 5, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3 }, 11, "needs 4 bytes" },
+        { { 6, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 65 }, 12, "signal 65 is not 1..64" },
+        { { 1, 0, 0, 0, 0, 0x10, 0, 1 }, 8, "is over" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct tp_err err = { 0 };
+        struct input_log l = { "" };
+        struct exec_input d;
+        exec_input_init(&d);
+        assert_int_equal(exec_input_feed(&d, bad[i].f, bad[i].len, log_input, &l, &err), -EPROTO);
+        assert_non_null(strstr(tp_err_msg(&err), bad[i].msg));
+        tp_err_clear(&err);
+        exec_input_done(&d);
+    }
 }
 
 static void
@@ -267,7 +352,15 @@ test_exec_errors(void **state)
     exec_fails("{\"cmd\": [\"ls\"], \"env\": [\"A=1\", \"=v\"]}", "field 'env' element 1");
     exec_fails("{\"cmd\": [\"ls\"], \"env\": \"A=1\"}", "field 'env' must be an array");
     exec_fails("{\"cmd\": [\"ls\"], \"cwd\": \"tmp\"}", "field 'cwd' must be an absolute path");
-    exec_fails("{\"cmd\": [\"ls\"], \"tty\": true}", "unknown field 'tty'");
+    exec_fails("{\"cmd\": [\"ls\"], \"tty\": 1}", "field 'tty' must be a boolean");
+    exec_fails("{\"cmd\": [\"ls\"], \"tty_size\": 1}", "unknown field 'tty_size'");
+    exec_fails("{\"cmd\": [\"ls\"], \"rows\": 24}", "they need 'tty'");
+    exec_fails("{\"cmd\": [\"ls\"], \"tty\": true, \"cols\": 65536}", "field 'cols'");
+    exec_fails("{\"cmd\": [\"ls\"], \"detach\": true, \"stdin\": true}", "'detach' excludes");
+    exec_fails("{\"cmd\": [\"ls\"], \"user\": \"\"}", "field 'user' must be USER or UID");
+    exec_fails("{\"cmd\": [\"ls\"], \"user\": \"a:b:c\"}", "field 'user'");
+    exec_fails("{\"cmd\": [\"ls\"], \"user\": \"a b\"}", "field 'user'");
+    exec_fails("{\"cmd\": [\"ls\"], \"user\": \"a:\"}", "field 'user'");
     exec_fails("[\"ls\"]", "request body must be a JSON object");
     exec_fails("{\"cmd\": [\"ls\"]", "parse JSON body");
 }
@@ -1045,6 +1138,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_url_unescape),
         cmocka_unit_test(test_query_bool),
         cmocka_unit_test(test_frame_header),
+        cmocka_unit_test(test_exec_input),
         cmocka_unit_test(test_caps),
         cmocka_unit_test(test_openapi_contract),
     };

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 /* clang-format on */
 
+#include "cli/attach.h"
 #include "cli/cli.h"
 #include "cli/client.h"
 #include "cli/exec_stream.h"
@@ -256,9 +257,20 @@ test_exec_env_workdir(void **state)
     assert_null(o.cmd[3]);
     cli_exec_opts_done(&o);
 
-    const char *bad[] = { "exec", "vm", "--env", "NOEQUALS", "ls", NULL };
+    /* docker's -e K: K's value from our environment, nothing when we have none. */
+    setenv("TORPOR_TEST_FROM_ENV", "v=1", 1);
+    unsetenv("TORPOR_TEST_UNSET");
+    const char *fromenv[] = {
+        "exec", "vm", "--env", "TORPOR_TEST_FROM_ENV", "-e", "TORPOR_TEST_UNSET", "ls", NULL
+    };
+    assert_int_equal(cli_parse_exec(P(fromenv), &o, &err), 0);
+    assert_string_equal(o.env[0], "TORPOR_TEST_FROM_ENV=v=1");
+    assert_null(o.env[1]);
+    cli_exec_opts_done(&o);
+    unsetenv("TORPOR_TEST_FROM_ENV");
+    const char *bad[] = { "exec", "vm", "-d", "-it", "ls", NULL };
     assert_int_equal(cli_parse_exec(P(bad), &o, &err), -EINVAL);
-    assert_non_null(strstr(tp_err_msg(&err), "K=V"));
+    assert_non_null(strstr(tp_err_msg(&err), "--detach"));
     const char *bad2[] = { "exec", "vm", "-e", "=v", "ls", NULL };
     assert_int_equal(cli_parse_exec(P(bad2), &o, &err), -EINVAL);
 }
@@ -1154,7 +1166,7 @@ test_decoder_protocol_errors(void **state)
 
 /* ---- client against a fake torpord -------------------------------------------------------- */
 
-#define FAKE_MAX_CONNS  4
+#define FAKE_MAX_CONNS  5
 #define FAKE_TIMEOUT_MS 10000
 
 struct fake_server {
@@ -1665,25 +1677,32 @@ static void
 test_cmd_exec_exit_codes(void **state)
 {
     static const char notfound[] = "{\"code\": \"not_found\", \"message\": \"nope: not found\"}";
-    static const char denied[] = "{\"code\": \"internal\", \"message\": \"permission denied\"}";
-    uint8_t f1[256], f2[128], f3[128];
+    static const char denied[] =
+        "{\"code\": \"internal\", \"message\": \"permission denied\", \"exit_code\": 126}";
+    static const char cut[] = "{\"code\": \"unavailable\", \"message\": \"shutting down\"}";
+    uint8_t f1[256], f2[128], f3[128], f4[128];
     size_t n1 = sample_stream(f1);
     size_t n2 = put_frame(f2, EXEC_FRAME_ERROR, notfound, strlen(notfound));
     size_t n3 = put_frame(f3, EXEC_FRAME_ERROR, denied, strlen(denied));
-    const uint8_t *frames[] = { f1, f2, f3 };
-    size_t nframes[] = { n1, n2, n3 };
-    char *replies[3];
-    size_t lens[3];
-    for (size_t i = 0; i < 3; i++) {
-        _cleanup_free_ char *head = xasprintf(
-            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n", nframes[i]);
+    size_t n4 = put_frame(f4, EXEC_FRAME_ERROR, cut, strlen(cut));
+    const uint8_t *frames[] = { f1, f2, f3, f4 };
+    size_t nframes[] = { n1, n2, n3, n4 };
+    char *replies[5];
+    size_t lens[5];
+    for (size_t i = 0; i < 4; i++) {
+        static const char head[] =
+            "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n";
         size_t nh = strlen(head);
         replies[i] = xmalloc(nh + nframes[i]);
         memcpy(replies[i], head, nh);
         memcpy(replies[i] + nh, frames[i], nframes[i]);
         lens[i] = nh + nframes[i];
     }
-    struct fake_server *f = fake_server_start((const char *const *)replies, lens, 3);
+    /* Refused before the session: an ordinary JSON error. */
+    replies[4] = http_reply("409 Conflict",
+                            "{\"code\": \"conflict\", \"message\": \"instance 'vm' is Stopped\"}");
+    lens[4] = strlen(replies[4]);
+    struct fake_server *f = fake_server_start((const char *const *)replies, lens, 5);
     struct cli_ctx ctx = { .socket = f->path };
     const char *argv[] = { "exec", "vm", "sh", "-c", "exit 3", NULL };
     struct exec_opts o = { 0 };
@@ -1696,8 +1715,12 @@ test_cmd_exec_exit_codes(void **state)
     expect_output(call_exec, &ctx, &o, 3, "hello world\n", "oops\n");
     expect_output(call_exec, &ctx, &o, 127, "", "torpor: nope: not found\n");
     expect_output(call_exec, &ctx, &o, 126, NULL, "torpor: permission denied\n");
+    /* Cut without a verdict from torpord: torpor's failure, never 126. */
+    expect_output(call_exec, &ctx, &o, 125, NULL, "torpor: shutting down\n");
+    expect_output(call_exec, &ctx, &o, 125, "", "torpor: instance 'vm' is Stopped\n");
     fake_server_stop(f);
     expect_request(f, 0, "POST /v1/instances/vm/exec HTTP/1.1\r\n");
+    expect_request(f, 0, "Upgrade: tcp\r\n");
     expect_request(f, 0, "\"cmd\":[\"sh\",\"-c\",\"exit 3\"]");
     fake_server_free(f);
 
@@ -1709,7 +1732,7 @@ test_cmd_exec_exit_codes(void **state)
     free(out);
     free(errout);
     cli_exec_opts_done(&o);
-    for (size_t i = 0; i < 3; i++)
+    for (size_t i = 0; i < 5; i++)
         free(replies[i]);
 }
 
@@ -2099,6 +2122,34 @@ test_cmd_inspect_prints_everything(void **state)
     fake_server_free(f);
 }
 
+static void
+test_attach_parse_head(void **state)
+{
+    int status;
+    long long cl;
+    size_t head;
+    (void)state;
+
+    const char *up = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\n\r\n\x01rest";
+    assert_int_equal(attach_parse_head(up, strlen(up), &status, &cl, &head), 0);
+    assert_int_equal(status, 101);
+    assert_int_equal(cl, -1);
+    assert_string_equal(up + head, "\x01rest");
+
+    const char *e = "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                    "content-length:  17\r\n\r\n{\"message\":\"x\"}";
+    assert_int_equal(attach_parse_head(e, strlen(e), &status, &cl, &head), 0);
+    assert_int_equal(status, 404);
+    assert_int_equal(cl, 17);
+
+    assert_int_equal(attach_parse_head(up, 20, &status, &cl, &head), -EAGAIN);
+    assert_int_equal(attach_parse_head("SSH-2.0", 7, &status, &cl, &head), -EPROTO);
+    const char *bad = "HTTP/1.1 1x1 Oops\r\n\r\n";
+    assert_int_equal(attach_parse_head(bad, strlen(bad), &status, &cl, &head), -EPROTO);
+    const char *badcl = "HTTP/1.1 500 E\r\nContent-Length: -1\r\n\r\n";
+    assert_int_equal(attach_parse_head(badcl, strlen(badcl), &status, &cl, &head), -EPROTO);
+}
+
 int
 main(void)
 {
@@ -2145,6 +2196,7 @@ main(void)
         cmocka_unit_test(test_verb_usage_errors),
         cmocka_unit_test(test_cmd_inspect_prints_everything),
         cmocka_unit_test(test_cmd_fork),
+        cmocka_unit_test(test_attach_parse_head),
     };
     int r;
 

@@ -165,7 +165,7 @@ test_hello(void **state)
     (void)state;
 
     assert_int_equal(agent_conn_hello(c, T_MS, &h, &err), 0);
-    assert_string_equal(h.version, "1");
+    assert_string_equal(h.version, "2");
     assert_int_equal(strlen(h.boot_id), 36); /* the host's boot_id, a UUID */
     assert_true(h.uptime_ms > 0);
     assert_true(agent_conn_alive(c));

@@ -1872,12 +1872,16 @@ test_verb_lifecycle_usage(void **state)
     const char *rm[] = { "rm", "--help", NULL };
     expect_output(call_verb_lifecycle, &ctx, rm, 0,
                   "Usage: torpor rm [OPTIONS] NAME...\n"
+                  "       torpor rm --all [--force]\n"
                   "\n"
                   "Remove instances; prints each NAME removed. NAME is an instance\n"
-                  "name, id, or unique id prefix.\n"
+                  "name, id, or unique id prefix. --all removes every instance: on a\n"
+                  "terminal it asks first; otherwise it needs --force.\n"
                   "\n"
                   "Options:\n"
-                  "  -f, --force    remove even if its VMM runs (it is killed)\n"
+                  "  -f, --force    remove even if its VMM runs (it is killed); with --all, do not "
+                  "ask\n"
+                  "  -a, --all      remove every instance\n"
                   "  -h, --help     print this help\n",
                   "");
     const char *stop[] = { "stop", "-h", NULL };

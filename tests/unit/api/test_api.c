@@ -525,7 +525,8 @@ test_record_nulls(void **state)
     assert_string_equal(
         s,
         "{\"accel\":null,\"agent\":false,\"cmd\":null,\"created_at\":\"1970-01-01T00:00:01.000Z\","
-        "\"exit_code\":0,\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\",\"initrd\":null,\"kernel\":null,"
+        "\"exit_code\":0,\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\",\"initrd\":null,"
+        "\"kernel\":null,"
         "\"last_error\":null,\"last_operation\":null,\"memory_mib\":65536,\"name\":null,"
         "\"pid\":null,\"rootfs\":null,\"state\":\"Stopped\",\"state_changed_at\":null,"
         "\"vcpus\":64}");

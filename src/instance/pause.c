@@ -54,8 +54,7 @@ out:
 }
 
 int
-inst_unpause(struct inst_manager *m, const char *ref, struct inst_record **ret,
-             struct tp_err *err)
+inst_unpause(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
 {
     struct inst *i;
     struct trace t;

@@ -98,3 +98,6 @@ enum MHD_Result api_h_wait(struct api_req *req);
 enum MHD_Result api_h_standby(struct api_req *req);
 enum MHD_Result api_h_restore(struct api_req *req);
 enum MHD_Result api_h_fork(struct api_req *req);
+enum MHD_Result api_h_pause(struct api_req *req);
+enum MHD_Result api_h_unpause(struct api_req *req);
+enum MHD_Result api_h_kill(struct api_req *req);

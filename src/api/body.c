@@ -648,6 +648,7 @@ api_record_to_json(const struct inst_record *r)
     jset(o, "state_changed_at", time_or_null(r->state_changed_ms));
     jset(o, "last_operation", last_op_or_null(r->last_op));
     jset(o, "last_error", jstr_or_null(r->last_error));
+    jset(o, "exit_code", r->state == INST_STOPPED ? json_integer(r->exit_code) : json_null());
     return o;
 }
 

@@ -1,5 +1,5 @@
-/* Instance handlers: list, create, get, delete, stop, start, standby, restore, fork, wait. Each
- * calls the manager once. */
+/* Instance handlers: list, create, get, delete, stop, start, standby, restore, fork, wait, pause,
+ * unpause, kill. Each calls the manager once. */
 #include <errno.h>
 #include <stdlib.h>
 
@@ -131,6 +131,24 @@ enum MHD_Result
 api_h_restore(struct api_req *req)
 {
     return simple_verb(req, inst_restore);
+}
+
+enum MHD_Result
+api_h_pause(struct api_req *req)
+{
+    return simple_verb(req, inst_pause);
+}
+
+enum MHD_Result
+api_h_unpause(struct api_req *req)
+{
+    return simple_verb(req, inst_unpause);
+}
+
+enum MHD_Result
+api_h_kill(struct api_req *req)
+{
+    return simple_verb(req, inst_kill);
 }
 
 enum MHD_Result

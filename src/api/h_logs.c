@@ -1,11 +1,13 @@
-/* GET /v1/instances/{ref}/logs[?follow=true]: stream the serial console file; with follow,
- * keep the stream open and send what is appended, woken by inotify, until the client leaves,
- * the file is deleted or moved away, or the daemon shuts down. When the size cap cuts the log's
- * head (instance/console.c), a follower keeps its place in the text. */
+/* GET /v1/instances/{ref}/logs[?follow=true][&tail=N]: stream the serial console file (from
+ * its last N lines with tail); with follow, keep the stream open and send what is appended,
+ * woken by inotify, until the client leaves, the instance stops, the file is deleted or moved
+ * away, or the daemon shuts down. When the size cap cuts the log's head (instance/console.c),
+ * a follower keeps its place in the text. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
@@ -18,12 +20,17 @@
 #include "util/xalloc.h"
 
 #define LOGS_STREAM_BLOCK (64u * 1024u)
+/* How often a follower looks whether its instance stopped. A VMM's exit closes the file it
+ * writes (IN_CLOSE_WRITE), but the record says Stopped only a moment later. */
+#define LOGS_STATE_CHECK_MS 500
 
 struct logs_stream {
     int fd;        /* the console file */
     int ino_fd;    /* inotify, follow only; -EBADF otherwise */
     int client_fd; /* borrowed from MHD */
     int stop_fd;   /* borrowed from the server: readable once it shuts down */
+    struct inst_manager *m;
+    char id[INST_ID_LEN + 1]; /* the instance, to notice that it stopped */
     bool file_gone;
     bool stopping;     /* end at the next end of file */
     uint64_t cut_seen; /* console_log_cut_total() when the position was last adjusted */
@@ -75,19 +82,34 @@ logs_check_unlinked(struct logs_stream *st)
         st->file_gone = true;
 }
 
-/* Block until the file may have grown (1), it is gone (0), the daemon shuts down (-ESHUTDOWN),
- * or the client left (-EPIPE). */
+/* Whether the instance no longer runs a guest that writes to its console: Stopped, or gone. */
+static bool
+logs_instance_stopped(struct logs_stream *st)
+{
+    _cleanup_(inst_record_freep) struct inst_record *rec = NULL;
+
+    if (inst_get(st->m, st->id, &rec, NULL) < 0)
+        return true;
+    return rec->state == INST_STOPPED;
+}
+
+/* Block until the file may have grown (1), it is gone or its instance stopped (0), the daemon
+ * shuts down (-ESHUTDOWN), or the client left (-EPIPE). */
 static int
 logs_wait(struct logs_stream *st)
 {
     for (;;) {
+        if (logs_instance_stopped(st)) {
+            st->file_gone = true; /* nothing more comes: end at the end of the file */
+            return 0;
+        }
         /* A negative fd (no client fd known) is skipped by poll(). */
         struct pollfd p[3] = {
             { .fd = st->ino_fd, .events = POLLIN },
             { .fd = st->stop_fd, .events = POLLIN },
             { .fd = st->client_fd, .events = POLLRDHUP },
         };
-        int r = poll(p, 3, -1);
+        int r = poll(p, 3, LOGS_STATE_CHECK_MS);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -164,9 +186,24 @@ api_h_logs(struct api_req *req)
     struct logs_stream *st;
     bool follow;
 
+    _cleanup_(inst_record_freep) struct inst_record *rec = NULL;
+    const char *tail_s = MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, "tail");
+    uint64_t tail = 0;
+    bool has_tail = tail_s && strcmp(tail_s, "all") != 0;
+
     if (api_req_query_bool(req, "follow", &follow, &err) < 0)
         return api_reply_tp_err(req, &err);
-    if (inst_console_log(req->m, req->match.ref, &path, &err) < 0)
+    if (has_tail) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(tail_s, &end, 10);
+        if (errno || !*tail_s || *end || tail_s[0] == '-' || tail_s[0] == '+')
+            return api_reply_error(req, -EINVAL,
+                                   "query parameter 'tail' must be a number of lines or 'all'");
+        tail = v;
+    }
+    if (inst_get(req->m, req->match.ref, &rec, &err) < 0 ||
+        inst_console_log(req->m, rec->id, &path, &err) < 0)
         return api_reply_tp_err(req, &err);
     if (api_stream_acquire(req, &err) < 0)
         return api_reply_tp_err(req, &err);
@@ -190,7 +227,22 @@ api_h_logs(struct api_req *req)
         return api_reply_tp_err(req, &err);
     }
 
+    if (has_tail) {
+        uint64_t at;
+        (void)flock(fd, LOCK_SH); /* the size cap cuts under the exclusive lock */
+        int r = console_tail_offset(fd, tail, &at);
+        if (r >= 0 && lseek(fd, (off_t)at, SEEK_SET) < 0)
+            r = -errno;
+        (void)flock(fd, LOCK_UN);
+        if (r < 0) {
+            tp_err_errno(&err, r, "find the last %llu lines of '%s'", (unsigned long long)tail,
+                         path);
+            return api_reply_tp_err(req, &err);
+        }
+    }
     st = xnew(struct logs_stream, 1);
+    st->m = req->m;
+    memcpy(st->id, rec->id, sizeof(st->id));
     st->fd = TAKE_FD(fd);
     st->cut_seen = console_log_cut_total(st->fd);
     st->ino_fd = TAKE_FD(ino);

@@ -31,11 +31,18 @@ static const struct {
     { API_ROUTE_STOP, "POST", { "v1", "instances", PARAM, "stop" }, { "force", NULL }, "stop" },
     { API_ROUTE_START, "POST", { "v1", "instances", PARAM, "start" }, { NULL }, "start" },
     { API_ROUTE_EXEC, "POST", { "v1", "instances", PARAM, "exec" }, { NULL }, "exec" },
-    { API_ROUTE_LOGS, "GET", { "v1", "instances", PARAM, "logs" }, { "follow", NULL }, "logs" },
+    { API_ROUTE_LOGS,
+      "GET",
+      { "v1", "instances", PARAM, "logs" },
+      { "follow", "tail", NULL },
+      "logs" },
     { API_ROUTE_WAIT, "POST", { "v1", "instances", PARAM, "wait" }, { NULL }, "wait" },
     { API_ROUTE_STANDBY, "POST", { "v1", "instances", PARAM, "standby" }, { NULL }, "standby" },
     { API_ROUTE_RESTORE, "POST", { "v1", "instances", PARAM, "restore" }, { NULL }, "restore" },
     { API_ROUTE_FORK, "POST", { "v1", "instances", PARAM, "fork" }, { NULL }, "fork" },
+    { API_ROUTE_PAUSE, "POST", { "v1", "instances", PARAM, "pause" }, { NULL }, "pause" },
+    { API_ROUTE_UNPAUSE, "POST", { "v1", "instances", PARAM, "unpause" }, { NULL }, "unpause" },
+    { API_ROUTE_KILL, "POST", { "v1", "instances", PARAM, "kill" }, { NULL }, "kill" },
 };
 
 struct path_segs {

@@ -23,6 +23,9 @@ enum api_route {
     API_ROUTE_STANDBY,      /* POST   /v1/instances/{ref}/standby */
     API_ROUTE_RESTORE,      /* POST   /v1/instances/{ref}/restore */
     API_ROUTE_FORK,         /* POST   /v1/instances/{ref}/fork */
+    API_ROUTE_PAUSE,        /* POST   /v1/instances/{ref}/pause */
+    API_ROUTE_UNPAUSE,      /* POST   /v1/instances/{ref}/unpause */
+    API_ROUTE_KILL,         /* POST   /v1/instances/{ref}/kill */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

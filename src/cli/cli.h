@@ -91,6 +91,7 @@ enum cli_operands {
     CLI_OPERANDS_NONE,     /* no arguments */
     CLI_OPERANDS_ONE,      /* exactly one NAME */
     CLI_OPERANDS_SOME,     /* one or more NAMEs */
+    CLI_OPERANDS_ANY,      /* any number of NAMEs, none included (the verb decides) */
     CLI_OPERANDS_CMD,      /* [CMD [ARG...]]: the options end at CMD, whose words are its own */
     CLI_OPERANDS_NAME_CMD, /* NAME CMD [ARG...]: likewise (docker exec) */
 };
@@ -214,8 +215,13 @@ void cli_exec_opts_done(struct exec_opts *o);
 struct logs_opts {
     const char *name;
     bool follow;
+    int64_t tail;      /* --tail: the last N lines; -1 = all */
+    const char *since; /* refused: not supported yet */
+    bool timestamps;   /* refused: not supported yet */
     bool help;
 };
+/* --tail's value: a number of lines (0 included) or "all" (-1). -EINVAL otherwise. */
+int cli_parse_tail(const char *s, int64_t *ret, struct tp_err *err);
 int cli_parse_logs(int argc, char **argv, struct logs_opts *ret, struct tp_err *err);
 
 /* stop, start, standby, restore and rm (cmd_lifecycle.c): one request per NAME, going on past
@@ -227,10 +233,26 @@ struct lifecycle_opts {
     size_t n_names;
     bool trace; /* standby, restore: --trace prints each reply's last_operation */
     bool force; /* rm: -f also kills a running VMM */
+    bool all;   /* rm: --all, every instance (names is empty) */
     bool help;
 };
+/* rm --all's prompt: whether answer (a line read from the terminal) says yes. */
+bool cli_rm_all_confirmed(const char *answer);
 /* -EINVAL also when argv[0] is none of the lifecycle verbs. */
 int cli_parse_lifecycle(int argc, char **argv, struct lifecycle_opts *ret, struct tp_err *err);
+
+struct kill_opts {
+    char *const *names;
+    size_t n_names;
+    int signal;              /* SIGKILL unless -s said otherwise */
+    const char *signal_text; /* -s as given, NULL when absent */
+    bool help;
+};
+/* A signal as docker's kill -s takes it: a name with or without "SIG" (any case) or a number
+ * 1..SIGRTMAX. -EINVAL "invalid signal: 'X'" otherwise. */
+int cli_parse_signal(const char *s, int *ret, struct tp_err *err);
+/* -s must be a valid signal (cli_parse_signal); which ones can be sent is the runner's call. */
+int cli_parse_kill(int argc, char **argv, struct kill_opts *ret, struct tp_err *err);
 
 struct fork_opts {
     const char *source;     /* the instance to fork */
@@ -255,6 +277,10 @@ int cli_cmd_logs(const struct cli_ctx *ctx, const struct logs_opts *o);
  * "torpor: <message>"; CLI_EXIT_FAIL if any failed. */
 int cli_cmd_lifecycle(const struct cli_ctx *ctx, const struct lifecycle_opts *o);
 int cli_cmd_fork(const struct cli_ctx *ctx, const struct fork_opts *o);
+/* KILL -> POST /kill, TERM -> POST /stop, per NAME; any other signal: an error, exit 1. */
+int cli_cmd_kill(const struct cli_ctx *ctx, const struct kill_opts *o);
+/* Prints each NAME's exit code once it is Stopped; CLI_EXIT_FAIL if any wait failed. */
+int cli_cmd_wait(const struct cli_ctx *ctx, char *const *names, size_t n);
 /* capabilities and version take no options or arguments. */
 int cli_cmd_caps(const struct cli_ctx *ctx);
 int cli_cmd_version(const struct cli_ctx *ctx);
@@ -278,6 +304,8 @@ int cli_verb_exec(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_logs(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_lifecycle(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_kill(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_wait(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
 

@@ -1,9 +1,12 @@
-/* torpor stop, start, standby, restore and rm: one request per NAME; each verb is a table row. */
+/* torpor stop, start, restart, standby, restore, pause, unpause and rm: one request per NAME;
+ * each verb is a table row. rm --all asks the daemon for the names first. */
 #include <assert.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "client.h"
@@ -11,7 +14,7 @@
 #include "util/macro.h"
 #include "util/xalloc.h"
 
-/* A lifecycle verb has at most one option. */
+/* A lifecycle verb has at most one option besides rm's --all. */
 enum lifecycle_flag {
     LIFECYCLE_NO_FLAG,
     LIFECYCLE_TRACE, /* --trace: the reply's last_operation, for the verbs that record one */
@@ -25,6 +28,7 @@ struct cli_lifecycle {
     const char *then;   /* a second POST once the first succeeded (restart: stop, start) */
     enum lifecycle_flag flag;
     const char *force_help; /* with LIFECYCLE_FORCE */
+    bool all;               /* -a, --all: every instance instead of NAMEs (rm) */
     const char *usage;
 };
 
@@ -81,15 +85,37 @@ static const struct cli_lifecycle lifecycles[] = {
                  "guest answers again. NAME is an instance name, id, or unique id prefix.\n",
     },
     {
+        .verb = "pause",
+        .method = "POST",
+        .suffix = "/pause",
+        .usage = "Usage: torpor pause NAME...\n"
+                 "\n"
+                 "Pause running instances: their VMMs stop the guests' vCPUs, memory stays\n"
+                 "in place ('torpor unpause' resumes them); prints each NAME paused. NAME is\n"
+                 "an instance name, id, or unique id prefix.\n",
+    },
+    {
+        .verb = "unpause",
+        .method = "POST",
+        .suffix = "/unpause",
+        .usage = "Usage: torpor unpause NAME...\n"
+                 "\n"
+                 "Resume paused instances; prints each NAME resumed. NAME is an instance\n"
+                 "name, id, or unique id prefix.\n",
+    },
+    {
         .verb = "rm",
         .method = "DELETE",
         .suffix = "",
         .flag = LIFECYCLE_FORCE,
-        .force_help = "remove even if its VMM runs (it is killed)",
+        .force_help = "remove even if its VMM runs (it is killed); with --all, do not ask",
+        .all = true,
         .usage = "Usage: torpor rm [OPTIONS] NAME...\n"
+                 "       torpor rm --all [--force]\n"
                  "\n"
                  "Remove instances; prints each NAME removed. NAME is an instance\n"
-                 "name, id, or unique id prefix.\n",
+                 "name, id, or unique id prefix. --all removes every instance: on a\n"
+                 "terminal it asks first; otherwise it needs --force.\n",
     },
 };
 
@@ -114,11 +140,15 @@ lifecycle_syntax(const struct cli_lifecycle *lc, struct cli_syntax *ret)
     *ret = (struct cli_syntax){
         .verb = lc->verb,
         .usage = lc->usage,
-        .operands = CLI_OPERANDS_SOME,
+        /* --all or NAMEs: lifecycle_parse() checks which. */
+        .operands = lc->all ? CLI_OPERANDS_ANY : CLI_OPERANDS_SOME,
         .flags = { flags[lc->flag] },
     };
     if (lc->flag == LIFECYCLE_FORCE)
         ret->flags[0].help = lc->force_help;
+    if (lc->all)
+        ret->flags[1] =
+            (struct cli_flag){ .name = "all", .short_name = 'a', .help = "remove every instance" };
 }
 
 static int
@@ -135,12 +165,19 @@ lifecycle_parse(const struct cli_lifecycle *lc, int argc, char **argv, struct li
     if (r < 0)
         return r;
     given = a.flags & 1u; /* the verb's one option, syn.flags[0] */
+    bool all = lc->all && (a.flags & 2u);
+    if (!a.help && lc->all && all && a.n_operands > 0)
+        return tp_err_set(err, -EINVAL, "'%s --all' takes no NAME, got '%s'", lc->verb,
+                          a.operands[0]);
+    if (!a.help && lc->all && !all && a.n_operands == 0)
+        return tp_err_set(err, -EINVAL, "'%s' needs at least one NAME", lc->verb);
     *ret = (struct lifecycle_opts){
         .verb = lc,
         .names = a.operands,
         .n_names = a.n_operands,
         .trace = given && lc->flag == LIFECYCLE_TRACE,
         .force = given && lc->flag == LIFECYCLE_FORCE,
+        .all = all,
         .help = a.help,
     };
     return 0;
@@ -156,10 +193,75 @@ cli_parse_lifecycle(int argc, char **argv, struct lifecycle_opts *ret, struct tp
     return lifecycle_parse(lc, argc, argv, ret, err);
 }
 
+bool
+cli_rm_all_confirmed(const char *answer)
+{
+    /* docker's prompt: "y" or "yes" in any case; anything else (an empty line too) is no. */
+    size_t n = strcspn(answer, "\r\n");
+    return (n == 1 && (answer[0] == 'y' || answer[0] == 'Y')) ||
+           (n == 3 && strncasecmp(answer, "yes", 3) == 0);
+}
+
+/* rm --all: every instance's name, after the guard (docker's prune): a terminal is asked,
+ * anything else needs --force. 0 with the names (maybe none), 1: declined, <0: failed. */
+static int
+rm_all_names(const struct cli_ctx *ctx, bool force, char ***ret, size_t *ret_n)
+{
+    json_t *reply = NULL, *insts, *inst;
+    size_t k, n;
+    int r = cli_call(ctx, "GET", "/v1/instances?all=true", NULL, &reply);
+
+    if (r < 0)
+        return r;
+    insts = json_object_get(reply, "instances");
+    n = json_array_size(insts);
+    if (n > 0 && !force) {
+        char line[64] = "";
+        if (!isatty(STDIN_FILENO)) {
+            json_decref(reply);
+            cli_error("rm --all: stdin is not a terminal to ask on: add --force to remove all %zu "
+                      "instance%s",
+                      n, n == 1 ? "" : "s");
+            return -EINVAL;
+        }
+        fprintf(stderr,
+                "WARNING! This will remove all %zu instance%s.\n"
+                "Are you sure you want to continue? [y/N] ",
+                n, n == 1 ? "" : "s");
+        fflush(stderr);
+        if (!fgets(line, sizeof(line), stdin) || !cli_rm_all_confirmed(line)) {
+            json_decref(reply);
+            return 1;
+        }
+    }
+    char **names = xnew(char *, n + 1);
+    json_array_foreach(insts, k, inst)
+    {
+        const char *name = json_string_value(json_object_get(inst, "name"));
+        names[k] = xstrdup(name ? name : json_string_value(json_object_get(inst, "id")));
+    }
+    json_decref(reply);
+    *ret = names;
+    *ret_n = n;
+    return 0;
+}
+
 int
 cli_cmd_lifecycle(const struct cli_ctx *ctx, const struct lifecycle_opts *o)
 {
     const struct cli_lifecycle *lc = o->verb;
+    if (o->all) {
+        _cleanup_strv_free_ char **names = NULL;
+        size_t n = 0;
+        int r = rm_all_names(ctx, o->force, &names, &n);
+        if (r != 0)
+            return r < 0 ? CLI_EXIT_FAIL : CLI_EXIT_OK;
+        struct lifecycle_opts each = *o;
+        each.all = false;
+        each.names = names;
+        each.n_names = n;
+        return cli_cmd_lifecycle(ctx, &each);
+    }
     /* --force is a query parameter (rm's DELETE, stop's POST). */
     _cleanup_free_ char *suffix = xasprintf("%s%s", lc->suffix, o->force ? "?force=true" : "");
     int rc = CLI_EXIT_OK;

@@ -244,6 +244,7 @@ parse_check_operands(const struct cli_syntax *syn, const struct cli_args *a, str
         if (a->n_operands == 0)
             return tp_err_set(err, -EINVAL, "'%s' needs at least one NAME", syn->verb);
         break;
+    case CLI_OPERANDS_ANY:
     case CLI_OPERANDS_CMD:
         break;
     case CLI_OPERANDS_NAME_CMD:

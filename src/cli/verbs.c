@@ -4,7 +4,8 @@
 #include "cli.h"
 #include "util/macro.h"
 
-/* stop, start, restart, standby, restore and rm share cli_verb_lifecycle(), which reads argv[0]. */
+/* stop, start, restart, standby, restore, pause, unpause and rm share cli_verb_lifecycle(), which
+ * reads argv[0]. */
 const struct cli_verb cli_verbs[] = {
     { "run", cli_verb_run, "create and start a microVM" },
     { "ps", cli_verb_ps, "list instances" },
@@ -16,6 +17,10 @@ const struct cli_verb cli_verbs[] = {
     { "restart", cli_verb_lifecycle, "stop and start instances" },
     { "standby", cli_verb_lifecycle, "snapshot instances and release their memory" },
     { "restore", cli_verb_lifecycle, "resume instances from standby" },
+    { "pause", cli_verb_lifecycle, "pause instances' vCPUs" },
+    { "unpause", cli_verb_lifecycle, "resume paused instances" },
+    { "kill", cli_verb_kill, "power instances off at once" },
+    { "wait", cli_verb_wait, "block until instances stop, print their exit codes" },
     { "fork", cli_verb_fork, "fork an instance into children" },
     { "rm", cli_verb_lifecycle, "remove instances" },
     { "capabilities", cli_verb_caps, "print what each hypervisor supports" },

@@ -371,6 +371,7 @@ run(struct tp_err *err)
     while (read(sigfd, &si, sizeof(si)) < 0 && errno == EINTR)
         ;
     log_info("torpord: signal %u, shutting down (VMMs keep running)", si.ssi_signo);
+    inst_manager_quiesce(m); /* waiters (torpor wait) answer now instead of holding us up */
     bool drained = drain_api(srv, sigfd);
     /* Only our own socket: another daemon may have bound the path since. */
     r = sock_unlink_own(arg_socket, &sockfile);

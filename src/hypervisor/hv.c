@@ -232,6 +232,21 @@ hv_reap(const struct hv_vm *vm)
 }
 
 int
+hv_exit_code(const struct hv_vm *vm)
+{
+    siginfo_t si = { 0 };
+
+    while (waitid((idtype_t)P_PIDFD, (id_t)vm->pidfd, &si, WEXITED | WNOHANG | WNOWAIT) < 0)
+        if (errno != EINTR)
+            return -errno; /* ECHILD: not our child (adopted), or reaped already */
+    if (si.si_pid == 0)
+        return -EAGAIN;
+    if (si.si_code == CLD_EXITED)
+        return si.si_status & 0xff;
+    return 128 + si.si_status; /* killed or dumped by signal si_status */
+}
+
+int
 hv_kill(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
 {
     int r;

@@ -33,6 +33,10 @@ int hv_agent_connect(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_
 
 /* SIGKILL the VMM through its pidfd and wait (bounded) for it to be gone. */
 int hv_kill(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
+/* How an exited VMM ended, without reaping it: its exit status, or 128 + the signal that
+ * killed it (docker's convention). -EAGAIN while it runs; -ECHILD when it is not our child (a
+ * VMM adopted after a restart) or was reaped already. */
+int hv_exit_code(const struct hv_vm *vm);
 /* True once the VMM process has exited (pidfd readable); never blocks. */
 bool hv_exited(const struct hv_vm *vm);
 /* Driver release + close pidfd + free. NULL-safe; returns NULL. Does not stop the VMM. */

@@ -357,6 +357,15 @@ inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp
     }
     if (!i->vm)
         return 0;
+    /* A paused guest can neither sync nor answer its agent: let it run for its last moments
+     * (the caller's journal has the VMM killed if the daemon dies meanwhile). */
+    if (i->rec->state == INST_PAUSED && !hv_exited(i->vm)) {
+        struct tp_err rerr = { 0 };
+        if (hv_resume(i->vm, &rerr) < 0)
+            log_warn("instance=%s cannot resume the paused guest before it stops: %s", i->id,
+                     tp_err_msg(&rerr));
+        tp_err_clear(&rerr);
+    }
     if (!hv_exited(i->vm)) {
         sync_guest(i);
         trace_phase(t, "sync_guest");
@@ -393,6 +402,10 @@ manager_on_vmm_exit(struct inst_manager *m, const char *id, pid_t pid, uint64_t 
         _cleanup_free_ char *tail = log_tail(i->paths.vmm_log, 512);
         log_warn("instance=%s VMM pid %d exited unexpectedly%s%s", id, (int)pid, tail ? ": " : "",
                  tail ? tail : "");
+        /* Its own exit status where it is our child (0: the guest powered off); one adopted
+         * after a restart cannot tell: counted as killed. */
+        int code = hv_exit_code(i->vm);
+        i->rec->exit_code = code >= 0 ? code : 128 + SIGKILL;
         hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL); /* reaps it */
         inst_drop_vmm(i);
         free(i->rec->last_error);

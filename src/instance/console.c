@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/file.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
+#include "util/xalloc.h"
 
 #define CUT_XATTR "user.torpor.cut"
 
@@ -68,5 +70,62 @@ console_log_trim(const char *path, uint64_t max, uint64_t *ret_cut)
         return -errno;
     note_cut(fd, (uint64_t)st.st_size);
     *ret_cut = (uint64_t)st.st_size;
+    return 0;
+}
+
+uint64_t
+console_tail_offset_buf(const char *buf, size_t len, uint64_t lines)
+{
+    uint64_t seen = 0;
+
+    if (lines == 0)
+        return len;
+    /* A '\n' at the very end closes the last line; it starts none. */
+    for (size_t k = len > 0 && buf[len - 1] == '\n' ? len - 1 : len; k-- > 0;)
+        if (buf[k] == '\n' && ++seen == lines)
+            return k + 1;
+    return 0;
+}
+
+#define TAIL_BLOCK (64u << 10)
+
+int
+console_tail_offset(int fd, uint64_t lines, uint64_t *ret)
+{
+    _cleanup_free_ char *buf = NULL;
+    struct stat sb;
+    uint64_t seen = 0;
+
+    if (fstat(fd, &sb) < 0)
+        return -errno;
+    uint64_t end = (uint64_t)sb.st_size;
+    if (lines == 0) {
+        *ret = end;
+        return 0;
+    }
+    buf = xmalloc(TAIL_BLOCK);
+    bool last = true; /* the block holding the file's last byte */
+    while (end > 0) {
+        size_t n = end < TAIL_BLOCK ? (size_t)end : TAIL_BLOCK;
+        uint64_t at = end - n;
+        ssize_t got = pread(fd, buf, n, (off_t)at);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -errno;
+        if ((size_t)got != n)
+            return -EIO; /* shrank under us: the caller holds the cap's lock */
+        size_t k = n;
+        if (last && buf[n - 1] == '\n')
+            k--; /* closes the last line */
+        last = false;
+        while (k-- > 0)
+            if (buf[k] == '\n' && ++seen == lines) {
+                *ret = at + k + 1;
+                return 0;
+            }
+        end = at;
+    }
+    *ret = 0;
     return 0;
 }

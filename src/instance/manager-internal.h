@@ -55,6 +55,7 @@ struct inst_manager {
     pthread_mutex_t change_lock; /* with change_cv: wakes inst_wait_state on every save */
     pthread_cond_t change_cv;
     uint64_t change_gen;
+    bool quiescing; /* under change_lock: inst_manager_quiesce() was called */
 };
 
 /* Resolve ref and lock the instance for an operation. -ENOENT / -ENOTUNIQ from the store. */

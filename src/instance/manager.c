@@ -163,6 +163,16 @@ manager_notify_change(struct inst_manager *m)
     pthread_mutex_unlock(&m->change_lock);
 }
 
+void
+inst_manager_quiesce(struct inst_manager *m)
+{
+    pthread_mutex_lock(&m->change_lock);
+    m->quiescing = true;
+    m->change_gen++;
+    pthread_cond_broadcast(&m->change_cv);
+    pthread_mutex_unlock(&m->change_lock);
+}
+
 int
 inst_wait_state(struct inst_manager *m, const char *ref, enum inst_state state, int timeout_ms,
                 struct inst_record **ret, struct tp_err *err)
@@ -183,11 +193,16 @@ inst_wait_state(struct inst_manager *m, const char *ref, enum inst_state state, 
         struct inst_record *rec = NULL;
         pthread_mutex_lock(&m->change_lock);
         uint64_t gen = m->change_gen;
+        bool quiescing = m->quiescing;
         pthread_mutex_unlock(&m->change_lock);
+        if (quiescing)
+            return tp_err_set(err, -ESHUTDOWN, "torpord is shutting down");
 
-        r = store_get(m->store, id, &rec, err);
+        r = store_get(m->store, id, &rec, NULL);
+        if (r == -ENOENT)
+            return tp_err_set(err, r, "instance '%s' was removed", ref);
         if (r < 0)
-            return r;
+            return tp_err_set(err, r, "read instance '%s'", ref);
         if (rec->state == state) {
             *ret = rec;
             return 0;
@@ -239,8 +254,9 @@ inst_require_state(struct inst *i, const char *what, unsigned allowed, struct tp
 {
     if (allowed & STATE_BIT(i->rec->state))
         return 0;
-    return tp_err_set(err, -EBUSY, "cannot %s instance '%s': it is %s", what, i->rec->name,
-                      inst_state_to_string(i->rec->state));
+    return tp_err_set(err, -EBUSY, "cannot %s instance '%s': it is %s%s", what, i->rec->name,
+                      inst_state_to_string(i->rec->state),
+                      i->rec->state == INST_PAUSED ? " (unpause it first: torpor unpause)" : "");
 }
 
 void

@@ -24,6 +24,9 @@ struct inst_manager_opts {
 /* Open the store, then re-derive every instance's state from what is really there. */
 int inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret,
                       struct tp_err *err);
+/* The daemon is shutting down: every inst_wait_state() returns -ESHUTDOWN now, and later ones
+ * at once (their clients must not hold up the shutdown). */
+void inst_manager_quiesce(struct inst_manager *m);
 /* Disconnects from VMMs without stopping them (they outlive the daemon). NULL-safe. */
 struct inst_manager *inst_manager_free(struct inst_manager *m);
 DEFINE_CLEANUP(struct inst_manager, inst_manager_free)
@@ -52,6 +55,19 @@ int inst_get(struct inst_manager *m, const char *ref, struct inst_record **ret, 
  * stop). Standby only with force: its snapshot is the guest's memory and goes. */
 int inst_stop(struct inst_manager *m, const char *ref, bool force, struct inst_record **ret,
               struct tp_err *err);
+/* Running, Paused or Unknown -> Stopped at once: the VMM is killed, without the guest's sync
+ * or a graceful VMM exit (docker kill). -EBUSY when no VMM runs (Created, Standby, Stopped). */
+int inst_kill(struct inst_manager *m, const char *ref, struct inst_record **ret,
+              struct tp_err *err);
+/* Running -> Paused: the VMM stops the guest's vCPUs; it stays Paused across a daemon restart.
+ * -EBUSY "already paused" for a Paused one, -EBUSY from any other state, -EOPNOTSUPP when the
+ * hypervisor cannot pause. */
+int inst_pause(struct inst_manager *m, const char *ref, struct inst_record **ret,
+               struct tp_err *err);
+/* Paused -> Running, then the guest's clock is set (it lagged while frozen). -EBUSY "not
+ * paused" from any other state. */
+int inst_unpause(struct inst_manager *m, const char *ref, struct inst_record **ret,
+                 struct tp_err *err);
 /* Stopped -> Running. Running already: nothing to do (success, as docker's start). */
 int inst_start(struct inst_manager *m, const char *ref, struct inst_record **ret,
                struct tp_err *err);
@@ -89,7 +105,8 @@ int inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_re
 int inst_exec_start(struct inst_manager *m, const char *ref, const struct agent_exec_req *req,
                     struct agent_exec **ret, struct tp_err *err);
 /* Block until ref reaches state (bounded): 0 with the record, -ETIMEDOUT, -ENOENT if it is
- * removed meanwhile. Event-driven: woken by every persisted change. */
+ * removed meanwhile, -ESHUTDOWN once inst_manager_quiesce() was called. Event-driven: woken by
+ * every persisted change. */
 int inst_wait_state(struct inst_manager *m, const char *ref, enum inst_state state, int timeout_ms,
                     struct inst_record **ret, struct tp_err *err);
 /* The console log file of ref (for logs / logs -f). Caller frees. */

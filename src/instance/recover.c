@@ -53,15 +53,24 @@ attach_recorded(struct inst_manager *m, struct inst *i)
 }
 
 /* No operation in flight (or one whose own recovery left the rest to this): what exists
- * decides. A live VMM runs the guest (resumed if paused: no verb leaves a guest paused on
- * purpose); else a complete snapshot means Standby; else nothing survived. A VMM that does not
- * answer is kept and said Unknown, never killed on a guess. */
+ * decides. A live VMM runs the guest (resumed if paused, unless user_paused: the record says
+ * Paused with no operation in flight, so `pause` left it so and only `unpause` resumes it);
+ * else a complete snapshot means Standby; else nothing survived. A VMM that does not answer is
+ * kept and said Unknown, never killed on a guess. */
 static void
-derive(struct inst *i)
+derive(struct inst *i, bool user_paused)
 {
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
     struct tp_err err = { 0 };
+    enum hv_run_state rs;
 
+    if (user_paused && i->vm) {
+        if (hv_query(i->vm, &rs, &err) >= 0 && rs == HV_RUN_PAUSED) {
+            i->rec->state = INST_PAUSED;
+            return;
+        }
+        tp_err_clear(&err); /* inst_recover_vmm asks again, and decides */
+    }
     int v = inst_recover_vmm(i);
     if (v < 0)
         return; /* Unknown */
@@ -85,6 +94,9 @@ derive(struct inst *i)
         tp_err_clear(&err);
         snap_discard(i->paths.snap_latest, NULL);
     }
+    /* A guest that ran died while no daemon watched: how, nobody saw (wait says killed). */
+    if (i->rec->state != INST_STOPPED)
+        i->rec->exit_code = 128 + SIGKILL;
     i->rec->state = INST_STOPPED;
 }
 
@@ -158,11 +170,13 @@ recover_one(struct inst_manager *m, struct inst *i, int attached)
         log_error("instance=%s recovery: rm: %s", i->id, tp_err_msg(&err));
         tp_err_clear(&err);
         i->rec->state = INST_STOPPED;
-    } else if (op && strcmp(op, "stop") == 0) {
+    } else if (op && (strcmp(op, "stop") == 0 || strcmp(op, "kill") == 0)) {
+        /* The user asked for it to stop: finish, by killing (the graceful part is moot). */
         inst_kill_vmm(i);
         if (inst_discard_runtime_files(i, &err) < 0)
-            log_error("instance=%s recovery: stop: %s", i->id, tp_err_msg(&err));
+            log_error("instance=%s recovery: %s: %s", i->id, op, tp_err_msg(&err));
         tp_err_clear(&err);
+        i->rec->exit_code = strcmp(op, "kill") == 0 ? 128 + SIGKILL : 0;
         i->rec->state = INST_STOPPED;
     } else if (i->rec->state == INST_CREATED && !op && attached >= 0) {
         /* A run in flight: a VMM that boots the guest is adopted; else the run never was. */
@@ -171,7 +185,7 @@ recover_one(struct inst_manager *m, struct inst *i, int attached)
             inst_discard_new(m, i);
             return 1;
         }
-        derive(i);
+        derive(i, false);
     } else if (attached < 0) {
         /* Alive but silent: say so rather than guess. A fork it was the source of still loses
          * its children, and keeps its journal to be finished once the source answers. */
@@ -188,7 +202,7 @@ recover_one(struct inst_manager *m, struct inst *i, int attached)
         if (op && strcmp(op, "fork") == 0)
             fork_recover(m, i);
         if (i->rec->state != INST_UNKNOWN)
-            derive(i);
+            derive(i, !op && i->rec->state == INST_PAUSED);
     }
 
     i->rec->op = mfree(i->rec->op);

@@ -21,8 +21,8 @@
 #define RECORD_COLUMNS                                                                          \
     "id, name, config, state, vmm_pid, vmm_start_time, created_ms, state_changed_ms, last_op, " \
     "last_error"
-/* What SELECTs read: the inserted columns, then the operation journal (op, op_data). */
-#define SELECT_COLUMNS RECORD_COLUMNS ", op, op_data"
+/* What SELECTs read: the inserted columns, the operation journal (op, op_data), exit_code. */
+#define SELECT_COLUMNS RECORD_COLUMNS ", op, op_data, exit_code"
 
 enum stmt {
     ST_INSERT,
@@ -40,8 +40,8 @@ static const char *const stmt_sql[_ST_MAX] = {
     [ST_INSERT] = "INSERT INTO instances (" RECORD_COLUMNS ") "
                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     [ST_UPDATE] = "UPDATE instances SET state = ?2, vmm_pid = ?3, vmm_start_time = ?4, "
-                  "state_changed_ms = ?5, last_op = ?6, last_error = ?7, op = ?8, op_data = ?9 "
-                  "WHERE id = ?1",
+                  "state_changed_ms = ?5, last_op = ?6, last_error = ?7, op = ?8, op_data = ?9, "
+                  "exit_code = ?10 WHERE id = ?1",
     [ST_DELETE] = "DELETE FROM instances WHERE id = ?1",
     [ST_GET] = "SELECT " SELECT_COLUMNS " FROM instances WHERE id = ?1",
     [ST_LIST] = "SELECT " SELECT_COLUMNS " FROM instances ORDER BY created_ms, id",
@@ -232,9 +232,17 @@ migrate_add_op_journal(sqlite3 *db, struct tp_err *err)
                    err);
 }
 
+/* How the instance last stopped, as docker's exit code (wait): 0 a clean stop, 137 a kill. */
+static int
+migrate_add_exit_code(sqlite3 *db, struct tp_err *err)
+{
+    return db_exec(db, "ALTER TABLE instances ADD COLUMN exit_code INTEGER;", err);
+}
+
 static migration_fn *const migrations[] = {
     migrate_create_instances, /* 0 -> 1 */
     migrate_add_op_journal,   /* 1 -> 2 */
+    migrate_add_exit_code,    /* 2 -> 3 */
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per schema version");
 
@@ -433,6 +441,7 @@ row_to_record(sqlite3_stmt *st)
     r->last_error = column_strdup(st, 9);
     r->op = column_strdup(st, 10);
     r->op_data = column_strdup(st, 11);
+    r->exit_code = (int)sqlite3_column_int64(st, 12); /* NULL (never stopped) reads as 0 */
 
     if (corrupt) {
         log_debug("store: instance '%s': corrupt record: %s", r->id, corrupt);
@@ -567,6 +576,7 @@ update_locked(struct store *s, const struct inst_record *r, struct tp_err *err)
     bind_text(st, 7, r->last_error);
     bind_text(st, 8, r->op);
     bind_text(st, 9, r->op_data);
+    bind_int64_or_null(st, 10, r->exit_code);
     rc = sqlite3_step(st);
     if (rc != SQLITE_DONE)
         return wrap(err, db_fail(s->db, rc, err, "update"), "update instance '%s'", r->id);

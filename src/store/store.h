@@ -43,6 +43,10 @@ struct inst_record {
      * anything a crash could leave half-done; cleared when it ends. */
     char *op;
     char *op_data;
+    /* How the VMM last ended, as docker's exit code (`torpor wait`): 0 a clean stop or a guest
+     * that powered off, 137 killed (kill, or a VMM that died of a signal), else the VMM's exit
+     * status. Meaningful once Stopped. */
+    int exit_code;
 };
 
 /* NULL-safe; returns NULL. */
@@ -55,7 +59,7 @@ void inst_config_clear(struct inst_config *c);
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 2 /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION 3 /* PRAGMA user_version of a current database */
 
 /* Open (creating DIR and DIR/torpor.db if needed) with WAL, and bring the schema to
  * STORE_SCHEMA_VERSION. -EPROTONOSUPPORT when the database is newer than this build. */
@@ -69,8 +73,8 @@ DEFINE_CLEANUP(struct store, store_close)
  * equal to another instance's id, or an id equal to another instance's name, is taken too. */
 int store_insert(struct store *s, const struct inst_record *r, struct tp_err *err);
 /* Replace the mutable fields (state, vmm_pid, vmm_start_time, state_changed_ms, last_op,
- * last_error, op, op_data) of r->id; id, name, cfg and created_ms never change. -ENOENT when
- * absent. A new record starts with no operation journal (op NULL). */
+ * last_error, op, op_data, exit_code) of r->id; id, name, cfg and created_ms never change. -ENOENT
+ * when absent. A new record starts with no operation journal (op NULL). */
 int store_update(struct store *s, const struct inst_record *r, struct tp_err *err);
 /* -ENOENT when absent. */
 int store_delete(struct store *s, const char *id, struct tp_err *err);

@@ -283,6 +283,86 @@ class CrashBootStop(CrashBase):
                 self.assertNotIn(name, self.check_invariants(p), f"{p}: rm not finished")
 
 
+class CrashPause(CrashBase):
+    """pause, unpause and kill at each of their points, and a plain kill -9 while Paused: a
+    user's pause survives a restart (the VMM stays paused), a half-done one never does."""
+
+    def setUp(self):
+        d = self.d
+        insts = self.instances()
+        if "pw" not in insts:
+            d.cli("run", "--name", "pw")
+        elif insts["pw"]["state"] == "Paused":
+            d.cli("unpause", "pw")
+        elif insts["pw"]["state"] == "Stopped":
+            d.cli("start", "pw")
+        self.token = f"t{random.randrange(1 << 30)}"
+        guest(d, "pw", f"echo {self.token} > {TOKEN}")
+
+    def settle(self, point, want):
+        """pw is in state want, its recorded VMM the only one, no journal left."""
+        i = self.instances()["pw"]
+        self.assertEqual(i["state"], want, f"{point}: {i['last_error']}")
+        owned = {i["pid"]} if i["pid"] else set()
+        self.assertEqual(set(vmm_processes(self.d)) - owned, set(), f"{point}: stray VMMs")
+        if want in ("Running", "Paused"):
+            self.assertIsNotNone(i["pid"], point)
+        else:
+            self.assertIsNone(i["pid"], point)
+        db = sqlite3.connect(f"file:{os.path.join(self.d.data_dir, 'torpor.db')}?mode=ro",
+                             uri=True)
+        try:
+            left = db.execute("SELECT name, op FROM instances WHERE op IS NOT NULL").fetchall()
+        finally:
+            db.close()
+        self.assertEqual(left, [], f"{point}: operations left in the journal")
+        return i
+
+    def test_pause_points(self):
+        for p, want in [("pause.begin", "Running"), ("pause.paused", "Running"),
+                        ("pause.committed", "Paused")]:
+            with self.subTest(point=p):
+                self.setUp()
+                self.crash_during(p, "POST", "/v1/instances/pw/pause")
+                self.settle(p, want)
+                if want == "Paused":
+                    self.d.cli("unpause", "pw")
+                self.token_intact("pw", self.token, p)
+
+    def test_unpause_points(self):
+        for p, want in [("unpause.begin", "Paused"), ("unpause.resumed", "Running"),
+                        ("unpause.committed", "Running")]:
+            with self.subTest(point=p):
+                self.setUp()
+                self.d.cli("pause", "pw")
+                self.crash_during(p, "POST", "/v1/instances/pw/unpause")
+                self.settle(p, want)
+                if want == "Paused":
+                    self.d.cli("unpause", "pw")
+                self.token_intact("pw", self.token, p)
+
+    def test_kill9_while_paused(self):
+        d = self.d
+        d.cli("pause", "pw")
+        pid = self.instances()["pw"]["pid"]
+        d.kill9()
+        d.start(env={"TORPOR_FAILPOINTS_FILE": self.fp})
+        i = self.settle("kill -9 while Paused", "Paused")
+        self.assertEqual(i["pid"], pid, "the same VMM, adopted")
+        p = d.cli("exec", "pw", "true", check=False)
+        self.assertIn(b"unpause", p.stderr)
+        d.cli("unpause", "pw")
+        self.token_intact("pw", self.token, "kill -9 while Paused")
+
+    def test_kill_points(self):
+        for p in ["kill.begin", "kill.halted", "kill.discarded"]:
+            with self.subTest(point=p):
+                self.setUp()
+                self.crash_during(p, "POST", "/v1/instances/pw/kill")
+                i = self.settle(p, "Stopped")
+                self.assertEqual(i["exit_code"], 137, p)
+
+
 class CrashRandom(CrashBase):
     """Real operations with kill -9 of torpord at random delays; bounded in count and time."""
 

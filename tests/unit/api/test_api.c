@@ -593,7 +593,7 @@ test_record_full(void **state)
     _cleanup_free_ char *s = dump(api_record_to_json(&r));
     assert_string_equal(
         s, "{\"accel\":\"tcg\",\"agent\":true,\"cmd\":[\"/bin/sh\",\"-c\",\"x\"],"
-           "\"created_at\":\"2026-11-22T00:10:00.123Z\",\"hypervisor\":\"qemu\","
+           "\"created_at\":\"2026-11-22T00:10:00.123Z\",\"exit_code\":null,\"hypervisor\":\"qemu\","
            "\"id\":\"3f2a9c0d1b4e5f60\",\"initrd\":\"/k/initrd\",\"kernel\":\"/k/vmlinuz\","
            "\"last_error\":\"boot 'x': timed out\","
            "\"last_operation\":{\"bytes\":9007199254740993,\"ok\":true,\"op\":\"run\","
@@ -618,7 +618,8 @@ test_record_nulls(void **state)
     assert_string_equal(
         s,
         "{\"accel\":null,\"agent\":false,\"cmd\":null,\"created_at\":\"1970-01-01T00:00:01.000Z\","
-        "\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\",\"initrd\":null,\"kernel\":null,"
+        "\"exit_code\":0,\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\",\"initrd\":null,"
+        "\"kernel\":null,"
         "\"last_error\":null,\"last_operation\":null,\"memory_mib\":65536,\"name\":null,"
         "\"pid\":null,\"rootfs\":null,\"state\":\"Stopped\",\"state_changed_at\":null,"
         "\"vcpus\":64}");

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1895,12 +1896,16 @@ test_verb_lifecycle_usage(void **state)
     const char *rm[] = { "rm", "--help", NULL };
     expect_output(call_verb_lifecycle, &ctx, rm, 0,
                   "Usage: torpor rm [OPTIONS] NAME...\n"
+                  "       torpor rm --all [--force]\n"
                   "\n"
                   "Remove instances; prints each NAME removed. NAME is an instance\n"
-                  "name, id, or unique id prefix.\n"
+                  "name, id, or unique id prefix. --all removes every instance: on a\n"
+                  "terminal it asks first; otherwise it needs --force.\n"
                   "\n"
                   "Options:\n"
-                  "  -f, --force    remove even if its VMM runs (it is killed)\n"
+                  "  -f, --force    remove even if its VMM runs (it is killed); with --all, do not "
+                  "ask\n"
+                  "  -a, --all      remove every instance\n"
                   "  -h, --help     print this help\n",
                   "");
     const char *stop[] = { "stop", "-h", NULL };
@@ -2150,6 +2155,101 @@ test_attach_parse_head(void **state)
     assert_int_equal(attach_parse_head(badcl, strlen(badcl), &status, &cl, &head), -EPROTO);
 }
 
+/* kill -s: names with or without SIG in any case, and numbers; nothing else. */
+static void
+test_parse_signal(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    int sig = 0;
+    (void)state;
+
+    const struct {
+        const char *s;
+        int sig;
+    } ok[] = { { "KILL", SIGKILL },    { "SIGKILL", SIGKILL }, { "kill", SIGKILL },
+               { "sigterm", SIGTERM }, { "9", SIGKILL },       { "15", SIGTERM },
+               { "HUP", SIGHUP },      { "SIGUSR1", SIGUSR1 }, { "64", 64 } };
+    for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
+        assert_int_equal(cli_parse_signal(ok[i].s, &sig, &err), 0);
+        assert_int_equal(sig, ok[i].sig);
+    }
+    const char *bad[] = { "", "FOO", "SIG", "0", "65", "-9", "9x", "SIGSIGKILL", " 9" };
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        sig = 77;
+        assert_int_equal(cli_parse_signal(bad[i], &sig, &err), -EINVAL);
+        assert_int_equal(sig, 77);
+        tp_err_clear(&err);
+    }
+    assert_int_equal(cli_parse_signal("FOO", &sig, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "invalid signal: 'FOO'");
+
+    /* The parser takes HUP (a valid signal); the runner refuses it, without a request. */
+    struct kill_opts o;
+    const char *argv[] = { "kill", "web", "-s", "HUP", NULL };
+    assert_int_equal(cli_parse_kill(4, (char **)argv, &o, &err), 0);
+    assert_int_equal(o.signal, SIGHUP);
+    assert_int_equal(o.n_names, 1);
+    const char *dflt[] = { "kill", "web", NULL };
+    assert_int_equal(cli_parse_kill(2, (char **)dflt, &o, &err), 0);
+    assert_int_equal(o.signal, SIGKILL);
+}
+
+/* logs --tail: a number of lines (0 too) or "all". */
+static void
+test_parse_tail(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    int64_t n = 5;
+    (void)state;
+
+    assert_int_equal(cli_parse_tail("all", &n, &err), 0);
+    assert_int_equal(n, -1);
+    assert_int_equal(cli_parse_tail("0", &n, &err), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(cli_parse_tail("120", &n, &err), 0);
+    assert_int_equal(n, 120);
+    const char *bad[] = { "", "-1", "+3", "1k", "ALL", "99999999999999999999" };
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        assert_int_equal(cli_parse_tail(bad[i], &n, &err), -EINVAL);
+        tp_err_clear(&err);
+    }
+}
+
+/* rm --all's prompt: y or yes (any case) and nothing else. */
+static void
+test_rm_all_confirmed(void **state)
+{
+    (void)state;
+    assert_true(cli_rm_all_confirmed("y\n"));
+    assert_true(cli_rm_all_confirmed("Y"));
+    assert_true(cli_rm_all_confirmed("yes\n"));
+    assert_true(cli_rm_all_confirmed("YeS\r\n"));
+    assert_false(cli_rm_all_confirmed("\n"));
+    assert_false(cli_rm_all_confirmed("n\n"));
+    assert_false(cli_rm_all_confirmed("yess\n"));
+    assert_false(cli_rm_all_confirmed(" y\n"));
+}
+
+/* rm: --all excludes NAMEs; without it a NAME is needed. */
+static void
+test_parse_rm_all(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct lifecycle_opts o;
+    (void)state;
+
+    const char *all[] = { "rm", "-f", "--all", NULL };
+    assert_int_equal(cli_parse_lifecycle(3, (char **)all, &o, &err), 0);
+    assert_true(o.all && o.force);
+    assert_int_equal(o.n_names, 0);
+    const char *both[] = { "rm", "-a", "web", NULL };
+    assert_int_equal(cli_parse_lifecycle(3, (char **)both, &o, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "'rm --all' takes no NAME, got 'web'");
+    tp_err_clear(&err);
+    const char *stop_all[] = { "stop", "--all", NULL };
+    assert_int_equal(cli_parse_lifecycle(2, (char **)stop_all, &o, &err), -EINVAL);
+}
+
 int
 main(void)
 {
@@ -2192,6 +2292,10 @@ main(void)
         cmocka_unit_test(test_cmd_start_rm_requests),
         cmocka_unit_test(test_verb_lifecycle_usage),
         cmocka_unit_test(test_verb_help_everywhere),
+        cmocka_unit_test(test_parse_signal),
+        cmocka_unit_test(test_parse_tail),
+        cmocka_unit_test(test_rm_all_confirmed),
+        cmocka_unit_test(test_parse_rm_all),
         cmocka_unit_test(test_verb_rm_help_removes_nothing),
         cmocka_unit_test(test_verb_usage_errors),
         cmocka_unit_test(test_cmd_inspect_prints_everything),

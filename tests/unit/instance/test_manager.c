@@ -23,6 +23,7 @@
 
 #include "fake_driver.h"
 #include "hypervisor/driver.h"
+#include "instance/console.h"
 #include "instance/manager.h"
 #include "store/paths.h"
 #include "util/cleanup.h"
@@ -890,6 +891,44 @@ test_registry_add(void **state)
     assert_ptr_equal(hv_driver_find("fake-nosnap"), &drv_nosnap);
 }
 
+/* logs --tail: where the last N lines start, in a buffer and in a file read backwards in
+ * blocks (a file larger than one block puts lines across block edges). */
+static void
+test_tail_offset(void **state)
+{
+    (void)state;
+    const char *t = "a\nbb\nccc\n";
+    size_t n = strlen(t);
+    assert_int_equal(console_tail_offset_buf(t, n, 0), n);
+    assert_int_equal(console_tail_offset_buf(t, n, 1), 5);
+    assert_int_equal(console_tail_offset_buf(t, n, 2), 2);
+    assert_int_equal(console_tail_offset_buf(t, n, 3), 0);
+    assert_int_equal(console_tail_offset_buf(t, n, 99), 0);
+    /* A last line without its '\n' counts. */
+    assert_int_equal(console_tail_offset_buf("a\nbb", 4, 1), 2);
+    assert_int_equal(console_tail_offset_buf("", 0, 3), 0);
+    assert_int_equal(console_tail_offset_buf("\n\n", 2, 1), 1);
+
+    char path[] = "/tmp/torpor-tail-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    /* 200000 lines of "NNNNNN\n" (7 bytes): > 1 MiB, many 64 KiB blocks. */
+    size_t len = 200000 * 7;
+    char *buf = malloc(len);
+    for (size_t i = 0; i < 200000; i++)
+        snprintf(buf + i * 7, 8, "%06zu\n", i);
+    assert_int_equal(write(fd, buf, len), (ssize_t)len);
+    uint64_t lines[] = { 0, 1, 2, 9363, 9364, 9365, 150000, 199999, 200000, 300000 };
+    for (size_t k = 0; k < sizeof(lines) / sizeof(lines[0]); k++) {
+        uint64_t at = 77;
+        assert_int_equal(console_tail_offset(fd, lines[k], &at), 0);
+        assert_int_equal(at, console_tail_offset_buf(buf, len, lines[k]));
+    }
+    free(buf);
+    close(fd);
+}
+
 int
 main(void)
 {
@@ -900,6 +939,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_no_snapshot_cap, setup, teardown),
         cmocka_unit_test_setup_teardown(test_name_independence, setup, teardown),
         cmocka_unit_test(test_sources_name_no_hypervisor),
+        cmocka_unit_test(test_tail_offset),
         cmocka_unit_test_setup_teardown(test_standby_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_from_standby, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_cmd_too_long, setup, teardown),

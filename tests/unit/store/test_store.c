@@ -526,6 +526,7 @@ test_migrate_from_v1(void **state)
     r = record_new("3333333333333333", "old", 3);
     insert_ok(f->s, r);
     f->s = store_close(f->s);
+    raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN exit_code", NULL, 0);
     raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN op_data", NULL, 0);
     raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN op", NULL, 0);
     raw_exec(f->dir, "PRAGMA user_version = 1", NULL, 0);
@@ -537,6 +538,29 @@ test_migrate_from_v1(void **state)
     assert_int_equal(store_update(f->s, r, &err), 0);
     assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
     assert_string_equal(got->op, "standby");
+}
+
+/* Schema 2 -> 3 adds exit_code: old rows read 0, new values round-trip. */
+static void
+test_migrate_from_v2(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(inst_record_freep) struct inst_record *r = NULL, *got = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+    r = record_new("4444444444444444", "old2", 3);
+    insert_ok(f->s, r);
+    f->s = store_close(f->s);
+    raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN exit_code", NULL, 0);
+    raw_exec(f->dir, "PRAGMA user_version = 2", NULL, 0);
+    assert_int_equal(store_open(f->dir, &f->s, &err), 0);
+    assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
+    assert_int_equal(got->exit_code, 0);
+    got = inst_record_free(got);
+    r->exit_code = 137;
+    assert_int_equal(store_update(f->s, r, &err), 0);
+    assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
+    assert_int_equal(got->exit_code, 137);
 }
 
 static void
@@ -789,6 +813,7 @@ main(void)
         T(test_newer_schema_refused),
         T(test_op_journal),
         T(test_migrate_from_v1),
+        T(test_migrate_from_v2),
         T(test_concurrent_inserts),
         T(test_corrupt_rows),
         cmocka_unit_test(test_paths),

@@ -241,7 +241,7 @@ output_loop(struct exec_session *s)
                 return;
             if (p[2].revents & POLLIN) {
                 if (s->input_end == INPUT_BAD_FRAME)
-                    send_json(s, API_FRAME_ERROR, api_error_json("invalid", s->err_msg));
+                    send_json(s, API_FRAME_ERROR, api_error_json("invalid_argument", s->err_msg));
                 api_exec_hangup(s->x);
                 return;
             }

@@ -173,6 +173,7 @@ struct run_opts {
     bool no_agent;
     bool trace;
     char **cmd; /* NULL-terminated, NULL when none given */
+    bool detach, interactive, tty, rm;
     bool help;
 };
 int cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err);

@@ -1,4 +1,6 @@
-/* torpor run: create and start a microVM, print its id. */
+/* torpor run: create and start a microVM. With a CMD and without -d it runs in the foreground
+ * as docker's does: CMD attached to our stdio, the VM stopped (or with --rm removed) when CMD
+ * ends, and CMD's exit code ours. Otherwise the id is printed and the VM runs on. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -7,6 +9,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "client.h"
 #include "util/cleanup.h"
 #include "util/name.h"
 #include "util/xalloc.h"
@@ -28,16 +31,28 @@ enum {
     OPT_ACCEL,
     OPT_DISK_SIZE,
     OPT_NO_AGENT,
+    OPT_DETACH,
+    OPT_INTERACTIVE,
+    OPT_TTY,
+    OPT_RM,
     OPT_TRACE,
 };
 
+/* The embedded default guest, named as an image would be: `torpor run default -- CMD`. */
+#define RUN_DEFAULT_IMAGE "default"
+
 static const struct cli_syntax syntax = {
     .verb = "run",
-    .usage = "Usage: torpor run [OPTIONS] [--] [CMD [ARGS...]]\n"
+    .usage = "Usage: torpor run [OPTIONS] [default] [--] [CMD [ARGS...]]\n"
              "\n"
-             "Create and start a microVM; prints its id on stdout. Options end at CMD.\n"
-             "Sizes are MiB, or take a unit: 512M, 2G.\n",
+             "Create and start a microVM of the default guest. With CMD, torpor runs it in the\n"
+             "foreground: CMD's output on stdout and stderr, torpor's exit code CMD's, and the VM\n"
+             "stopped when CMD ends (removed with --rm). With -d, or without CMD, the VM runs on\n"
+             "and its id is printed (a CMD then runs at boot, its output on the console).\n"
+             "Options end at CMD. Sizes are MiB, or take a unit: 512M, 2G.\n",
     .operands = CLI_OPERANDS_CMD,
+    /* As exec: a usage error must not pass for CMD's own exit code 2 (docker run says 125). */
+    .usage_exit = CLI_EXIT_EXEC_DAEMON,
     .flags = {
         [OPT_NAME] = { "name", 0, "instance name ([a-z0-9][a-z0-9-]*)", "NAME" },
         [OPT_MEMORY] = { "memory", 'm', "guest memory, 64M to 64G", "SIZE" },
@@ -50,6 +65,10 @@ static const struct cli_syntax syntax = {
         [OPT_DISK_SIZE] = { "disk-size", 0, "size of the root disk built from a directory",
                             "SIZE" },
         [OPT_NO_AGENT] = { "no-agent", 0, "run without the guest agent: no exec", NULL },
+        [OPT_DETACH] = { "detach", 'd', "run in the background and print the id", NULL },
+        [OPT_INTERACTIVE] = { "interactive", 'i', "keep stdin attached to CMD", NULL },
+        [OPT_TTY] = { "tty", 't', "run CMD on a pseudo-terminal", NULL },
+        [OPT_RM] = { "rm", 0, "remove the VM when CMD ends", NULL },
         [OPT_TRACE] = CLI_FLAG_TRACE,
     },
 };
@@ -158,15 +177,43 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
     }
     o.no_agent = a.flags & (1u << OPT_NO_AGENT);
     o.trace = a.flags & (1u << OPT_TRACE);
-    if (a.n_operands > 0) {
-        o.cmd = xnew(char *, a.n_operands + 1);
-        for (size_t i = 0; i < a.n_operands; i++) {
-            _cleanup_free_ char *what = xasprintf("argument %zu of CMD", i + 1);
-            if (cli_check_utf8(what, a.operands[i], err) < 0)
-                return -EINVAL;
-            o.cmd[i] = xstrdup(a.operands[i]);
+    o.detach = a.flags & (1u << OPT_DETACH);
+    o.interactive = a.flags & (1u << OPT_INTERACTIVE);
+    o.tty = a.flags & (1u << OPT_TTY);
+    o.rm = a.flags & (1u << OPT_RM);
+    char *const *ops = a.operands;
+    size_t n_ops = a.n_operands;
+    if (n_ops > 0 && strcmp(ops[0], RUN_DEFAULT_IMAGE) == 0) {
+        ops++;
+        n_ops--;
+        /* Options ended at the image, so a "--" after it is still the separator. */
+        if (n_ops > 0 && strcmp(ops[0], "--") == 0) {
+            ops++;
+            n_ops--;
         }
     }
+    if (n_ops > 0) {
+        o.cmd = xnew(char *, n_ops + 1);
+        for (size_t i = 0; i < n_ops; i++) {
+            _cleanup_free_ char *what = xasprintf("argument %zu of CMD", i + 1);
+            if (cli_check_utf8(what, ops[i], err) < 0)
+                return -EINVAL;
+            o.cmd[i] = xstrdup(ops[i]);
+        }
+    }
+    bool foreground = o.cmd && !o.detach;
+    if ((o.interactive || o.tty) && !foreground)
+        return tp_err_set(err, -EINVAL,
+                          "options '--interactive' and '--tty' attach to CMD: they "
+                          "need a CMD and no '--detach'");
+    if (o.rm && !foreground)
+        return tp_err_set(err, -EINVAL,
+                          "option '--rm' removes the VM when CMD ends: it needs a CMD in the "
+                          "foreground (without '--detach', remove with 'torpor rm -f')");
+    if (foreground && o.no_agent)
+        return tp_err_set(err, -EINVAL,
+                          "a CMD in the foreground runs through the guest agent: use '--detach' "
+                          "with '--no-agent'");
     *ret = o;
     o = (struct run_opts){ 0 }; /* moved to ret */
     return 0;
@@ -206,22 +253,53 @@ run_body(const struct run_opts *o)
     return b;
 }
 
+/* CMD attached, then the VM stopped or removed; CMD's exit code (125 when torpor failed). */
+static int
+run_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *id)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct exec_opts eo = {
+        .name = (char *)id,
+        .cmd = o->cmd,
+        .interactive = o->interactive,
+        .tty = o->tty,
+    };
+    int rc = cli_cmd_exec(ctx, &eo);
+    _cleanup_free_ char *path = client_instance_path(id, o->rm ? "?force=true" : "/stop");
+
+    /* As docker's container ends with its main process. */
+    int r = client_call(ctx->socket, o->rm ? "DELETE" : "POST", path, NULL, NULL, &err);
+    if (r < 0 && r != -ENOENT)
+        cli_error("%s", tp_err_msg(&err));
+    return rc;
+}
+
 int
 cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
 {
+    bool foreground = o->cmd && !o->detach;
     json_t *body = run_body(o), *inst = NULL;
     const char *id;
     int r;
 
+    if (foreground) /* CMD is exec'd once the VM is up, not started at boot */
+        json_object_del(body, "cmd");
     r = cli_call(ctx, "POST", "/v1/instances", body, &inst);
     json_decref(body);
     if (r < 0)
-        return CLI_EXIT_FAIL;
+        return foreground ? CLI_EXIT_EXEC_DAEMON : CLI_EXIT_FAIL;
     id = json_string_value(json_object_get(inst, "id"));
     if (!id) {
         json_decref(inst);
         cli_error("torpord's reply has no instance id");
-        return CLI_EXIT_FAIL;
+        return foreground ? CLI_EXIT_EXEC_DAEMON : CLI_EXIT_FAIL;
+    }
+    if (foreground) {
+        _cleanup_free_ char *own = xstrdup(id);
+        if (o->trace)
+            cli_print_trace(inst);
+        json_decref(inst);
+        return run_foreground(ctx, o, own);
     }
     printf("%s\n", id);
     fflush(stdout);

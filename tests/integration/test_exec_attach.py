@@ -176,6 +176,43 @@ class Attach(harness.DaemonTest):
             os.close(slave)
 
 
+class RunForeground(harness.DaemonTest):
+    """`run CMD` as docker's: CMD attached, its exit code ours, the VM stopped or removed."""
+
+    def names(self):
+        _, body = self.d.request("GET", "/v1/instances?all=true")
+        return {i["name"]: i["state"] for i in body["instances"]}
+
+    def test_exit_code_and_output_then_stopped(self):
+        p = self.d.cli("run", "--name", "fg1", "--", "sh", "-c", "echo hi; echo e >&2; exit 4",
+                       check=False)
+        self.assertEqual((p.returncode, p.stdout, p.stderr), (4, b"hi\n", b"e\n"))
+        self.assertEqual(self.names().get("fg1"), "Stopped")
+
+    def test_rm_and_stdin(self):
+        p = self.d.cli("run", "--rm", "-i", "--name", "fg2", "default", "--", "cat",
+                       input=b"through stdin")
+        self.assertEqual(p.stdout, b"through stdin")
+        self.assertNotIn("fg2", self.names())
+
+    def test_missing_command_127_and_removed(self):
+        p = self.d.cli("run", "--rm", "--name", "fg3", "default", "no-such-cmd", check=False)
+        self.assertEqual(p.returncode, 127, p.stderr)
+        self.assertNotIn("fg3", self.names())
+
+    def test_detach_prints_the_id(self):
+        p = self.d.cli("run", "-d", "--name", "fg4", "--", "true")
+        self.assertRegex(p.stdout.decode(), r"^[0-9a-f]{16}\n$")
+        self.assertEqual(self.names().get("fg4"), "Running")
+        self.d.cli("rm", "-f", "fg4")
+
+    def test_usage_errors_are_125(self):
+        for args in (("--rm",), ("-d", "--rm", "--", "true"), ("-it",), ("--bogus", "--", "true")):
+            p = self.d.cli("run", *args, check=False)
+            self.assertEqual(p.returncode, 125, (args, p.stderr))
+        self.assertEqual(self.names().keys() - {"fg1"}, set())
+
+
 class Cut(harness.DaemonTest):
     """A session cut because the instance went away says why, with 137 or 125, never 126."""
 

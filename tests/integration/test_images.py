@@ -70,7 +70,9 @@ class Images(harness.DaemonTest):
         self.assertEqual(dump.stdout, b"from-an-image\n")
 
     def test_command_runs_on_console(self):
-        self.d.cli("run", "--name", "withcmd", "--", "sh", "-c", "echo hello from the command")
+        # -d: a CMD then runs at boot (without it, run would run CMD in the foreground).
+        self.d.cli("run", "-d", "--name", "withcmd", "--", "sh", "-c",
+                   "echo hello from the command")
         st, inst = self.d.request("GET", "/v1/instances/withcmd")
         self.assertEqual(inst["cmd"], ["sh", "-c", "echo hello from the command"])
         # The agent reports ready before the command runs: follow the log until the line shows.

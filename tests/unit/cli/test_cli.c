@@ -65,6 +65,7 @@ test_run_every_option(void **state)
                            "512",
                            "--no-agent",
                            "--trace",
+                           "-d",
                            "true",
                            NULL };
     struct run_opts o = { 0 };
@@ -2020,7 +2021,7 @@ test_verb_usage_errors(void **state)
     expect_output(call_verb, &ctx, exec2, CLI_EXIT_EXEC_DAEMON, "",
                   "torpor: 'exec' needs a CMD to run in 'web'\nSee 'torpor exec --help'.\n");
     const char *run[] = { "run", "-m", "1", NULL };
-    expect_output(call_verb, &ctx, run, CLI_EXIT_USAGE, "",
+    expect_output(call_verb, &ctx, run, CLI_EXIT_EXEC_DAEMON, "",
                   "torpor: option '--memory' expects a size from 64M to 64G, not '1'\n"
                   "See 'torpor run --help'.\n");
     const char *fork[] = { "fork", "--name", "a", "web", "--count", "2", NULL };

@@ -287,12 +287,12 @@ cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
     r = cli_call(ctx, "POST", "/v1/instances", body, &inst);
     json_decref(body);
     if (r < 0)
-        return foreground ? CLI_EXIT_EXEC_DAEMON : CLI_EXIT_FAIL;
+        return CLI_EXIT_EXEC_DAEMON; /* docker run: 125 when the daemon refuses */
     id = json_string_value(json_object_get(inst, "id"));
     if (!id) {
         json_decref(inst);
         cli_error("torpord's reply has no instance id");
-        return foreground ? CLI_EXIT_EXEC_DAEMON : CLI_EXIT_FAIL;
+        return CLI_EXIT_EXEC_DAEMON; /* docker run: 125 when the daemon refuses */
     }
     if (foreground) {
         _cleanup_free_ char *own = xstrdup(id);

@@ -255,6 +255,14 @@ parse_check_operands(const struct cli_syntax *syn, const struct cli_args *a, str
                               a->operands[0]);
         break;
     }
+    /* An empty NAME would reach torpord as the collection's path ("inspect ''"). */
+    size_t n_names = syn->operands == CLI_OPERANDS_NAME_CMD ? 1
+                     : syn->operands == CLI_OPERANDS_CMD || syn->operands == CLI_OPERANDS_NONE
+                         ? 0
+                         : a->n_operands;
+    for (size_t i = 0; i < n_names && i < a->n_operands; i++)
+        if (!a->operands[i][0])
+            return tp_err_set(err, -EINVAL, "an empty NAME names no instance");
     return 0;
 }
 

@@ -507,8 +507,10 @@ store_insert(struct store *s, const struct inst_record *r, struct tp_err *err)
     if (k < 0)
         return wrap(err, k, "insert instance '%s'", r->name);
     if (k > 0)
-        return tp_err_set(err, -EEXIST, "insert instance: name '%s' is already taken by %s",
-                          r->name, other);
+        return tp_err_set(err, -EEXIST,
+                          "the name '%s' is already in use by instance %.12s: remove it (torpor "
+                          "rm %s) or choose another name",
+                          r->name, other, r->name);
     /* Names and ids share one namespace of refs, where an exact id wins: a name equal to an
      * id would never resolve to its own instance, and an id equal to a name would take the
      * name over from its instance. */

@@ -206,6 +206,17 @@ class RunForeground(harness.DaemonTest):
         self.assertEqual(self.names().get("fg4"), "Running")
         self.d.cli("rm", "-f", "fg4")
 
+    def test_name_in_use_is_125_and_says_what_to_do(self):
+        self.d.cli("run", "-d", "--name", "fg5")
+        p = self.d.cli("run", "-d", "--name", "fg5", check=False)
+        self.assertEqual(p.returncode, 125)
+        self.assertIn(b"already in use", p.stderr)
+        self.assertIn(b"torpor rm fg5", p.stderr)
+        p = self.d.cli("inspect", "", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"empty NAME", p.stderr)
+        self.d.cli("rm", "-f", "fg5")
+
     def test_usage_errors_are_125(self):
         for args in (("--rm",), ("-d", "--rm", "--", "true"), ("-it",), ("--bogus", "--", "true")):
             p = self.d.cli("run", *args, check=False)

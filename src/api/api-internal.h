@@ -26,7 +26,23 @@ struct api_req {
     bool too_large; /* the upload passed API_BODY_MAX: the rest is discarded */
     bool replied;   /* a response is queued */
     bool stream;    /* holds one of the server's API_STREAM_LIMIT stream slots */
+    void *upload;   /* a streamed upload's state (api_upload_ops), NULL otherwise */
 };
+
+/* A route whose request body is streamed to a handler instead of gathered (no API_BODY_MAX):
+ * begin() on the first call (it may reply, e.g. with an error: then the body is dropped), data()
+ * for each piece while no reply is queued, end() once the body is complete, and release() when
+ * the request is over, whatever happened (req->upload may be NULL by then). */
+struct api_upload_ops {
+    enum MHD_Result (*begin)(struct api_req *req);
+    enum MHD_Result (*data)(struct api_req *req, const char *data, size_t len);
+    enum MHD_Result (*end)(struct api_req *req);
+    void (*release)(struct api_req *req);
+};
+extern const struct api_upload_ops api_archive_put_ops;
+
+/* A query parameter's value (MHD's, valid during the request), NULL when absent. */
+const char *api_req_query(struct api_req *req, const char *key);
 
 /* Handlers queue exactly one response through the helpers below and return their result. */
 typedef enum MHD_Result (*api_handler_fn)(struct api_req *req);
@@ -101,3 +117,5 @@ enum MHD_Result api_h_fork(struct api_req *req);
 enum MHD_Result api_h_pause(struct api_req *req);
 enum MHD_Result api_h_unpause(struct api_req *req);
 enum MHD_Result api_h_kill(struct api_req *req);
+enum MHD_Result api_h_archive_get(struct api_req *req);
+enum MHD_Result api_h_stat(struct api_req *req);

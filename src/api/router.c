@@ -43,6 +43,17 @@ static const struct {
     { API_ROUTE_PAUSE, "POST", { "v1", "instances", PARAM, "pause" }, { NULL }, "pause" },
     { API_ROUTE_UNPAUSE, "POST", { "v1", "instances", PARAM, "unpause" }, { NULL }, "unpause" },
     { API_ROUTE_KILL, "POST", { "v1", "instances", PARAM, "kill" }, { NULL }, "kill" },
+    { API_ROUTE_ARCHIVE_GET,
+      "GET",
+      { "v1", "instances", PARAM, "archive" },
+      { "path", NULL },
+      "archive_get" },
+    { API_ROUTE_ARCHIVE_PUT,
+      "PUT",
+      { "v1", "instances", PARAM, "archive" },
+      { "path", NULL },
+      "archive_put" },
+    { API_ROUTE_STAT, "GET", { "v1", "instances", PARAM, "stat" }, { "path", NULL }, "stat" },
 };
 
 struct path_segs {

@@ -26,6 +26,9 @@ enum api_route {
     API_ROUTE_PAUSE,        /* POST   /v1/instances/{ref}/pause */
     API_ROUTE_UNPAUSE,      /* POST   /v1/instances/{ref}/unpause */
     API_ROUTE_KILL,         /* POST   /v1/instances/{ref}/kill */
+    API_ROUTE_ARCHIVE_GET,  /* GET    /v1/instances/{ref}/archive?path= */
+    API_ROUTE_ARCHIVE_PUT,  /* PUT    /v1/instances/{ref}/archive?path= */
+    API_ROUTE_STAT,         /* GET    /v1/instances/{ref}/stat?path= */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

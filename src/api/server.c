@@ -60,8 +60,21 @@ static const api_handler_fn handlers[_API_ROUTE_MAX] = {
     [API_ROUTE_WAIT] = api_h_wait,       [API_ROUTE_STANDBY] = api_h_standby,
     [API_ROUTE_RESTORE] = api_h_restore, [API_ROUTE_FORK] = api_h_fork,
     [API_ROUTE_PAUSE] = api_h_pause,     [API_ROUTE_UNPAUSE] = api_h_unpause,
-    [API_ROUTE_KILL] = api_h_kill,
+    [API_ROUTE_KILL] = api_h_kill,       [API_ROUTE_ARCHIVE_GET] = api_h_archive_get,
+    [API_ROUTE_STAT] = api_h_stat,
 };
+
+static const struct api_upload_ops *const uploads[_API_ROUTE_MAX] = {
+    [API_ROUTE_ARCHIVE_PUT] = &api_archive_put_ops,
+};
+
+/* The upload handlers of req's route; NULL for a gathered body or an unmatched request. */
+static const struct api_upload_ops *
+upload_ops(const struct api_req *req)
+{
+    int r = (int)req->match.route;
+    return r >= 0 && r < _API_ROUTE_MAX ? uploads[r] : NULL;
+}
 
 static struct MHD_Response *
 response_from_text(char *text)
@@ -246,6 +259,12 @@ api_req_query_bool(struct api_req *req, const char *key, bool *ret, struct tp_er
     return api_query_bool(key, value, ret, err);
 }
 
+const char *
+api_req_query(struct api_req *req, const char *key)
+{
+    return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, key);
+}
+
 int
 api_req_client_fd(struct api_req *req)
 {
@@ -324,7 +343,7 @@ request_begin(struct api_req *req, enum MHD_Result *res)
     /* Refuse an announced oversize body before reading any of it (and before MHD would send
      * "100 Continue"). Chunked uploads are caught while accumulating. */
     cl = MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
+    if (cl && !upload_ops(req)) {
         char *end = NULL;
         errno = 0;
         unsigned long long n = strtoull(cl, &end, 10);
@@ -379,10 +398,22 @@ on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *
         log_debug("api: %s %s: begin", method, req->path);
         if (draining)
             return api_reply_error(req, -ESHUTDOWN, "torpord is shutting down");
-        request_begin(req, &res);
+        if (!request_begin(req, &res) && upload_ops(req)) {
+            /* No idle timeout while a handler may block on the guest taking the data. */
+            MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
+            res = upload_ops(req)->begin(req);
+        }
         return res;
     }
 
+    const struct api_upload_ops *up = upload_ops(req);
+    if (up) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (req->replied)
+            return MHD_YES; /* refused or failed: the rest is dropped, MHD closes after */
+        return n > 0 ? up->data(req, upload_data, n) : up->end(req);
+    }
     if (*upload_data_size > 0) {
         /* A response is already queued (or the body is over the limit): drop the data
          * without keeping it, MHD closes the connection after replying. */
@@ -413,6 +444,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
     if (!req)
         return;
+    if (upload_ops(req))
+        upload_ops(req)->release(req);
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         log_debug("api: %s %s ended early (reason %d)", req->method, req->path, (int)toe);
     struct api_server *s = req->srv;

@@ -1,0 +1,325 @@
+/* Files in and out of a guest, as docker's archive API: GET .../archive?path=P streams a tar
+ * of P (the agent's tar-out built-in), PUT .../archive?path=DIR extracts the tar in the body
+ * under DIR (tar-in, fed as the body arrives), GET .../stat?path=P describes P (stat). The
+ * built-ins run through the agent like any exec, so this works on guests without a tar. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api-internal.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/macro.h"
+#include "util/xalloc.h"
+
+#define ARCHIVE_BLOCK       (64u * 1024u)
+#define BUILTIN_MSG_MAX     1024u  /* stderr kept for the error message */
+#define BUILTIN_FIRST_MS    30000  /* tar-out's first output, stat's answer */
+#define BUILTIN_FINISH_MS   120000 /* tar-in's exit once the body is complete */
+#define BUILTIN_EXIT_ABSENT 2      /* the built-ins' "no such path" (agent_proto.h) */
+
+/* What a built-in said on stderr (bounded) and how it ended. */
+struct builtin_run {
+    struct agent_exec *x;
+    char msg[BUILTIN_MSG_MAX];
+    size_t msg_len;
+    bool exited;
+    int code;
+};
+
+static void
+msg_append(struct builtin_run *b, const char *data, size_t len)
+{
+    size_t n = MIN(len, sizeof(b->msg) - 1 - b->msg_len);
+    memcpy(b->msg + b->msg_len, data, n);
+    b->msg_len += n;
+    b->msg[b->msg_len] = '\0';
+}
+
+/* The message without its trailing newline, or what to say without one. */
+static const char *
+msg_text(struct builtin_run *b, const char *fallback)
+{
+    while (b->msg_len && (b->msg[b->msg_len - 1] == '\n' || b->msg[b->msg_len - 1] == '\r'))
+        b->msg[--b->msg_len] = '\0';
+    return b->msg_len ? b->msg : fallback;
+}
+
+/* The status of a built-in's failure: its exit code 2 says the path is not there. */
+static enum MHD_Result
+reply_builtin_failure(struct api_req *req, struct builtin_run *b, const char *what)
+{
+    _cleanup_free_ char *m = xasprintf("%s: %s", what, msg_text(b, "failed"));
+    int r = -EIO;
+
+    if (b->code == BUILTIN_EXIT_ABSENT)
+        r = -ENOENT;
+    else if (strstr(b->msg, "No space left"))
+        r = -ENOSPC;
+    else if (strstr(b->msg, "refus") || strstr(b->msg, "malformed") || strstr(b->msg, "truncated"))
+        r = -EINVAL;
+    return api_reply_error(req, r, m);
+}
+
+/* Take every event queued now (timeout 0) or wait up to timeout_ms for one; stdout goes to
+ * out (may be NULL: dropped). Returns 0, -ETIMEDOUT, or the connection's error. */
+static int
+builtin_pump(struct builtin_run *b, int timeout_ms, char **out, size_t *out_len,
+             struct tp_err *err)
+{
+    for (int t = timeout_ms;; t = 0) {
+        struct agent_event ev = { 0 };
+        int r = agent_exec_next(b->x, &ev, t, err);
+        if (r < 0)
+            return r == -ETIMEDOUT && t == 0 && t != timeout_ms ? 0 : r;
+        if (ev.type == AGENT_EV_EXIT) {
+            b->exited = true;
+            b->code = ev.exit_code;
+            return 0;
+        }
+        if (ev.type == AGENT_EV_STDERR) {
+            msg_append(b, ev.data, ev.len);
+        } else if (out && ev.len) {
+            *out = xrealloc(*out, *out_len + ev.len);
+            memcpy(*out + *out_len, ev.data, ev.len);
+            *out_len += ev.len;
+        }
+        free(ev.data);
+        if (out && *out_len)
+            return 0; /* output to hand on */
+    }
+}
+
+/* "path" must be absolute; starts builtin[0] on it (argv: name, path). */
+static int
+builtin_start(struct api_req *req, const char *name, bool stdin_open, struct builtin_run *b,
+              struct tp_err *err)
+{
+    const char *path = api_req_query(req, "path");
+    _cleanup_(inst_record_freep) struct inst_record *rec = NULL;
+
+    if (!path || path[0] != '/')
+        return tp_err_set(err, -EINVAL, "query parameter 'path' must be an absolute path in "
+                                        "the guest");
+    if (strlen(path) > 4096)
+        return tp_err_set(err, -EINVAL, "query parameter 'path' is longer than 4096 bytes");
+    int r = inst_get(req->m, req->match.ref, &rec, err);
+    if (r < 0)
+        return r;
+    char *argv[] = { (char *)name, (char *)path, NULL };
+    struct agent_exec_req er = { .argv = argv, .builtin = true, .stdin_open = stdin_open };
+    *b = (struct builtin_run){ 0 };
+    return inst_exec_start(req->m, rec->id, &er, &b->x, err);
+}
+
+/* ---- GET archive ------------------------------------------------------------------------- */
+
+struct archive_out {
+    struct builtin_run b;
+    char *buf; /* tar bytes not yet handed to MHD */
+    size_t len, off;
+    int client_fd;
+    int stop_fd;
+    bool client_gone;
+};
+
+static ssize_t
+archive_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct archive_out *a = cls;
+
+    while (a->off == a->len) {
+        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+        free(a->buf);
+        a->buf = NULL;
+        a->len = a->off = 0;
+        if (a->b.exited) {
+            if (a->b.code == 0)
+                return MHD_CONTENT_READER_END_OF_STREAM;
+            /* Cut without the tar's end blocks: the client sees a truncated archive. */
+            log_warn("api: archive: tar-out failed: %s", msg_text(&a->b, "no message"));
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        int r = builtin_pump(&a->b, 0, &a->buf, &a->len, &err);
+        if (r == -ETIMEDOUT) {
+            struct pollfd p[3] = {
+                { .fd = agent_exec_fd(a->b.x), .events = POLLIN },
+                { .fd = a->stop_fd, .events = POLLIN },
+                { .fd = a->client_fd, .events = POLLRDHUP },
+            };
+            if (poll(p, 3, -1) < 0 && errno != EINTR)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            if (api_client_gone(a->client_fd)) {
+                a->client_gone = true;
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            if (p[1].revents & POLLIN)
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            agent_exec_fd_drain(a->b.x);
+            continue;
+        }
+        if (r < 0) {
+            log_warn("api: archive: %s", tp_err_msg(&err));
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+    }
+    size_t n = MIN(max, a->len - a->off);
+    memcpy(buf, a->buf + a->off, n);
+    a->off += n;
+    return (ssize_t)n;
+}
+
+static void
+archive_out_free(void *cls)
+{
+    struct archive_out *a = cls;
+
+    if (!a->b.exited && a->client_gone)
+        api_exec_hangup(a->b.x);
+    agent_exec_free(a->b.x);
+    free(a->buf);
+    free(a);
+}
+
+enum MHD_Result
+api_h_archive_get(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct archive_out *a = xnew(struct archive_out, 1);
+    int r = api_stream_acquire(req, &err);
+
+    if (r >= 0)
+        r = builtin_start(req, "tar-out", false, &a->b, &err);
+    /* The status goes out with the first bytes: wait for them, or for the failure. */
+    if (r >= 0)
+        r = builtin_pump(&a->b, BUILTIN_FIRST_MS, &a->buf, &a->len, &err);
+    if (r < 0) {
+        archive_out_free(a);
+        return api_reply_tp_err(req, &err);
+    }
+    if (a->b.exited && a->b.code != 0) {
+        enum MHD_Result res = reply_builtin_failure(req, &a->b, "copy from the guest");
+        archive_out_free(a);
+        return res;
+    }
+    a->client_fd = api_req_client_fd(req);
+    a->stop_fd = api_req_stop_fd(req);
+    struct MHD_Response *resp = MHD_create_response_from_callback(
+        MHD_SIZE_UNKNOWN, ARCHIVE_BLOCK, archive_reader, a, archive_out_free);
+    if (!resp) {
+        archive_out_free(a);
+        return api_reply_error(req, -ENOMEM, "create archive response");
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-tar");
+    return api_reply_stream(req, resp);
+}
+
+/* ---- GET stat ---------------------------------------------------------------------------- */
+
+enum MHD_Result
+api_h_stat(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    _cleanup_free_ char *out = NULL;
+    struct builtin_run b;
+    size_t out_len = 0;
+    int r = builtin_start(req, "stat", false, &b, &err);
+
+    while (r >= 0 && !b.exited)
+        r = builtin_pump(&b, BUILTIN_FIRST_MS, &out, &out_len, &err);
+    agent_exec_free(b.x);
+    if (r < 0)
+        return api_reply_tp_err(req, &err);
+    if (b.code != 0)
+        return reply_builtin_failure(req, &b, "stat in the guest");
+    /* "TYPE MODE SIZE\n" (agent_proto.h) */
+    char type[16];
+    unsigned mode;
+    unsigned long long size;
+    out = xrealloc(out, out_len + 1);
+    out[out_len] = '\0';
+    if (sscanf(out, "%15s %o %llu", type, &mode, &size) != 3)
+        return api_reply_error(req, -EPROTO, "the guest agent's stat answer is malformed");
+    const char *path = api_req_query(req, "path");
+    const char *slash = strrchr(path, '/');
+    const char *name = slash && slash[1] ? slash + 1 : path;
+    return api_reply_json(req, 200,
+                          json_pack("{s:s, s:s, s:s, s:i, s:I}", "path", path, "name", name,
+                                    "type", type, "mode", (int)mode, "size", (json_int_t)size));
+}
+
+/* ---- PUT archive ------------------------------------------------------------------------- */
+
+static enum MHD_Result
+put_begin(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct builtin_run *b = xnew(struct builtin_run, 1);
+    int r = builtin_start(req, "tar-in", true, b, &err);
+
+    if (r < 0) {
+        free(b);
+        return api_reply_tp_err(req, &err);
+    }
+    req->upload = b;
+    return MHD_YES;
+}
+
+static enum MHD_Result
+put_data(struct api_req *req, const char *data, size_t len)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct builtin_run *b = req->upload;
+
+    /* Collect stderr (and a failure) as it comes: tar-in stops at its first error. */
+    int r = builtin_pump(b, 0, NULL, NULL, &err);
+    if (r < 0 && r != -ETIMEDOUT)
+        return api_reply_tp_err(req, &err);
+    if (b->exited)
+        return b->code == 0
+                   ? api_reply_error(req, -EINVAL, "the archive ended before the request body")
+                   : reply_builtin_failure(req, b, "copy into the guest");
+    if (agent_exec_stdin(b->x, data, len, &err) < 0)
+        return api_reply_tp_err(req, &err);
+    return MHD_YES;
+}
+
+static enum MHD_Result
+put_end(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct builtin_run *b = req->upload;
+    int r = 0;
+
+    if (!b->exited)
+        r = agent_exec_stdin(b->x, NULL, 0, &err);
+    while (r >= 0 && !b->exited)
+        r = builtin_pump(b, BUILTIN_FINISH_MS, NULL, NULL, &err);
+    if (r < 0)
+        return api_reply_tp_err(req, &err);
+    if (b->code != 0)
+        return reply_builtin_failure(req, b, "copy into the guest");
+    return api_reply_json(req, 200, json_object());
+}
+
+static void
+put_release(struct api_req *req)
+{
+    struct builtin_run *b = req->upload;
+
+    if (!b)
+        return;
+    if (!b->exited)
+        api_exec_hangup(b->x); /* the client left mid-body: no half archive goes on */
+    agent_exec_free(b->x);
+    free(b);
+    req->upload = NULL;
+}
+
+const struct api_upload_ops api_archive_put_ops = {
+    .begin = put_begin,
+    .data = put_data,
+    .end = put_end,
+    .release = put_release,
+};

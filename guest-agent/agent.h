@@ -108,6 +108,7 @@ struct exec {
     int in_fd;   /* write end of stdin, -1 once closed */
     int out_fd;  /* read ends of stdout/stderr, -1 after EOF */
     int err_fd;
+    bool tty_hup; /* no process holds the terminal now: out_fd waits for the reap, unpolled */
     bool reaped;
     int code;       /* exit code or 128+signal, valid once reaped */
     uint8_t *inbuf; /* stdin bytes not yet accepted by the pipe */

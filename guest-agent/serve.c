@@ -594,6 +594,12 @@ pump_output(struct srv *s, struct exec *x, int *fd, uint16_t type)
     ssize_t n = read(*fd, io_buf, sizeof(io_buf));
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
+    if (n <= 0 && x->tty) {
+        /* Closing the master now would hang up the terminal and SIGHUP a command that is still
+         * exiting: keep it until the reap (finish_execs()). */
+        x->tty_hup = true;
+        return;
+    }
     if (n <= 0) {
         close(*fd);
         *fd = -1;
@@ -810,7 +816,7 @@ loop(struct srv *s)
         for (struct exec *x = s->execs; x; x = x->next) {
             /* Output of an orphaned exec is discarded, so it never waits for the queue. */
             bool may_read = !out_full || !x->id;
-            if (x->out_fd >= 0 && may_read) {
+            if (x->out_fd >= 0 && may_read && !x->tty_hup) {
                 pfd[n] = (struct pollfd){ .fd = x->out_fd, .events = POLLIN };
                 slot[n++] = (struct slot){ SLOT_OUT, x };
             }

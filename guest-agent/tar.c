@@ -43,6 +43,9 @@ take_str(char **p)
     return s;
 }
 
+static int rd_fail(struct tar_reader *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 static int
 rd_fail(struct tar_reader *r, int code, const char *fmt, ...)
 {
@@ -494,6 +497,8 @@ struct tar_out {
     size_t len;
     uint8_t buf[CHUNK];
 };
+
+static void say(int err_fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void
 say(int err_fd, const char *fmt, ...)

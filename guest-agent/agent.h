@@ -36,15 +36,54 @@ bool uevent_wait(uevent_check_fn check, void *userdata, int timeout_ms);
 /* The /dev path of the virtio-serial port named `name` (malloc'd), or NULL if not there yet. */
 char *port_find(const char *name);
 
-/* env.c: the environment commands start with. */
+/* user.c: who a command runs as (docker's -u), from the guest's passwd and group files. */
+#define USER_HOME_MAX 4096
+struct user_pw { /* one passwd line; the strings point into the parsed line */
+    const char *name;
+    uid_t uid;
+    gid_t gid;
+    const char *home;
+};
+struct user_gr { /* one group line; the strings point into the parsed line */
+    const char *name;
+    gid_t gid;
+    const char *members; /* "a,b,c" */
+};
+struct user {
+    uid_t uid;
+    gid_t gid;
+    char name[256]; /* "" for a uid without a passwd entry */
+    char home[USER_HOME_MAX];
+    bool set_groups; /* replace the supplementary groups with groups[] (possibly none) */
+    gid_t *groups;   /* malloc'd */
+    size_t ngroups;
+};
+/* Parse one line (modified in place: ':' and '\n' become NULs): 0 or -EINVAL for comments,
+ * short lines and ids that are not plain decimal numbers. */
+int user_passwd_parse(char *line, struct user_pw *ret);
+int user_group_parse(char *line, struct user_gr *ret);
+/* True when the comma-separated member list names name exactly. */
+bool user_group_has_member(const char *members, const char *name);
 /* The home directory of uid in the passwd file at passwd_path, into buf (size bytes): true when
- * an entry was found and fits. */
+ * the first entry for uid has one and it fits. */
 bool env_passwd_home(const char *passwd_path, uid_t uid, char *buf, size_t size);
-/* env (NULL = none) plus, for each of them env lacks, HOME (uid's from passwd_path; /root for
- * uid 0 without an entry, else /), AGENT_DEFAULT_PATH and HOSTNAME (the kernel's). Nothing else
- * is added (no TERM). One malloc'd block for free(); the strings of env are borrowed, not
- * copied. NULL when out of memory. */
-char **env_build(char *const *env, uid_t uid, const char *passwd_path);
+/* HOME for uid: its passwd entry's, else /root for uid 0 and / for anyone else. */
+void user_home(uid_t uid, const char *passwd_path, char *buf, size_t size);
+/* Resolve spec "USER|UID[:GROUP|GID]" as docker does: the first passwd entry whose name or uid
+ * matches; a uid without an entry runs as is (gid 0, home /). Without GROUP the user's primary
+ * group plus every group listing the user as a member; with GROUP that group alone. Returns 0
+ * with *ret filled (user_release() it), or -errno with msg set: -EINVAL (malformed spec), -ESRCH
+ * (unknown name: "unable to find user NAME: no matching entries in passwd file", likewise for
+ * a group). */
+int user_resolve(const char *spec, const char *passwd_path, const char *group_path,
+                 struct user *ret, char *msg, size_t msglen);
+void user_release(struct user *u);
+
+/* env.c: the environment commands start with. */
+/* env (NULL = none) plus, for each of them env lacks, HOME=home, AGENT_DEFAULT_PATH, HOSTNAME
+ * (the kernel's) and, when tty, TERM=xterm. Nothing else is added. One malloc'd block for free();
+ * the strings of env are borrowed, not copied. NULL when out of memory. */
+char **env_build(char *const *env, const char *home, bool tty);
 
 /* identity.c: the guest's name. */
 /* 1..64 letters, digits, '-', '.' or '_': a name that fits a hostname and a hosts line. */
@@ -65,9 +104,11 @@ int ident_apply(const char *name);
 struct exec {
     uint32_t id; /* 0 once its host went away: output is read and dropped */
     pid_t pid;   /* also the process group (the child calls setsid) */
+    bool tty;    /* out_fd is a PTY master (in_fd a dup of it), err_fd is -1 */
     int in_fd;   /* write end of stdin, -1 once closed */
     int out_fd;  /* read ends of stdout/stderr, -1 after EOF */
     int err_fd;
+    bool tty_hup; /* no process holds the terminal now: out_fd waits for the reap, unpolled */
     bool reaped;
     int code;       /* exit code or 128+signal, valid once reaped */
     uint8_t *inbuf; /* stdin bytes not yet accepted by the pipe */
@@ -76,15 +117,32 @@ struct exec {
     struct exec *next;
 };
 
-/* Fork and exec argv in its own session with env (completed by env_build()) and cwd. On failure
- * returns -errno and fills msg (what failed). A cwd that cannot be entered is not a spawn
- * failure: as with docker exec, the command exits 126 and says why on its stderr. */
-int exec_spawn(struct exec *x, char *const *argv, char *const *env, const char *cwd,
-               bool stdin_open, char *msg, size_t msglen);
+/* What the host asked to run (an EXEC payload); the strings are borrowed. */
+struct exec_req {
+    char *const *argv;
+    char *const *env;
+    const char *cwd; /* "" = / */
+    bool stdin_open;
+    bool tty;
+    uint16_t rows, cols; /* tty size, 0 = the kernel's default */
+    const char *user;    /* NULL = the agent's own user */
+    bool builtin;        /* argv[0] names a built-in (builtin.c) run in the child */
+};
+
+/* Fork and run req in its own session with env (completed by env_build()) and cwd. On failure
+ * returns -errno and fills msg (what failed): -ESRCH for an unknown user or group, -ENOENT for
+ * an unknown built-in. A cwd that cannot be entered is not a spawn failure: as with docker exec,
+ * the command exits 126 and says why on its stderr. */
+int exec_spawn(struct exec *x, const struct exec_req *req, char *msg, size_t msglen);
 /* Close every fd of x and free its buffers (not x itself). */
 void exec_release(struct exec *x);
 /* Exit code as the protocol reports it from a wait status. */
 int exec_status_code(int status);
+
+/* builtin.c: commands the agent runs itself (AGENT_EXEC_F_BUILTIN), in a forked child. */
+typedef int (*builtin_fn)(char *const *argv); /* returns the exit code */
+/* The built-in named name, or NULL. */
+builtin_fn builtin_find(const char *name);
 
 /* serve.c */
 enum port_kind {

@@ -315,7 +315,9 @@ static pid_t
 start_cmd(char **argv)
 {
     static char *const term[] = { (char *)"TERM=linux", NULL };
-    char **envp = env_build(term, getuid(), "/etc/passwd");
+    char home[USER_HOME_MAX];
+    user_home(getuid(), "/etc/passwd", home, sizeof(home));
+    char **envp = env_build(term, home, false);
     pid_t pid = fork();
     if (pid != 0) {
         if (pid < 0)

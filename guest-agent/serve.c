@@ -6,8 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -16,11 +18,12 @@
 
 /* Backpressure: stop reading children while this much output waits for the host, and stop
  * reading the host while a command's stdin has this much queued. Neither blocks the loop. */
-#define OUTQ_HIGH     (256u * 1024u)
-#define STDIN_HIGH    (256u * 1024u)
-#define MAX_EXECS     128
-#define MAX(a, b)     ((a) > (b) ? (a) : (b))
-#define PORT_WAIT_LOG 10000 /* ms before saying the port is late (waiting goes on) */
+#define OUTQ_HIGH       (256u * 1024u)
+#define STDIN_HIGH      (256u * 1024u)
+#define MAX_EXECS       128
+#define MAX(a, b)       ((a) > (b) ? (a) : (b))
+#define PORT_WAIT_LOG   10000 /* ms before saying the port is late (waiting goes on) */
+#define TTY_DRAIN_READS 16    /* reads (of up to 64 KiB) of a reaped tty command's output */
 
 struct outq {
     uint8_t *data;
@@ -313,9 +316,11 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
     send_frame(s, 0, AGENT_OK, NULL, 0, NULL, 0);
 }
 
-/* Check the EXEC payload layout; on success argv/env point into p (valid during the call). */
+/* Check the EXEC payload layout: cwd, argv, env, then the user (F_USER) and the terminal size
+ * (F_TTY), nothing else. On success req's strings point into p (valid during the call) and
+ * req->argv is malloc'd (env shares its block). */
 static int
-parse_exec(const uint8_t *p, uint32_t len, const char **ret_cwd, char ***ret_argv, char ***ret_env)
+parse_exec(const uint8_t *p, uint32_t len, uint16_t flags, struct exec_req *req)
 {
     if (len < 8)
         return -EINVAL;
@@ -327,28 +332,42 @@ parse_exec(const uint8_t *p, uint32_t len, const char **ret_cwd, char ***ret_arg
     if (!v)
         return -ENOMEM;
     const char *q = (const char *)p + 8, *end = (const char *)p + len;
-    const char *cwd = NULL;
-    for (uint32_t i = 0; i < 1 + argc + envc; i++) {
+    uint32_t nstr = 1 + argc + envc + ((flags & AGENT_EXEC_F_USER) ? 1 : 0);
+    *req = (struct exec_req){ 0 };
+    for (uint32_t i = 0; i < nstr; i++) {
         const char *nul = memchr(q, '\0', (size_t)(end - q));
         if (!nul) {
             free(v);
             return -EINVAL;
         }
         if (i == 0)
-            cwd = q;
+            req->cwd = q;
         else if (i <= argc)
             v[i - 1] = (char *)q;
-        else
+        else if (i <= argc + envc)
             v[i] = (char *)q; /* env starts after argv's NULL: v[argc + 1 + j] */
+        else
+            req->user = q;
         q = nul + 1;
+    }
+    if (flags & AGENT_EXEC_F_TTY) {
+        if (end - q < 4) {
+            free(v);
+            return -EINVAL;
+        }
+        req->tty = true;
+        req->rows = agent_get_u16((const uint8_t *)q);
+        req->cols = agent_get_u16((const uint8_t *)q + 2);
+        q += 4;
     }
     if (q != end) {
         free(v);
         return -EINVAL;
     }
-    *ret_cwd = cwd;
-    *ret_argv = v;
-    *ret_env = v + argc + 1;
+    req->argv = v;
+    req->env = v + argc + 1;
+    req->stdin_open = flags & AGENT_EXEC_F_STDIN;
+    req->builtin = flags & AGENT_EXEC_F_BUILTIN;
     return 0;
 }
 
@@ -356,8 +375,7 @@ static void
 handle_exec(struct srv *s, uint32_t id, uint16_t flags, const uint8_t *p, uint32_t len)
 {
     char msg[256];
-    const char *cwd;
-    char **argv, **env;
+    struct exec_req req;
 
     if (exec_find(s, id)) {
         send_errno(s, id, AGENT_EXEC_ERROR, EEXIST, "exec id already in use");
@@ -367,19 +385,19 @@ handle_exec(struct srv *s, uint32_t id, uint16_t flags, const uint8_t *p, uint32
         send_errno(s, id, AGENT_EXEC_ERROR, EAGAIN, "too many running commands");
         return;
     }
-    int r = parse_exec(p, len, &cwd, &argv, &env);
+    int r = parse_exec(p, len, flags, &req);
     if (r < 0) {
         send_errno(s, id, AGENT_EXEC_ERROR, -r, "malformed EXEC payload");
         return;
     }
     struct exec *x = calloc(1, sizeof(*x));
     if (!x) {
-        free(argv);
+        free((void *)req.argv);
         send_errno(s, id, AGENT_EXEC_ERROR, ENOMEM, "allocate exec");
         return;
     }
-    r = exec_spawn(x, argv, env, cwd, flags & AGENT_EXEC_F_STDIN, msg, sizeof(msg));
-    free(argv);
+    r = exec_spawn(x, &req, msg, sizeof(msg));
+    free((void *)req.argv);
     if (r < 0) {
         free(x);
         send_errno(s, id, AGENT_EXEC_ERROR, -r, msg);
@@ -394,15 +412,10 @@ handle_exec(struct srv *s, uint32_t id, uint16_t flags, const uint8_t *p, uint32
     send_frame(s, id, AGENT_EXEC_STARTED, pid, sizeof(pid), NULL, 0);
 }
 
+/* Queue bytes for the command's stdin (pump_stdin() writes them). */
 static void
-handle_stdin(struct exec *x, const uint8_t *p, uint32_t len)
+stdin_queue(struct exec *x, const uint8_t *p, size_t len)
 {
-    if (x->in_fd < 0 || x->in_close)
-        return;
-    if (len == 0) {
-        x->in_close = true;
-        return;
-    }
     uint8_t *b = realloc(x->inbuf, x->inlen + len);
     if (!b) {
         agent_log("out of memory queueing stdin");
@@ -411,6 +424,35 @@ handle_stdin(struct exec *x, const uint8_t *p, uint32_t len)
     x->inbuf = b;
     memcpy(x->inbuf + x->inlen, p, len);
     x->inlen += len;
+}
+
+static void
+handle_stdin(struct exec *x, const uint8_t *p, uint32_t len)
+{
+    struct termios t;
+
+    if (x->in_fd < 0 || x->in_close)
+        return;
+    if (len > 0) {
+        stdin_queue(x, p, len);
+        return;
+    }
+    /* A terminal has no end: closing it would hang up the command. Type its EOF character
+     * instead (the master reports the slave's settings), then drop only our duplicate fd. */
+    if (x->tty && tcgetattr(x->in_fd, &t) == 0 && t.c_cc[VEOF] != _POSIX_VDISABLE)
+        stdin_queue(x, &t.c_cc[VEOF], 1);
+    x->in_close = true;
+}
+
+static void
+handle_resize(struct exec *x, const uint8_t *p, uint32_t len)
+{
+    if (len != 4 || !x->tty || x->out_fd < 0)
+        return;
+    /* On the master this sets the slave's size and signals its foreground group (SIGWINCH). */
+    struct winsize ws = { .ws_row = agent_get_u16(p), .ws_col = agent_get_u16(p + 2) };
+    if (ioctl(x->out_fd, TIOCSWINSZ, &ws) < 0)
+        agent_log("resize the terminal of exec %u: %s", x->id, strerror(errno));
 }
 
 static void
@@ -434,6 +476,7 @@ handle_frame(struct srv *s, const struct agent_hdr *h, const uint8_t *p)
         case AGENT_EXEC:
         case AGENT_STDIN:
         case AGENT_SIGNAL:
+        case AGENT_RESIZE:
             agent_log("ignoring frame type %u on the control id", h->type);
             break;
         default:
@@ -458,6 +501,8 @@ handle_frame(struct srv *s, const struct agent_hdr *h, const uint8_t *p)
             if (sig > 0 && sig < 65)
                 kill(-x->pid, (int)sig);
         }
+    } else if (h->type == AGENT_RESIZE) {
+        handle_resize(x, p, h->len);
     }
 }
 
@@ -549,6 +594,12 @@ pump_output(struct srv *s, struct exec *x, int *fd, uint16_t type)
     ssize_t n = read(*fd, io_buf, sizeof(io_buf));
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
+    if (n <= 0 && x->tty) {
+        /* Closing the master now would hang up the terminal and SIGHUP a command that is still
+         * exiting: keep it until the reap (finish_execs()). */
+        x->tty_hup = true;
+        return;
+    }
     if (n <= 0) {
         close(*fd);
         *fd = -1;
@@ -605,12 +656,36 @@ reap(struct srv *s)
     }
 }
 
-/* EXIT goes out once both pipes hit EOF and the process was reaped. */
+/* A reaped tty command: what it wrote is readable now (a non-blocking read of the master
+ * flushes the terminal's pending input first). Background processes that still hold the
+ * terminal would keep it open forever, so the rest is theirs and not waited for. */
+static void
+drain_tty(struct srv *s, struct exec *x)
+{
+    for (int i = 0; i < TTY_DRAIN_READS && x->out_fd >= 0; i++) {
+        ssize_t n = read(x->out_fd, io_buf, sizeof(io_buf));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (x->id)
+            send_frame(s, x->id, AGENT_STDOUT, io_buf, (size_t)n, NULL, 0);
+    }
+    if (x->in_fd >= 0)
+        close(x->in_fd);
+    close(x->out_fd);
+    x->in_fd = x->out_fd = -1;
+}
+
+/* EXIT goes out once both pipes hit EOF (a terminal: once drained) and the process was
+ * reaped. */
 static void
 finish_execs(struct srv *s)
 {
     for (struct exec **pp = &s->execs; *pp;) {
         struct exec *x = *pp;
+        if (x->tty && x->reaped && x->out_fd >= 0)
+            drain_tty(s, x);
         if (!x->reaped || x->out_fd >= 0 || x->err_fd >= 0) {
             pp = &x->next;
             continue;
@@ -741,7 +816,7 @@ loop(struct srv *s)
         for (struct exec *x = s->execs; x; x = x->next) {
             /* Output of an orphaned exec is discarded, so it never waits for the queue. */
             bool may_read = !out_full || !x->id;
-            if (x->out_fd >= 0 && may_read) {
+            if (x->out_fd >= 0 && may_read && !x->tty_hup) {
                 pfd[n] = (struct pollfd){ .fd = x->out_fd, .events = POLLIN };
                 slot[n++] = (struct slot){ SLOT_OUT, x };
             }

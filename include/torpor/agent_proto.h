@@ -9,7 +9,9 @@
  * Ordering: the guest answers every control request (id 0) exactly once, in the order received
  * (unknown control types get AGENT_ERROR EOPNOTSUPP), so the host can match replies by count.
  * For one exec id the guest sends EXEC_STARTED or EXEC_ERROR first, then any STDOUT/STDERR,
- * then EXIT last (EXIT is sent once both output pipes reached EOF and the process was reaped).
+ * then EXIT last (EXIT is sent once both output pipes reached EOF and the process was reaped;
+ * with F_TTY once the process was reaped and what its terminal held then was sent: output of
+ * background processes still holding the terminal after that is dropped).
  *
  * Connection loss: when the host goes away, the guest forgets every exec id of that connection
  * (their processes keep running, their output is discarded) and resets its frame parser. */
@@ -44,13 +46,20 @@ _Static_assert(sizeof(struct agent_hdr) == AGENT_HDR_SIZE, "agent_hdr is 12 byte
  * F_TTY runs the command on a new pseudo-terminal that becomes its controlling terminal:
  * stdin, stdout and stderr are the PTY, output comes as STDOUT frames only, TERM=xterm is added
  * when env has no TERM, and closing stdin (an empty STDIN frame) types the terminal's EOF
- * character once. F_BUILTIN runs one of the agent's own built-ins (argv[0] names it) in the
- * forked child instead of executing a file; argv[1..] are its arguments:
- *   "tar-out" PATH: a POSIX tar (ustar, pax headers for long names) of PATH on stdout, its
- *                   top entry named after PATH's last component, directories recursively,
- *                   symlinks not followed (PATH itself included);
- *   "tar-in" DIR:   extract the tar read from stdin under the directory DIR; entries that
- *                   would land outside DIR (absolute, "..", or through a symlink) are refused.
+ * character once. F_TTY without F_STDIN types nothing at all (a terminal has no "EOF from the
+ * start"; as docker exec -t without -i, a command reading it waits). F_USER applies to
+ * built-ins too. F_BUILTIN runs one of the agent's own built-ins (argv[0] names it; an unknown
+ * one is EXEC_ERROR ENOENT) in the forked child instead of executing a file; argv[1..] are its
+ * arguments:
+ *   "tar-out" PATH: a POSIX tar (ustar, pax headers for long names, link targets, sizes from
+ *                   8 GiB and large ids) of PATH on stdout, its top entry named after PATH's
+ *                   last component, directories recursively, symlinks not followed (PATH
+ *                   itself included); hard links are written as separate regular files;
+ *   "tar-in" DIR:   extract the tar read from stdin (ustar, pax, GNU long names) under the
+ *                   directory DIR; entries that would land outside DIR (absolute, "..", or
+ *                   through a symlink) are refused and end the extraction. Existing files are
+ *                   replaced, existing directories merged; numeric owners are kept when the
+ *                   built-in runs as root.
  * A built-in exits 0 on success, 2 when PATH/DIR does not exist or is not a directory for
  * tar-in, 1 on any other failure; its messages go to stderr. */
 #define AGENT_EXEC_F_TTY     0x2u

@@ -3,6 +3,7 @@
 #include "agent_client.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +50,7 @@ struct agent_conn {
     bool dead;
     char *dead_msg;
     uint32_t next_id;
+    int version; /* from the last HELLO_OK; 0 = unknown */
     struct agent_exec *execs;
     /* Control replies come in request order: request n is answered by the n-th reply. */
     uint64_t ctl_sent;
@@ -481,8 +483,44 @@ agent_conn_hello(struct agent_conn *c, int timeout_ms, struct agent_hello *ret, 
     struct agent_hello h;
     if (agent_frame_hello(&f, &h) < 0)
         return tp_err_set(err, -EPROTO, "agent hello: malformed reply");
+    char *end;
+    errno = 0;
+    intmax_t v = strtoimax(h.version, &end, 10);
+    pthread_mutex_lock(&c->lock);
+    c->version = errno || end == h.version || *end || v < 0 || v > INT32_MAX ? 0 : (int)v;
+    pthread_mutex_unlock(&c->lock);
     *ret = h;
     return 0;
+}
+
+int
+agent_conn_version(struct agent_conn *c)
+{
+    pthread_mutex_lock(&c->lock);
+    int v = c->version;
+    pthread_mutex_unlock(&c->lock);
+    return v;
+}
+
+/* A version 1 agent would answer the extended payload with "malformed": say why instead. */
+static int
+exec_check_version(struct agent_conn *c, const struct agent_exec_req *req, struct tp_err *err)
+{
+    const char *what = req->tty ? "a TTY" : req->user ? "a user (-u)" : "built-ins";
+    int v = agent_conn_version(c);
+
+    if (!req->tty && !req->user && !req->builtin)
+        return 0;
+    if (v >= 2)
+        return 0;
+    if (v == 0)
+        return tp_err_set(err, -EOPNOTSUPP,
+                          "the guest agent's version is unknown (no HELLO yet), %s needs version 2",
+                          what);
+    return tp_err_set(err, -EOPNOTSUPP,
+                      "the guest agent is version %d, too old for %s (needs 2); restart the "
+                      "instance to boot the current agent",
+                      v, what);
 }
 
 static int
@@ -534,6 +572,10 @@ agent_exec_start(struct agent_conn *c, const struct agent_exec_req *req, int tim
     size_t flen;
     uint32_t id;
     int r;
+
+    r = exec_check_version(c, req, err);
+    if (r < 0)
+        return tp_err_wrap(err, "exec '%s'", req->argv && req->argv[0] ? req->argv[0] : "");
 
     pthread_mutex_lock(&c->lock);
     id = c->next_id++;
@@ -672,7 +714,7 @@ agent_exec_resize(struct agent_exec *x, uint16_t rows, uint16_t cols, struct tp_
     if (r >= 0)
         r = conn_send(x->c, frame, flen, err);
     if (r < 0)
-        return tp_err_wrap(err, "resize exec %u", x->id);
+        return tp_err_wrap(err, "resize the terminal of exec %u", x->id);
     return 0;
 }
 

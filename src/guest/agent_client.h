@@ -35,9 +35,12 @@ DEFINE_CLEANUP(struct agent_conn, agent_conn_free)
 /* False once the stream hit EOF or a protocol error. */
 bool agent_conn_alive(struct agent_conn *c);
 
-/* Readiness: send HELLO and block for HELLO_OK up to timeout_ms (-ETIMEDOUT). */
+/* Readiness: send HELLO and block for HELLO_OK up to timeout_ms (-ETIMEDOUT). The connection
+ * remembers the version the agent reported. */
 int agent_conn_hello(struct agent_conn *c, int timeout_ms, struct agent_hello *ret,
                      struct tp_err *err);
+/* The protocol version from the last HELLO_OK; 0 before one (or when it was not a number). */
+int agent_conn_version(struct agent_conn *c);
 /* Control requests answered by AGENT_OK / AGENT_ERROR (the guest's errno, message in err).
  * kv: NULL-terminated "hostname=..." / "seed=<hex>" strings. A late reply to a request that
  * timed out is recognised and dropped. */
@@ -45,19 +48,21 @@ int agent_conn_set_clock(struct agent_conn *c, int64_t unix_ns, int timeout_ms, 
 int agent_conn_identity(struct agent_conn *c, char *const *kv, int timeout_ms, struct tp_err *err);
 
 struct agent_exec_req {
-    char *const *argv;   /* non-empty */
-    char *const *env;    /* "K=V", may be NULL */
-    const char *cwd;     /* NULL = "/" */
-    bool stdin_open;     /* keep stdin open for agent_exec_stdin(); else it reads EOF at once */
-    bool tty;            /* on a new PTY in the guest (AGENT_EXEC_F_TTY) */
-    uint16_t rows, cols; /* its size; 0 = the guest's default */
-    const char *user;    /* NAME|UID[:GROUP|GID] (AGENT_EXEC_F_USER); NULL = root */
-    bool builtin;        /* argv[0] is an agent built-in (AGENT_EXEC_F_BUILTIN) */
+    char *const *argv; /* non-empty */
+    char *const *env;  /* "K=V", may be NULL */
+    const char *cwd;   /* NULL = "/" */
+    bool stdin_open;   /* keep stdin open for agent_exec_stdin(); else it reads EOF at once */
+    /* Version 2 (agent_exec_start() refuses them against an older agent): */
+    bool tty; /* run on a pseudo-terminal of rows x cols (0 = the default size) */
+    uint16_t rows, cols;
+    const char *user; /* docker's -u: "USER|UID[:GROUP|GID]"; NULL = the agent's own user */
+    bool builtin;     /* argv[0] names one of the agent's built-ins ("tar-out", "tar-in") */
 };
 
 /* Start a command; returns once the guest answered EXEC_STARTED (or the spawn error:
- * -ENOENT etc. with the guest's message). -E2BIG when argv+env+cwd exceed one frame,
- * -ETIMEDOUT, -ECONNRESET. */
+ * -ENOENT etc. with the guest's message; -ESRCH for an unknown user or group).
+ * -E2BIG when argv+env+cwd+user exceed one frame, -ETIMEDOUT, -ECONNRESET, -EOPNOTSUPP when
+ * tty, user or builtin is asked of an agent older than version 2 (or before agent_conn_hello). */
 int agent_exec_start(struct agent_conn *c, const struct agent_exec_req *req, int timeout_ms,
                      struct agent_exec **ret, struct tp_err *err);
 
@@ -93,7 +98,8 @@ void agent_exec_fd_drain(struct agent_exec *x);
 /* Write to the command's stdin (split into frames; blocks while the guest applies
  * backpressure); len 0 closes it. Needs req.stdin_open, else the guest ignores it. */
 int agent_exec_stdin(struct agent_exec *x, const void *data, size_t len, struct tp_err *err);
-/* The terminal size of a tty exec (AGENT_RESIZE); ignored by the guest otherwise. */
+/* Tell a tty exec's terminal its new size (the guest signals SIGWINCH); ignored by the guest
+ * for other execs. No answer comes back. */
 int agent_exec_resize(struct agent_exec *x, uint16_t rows, uint16_t cols, struct tp_err *err);
 /* Send sig to the command's process group. */
 int agent_exec_signal(struct agent_exec *x, int sig, struct tp_err *err);

@@ -134,6 +134,7 @@ agent_frame_build_exec(uint32_t id, const struct agent_exec_req *req, uint8_t **
 {
     size_t argc = strv_length(req->argv), envc = strv_length(req->env);
     size_t off = AGENT_HDR_SIZE + 8;
+    uint16_t flags = req->stdin_open ? AGENT_EXEC_F_STDIN : 0;
     uint8_t *buf;
 
     if (argc == 0)
@@ -148,12 +149,27 @@ agent_frame_build_exec(uint32_t id, const struct agent_exec_req *req, uint8_t **
         ok = put_str(buf, &off, req->argv[i]);
     for (size_t i = 0; ok && i < envc; i++)
         ok = put_str(buf, &off, req->env[i]);
+    /* Version 2 fields follow env in flag order: the user, then the terminal size. */
+    if (ok && req->user) {
+        flags |= AGENT_EXEC_F_USER;
+        ok = put_str(buf, &off, req->user);
+    }
+    if (ok && req->tty) {
+        flags |= AGENT_EXEC_F_TTY;
+        ok = AGENT_HDR_SIZE + AGENT_MAX_PAYLOAD - off >= 4;
+        if (ok) {
+            agent_put_u16(buf + off, req->rows);
+            agent_put_u16(buf + off + 2, req->cols);
+            off += 4;
+        }
+    }
     if (!ok) {
         free(buf);
         return -E2BIG;
     }
-    agent_hdr_encode(buf, (uint32_t)(off - AGENT_HDR_SIZE), id, AGENT_EXEC,
-                     req->stdin_open ? AGENT_EXEC_F_STDIN : 0);
+    if (req->builtin)
+        flags |= AGENT_EXEC_F_BUILTIN;
+    agent_hdr_encode(buf, (uint32_t)(off - AGENT_HDR_SIZE), id, AGENT_EXEC, flags);
     *ret_buf = buf;
     *ret_len = off;
     return 0;

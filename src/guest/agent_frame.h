@@ -33,7 +33,8 @@ int agent_frame_hello(const struct agent_frame *f, struct agent_hello *ret);
 int agent_frame_build(uint32_t id, uint16_t type, uint16_t flags, const void *payload, size_t len,
                       uint8_t **ret_buf, size_t *ret_len);
 
-/* An AGENT_EXEC frame for req: 0, -EINVAL (empty argv) or -E2BIG (over AGENT_MAX_PAYLOAD). */
+/* An AGENT_EXEC frame for req (version 2 fields and flags included when req asks for them):
+ * 0, -EINVAL (empty argv) or -E2BIG (over AGENT_MAX_PAYLOAD). */
 int agent_frame_build_exec(uint32_t id, const struct agent_exec_req *req, uint8_t **ret_buf,
                            size_t *ret_len);
 

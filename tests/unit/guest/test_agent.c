@@ -1,5 +1,5 @@
 /* Unit tests for the guest agent's own helpers, compiled in from guest-agent/: the environment
- * commands get and the files that carry the guest's name. */
+ * and user commands get and the files that carry the guest's name. */
 #include <dirent.h>
 #include <errno.h>
 #include <setjmp.h>
@@ -92,17 +92,14 @@ test_passwd_home(void **state)
 static void
 test_env_build(void **state)
 {
-    _cleanup_free_ char *dir = temp_dir();
-    _cleanup_free_ char *passwd = fs_path_join(dir, "passwd");
     struct utsname u;
     (void)state;
 
     assert_int_equal(uname(&u), 0);
     _cleanup_free_ char *hostname = xasprintf("HOSTNAME=%s", u.nodename);
-    write_file(dir, "passwd", "root:x:0:0:root:/var/root:/bin/sh\nu:x:7:7::/home/u:/bin/sh\n");
 
     /* Nothing from the host: all three defaults, and nothing else (no TERM). */
-    char **e = env_build(NULL, 0, passwd);
+    char **e = env_build(NULL, "/var/root", false);
     assert_non_null(e);
     assert_int_equal(env_len(e), 3);
     assert_string_equal(e[0], "HOME=/var/root");
@@ -110,10 +107,10 @@ test_env_build(void **state)
     assert_string_equal(e[2], hostname);
     free(e);
 
-    /* The host's variables come first, borrowed as they are; its HOME and PATH win. */
-    char *given[] = { (char *)"TERM=xterm", (char *)"HOME=/h", (char *)"PATH=/p", (char *)"HOMEX=1",
+    /* The host's variables come first, borrowed as they are; its HOME, PATH and TERM win. */
+    char *given[] = { (char *)"TERM=vt100", (char *)"HOME=/h", (char *)"PATH=/p", (char *)"HOMEX=1",
                       NULL };
-    e = env_build(given, 7, passwd);
+    e = env_build(given, "/home/u", true);
     assert_non_null(e);
     assert_int_equal(env_len(e), 5);
     for (size_t i = 0; i < 4; i++)
@@ -121,24 +118,164 @@ test_env_build(void **state)
     assert_string_equal(e[4], hostname);
     free(e);
 
-    /* Only a variable named exactly HOME counts; the user's own home otherwise. */
-    char *homex[] = { (char *)"HOMEX=1", (char *)"HOSTNAME=h", NULL };
-    e = env_build(homex, 7, passwd);
-    assert_int_equal(env_len(e), 4);
-    assert_string_equal(e[1], "HOSTNAME=h");
-    assert_string_equal(e[2], "HOME=/home/u");
-    assert_string_equal(e[3], AGENT_DEFAULT_PATH);
+    /* Only a variable named exactly HOME counts; a terminal gets TERM=xterm. */
+    char *homex[] = { (char *)"HOMEX=1", (char *)"HOSTNAME=h", (char *)"TERMX=1", NULL };
+    e = env_build(homex, "/home/u", true);
+    assert_int_equal(env_len(e), 6);
+    assert_string_equal(e[2], "TERMX=1");
+    assert_string_equal(e[3], "HOME=/home/u");
+    assert_string_equal(e[4], AGENT_DEFAULT_PATH);
+    assert_string_equal(e[5], "TERM=xterm");
     free(e);
+}
 
+static void
+test_user_home(void **state)
+{
+    _cleanup_free_ char *dir = temp_dir();
+    _cleanup_free_ char *passwd = fs_path_join(dir, "passwd");
+    char home[64];
+    (void)state;
+
+    write_file(dir, "passwd", "root:x:0:0:root:/var/root:/bin/sh\nu:x:7:7::/home/u:/bin/sh\n");
+    user_home(0, passwd, home, sizeof(home));
+    assert_string_equal(home, "/var/root");
+    user_home(7, passwd, home, sizeof(home));
+    assert_string_equal(home, "/home/u");
     /* No passwd entry: /root for root, / for anyone else. */
-    e = env_build(NULL, 0, "/nonexistent/passwd");
-    assert_string_equal(e[0], "HOME=/root");
-    free(e);
-    e = env_build(NULL, 4242, passwd);
-    assert_string_equal(e[0], "HOME=/");
-    free(e);
-
+    user_home(0, "/nonexistent/passwd", home, sizeof(home));
+    assert_string_equal(home, "/root");
+    user_home(4242, passwd, home, sizeof(home));
+    assert_string_equal(home, "/");
     unlink(passwd);
+    rmdir(dir);
+}
+
+static void
+test_user_lines(void **state)
+{
+    struct user_pw pw;
+    struct user_gr gr;
+    char l1[] = "www-data:x:33:34:www-data:/var/www:/usr/sbin/nologin\n";
+    char l2[] = "short:x:1:1\n", l3[] = "bad:x:1x:1::/:/bin/sh", l4[] = ":x:1:1::/:/bin/sh";
+    char l5[] = "big:x:4294967295:1::/:/bin/sh", l6[] = "nosh:x:5:6::/h";
+    char g1[] = "wheel:x:10:root,alice,bob\n", g2[] = "empty:x:11:", g3[] = "nolist:x:12";
+    char g4[] = "bad:x:-1:a";
+    (void)state;
+
+    assert_int_equal(user_passwd_parse(l1, &pw), 0);
+    assert_string_equal(pw.name, "www-data");
+    assert_int_equal(pw.uid, 33);
+    assert_int_equal(pw.gid, 34);
+    assert_string_equal(pw.home, "/var/www");
+    assert_int_equal(user_passwd_parse(l2, &pw), -EINVAL);
+    assert_int_equal(user_passwd_parse(l3, &pw), -EINVAL);
+    assert_int_equal(user_passwd_parse(l4, &pw), -EINVAL);
+    assert_int_equal(user_passwd_parse(l5, &pw), -EINVAL); /* (uid_t)-1 means "no change" */
+    assert_int_equal(user_passwd_parse(l6, &pw), 0);
+    assert_string_equal(pw.home, "/h");
+
+    assert_int_equal(user_group_parse(g1, &gr), 0);
+    assert_string_equal(gr.name, "wheel");
+    assert_int_equal(gr.gid, 10);
+    assert_true(user_group_has_member(gr.members, "alice"));
+    assert_true(user_group_has_member(gr.members, "bob"));
+    assert_true(user_group_has_member(gr.members, "root"));
+    assert_false(user_group_has_member(gr.members, "ali"));
+    assert_false(user_group_has_member(gr.members, "alice,bob"));
+    assert_int_equal(user_group_parse(g2, &gr), 0);
+    assert_false(user_group_has_member(gr.members, ""));
+    assert_int_equal(user_group_parse(g3, &gr), 0);
+    assert_string_equal(gr.members, "");
+    assert_int_equal(user_group_parse(g4, &gr), -EINVAL);
+}
+
+static void
+check_user(const char *dir, const char *spec, uid_t uid, gid_t gid, const char *home,
+           const gid_t *groups, size_t ngroups)
+{
+    _cleanup_free_ char *passwd = fs_path_join(dir, "passwd");
+    _cleanup_free_ char *group = fs_path_join(dir, "group");
+    struct user u;
+    char msg[256] = "";
+
+    if (user_resolve(spec, passwd, group, &u, msg, sizeof(msg)) != 0)
+        fail_msg("resolve '%s': %s", spec, msg);
+    assert_int_equal(u.uid, uid);
+    assert_int_equal(u.gid, gid);
+    assert_string_equal(u.home, home);
+    assert_true(u.set_groups);
+    assert_int_equal(u.ngroups, ngroups);
+    for (size_t i = 0; i < ngroups; i++)
+        assert_int_equal(u.groups[i], groups[i]);
+    user_release(&u);
+}
+
+static void
+check_user_fails(const char *dir, const char *spec, int code, const char *want)
+{
+    _cleanup_free_ char *passwd = fs_path_join(dir, "passwd");
+    _cleanup_free_ char *group = fs_path_join(dir, "group");
+    struct user u;
+    char msg[256] = "";
+
+    assert_int_equal(user_resolve(spec, passwd, group, &u, msg, sizeof(msg)), code);
+    assert_string_equal(msg, want);
+}
+
+static void
+test_user_resolve(void **state)
+{
+    _cleanup_free_ char *dir = temp_dir();
+    (void)state;
+
+    write_file(dir, "passwd",
+               "root:x:0:0:root:/root:/bin/sh\n"
+               "alice:x:1000:1000::/home/alice:/bin/sh\n"
+               "1001:x:1002:1002::/home/digits:/bin/sh\n"
+               "nohome:x:1003:1003::\n"
+               "twin:x:1000:50::/home/twin:/bin/sh\n");
+    write_file(dir, "group",
+               "root:x:0:\n"
+               "alice:x:1000:\n"
+               "wheel:x:10:root,alice\n"
+               "video:x:44:bob,alice\n"
+               "wheel2:x:10:alice\n"
+               "staff:x:50:\n");
+    static const gid_t alice_groups[] = { 10, 44 }, root_groups[] = { 10 };
+
+    /* By name or uid: the first matching entry, its memberships from the group file. */
+    check_user(dir, "alice", 1000, 1000, "/home/alice", alice_groups, 2);
+    check_user(dir, "1000", 1000, 1000, "/home/alice", alice_groups, 2);
+    check_user(dir, "root", 0, 0, "/root", root_groups, 1);
+    /* A name made of digits matches before a uid that follows it. */
+    check_user(dir, "1001", 1002, 1002, "/home/digits", NULL, 0);
+    check_user(dir, "nohome", 1003, 1003, "/", NULL, 0);
+    /* An explicit group, by name or gid, and no supplementary groups (docker's rule). */
+    check_user(dir, "alice:staff", 1000, 50, "/home/alice", NULL, 0);
+    check_user(dir, "alice:44", 1000, 44, "/home/alice", NULL, 0);
+    check_user(dir, "alice:4444", 1000, 4444, "/home/alice", NULL, 0);
+    /* A uid without an entry runs as is: group root, home /. */
+    check_user(dir, "65534", 65534, 0, "/", NULL, 0);
+    check_user(dir, "65534:65534", 65534, 65534, "/", NULL, 0);
+
+    check_user_fails(dir, "bob", -ESRCH,
+                     "unable to find user bob: no matching entries in passwd file");
+    check_user_fails(dir, "alice:nogroup", -ESRCH,
+                     "unable to find group nogroup: no matching entries in group file");
+    check_user_fails(dir, "", -EINVAL, "invalid user '': want USER|UID[:GROUP|GID]");
+    check_user_fails(dir, ":0", -EINVAL, "invalid user ':0': want USER|UID[:GROUP|GID]");
+    check_user_fails(dir, "alice:", -EINVAL, "invalid user 'alice:': want USER|UID[:GROUP|GID]");
+    check_user_fails(dir, "a:b:c", -EINVAL, "invalid user 'a:b:c': want USER|UID[:GROUP|GID]");
+
+    /* No files at all (a minimal image): numbers still work, names do not. */
+    _cleanup_free_ char *passwd = fs_path_join(dir, "passwd");
+    _cleanup_free_ char *group = fs_path_join(dir, "group");
+    unlink(passwd);
+    unlink(group);
+    check_user(dir, "0:0", 0, 0, "/", NULL, 0);
+    check_user_fails(dir, "root", -ESRCH,
+                     "unable to find user root: no matching entries in passwd file");
     rmdir(dir);
 }
 
@@ -275,9 +412,10 @@ int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_passwd_home), cmocka_unit_test(test_env_build),
-        cmocka_unit_test(test_name_valid),  cmocka_unit_test(test_hosts_render),
-        cmocka_unit_test(test_write_files),
+        cmocka_unit_test(test_passwd_home),  cmocka_unit_test(test_env_build),
+        cmocka_unit_test(test_user_home),    cmocka_unit_test(test_user_lines),
+        cmocka_unit_test(test_user_resolve), cmocka_unit_test(test_name_valid),
+        cmocka_unit_test(test_hosts_render), cmocka_unit_test(test_write_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

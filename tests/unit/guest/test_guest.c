@@ -164,8 +164,10 @@ test_hello(void **state)
     struct tp_err err = { 0 };
     (void)state;
 
+    assert_int_equal(agent_conn_version(c), 0); /* unknown before HELLO */
     assert_int_equal(agent_conn_hello(c, T_MS, &h, &err), 0);
     assert_string_equal(h.version, "2");
+    assert_int_equal(agent_conn_version(c), 2);
     assert_int_equal(strlen(h.boot_id), 36); /* the host's boot_id, a UUID */
     assert_true(h.uptime_ms > 0);
     assert_true(agent_conn_alive(c));
@@ -487,6 +489,197 @@ test_signal(void **state)
     assert_int_equal(ev.type, AGENT_EV_EXIT);
     assert_int_equal(ev.exit_code, 128 + SIGKILL);
     agent_exec_free(x);
+    agent_conn_free(c);
+    agent_wait_exit(&p);
+}
+
+/* The real agent after HELLO (version 2 features need the version known). */
+static struct agent_conn *
+agent_start_v2(struct agent_proc *p)
+{
+    struct agent_conn *c = agent_start_fd(p);
+    struct agent_hello h;
+    struct tp_err err = { 0 };
+    assert_int_equal(agent_conn_hello(c, T_MS, &h, &err), 0);
+    return c;
+}
+
+/* F_TTY: a terminal of the asked size as stdin/stdout/stderr, TERM=xterm, output on STDOUT. */
+static void
+test_tty(void **state)
+{
+    struct agent_proc p;
+    struct agent_conn *c = agent_start_v2(&p);
+    struct agent_exec *x = NULL;
+    struct tp_err err = { 0 };
+    struct out o;
+    (void)state;
+
+    char *show[] = { (char *)"sh", (char *)"-c",
+                     (char *)"stty size; tty; echo $TERM; echo err >&2; test -t 0", NULL };
+    assert_int_equal(
+        run(c, &(struct agent_exec_req){ .argv = show, .tty = true, .rows = 24, .cols = 80 }, &o),
+        0);
+    assert_int_equal(o.code, 0);
+    assert_int_equal(o.err_len, 0); /* a terminal has one output */
+    assert_true(strncmp(o.out, "24 80\r\n/dev/pts/", 16) == 0);
+    assert_non_null(strstr(o.out, "\r\nxterm\r\nerr\r\n"));
+    out_free(&o);
+
+    /* RESIZE reaches the terminal (frames are handled in order: before the stdin line). */
+    char *wait_size[] = { (char *)"sh", (char *)"-c", (char *)"read x; stty size", NULL };
+    assert_int_equal(
+        agent_exec_start(
+            c,
+            &(struct agent_exec_req){
+                .argv = wait_size, .stdin_open = true, .tty = true, .rows = 24, .cols = 80 },
+            T_MS, &x, &err),
+        0);
+    assert_int_equal(agent_exec_resize(x, 50, 132, &err), 0);
+    assert_int_equal(agent_exec_stdin(x, "go\n", 3, &err), 0);
+    assert_int_equal(collect(x, &o), 0);
+    assert_int_equal(o.code, 0);
+    assert_string_equal(o.out, "go\r\n50 132\r\n"); /* the terminal echoes the input */
+    out_free(&o);
+    agent_exec_free(x);
+
+    /* Closing stdin types EOF: cat ends on it. */
+    char *cat[] = { (char *)"cat", NULL };
+    assert_int_equal(
+        agent_exec_start(c,
+                         &(struct agent_exec_req){ .argv = cat, .stdin_open = true, .tty = true },
+                         T_MS, &x, &err),
+        0);
+    assert_int_equal(agent_exec_stdin(x, "abc\n", 4, &err), 0);
+    assert_int_equal(agent_exec_stdin(x, NULL, 0, &err), 0);
+    assert_int_equal(collect(x, &o), 0);
+    assert_int_equal(o.code, 0);
+    assert_string_equal(o.out, "abc\r\nabc\r\n");
+    out_free(&o);
+    agent_exec_free(x);
+
+    /* A background process that keeps the terminal open does not hold EXIT back. */
+    char *bg[] = { (char *)"sh", (char *)"-c", (char *)"(trap '' HUP; exec sleep 100) & echo done",
+                   NULL };
+    uint64_t t0 = now_ms();
+    assert_int_equal(
+        agent_exec_start(c, &(struct agent_exec_req){ .argv = bg, .tty = true }, T_MS, &x, &err),
+        0);
+    pid_t pgid = (pid_t)agent_exec_pid(x);
+    assert_int_equal(collect(x, &o), 0);
+    assert_true(now_ms() - t0 < 5000);
+    assert_int_equal(o.code, 0);
+    assert_string_equal(o.out, "done\r\n");
+    out_free(&o);
+    agent_exec_free(x);
+    kill(-pgid, SIGKILL);
+
+    agent_conn_free(c);
+    agent_wait_exit(&p);
+}
+
+/* F_USER: ids and groups switched before exec, HOME from the user's entry; unknown names fail
+ * as docker's do. */
+static void
+test_user(void **state)
+{
+    struct agent_proc p;
+    struct agent_conn *c = agent_start_v2(&p);
+    struct agent_exec *x = NULL;
+    struct tp_err err = { 0 };
+    struct out o;
+    (void)state;
+
+    if (geteuid() != 0) {
+        agent_conn_free(c);
+        agent_wait_exit(&p);
+        skip();
+    }
+    char *ids[] = { (char *)"sh", (char *)"-c", (char *)"id -u; id -g; id -G; echo $HOME", NULL };
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = ids, .user = "65534:65534" }, &o), 0);
+    struct passwd *nobody = getpwuid(65534);
+    _cleanup_free_ char *want_nobody =
+        xasprintf("65534\n65534\n65534\n%s\n", nobody && *nobody->pw_dir ? nobody->pw_dir : "/");
+    assert_string_equal(o.out, want_nobody);
+    out_free(&o);
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = ids, .user = "4242" }, &o), 0);
+    assert_string_equal(o.out, "4242\n0\n0\n/\n");
+    out_free(&o);
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = ids, .user = "root" }, &o), 0);
+    struct passwd *pw = getpwnam("root");
+    _cleanup_free_ char *want = xasprintf("%s\n", pw->pw_dir);
+    assert_non_null(strstr(o.out, want));
+    out_free(&o);
+
+    char *t[] = { (char *)"true", NULL };
+    assert_int_equal(
+        agent_exec_start(c, &(struct agent_exec_req){ .argv = t, .user = "torpor-no-such-user" },
+                         T_MS, &x, &err),
+        -ESRCH);
+    assert_non_null(strstr(tp_err_msg(&err), "unable to find user torpor-no-such-user: no matching "
+                                             "entries in passwd file"));
+    tp_err_clear(&err);
+    agent_conn_free(c);
+    agent_wait_exit(&p);
+}
+
+/* F_BUILTIN: tar-out of a tree, tar-in of that stream elsewhere, through the protocol. */
+static void
+test_builtin_tar(void **state)
+{
+    char src[] = "/tmp/torpor-tar-src-XXXXXX", dst[] = "/tmp/torpor-tar-dst-XXXXXX";
+    struct agent_proc p;
+    struct agent_conn *c = agent_start_v2(&p);
+    struct agent_exec *x = NULL;
+    struct tp_err err = { 0 };
+    struct out o, in;
+    (void)state;
+
+    assert_non_null(mkdtemp(src));
+    assert_non_null(mkdtemp(dst));
+    _cleanup_free_ char *mk =
+        xasprintf("cd %s && mkdir -p tree/sub && echo one > tree/a && ln -s a tree/l && "
+                  "head -c 200000 /dev/urandom > tree/sub/big",
+                  src);
+    assert_int_equal(system(mk), 0);
+    _cleanup_free_ char *tree = fs_path_join(src, "tree");
+    char *out_argv[] = { (char *)"tar-out", tree, NULL };
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = out_argv, .builtin = true }, &in), 0);
+    assert_int_equal(in.code, 0);
+    assert_int_equal(in.err_len, 0);
+    assert_true(in.out_len > 200000);
+
+    char *in_argv[] = { (char *)"tar-in", dst, NULL };
+    assert_int_equal(
+        agent_exec_start(
+            c, &(struct agent_exec_req){ .argv = in_argv, .builtin = true, .stdin_open = true },
+            T_MS, &x, &err),
+        0);
+    assert_int_equal(agent_exec_stdin(x, in.out, in.out_len, &err), 0);
+    assert_int_equal(agent_exec_stdin(x, NULL, 0, &err), 0);
+    assert_int_equal(collect(x, &o), 0);
+    assert_int_equal(o.code, 0);
+    out_free(&o);
+    agent_exec_free(x);
+    out_free(&in);
+    _cleanup_free_ char *cmp = xasprintf("diff -r --no-dereference %s/tree %s/tree", src, dst);
+    assert_int_equal(system(cmp), 0);
+
+    /* Exit codes: a missing DIR is 2; an unknown built-in never starts. */
+    char *missing[] = { (char *)"tar-in", (char *)"/nonexistent/dir", NULL };
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = missing, .builtin = true }, &o), 0);
+    assert_int_equal(o.code, 2);
+    assert_non_null(strstr(o.err, "/nonexistent/dir"));
+    out_free(&o);
+    char *nope[] = { (char *)"nope", NULL };
+    assert_int_equal(agent_exec_start(c, &(struct agent_exec_req){ .argv = nope, .builtin = true },
+                                      T_MS, &x, &err),
+                     -ENOENT);
+    assert_non_null(strstr(tp_err_msg(&err), "no built-in nope"));
+    tp_err_clear(&err);
+
+    _cleanup_free_ char *rm = xasprintf("rm -rf %s %s", src, dst);
+    assert_int_equal(system(rm), 0);
     agent_conn_free(c);
     agent_wait_exit(&p);
 }
@@ -894,6 +1087,46 @@ test_fake_overflow(void **state)
     fake_stop(&f);
 }
 
+/* A version 1 agent (the fake) gets no version 2 payload: the host says why instead. */
+static void
+test_fake_old_agent(void **state)
+{
+    struct fake f;
+    struct agent_conn *c = fake_start(&f, false);
+    struct agent_exec *x = NULL;
+    struct agent_hello h;
+    struct tp_err err = { 0 };
+    char *argv[] = { (char *)"sh", NULL };
+    (void)state;
+
+    assert_int_equal(
+        agent_exec_start(c, &(struct agent_exec_req){ .argv = argv, .tty = true }, T_MS, &x, &err),
+        -EOPNOTSUPP);
+    assert_non_null(strstr(tp_err_msg(&err), "version is unknown"));
+    tp_err_clear(&err);
+    assert_int_equal(agent_conn_hello(c, T_MS, &h, &err), 0);
+    assert_int_equal(agent_conn_version(c), 1);
+    assert_int_equal(
+        agent_exec_start(c, &(struct agent_exec_req){ .argv = argv, .tty = true }, T_MS, &x, &err),
+        -EOPNOTSUPP);
+    assert_non_null(strstr(tp_err_msg(&err), "the guest agent is version 1, too old for a TTY"));
+    tp_err_clear(&err);
+    assert_int_equal(
+        agent_exec_start(c, &(struct agent_exec_req){ .argv = argv, .user = "1" }, T_MS, &x, &err),
+        -EOPNOTSUPP);
+    tp_err_clear(&err);
+    assert_int_equal(agent_exec_start(c, &(struct agent_exec_req){ .argv = argv, .builtin = true },
+                                      T_MS, &x, &err),
+                     -EOPNOTSUPP);
+    tp_err_clear(&err);
+    assert_null(x);
+    /* Plain execs still go. */
+    x = fake_exec(c);
+    agent_exec_free(x);
+    agent_conn_free(c);
+    fake_stop(&f);
+}
+
 static void
 test_frame_codec(void **state)
 {
@@ -912,6 +1145,27 @@ test_frame_codec(void **state)
     assert_int_equal(f.hdr.type, AGENT_EXEC);
     assert_int_equal(f.hdr.flags, AGENT_EXEC_F_STDIN);
     assert_memory_equal(f.payload, "\2\0\0\0\1\0\0\0/x\0ls\0-l\0A=1\0", f.hdr.len);
+    free(buf);
+
+    /* Version 2: the user, then rows and cols, after env; one flag each. */
+    req.user = "nobody:nogroup";
+    req.tty = true;
+    req.rows = 0x0132;
+    req.cols = 80;
+    req.builtin = true;
+    assert_int_equal(agent_frame_build_exec(8, &req, &buf, &len), 0);
+    assert_int_equal(agent_frame_parse(buf, len, &f), (int)len);
+    assert_int_equal(f.hdr.flags, AGENT_EXEC_F_STDIN | AGENT_EXEC_F_TTY | AGENT_EXEC_F_USER |
+                                      AGENT_EXEC_F_BUILTIN);
+    static const char v2[] = "\2\0\0\0\1\0\0\0/x\0ls\0-l\0A=1\0nobody:nogroup\0\x32\x01\x50\0";
+    assert_int_equal(f.hdr.len, sizeof(v2) - 1);
+    assert_memory_equal(f.payload, v2, f.hdr.len);
+    free(buf);
+    req = (struct agent_exec_req){ .argv = argv, .user = "", .stdin_open = false };
+    assert_int_equal(agent_frame_build_exec(9, &req, &buf, &len), 0);
+    assert_int_equal(agent_frame_parse(buf, len, &f), (int)len);
+    assert_int_equal(f.hdr.flags, AGENT_EXEC_F_USER);
+    assert_memory_equal(f.payload, "\2\0\0\0\0\0\0\0\0ls\0-l\0\0", f.hdr.len);
     free(buf);
 
     char *none[] = { NULL };
@@ -955,6 +1209,10 @@ main(void)
         cmocka_unit_test(test_stdin),
         cmocka_unit_test(test_signal),
         cmocka_unit_test(test_reconnect),
+        cmocka_unit_test(test_tty),
+        cmocka_unit_test(test_user),
+        cmocka_unit_test(test_builtin_tar),
+        cmocka_unit_test(test_fake_old_agent),
         cmocka_unit_test(test_fake_control),
         cmocka_unit_test(test_fake_unknown_ids_and_exit),
         cmocka_unit_test(test_fake_oversize),

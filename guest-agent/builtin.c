@@ -1,11 +1,13 @@
 /* The agent's built-in commands (AGENT_EXEC_F_BUILTIN): tar-out and tar-in, for copying files
  * in and out of guests whose images have no tar of their own. */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent.h"
-#include "tar.h"
+#include "util/tar.h"
 
 static int
 argc_of(char *const *argv)
@@ -36,12 +38,38 @@ builtin_tar_in(char *const *argv)
     return tar_extract(STDIN_FILENO, argv[1], STDERR_FILENO);
 }
 
+/* "TYPE MODE SIZE" of PATH itself (not following a final symlink), for torpor cp to decide
+ * between copying into a directory and copying as a new name. */
+static int
+builtin_stat(char *const *argv)
+{
+    struct stat st;
+
+    if (argc_of(argv) != 2) {
+        dprintf(STDERR_FILENO, "usage: stat PATH\n");
+        return TAR_EXIT_FAIL;
+    }
+    if (lstat(argv[1], &st) < 0) {
+        int e = errno;
+        dprintf(STDERR_FILENO, "'%s': %s\n", argv[1], strerror(e));
+        return e == ENOENT || e == ENOTDIR ? TAR_EXIT_NOTFOUND : TAR_EXIT_FAIL;
+    }
+    const char *type = S_ISREG(st.st_mode)   ? "file"
+                       : S_ISDIR(st.st_mode) ? "dir"
+                       : S_ISLNK(st.st_mode) ? "symlink"
+                                             : "other";
+    dprintf(STDOUT_FILENO, "%s %o %llu\n", type, (unsigned)(st.st_mode & 07777),
+            (unsigned long long)st.st_size);
+    return TAR_EXIT_OK;
+}
+
 static const struct {
     const char *name;
     builtin_fn fn;
 } builtins[] = {
     { "tar-out", builtin_tar_out },
     { "tar-in", builtin_tar_in },
+    { "stat", builtin_stat },
 };
 
 builtin_fn

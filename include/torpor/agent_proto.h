@@ -59,7 +59,9 @@ _Static_assert(sizeof(struct agent_hdr) == AGENT_HDR_SIZE, "agent_hdr is 12 byte
  *                   directory DIR; entries that would land outside DIR (absolute, "..", or
  *                   through a symlink) are refused and end the extraction. Existing files are
  *                   replaced, existing directories merged; numeric owners are kept when the
- *                   built-in runs as root.
+ *                   built-in runs as root;
+ *   "stat" PATH:    one line "TYPE MODE SIZE" on stdout for PATH itself (lstat): TYPE is file,
+ *                   dir, symlink or other, MODE the permission bits in octal.
  * A built-in exits 0 on success, 2 when PATH/DIR does not exist or is not a directory for
  * tar-in, 1 on any other failure; its messages go to stderr. */
 #define AGENT_EXEC_F_TTY     0x2u

@@ -50,12 +50,17 @@ msg_text(struct builtin_run *b, const char *fallback)
 static enum MHD_Result
 reply_builtin_failure(struct api_req *req, struct builtin_run *b, const char *what)
 {
-    _cleanup_free_ char *m = xasprintf("%s: %s", what, msg_text(b, "failed"));
+    _cleanup_free_ char *m = NULL;
     int r = -EIO;
 
-    if (b->code == BUILTIN_EXIT_ABSENT)
+    if (b->code == BUILTIN_EXIT_ABSENT) {
         r = -ENOENT;
-    else if (strstr(b->msg, "No space left"))
+        m = xasprintf("could not find '%s' in instance '%s'", api_req_query(req, "path"),
+                      req->match.ref);
+        return api_reply_error(req, r, m);
+    }
+    m = xasprintf("%s: %s", what, msg_text(b, "failed"));
+    if (strstr(b->msg, "No space left"))
         r = -ENOSPC;
     else if (strstr(b->msg, "refus") || strstr(b->msg, "malformed") || strstr(b->msg, "truncated"))
         r = -EINVAL;
@@ -65,8 +70,7 @@ reply_builtin_failure(struct api_req *req, struct builtin_run *b, const char *wh
 /* Take every event queued now (timeout 0) or wait up to timeout_ms for one; stdout goes to
  * out (may be NULL: dropped). Returns 0, -ETIMEDOUT, or the connection's error. */
 static int
-builtin_pump(struct builtin_run *b, int timeout_ms, char **out, size_t *out_len,
-             struct tp_err *err)
+builtin_pump(struct builtin_run *b, int timeout_ms, char **out, size_t *out_len, struct tp_err *err)
 {
     for (int t = timeout_ms;; t = 0) {
         struct agent_event ev = { 0 };
@@ -99,9 +103,11 @@ builtin_start(struct api_req *req, const char *name, bool stdin_open, struct bui
     const char *path = api_req_query(req, "path");
     _cleanup_(inst_record_freep) struct inst_record *rec = NULL;
 
+    *b = (struct builtin_run){ 0 }; /* callers free b->x on every path */
     if (!path || path[0] != '/')
-        return tp_err_set(err, -EINVAL, "query parameter 'path' must be an absolute path in "
-                                        "the guest");
+        return tp_err_set(err, -EINVAL,
+                          "query parameter 'path' must be an absolute path in "
+                          "the guest");
     if (strlen(path) > 4096)
         return tp_err_set(err, -EINVAL, "query parameter 'path' is longer than 4096 bytes");
     int r = inst_get(req->m, req->match.ref, &rec, err);
@@ -109,7 +115,6 @@ builtin_start(struct api_req *req, const char *name, bool stdin_open, struct bui
         return r;
     char *argv[] = { (char *)name, (char *)path, NULL };
     struct agent_exec_req er = { .argv = argv, .builtin = true, .stdin_open = stdin_open };
-    *b = (struct builtin_run){ 0 };
     return inst_exec_start(req->m, rec->id, &er, &b->x, err);
 }
 
@@ -222,7 +227,7 @@ api_h_stat(struct api_req *req)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     _cleanup_free_ char *out = NULL;
-    struct builtin_run b;
+    struct builtin_run b = { 0 };
     size_t out_len = 0;
     int r = builtin_start(req, "stat", false, &b, &err);
 
@@ -245,75 +250,83 @@ api_h_stat(struct api_req *req)
     const char *slash = strrchr(path, '/');
     const char *name = slash && slash[1] ? slash + 1 : path;
     return api_reply_json(req, 200,
-                          json_pack("{s:s, s:s, s:s, s:i, s:I}", "path", path, "name", name,
-                                    "type", type, "mode", (int)mode, "size", (json_int_t)size));
+                          json_pack("{s:s, s:s, s:s, s:i, s:I}", "path", path, "name", name, "type",
+                                    type, "mode", (int)mode, "size", (json_int_t)size));
 }
 
 /* ---- PUT archive ------------------------------------------------------------------------- */
+
+struct put_state {
+    struct builtin_run b;
+    bool failed; /* talking to the guest failed: err says why */
+    struct tp_err err;
+};
 
 static enum MHD_Result
 put_begin(struct api_req *req)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    struct builtin_run *b = xnew(struct builtin_run, 1);
-    int r = builtin_start(req, "tar-in", true, b, &err);
+    struct put_state *p = xnew(struct put_state, 1);
+    int r = builtin_start(req, "tar-in", true, &p->b, &err);
 
     if (r < 0) {
-        free(b);
+        free(p);
         return api_reply_tp_err(req, &err);
     }
-    req->upload = b;
+    req->upload = p;
     return MHD_YES;
 }
 
+/* A failure during the body is answered once the body is complete: a reply sent while the
+ * client still sends would reach it as a broken pipe rather than as the reason. */
 static enum MHD_Result
 put_data(struct api_req *req, const char *data, size_t len)
 {
-    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    struct builtin_run *b = req->upload;
+    struct put_state *p = req->upload;
 
+    if (p->b.exited || p->failed)
+        return MHD_YES; /* tar-in stopped at an error: the rest of the body is dropped */
     /* Collect stderr (and a failure) as it comes: tar-in stops at its first error. */
-    int r = builtin_pump(b, 0, NULL, NULL, &err);
-    if (r < 0 && r != -ETIMEDOUT)
-        return api_reply_tp_err(req, &err);
-    if (b->exited)
-        return b->code == 0
-                   ? api_reply_error(req, -EINVAL, "the archive ended before the request body")
-                   : reply_builtin_failure(req, b, "copy into the guest");
-    if (agent_exec_stdin(b->x, data, len, &err) < 0)
-        return api_reply_tp_err(req, &err);
+    int r = builtin_pump(&p->b, 0, NULL, NULL, &p->err);
+    if (r < 0 && r != -ETIMEDOUT) {
+        p->failed = true;
+        return MHD_YES;
+    }
+    tp_err_clear(&p->err);
+    if (!p->b.exited && agent_exec_stdin(p->b.x, data, len, &p->err) < 0)
+        p->failed = true;
     return MHD_YES;
 }
 
 static enum MHD_Result
 put_end(struct api_req *req)
 {
-    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    struct builtin_run *b = req->upload;
-    int r = 0;
+    struct put_state *p = req->upload;
+    int r = p->failed ? -EIO : 0;
 
-    if (!b->exited)
-        r = agent_exec_stdin(b->x, NULL, 0, &err);
-    while (r >= 0 && !b->exited)
-        r = builtin_pump(b, BUILTIN_FINISH_MS, NULL, NULL, &err);
+    if (r == 0 && !p->b.exited)
+        r = agent_exec_stdin(p->b.x, NULL, 0, &p->err);
+    while (r >= 0 && !p->b.exited)
+        r = builtin_pump(&p->b, BUILTIN_FINISH_MS, NULL, NULL, &p->err);
     if (r < 0)
-        return api_reply_tp_err(req, &err);
-    if (b->code != 0)
-        return reply_builtin_failure(req, b, "copy into the guest");
+        return api_reply_tp_err(req, &p->err);
+    if (p->b.code != 0)
+        return reply_builtin_failure(req, &p->b, "copy into the guest");
     return api_reply_json(req, 200, json_object());
 }
 
 static void
 put_release(struct api_req *req)
 {
-    struct builtin_run *b = req->upload;
+    struct put_state *p = req->upload;
 
-    if (!b)
+    if (!p)
         return;
-    if (!b->exited)
-        api_exec_hangup(b->x); /* the client left mid-body: no half archive goes on */
-    agent_exec_free(b->x);
-    free(b);
+    if (!p->b.exited)
+        api_exec_hangup(p->b.x); /* the client left mid-body: no half archive goes on */
+    agent_exec_free(p->b.x);
+    tp_err_clear(&p->err);
+    free(p);
     req->upload = NULL;
 }
 

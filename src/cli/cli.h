@@ -303,6 +303,7 @@ int cli_verb_ps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_inspect(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_exec(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_logs(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_cp(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_lifecycle(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_kill(const struct cli_ctx *ctx, int argc, char **argv);

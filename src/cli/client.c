@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include "util/cleanup.h"
 #include "util/xalloc.h"
@@ -32,8 +33,24 @@ struct xfer {
     client_data_fn on_data; /* NULL: always buffer */
     void *userdata;
     struct tp_err *err;
-    int cb_r; /* on_data's failure, which aborted the transfer */
+    int cb_r;    /* on_data's failure, which aborted the transfer */
+    bool upload; /* the request body is read from upload_fd to its end (chunked) */
+    int upload_fd;
 };
+
+static size_t
+xfer_read(char *buf, size_t size, size_t nmemb, void *userdata)
+{
+    struct xfer *x = userdata;
+
+    for (;;) {
+        ssize_t n = read(x->upload_fd, buf, size * nmemb);
+        if (n >= 0)
+            return (size_t)n;
+        if (errno != EINTR)
+            return CURL_READFUNC_ABORT;
+    }
+}
 
 static void
 curl_cleanupp(CURL **h)
@@ -124,6 +141,12 @@ xfer_perform(const char *socket, const char *method, const char *path, json_t *b
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
     } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if (x->upload) {
+        curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(h, CURLOPT_READFUNCTION, xfer_read);
+        curl_easy_setopt(h, CURLOPT_READDATA, x);
         curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
     if (!headers)
@@ -292,6 +315,32 @@ client_stream(const char *socket, const char *method, const char *path, json_t *
     if (r < 0)
         return r;
     return client_reply_error(status, reply, err);
+}
+
+int
+client_upload(const char *socket, const char *method, const char *path, int fd, json_t **ret_reply,
+              struct tp_err *err)
+{
+    struct xfer x = {
+        .max = CLIENT_REPLY_MAX, .mode = XFER_BUFFER, .upload = true, .upload_fd = fd
+    };
+    _cleanup_free_ char *buf = NULL;
+    json_auto_t *reply = NULL;
+    long status;
+    int r;
+
+    r = xfer_perform(socket, method, path, NULL, &x, &status, err);
+    buf = x.buf;
+    if (r < 0)
+        return r;
+    r = parse_reply(method, path, status, &x, &reply, err);
+    if (r < 0)
+        return r;
+    if (status < 200 || status >= 300)
+        return client_reply_error(status, reply, err);
+    if (ret_reply)
+        *ret_reply = TAKE_PTR(reply);
+    return 0;
 }
 
 char *

@@ -32,6 +32,11 @@ int client_call(const char *socket, const char *method, const char *path, json_t
 int client_stream(const char *socket, const char *method, const char *path, json_t *body,
                   client_data_fn on_data, void *userdata, struct tp_err *err);
 
+/* client_call() whose body is read from fd until its end and sent chunked as it is read (PUT
+ * of an archive). */
+int client_upload(const char *socket, const char *method, const char *path, int fd,
+                  json_t **ret_reply, struct tp_err *err);
+
 /* Turn a failed reply into an error: the JSON body's "message" (or "daemon answered HTTP
  * <status>"), with an errno matching the status (404 -ENOENT, 409 -EBUSY, 400 -EINVAL, 501
  * -EOPNOTSUPP, 504 -ETIMEDOUT, 502 -EPROTO, 413 -E2BIG, 507 -ENOSPC, else -EIO). */

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include "tar.h"
+#include "util/tar.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

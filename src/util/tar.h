@@ -1,4 +1,4 @@
-/* POSIX tar for the agent's built-ins: a stream reader that never touches the filesystem (the
+/* POSIX tar for the agent's built-ins and torpor cp: a stream reader that never touches the filesystem (the
  * part that parses hostile input, fuzzed on its own), a writer of a tree and an extractor that
  * keeps every entry under its directory. libc only. */
 #pragma once
@@ -65,6 +65,12 @@ int tar_name_split(char *name, char **comps, int max);
 /* Write a tar of path to fd (see AGENT_EXEC_F_BUILTIN "tar-out"); messages to err_fd.
  * Hard links inside the tree are written as separate regular files. */
 int tar_create(int fd, const char *path, int err_fd);
+/* tar_create() with the top entry named as (NULL: PATH's last component; "." for its contents
+ * only, as `docker cp SRC/. DEST`). */
+int tar_create_as(int fd, const char *path, const char *as, int err_fd);
+/* tar_extract() where the archive's top component is renamed to top_as before anything is
+ * created ("" drops it: the top directory's contents land in dir itself). */
+int tar_extract_as(int fd, const char *dir, const char *top_as, int err_fd);
 /* Extract the tar read from fd under dir (see "tar-in"); messages to err_fd. Stops at the first
  * failure or refused entry, nothing is written outside dir. */
 int tar_extract(int fd, const char *dir, int err_fd);

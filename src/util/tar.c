@@ -1,6 +1,6 @@
 /* POSIX tar (ustar + pax) for the tar-out and tar-in built-ins: the header codec and stream
  * reader (pure, fuzzed), the writer of a tree, and the extractor that stays inside its root. */
-#include "tar.h"
+#include "util/tar.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -871,6 +871,12 @@ add_tree(struct tar_out *o, int dirfd, const char *leaf, const char *name)
 int
 tar_create(int fd, const char *path, int err_fd)
 {
+    return tar_create_as(fd, path, NULL, err_fd);
+}
+
+int
+tar_create_as(int fd, const char *path, const char *as, int err_fd)
+{
     struct tar_out *o = calloc(1, sizeof(*o));
     char *copy = strdup(path), *canon = NULL;
     int r;
@@ -912,6 +918,8 @@ tar_create(int fd, const char *path, int err_fd)
         leaf = ".";
         name = ".";
     }
+    if (as)
+        name = as;
     int dirfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     struct stat st;
     if (dirfd < 0 || fstatat(dirfd, leaf, &st, AT_SYMLINK_NOFOLLOW) < 0) {
@@ -946,8 +954,9 @@ struct dir_fix { /* a directory's mode and times, set once everything inside exi
 
 struct untar {
     int root, err_fd;
-    bool chown; /* running as root: keep the archive's owners */
-    bool said;  /* the current entry's failure was reported already */
+    const char *top_as; /* NULL, or what the archive's top component becomes ("" = dropped) */
+    bool chown;         /* running as root: keep the archive's owners */
+    bool said;          /* the current entry's failure was reported already */
     struct tar_reader rd;
     struct dir_fix *dirs;
     size_t ndirs;
@@ -1051,6 +1060,9 @@ extract_file(struct untar *u, int dfd, const char *leaf, const struct tar_entry 
     if (r == 0 && futimens(fd, ts) < 0)
         r = -errno;
     close(fd);
+    /* No half-written file is left behind (a full disk, a cut archive). */
+    if (r < 0)
+        unlinkat(dfd, leaf, 0);
     return r;
 }
 
@@ -1229,10 +1241,55 @@ fix_dirs(struct untar *u)
     return r;
 }
 
+/* name with its first component (after any "./") replaced by as, or dropped for "" (the top
+ * itself then becomes "."). Names the extractor refuses anyway (absolute, "..") stay as they
+ * are. malloc'd, NULL when out of memory. */
+static char *
+rename_top(const char *name, const char *as)
+{
+    while (name[0] == '.' && name[1] == '/')
+        name += 2;
+    if (name[0] == '/' || (name[0] == '.' && name[1] == '.' && (!name[2] || name[2] == '/')))
+        return strdup(name);
+    const char *rest = strchr(name, '/');
+    size_t n = strlen(as) + (rest ? strlen(rest) : 0) + 2;
+    char *out = malloc(n);
+    if (out)
+        snprintf(out, n, "%s%s", *as ? as : ".", rest ? rest : "");
+    return out;
+}
+
+static int
+apply_top_as(struct untar *u, struct tar_entry *e)
+{
+    char *name = rename_top(e->name, u->top_as);
+    char *link = e->type == TAR_LNK ? rename_top(e->linkname, u->top_as) : NULL;
+
+    if (!name || (e->type == TAR_LNK && !link)) {
+        free(name);
+        free(link);
+        say(u->err_fd, "tar-in: out of memory");
+        return -ENOMEM;
+    }
+    free(e->name);
+    e->name = name;
+    if (link) {
+        free(e->linkname);
+        e->linkname = link;
+    }
+    return 0;
+}
+
 int
 tar_extract(int fd, const char *dir, int err_fd)
 {
-    struct untar u = { .err_fd = err_fd, .chown = geteuid() == 0 };
+    return tar_extract_as(fd, dir, NULL, err_fd);
+}
+
+int
+tar_extract_as(int fd, const char *dir, const char *top_as, int err_fd)
+{
+    struct untar u = { .err_fd = err_fd, .chown = geteuid() == 0, .top_as = top_as };
     struct tar_entry e;
     int r;
 
@@ -1248,7 +1305,9 @@ tar_extract(int fd, const char *dir, int err_fd)
             say(err_fd, "tar-in: %s", u.rd.err);
         if (r <= 0)
             break;
-        r = extract_one(&u, &e);
+        r = top_as ? apply_top_as(&u, &e) : 0;
+        if (r >= 0)
+            r = extract_one(&u, &e);
         tar_entry_clear(&e);
         if (r < 0)
             break;

@@ -101,3 +101,4 @@ enum MHD_Result api_h_fork(struct api_req *req);
 enum MHD_Result api_h_pause(struct api_req *req);
 enum MHD_Result api_h_unpause(struct api_req *req);
 enum MHD_Result api_h_kill(struct api_req *req);
+enum MHD_Result api_h_stats(struct api_req *req);

@@ -43,6 +43,7 @@ static const struct {
     { API_ROUTE_PAUSE, "POST", { "v1", "instances", PARAM, "pause" }, { NULL }, "pause" },
     { API_ROUTE_UNPAUSE, "POST", { "v1", "instances", PARAM, "unpause" }, { NULL }, "unpause" },
     { API_ROUTE_KILL, "POST", { "v1", "instances", PARAM, "kill" }, { NULL }, "kill" },
+    { API_ROUTE_STATS, "GET", { "v1", "instances", PARAM, "stats" }, { NULL }, "stats" },
 };
 
 struct path_segs {

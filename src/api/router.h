@@ -26,6 +26,7 @@ enum api_route {
     API_ROUTE_PAUSE,        /* POST   /v1/instances/{ref}/pause */
     API_ROUTE_UNPAUSE,      /* POST   /v1/instances/{ref}/unpause */
     API_ROUTE_KILL,         /* POST   /v1/instances/{ref}/kill */
+    API_ROUTE_STATS,        /* GET    /v1/instances/{ref}/stats */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

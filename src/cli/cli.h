@@ -267,6 +267,25 @@ struct fork_opts {
 /* --count is 1..64; --name and --prefix exclude each other, --name wants a count of 1. */
 int cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err);
 
+struct stats_opts {
+    char *const *names; /* none: every Running or Paused instance */
+    size_t n_names;
+    bool all;           /* -a: every instance, those without a VMM as zeros */
+    bool no_stream;     /* one sample pair, then exit */
+    bool no_trunc;      /* full ids */
+    bool json;          /* --format json: one JSON object per line */
+    const char *format; /* --format TEMPLATE (not "json"/"table"), borrowed from argv */
+    bool help;
+};
+int cli_parse_stats(int argc, char **argv, struct stats_opts *ret, struct tp_err *err);
+/* n bytes as docker prints sizes: binary units, four significant digits ("123.4MiB", "256MiB",
+ * "0B"). */
+void cli_format_bytes(uint64_t n, char *buf, size_t size);
+/* One row of torpor stats from two samples of GET .../stats (prev NULL: CPU % 0): an object
+ * with docker's keys ID, Name, CPUPerc, MemUsage ("PSS / guest memory"), MemPerc and PIDs (the
+ * VMM's threads), all strings. */
+struct json_t *cli_stats_row(const struct json_t *prev, const struct json_t *cur, bool no_trunc);
+
 /* Runners: do the verb against the daemon, return the exit code. */
 int cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o);
 int cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o);
@@ -281,6 +300,9 @@ int cli_cmd_fork(const struct cli_ctx *ctx, const struct fork_opts *o);
 int cli_cmd_kill(const struct cli_ctx *ctx, const struct kill_opts *o);
 /* Prints each NAME's exit code once it is Stopped; CLI_EXIT_FAIL if any wait failed. */
 int cli_cmd_wait(const struct cli_ctx *ctx, char *const *names, size_t n);
+/* Samples until SIGINT/SIGTERM (exit 0) or once with no_stream; CLI_EXIT_FAIL when a NAME is
+ * unknown or torpord cannot be reached. */
+int cli_cmd_stats(const struct cli_ctx *ctx, const struct stats_opts *o);
 /* capabilities and version take no options or arguments. */
 int cli_cmd_caps(const struct cli_ctx *ctx);
 int cli_cmd_version(const struct cli_ctx *ctx);
@@ -306,6 +328,7 @@ int cli_verb_lifecycle(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_kill(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_wait(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_stats(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
 

@@ -12,6 +12,7 @@ const struct cli_verb cli_verbs[] = {
     { "inspect", cli_verb_inspect, "print instances as JSON" },
     { "exec", cli_verb_exec, "run a command in a guest" },
     { "logs", cli_verb_logs, "print a guest's serial console" },
+    { "stats", cli_verb_stats, "show instances' host CPU and memory usage" },
     { "stop", cli_verb_lifecycle, "stop instances" },
     { "start", cli_verb_lifecycle, "start stopped instances" },
     { "restart", cli_verb_lifecycle, "stop and start instances" },

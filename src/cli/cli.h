@@ -31,6 +31,7 @@ struct cli_global_opts {
     const char *socket; /* borrowed: argv, env_socket or CLI_DEFAULT_SOCKET */
     bool help;
     bool version;
+    bool man;       /* --man (hidden): print torpor(1) */
     int verb_index; /* argv index of the verb; == argc when there is none */
 };
 
@@ -85,6 +86,7 @@ struct cli_flag {
     char short_name;  /* 0 = long only; never 'h' (--help is implied) */
     const char *help; /* its line in the usage text */
     const char *arg;  /* NULL = a flag; else the value's name in the usage ("N") */
+    bool hidden;      /* left out of the usage, the shell completion and the manual */
 };
 
 enum cli_operands {
@@ -110,7 +112,21 @@ struct cli_syntax {
     enum cli_operands operands;
     int usage_exit; /* the exit code of a usage error; 0 = CLI_EXIT_USAGE */
     struct cli_flag flags[CLI_FLAGS_MAX];
+    const char *choices; /* the operands are some of these words ("bash zsh"); NULL = NAMEs */
 };
+
+/* The syntax of verb (a verb of the table, for the verbs that share one runner), into *ret. */
+typedef void (*cli_syntax_fn)(const char *verb, struct cli_syntax *ret);
+/* Defines cli_syntax_fn `fn` handing out the file's `syntax`. */
+#define CLI_SYNTAX_FN(fn)                             \
+    void fn(const char *verb, struct cli_syntax *ret) \
+    {                                                 \
+        (void)verb;                                   \
+        *ret = syntax;                                \
+    }
+
+/* torpor's own options (before the verb), for the completion and the manual. */
+extern const struct cli_syntax cli_global_syntax;
 
 /* What cli_parse_args() found; values and operands borrow from argv. */
 struct cli_args {
@@ -312,6 +328,8 @@ struct cli_verb {
     const char *name;
     int (*fn)(const struct cli_ctx *ctx, int argc, char **argv); /* argv[0] = name */
     const char *help;
+    cli_syntax_fn syntax; /* what fn parses: the source of --help, completion and manual */
+    bool hidden;          /* left out of `torpor --help` and the manual (completion) */
 };
 extern const struct cli_verb cli_verbs[];
 extern const size_t cli_n_verbs;
@@ -329,6 +347,33 @@ int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_kill(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_wait(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_stats(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_completion(const struct cli_ctx *ctx, int argc, char **argv);
+
+/* Each verb's syntax, for the table. */
+void cli_syntax_run(const char *verb, struct cli_syntax *ret);
+void cli_syntax_ps(const char *verb, struct cli_syntax *ret);
+void cli_syntax_inspect(const char *verb, struct cli_syntax *ret);
+void cli_syntax_exec(const char *verb, struct cli_syntax *ret);
+void cli_syntax_logs(const char *verb, struct cli_syntax *ret);
+void cli_syntax_stats(const char *verb, struct cli_syntax *ret);
+void cli_syntax_lifecycle(const char *verb, struct cli_syntax *ret);
+void cli_syntax_kill(const char *verb, struct cli_syntax *ret);
+void cli_syntax_wait(const char *verb, struct cli_syntax *ret);
+void cli_syntax_fork(const char *verb, struct cli_syntax *ret);
+void cli_syntax_caps(const char *verb, struct cli_syntax *ret);
+void cli_syntax_version(const char *verb, struct cli_syntax *ret);
+void cli_syntax_completion(const char *verb, struct cli_syntax *ret);
+
+/* ---- generated from the tables (gendoc.c) ------------------------------------------------- */
+
+/* A bash completion script for torpor: verbs, each verb's options (long and short), values of
+ * options that take one (file names for PATH, DIR and FILE values), instance names from
+ * `torpor ps -a --format '{{.Name}}'` on the socket the command line names. */
+void cli_completion_bash(FILE *f);
+/* The same for zsh (through its bash completion emulation). */
+void cli_completion_zsh(FILE *f);
+/* torpor(1) in roff: global options, then each verb's usage, description and options. */
+void cli_man_page(FILE *f);
 int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
 

@@ -346,3 +346,5 @@ cli_verb_stats(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_stats(ctx, &o);
 }
+
+CLI_SYNTAX_FN(cli_syntax_stats)

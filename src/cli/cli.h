@@ -84,9 +84,9 @@ void cli_error(const char *fmt, ...) _printf_(1, 2);
 struct cli_flag {
     const char *name; /* long name without "--"; NULL ends the list; never "help" */
     char short_name;  /* 0 = long only; never 'h' (--help is implied) */
-    const char *help; /* its line in the usage text */
+    const char *help; /* its line in the usage text; NULL = hidden: left out of the usage, the
+                         shell completion and the manual */
     const char *arg;  /* NULL = a flag; else the value's name in the usage ("N") */
-    bool hidden;      /* left out of the usage, the shell completion and the manual */
 };
 
 enum cli_operands {
@@ -327,9 +327,8 @@ int cli_cmd_version(const struct cli_ctx *ctx);
 struct cli_verb {
     const char *name;
     int (*fn)(const struct cli_ctx *ctx, int argc, char **argv); /* argv[0] = name */
-    const char *help;
+    const char *help;     /* NULL = hidden: left out of `torpor --help` and the manual */
     cli_syntax_fn syntax; /* what fn parses: the source of --help, completion and manual */
-    bool hidden;          /* left out of `torpor --help` and the manual (completion) */
 };
 extern const struct cli_verb cli_verbs[];
 extern const size_t cli_n_verbs;

@@ -63,7 +63,7 @@ put_options(FILE *f, const struct cli_syntax *syn, enum opt_list which)
         const struct cli_flag *fl = &syn->flags[i];
         char s[2] = { fl->short_name, '\0' };
 
-        if (fl->hidden || (which == OPTS_VALUES && !fl->arg) ||
+        if (!fl->help || (which == OPTS_VALUES && !fl->arg) ||
             (which == OPTS_FILES && (!fl->arg || !arg_is_file(fl->arg))))
             continue;
         put_word(f, &first, "--", fl->name);
@@ -218,7 +218,7 @@ man_options(FILE *f, const struct cli_syntax *syn)
 {
     for (size_t i = 0; i < CLI_FLAGS_MAX && syn->flags[i].name; i++) {
         const struct cli_flag *fl = &syn->flags[i];
-        if (!fl->hidden)
+        if (fl->help)
             roff_option(f, fl->short_name, fl->name, fl->arg, fl->help);
     }
     roff_option(f, 'h', "help", NULL, "print the usage and these options");
@@ -271,7 +271,7 @@ cli_man_page(FILE *f)
     man_options(f, &cli_global_syntax);
     roff_section(f, "COMMANDS");
     for (size_t i = 0; i < cli_n_verbs; i++)
-        if (!cli_verbs[i].hidden)
+        if (cli_verbs[i].help)
             man_verb(f, &cli_verbs[i]);
     fputs(".SS \"torpor help\"\n.PP\n.nf\ntorpor help [COMMAND]\n.fi\n", f);
     roff_paragraphs(f, "Print torpor's usage, or COMMAND's (as 'torpor COMMAND --help').");

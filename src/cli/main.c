@@ -24,7 +24,7 @@ usage(FILE *f)
         "Commands:\n",
         f);
     for (size_t i = 0; i < cli_n_verbs; i++)
-        if (!cli_verbs[i].hidden)
+        if (cli_verbs[i].help)
             fprintf(f, "  %-14s %s\n", cli_verbs[i].name, cli_verbs[i].help);
     fputs("  help [COMMAND] print help\n"
           "\n"

@@ -30,7 +30,7 @@ const struct cli_syntax cli_global_syntax = {
     .flags = {
         [GLOBAL_SOCKET] = { "socket", 0, "torpord's API socket", "PATH" },
         [GLOBAL_VERSION] = { "version", 'V', "print torpor's version", NULL },
-        [GLOBAL_MAN] = { "man", 0, "print the manual page torpor(1) in roff", NULL, true },
+        [GLOBAL_MAN] = { "man", 0, NULL, NULL }, /* hidden: print torpor(1) in roff */
     },
 };
 
@@ -368,14 +368,14 @@ cli_usage_print(const struct cli_syntax *syn, FILE *f)
     /* Descriptions start in one column: "  -f, --force    remove ..." */
     for (size_t i = 0; i < n; i++) {
         _cleanup_free_ char *label = usage_label(syn->flags[i].name, syn->flags[i].arg);
-        if (!syn->flags[i].hidden)
+        if (syn->flags[i].help)
             width = MAX(width, strlen(label) + 2);
     }
     fputs(syn->usage, f);
     fputs("\nOptions:\n", f);
     for (size_t i = 0; i <= n; i++) {
         const struct cli_flag *fl = syntax_flag(syn, n, i);
-        if (fl->hidden)
+        if (!fl->help)
             continue;
         usage_option(f, (int)width, fl->short_name, fl->name, fl->arg, fl->help);
     }

@@ -28,8 +28,7 @@ const struct cli_verb cli_verbs[] = {
     { "rm", cli_verb_lifecycle, "remove instances", cli_syntax_lifecycle },
     { "capabilities", cli_verb_caps, "print what each hypervisor supports", cli_syntax_caps },
     { "version", cli_verb_version, "print client and daemon versions", cli_syntax_version },
-    { "completion", cli_verb_completion, "print a shell completion script", cli_syntax_completion,
-      .hidden = true },
+    { "completion", cli_verb_completion, NULL, cli_syntax_completion }, /* hidden */
 };
 
 const size_t cli_n_verbs = ELEMENTSOF(cli_verbs);

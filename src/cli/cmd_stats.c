@@ -169,18 +169,22 @@ stats_zero_sample(const json_t *inst)
 }
 
 /* One sample of ref appended to samples. A VMM that does not run (409): zeros with
- * keep_stopped (a NAME the user gave, or --all), else nothing. Other failures are reported;
- * < 0 then. */
+ * keep_stopped (a NAME the user gave, or --all), else nothing. An instance gone (404) is an
+ * error for a NAME the user gave, else (removed since the listing) nothing. Failures are
+ * reported; < 0 then. */
 static int
-stats_sample_one(const struct cli_ctx *ctx, const char *ref, bool keep_stopped, json_t *samples)
+stats_sample_one(const struct cli_ctx *ctx, const char *ref, bool named, bool keep_stopped,
+                 json_t *samples)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     _cleanup_free_ char *path = client_instance_path(ref, "/stats");
     json_t *s = NULL;
     int r = client_call(ctx->socket, "GET", path, NULL, &s, &err);
 
-    if (r == -EBUSY || (r == -ENOENT && !keep_stopped)) {
-        /* Stopped meanwhile, or (listing all) removed meanwhile: not an error. */
+    if (r == -ENOENT && !named)
+        return 0;
+    if (r == -EBUSY) {
+        /* No VMM (any more): not an error. */
         json_t *inst = NULL;
         _cleanup_free_ char *ipath = client_instance_path(ref, "");
         if (!keep_stopped)
@@ -209,7 +213,7 @@ stats_sample(const struct cli_ctx *ctx, const struct stats_opts *o, json_t **ret
     size_t i;
 
     for (i = 0; i < o->n_names; i++)
-        if (stats_sample_one(ctx, o->names[i], true, samples) < 0)
+        if (stats_sample_one(ctx, o->names[i], true, true, samples) < 0)
             return -EIO;
     if (o->n_names == 0) {
         if (cli_call(ctx, "GET", o->all ? "/v1/instances?all=true" : "/v1/instances", NULL,
@@ -224,7 +228,7 @@ stats_sample(const struct cli_ctx *ctx, const struct stats_opts *o, json_t **ret
                 continue;
             if (!live && o->all)
                 json_array_append_new(samples, stats_zero_sample(inst));
-            else if (live && stats_sample_one(ctx, id, o->all, samples) < 0)
+            else if (live && stats_sample_one(ctx, id, false, o->all, samples) < 0)
                 return -EIO;
         }
     }

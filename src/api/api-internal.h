@@ -119,3 +119,4 @@ enum MHD_Result api_h_unpause(struct api_req *req);
 enum MHD_Result api_h_kill(struct api_req *req);
 enum MHD_Result api_h_archive_get(struct api_req *req);
 enum MHD_Result api_h_stat(struct api_req *req);
+enum MHD_Result api_h_stats(struct api_req *req);

@@ -54,6 +54,7 @@ static const struct {
       { "path", NULL },
       "archive_put" },
     { API_ROUTE_STAT, "GET", { "v1", "instances", PARAM, "stat" }, { "path", NULL }, "stat" },
+    { API_ROUTE_STATS, "GET", { "v1", "instances", PARAM, "stats" }, { NULL }, "stats" },
 };
 
 struct path_segs {

@@ -29,6 +29,7 @@ enum api_route {
     API_ROUTE_ARCHIVE_GET,  /* GET    /v1/instances/{ref}/archive?path= */
     API_ROUTE_ARCHIVE_PUT,  /* PUT    /v1/instances/{ref}/archive?path= */
     API_ROUTE_STAT,         /* GET    /v1/instances/{ref}/stat?path= */
+    API_ROUTE_STATS,        /* GET    /v1/instances/{ref}/stats */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

@@ -61,7 +61,7 @@ static const api_handler_fn handlers[_API_ROUTE_MAX] = {
     [API_ROUTE_RESTORE] = api_h_restore, [API_ROUTE_FORK] = api_h_fork,
     [API_ROUTE_PAUSE] = api_h_pause,     [API_ROUTE_UNPAUSE] = api_h_unpause,
     [API_ROUTE_KILL] = api_h_kill,       [API_ROUTE_ARCHIVE_GET] = api_h_archive_get,
-    [API_ROUTE_STAT] = api_h_stat,
+    [API_ROUTE_STAT] = api_h_stat,       [API_ROUTE_STATS] = api_h_stats,
 };
 
 static const struct api_upload_ops *const uploads[_API_ROUTE_MAX] = {

@@ -31,6 +31,7 @@ struct cli_global_opts {
     const char *socket; /* borrowed: argv, env_socket or CLI_DEFAULT_SOCKET */
     bool help;
     bool version;
+    bool man;       /* --man (hidden): print torpor(1) */
     int verb_index; /* argv index of the verb; == argc when there is none */
 };
 
@@ -83,7 +84,8 @@ void cli_error(const char *fmt, ...) _printf_(1, 2);
 struct cli_flag {
     const char *name; /* long name without "--"; NULL ends the list; never "help" */
     char short_name;  /* 0 = long only; never 'h' (--help is implied) */
-    const char *help; /* its line in the usage text */
+    const char *help; /* its line in the usage text; NULL = hidden: left out of the usage, the
+                         shell completion and the manual */
     const char *arg;  /* NULL = a flag; else the value's name in the usage ("N") */
 };
 
@@ -110,7 +112,21 @@ struct cli_syntax {
     enum cli_operands operands;
     int usage_exit; /* the exit code of a usage error; 0 = CLI_EXIT_USAGE */
     struct cli_flag flags[CLI_FLAGS_MAX];
+    const char *choices; /* the operands are some of these words ("bash zsh"); NULL = NAMEs */
 };
+
+/* The syntax of verb (a verb of the table, for the verbs that share one runner), into *ret. */
+typedef void (*cli_syntax_fn)(const char *verb, struct cli_syntax *ret);
+/* Defines cli_syntax_fn `fn` handing out the file's `syntax`. */
+#define CLI_SYNTAX_FN(fn)                             \
+    void fn(const char *verb, struct cli_syntax *ret) \
+    {                                                 \
+        (void)verb;                                   \
+        *ret = syntax;                                \
+    }
+
+/* torpor's own options (before the verb), for the completion and the manual. */
+extern const struct cli_syntax cli_global_syntax;
 
 /* What cli_parse_args() found; values and operands borrow from argv. */
 struct cli_args {
@@ -268,6 +284,25 @@ struct fork_opts {
 /* --count is 1..64; --name and --prefix exclude each other, --name wants a count of 1. */
 int cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err);
 
+struct stats_opts {
+    char *const *names; /* none: every Running or Paused instance */
+    size_t n_names;
+    bool all;           /* -a: every instance, those without a VMM as zeros */
+    bool no_stream;     /* one sample pair, then exit */
+    bool no_trunc;      /* full ids */
+    bool json;          /* --format json: one JSON object per line */
+    const char *format; /* --format TEMPLATE (not "json"/"table"), borrowed from argv */
+    bool help;
+};
+int cli_parse_stats(int argc, char **argv, struct stats_opts *ret, struct tp_err *err);
+/* n bytes as docker prints sizes: binary units, four significant digits ("123.4MiB", "256MiB",
+ * "0B"). */
+void cli_format_bytes(uint64_t n, char *buf, size_t size);
+/* One row of torpor stats from two samples of GET .../stats (prev NULL: CPU % 0): an object
+ * with docker's keys ID, Name, CPUPerc, MemUsage ("PSS / guest memory"), MemPerc and PIDs (the
+ * VMM's threads), all strings. */
+struct json_t *cli_stats_row(const struct json_t *prev, const struct json_t *cur, bool no_trunc);
+
 /* Runners: do the verb against the daemon, return the exit code. */
 int cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o);
 int cli_cmd_ps(const struct cli_ctx *ctx, const struct ps_opts *o);
@@ -282,6 +317,9 @@ int cli_cmd_fork(const struct cli_ctx *ctx, const struct fork_opts *o);
 int cli_cmd_kill(const struct cli_ctx *ctx, const struct kill_opts *o);
 /* Prints each NAME's exit code once it is Stopped; CLI_EXIT_FAIL if any wait failed. */
 int cli_cmd_wait(const struct cli_ctx *ctx, char *const *names, size_t n);
+/* Samples until SIGINT/SIGTERM (exit 0) or once with no_stream; CLI_EXIT_FAIL when a NAME is
+ * unknown or torpord cannot be reached. */
+int cli_cmd_stats(const struct cli_ctx *ctx, const struct stats_opts *o);
 /* capabilities and version take no options or arguments. */
 int cli_cmd_caps(const struct cli_ctx *ctx);
 int cli_cmd_version(const struct cli_ctx *ctx);
@@ -290,7 +328,8 @@ int cli_cmd_version(const struct cli_ctx *ctx);
 struct cli_verb {
     const char *name;
     int (*fn)(const struct cli_ctx *ctx, int argc, char **argv); /* argv[0] = name */
-    const char *help;
+    const char *help;     /* NULL = hidden: left out of `torpor --help` and the manual */
+    cli_syntax_fn syntax; /* what fn parses: the source of --help, completion and manual */
 };
 extern const struct cli_verb cli_verbs[];
 extern const size_t cli_n_verbs;
@@ -308,6 +347,35 @@ int cli_verb_lifecycle(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_kill(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_wait(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_stats(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_completion(const struct cli_ctx *ctx, int argc, char **argv);
+
+/* Each verb's syntax, for the table. */
+void cli_syntax_run(const char *verb, struct cli_syntax *ret);
+void cli_syntax_ps(const char *verb, struct cli_syntax *ret);
+void cli_syntax_inspect(const char *verb, struct cli_syntax *ret);
+void cli_syntax_exec(const char *verb, struct cli_syntax *ret);
+void cli_syntax_logs(const char *verb, struct cli_syntax *ret);
+void cli_syntax_cp(const char *verb, struct cli_syntax *ret);
+void cli_syntax_stats(const char *verb, struct cli_syntax *ret);
+void cli_syntax_lifecycle(const char *verb, struct cli_syntax *ret);
+void cli_syntax_kill(const char *verb, struct cli_syntax *ret);
+void cli_syntax_wait(const char *verb, struct cli_syntax *ret);
+void cli_syntax_fork(const char *verb, struct cli_syntax *ret);
+void cli_syntax_caps(const char *verb, struct cli_syntax *ret);
+void cli_syntax_version(const char *verb, struct cli_syntax *ret);
+void cli_syntax_completion(const char *verb, struct cli_syntax *ret);
+
+/* ---- generated from the tables (gendoc.c) ------------------------------------------------- */
+
+/* A bash completion script for torpor: verbs, each verb's options (long and short), values of
+ * options that take one (file names for PATH, DIR and FILE values), instance names from
+ * `torpor ps -a --format '{{.Name}}'` on the socket the command line names. */
+void cli_completion_bash(FILE *f);
+/* The same for zsh (through its bash completion emulation). */
+void cli_completion_zsh(FILE *f);
+/* torpor(1) in roff: global options, then each verb's usage, description and options. */
+void cli_man_page(FILE *f);
 int cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv);
 

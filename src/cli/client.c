@@ -102,6 +102,12 @@ xfer_write(char *data, size_t size, size_t nmemb, void *userdata)
 int
 client_unreachable(const char *socket, const char *reason, int code, struct tp_err *err)
 {
+    /* The socket is there but not ours to use: what to do, not "is torpord running?". */
+    if (code == -EACCES)
+        return tp_err_set(err, code,
+                          "permission denied on torpord's socket '%s': run torpor as root, or "
+                          "start torpord with --socket-group GROUP and join that group",
+                          socket);
     return tp_err_set(err, code, "cannot reach torpord at '%s': %s (is torpord running?)", socket,
                       reason);
 }

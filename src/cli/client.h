@@ -42,7 +42,8 @@ int client_upload(const char *socket, const char *method, const char *path, int 
  * -EOPNOTSUPP, 504 -ETIMEDOUT, 502 -EPROTO, 413 -E2BIG, 507 -ENOSPC, else -EIO). */
 int client_reply_error(long status, const json_t *reply, struct tp_err *err);
 
-/* The error for a daemon that cannot be reached at socket (reason: strerror or similar). */
+/* The error for a daemon that cannot be reached at socket (reason: strerror or similar). For
+ * code -EACCES it says how to get access (root, or torpord --socket-group) instead. */
 int client_unreachable(const char *socket, const char *reason, int code, struct tp_err *err);
 
 /* "/v1/instances/<ref, percent-encoded><suffix>"; suffix may be "". Caller frees. */

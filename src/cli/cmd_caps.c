@@ -29,3 +29,5 @@ cli_verb_caps(const struct cli_ctx *ctx, int argc, char **argv)
 {
     return cli_verb_without_args(ctx, &syntax, argc, argv, cli_cmd_caps);
 }
+
+CLI_SYNTAX_FN(cli_syntax_caps)

@@ -355,3 +355,4 @@ cli_verb_cp(const struct cli_ctx *ctx, int argc, char **argv)
     side_done(&dest);
     return rc;
 }
+CLI_SYNTAX_FN(cli_syntax_cp)

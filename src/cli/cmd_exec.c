@@ -249,3 +249,5 @@ cli_verb_exec(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_exec(ctx, &o);
 }
+
+CLI_SYNTAX_FN(cli_syntax_exec)

@@ -181,3 +181,5 @@ cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_fork(ctx, &o);
 }
+
+CLI_SYNTAX_FN(cli_syntax_fork)

@@ -86,3 +86,5 @@ cli_verb_inspect(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_inspect(ctx, &o);
 }
+
+CLI_SYNTAX_FN(cli_syntax_inspect)

@@ -136,3 +136,5 @@ cli_verb_kill(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_kill(ctx, &o);
 }
+
+CLI_SYNTAX_FN(cli_syntax_kill)

@@ -151,6 +151,15 @@ lifecycle_syntax(const struct cli_lifecycle *lc, struct cli_syntax *ret)
             (struct cli_flag){ .name = "all", .short_name = 'a', .help = "remove every instance" };
 }
 
+void
+cli_syntax_lifecycle(const char *verb, struct cli_syntax *ret)
+{
+    const struct cli_lifecycle *lc = lifecycle_find(verb);
+
+    assert(lc);
+    lifecycle_syntax(lc, ret);
+}
+
 static int
 lifecycle_parse(const struct cli_lifecycle *lc, int argc, char **argv, struct lifecycle_opts *ret,
                 struct tp_err *err)

@@ -126,3 +126,5 @@ cli_verb_logs(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_logs(ctx, &o);
 }
+
+CLI_SYNTAX_FN(cli_syntax_logs)

@@ -281,3 +281,5 @@ cli_verb_ps(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_ps(ctx, &o);
 }
+
+CLI_SYNTAX_FN(cli_syntax_ps)

@@ -319,3 +319,5 @@ cli_verb_run(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_run(ctx, &o);
 }
+
+CLI_SYNTAX_FN(cli_syntax_run)

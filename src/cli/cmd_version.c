@@ -34,3 +34,5 @@ cli_verb_version(const struct cli_ctx *ctx, int argc, char **argv)
 {
     return cli_verb_without_args(ctx, &syntax, argc, argv, cli_cmd_version);
 }
+
+CLI_SYNTAX_FN(cli_syntax_version)

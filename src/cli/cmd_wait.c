@@ -74,3 +74,5 @@ cli_verb_wait(const struct cli_ctx *ctx, int argc, char **argv)
 
     return x >= 0 ? x : cli_cmd_wait(ctx, a.operands, a.n_operands);
 }
+
+CLI_SYNTAX_FN(cli_syntax_wait)

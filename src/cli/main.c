@@ -24,7 +24,8 @@ usage(FILE *f)
         "Commands:\n",
         f);
     for (size_t i = 0; i < cli_n_verbs; i++)
-        fprintf(f, "  %-14s %s\n", cli_verbs[i].name, cli_verbs[i].help);
+        if (cli_verbs[i].help)
+            fprintf(f, "  %-14s %s\n", cli_verbs[i].name, cli_verbs[i].help);
     fputs("  help [COMMAND] print help\n"
           "\n"
           "Run 'torpor COMMAND --help' for a command's options.\n",
@@ -73,6 +74,10 @@ main(int argc, char **argv)
     }
     if (g.help) {
         usage(stdout);
+        return CLI_EXIT_OK;
+    }
+    if (g.man) {
+        cli_man_page(stdout);
         return CLI_EXIT_OK;
     }
     if (g.version) {

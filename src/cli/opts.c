@@ -20,15 +20,17 @@
 enum {
     GLOBAL_SOCKET,
     GLOBAL_VERSION,
+    GLOBAL_MAN,
 };
 
-static const struct cli_syntax global_syntax = {
+const struct cli_syntax cli_global_syntax = {
     .verb = "",
     .usage = "Usage: torpor [OPTIONS] COMMAND [ARGS...]\n",
     .operands = CLI_OPERANDS_CMD, /* the verb is the "command": its words are its own */
     .flags = {
         [GLOBAL_SOCKET] = { "socket", 0, "torpord's API socket", "PATH" },
         [GLOBAL_VERSION] = { "version", 'V', "print torpor's version", NULL },
+        [GLOBAL_MAN] = { "man", 0, NULL, NULL }, /* hidden: print torpor(1) in roff */
     },
 };
 
@@ -40,7 +42,7 @@ cli_parse_global(int argc, char **argv, const char *env_socket, struct cli_globa
     const char *sock;
     int r;
 
-    r = cli_parse_args(&global_syntax, argc, argv, &a, err);
+    r = cli_parse_args(&cli_global_syntax, argc, argv, &a, err);
     if (r < 0)
         return r;
     sock = a.values[GLOBAL_SOCKET];
@@ -52,6 +54,7 @@ cli_parse_global(int argc, char **argv, const char *env_socket, struct cli_globa
                                               : CLI_DEFAULT_SOCKET,
         .help = a.help,
         .version = a.flags & (1u << GLOBAL_VERSION),
+        .man = a.flags & (1u << GLOBAL_MAN),
         .verb_index = argc - (int)a.n_operands,
     };
     return 0;
@@ -373,12 +376,15 @@ cli_usage_print(const struct cli_syntax *syn, FILE *f)
     /* Descriptions start in one column: "  -f, --force    remove ..." */
     for (size_t i = 0; i < n; i++) {
         _cleanup_free_ char *label = usage_label(syn->flags[i].name, syn->flags[i].arg);
-        width = MAX(width, strlen(label) + 2);
+        if (syn->flags[i].help)
+            width = MAX(width, strlen(label) + 2);
     }
     fputs(syn->usage, f);
     fputs("\nOptions:\n", f);
     for (size_t i = 0; i <= n; i++) {
         const struct cli_flag *fl = syntax_flag(syn, n, i);
+        if (!fl->help)
+            continue;
         usage_option(f, (int)width, fl->short_name, fl->name, fl->arg, fl->help);
     }
 }

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <grp.h>
 #include <libgen.h>
 #include <limits.h>
 #include <poll.h>
@@ -22,12 +23,15 @@
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
+#include "util/macro.h"
+#include "util/roff.h"
 #include "util/sock.h"
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
 static const char *arg_data_dir = "/var/lib/torpor";
 static const char *arg_socket = "/run/torpor/torpor.sock";
+static gid_t arg_socket_gid = (gid_t)-1; /* --socket-group; -1 = leave the group as created */
 static const char *arg_cache_dir;
 static const char *arg_agent;
 static const char *arg_accel;
@@ -48,47 +52,140 @@ absolute_path(const char *path)
     return cwd ? fs_path_join(cwd, path) : NULL;
 }
 
+/* torpord's options: getopt_long's table, the usage text and torpord(8) all come from here. */
+static const struct daemon_opt {
+    const char *name;
+    int val;          /* getopt_long's code */
+    const char *arg;  /* the value's name; NULL = a flag */
+    const char *help; /* one paragraph, wrapped when printed */
+} daemon_opts[] = {
+    { "data-dir", 'd', "DIR", "instance records and files (default /var/lib/torpor)" },
+    { "socket", 's', "PATH",
+      "the API socket (default /run/torpor/torpor.sock); a directory torpord creates for it is "
+      "mode 0755" },
+    { "socket-group", 'g', "GROUP",
+      "give the API socket (mode 0660) to GROUP, so its members can use torpor without being "
+      "root (default: the group of the user running torpord); an unknown GROUP is an error" },
+    { "cache-dir", 'c', "DIR",
+      "kernels, initramfs and root disk images (default $TORPOR_CACHE_DIR, else "
+      "/var/cache/torpor)" },
+    { "agent", 'a', "PATH", "static guest agent binary (default: found beside torpord)" },
+    { "accel", 'A', "kvm|tcg", "force an accelerator (default: kvm where usable, else tcg)" },
+    { "log-level", 'l', "LEVEL", "error, warn, info (default) or debug; the log goes to stderr" },
+    { "ready-fd", 'r', "N",
+      "write \"READY\\n\" to file descriptor N once the API accepts requests" },
+    { "client-timeout", 't', "SECONDS",
+      "drop API clients silent this long while their request or the reading of a reply is "
+      "awaited (default 10; running operations and streams such as exec and logs -f are never "
+      "cut)" },
+    { "console-log-max", 'C', "BYTES",
+      "bytes of serial console kept per instance; older output is cut from the head" },
+    { "firecracker", 'F', "PATH", "the firecracker binary, for instances run with it" },
+    { "help", 'h', NULL, "print this help" },
+    { "man", 'M', NULL, NULL }, /* hidden: print torpord(8) in roff */
+};
+
+#define USAGE_HELP_COLUMN 25
+#define USAGE_WIDTH       80
+
+/* text from column `at` on, wrapped at USAGE_WIDTH and continued at USAGE_HELP_COLUMN. */
+static void
+usage_wrap(FILE *f, const char *text, size_t at)
+{
+    const char *p = text;
+
+    while (*p) {
+        size_t room = USAGE_WIDTH - 1 - at, len = strlen(p);
+        if (len > room) {
+            len = room;
+            while (len > 0 && p[len] != ' ')
+                len--;
+            if (len == 0)
+                len = strcspn(p, " ");
+        }
+        fprintf(f, "%.*s\n", (int)len, p);
+        p += len;
+        while (*p == ' ')
+            p++;
+        if (*p)
+            fprintf(f, "%*s", USAGE_HELP_COLUMN, "");
+        at = USAGE_HELP_COLUMN;
+    }
+}
+
 static void
 usage(FILE *f)
 {
-    fprintf(f,
-            "usage: torpord [--data-dir DIR] [--socket PATH] [--cache-dir DIR] [--agent PATH]\n"
-            "               [--accel kvm|tcg] [--log-level error|warn|info|debug] [--ready-fd N]\n"
-            "               [--client-timeout SECONDS] [--console-log-max BYTES]\n"
-            "               [--firecracker PATH]\n"
-            "\n"
-            "  --data-dir DIR   instance records and files (default /var/lib/torpor)\n"
-            "  --socket PATH    API socket (default /run/torpor/torpor.sock)\n"
-            "  --cache-dir DIR  kernels, initramfs and root disk images (default\n"
-            "                   $TORPOR_CACHE_DIR or /var/cache/torpor)\n"
-            "  --agent PATH     static guest agent binary (default: found beside torpord)\n"
-            "  --accel ACCEL    force an accelerator (default: kvm where usable, else tcg)\n"
-            "  --ready-fd N     write \"READY\\n\" to fd N once the API accepts requests\n"
-            "  --client-timeout SECONDS  drop API clients silent this long while their\n"
-            "                   request or the reading of a reply is awaited (default 10;\n"
-            "                   running operations and streams such as exec and logs -f are\n"
-            "                   never cut)\n");
+    fputs("Usage: torpord [OPTIONS]\n"
+          "\n"
+          "The torpor daemon: runs microVMs and serves torpor's REST API on a Unix socket.\n"
+          "\n"
+          "Options:\n",
+          f);
+    for (size_t i = 0; i < ELEMENTSOF(daemon_opts); i++) {
+        const struct daemon_opt *o = &daemon_opts[i];
+        int n;
+        if (!o->help)
+            continue;
+        n = fprintf(f, "  --%s%s%s", o->name, o->arg ? " " : "", o->arg ? o->arg : "");
+        if (n >= USAGE_HELP_COLUMN - 1) {
+            fprintf(f, "\n%*s", USAGE_HELP_COLUMN, "");
+        } else {
+            fprintf(f, "%*s", USAGE_HELP_COLUMN - n, "");
+        }
+        usage_wrap(f, o->help, USAGE_HELP_COLUMN);
+    }
+}
+
+/* torpord(8), from the table above. */
+static void
+man_page(FILE *f)
+{
+    roff_title(f, "torpord", "8", "torpor " TORPOR_VERSION, "System Administration");
+    roff_section(f, "NAME");
+    fputs("torpord \\- the torpor microVM daemon\n", f);
+    roff_section(f, "SYNOPSIS");
+    fputs("\\fBtorpord\\fR [\\fIOPTIONS\\fR]\n", f);
+    roff_section(f, "DESCRIPTION");
+    roff_paragraphs(f,
+                    "torpord runs microVMs (QEMU or Firecracker guests) and serves torpor's REST "
+                    "API on a Unix socket; torpor(1) is its command-line client. It owns its data "
+                    "dir (one daemon per dir and per socket), records every instance there, and "
+                    "leaves VMMs running when it exits: a torpord started again finds them.\n\n"
+                    "Only root, and members of the group given with --socket-group, can use the "
+                    "socket. On SIGTERM or SIGINT torpord lets requests in flight finish, then "
+                    "exits 0; the VMMs keep running.");
+    roff_section(f, "OPTIONS");
+    for (size_t i = 0; i < ELEMENTSOF(daemon_opts); i++)
+        if (daemon_opts[i].help)
+            roff_option(f, 0, daemon_opts[i].name, daemon_opts[i].arg, daemon_opts[i].help);
+    roff_section(f, "ENVIRONMENT");
+    fputs(".TP\n\\fBTORPOR_CACHE_DIR\\fR\n", f);
+    roff_text(f, "the cache dir when --cache-dir is not given\n");
+    fputs(".TP\n\\fBTORPOR_AGENT\\fR\n", f);
+    roff_text(f, "the guest agent binary when --agent is not given\n");
+    roff_section(f, "EXIT STATUS");
+    roff_paragraphs(f, "0 after a clean shutdown, 1 when torpord could not start or run (the "
+                       "reason is logged), 2 for a usage error.");
+    roff_section(f, "FILES");
+    roff_paragraphs(f, "/run/torpor/torpor.sock: the API socket.\n\n"
+                       "/var/lib/torpor: the data dir (torpor.db and one directory per "
+                       "instance).\n\n/var/cache/torpor: kernels and images.");
+    roff_section(f, "SEE ALSO");
+    fputs("\\fBtorpor\\fR(1)\n", f);
 }
 
 static int
 parse_args(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        { "data-dir", required_argument, NULL, 'd' },
-        { "socket", required_argument, NULL, 's' },
-        { "cache-dir", required_argument, NULL, 'c' },
-        { "agent", required_argument, NULL, 'a' },
-        { "accel", required_argument, NULL, 'A' },
-        { "log-level", required_argument, NULL, 'l' },
-        { "ready-fd", required_argument, NULL, 'r' },
-        { "client-timeout", required_argument, NULL, 't' },
-        { "console-log-max", required_argument, NULL, 'C' },
-        { "firecracker", required_argument, NULL, 'F' },
-        { "help", no_argument, NULL, 'h' },
-        {},
-    };
+    struct option opts[ELEMENTSOF(daemon_opts) + 1] = { 0 };
     int c;
     enum log_level lvl;
+
+    for (size_t i = 0; i < ELEMENTSOF(daemon_opts); i++)
+        opts[i] = (struct option){ daemon_opts[i].name,
+                                   daemon_opts[i].arg ? required_argument : no_argument, NULL,
+                                   daemon_opts[i].val };
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
         switch (c) {
         case 'd':
@@ -101,6 +198,19 @@ parse_args(int argc, char **argv)
         case 's':
             arg_socket = optarg;
             break;
+        case 'g': {
+            /* Resolved now: a typo must stop the start, not surface as a socket nobody can use. */
+            struct group *gr;
+            errno = 0;
+            gr = getgrnam(optarg);
+            if (!gr) {
+                fprintf(stderr, "torpord: --socket-group: unknown group '%s'%s%s\n", optarg,
+                        errno ? ": " : "", errno ? strerror(errno) : "");
+                return -EINVAL;
+            }
+            arg_socket_gid = gr->gr_gid;
+            break;
+        }
         case 'c':
             if (!*optarg) {
                 fprintf(stderr, "torpord: --cache-dir must not be empty\n");
@@ -176,6 +286,9 @@ parse_args(int argc, char **argv)
         }
         case 'h':
             usage(stdout);
+            exit(0);
+        case 'M':
+            man_page(stdout);
             exit(0);
         default:
             usage(stderr);
@@ -342,7 +455,11 @@ run(struct tp_err *err)
         return tp_err_wrap(err, "open data dir '%s'", data_dir);
 
     sockdir = xstrdup(arg_socket);
+    /* A directory made for the socket must let the socket's group reach it, whatever the
+     * daemon's umask of 077 says. */
+    mode_t old_umask = umask(022);
     r = fs_mkdir_p(dirname(sockdir), 0755, err);
+    umask(old_umask);
     if (r < 0)
         return r;
     socklockfd = lock_socket(arg_socket, err);
@@ -351,7 +468,12 @@ run(struct tp_err *err)
     listenfd = sock_listen_unix_exclusive(arg_socket, 128, &sockfile, err);
     if (listenfd < 0)
         return listenfd;
-    chmod(arg_socket, 0660);
+    /* The socket is root's and its group's: root, or --socket-group's members. */
+    if (arg_socket_gid != (gid_t)-1 && chown(arg_socket, (uid_t)-1, arg_socket_gid) < 0)
+        return tp_err_errno(err, -errno, "give socket '%s' to group %u", arg_socket,
+                            (unsigned)arg_socket_gid);
+    if (chmod(arg_socket, 0660) < 0)
+        return tp_err_errno(err, -errno, "make socket '%s' mode 0660", arg_socket);
     r = api_server_start(m, listenfd, arg_client_timeout, &srv, err);
     if (r < 0)
         return tp_err_wrap(err, "start API server");

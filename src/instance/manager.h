@@ -10,6 +10,7 @@
 #include "store/store.h"
 #include "util/cleanup.h"
 #include "util/err.h"
+#include "util/name.h"
 
 struct inst_manager;
 
@@ -109,5 +110,22 @@ int inst_exec_start(struct inst_manager *m, const char *ref, const struct agent_
  * every persisted change. */
 int inst_wait_state(struct inst_manager *m, const char *ref, enum inst_state state, int timeout_ms,
                     struct inst_record **ret, struct tp_err *err);
+/* What a Running or Paused instance's VMM costs the host, sampled now (stats). */
+struct inst_stats {
+    char id[INST_ID_LEN + 1];
+    char name[NAME_MAX_LEN + 1];
+    enum inst_state state;
+    pid_t pid;              /* the VMM */
+    uint64_t cpu_ns;        /* the VMM's CPU time so far, user + system, all its threads */
+    uint32_t threads;       /* the VMM's threads */
+    uint64_t rss_bytes;     /* resident memory of the VMM (guest memory it touched included) */
+    uint64_t pss_bytes;     /* the same, pages shared with others (fork children) divided */
+    uint64_t memory_bytes;  /* the guest memory it was configured with */
+    uint64_t console_bytes; /* the console log's size */
+    int64_t timestamp_ms;   /* wall clock of the sample */
+};
+/* Sample ref's VMM from /proc. -EBUSY when no VMM runs (any state but Running and Paused, or
+ * a VMM that exited just now), -ENOENT for an unknown ref. */
+int inst_stats(struct inst_manager *m, const char *ref, struct inst_stats *ret, struct tp_err *err);
 /* The console log file of ref (for logs / logs -f). Caller frees. */
 int inst_console_log(struct inst_manager *m, const char *ref, char **ret_path, struct tp_err *err);

@@ -744,6 +744,7 @@ test_router_routes(void **state)
     route_ok("POST", "/v1/instances/web-1/standby", API_ROUTE_STANDBY, "web-1");
     route_ok("POST", "/v1/instances/3f2a9c/restore", API_ROUTE_RESTORE, "3f2a9c");
     route_ok("POST", "/v1/instances/web-1/fork", API_ROUTE_FORK, "web-1");
+    route_ok("GET", "/v1/instances/web-1/stats", API_ROUTE_STATS, "web-1");
     /* A ref that spells a keyword is still a ref. */
     route_ok("GET", "/v1/instances/exec", API_ROUTE_GET, "exec");
     route_ok("DELETE", "/v1/instances/fork", API_ROUTE_DELETE, "fork");

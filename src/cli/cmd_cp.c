@@ -31,7 +31,7 @@ static const struct cli_syntax syntax = {
              "'/.' copies the directory's contents. '-' is a tar stream on stdin or stdout.\n"
              "Modes and times are kept; owners too where the writer is root.\n",
     .operands = CLI_OPERANDS_ANY,
-    .flags = { { NULL } },
+
 };
 
 /* One side of the copy: an instance's path (name set) or a host path. */

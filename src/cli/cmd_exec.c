@@ -39,9 +39,9 @@ static const struct cli_syntax syntax = {
         [OPT_ENV] = { "env", 'e', "set an environment variable (repeatable); K alone: from ours",
                       "K=V" },
         [OPT_WORKDIR] = { "workdir", 'w', "working directory in the guest", "DIR" },
-        [OPT_INTERACTIVE] = { "interactive", 'i', "keep stdin attached: it streams to CMD" },
-        [OPT_TTY] = { "tty", 't', "run CMD on a pseudo-terminal (-it for a shell)" },
-        [OPT_DETACH] = { "detach", 'd', "run CMD in the background, detached" },
+        [OPT_INTERACTIVE] = { "interactive", 'i', "keep stdin attached: it streams to CMD", NULL },
+        [OPT_TTY] = { "tty", 't', "run CMD on a pseudo-terminal (-it for a shell)", NULL },
+        [OPT_DETACH] = { "detach", 'd', "run CMD in the background, detached", NULL },
         [OPT_USER] = { "user", 'u', "run as this user (and group)", "USER[:GROUP]" },
     },
 };
@@ -149,7 +149,7 @@ cli_parse_exec(int argc, char **argv, struct exec_opts *ret, struct tp_err *err)
 
 /* Whether the "K=V" list sets key. */
 static bool
-getenv_in(char *const *env, const char *key)
+getenv_in(char **env, const char *key)
 {
     size_t n = strlen(key);
 

@@ -1,6 +1,6 @@
-/* POSIX tar for the agent's built-ins and torpor cp: a stream reader that never touches the filesystem (the
- * part that parses hostile input, fuzzed on its own), a writer of a tree and an extractor that
- * keeps every entry under its directory. libc only. */
+/* POSIX tar for the agent's built-ins and torpor cp: a stream reader that never touches the
+ * filesystem (the part that parses hostile input, fuzzed on its own), a writer of a tree and an
+ * extractor that keeps every entry under its directory. libc only. */
 #pragma once
 
 #include <stdbool.h>

@@ -113,7 +113,10 @@ struct exec {
     int code;       /* exit code or 128+signal, valid once reaped */
     uint8_t *inbuf; /* stdin bytes not yet accepted by the pipe */
     size_t inlen;
-    bool in_close; /* close stdin once inbuf drains */
+    bool in_close;        /* close stdin once inbuf drains */
+    uint32_t in_ack;      /* stdin bytes written (or dropped) not yet acknowledged */
+    uint32_t out_unacked; /* output sent that the host has not acknowledged */
+    bool acks;            /* the host acknowledges output (AGENT_EXEC_F_ACKS) */
     struct exec *next;
 };
 

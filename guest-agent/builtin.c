@@ -58,8 +58,15 @@ builtin_stat(char *const *argv)
                        : S_ISDIR(st.st_mode) ? "dir"
                        : S_ISLNK(st.st_mode) ? "symlink"
                                              : "other";
-    dprintf(STDOUT_FILENO, "%s %o %llu\n", type, (unsigned)(st.st_mode & 07777),
-            (unsigned long long)st.st_size);
+    /* A symlink also says what it leads to: cp copies into a directory reached through one. */
+    struct stat target;
+    const char *to = !S_ISLNK(st.st_mode)         ? ""
+                     : stat(argv[1], &target) < 0 ? " missing"
+                     : S_ISDIR(target.st_mode)    ? " dir"
+                     : S_ISREG(target.st_mode)    ? " file"
+                                                  : " other";
+    dprintf(STDOUT_FILENO, "%s %o %llu%s\n", type, (unsigned)(st.st_mode & 07777),
+            (unsigned long long)st.st_size, to);
     return TAR_EXIT_OK;
 }
 

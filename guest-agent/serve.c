@@ -19,7 +19,7 @@
 /* Backpressure: stop reading children while this much output waits for the host, and stop
  * reading the host while a command's stdin has this much queued. Neither blocks the loop. */
 #define OUTQ_HIGH       (256u * 1024u)
-#define STDIN_HIGH      (256u * 1024u)
+#define STDIN_HIGH      (2 * AGENT_STDIN_WINDOW) /* a host keeping its window never gets here */
 #define MAX_EXECS       128
 #define MAX(a, b)       ((a) > (b) ? (a) : (b))
 #define PORT_WAIT_LOG   10000 /* ms before saying the port is late (waiting goes on) */
@@ -404,6 +404,7 @@ handle_exec(struct srv *s, uint32_t id, uint16_t flags, const uint8_t *p, uint32
         return;
     }
     x->id = id;
+    x->acks = flags & AGENT_EXEC_F_ACKS;
     x->next = s->execs;
     s->execs = x;
     s->n_execs++;
@@ -431,8 +432,10 @@ handle_stdin(struct exec *x, const uint8_t *p, uint32_t len)
 {
     struct termios t;
 
-    if (x->in_fd < 0 || x->in_close)
+    if (x->in_fd < 0 || x->in_close) {
+        x->in_ack += len; /* dropped: the window must not stay taken by it */
         return;
+    }
     if (len > 0) {
         stdin_queue(x, p, len);
         return;
@@ -477,6 +480,8 @@ handle_frame(struct srv *s, const struct agent_hdr *h, const uint8_t *p)
         case AGENT_STDIN:
         case AGENT_SIGNAL:
         case AGENT_RESIZE:
+        case AGENT_OUTPUT_ACK:
+        case AGENT_FORGET:
             agent_log("ignoring frame type %u on the control id", h->type);
             break;
         default:
@@ -503,6 +508,11 @@ handle_frame(struct srv *s, const struct agent_hdr *h, const uint8_t *p)
         }
     } else if (h->type == AGENT_RESIZE) {
         handle_resize(x, p, h->len);
+    } else if (h->type == AGENT_OUTPUT_ACK && h->len == 4) {
+        uint32_t n = agent_get_u32(p);
+        x->out_unacked -= n < x->out_unacked ? n : x->out_unacked;
+    } else if (h->type == AGENT_FORGET) {
+        x->id = 0; /* as for a host that left: output read and dropped, no EXIT */
     }
 }
 
@@ -605,8 +615,24 @@ pump_output(struct srv *s, struct exec *x, int *fd, uint16_t type)
         *fd = -1;
         return;
     }
-    if (x->id)
+    if (x->id) {
         send_frame(s, x->id, type, io_buf, (size_t)n, NULL, 0);
+        x->out_unacked += (uint32_t)n;
+    }
+}
+
+/* Tell the host how much stdin went to its commands: it keeps a window per exec. */
+static void
+send_stdin_acks(struct srv *s)
+{
+    for (struct exec *x = s->execs; x; x = x->next) {
+        if (x->in_ack && x->id) {
+            uint8_t n[4];
+            agent_put_u32(n, x->in_ack);
+            send_frame(s, x->id, AGENT_STDIN_ACK, n, sizeof(n), NULL, 0);
+        }
+        x->in_ack = 0;
+    }
 }
 
 static void
@@ -620,12 +646,14 @@ pump_stdin(struct exec *x)
             if (errno == EAGAIN)
                 return;
             /* The command closed its stdin: what it did not read is lost, as with a pipe. */
+            x->in_ack += (uint32_t)x->inlen;
             x->inlen = 0;
             x->in_close = true;
             break;
         }
         memmove(x->inbuf, x->inbuf + n, x->inlen - (size_t)n);
         x->inlen -= (size_t)n;
+        x->in_ack += (uint32_t)n;
     }
     if (x->in_close) {
         close(x->in_fd);
@@ -814,8 +842,10 @@ loop(struct srv *s)
             slot[n++] = (struct slot){ SLOT_UEVENT, NULL };
         }
         for (struct exec *x = s->execs; x; x = x->next) {
-            /* Output of an orphaned exec is discarded, so it never waits for the queue. */
-            bool may_read = !out_full || !x->id;
+            /* Output of an orphaned exec is discarded, so it never waits for the queue; a
+             * followed one waits for its host to take what it has. */
+            bool may_read =
+                !x->id || (!out_full && (!x->acks || x->out_unacked < AGENT_OUTPUT_WINDOW));
             if (x->out_fd >= 0 && may_read && !x->tty_hup) {
                 pfd[n] = (struct pollfd){ .fd = x->out_fd, .events = POLLIN };
                 slot[n++] = (struct slot){ SLOT_OUT, x };
@@ -893,6 +923,7 @@ loop(struct srv *s)
         for (struct exec *x = s->execs; x; x = x->next)
             if (x->in_fd >= 0 && (x->inlen > 0 || x->in_close))
                 pump_stdin(x);
+        send_stdin_acks(s);
         finish_execs(s);
         port_flush(s);
     }

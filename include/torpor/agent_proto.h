@@ -25,6 +25,9 @@
     65536u /* a larger len is a protocol error: the reader resyncs by \
               dropping the connection */
 #define AGENT_PORT_NAME "org.torpor.agent" /* virtio-serial port name the agent looks for */
+/* Flow control per exec (version 2): see AGENT_STDIN_ACK and AGENT_OUTPUT_ACK. */
+#define AGENT_STDIN_WINDOW  (256u * 1024u)
+#define AGENT_OUTPUT_WINDOW (1024u * 1024u)
 
 struct agent_hdr {
     uint32_t len;   /* payload bytes */
@@ -61,34 +64,45 @@ _Static_assert(sizeof(struct agent_hdr) == AGENT_HDR_SIZE, "agent_hdr is 12 byte
  *                   replaced, existing directories merged; numeric owners are kept when the
  *                   built-in runs as root;
  *   "stat" PATH:    one line "TYPE MODE SIZE" on stdout for PATH itself (lstat): TYPE is file,
- *                   dir, symlink or other, MODE the permission bits in octal.
+ *                   dir, symlink or other, MODE the permission bits in octal; a symlink adds
+ *                   " TARGET" (what it leads to: file, dir, other, or missing).
  * A built-in exits 0 on success, 2 when PATH/DIR does not exist or is not a directory for
  * tar-in, 1 on any other failure; its messages go to stderr. */
 #define AGENT_EXEC_F_TTY     0x2u
 #define AGENT_EXEC_F_USER    0x4u
 #define AGENT_EXEC_F_BUILTIN 0x8u
+/* The host acknowledges this exec's output (AGENT_OUTPUT_ACK): only then does the guest hold
+ * its output back past AGENT_OUTPUT_WINDOW. Version 2 hosts always set it. */
+#define AGENT_EXEC_F_ACKS 0x10u
 
 enum agent_msg {
     /* host -> guest */
-    AGENT_HELLO = 1,     /* id 0, empty. Guest answers AGENT_HELLO_OK. Used as the readiness
-                            signal: the host sends it right after connecting and blocks on the
-                            reply; the guest reads it as soon as its port opens. A HELLO starts
-                            a new connection and must be its first frame: after a host change
-                            the guest skips input up to this (fixed) header, and it forgets
-                            earlier exec ids (a restored or forked guest never saw its old
-                            host leave). */
-    AGENT_EXEC = 2,      /* payload: u32 argc (>= 1), u32 envc, then NUL-terminated strings:
-                            cwd ("" = /), argv[argc], env[envc] ("K=V"), nothing after.
-                            flags: AGENT_EXEC_F_*. Guest answers AGENT_EXEC_STARTED or
-                            AGENT_EXEC_ERROR. The command runs in its own session (pgid = pid);
-                            PATH defaults to a standard list when env has none. */
-    AGENT_STDIN = 3,     /* data for the exec's stdin; empty payload = close stdin */
-    AGENT_SIGNAL = 4,    /* payload: u32 signal number, sent to the exec's process group */
-    AGENT_SET_CLOCK = 5, /* id 0, payload: i64 unix time in ns; answered by AGENT_OK */
-    AGENT_IDENTITY = 6,  /* id 0, payload: NUL-terminated "key=value" strings (hostname=...,
-                            seed=<hex>); answered by AGENT_OK once applied (fork) */
-    AGENT_RESIZE = 7,    /* payload: u16 rows, u16 cols: the exec's terminal size (F_TTY
-                            execs; ignored otherwise). No answer. Version 2. */
+    AGENT_HELLO = 1,      /* id 0, empty. Guest answers AGENT_HELLO_OK. Used as the readiness
+                             signal: the host sends it right after connecting and blocks on the
+                             reply; the guest reads it as soon as its port opens. A HELLO starts
+                             a new connection and must be its first frame: after a host change
+                             the guest skips input up to this (fixed) header, and it forgets
+                             earlier exec ids (a restored or forked guest never saw its old
+                             host leave). */
+    AGENT_EXEC = 2,       /* payload: u32 argc (>= 1), u32 envc, then NUL-terminated strings:
+                             cwd ("" = /), argv[argc], env[envc] ("K=V"), nothing after.
+                             flags: AGENT_EXEC_F_*. Guest answers AGENT_EXEC_STARTED or
+                             AGENT_EXEC_ERROR. The command runs in its own session (pgid = pid);
+                             PATH defaults to a standard list when env has none. */
+    AGENT_STDIN = 3,      /* data for the exec's stdin; empty payload = close stdin */
+    AGENT_SIGNAL = 4,     /* payload: u32 signal number, sent to the exec's process group */
+    AGENT_SET_CLOCK = 5,  /* id 0, payload: i64 unix time in ns; answered by AGENT_OK */
+    AGENT_IDENTITY = 6,   /* id 0, payload: NUL-terminated "key=value" strings (hostname=...,
+                             seed=<hex>); answered by AGENT_OK once applied (fork) */
+    AGENT_RESIZE = 7,     /* payload: u16 rows, u16 cols: the exec's terminal size (F_TTY
+                             execs; ignored otherwise). No answer. Version 2. */
+    AGENT_OUTPUT_ACK = 8, /* payload: u32 bytes of the exec's STDOUT/STDERR payloads the host
+                             has consumed. Version 2: the guest stops reading an exec's output
+                             while AGENT_OUTPUT_WINDOW bytes are sent and not acknowledged, so
+                             a slow consumer slows its own command and no other. */
+    AGENT_FORGET = 9,     /* empty: the host no longer follows this exec (detached, or its
+                             client left): the guest drops its output and sends nothing more
+                             for the id, not even EXIT; the command runs on. Version 2. */
 
     /* guest -> host */
     AGENT_HELLO_OK = 101,     /* id 0, payload: NUL-terminated "key=value" strings: version=,
@@ -102,6 +116,10 @@ enum agent_msg {
                                is not in the guest's /etc/passwd or /etc/group) */
     AGENT_OK = 107,         /* id 0: the preceding control request succeeded */
     AGENT_ERROR = 108,      /* id 0: i32 errno then NUL-terminated message */
+    AGENT_STDIN_ACK = 109,  /* payload: u32 bytes of the exec's STDIN payloads written to the
+                               command (or dropped: its stdin was closed). Version 2: the host
+                               keeps at most AGENT_STDIN_WINDOW bytes per exec unacknowledged,
+                               so a command that does not read never stops the connection. */
 };
 
 /* Little-endian field access, independent of host byte order and alignment. */

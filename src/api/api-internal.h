@@ -23,10 +23,11 @@ struct api_req {
     struct api_match match;
     char *body; /* accumulated upload, NUL-terminated; NULL when empty */
     size_t body_len;
-    bool too_large; /* the upload passed API_BODY_MAX: the rest is discarded */
-    bool replied;   /* a response is queued */
-    bool stream;    /* holds one of the server's API_STREAM_LIMIT stream slots */
-    void *upload;   /* a streamed upload's state (api_upload_ops), NULL otherwise */
+    bool too_large;               /* the upload passed API_BODY_MAX: the rest is discarded */
+    bool replied;                 /* a response is queued */
+    bool stream;                  /* holds one of the server's API_STREAM_LIMIT stream slots */
+    void *upload;                 /* a streamed upload's state (api_upload_ops), NULL otherwise */
+    struct exec_session *session; /* an attached exec's, until the request completes */
 };
 
 /* A route whose request body is streamed to a handler instead of gathered (no API_BODY_MAX):
@@ -72,12 +73,16 @@ int api_server_stop_fd(struct api_server *s);
 /* exec_session.c: an exec attached over an upgraded connection (stdin, resize, signals). */
 struct exec_session;
 /* Takes x (or, for a command that did not start, x NULL and its error frame spawn_err);
- * inst_id is copied. Reply with the upgrade response returned (NULL: nothing was taken). */
+ * inst_id is copied. Reply with the upgrade response returned (NULL: nothing was taken, the
+ * caller still owns x and spawn_err). Sets req->session. */
 struct MHD_Response *api_exec_session_new(struct api_req *req, struct agent_exec *x,
                                           json_t *spawn_err, const char *inst_id, bool tty);
 /* A client left a command that still runs: SIGHUP to its process group, as a closed terminal
  * does, then SIGKILL if it has not exited within a second. Its output is dropped. */
 void api_exec_hangup(struct agent_exec *x);
+/* The request of session s completed (MHD's notice): if the upgrade never ran, the command is
+ * hung up and the slot given back. */
+void api_exec_session_req_done(struct exec_session *s);
 /* The error object ending a stream whose guest connection broke (r, msg): says what happened to
  * the instance, and carries the exit code the client should use ("exit_code": 137 when the
  * instance stopped or is gone, 125 when the command may still run). */
@@ -118,5 +123,7 @@ enum MHD_Result api_h_pause(struct api_req *req);
 enum MHD_Result api_h_unpause(struct api_req *req);
 enum MHD_Result api_h_kill(struct api_req *req);
 enum MHD_Result api_h_archive_get(struct api_req *req);
+enum MHD_Result api_h_session_signal(struct api_req *req);
+enum MHD_Result api_h_session_resize(struct api_req *req);
 enum MHD_Result api_h_stat(struct api_req *req);
 enum MHD_Result api_h_stats(struct api_req *req);

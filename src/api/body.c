@@ -687,3 +687,69 @@ api_frame_header(uint8_t out[8], int kind, uint32_t len)
     out[7] = (uint8_t)len;
     return API_FRAME_HEADER_SIZE;
 }
+
+static int
+signal_field(void *target, const char *key, const json_t *v, struct tp_err *err)
+{
+    uint32_t n;
+    int r;
+
+    if (!streq(key, "signal"))
+        return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+    r = get_u32_range(key, v, 1, 64, &n, err);
+    if (r >= 0)
+        *(int *)target = (int)n;
+    return r;
+}
+
+int
+api_parse_session_signal(const char *data, size_t len, int *ret_sig, struct tp_err *err)
+{
+    static const struct body_field fields[] = { { "signal", false } };
+    int sig = 0;
+    int r = parse_fields(data, len, fields, ELEMENTSOF(fields), signal_field, &sig, err);
+
+    if (r == 0 && !sig)
+        r = tp_err_set(err, -EINVAL, "field 'signal' is required");
+    if (r == 0)
+        *ret_sig = sig;
+    return r;
+}
+
+struct resize_body {
+    uint32_t rows, cols;
+    bool has_rows, has_cols;
+};
+
+static int
+resize_field(void *target, const char *key, const json_t *v, struct tp_err *err)
+{
+    struct resize_body *b = target;
+
+    if (streq(key, "rows")) {
+        b->has_rows = true;
+        return get_u32_range(key, v, 1, UINT16_MAX, &b->rows, err);
+    }
+    if (streq(key, "cols")) {
+        b->has_cols = true;
+        return get_u32_range(key, v, 1, UINT16_MAX, &b->cols, err);
+    }
+    return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
+}
+
+int
+api_parse_session_resize(const char *data, size_t len, uint16_t *ret_rows, uint16_t *ret_cols,
+                         struct tp_err *err)
+{
+    static const struct body_field fields[] = { { "rows", false }, { "cols", false } };
+    struct resize_body b = { 0 };
+    int r = parse_fields(data, len, fields, ELEMENTSOF(fields), resize_field, &b, err);
+
+    if (r == 0 && (!b.has_rows || !b.has_cols))
+        r = tp_err_set(err, -EINVAL, "fields 'rows' and 'cols' are required");
+    if (r == 0) {
+        *ret_rows = (uint16_t)b.rows;
+        *ret_cols = (uint16_t)b.cols;
+    }
+    return r;
+}

@@ -73,6 +73,12 @@ int api_parse_exec(const char *data, size_t len, struct api_exec_body *ret, stru
  * with count 1, and not with "prefix". -EINVAL naming the field otherwise. */
 int api_parse_fork(const char *data, size_t len, struct api_fork_body *ret, struct tp_err *err);
 
+/* POST /v1/sessions/{id}/signal: {"signal": 1..64} (required). */
+int api_parse_session_signal(const char *data, size_t len, int *ret_sig, struct tp_err *err);
+/* POST /v1/sessions/{id}/resize: {"rows": 1..65535, "cols": 1..65535} (both required). */
+int api_parse_session_resize(const char *data, size_t len, uint16_t *ret_rows, uint16_t *ret_cols,
+                             struct tp_err *err);
+
 /* {"state": "Stopped", "timeout_ms": 1..600000 (default 30000)}; state required. */
 int api_parse_wait(const char *data, size_t len, enum inst_state *ret_state, int *ret_timeout_ms,
                    struct tp_err *err);

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -33,11 +34,21 @@
 
 enum input_end {
     INPUT_RUNNING,
-    INPUT_CLIENT_GONE, /* EOF or an error on the socket */
+    INPUT_CLIENT_GONE, /* the socket closed both ways, or failed */
     INPUT_BAD_FRAME,   /* the client broke the protocol: err_msg says how */
 };
 
+/* Attached sessions by id, for signals and resizes that must not wait behind stdin in the
+ * session's own stream (a command that does not read it). */
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct exec_session *registry;
+
 struct exec_session {
+    struct exec_session *reg_next; /* in registry while the session runs */
+    char id[17];                   /* 16 hex digits, sent in X-Torpor-Session */
+    pthread_mutex_t lock;          /* refs, started */
+    int refs;                      /* the request's and the upgraded connection's */
+    bool started;                  /* on_upgraded() ran: the session owns its slot and command */
     struct api_server *srv;
     struct inst_manager *m;
     struct agent_exec *x; /* NULL when the command did not start */
@@ -68,6 +79,12 @@ api_exec_hangup(struct agent_exec *x)
         int r = agent_exec_next(x, &ev, now < deadline ? (int)(deadline - now) : 0, &err);
 
         free(ev.data);
+        if (r == -ENOBUFS) {
+            /* Its exit cannot be seen past an overflow: give it the grace, then kill. */
+            if (now < deadline)
+                poll(NULL, 0, (int)(deadline - now));
+            r = -ETIMEDOUT;
+        }
         if (r == -ETIMEDOUT) {
             log_info("api: exec pid %u ignored SIGHUP for %d ms: SIGKILL", agent_exec_pid(x),
                      HANGUP_GRACE_MS);
@@ -173,9 +190,19 @@ on_input(const struct exec_input_event *ev, void *userdata, struct tp_err *err)
         r = agent_exec_signal(s->x, ev->sig, &e);
         break;
     }
+    if (r == -ECANCELED)
+        return tp_err_set(err, r, "session ended");
     if (r < 0)
         log_debug("api: exec input: %s", tp_err_msg(&e));
     return 0;
+}
+
+/* Whether the peer closed both directions (not only its sending side). */
+static bool
+socket_hung_up(int fd)
+{
+    struct pollfd p = { .fd = fd, .events = 0 };
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLHUP | POLLERR));
 }
 
 static void *
@@ -187,12 +214,15 @@ input_main(void *arg)
     struct exec_input d;
     int r = 0;
 
+    bool half_closed = false;
+
     exec_input_init(&d);
     if (s->extra_len)
         r = exec_input_feed(&d, s->extra, s->extra_len, on_input, s, &err);
     while (r >= 0) {
+        /* Once half-closed, only the full close is waited for (POLLHUP needs no request). */
         struct pollfd p[2] = {
-            { .fd = s->sock, .events = POLLIN },
+            { .fd = s->sock, .events = half_closed ? 0 : POLLIN },
             { .fd = s->quit_efd, .events = POLLIN },
         };
         if (poll(p, 2, -1) < 0) {
@@ -202,15 +232,29 @@ input_main(void *arg)
         }
         if (p[1].revents)
             break;
+        if (half_closed) {
+            s->input_end = INPUT_CLIENT_GONE; /* POLLHUP: it is gone now */
+            break;
+        }
         ssize_t n = recv(s->sock, buf, INPUT_CHUNK, 0);
         if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
+        if (n == 0 && !half_closed && !socket_hung_up(s->sock)) {
+            /* shutdown(SHUT_WR), as attach clients do once their stdin ends: the command's
+             * stdin closes, the session goes on until the client really leaves. */
+            half_closed = true;
+            _cleanup_(tp_err_clear) struct tp_err e = { 0 };
+            agent_exec_stdin(s->x, NULL, 0, &e);
+            continue;
+        }
         if (n <= 0) {
             s->input_end = INPUT_CLIENT_GONE;
             break;
         }
         r = exec_input_feed(&d, buf, (size_t)n, on_input, s, &err);
     }
+    if (r == -ECANCELED)
+        r = 0;
     if (r < 0) {
         s->input_end = INPUT_BAD_FRAME;
         s->err_msg = xstrdup(tp_err_msg(&err));
@@ -232,13 +276,21 @@ output_loop(struct exec_session *s)
         int r = agent_exec_next(s->x, &ev, 0, &err);
 
         if (r == -ETIMEDOUT) {
-            struct pollfd p[3] = {
+            /* The client socket too (POLLHUP needs no request): the input thread may be
+             * waiting for stdin room and not reading it. */
+            struct pollfd p[4] = {
                 { .fd = agent_exec_fd(s->x), .events = POLLIN },
                 { .fd = s->stop_fd, .events = POLLIN },
                 { .fd = s->done_efd, .events = POLLIN },
+                { .fd = s->sock, .events = 0 },
             };
-            if (poll(p, 3, -1) < 0 && errno != EINTR)
+            if (poll(p, 4, -1) < 0 && errno != EINTR)
                 return;
+            if (p[3].revents & (POLLHUP | POLLERR)) {
+                agent_exec_cancel(s->x);
+                api_exec_hangup(s->x);
+                return;
+            }
             if (p[2].revents & POLLIN) {
                 if (s->input_end == INPUT_BAD_FRAME)
                     send_json(s, API_FRAME_ERROR, api_error_json("invalid_argument", s->err_msg));
@@ -279,6 +331,7 @@ output_loop(struct exec_session *s)
 static void
 session_free(struct exec_session *s)
 {
+    pthread_mutex_destroy(&s->lock);
     agent_exec_free(s->x);
     json_decref(s->spawn_err);
     safe_close(s->quit_efd);
@@ -290,11 +343,85 @@ session_free(struct exec_session *s)
 }
 
 static void
+registry_add(struct exec_session *s)
+{
+    pthread_mutex_lock(&registry_lock);
+    s->reg_next = registry;
+    registry = s;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void
+registry_remove(struct exec_session *s)
+{
+    pthread_mutex_lock(&registry_lock);
+    for (struct exec_session **pp = &registry; *pp; pp = &(*pp)->reg_next)
+        if (*pp == s) {
+            *pp = s->reg_next;
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* Run fn on the running session with this id, under the registry lock (so it cannot end
+ * meanwhile; fn must not block for long). -ENOENT when there is none. */
+static int
+registry_with(const char *id, int (*fn)(struct exec_session *s, void *arg), void *arg)
+{
+    int r = -ENOENT;
+
+    pthread_mutex_lock(&registry_lock);
+    for (struct exec_session *s = registry; s; s = s->reg_next)
+        if (s->x && strcmp(s->id, id) == 0) {
+            r = fn(s, arg);
+            break;
+        }
+    pthread_mutex_unlock(&registry_lock);
+    return r;
+}
+
+static void
+session_unref(struct exec_session *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->lock);
+    if (last)
+        session_free(s);
+}
+
+void
+api_exec_session_req_done(struct exec_session *s)
+{
+    pthread_mutex_lock(&s->lock);
+    bool started = s->started;
+    log_debug("api: exec session: request done (upgraded: %s)", started ? "yes" : "no");
+    /* MHD calls this after the upgrade handler, or without ever calling it (the client left
+     * before the 101 went out): then nobody else will let go of the command and the slot. */
+    s->started = true;
+    pthread_mutex_unlock(&s->lock);
+    if (!started) {
+        log_debug("api: exec session: the upgrade never completed");
+        if (s->x)
+            api_exec_hangup(s->x);
+        api_server_stream_release(s->srv);
+        session_unref(s); /* the connection's reference: it will not run */
+    }
+    session_unref(s);
+}
+
+static void
 on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
             size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
     struct exec_session *s = cls;
     pthread_t input;
+
+    pthread_mutex_lock(&s->lock);
+    s->started = true;
+    pthread_mutex_unlock(&s->lock);
+    log_debug("api: exec session %s: upgraded", s->id);
+    registry_add(s);
 
     s->sock = sock;
     if (extra_in_size) {
@@ -314,15 +441,16 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *e
         api_exec_hangup(s->x);
     } else {
         output_loop(s);
-        /* The final frame is written; the input thread may be in a guest write, which ends once
-         * the command is gone or the guest connection breaks. */
+        /* The final frame is written; an input thread waiting for stdin room gives up. */
+        agent_exec_cancel(s->x);
         if (eventfd_write(s->quit_efd, 1) < 0)
             log_debug("api: exec session: eventfd: %m");
         pthread_join(input, NULL);
     }
+    registry_remove(s);
     shutdown(sock, SHUT_WR);
     api_server_stream_release(s->srv);
-    session_free(s);
+    session_unref(s);
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 }
 
@@ -332,6 +460,13 @@ api_exec_session_new(struct api_req *req, struct agent_exec *x, json_t *spawn_er
 {
     struct exec_session *s = xnew(struct exec_session, 1);
 
+    pthread_mutex_init(&s->lock, NULL);
+    s->refs = 2;
+    uint8_t rnd[8];
+    if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+        abort(); /* the kernel's pool never runs dry for 8 bytes after boot */
+    for (size_t i = 0; i < sizeof(rnd); i++)
+        snprintf(s->id + 2 * i, 3, "%02x", rnd[i]);
     s->spawn_err = spawn_err;
     s->srv = api_req_server(req);
     s->m = req->m;
@@ -346,10 +481,70 @@ api_exec_session_new(struct api_req *req, struct agent_exec *x, json_t *spawn_er
     if (s->quit_efd >= 0 && s->done_efd >= 0)
         resp = MHD_create_response_for_upgrade(on_upgraded, s);
     if (!resp) {
-        s->x = NULL; /* the caller still owns x */
+        s->x = NULL; /* the caller still owns x and spawn_err */
+        s->spawn_err = NULL;
         session_free(s);
+        return NULL;
     }
-    /* MHD gives no notice when a queued upgrade never completes (the client left first): the
-     * session, its slot and x then stay until the daemon exits. Rare, and bounded by the slots. */
+    req->session = s;
+    MHD_add_response_header(resp, "X-Torpor-Session", s->id);
     return resp;
+}
+
+/* ---- side channel: POST /v1/sessions/{id}/signal and /resize ---------------------------- */
+
+struct side_args {
+    int sig;
+    uint16_t rows, cols;
+    struct tp_err *err;
+};
+
+static int
+do_signal(struct exec_session *s, void *arg)
+{
+    struct side_args *a = arg;
+    return agent_exec_signal(s->x, a->sig, a->err);
+}
+
+static int
+do_resize(struct exec_session *s, void *arg)
+{
+    struct side_args *a = arg;
+    if (!s->tty)
+        return tp_err_set(a->err, -EINVAL, "session %s has no terminal to resize", s->id);
+    return agent_exec_resize(s->x, a->rows, a->cols, a->err);
+}
+
+static enum MHD_Result
+side_call(struct api_req *req, int (*fn)(struct exec_session *s, void *arg), struct side_args *a)
+{
+    int r = registry_with(req->match.ref, fn, a);
+
+    if (r == -ENOENT && !a->err->code)
+        return api_reply_error(req, -ENOENT, "no running exec session with that id");
+    if (r < 0)
+        return api_reply_tp_err(req, a->err);
+    return api_reply_json(req, 200, json_object());
+}
+
+enum MHD_Result
+api_h_session_signal(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct side_args a = { .err = &err };
+
+    if (api_parse_session_signal(req->body, req->body_len, &a.sig, &err) < 0)
+        return api_reply_tp_err(req, &err);
+    return side_call(req, do_signal, &a);
+}
+
+enum MHD_Result
+api_h_session_resize(struct api_req *req)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    struct side_args a = { .err = &err };
+
+    if (api_parse_session_resize(req->body, req->body_len, &a.rows, &a.cols, &err) < 0)
+        return api_reply_tp_err(req, &err);
+    return side_call(req, do_resize, &a);
 }

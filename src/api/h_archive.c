@@ -180,8 +180,8 @@ archive_out_free(void *cls)
 {
     struct archive_out *a = cls;
 
-    if (!a->b.exited && a->client_gone)
-        api_exec_hangup(a->b.x);
+    if (a->b.x && !a->b.exited)
+        api_exec_hangup(a->b.x); /* a client that left, a timeout: tar-out must not run on */
     agent_exec_free(a->b.x);
     free(a->buf);
     free(a);
@@ -233,18 +233,20 @@ api_h_stat(struct api_req *req)
 
     while (r >= 0 && !b.exited)
         r = builtin_pump(&b, BUILTIN_FIRST_MS, &out, &out_len, &err);
+    if (b.x && !b.exited)
+        api_exec_hangup(b.x);
     agent_exec_free(b.x);
     if (r < 0)
         return api_reply_tp_err(req, &err);
     if (b.code != 0)
         return reply_builtin_failure(req, &b, "stat in the guest");
-    /* "TYPE MODE SIZE\n" (agent_proto.h) */
-    char type[16];
+    /* "TYPE MODE SIZE[ TARGET_TYPE]\n" (agent_proto.h) */
+    char type[16], target[16] = "";
     unsigned mode;
     unsigned long long size;
     out = xrealloc(out, out_len + 1);
     out[out_len] = '\0';
-    if (sscanf(out, "%15s %o %llu", type, &mode, &size) != 3)
+    if (sscanf(out, "%15s %o %llu %15s", type, &mode, &size, target) < 3)
         return api_reply_error(req, -EPROTO, "the guest agent's stat answer is malformed");
     const char *path = api_req_query(req, "path");
     const char *slash = strrchr(path, '/');
@@ -267,9 +269,12 @@ put_begin(struct api_req *req)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct put_state *p = xnew(struct put_state, 1);
-    int r = builtin_start(req, "tar-in", true, &p->b, &err);
+    int r = api_stream_acquire(req, &err);
 
+    if (r >= 0)
+        r = builtin_start(req, "tar-in", true, &p->b, &err);
     if (r < 0) {
+        agent_exec_free(p->b.x);
         free(p);
         return api_reply_tp_err(req, &err);
     }
@@ -322,8 +327,16 @@ put_release(struct api_req *req)
 
     if (!p)
         return;
-    if (!p->b.exited)
-        api_exec_hangup(p->b.x); /* the client left mid-body: no half archive goes on */
+    if (p->b.x && !p->b.exited) {
+        /* The client left mid-body: end tar-in's input, so that it sees a truncated archive
+         * and removes the file it was writing; a hang-up only if it does not end. */
+        _cleanup_(tp_err_clear) struct tp_err e = { 0 };
+        int r = agent_exec_stdin(p->b.x, NULL, 0, &e);
+        while (r >= 0 && !p->b.exited)
+            r = builtin_pump(&p->b, 1000, NULL, NULL, &e);
+        if (!p->b.exited)
+            api_exec_hangup(p->b.x);
+    }
     agent_exec_free(p->b.x);
     tp_err_clear(&p->err);
     free(p);

@@ -159,8 +159,8 @@ exec_stream_free(void *cls)
 
     /* A client that left before the end hangs up on the command, as closing a terminal does
      * (`torpor exec vm yes | head -1` must not leave `yes` spinning). */
-    if (st->x && !st->done && st->client_gone)
-        api_exec_hangup(st->x);
+    if (st->x && !st->done)
+        api_exec_hangup(st->x); /* our poll or MHD's failed send found the client gone */
     agent_exec_free(st->x);
     free(st->buf);
     free(st->ref);

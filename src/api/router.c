@@ -54,6 +54,16 @@ static const struct {
       { "path", NULL },
       "archive_put" },
     { API_ROUTE_STAT, "GET", { "v1", "instances", PARAM, "stat" }, { "path", NULL }, "stat" },
+    { API_ROUTE_SESSION_SIGNAL,
+      "POST",
+      { "v1", "sessions", PARAM, "signal" },
+      { NULL },
+      "session_signal" },
+    { API_ROUTE_SESSION_RESIZE,
+      "POST",
+      { "v1", "sessions", PARAM, "resize" },
+      { NULL },
+      "session_resize" },
     { API_ROUTE_STATS, "GET", { "v1", "instances", PARAM, "stats" }, { NULL }, "stats" },
 };
 

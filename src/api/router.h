@@ -9,27 +9,29 @@
 #include "util/err.h"
 
 enum api_route {
-    API_ROUTE_VERSION,      /* GET    /v1/version */
-    API_ROUTE_CAPABILITIES, /* GET    /v1/capabilities */
-    API_ROUTE_LIST,         /* GET    /v1/instances */
-    API_ROUTE_CREATE,       /* POST   /v1/instances */
-    API_ROUTE_GET,          /* GET    /v1/instances/{ref} */
-    API_ROUTE_DELETE,       /* DELETE /v1/instances/{ref} */
-    API_ROUTE_STOP,         /* POST   /v1/instances/{ref}/stop */
-    API_ROUTE_START,        /* POST   /v1/instances/{ref}/start */
-    API_ROUTE_EXEC,         /* POST   /v1/instances/{ref}/exec */
-    API_ROUTE_LOGS,         /* GET    /v1/instances/{ref}/logs */
-    API_ROUTE_WAIT,         /* POST   /v1/instances/{ref}/wait */
-    API_ROUTE_STANDBY,      /* POST   /v1/instances/{ref}/standby */
-    API_ROUTE_RESTORE,      /* POST   /v1/instances/{ref}/restore */
-    API_ROUTE_FORK,         /* POST   /v1/instances/{ref}/fork */
-    API_ROUTE_PAUSE,        /* POST   /v1/instances/{ref}/pause */
-    API_ROUTE_UNPAUSE,      /* POST   /v1/instances/{ref}/unpause */
-    API_ROUTE_KILL,         /* POST   /v1/instances/{ref}/kill */
-    API_ROUTE_ARCHIVE_GET,  /* GET    /v1/instances/{ref}/archive?path= */
-    API_ROUTE_ARCHIVE_PUT,  /* PUT    /v1/instances/{ref}/archive?path= */
-    API_ROUTE_STAT,         /* GET    /v1/instances/{ref}/stat?path= */
-    API_ROUTE_STATS,        /* GET    /v1/instances/{ref}/stats */
+    API_ROUTE_VERSION,        /* GET    /v1/version */
+    API_ROUTE_CAPABILITIES,   /* GET    /v1/capabilities */
+    API_ROUTE_LIST,           /* GET    /v1/instances */
+    API_ROUTE_CREATE,         /* POST   /v1/instances */
+    API_ROUTE_GET,            /* GET    /v1/instances/{ref} */
+    API_ROUTE_DELETE,         /* DELETE /v1/instances/{ref} */
+    API_ROUTE_STOP,           /* POST   /v1/instances/{ref}/stop */
+    API_ROUTE_START,          /* POST   /v1/instances/{ref}/start */
+    API_ROUTE_EXEC,           /* POST   /v1/instances/{ref}/exec */
+    API_ROUTE_LOGS,           /* GET    /v1/instances/{ref}/logs */
+    API_ROUTE_WAIT,           /* POST   /v1/instances/{ref}/wait */
+    API_ROUTE_STANDBY,        /* POST   /v1/instances/{ref}/standby */
+    API_ROUTE_RESTORE,        /* POST   /v1/instances/{ref}/restore */
+    API_ROUTE_FORK,           /* POST   /v1/instances/{ref}/fork */
+    API_ROUTE_PAUSE,          /* POST   /v1/instances/{ref}/pause */
+    API_ROUTE_UNPAUSE,        /* POST   /v1/instances/{ref}/unpause */
+    API_ROUTE_KILL,           /* POST   /v1/instances/{ref}/kill */
+    API_ROUTE_ARCHIVE_GET,    /* GET    /v1/instances/{ref}/archive?path= */
+    API_ROUTE_ARCHIVE_PUT,    /* PUT    /v1/instances/{ref}/archive?path= */
+    API_ROUTE_STAT,           /* GET    /v1/instances/{ref}/stat?path= */
+    API_ROUTE_STATS,          /* GET    /v1/instances/{ref}/stats */
+    API_ROUTE_SESSION_SIGNAL, /* POST   /v1/sessions/{ref}/signal  (ref: an exec session id) */
+    API_ROUTE_SESSION_RESIZE, /* POST   /v1/sessions/{ref}/resize */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

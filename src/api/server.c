@@ -52,16 +52,28 @@ kick(int efd)
 }
 
 static const api_handler_fn handlers[_API_ROUTE_MAX] = {
-    [API_ROUTE_VERSION] = api_h_version, [API_ROUTE_CAPABILITIES] = api_h_capabilities,
-    [API_ROUTE_LIST] = api_h_list,       [API_ROUTE_CREATE] = api_h_create,
-    [API_ROUTE_GET] = api_h_get,         [API_ROUTE_DELETE] = api_h_delete,
-    [API_ROUTE_STOP] = api_h_stop,       [API_ROUTE_START] = api_h_start,
-    [API_ROUTE_EXEC] = api_h_exec,       [API_ROUTE_LOGS] = api_h_logs,
-    [API_ROUTE_WAIT] = api_h_wait,       [API_ROUTE_STANDBY] = api_h_standby,
-    [API_ROUTE_RESTORE] = api_h_restore, [API_ROUTE_FORK] = api_h_fork,
-    [API_ROUTE_PAUSE] = api_h_pause,     [API_ROUTE_UNPAUSE] = api_h_unpause,
-    [API_ROUTE_KILL] = api_h_kill,       [API_ROUTE_ARCHIVE_GET] = api_h_archive_get,
-    [API_ROUTE_STAT] = api_h_stat,       [API_ROUTE_STATS] = api_h_stats,
+    [API_ROUTE_VERSION] = api_h_version,
+    [API_ROUTE_CAPABILITIES] = api_h_capabilities,
+    [API_ROUTE_LIST] = api_h_list,
+    [API_ROUTE_CREATE] = api_h_create,
+    [API_ROUTE_GET] = api_h_get,
+    [API_ROUTE_DELETE] = api_h_delete,
+    [API_ROUTE_STOP] = api_h_stop,
+    [API_ROUTE_START] = api_h_start,
+    [API_ROUTE_EXEC] = api_h_exec,
+    [API_ROUTE_LOGS] = api_h_logs,
+    [API_ROUTE_WAIT] = api_h_wait,
+    [API_ROUTE_STANDBY] = api_h_standby,
+    [API_ROUTE_RESTORE] = api_h_restore,
+    [API_ROUTE_FORK] = api_h_fork,
+    [API_ROUTE_PAUSE] = api_h_pause,
+    [API_ROUTE_UNPAUSE] = api_h_unpause,
+    [API_ROUTE_KILL] = api_h_kill,
+    [API_ROUTE_ARCHIVE_GET] = api_h_archive_get,
+    [API_ROUTE_STAT] = api_h_stat,
+    [API_ROUTE_STATS] = api_h_stats,
+    [API_ROUTE_SESSION_SIGNAL] = api_h_session_signal,
+    [API_ROUTE_SESSION_RESIZE] = api_h_session_resize,
 };
 
 static const struct api_upload_ops *const uploads[_API_ROUTE_MAX] = {
@@ -446,6 +458,8 @@ on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     if (upload_ops(req))
         upload_ops(req)->release(req);
+    if (req->session)
+        api_exec_session_req_done(req->session);
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
         log_debug("api: %s %s ended early (reason %d)", req->method, req->path, (int)toe);
     struct api_server *s = req->srv;

@@ -81,8 +81,15 @@ struct session {
     int sigfd;
     const struct attach_opts *o;
     struct exec_decoder *dec;
-    uint8_t *out; /* frames waiting for the socket */
+    uint8_t *out; /* stdin frames waiting for the socket */
     size_t out_len;
+    size_t out_frame_left; /* bytes of out's first frame still to send; 0 between frames */
+    uint8_t *ctl;          /* signal and resize frames: they go first, between stdin frames */
+    size_t ctl_len;
+    int interrupted; /* a signal ended the handshake */
+    const char *socket_path;
+    char session_id[33]; /* torpord's X-Torpor-Session: signals and resizes go beside the
+                            stream, where no unread stdin holds them up; "" = in the stream */
     bool stdin_eof;
     bool stdout_closed; /* our stdout is gone: the command got SIGPIPE, its output is dropped */
 };
@@ -90,8 +97,13 @@ struct session {
 static void
 queue_frame(struct session *s, int kind, const void *data, size_t len)
 {
-    s->out = xrealloc(s->out, s->out_len + 8 + len);
-    uint8_t *h = s->out + s->out_len;
+    /* A signal must not wait behind stdin the command is not reading (Ctrl-C to `cat`). */
+    bool ctl = kind != FRAME_STDIN;
+    uint8_t **buf = ctl ? &s->ctl : &s->out;
+    size_t *blen = ctl ? &s->ctl_len : &s->out_len;
+
+    *buf = xrealloc(*buf, *blen + 8 + len);
+    uint8_t *h = *buf + *blen;
     h[0] = (uint8_t)kind;
     h[1] = h[2] = h[3] = 0;
     h[4] = (uint8_t)(len >> 24);
@@ -100,7 +112,41 @@ queue_frame(struct session *s, int kind, const void *data, size_t len)
     h[7] = (uint8_t)len;
     if (len)
         memcpy(h + 8, data, len);
-    s->out_len += 8 + len;
+    *blen += 8 + len;
+}
+
+/* Send what the socket takes: control frames first whenever no stdin frame is half sent. */
+static void
+flush_out(struct session *s)
+{
+    for (;;) {
+        bool ctl = s->ctl_len && s->out_frame_left == 0;
+        uint8_t *buf = ctl ? s->ctl : s->out;
+        size_t *blen = ctl ? &s->ctl_len : &s->out_len;
+        if (!*blen)
+            return;
+        size_t want = *blen;
+        if (!ctl) {
+            if (s->out_frame_left == 0)
+                s->out_frame_left = 8 + ((size_t)buf[4] << 24 | (size_t)buf[5] << 16 |
+                                         (size_t)buf[6] << 8 | buf[7]);
+            want = MIN(want, s->out_frame_left);
+        }
+        ssize_t n = send(s->sock, buf, want, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno != EAGAIN) {
+            /* torpord left: what it sent is still read by the loop */
+            s->out_len = s->ctl_len = s->out_frame_left = 0;
+            return;
+        }
+        if (n <= 0)
+            return;
+        memmove(buf, buf + n, *blen - (size_t)n);
+        *blen -= (size_t)n;
+        if (!ctl)
+            s->out_frame_left -= (size_t)n;
+    }
 }
 
 static void
@@ -144,6 +190,21 @@ on_output(int kind, const void *data, size_t len, void *userdata, struct tp_err 
     return 0;
 }
 
+/* Send a signal or resize by the side channel; false when it is not there (queue in-band). */
+static bool
+side_channel(struct session *s, const char *what, json_t *body)
+{
+    if (!s->session_id[0]) {
+        json_decref(body);
+        return false;
+    }
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    _cleanup_free_ char *path = xasprintf("/v1/sessions/%s/%s", s->session_id, what);
+    int r = client_call(s->socket_path, "POST", path, body, NULL, &err);
+    json_decref(body);
+    return r >= 0 || r == -ENOENT; /* ENOENT: the session just ended, nothing to do */
+}
+
 static int
 on_signal(struct session *s)
 {
@@ -154,11 +215,13 @@ on_signal(struct session *s)
         return 0;
     if (si.ssi_signo == SIGWINCH) {
         uint16_t rows, cols;
-        if (s->o->tty && term_size(&rows, &cols))
+        if (s->o->tty && term_size(&rows, &cols) &&
+            !side_channel(s, "resize", json_pack("{s:i, s:i}", "rows", rows, "cols", cols)))
             queue_u32(s, FRAME_RESIZE, (uint32_t)rows << 16 | cols);
         return 0;
     }
-    queue_u32(s, FRAME_SIGNAL, si.ssi_signo);
+    if (!side_channel(s, "signal", json_pack("{s:i}", "signal", (int)si.ssi_signo)))
+        queue_u32(s, FRAME_SIGNAL, si.ssi_signo);
     return 0;
 }
 
@@ -170,7 +233,7 @@ session_loop(struct session *s, struct tp_err *err)
     while (!s->dec->finished) {
         bool read_stdin = s->o->stdin_on && !s->stdin_eof && s->out_len < OUT_HIGH;
         struct pollfd p[3] = {
-            { .fd = s->sock, .events = POLLIN | (s->out_len ? POLLOUT : 0) },
+            { .fd = s->sock, .events = POLLIN | (s->out_len || s->ctl_len ? POLLOUT : 0) },
             { .fd = s->sigfd, .events = POLLIN },
             { .fd = read_stdin ? STDIN_FILENO : -1, .events = POLLIN },
         };
@@ -192,15 +255,8 @@ session_loop(struct session *s, struct tp_err *err)
                 queue_frame(s, FRAME_STDIN, buf, (size_t)n);
             }
         }
-        if (p[0].revents & POLLOUT && s->out_len) {
-            ssize_t n = send(s->sock, s->out, s->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
-            if (n > 0) {
-                memmove(s->out, s->out + n, s->out_len - (size_t)n);
-                s->out_len -= (size_t)n;
-            } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-                s->out_len = 0; /* torpord left: what it sent is still read below */
-            }
-        }
+        if (p[0].revents & POLLOUT)
+            flush_out(s);
         if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             ssize_t n = recv(s->sock, buf, IO_CHUNK, MSG_DONTWAIT);
             if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -258,8 +314,22 @@ handshake(int fd, const char *socket_path, const char *path, json_t *body, struc
     if (r < 0)
         return tp_err_errno(err, r, "send the exec request to torpord at '%s'", socket_path);
     for (;;) {
-        ssize_t n = recv(fd, buf + len, HEAD_MAX - len, 0);
-        if (n < 0 && errno == EINTR)
+        /* The command may take seconds to start: a signal meanwhile ends torpor as usual. */
+        struct pollfd p[2] = { { .fd = fd, .events = POLLIN },
+                               { .fd = s->sigfd, .events = POLLIN } };
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            return tp_err_errno(err, -errno, "poll");
+        if (p[1].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si) &&
+                si.ssi_signo != SIGWINCH) {
+                s->interrupted = (int)si.ssi_signo;
+                return tp_err_set(err, -EINTR, "interrupted");
+            }
+            continue;
+        }
+        ssize_t n = recv(fd, buf + len, HEAD_MAX - len, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
         if (n <= 0)
             return tp_err_set(err, -EIO, "torpord at '%s' closed the connection before replying",
@@ -272,8 +342,18 @@ handshake(int fd, const char *socket_path, const char *path, json_t *body, struc
             return tp_err_set(err, -EPROTO, "torpord at '%s' sent a malformed HTTP reply",
                               socket_path);
     }
-    if (status == 101)
+    if (status == 101) {
+        _cleanup_free_ char *head = xstrndup(buf, head_len);
+        const char *h = strcasestr(head, "\r\nX-Torpor-Session:");
+        if (h) {
+            h += strlen("\r\nX-Torpor-Session:");
+            h += strspn(h, " \t");
+            size_t n = strspn(h, "0123456789abcdef");
+            if (n > 0 && n < sizeof(s->session_id))
+                memcpy(s->session_id, h, n);
+        }
         return exec_decoder_feed(s->dec, buf + head_len, len - head_len, on_output, s, err);
+    }
 
     /* An ordinary reply: its body is the error. */
     size_t want = content_length >= 0 ? (size_t)MIN(content_length, (long long)CLIENT_REPLY_MAX)
@@ -299,7 +379,7 @@ int
 attach_exec(const char *socket_path, const char *path, json_t *body, const struct attach_opts *o,
             struct exec_decoder *dec, struct tp_err *err)
 {
-    struct session s = { .sock = -1, .sigfd = -1, .o = o, .dec = dec };
+    struct session s = { .sock = -1, .sigfd = -1, .o = o, .dec = dec, .socket_path = socket_path };
     struct termios saved;
     bool raw = false;
     sigset_t mask, old;
@@ -345,7 +425,13 @@ out:
     safe_close(s.sock);
     safe_close(s.sigfd);
     free(s.out);
+    free(s.ctl);
     sigaction(SIGPIPE, &old_pipe, NULL);
     sigprocmask(SIG_SETMASK, &old, NULL);
+    if (s.interrupted) {
+        /* Die of it as torpor would have without the session (the shell sees 130 etc.). */
+        signal(s.interrupted, SIG_DFL);
+        raise(s.interrupted);
+    }
     return r;
 }

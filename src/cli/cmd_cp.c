@@ -121,10 +121,11 @@ ends_with_dot(const char *p)
     return (n == 1 && p[0] == '.') || (n >= 2 && p[n - 1] == '.' && p[n - 2] == '/');
 }
 
-/* What the guest has at path: 0 with type ("file", "dir", ...) or -ENOENT. */
+/* What the guest has at path: 0 with type ("file", "dir", ...; with follow, a symlink is what
+ * it leads to) or -ENOENT. */
 static int
-guest_stat(const struct cli_ctx *ctx, const char *name, const char *path, char type[16],
-           struct tp_err *err)
+guest_stat(const struct cli_ctx *ctx, const char *name, const char *path, bool follow,
+           char type[16], struct tp_err *err)
 {
     _cleanup_free_ char *url = path_url(name, "/stat", path);
     json_t *reply = NULL;
@@ -133,6 +134,10 @@ guest_stat(const struct cli_ctx *ctx, const char *name, const char *path, char t
     if (r < 0)
         return r;
     const char *t = json_string_value(json_object_get(reply, "type"));
+    const char *to = json_string_value(json_object_get(reply, "target_type"));
+    /* A symlink counts as what it leads to, as docker cp treats a destination. */
+    if (follow && t && strcmp(t, "symlink") == 0 && to && strcmp(to, "missing") != 0)
+        t = to;
     snprintf(type, 16, "%s", t ? t : "other");
     json_decref(reply);
     return 0;
@@ -151,7 +156,7 @@ static void *
 extract_main(void *arg)
 {
     struct extract_job *j = arg;
-    j->status = tar_extract_as(j->fd, j->dir, j->top_as, STDERR_FILENO);
+    j->status = tar_extract_untrusted(j->fd, j->dir, j->top_as, STDERR_FILENO);
     /* Drain what the extractor left (after a failure), so the writer never blocks. */
     char buf[4096];
     while (read(j->fd, buf, sizeof(buf)) > 0)
@@ -172,7 +177,7 @@ copy_out(const struct cli_ctx *ctx, const struct side *src, const char *dest, st
     _cleanup_free_ char *url = path_url(src->name, "/archive", src->path);
     char type[16];
     struct stat st;
-    int r = guest_stat(ctx, src->name, src->path, type, err);
+    int r = guest_stat(ctx, src->name, src->path, false, type, err);
 
     if (r < 0) /* torpord's words: no such instance, or "could not find P in instance N" */
         return r;
@@ -189,8 +194,8 @@ copy_out(const struct cli_ctx *ctx, const struct side *src, const char *dest, st
     r = sr < 0 ? -errno : 0;
     if (sr == 0 && S_ISDIR(st.st_mode)) {
         dir = xstrdup(dest);
-        if (ends_with_dot(src->path))
-            as = xstrdup("");
+        /* Named here, not by the archive: what the guest sends lands only where asked. */
+        as = ends_with_dot(src->path) ? xstrdup("") : leaf_of(src->path);
     } else if (sr == 0) {
         if (is_dir)
             return tp_err_set(err, -ENOTDIR, "cannot copy a directory to the file '%s'", dest);
@@ -257,7 +262,7 @@ copy_in(const struct cli_ctx *ctx, const char *src, const struct side *dest, str
 
     if (!from_stdin && lstat(src, &st) < 0)
         return tp_err_errno(err, -errno, "'%s'", src);
-    int r = guest_stat(ctx, dest->name, dest->path, type, err);
+    int r = guest_stat(ctx, dest->name, dest->path, true, type, err);
     if (r < 0 && !(r == -ENOENT && strstr(tp_err_msg(err), "could not find")))
         return r; /* no such instance, or worse */
     tp_err_clear(err);

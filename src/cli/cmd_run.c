@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "client.h"
@@ -282,6 +283,12 @@ cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
     const char *id;
     int r;
 
+    if (foreground && o->tty && o->interactive && !isatty(STDIN_FILENO)) {
+        /* Said before a VM is made for nothing. */
+        json_decref(body);
+        cli_error("the input device is not a TTY: drop -t, or run from a terminal");
+        return CLI_EXIT_EXEC_DAEMON;
+    }
     if (foreground) /* CMD is exec'd once the VM is up, not started at boot */
         json_object_del(body, "cmd");
     r = cli_call(ctx, "POST", "/v1/instances", body, &inst);

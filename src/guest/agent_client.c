@@ -37,6 +37,10 @@ struct agent_exec {
     struct agent_ev_node *head, *tail;
     size_t queued; /* output bytes in the queue */
     int evfd;      /* eventfd kicked whenever agent_exec_next() may have news */
+    /* Flow control (version 2 agents). */
+    uint64_t stdin_sent, stdin_acked; /* STDIN payload bytes */
+    uint32_t out_unacked;             /* output handed to the caller, not yet acknowledged */
+    bool cancelled;                   /* agent_exec_cancel(): stdin waits give up */
 };
 
 struct agent_conn {
@@ -193,6 +197,7 @@ dispatch_locked(struct agent_conn *c, const struct agent_frame *f)
         break;
     case AGENT_EXEC_STARTED:
     case AGENT_EXIT:
+    case AGENT_STDIN_ACK:
         if (agent_frame_u32(f, &u) < 0)
             return -EPROTO;
         break;
@@ -227,6 +232,10 @@ dispatch_locked(struct agent_conn *c, const struct agent_frame *f)
     if (!x || x->exit_queued || x->start_failed)
         return 0;
     switch (h->type) {
+    case AGENT_STDIN_ACK:
+        /* Never past what was sent: a confused guest cannot open the window wider. */
+        x->stdin_acked = MIN(x->stdin_acked + u, x->stdin_sent);
+        break;
     case AGENT_EXEC_STARTED:
         x->started = true;
         x->pid = u;
@@ -658,6 +667,8 @@ agent_exec_next(struct agent_exec *x, struct agent_event *ev, int timeout_ms, st
             x->queued -= n->ev.len;
             if (n->ev.type == AGENT_EV_EXIT)
                 x->exit_delivered = true;
+            else
+                x->out_unacked += (uint32_t)n->ev.len;
             *ev = n->ev;
             free(n);
             break;
@@ -677,6 +688,56 @@ agent_exec_next(struct agent_exec *x, struct agent_event *ev, int timeout_ms, st
             break;
         }
     }
+    /* Acknowledged in batches: the guest's window is four of them. */
+    uint32_t ack = 0;
+    /* Sent whatever the agent's version: one before 2 ignores it, and the EXEC frame always
+     * asks for acknowledgements (AGENT_EXEC_F_ACKS). */
+    if (x->out_unacked >= AGENT_OUTPUT_WINDOW / 4 && !c->dead) {
+        ack = x->out_unacked;
+        x->out_unacked = 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    if (ack) {
+        _cleanup_(tp_err_clear) struct tp_err e = { 0 };
+        uint8_t payload[4], *frame;
+        size_t flen;
+        agent_put_u32(payload, ack);
+        if (agent_frame_build(x->id, AGENT_OUTPUT_ACK, 0, payload, 4, &frame, &flen) >= 0)
+            conn_send(c, frame, flen, &e); /* a broken connection shows on the next call */
+    }
+    return r;
+}
+
+void
+agent_exec_cancel(struct agent_exec *x)
+{
+    pthread_mutex_lock(&x->c->lock);
+    x->cancelled = true;
+    pthread_cond_broadcast(&x->c->cond);
+    pthread_mutex_unlock(&x->c->lock);
+}
+
+/* Version 2: wait until chunk more bytes fit in the exec's stdin window. 1 when they may be
+ * sent, 0 when they are moot (the command exited), -ECANCELED, or the connection's error. */
+static int
+stdin_window_wait(struct agent_exec *x, size_t chunk, struct tp_err *err)
+{
+    struct agent_conn *c = x->c;
+    int r = 1;
+
+    pthread_mutex_lock(&c->lock);
+    if (c->version >= 2) {
+        while (!c->dead && !x->cancelled && !x->exit_queued &&
+               x->stdin_sent - x->stdin_acked + chunk > AGENT_STDIN_WINDOW)
+            conn_wait_locked(c, NULL);
+        x->stdin_sent += chunk;
+    }
+    if (x->cancelled)
+        r = tp_err_set(err, -ECANCELED, "exec %u: stdin cancelled", x->id);
+    else if (c->dead)
+        r = conn_reset_err(c, err);
+    else if (x->exit_queued)
+        r = 0;
     pthread_mutex_unlock(&c->lock);
     return r;
 }
@@ -691,7 +752,11 @@ agent_exec_stdin(struct agent_exec *x, const void *data, size_t len, struct tp_e
         size_t chunk = MIN(len, (size_t)AGENT_MAX_PAYLOAD);
         uint8_t *frame;
         size_t flen;
-        r = agent_frame_build(x->id, AGENT_STDIN, 0, p, chunk, &frame, &flen);
+        r = stdin_window_wait(x, chunk, err);
+        if (r == 0)
+            return 0; /* the command is gone: nobody reads this */
+        if (r > 0)
+            r = agent_frame_build(x->id, AGENT_STDIN, 0, p, chunk, &frame, &flen);
         if (r >= 0)
             r = conn_send(x->c, frame, flen, err);
         if (r < 0)
@@ -753,7 +818,17 @@ agent_exec_free(struct agent_exec *x)
             *pp = x->next;
             break;
         }
+    /* A command still running is let go: its output no longer crosses the connection (nor
+     * waits there for an acknowledgement that would never come). */
+    bool forget = c->version >= 2 && !c->dead && x->started && !x->exit_queued;
     pthread_mutex_unlock(&c->lock);
+    if (forget) {
+        _cleanup_(tp_err_clear) struct tp_err e = { 0 };
+        uint8_t *frame;
+        size_t flen;
+        if (agent_frame_build(x->id, AGENT_FORGET, 0, NULL, 0, &frame, &flen) >= 0)
+            conn_send(c, frame, flen, &e);
+    }
     for (struct agent_ev_node *n = x->head, *next; n; n = next) {
         next = n->next;
         free(n->ev.data);

@@ -95,9 +95,15 @@ int agent_exec_next(struct agent_exec *x, struct agent_event *ev, int timeout_ms
  * poll it, call agent_exec_fd_drain(), then agent_exec_next(x, ev, 0, ...) until -ETIMEDOUT. */
 int agent_exec_fd(struct agent_exec *x);
 void agent_exec_fd_drain(struct agent_exec *x);
-/* Write to the command's stdin (split into frames; blocks while the guest applies
- * backpressure); len 0 closes it. Needs req.stdin_open, else the guest ignores it. */
+/* Write to the command's stdin (split into frames); len 0 closes it. Needs req.stdin_open,
+ * else the guest ignores it. With a version 2 agent at most AGENT_STDIN_WINDOW bytes are in
+ * flight per exec: this blocks while the command does not read, without holding up anyone
+ * else; -ECANCELED once agent_exec_cancel() is called, 0 (data dropped) once the command
+ * exited. */
 int agent_exec_stdin(struct agent_exec *x, const void *data, size_t len, struct tp_err *err);
+/* Make a blocked (and any later) agent_exec_stdin() of x return -ECANCELED: for the thread
+ * that ends a session while another may be feeding stdin. */
+void agent_exec_cancel(struct agent_exec *x);
 /* Tell a tty exec's terminal its new size (the guest signals SIGWINCH); ignored by the guest
  * for other execs. No answer comes back. */
 int agent_exec_resize(struct agent_exec *x, uint16_t rows, uint16_t cols, struct tp_err *err);

@@ -134,7 +134,7 @@ agent_frame_build_exec(uint32_t id, const struct agent_exec_req *req, uint8_t **
 {
     size_t argc = strv_length(req->argv), envc = strv_length(req->env);
     size_t off = AGENT_HDR_SIZE + 8;
-    uint16_t flags = req->stdin_open ? AGENT_EXEC_F_STDIN : 0;
+    uint16_t flags = (req->stdin_open ? AGENT_EXEC_F_STDIN : 0) | AGENT_EXEC_F_ACKS;
     uint8_t *buf;
 
     if (argc == 0)

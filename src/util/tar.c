@@ -720,8 +720,14 @@ add_file(struct tar_out *o, int dirfd, const char *leaf, const char *name)
 {
     static uint8_t chunk[CHUNK];
     struct stat st;
-    int fd = openat(dirfd, leaf, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+    /* O_NONBLOCK: a FIFO swapped in since the directory was read must not block the open. */
+    int fd = openat(dirfd, leaf, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
 
+    if (fd >= 0 && fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+        close(fd);
+        fd = -1;
+        errno = ESTALE; /* no longer the regular file it was */
+    }
     if (fd < 0 || fstat(fd, &st) < 0) {
         say(o->err_fd, "tar-out: open '%s': %s", name, strerror(errno));
         o->status = TAR_EXIT_FAIL;
@@ -954,6 +960,7 @@ struct dir_fix { /* a directory's mode and times, set once everything inside exi
 
 struct untar {
     int root, err_fd;
+    bool untrusted;     /* on the host from a guest: no owners, no set-id bits, no devices */
     const char *top_as; /* NULL, or what the archive's top component becomes ("" = dropped) */
     bool chown;         /* running as root: keep the archive's owners */
     bool said;          /* the current entry's failure was reported already */
@@ -1193,6 +1200,13 @@ extract_one(struct untar *u, const struct tar_entry *e)
         break;
     case TAR_CHR:
     case TAR_BLK:
+        if (u->untrusted) {
+            say(u->err_fd, "tar-in: refusing '%s': a device node from the guest", e->name);
+            u->said = true;
+            r = -EPERM;
+            break;
+        }
+        __attribute__((fallthrough));
     case TAR_FIFO:
         r = clear_leaf(dfd, leaf, false);
         if (r == 0)
@@ -1280,6 +1294,8 @@ apply_top_as(struct untar *u, struct tar_entry *e)
     return 0;
 }
 
+static int extract(int fd, const char *dir, const char *top_as, bool untrusted, int err_fd);
+
 int
 tar_extract(int fd, const char *dir, int err_fd)
 {
@@ -1289,7 +1305,22 @@ tar_extract(int fd, const char *dir, int err_fd)
 int
 tar_extract_as(int fd, const char *dir, const char *top_as, int err_fd)
 {
-    struct untar u = { .err_fd = err_fd, .chown = geteuid() == 0, .top_as = top_as };
+    return extract(fd, dir, top_as, false, err_fd);
+}
+
+int
+tar_extract_untrusted(int fd, const char *dir, const char *top_as, int err_fd)
+{
+    return extract(fd, dir, top_as, true, err_fd);
+}
+
+static int
+extract(int fd, const char *dir, const char *top_as, bool untrusted, int err_fd)
+{
+    struct untar u = { .err_fd = err_fd,
+                       .chown = !untrusted && geteuid() == 0,
+                       .untrusted = untrusted,
+                       .top_as = top_as };
     struct tar_entry e;
     int r;
 
@@ -1305,6 +1336,8 @@ tar_extract_as(int fd, const char *dir, const char *top_as, int err_fd)
             say(err_fd, "tar-in: %s", u.rd.err);
         if (r <= 0)
             break;
+        if (u.untrusted)
+            e.mode &= 01777; /* as docker cp: the guest's set-id bits do not cross */
         r = top_as ? apply_top_as(&u, &e) : 0;
         if (r >= 0)
             r = extract_one(&u, &e);

@@ -71,6 +71,9 @@ int tar_create_as(int fd, const char *path, const char *as, int err_fd);
 /* tar_extract() where the archive's top component is renamed to top_as before anything is
  * created ("" drops it: the top directory's contents land in dir itself). */
 int tar_extract_as(int fd, const char *dir, const char *top_as, int err_fd);
+/* tar_extract_as() for an archive from a guest onto the host (torpor cp out): owners are not
+ * taken from it, set-id bits are dropped and device nodes refused, as docker cp does. */
+int tar_extract_untrusted(int fd, const char *dir, const char *top_as, int err_fd);
 /* Extract the tar read from fd under dir (see "tar-in"); messages to err_fd. Stops at the first
  * failure or refused entry, nothing is written outside dir. */
 int tar_extract(int fd, const char *dir, int err_fd);

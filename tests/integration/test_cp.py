@@ -75,6 +75,13 @@ class Cp(harness.DaemonTest):
         with open(dest) as f:
             self.assertEqual(f.read(), "cp\n")
 
+    def test_out_of_the_guest_drops_set_id_bits(self):
+        """What comes from a guest is not trusted on the host: no setuid file appears."""
+        self.guest("echo '#!/bin/sh' > /root/suid; chmod 4755 /root/suid")
+        dest = os.path.join(self.tmp, "suid")
+        self.d.cli("cp", "cp:/root/suid", dest)
+        self.assertEqual(stat.S_IMODE(os.stat(dest).st_mode), 0o755)
+
     def test_tar_on_stdin_and_stdout(self):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as t:

@@ -95,6 +95,28 @@ class Attach(harness.DaemonTest):
         self.assertEqual(p.returncode, 7, err)
         self.assertIn(b"got-int", out)
 
+    def test_unread_stdin_holds_up_nothing_else(self):
+        """A command that never reads stdin fills its window; other execs, signals and stop
+        still go through (the connection to the guest is not blocked)."""
+        self.d.cli("run", "--name", "stall")
+        feeder = subprocess.Popen(["yes"], stdout=subprocess.PIPE)
+        p = self.popen("exec", "-i", "stall", "sh", "-c", "echo ready; exec sleep 999",
+                       stdin=feeder.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            read_until(p.stdout.fileno(), b"ready\n")
+            t0 = time.monotonic()
+            self.assertEqual(self.d.cli("exec", "stall", "echo", "through", timeout=30).stdout,
+                             b"through\n")
+            self.assertLess(time.monotonic() - t0, 30)
+            p.send_signal(signal.SIGINT)  # reaches sleep past the queued stdin
+            self.assertEqual(p.wait(timeout=30), 130)
+        finally:
+            p.kill()
+            p.wait()
+            feeder.kill()
+            feeder.wait()
+        self.d.cli("stop", "stall", timeout=60)
+
     def test_client_killed_leaves_no_process(self):
         p = self.popen("exec", "at", "sleep", "4242", stdout=subprocess.DEVNULL)
         try:
@@ -249,6 +271,10 @@ class Cut(harness.DaemonTest):
 
     def test_stop_cuts_with_137(self):
         self.run_cut("cut-stop", "stop", 137, b"stopped")
+
+    def test_fork_of_a_running_source_cuts_with_125_and_the_command_lives_on(self):
+        self.run_cut("cut-fk", "fork", 125, b"forked")
+        self.assertTrue(guest_has(self.d, "cut-fk", "sleep 600"))
 
     def test_standby_cuts_with_125_and_the_command_lives_on(self):
         self.run_cut("cut-sb", "standby", 125, b"standby")

@@ -430,6 +430,60 @@ test_large_output(void **state)
     agent_wait_exit(&p);
 }
 
+struct feeder {
+    struct agent_exec *x;
+    size_t total;
+    int r;
+};
+
+static void *
+feed_main(void *arg)
+{
+    struct feeder *f = arg;
+    static char zero[65536];
+    struct tp_err err = { 0 };
+
+    for (size_t sent = 0; sent < f->total && f->r >= 0; sent += sizeof(zero))
+        f->r = agent_exec_stdin(f->x, zero, sizeof(zero), &err);
+    tp_err_clear(&err);
+    return NULL;
+}
+
+/* A command that never reads stdin takes its window and no more: the connection stays free
+ * for other execs and signals, and a blocked writer can be called off. */
+static void
+test_stdin_window(void **state)
+{
+    struct agent_proc p;
+    struct agent_conn *c = agent_start_fd(&p);
+    struct agent_hello h;
+    struct agent_exec *x = NULL;
+    struct tp_err err = { 0 };
+    struct out o;
+    pthread_t t;
+    (void)state;
+
+    assert_int_equal(agent_conn_hello(c, T_MS, &h, &err), 0);
+    char *sleeper[] = { (char *)"sleep", (char *)"30", NULL };
+    assert_int_equal(
+        agent_exec_start(c, &(struct agent_exec_req){ .argv = sleeper, .stdin_open = true }, T_MS,
+                         &x, &err),
+        0);
+    struct feeder f = { .x = x, .total = 4u << 20 };
+    assert_int_equal(pthread_create(&t, NULL, feed_main, &f), 0);
+    char *echo[] = { (char *)"echo", (char *)"through", NULL };
+    assert_int_equal(run(c, &(struct agent_exec_req){ .argv = echo }, &o), 0);
+    assert_string_equal(o.out, "through\n");
+    out_free(&o);
+    agent_exec_cancel(x);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(f.r, -ECANCELED);
+    assert_int_equal(agent_exec_signal(x, SIGKILL, &err), 0);
+    agent_exec_free(x);
+    agent_conn_free(c);
+    agent_wait_exit(&p);
+}
+
 static void
 test_stdin(void **state)
 {
@@ -1143,7 +1197,7 @@ test_frame_codec(void **state)
     assert_int_equal(agent_frame_parse(buf, len, &f), (int)len);
     assert_int_equal(f.hdr.id, 7);
     assert_int_equal(f.hdr.type, AGENT_EXEC);
-    assert_int_equal(f.hdr.flags, AGENT_EXEC_F_STDIN);
+    assert_int_equal(f.hdr.flags, AGENT_EXEC_F_STDIN | AGENT_EXEC_F_ACKS);
     assert_memory_equal(f.payload, "\2\0\0\0\1\0\0\0/x\0ls\0-l\0A=1\0", f.hdr.len);
     free(buf);
 
@@ -1156,7 +1210,7 @@ test_frame_codec(void **state)
     assert_int_equal(agent_frame_build_exec(8, &req, &buf, &len), 0);
     assert_int_equal(agent_frame_parse(buf, len, &f), (int)len);
     assert_int_equal(f.hdr.flags, AGENT_EXEC_F_STDIN | AGENT_EXEC_F_TTY | AGENT_EXEC_F_USER |
-                                      AGENT_EXEC_F_BUILTIN);
+                                      AGENT_EXEC_F_BUILTIN | AGENT_EXEC_F_ACKS);
     static const char v2[] = "\2\0\0\0\1\0\0\0/x\0ls\0-l\0A=1\0nobody:nogroup\0\x32\x01\x50\0";
     assert_int_equal(f.hdr.len, sizeof(v2) - 1);
     assert_memory_equal(f.payload, v2, f.hdr.len);
@@ -1164,7 +1218,7 @@ test_frame_codec(void **state)
     req = (struct agent_exec_req){ .argv = argv, .user = "", .stdin_open = false };
     assert_int_equal(agent_frame_build_exec(9, &req, &buf, &len), 0);
     assert_int_equal(agent_frame_parse(buf, len, &f), (int)len);
-    assert_int_equal(f.hdr.flags, AGENT_EXEC_F_USER);
+    assert_int_equal(f.hdr.flags, AGENT_EXEC_F_USER | AGENT_EXEC_F_ACKS);
     assert_memory_equal(f.payload, "\2\0\0\0\0\0\0\0\0ls\0-l\0\0", f.hdr.len);
     free(buf);
 
@@ -1206,6 +1260,7 @@ main(void)
         cmocka_unit_test(test_cwd_env),
         cmocka_unit_test(test_concurrent),
         cmocka_unit_test(test_large_output),
+        cmocka_unit_test(test_stdin_window),
         cmocka_unit_test(test_stdin),
         cmocka_unit_test(test_signal),
         cmocka_unit_test(test_reconnect),

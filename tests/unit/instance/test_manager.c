@@ -915,7 +915,7 @@ test_tail_offset(void **state)
     unlink(path);
     /* 200000 lines of "NNNNNN\n" (7 bytes): > 1 MiB, many 64 KiB blocks. */
     size_t len = 200000 * 7;
-    char *buf = malloc(len);
+    char *buf = malloc(len + 1); /* + the NUL snprintf writes after the last line */
     for (size_t i = 0; i < 200000; i++)
         snprintf(buf + i * 7, 8, "%06zu\n", i);
     assert_int_equal(write(fd, buf, len), (ssize_t)len);

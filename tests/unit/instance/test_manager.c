@@ -24,6 +24,7 @@
 #include "fake_driver.h"
 #include "hypervisor/driver.h"
 #include "instance/console.h"
+#include "instance/console_index.h"
 #include "instance/manager.h"
 #include "store/paths.h"
 #include "util/cleanup.h"
@@ -929,6 +930,176 @@ test_tail_offset(void **state)
     close(fd);
 }
 
+static void
+append_file(const char *path, const char *text, size_t n)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, n), (ssize_t)n);
+    close(fd);
+}
+
+static int64_t
+time_at(const char *idx_path, uint64_t pos)
+{
+    struct console_index idx = { 0 };
+    int64_t t = -1;
+
+    assert_int_equal(console_index_refresh(&idx, idx_path), 0);
+    if (!console_index_time(&idx, pos, &t))
+        t = -1;
+    console_index_clear(&idx);
+    return t;
+}
+
+/* The console index: each note covers what arrived since the last; a torn last record (a crash
+ * mid-append) is ignored and then overwritten; a garbled one is skipped; an unreadable index
+ * starts over at the log's mtime. */
+static void
+test_console_index(void **state)
+{
+    char dir[] = "/tmp/torpor-cidx-XXXXXX";
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    _cleanup_free_ char *log = xasprintf("%s/console.log", dir);
+    _cleanup_free_ char *idx_path = xasprintf("%s/console.idx", dir);
+    struct console_index idx = { 0 };
+
+    /* No log, no index. */
+    assert_int_equal(console_index_note(log, idx_path, 100), 0);
+    assert_int_equal(console_index_refresh(&idx, idx_path), -ENOENT);
+    append_file(log, "", 0);
+    assert_int_equal(console_index_note(log, idx_path, 100), 0);
+    assert_int_equal(console_index_refresh(&idx, idx_path), 0);
+    assert_false(console_index_time(&idx, 0, &(int64_t){ 0 }));
+
+    /* Growth gets the note's time; nothing new, no record. */
+    struct stat sb;
+    append_file(log, "one\n", 4);
+    assert_int_equal(console_index_note(log, idx_path, 150), 0);
+    assert_int_equal(time_at(idx_path, 0), 150);
+    append_file(log, "two\nthr", 7);
+    assert_int_equal(console_index_note(log, idx_path, 200), 0);
+    assert_int_equal(console_index_note(log, idx_path, 250), 0);
+    append_file(log, "ee\n", 3);
+    assert_int_equal(console_index_note(log, idx_path, 300), 0);
+    assert_int_equal(time_at(idx_path, 3), 150);
+    assert_int_equal(time_at(idx_path, 4), 200);
+    assert_int_equal(time_at(idx_path, 10), 200);
+    assert_int_equal(time_at(idx_path, 11), 300);
+    assert_int_equal(time_at(idx_path, 14), -1);
+
+    /* A refreshing reader reads only what was appended, and sees a torn record as absent. */
+    assert_int_equal(console_index_refresh(&idx, idx_path), 0);
+    assert_int_equal(idx.n, 3);
+    append_file(idx_path, "\x0e\0\0\0\0\0\0", 7); /* torn */
+    assert_int_equal(console_index_refresh(&idx, idx_path), 0);
+    assert_int_equal(idx.n, 3);
+    append_file(log, "four\n", 5);
+    assert_int_equal(console_index_note(log, idx_path, 400), 0); /* overwrites the torn one */
+    assert_int_equal(stat(idx_path, &sb), 0);
+    assert_int_equal(sb.st_size % 16, 0);
+    assert_int_equal(console_index_refresh(&idx, idx_path), 0);
+    assert_int_equal(idx.n, 4);
+    assert_int_equal(time_at(idx_path, 14), 400);
+
+    /* A garbled record (its end does not grow) is skipped, the ones after it count. */
+    _cleanup_free_ char *data = NULL;
+    size_t len;
+    assert_int_equal(fs_read_file(idx_path, 1 << 20, &data, &len, NULL), 0);
+    _cleanup_free_ char *bad = xmalloc(len + 32);
+    memcpy(bad, data, len - 16);
+    memset(bad + len - 16, 0, 16);                     /* zeros where a record was */
+    memcpy(bad + len, data + 16, 16);                  /* a copy of the first: not growing */
+    memcpy(bad + len + 16, data + len - 16, 16);       /* then the real last one */
+    struct console_rec *recs = NULL;
+    size_t n = 0;
+    assert_int_equal(console_index_parse(bad, len + 32, &recs, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(recs[3].t_ns, 400);
+    free(recs);
+    assert_int_equal(console_index_parse("garbage", 7, &recs, &n), -EBADMSG);
+
+    /* Unreadable: started over (a new file), everything at the log's mtime. */
+    assert_int_equal(fs_write_atomic(idx_path, "not an index at all", 19, 0600, NULL), 0);
+    assert_int_equal(console_index_refresh(&idx, idx_path), -EBADMSG);
+    assert_int_equal(stat(log, &sb), 0);
+    int64_t mtime = (int64_t)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec;
+    assert_int_equal(console_index_note(log, idx_path, INT64_MAX), 0);
+    assert_int_equal(time_at(idx_path, 0), mtime);
+    assert_int_equal(time_at(idx_path, 18), mtime);
+    /* Ahead of the log (the log was replaced): started over too. */
+    unlink(log);
+    append_file(log, "new\n", 4);
+    assert_int_equal(console_index_note(log, idx_path, INT64_MAX), 0);
+    assert_int_equal(console_index_refresh(&idx, idx_path), 0);
+    assert_int_equal(idx.n, 1);
+    assert_int_equal(idx.recs[0].end, 4);
+
+    console_index_clear(&idx);
+    assert_int_equal(fs_rm_rf(dir, NULL), 0);
+}
+
+/* Positions are bytes ever written: the cap's cut leaves the index valid, and compaction drops
+ * only records of bytes that were cut, or past the bound the oldest ones. */
+static void
+test_console_index_cut(void **state)
+{
+    char dir[] = "/tmp/torpor-cidx-XXXXXX";
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    _cleanup_free_ char *log = xasprintf("%s/console.log", dir);
+    _cleanup_free_ char *idx_path = xasprintf("%s/console.idx", dir);
+    _cleanup_free_ char *block = xmalloc(4096);
+    memset(block, 'x', 4095);
+    block[4095] = '\n';
+
+    append_file(log, "", 0);
+    assert_int_equal(console_index_note(log, idx_path, 1), 0); /* empty: header only */
+    for (int k = 1; k <= 3; k++) {
+        append_file(log, block, 4096);
+        assert_int_equal(console_index_note(log, idx_path, k * 100), 0);
+    }
+    append_file(log, "tail\n", 5);
+    assert_int_equal(console_index_note(log, idx_path, 400), 0);
+    uint64_t cut = 0;
+    assert_int_equal(console_log_trim(log, 4096, &cut), 0);
+    assert_true(cut > 0);
+    int fd = open(log, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    uint64_t total = console_log_cut_total(fd);
+    close(fd);
+    if (total == 0)
+        skip(); /* no user xattrs here: cuts go uncounted */
+    assert_int_equal(total, cut);
+    /* Before and after compaction, the first byte left keeps its time (none: started over). */
+    int64_t first = cut == 8192 ? 300 : -1;
+    assert_int_equal(time_at(idx_path, total), first);
+    assert_int_equal(console_index_compact(log, idx_path, CONSOLE_INDEX_MAX_RECORDS), 0);
+    struct console_index idx = { 0 };
+    assert_int_equal(console_index_refresh(&idx, idx_path), 0);
+    assert_int_equal(idx.n, cut == 8192 ? 2 : 0);
+    assert_int_equal(time_at(idx_path, total), first);
+    append_file(log, "after\n", 6);
+    assert_int_equal(console_index_note(log, idx_path, 500), 0);
+    assert_int_equal(time_at(idx_path, 12292), cut == 8192 ? 400 : 500);
+    assert_int_equal(time_at(idx_path, 12293), 500);
+
+    /* Past the bound the oldest half go; the first kept then covers their bytes. */
+    for (int k = 0; k < 10; k++) {
+        append_file(log, "l\n", 2);
+        assert_int_equal(console_index_note(log, idx_path, 1000 + k), 0);
+    }
+    assert_int_equal(console_index_compact(log, idx_path, 8), 0);
+    assert_int_equal(console_index_refresh(&idx, idx_path), 0);
+    assert_int_equal(idx.n, 4);
+    assert_int_equal(time_at(idx_path, total), 1006);
+    assert_int_equal(time_at(idx_path, 12318), 1009);
+    assert_int_equal(time_at(idx_path, 12319), -1);
+    console_index_clear(&idx);
+    assert_int_equal(fs_rm_rf(dir, NULL), 0);
+}
+
 int
 main(void)
 {
@@ -940,6 +1111,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_name_independence, setup, teardown),
         cmocka_unit_test(test_sources_name_no_hypervisor),
         cmocka_unit_test(test_tail_offset),
+        cmocka_unit_test(test_console_index),
+        cmocka_unit_test(test_console_index_cut),
         cmocka_unit_test_setup_teardown(test_standby_failure, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_from_standby, setup, teardown),
         cmocka_unit_test_setup_teardown(test_run_cmd_too_long, setup, teardown),

@@ -916,7 +916,7 @@ test_tail_offset(void **state)
     unlink(path);
     /* 200000 lines of "NNNNNN\n" (7 bytes): > 1 MiB, many 64 KiB blocks. */
     size_t len = 200000 * 7;
-    char *buf = malloc(len);
+    char *buf = malloc(len + 1); /* snprintf ends the last line with a NUL */
     for (size_t i = 0; i < 200000; i++)
         snprintf(buf + i * 7, 8, "%06zu\n", i);
     assert_int_equal(write(fd, buf, len), (ssize_t)len);
@@ -1009,9 +1009,9 @@ test_console_index(void **state)
     assert_int_equal(fs_read_file(idx_path, 1 << 20, &data, &len, NULL), 0);
     _cleanup_free_ char *bad = xmalloc(len + 32);
     memcpy(bad, data, len - 16);
-    memset(bad + len - 16, 0, 16);                     /* zeros where a record was */
-    memcpy(bad + len, data + 16, 16);                  /* a copy of the first: not growing */
-    memcpy(bad + len + 16, data + len - 16, 16);       /* then the real last one */
+    memset(bad + len - 16, 0, 16);               /* zeros where a record was */
+    memcpy(bad + len, data + 16, 16);            /* a copy of the first: not growing */
+    memcpy(bad + len + 16, data + len - 16, 16); /* then the real last one */
     struct console_rec *recs = NULL;
     size_t n = 0;
     assert_int_equal(console_index_parse(bad, len + 32, &recs, &n), 0);

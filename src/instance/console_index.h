@@ -30,8 +30,7 @@ int console_index_compact(const char *log_path, const char *idx_path, size_t max
 
 /* Records parsed from an index file's bytes: a bad header is -EBADMSG; a torn last record is
  * ignored; a record whose end does not grow (a garbled write) is skipped. ret_* owned. */
-int console_index_parse(const void *buf, size_t len, struct console_rec **ret_recs,
-                        size_t *ret_n);
+int console_index_parse(const void *buf, size_t len, struct console_rec **ret_recs, size_t *ret_n);
 
 /* A reader's copy of an index, refreshed as it grows. */
 struct console_index {

@@ -39,9 +39,9 @@ struct monitor {
     struct inst_manager *m;
     int epfd;
     int stopfd;
-    int tickfd;  /* timerfd: manager_tick */
-    int inofd;   /* inotify: console logs that grew */
-    int notefd;  /* timerfd: note the logs that grew, CONSOLE_NOTE_DELAY_MS after the first */
+    int tickfd; /* timerfd: manager_tick */
+    int inofd;  /* inotify: console logs that grew */
+    int notefd; /* timerfd: note the logs that grew, CONSOLE_NOTE_DELAY_MS after the first */
     bool note_armed;
     pthread_t thread;
     pthread_mutex_t lock; /* guards the watch list and the console watches */
@@ -118,7 +118,7 @@ monitor_console_events(struct monitor *mon)
     }
     if (grew && !mon->note_armed) {
         const struct itimerspec once = { .it_value = { .tv_nsec =
-                                                            CONSOLE_NOTE_DELAY_MS * 1000000L } };
+                                                           CONSOLE_NOTE_DELAY_MS * 1000000L } };
         mon->note_armed = timerfd_settime(mon->notefd, 0, &once, NULL) == 0;
     }
 }
@@ -228,8 +228,7 @@ monitor_start(struct inst_manager *m, struct monitor **ret, struct tp_err *err)
     mon->tickfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     mon->notefd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
     mon->inofd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
-    if (mon->epfd < 0 || mon->stopfd < 0 || mon->tickfd < 0 || mon->notefd < 0 ||
-        mon->inofd < 0) {
+    if (mon->epfd < 0 || mon->stopfd < 0 || mon->tickfd < 0 || mon->notefd < 0 || mon->inofd < 0) {
         r = tp_err_errno(err, -errno, "create VMM monitor");
         goto fail;
     }

@@ -24,8 +24,8 @@ timefmt_rfc3339_ns(int64_t ns, char *buf)
     if (!gmtime_r(&t, &tm))
         memset(&tm, 0, sizeof(tm));
     int n = snprintf(buf, TIMEFMT_RFC3339_NS_MAX, "%04d-%02d-%02dT%02d:%02d:%02d.%09" PRId64 "Z",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, frac);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     frac);
     return n < 0 ? 0 : (size_t)n;
 }
 
@@ -100,8 +100,12 @@ parse_rfc3339(const char *s, int64_t *ret_ns)
     if (*p || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || se > 59 ||
         d > mdays[mo - 1] + (mo == 2 && is_leap(y)))
         return -EINVAL;
-    struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
-                     .tm_min = mi, .tm_sec = se };
+    struct tm tm = { .tm_year = y - 1900,
+                     .tm_mon = mo - 1,
+                     .tm_mday = d,
+                     .tm_hour = h,
+                     .tm_min = mi,
+                     .tm_sec = se };
     int64_t t = (int64_t)timegm(&tm) - sign * (oh * 3600 + om * 60);
     *ret_ns = t * NS_PER_S + frac;
     return 0;
@@ -135,13 +139,8 @@ timefmt_parse_duration(const char *s, int64_t *ret_ns)
         int64_t ns;
     } units[] = {
         /* longest names first: "ms" before "m" */
-        { "ns", 1 },
-        { "us", 1000 },
-        { "\xc2\xb5s", 1000 }, /* µs */
-        { "ms", 1000000 },
-        { "s", NS_PER_S },
-        { "m", 60 * NS_PER_S },
-        { "h", 3600 * NS_PER_S },
+        { "ns", 1 },       { "us", 1000 },    { "\xc2\xb5s", 1000 }, /* µs */
+        { "ms", 1000000 }, { "s", NS_PER_S }, { "m", 60 * NS_PER_S }, { "h", 3600 * NS_PER_S },
     };
     const char *p = s;
     double total = 0;

@@ -19,7 +19,7 @@ static const struct {
     enum api_route route;
     const char *method;
     const char *segs[ROUTE_SEGMENTS_MAX + 1]; /* NULL-terminated; PARAM captures a segment */
-    const char *query[3];
+    const char *query[5];
     const char *name;
 } routes[] = {
     { API_ROUTE_VERSION, "GET", { "v1", "version" }, { NULL }, "version" },
@@ -34,7 +34,7 @@ static const struct {
     { API_ROUTE_LOGS,
       "GET",
       { "v1", "instances", PARAM, "logs" },
-      { "follow", "tail", NULL },
+      { "follow", "tail", "since", "timestamps", NULL },
       "logs" },
     { API_ROUTE_WAIT, "POST", { "v1", "instances", PARAM, "wait" }, { NULL }, "wait" },
     { API_ROUTE_STANDBY, "POST", { "v1", "instances", PARAM, "standby" }, { NULL }, "standby" },

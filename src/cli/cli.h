@@ -232,9 +232,10 @@ void cli_exec_opts_done(struct exec_opts *o);
 struct logs_opts {
     const char *name;
     bool follow;
-    int64_t tail;      /* --tail: the last N lines; -1 = all */
-    const char *since; /* refused: not supported yet */
-    bool timestamps;   /* refused: not supported yet */
+    int64_t tail;     /* --tail: the last N lines; -1 = all */
+    bool has_since;   /* --since: only lines that arrived at or after since_ns */
+    int64_t since_ns; /* ns since the epoch (a duration is taken back from now) */
+    bool timestamps;  /* -t: each line prefixed with its arrival time */
     bool help;
 };
 /* --tail's value: a number of lines (0 included) or "all" (-1). -EINVAL otherwise. */

@@ -1,5 +1,6 @@
 /* torpor logs: print an instance's serial console, optionally following it. */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -8,6 +9,8 @@
 #include "client.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "util/timefmt.h"
+#include "util/timeutil.h"
 #include "util/xalloc.h"
 
 enum {
@@ -22,16 +25,18 @@ static const struct cli_syntax syntax = {
     .usage = "Usage: torpor logs [OPTIONS] NAME\n"
              "\n"
              "Print the serial console output of the instance NAME. With --follow it\n"
-             "keeps printing new output until the instance stops or is removed.\n",
+             "keeps printing new output until the instance stops or is removed. A line's\n"
+             "time (--since, --timestamps) is when torpord saw its first byte arrive.\n",
     .operands = CLI_OPERANDS_ONE,
     .flags = {
         [FLAG_FOLLOW] = { .name = "follow", .short_name = 'f', .help = "keep streaming new output" },
         [FLAG_TAIL] = { .name = "tail", .short_name = 'n', .arg = "N",
                         .help = "print only the last N lines (or all, the default)" },
         [FLAG_SINCE] = { .name = "since", .arg = "TIME",
-                         .help = "not supported yet: the console log has no per-line times" },
+                         .help = "only lines since TIME: RFC 3339 (2026-12-01T11:40:00Z), unix "
+                                 "seconds, or a duration before now (10m, 1h30m)" },
         [FLAG_TIMESTAMPS] = { .name = "timestamps", .short_name = 't',
-                              .help = "not supported yet: the console log has no per-line times" },
+                              .help = "prefix each line with its time (RFC 3339, UTC)" },
     },
 };
 
@@ -67,11 +72,17 @@ cli_parse_logs(int argc, char **argv, struct logs_opts *ret, struct tp_err *err)
         return r;
     if (!a.help && a.values[FLAG_TAIL] && cli_parse_tail(a.values[FLAG_TAIL], &tail, err) < 0)
         return -EINVAL;
+    /* Relative to now here, as docker's CLI does: the daemon gets an absolute time. */
+    int64_t since = 0;
+    if (!a.help && a.values[FLAG_SINCE] &&
+        timefmt_parse_since(a.values[FLAG_SINCE], wall_ns(), &since, err) < 0)
+        return tp_err_wrap(err, "invalid value for --since");
     *ret = (struct logs_opts){
         .name = a.help ? NULL : a.operands[0],
         .follow = a.flags & (1u << FLAG_FOLLOW),
         .tail = tail,
-        .since = a.values[FLAG_SINCE],
+        .has_since = a.values[FLAG_SINCE] != NULL,
+        .since_ns = since,
         .timestamps = a.flags & (1u << FLAG_TIMESTAMPS),
         .help = a.help,
     };
@@ -93,19 +104,21 @@ int
 cli_cmd_logs(const struct cli_ctx *ctx, const struct logs_opts *o)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
-    _cleanup_free_ char *query = NULL, *path = NULL;
+    _cleanup_free_ char *tail = NULL, *since = NULL, *query = NULL, *path = NULL;
 
-    /* Refused rather than ignored: the console file keeps no time per line (yet). */
-    if (o->since || o->timestamps) {
-        cli_error("%s is not supported yet: the console log keeps no time per line",
-                  o->since ? "--since" : "--timestamps");
-        return CLI_EXIT_FAIL;
-    }
     if (o->tail >= 0)
-        query = xasprintf("/logs?follow=%s&tail=%lld", o->follow ? "true" : "false",
-                          (long long)o->tail);
-    else
-        query = xstrdup(o->follow ? "/logs?follow=true" : "/logs");
+        tail = xasprintf("&tail=%lld", (long long)o->tail);
+    if (o->has_since) {
+        /* Unix seconds with all nine fraction digits: exact, and no zone to get wrong. */
+        int64_t s = o->since_ns / 1000000000, ns = o->since_ns % 1000000000;
+        if (ns < 0) {
+            ns += 1000000000;
+            s--;
+        }
+        since = s < 0 ? xstrdup("&since=0") : xasprintf("&since=%" PRId64 ".%09" PRId64, s, ns);
+    }
+    query = xasprintf("/logs?follow=%s%s%s%s", o->follow ? "true" : "false", tail ? tail : "",
+                      since ? since : "", o->timestamps ? "&timestamps=true" : "");
     path = client_instance_path(o->name, query);
 
     fflush(stdout);

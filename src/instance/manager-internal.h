@@ -181,7 +181,11 @@ int monitor_start(struct inst_manager *m, struct monitor **ret, struct tp_err *e
 struct monitor *monitor_stop(struct monitor *mon);
 /* Watch vm; when it exits, the manager's exit handler runs for (id, pid, start_time). */
 int monitor_watch(struct monitor *mon, const char *id, const struct hv_vm *vm);
+/* Watch instance id's console log (once it exists), recording when its bytes arrive
+ * (console_index.h). Idempotent. */
+void monitor_watch_console(struct monitor *mon, const char *id);
 void manager_on_vmm_exit(struct inst_manager *m, const char *id, pid_t pid, uint64_t start_time);
-/* Periodic chores from the monitor thread (every MANAGER_TICK_MS): console log caps. */
+/* Periodic chores from the monitor thread (every MANAGER_TICK_MS): console log caps, and
+ * console indexes (growth inotify did not report: the daemon was down, the watch failed). */
 #define MANAGER_TICK_MS 1000
 void manager_tick(struct inst_manager *m);

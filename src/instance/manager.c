@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "instance/console.h"
+#include "instance/console_index.h"
 #include "instance/manager-internal.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -401,25 +402,38 @@ inst_manager_free(struct inst_manager *m)
 void
 manager_tick(struct inst_manager *m)
 {
-    char **logs;
+    char **ids;
     size_t n = 0;
 
-    /* Paths only, under the table lock: the trimming itself must not hold up operations. */
+    /* Ids only, under the table lock: the trimming itself must not hold up operations. */
     pthread_mutex_lock(&m->lock);
-    logs = xnew(char *, m->n + 1);
+    ids = xnew(char *, m->n + 1);
     for (size_t k = 0; k < m->n; k++)
-        logs[n++] = xstrdup(m->tab[k]->paths.console_log);
+        ids[n++] = xstrdup(m->tab[k]->id);
     pthread_mutex_unlock(&m->lock);
     for (size_t k = 0; k < n; k++) {
+        struct inst_paths p;
         uint64_t cut = 0;
-        int r = console_log_trim(logs[k], m->console_log_max, &cut);
+
+        inst_paths_init(&p, m->data_dir, ids[k]);
+        monitor_watch_console(m->mon, ids[k]);
+        /* Index first: bytes the cap is about to drop never need a time. */
+        int r = console_index_note(p.console_log, p.console_idx, wall_ns());
         if (r < 0)
-            log_warn_errno(r, "cap console log '%s'", logs[k]);
-        else if (cut)
-            log_debug("console log '%s': dropped its oldest %llu bytes", logs[k],
+            log_debug("instance=%s: index console log: %s", ids[k], strerror(-r));
+        r = console_log_trim(p.console_log, m->console_log_max, &cut);
+        if (r < 0)
+            log_warn_errno(r, "cap console log '%s'", p.console_log);
+        else if (cut) {
+            log_debug("console log '%s': dropped its oldest %llu bytes", p.console_log,
                       (unsigned long long)cut);
+            r = console_index_compact(p.console_log, p.console_idx, CONSOLE_INDEX_MAX_RECORDS);
+            if (r < 0)
+                log_debug("instance=%s: compact console index: %s", ids[k], strerror(-r));
+        }
+        inst_paths_clear(&p);
     }
-    strv_free(logs);
+    strv_free(ids);
 }
 
 int
@@ -439,7 +453,8 @@ inst_get(struct inst_manager *m, const char *ref, struct inst_record **ret, stru
 }
 
 int
-inst_console_log(struct inst_manager *m, const char *ref, char **ret_path, struct tp_err *err)
+inst_console_log(struct inst_manager *m, const char *ref, char **ret_path, char **ret_idx,
+                 struct tp_err *err)
 {
     /* No instance lock: logs must be readable while a long operation (boot) holds it. */
     char id[INST_ID_LEN + 1];
@@ -449,6 +464,8 @@ inst_console_log(struct inst_manager *m, const char *ref, char **ret_path, struc
         return r;
     inst_paths_init(&p, m->data_dir, id);
     *ret_path = xstrdup(p.console_log);
+    if (ret_idx)
+        *ret_idx = xstrdup(p.console_idx);
     inst_paths_clear(&p);
     return 0;
 }

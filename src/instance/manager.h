@@ -127,5 +127,7 @@ struct inst_stats {
 /* Sample ref's VMM from /proc. -EBUSY when no VMM runs (any state but Running and Paused, or
  * a VMM that exited just now), -ENOENT for an unknown ref. */
 int inst_stats(struct inst_manager *m, const char *ref, struct inst_stats *ret, struct tp_err *err);
-/* The console log file of ref (for logs / logs -f). Caller frees. */
-int inst_console_log(struct inst_manager *m, const char *ref, char **ret_path, struct tp_err *err);
+/* The console log file of ref (for logs / logs -f) and its arrival-time index
+ * (console_index.h; ret_idx may be NULL). Caller frees. */
+int inst_console_log(struct inst_manager *m, const char *ref, char **ret_path, char **ret_idx,
+                     struct tp_err *err);

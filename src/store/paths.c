@@ -35,6 +35,7 @@ inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
     p->root_disk = fs_path_join(p->dir, "root.ext4");
     p->logs_dir = fs_path_join(p->dir, "logs");
     p->console_log = fs_path_join(p->logs_dir, "console.log");
+    p->console_idx = fs_path_join(p->logs_dir, "console.idx");
     p->vmm_log = fs_path_join(p->logs_dir, "vmm.log");
     p->snapshots = fs_path_join(p->dir, "snapshots");
     p->snap_latest = fs_path_join(p->snapshots, "snapshot-latest");
@@ -59,6 +60,7 @@ inst_paths_clear(struct inst_paths *p)
     free(p->root_disk);
     free(p->logs_dir);
     free(p->console_log);
+    free(p->console_idx);
     free(p->vmm_log);
     free(p->snapshots);
     free(p->snap_latest);

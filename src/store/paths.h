@@ -9,6 +9,7 @@ struct inst_paths {
     char *root_disk;        /* root.ext4 (the instance's own clone) */
     char *logs_dir;         /* logs/ */
     char *console_log;      /* logs/console.log */
+    char *console_idx;      /* logs/console.idx: when its bytes arrived (console_index.h) */
     char *vmm_log;          /* logs/vmm.log */
     char *snapshots;        /* snapshots/ */
     char *snap_latest;      /* snapshots/snapshot-latest (only while Standby) */

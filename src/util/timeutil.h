@@ -18,6 +18,15 @@ now_ms(void)
     return now_ns() / 1000000ull;
 }
 
+/* Wall clock in ns since the epoch (console arrival times). */
+static inline int64_t
+wall_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
 /* Wall clock in ms since the epoch (for records shown to users). */
 static inline int64_t
 wall_ms(void)

@@ -1,7 +1,10 @@
-"""docker's verbs torpor lacked: pause/unpause, kill, wait, logs --tail and -f ending at stop,
-rm --all, against real QEMU guests through the CLI."""
+"""docker's verbs torpor lacked: pause/unpause, kill, wait, logs --tail, -f ending at stop,
+--since and -t, rm --all, against real QEMU guests through the CLI."""
+import calendar
+import datetime
 import os
 import pty
+import select
 import subprocess
 import time
 
@@ -132,10 +135,6 @@ class Verbs(harness.DaemonTest):
         self.assertGreater(len(lines()), 4)
         p = d.cli("logs", "--tail", "x", "lg", check=False)
         self.assertEqual(p.returncode, 2)
-        for opt in (["--since", "1m"], ["-t"]):
-            p = d.cli("logs", *opt, "lg", check=False)
-            self.assertEqual(p.returncode, 1, opt)
-            self.assertIn(b"not supported yet", p.stderr)
         st, _ = d.request("GET", "/v1/instances/lg/logs?tail=-1")
         self.assertEqual(st, 400)
         # -f (with --tail) ends when the instance stops.
@@ -153,6 +152,123 @@ class Verbs(harness.DaemonTest):
         d.cli("rm", "-f", "lg")
         f.communicate(timeout=60)
         self.assertEqual(f.returncode, 0)
+
+
+def rfc3339_ns(ts):
+    """'2026-12-01T11:40:00.123456789Z' -> ns since the epoch."""
+    secs, frac = ts.rstrip("Z").split(".")
+    dt = datetime.datetime.strptime(secs, "%Y-%m-%dT%H:%M:%S")
+    return calendar.timegm(dt.timetuple()) * 10**9 + int(frac)
+
+
+class LogsTimes(harness.DaemonTest):
+    """logs -t and --since: a line's time is when torpord saw it arrive, also across a restart."""
+
+    def stamped(self, *args):
+        """{marker: ns} from `logs -t ARGS lt`, for the stampmark lines."""
+        out = self.d.cli("logs", "-t", *args, "lt").stdout.decode().replace("\r", "")
+        got = {}
+        for ln in out.split("\n"):
+            if not ln:
+                continue
+            ts, _, text = ln.partition(" ")
+            self.assertRegex(ts, r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z$", ln)
+            if text.startswith("stampmark-"):
+                got[text] = rfc3339_ns(ts)
+        return got
+
+    def test_timestamps_since(self):
+        d = self.d
+        d.cli("run", "--name", "lt")
+        # A follower prints each line as it arrives: the marker's time lies between the moment
+        # before the exec that writes it and the moment the follower shows it.
+        f = popen_cli(d, "logs", "-f", "-t", "--tail", "0", "lt")
+        buf = b""
+
+        def mark(name):
+            nonlocal buf
+            t0 = time.time_ns()
+            guest(d, "lt", f"echo stampmark-{name} > /dev/console")
+            want = f"stampmark-{name}".encode()
+            deadline = time.monotonic() + 60
+            while want not in buf:
+                ready, _, _ = select.select([f.stdout], [], [], deadline - time.monotonic())
+                self.assertTrue(ready, f"logs -f never showed {want}: {buf[-500:]!r}")
+                chunk = os.read(f.stdout.fileno(), 65536)
+                self.assertTrue(chunk, "logs -f ended")
+                buf += chunk
+            return t0, time.time_ns()
+
+        win_a = mark("A")
+        time.sleep(0.2)  # measurement: A and B at two moments apart
+        win_b = mark("B")
+        f.kill()
+        f.wait()
+        f.stdout.close()
+        f.stderr.close()
+        followed = {}
+        for ln in buf.decode().replace("\r", "").split("\n"):
+            ts, _, text = ln.partition(" ")
+            if text.startswith("stampmark-"):
+                followed[text] = rfc3339_ns(ts)
+        self.assertEqual(sorted(followed), ["stampmark-A", "stampmark-B"], buf)
+        for name, (t0, t1) in (("A", win_a), ("B", win_b)):
+            ts = followed[f"stampmark-{name}"]
+            self.assertTrue(t0 <= ts <= t1, f"{name}: {ts} outside [{t0}, {t1}]")
+        # Read again later: the same times (they come from the index, not from the reading).
+        self.assertEqual(self.stamped(), followed)
+
+        # --since between the two: only B. As RFC 3339, as unix seconds, and with --tail.
+        mid = win_a[1] + 1
+        mid_rfc = (datetime.datetime.fromtimestamp(mid // 10**9, datetime.timezone.utc)
+                   .strftime("%Y-%m-%dT%H:%M:%S") + f".{mid % 10**9:09d}Z")
+        mid_unix = f"{mid // 10**9}.{mid % 10**9:09d}"
+        for since in (mid_rfc, mid_unix):
+            self.assertEqual(list(self.stamped("--since", since)), ["stampmark-B"], since)
+            out = d.cli("logs", "--since", since, "lt").stdout.decode().replace("\r", "")
+            self.assertEqual(out, "stampmark-B\n")
+        self.assertEqual(d.cli("logs", "--since", mid_rfc, "--tail", "1", "lt").stdout
+                         .replace(b"\r", b""), b"stampmark-B\n")
+        self.assertEqual(d.cli("logs", "--since", mid_rfc, "--tail", "0", "lt").stdout, b"")
+        # --tail 2 counts lines after --since: B only, not A and B.
+        self.assertEqual(list(self.stamped("--since", mid_unix, "--tail", "2")), ["stampmark-B"])
+        self.assertEqual(sorted(self.stamped("--since", "1h")), ["stampmark-A", "stampmark-B"])
+        self.assertEqual(self.stamped("--since", "2099-01-01T00:00:00Z"), {})
+
+        # Bad values: the CLI names the option, the API the parameter.
+        p = d.cli("logs", "--since", "yesterday", "lt", check=False)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"invalid value for --since", p.stderr)
+        st, body = d.request("GET", "/v1/instances/lt/logs?since=yesterday")
+        self.assertEqual(st, 400, body)
+        self.assertIn("'since'", body["message"])
+        st, body = d.request("GET", "/v1/instances/lt/logs?timestamps=maybe")
+        self.assertEqual(st, 400, body)
+        self.assertIn("'timestamps'", body["message"])
+
+        # Across a restart: what arrived while torpord was down gets the time the new one first
+        # saw it; the lines before keep theirs.
+        log = os.path.join(d.inst_dir("lt"), "logs", "console.log")
+        d.cli("exec", "-d", "lt", "sh", "-c", "sleep 2; echo stampmark-C > /dev/console")
+        d.stop()
+        down_at = time.time_ns()
+        def console():
+            with open(log, "rb") as fh:
+                return fh.read()
+
+        deadline = time.monotonic() + 60
+        while b"stampmark-C" not in console():
+            self.assertLess(time.monotonic(), deadline, "the guest never wrote stampmark-C")
+            time.sleep(0.05)  # polling a file the guest writes, with no daemon to ask
+        start_at = time.time_ns()
+        d.start()
+        got = self.stamped()
+        read_at = time.time_ns()
+        self.assertEqual({k: got[k] for k in followed}, followed)
+        self.assertTrue(start_at <= got["stampmark-C"] <= read_at,
+                        f"C: {got['stampmark-C']} outside [{start_at}, {read_at}]")
+        self.assertGreater(start_at, down_at)
+        d.cli("rm", "-f", "lt")
 
 
 class RmAll(harness.DaemonTest):

@@ -20,6 +20,7 @@
 #include "util/fs.h"
 #include "util/proc.h"
 #include "util/sock.h"
+#include "util/timefmt.h"
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
@@ -302,6 +303,89 @@ test_connect_when_ready(void **state)
     assert_int_equal(fs_rm_rf(dir, &err), 0);
 }
 
+/* logs --since: RFC 3339, unix seconds, durations back from now; and the -t prefix format. */
+static void
+test_timefmt(void **state)
+{
+    const int64_t S = 1000000000LL;
+    const int64_t now = 1796127600LL * S; /* 2026-12-01T12:20:00Z */
+    int64_t t = 0;
+    char buf[TIMEFMT_RFC3339_NS_MAX];
+    (void)state;
+
+    assert_int_equal(timefmt_parse_since("2026-12-01T11:40:00Z", now, &t, NULL), 0);
+    assert_int_equal(t, 1796125200LL * S);
+    assert_int_equal(timefmt_parse_since("2026-12-01t12:40:00.5+01:00", now, &t, NULL), 0);
+    assert_int_equal(t, 1796125200LL * S + S / 2);
+    assert_int_equal(timefmt_parse_since("2026-12-01T06:10:00.123456789-05:30", now, &t, NULL), 0);
+    assert_int_equal(t, 1796125200LL * S + 123456789);
+    assert_int_equal(timefmt_parse_since("2024-02-29T00:00:00Z", now, &t, NULL), 0);
+    assert_int_equal(timefmt_parse_since("1796125200", now, &t, NULL), 0);
+    assert_int_equal(t, 1796125200LL * S);
+    assert_int_equal(timefmt_parse_since("1796125200.25", now, &t, NULL), 0);
+    assert_int_equal(t, 1796125200LL * S + S / 4);
+    assert_int_equal(timefmt_parse_since("0", now, &t, NULL), 0);
+    assert_int_equal(t, 0);
+    assert_int_equal(timefmt_parse_since("10m", now, &t, NULL), 0);
+    assert_int_equal(t, now - 600 * S);
+    assert_int_equal(timefmt_parse_since("1h30m", now, &t, NULL), 0);
+    assert_int_equal(t, now - 5400 * S);
+    assert_int_equal(timefmt_parse_since("45s", now, &t, NULL), 0);
+    assert_int_equal(t, now - 45 * S);
+    assert_int_equal(timefmt_parse_since("1.5h", now, &t, NULL), 0);
+    assert_int_equal(t, now - 5400 * S);
+    assert_int_equal(timefmt_parse_since("250ms", now, &t, NULL), 0);
+    assert_int_equal(t, now - S / 4);
+    assert_int_equal(timefmt_parse_since("2us3ns", now, &t, NULL), 0);
+    assert_int_equal(t, now - 2003);
+
+    const char *bad[] = { "",
+                          "yesterday",
+                          "-10m",
+                          "10",
+                          "10x",
+                          "1h-5m",
+                          "m",
+                          ".s",
+                          "1.",
+                          "2026-12-01",
+                          "2026-12-01T11:40:00",
+                          "2026-13-01T00:00:00Z",
+                          "2026-02-29T00:00:00Z",
+                          "2026-12-01T24:00:00Z",
+                          "2026-12-01T11:40:00.Z",
+                          "2026-12-01T11:40:00.1234567891Z",
+                          "2026-12-01T11:40:00+0100",
+                          "2026-12-01T11:40:00Zjunk",
+                          "99999999999999999999",
+                          "9999999999h" };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+        t = 7;
+        int r = timefmt_parse_since(bad[k], now, &t, &err);
+        if (strcmp(bad[k], "10") == 0) { /* a plain number is a unix time */
+            assert_int_equal(r, 0);
+            continue;
+        }
+        if (r != -EINVAL)
+            fail_msg("'%s' parsed", bad[k]);
+        assert_int_equal(t, 7);
+        assert_non_null(strstr(err.msg, "is not a time"));
+    }
+    assert_int_equal(timefmt_parse_duration("1h", &t), 0);
+    assert_int_equal(t, 3600 * S);
+    assert_int_equal(timefmt_parse_duration("\xc2\xb5s", &t), -EINVAL);
+    assert_int_equal(timefmt_parse_duration("3\xc2\xb5s", &t), 0);
+    assert_int_equal(t, 3000);
+
+    assert_int_equal(timefmt_rfc3339_ns(1796125200LL * S + 123456789, buf), 30);
+    assert_string_equal(buf, "2026-12-01T11:40:00.123456789Z");
+    timefmt_rfc3339_ns(5, buf);
+    assert_string_equal(buf, "1970-01-01T00:00:00.000000005Z");
+    timefmt_rfc3339_ns(-1, buf);
+    assert_string_equal(buf, "1969-12-31T23:59:59.999999999Z");
+}
+
 int
 main(void)
 {
@@ -316,6 +400,7 @@ main(void)
         cmocka_unit_test(test_spawn_passes_only_mapped_fds),
         cmocka_unit_test(test_spawn_drops_privileges),
         cmocka_unit_test(test_connect_when_ready),
+        cmocka_unit_test(test_timefmt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -259,10 +259,16 @@ api_h_exec(struct api_req *req)
     }
     r = inst_exec_start(req->m, rec->id, &b.req, &x, &err);
     api_exec_body_clear(&b);
-    if (r < 0 && (!is_spawn_error(r) || detach))
+    if (r < 0 && !is_spawn_error(r))
         return api_reply_tp_err(req, &err);
+    if (r < 0 && detach) {
+        /* The error object with the exit code a client should use (127, 126). */
+        log_warn("api: %s %s -> detached exec failed to start: %s", req->method, req->path,
+                 tp_err_msg(&err));
+        return api_reply_json(req, api_errmap(r).status, spawn_error_json(r, tp_err_msg(&err)));
+    }
     if (detach) {
-        /* Forgotten at once: the guest drops its output; it runs until it ends by itself. */
+        /* Forgotten at once (AGENT_FORGET): the guest drops its output from now on. */
         json_t *j = json_pack("{s:I}", "pid", (json_int_t)agent_exec_pid(x));
         agent_exec_free(x);
         return api_reply_json(req, 201, j);

@@ -209,11 +209,22 @@ cli_cmd_exec(const struct cli_ctx *ctx, const struct exec_opts *o)
         json_array_append_new(env, json_sprintf("TERM=%s", getenv("TERM")));
     }
     if (o->detach) {
-        r = client_call(ctx->socket, "POST", path, body, NULL, &err);
+        json_t *reply = NULL;
+        long status = 0;
+        r = client_request(ctx->socket, "POST", path, body, &status, &reply, &err);
         json_decref(body);
+        if (r >= 0 && (status < 200 || status >= 300)) {
+            /* A command that did not start says which code it earns (127, 126). */
+            json_t *x = json_object_get(reply, "exit_code");
+            rc = json_is_integer(x) ? (int)json_integer_value(x) : CLI_EXIT_EXEC_DAEMON;
+            r = client_reply_error(status, reply, &err);
+        } else {
+            rc = 0;
+        }
+        json_decref(reply);
         if (r < 0) {
             cli_error("%s", tp_err_msg(&err));
-            return CLI_EXIT_EXEC_DAEMON;
+            return rc ? rc : CLI_EXIT_EXEC_DAEMON;
         }
         return 0;
     }

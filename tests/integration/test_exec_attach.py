@@ -142,6 +142,14 @@ class Attach(harness.DaemonTest):
         self.assertTrue(guest_has(self.d, "at", "sleep 4343"))
         self.d.cli("exec", "at", "pkill", "-f", "sleep 4343", check=False)
 
+    def test_detach_spawn_failures_keep_their_codes(self):
+        p = self.d.cli("exec", "-d", "at", "/no/such/cmd", check=False)
+        self.assertEqual(p.returncode, 127, p.stderr)
+        p = self.d.cli("exec", "-d", "-u", "no-such-user", "at", "true", check=False)
+        self.assertEqual(p.returncode, 126, p.stderr)
+        p = self.d.cli("exec", "-d", "no-such-instance", "true", check=False)
+        self.assertEqual(p.returncode, 125, p.stderr)
+
     def test_detach_excludes_interactive(self):
         p = self.d.cli("exec", "-d", "-i", "at", "true", check=False)
         self.assertEqual(p.returncode, 125)

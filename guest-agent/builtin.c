@@ -70,10 +70,34 @@ builtin_stat(char *const *argv)
     return TAR_EXIT_OK;
 }
 
+/* "TOTAL AVAILABLE" in bytes from /proc/meminfo, for torpor stats' guest memory. */
+static int
+builtin_meminfo(char *const *argv)
+{
+    char line[256];
+    unsigned long long total = 0, avail = 0, v;
+    FILE *f = fopen("/proc/meminfo", "re");
+
+    if (!f) {
+        dprintf(STDERR_FILENO, "/proc/meminfo: %s\n", strerror(errno));
+        return TAR_EXIT_FAIL;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "MemTotal: %llu kB", &v) == 1)
+            total = v * 1024;
+        else if (sscanf(line, "MemAvailable: %llu kB", &v) == 1)
+            avail = v * 1024;
+    }
+    fclose(f);
+    dprintf(STDOUT_FILENO, "%llu %llu\n", total, avail);
+    return total ? TAR_EXIT_OK : TAR_EXIT_FAIL;
+}
+
 static const struct {
     const char *name;
     builtin_fn fn;
 } builtins[] = {
+    { "meminfo", builtin_meminfo },
     { "tar-out", builtin_tar_out },
     { "tar-in", builtin_tar_in },
     { "stat", builtin_stat },

@@ -65,7 +65,8 @@ _Static_assert(sizeof(struct agent_hdr) == AGENT_HDR_SIZE, "agent_hdr is 12 byte
  *                   built-in runs as root;
  *   "stat" PATH:    one line "TYPE MODE SIZE" on stdout for PATH itself (lstat): TYPE is file,
  *                   dir, symlink or other, MODE the permission bits in octal; a symlink adds
- *                   " TARGET" (what it leads to: file, dir, other, or missing).
+ *                   " TARGET" (what it leads to: file, dir, other, or missing);
+ *   "meminfo":      one line "TOTAL AVAILABLE", the guest's memory in bytes (/proc/meminfo).
  * A built-in exits 0 on success, 2 when PATH/DIR does not exist or is not a directory for
  * tar-in, 1 on any other failure; its messages go to stderr. */
 #define AGENT_EXEC_F_TTY     0x2u

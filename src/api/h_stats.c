@@ -1,9 +1,52 @@
 /* GET /v1/instances/{ref}/stats: one sample of what the instance's VMM costs the host. A client
  * takes two and divides the CPU time between them by the time between them (torpor stats). */
+#include <errno.h>
 #include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "api/api-internal.h"
 #include "instance/state.h"
+#include "util/xalloc.h"
+
+#define GUEST_MEMINFO_MS 2000
+
+/* The guest's own view of its memory, through the agent's meminfo built-in: 0 with both
+ * figures, or < 0 when it cannot be had (no agent, a guest that does not answer in time). */
+static int
+guest_memory(struct api_req *req, const char *id, uint64_t *total, uint64_t *avail)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    char *argv[] = { (char *)"meminfo", NULL };
+    struct agent_exec_req er = { .argv = argv, .builtin = true };
+    struct agent_exec *x = NULL;
+    char out[128];
+    size_t len = 0;
+    int code = -1, r = inst_exec_start(req->m, id, &er, &x, &err);
+
+    while (r >= 0 && code < 0) {
+        struct agent_event ev = { 0 };
+        r = agent_exec_next(x, &ev, GUEST_MEMINFO_MS, &err);
+        if (r >= 0 && ev.type == AGENT_EV_EXIT)
+            code = ev.exit_code;
+        else if (r >= 0 && ev.type == AGENT_EV_STDOUT && len + ev.len < sizeof(out)) {
+            memcpy(out + len, ev.data, ev.len);
+            len += ev.len;
+        }
+        free(ev.data);
+    }
+    if (x && code < 0)
+        api_exec_hangup(x);
+    agent_exec_free(x);
+    out[len] = '\0';
+    unsigned long long t, a;
+    if (code != 0 || sscanf(out, "%llu %llu", &t, &a) != 2)
+        return -EIO;
+    *total = t;
+    *avail = a;
+    return 0;
+}
 
 enum MHD_Result
 api_h_stats(struct api_req *req)
@@ -23,5 +66,11 @@ api_h_stats(struct api_req *req)
                   "timestamp_ms", (json_int_t)st.timestamp_ms);
     if (!j)
         return api_reply_error(req, -ENOMEM, "build the stats reply");
+    uint64_t total, avail;
+    if (st.state == INST_RUNNING && guest_memory(req, st.id, &total, &avail) == 0) {
+        json_object_set_new(j, "guest_memory_total_bytes", json_integer((json_int_t)total));
+        json_object_set_new(j, "guest_memory_used_bytes",
+                            json_integer((json_int_t)(total > avail ? total - avail : 0)));
+    }
     return api_reply_json(req, 200, j);
 }

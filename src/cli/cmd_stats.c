@@ -18,7 +18,7 @@
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
-#define STATS_COLUMNS     6
+#define STATS_COLUMNS     7
 #define STATS_SHORT_ID    12
 #define STATS_FIRST_MS    500  /* between the two samples of the first CPU % (docker: ~1 s) */
 #define STATS_INTERVAL_MS 1000 /* between refreshes */
@@ -37,9 +37,9 @@ static const struct cli_syntax syntax = {
              "Show what instances' VMMs cost the host, refreshed each second until Ctrl-C:\n"
              "CPU % of one host CPU, memory as the VMM's PSS (its resident memory, pages shared\n"
              "with fork children divided among them) against the guest's configured memory,\n"
-             "and the VMM's threads. Without NAMEs: every Running or Paused instance; a NAME\n"
-             "whose VMM does not run shows zeros. Memory the guest itself has in use is not\n"
-             "shown: the guest agent does not report it.\n",
+             "what the guest itself has in use of its memory (from its agent; -- when it cannot\n"
+             "say), and the VMM's threads. Without NAMEs: every Running or Paused instance; a\n"
+             "NAME whose VMM does not run shows zeros.\n",
     .operands = CLI_OPERANDS_ANY,
     .flags = {
         [OPT_NO_STREAM] = { "no-stream", 0, "print one sample and exit", NULL },
@@ -124,8 +124,21 @@ cli_stats_row(const json_t *prev, const json_t *cur, bool no_trunc)
     pids = xasprintf("%lld", (long long)threads);
     id = id ? id : "";
     short_id = xstrndup(id, no_trunc ? strlen(id) : STATS_SHORT_ID);
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "ID", short_id, "Name", name ? name : "",
-                     "CPUPerc", cpu_s, "MemUsage", usage, "MemPerc", mem_s, "PIDs", pids);
+    /* What the guest itself has in use (its agent's view); "--" when it cannot say. */
+    const json_t *gt = json_object_get(cur, "guest_memory_total_bytes");
+    const json_t *gu = json_object_get(cur, "guest_memory_used_bytes");
+    _cleanup_free_ char *guest = NULL;
+    if (json_is_integer(gt) && json_is_integer(gu)) {
+        char gused[32], gtotal[32];
+        cli_format_bytes((uint64_t)json_integer_value(gu), gused, sizeof(gused));
+        cli_format_bytes((uint64_t)json_integer_value(gt), gtotal, sizeof(gtotal));
+        guest = xasprintf("%s / %s", gused, gtotal);
+    } else {
+        guest = xstrdup("--");
+    }
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "ID", short_id, "Name",
+                     name ? name : "", "CPUPerc", cpu_s, "MemUsage", usage, "MemPerc", mem_s,
+                     "GuestMem", guest, "PIDs", pids);
 }
 
 /* ---- sampling ---------------------------------------------------------------------------- */
@@ -256,10 +269,11 @@ stats_find(const json_t *prev, const json_t *cur)
 static void
 stats_print_table(const json_t *rows)
 {
-    static const char *const heads[STATS_COLUMNS] = { "ID",    "NAME", "CPU %", "MEM USAGE / LIMIT",
-                                                      "MEM %", "PIDS" };
-    static const char *const keys[STATS_COLUMNS] = { "ID",       "Name",    "CPUPerc",
-                                                     "MemUsage", "MemPerc", "PIDs" };
+    static const char *const heads[STATS_COLUMNS] = {
+        "ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "GUEST MEM USED / TOTAL", "PIDS"
+    };
+    static const char *const keys[STATS_COLUMNS] = { "ID",      "Name",     "CPUPerc", "MemUsage",
+                                                     "MemPerc", "GuestMem", "PIDs" };
     size_t width[STATS_COLUMNS], i;
     const json_t *row;
 

@@ -28,7 +28,8 @@ class Stats(harness.DaemonTest):
         st, s = self.d.request("GET", "/v1/instances/st/stats")
         self.assertEqual(st, 200, s)
         self.assertEqual(set(s), {"id", "name", "state", "pid", "cpu_ns", "threads", "rss_bytes",
-                                  "pss_bytes", "memory_bytes", "console_bytes", "timestamp_ms"})
+                                  "pss_bytes", "memory_bytes", "console_bytes", "timestamp_ms",
+                                  "guest_memory_total_bytes", "guest_memory_used_bytes"})
         self.assertEqual((s["name"], s["state"]), ("st", "Running"))
         self.assertEqual(s["pid"], harness.vmm_pid(self.d, "st"))
         self.assertEqual(s["memory_bytes"], 256 * MIB)
@@ -44,12 +45,23 @@ class Stats(harness.DaemonTest):
         st2, s2 = self.d.request("GET", "/v1/instances/st/stats")
         self.assertGreaterEqual(s2["cpu_ns"], s["cpu_ns"])
         self.assertGreaterEqual(s2["timestamp_ms"], s["timestamp_ms"])
+        # The guest's own view: in use below its total, the total a little below the 256 MiB
+        # configured (the kernel keeps some), and it grows when the guest takes memory.
+        total, used = s2["guest_memory_total_bytes"], s2["guest_memory_used_bytes"]
+        self.assertLess(used, total)
+        self.assertGreater(total, 128 * MIB)
+        self.assertLessEqual(total, 256 * MIB)
+        self.d.cli("exec", "st", "sh", "-c", "head -c 40000000 /dev/zero > /dev/shm/fill")
+        _, s3 = self.d.request("GET", "/v1/instances/st/stats")
+        self.d.cli("exec", "st", "rm", "-f", "/dev/shm/fill")
+        self.assertGreater(s3["guest_memory_used_bytes"], used + 30 * MIB)
 
     def test_table_no_stream(self):
         p = self.d.cli("stats", "--no-stream")
         lines = p.stdout.decode().splitlines()
         self.assertEqual(re.split(r"\s{3,}", lines[0]),
-                         ["ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %", "PIDS"])
+                         ["ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "MEM %",
+                          "GUEST MEM USED / TOTAL", "PIDS"])
         rows = [re.split(r"\s{3,}", l) for l in lines[1:]]
         row = [r for r in rows if r[1] == "st"]
         self.assertEqual(len(row), 1, lines)
@@ -59,14 +71,16 @@ class Stats(harness.DaemonTest):
         self.assertRegex(row[2], r"^\d+\.\d\d%$")
         self.assertRegex(row[3], r"^[\d.]+(KiB|MiB|GiB) / 256MiB$")
         self.assertRegex(row[4], r"^\d+\.\d\d%$")
-        self.assertRegex(row[5], r"^\d+$")
+        self.assertRegex(row[5], r"^[\d.]+(KiB|MiB|GiB) / [\d.]+MiB$")
+        self.assertRegex(row[6], r"^\d+$")
         p = self.d.cli("stats", "--no-stream", "--no-trunc", "st")
         self.assertIn(inst["id"], p.stdout.decode())
 
     def test_formats(self):
         p = self.d.cli("stats", "--no-stream", "--format", "json", "st")
         row = json.loads(p.stdout)
-        self.assertEqual(set(row), {"ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "PIDs"})
+        self.assertEqual(set(row),
+                         {"ID", "Name", "CPUPerc", "MemUsage", "MemPerc", "GuestMem", "PIDs"})
         self.assertEqual(row["Name"], "st")
         p = self.d.cli("stats", "--no-stream", "--format", "{{.Name}}:{{.MemUsage}}", "st")
         self.assertRegex(p.stdout.decode(), r"^st:[\d.]+\w+ / 256MiB\n$")

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -185,6 +186,89 @@ class NetTest(unittest.TestCase):
         self.assertNotIn("torpor", self.ns.run("nft", "list", "tables").stdout)
         # Nothing left: a second cleanup is a no-op.
         self.assertEqual(self.ns.run(TORPORD, "--cleanup-network", check=False).returncode, 0)
+
+
+class NetCrash(unittest.TestCase):
+    """kill -9 in the middle of run and fork: addresses and TAPs of what recovery undoes are
+    freed, the survivors keep theirs."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ns = Netns("crash")
+        cls.d = Daemon(netns=cls.ns.name)
+        cls.fp = os.path.join(cls.d.tmp, "failpoints")
+        open(cls.fp, "w").close()
+        try:
+            cls.start()
+            cls.d.cli("run", "-d", "--name", "src")
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def start(cls):
+        cls.d.start(extra=["--network"], env={"TORPOR_FAILPOINTS_FILE": cls.fp})
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.d.cleanup()
+        finally:
+            cls.ns.delete()
+
+    def crash_during(self, point, method, path, body=None):
+        with open(self.fp, "w") as f:
+            f.write(f"{point}=crash-daemon")
+        t = threading.Thread(target=lambda: self._send(method, path, body))
+        t.start()
+        rc = self.d.proc.wait(timeout=120)
+        t.join(timeout=60)
+        self.d.log.close()
+        self.assertEqual(rc, -9, self.d.read_log())
+        with open(self.fp, "w") as f:
+            f.write("")
+        self.start()
+
+    def _send(self, method, path, body):
+        try:
+            self.d.request(method, path, body)
+        except Exception:
+            pass  # the connection dies with the daemon
+
+    def names(self):
+        _, out = self.d.request("GET", "/v1/instances?all=true")
+        return {i["name"]: i for i in out["instances"]}
+
+    def test_run_crash_frees_address(self):
+        # Killed once the VMM runs and its TAP exists, before the guest answered.
+        self.crash_during("boot.spawned", "POST", "/v1/instances", {"name": "half"})
+        insts = self.names()
+        if "half" in insts:  # recovery adopted the VMM: the guest boots on, address its own
+            self.assertEqual(insts["half"]["network"]["ip"], "10.88.0.3")
+            self.d.cli("rm", "-f", "half")
+        self.crash_during("run.disk", "POST", "/v1/instances", {"name": "half2"})
+        self.assertNotIn("half2", self.names())
+        self.assertNotIn("tp0a580003", self.ns.links())
+        # Its address is free again.
+        self.d.cli("run", "-d", "--name", "whole")
+        self.assertEqual(inspect(self.d, "whole")["network"]["ip"], "10.88.0.3")
+        self.assertTrue(self.ns.ping("10.88.0.3"))
+        self.d.cli("rm", "-f", "whole")
+
+    def test_fork_crash_removes_children(self):
+        self.crash_during("fork.children_started", "POST", "/v1/instances/src/fork",
+                          {"count": 2})
+        insts = self.names()
+        self.assertEqual(set(insts), {"src"}, insts)
+        self.assertEqual(insts["src"]["network"]["ip"], "10.88.0.2")
+        self.assertEqual([l for l in self.ns.links() if l.startswith("tp")], ["tp0a580002"])
+        self.assertTrue(self.ns.ping("10.88.0.2"))
+        self.assertIn("inet 10.88.0.2/16", guest(self.d, "src", "ip -4 addr show eth0"))
+        # The children's addresses were freed with them.
+        self.d.cli("fork", "src", "--name", "kid")
+        self.assertEqual(inspect(self.d, "kid")["network"]["ip"], "10.88.0.3")
+        self.assertTrue(self.ns.ping("10.88.0.3"))
+        self.d.cli("rm", "-f", "kid")
 
 
 class NetBadInput(unittest.TestCase):

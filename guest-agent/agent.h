@@ -21,6 +21,20 @@ int agent_connect_unix(const char *path);
  * bytes, -EINVAL for an odd length or a non-hex digit, -ENOBUFS when out is too small. */
 ssize_t agent_hex_decode(const char *hex, size_t len, uint8_t *out, size_t size);
 
+/* net.c: the guest's NIC from "IP/PREFIX,GATEWAY[,MAC]" (torpor.net= at boot, the identity's
+ * net= for a fork child). Addresses in network byte order. */
+struct net_cfg {
+    uint32_t ip, gw;
+    unsigned prefix;
+    uint8_t mac[6];
+    bool has_mac;
+};
+/* 0, or -EINVAL when malformed. */
+int net_cfg_parse(const char *text, struct net_cfg *ret);
+/* Replace the NIC's IPv4 addresses with c's, set its MAC if given, bring it up, make the
+ * gateway the default route, write /etc/resolv.conf. 0 or -errno (-ENODEV: no NIC). */
+int net_apply(const struct net_cfg *c);
+
 /* Boot duties when the agent is PID 1; never returns. */
 void boot_main(void) __attribute__((noreturn));
 

@@ -42,6 +42,7 @@ struct boot_opts {
     char *init;
     char *cmd; /* hex of NUL-separated argv */
     char *agent_port;
+    char *net; /* IP/PREFIX,GATEWAY */
 };
 
 static void
@@ -107,6 +108,7 @@ parse_cmdline(char *text, struct boot_opts *o)
         { "torpor.init=", offsetof(struct boot_opts, init) },
         { "torpor.cmd=", offsetof(struct boot_opts, cmd) },
         { "torpor.agent_port=", offsetof(struct boot_opts, agent_port) },
+        { "torpor.net=", offsetof(struct boot_opts, net) },
     };
     for (char *save = NULL, *w = strtok_r(text, " \t\n", &save); w;
          w = strtok_r(NULL, " \t\n", &save))
@@ -371,6 +373,16 @@ boot_main(void)
         ident_apply(o.hostname);
     else if (o.hostname)
         agent_log("ignoring torpor.hostname '%s': not a valid hostname", o.hostname);
+    /* Also on the root disk (its /etc/resolv.conf), and before the image's init or the
+     * command runs, so both find the network up. */
+    if (o.net) {
+        struct net_cfg nc;
+        int r = net_cfg_parse(o.net, &nc);
+        if (r >= 0)
+            r = net_apply(&nc);
+        if (r < 0)
+            agent_log("network '%s': %s", o.net, strerror(-r));
+    }
 
     if (o.init) {
         pid_t pid = fork();

@@ -276,6 +276,12 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
                            "hostname must be 1 to 64 letters, digits, '-', '.' or '_'");
                 return;
             }
+        } else if (strncmp(kv, "net=", 4) == 0) {
+            struct net_cfg nc;
+            if (net_cfg_parse(kv + 4, &nc) < 0) {
+                send_errno(s, 0, AGENT_ERROR, EINVAL, "net must be IP/PREFIX,GATEWAY[,MAC]");
+                return;
+            }
         } else if (strncmp(kv, "seed=", 5) == 0) {
             const char *h = kv + 5;
             if (agent_hex_decode(h, strlen(h), io_buf, sizeof(io_buf)) < 0) {
@@ -294,6 +300,16 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
             int r = ident_apply(kv + 9);
             if (r < 0) {
                 send_errno(s, 0, AGENT_ERROR, -r, "set the hostname");
+                return;
+            }
+        } else if (strncmp(kv, "net=", 4) == 0) {
+            /* A fork child's own address and MAC in place of its parent's. */
+            struct net_cfg nc;
+            int r = net_cfg_parse(kv + 4, &nc);
+            if (r >= 0)
+                r = net_apply(&nc);
+            if (r < 0) {
+                send_errno(s, 0, AGENT_ERROR, -r, "configure the network");
                 return;
             }
         } else if (strncmp(kv, "seed=", 5) == 0) {

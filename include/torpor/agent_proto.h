@@ -94,7 +94,8 @@ enum agent_msg {
     AGENT_SIGNAL = 4,     /* payload: u32 signal number, sent to the exec's process group */
     AGENT_SET_CLOCK = 5,  /* id 0, payload: i64 unix time in ns; answered by AGENT_OK */
     AGENT_IDENTITY = 6,   /* id 0, payload: NUL-terminated "key=value" strings (hostname=...,
-                             seed=<hex>); answered by AGENT_OK once applied (fork) */
+                             seed=<hex>, net=IP/PREFIX,GATEWAY,MAC: the NIC's address, default
+                             route and MAC); answered by AGENT_OK once applied (fork) */
     AGENT_RESIZE = 7,     /* payload: u16 rows, u16 cols: the exec's terminal size (F_TTY
                              execs; ignored otherwise). No answer. Version 2. */
     AGENT_OUTPUT_ACK = 8, /* payload: u32 bytes of the exec's STDOUT/STDERR payloads the host

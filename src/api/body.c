@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "hypervisor/hv.h"
+#include "net/net.h"
 #include "util/cleanup.h"
 #include "util/macro.h"
 #include "util/name.h"
@@ -285,6 +286,15 @@ check_user(const char *key, const char *s, struct tp_err *err)
 }
 
 static int
+check_network(const char *key, const char *s, struct tp_err *err)
+{
+    if (!streq(s, "default") && !streq(s, "none"))
+        return tp_err_set(err, -EINVAL, "field '%s' must be \"default\" or \"none\", got '%.64s'",
+                          key, s);
+    return 0;
+}
+
+static int
 check_accel(const char *key, const char *s, struct tp_err *err)
 {
     if (!streq(s, "kvm") && !streq(s, "tcg"))
@@ -303,6 +313,7 @@ api_create_body_clear(struct api_create_body *b)
     free(b->initrd);
     free(b->rootfs);
     free(b->accel);
+    free(b->network);
     strv_free(b->cmd);
     *b = (struct api_create_body){ 0 };
 }
@@ -316,6 +327,7 @@ create_body_link(struct api_create_body *b)
     b->req.initrd = b->initrd;
     b->req.rootfs = b->rootfs;
     b->req.accel = b->accel;
+    b->req.network = b->network;
     b->req.cmd = b->cmd;
 }
 
@@ -347,6 +359,8 @@ create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_bool(key, v, &b->req.no_agent, err);
     if (streq(key, "accel"))
         return get_string(key, v, check_accel, &b->accel, err);
+    if (streq(key, "network"))
+        return get_string(key, v, check_network, &b->network, err);
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
@@ -357,7 +371,7 @@ api_parse_create(const char *data, size_t len, struct api_create_body *ret, stru
     static const struct body_field fields[] = {
         { "name", true },     { "memory_mib", true }, { "vcpus", true },    { "hypervisor", true },
         { "kernel", true },   { "initrd", true },     { "rootfs", true },   { "cmd", true },
-        { "no_agent", true }, { "accel", true },      { "disk_mib", true },
+        { "no_agent", true }, { "accel", true },      { "disk_mib", true }, { "network", true },
     };
     struct api_create_body b = { 0 };
     int r = parse_fields(data, len, fields, ELEMENTSOF(fields), create_field, &b, err);
@@ -625,6 +639,29 @@ last_op_or_null(const char *text)
     return j;
 }
 
+/* {ip, prefix, mac, gateway, tap}, or null without a network. */
+static json_t *
+network_or_null(const struct inst_net *net)
+{
+    char ip[NET_IP_LEN], gw[NET_IP_LEN], mac[NET_MAC_LEN], tap[IFNAMSIZ];
+
+    if (!net->ip)
+        return json_null();
+    const struct net_subnet sn = { .network = net->ip & net_prefix_mask(net->prefix),
+                                   .prefix = net->prefix };
+    net_ip_format(net->ip, ip);
+    net_ip_format(net_subnet_gateway(&sn), gw);
+    net_mac_format(net->mac, mac);
+    net_tap_name(net->ip, tap);
+    json_t *o = jcheck(json_object());
+    jset(o, "ip", json_string(ip));
+    jset(o, "prefix", json_integer(net->prefix));
+    jset(o, "gateway", json_string(gw));
+    jset(o, "mac", json_string(mac));
+    jset(o, "tap", json_string(tap));
+    return o;
+}
+
 json_t *
 api_record_to_json(const struct inst_record *r)
 {
@@ -649,6 +686,7 @@ api_record_to_json(const struct inst_record *r)
     jset(o, "last_operation", last_op_or_null(r->last_op));
     jset(o, "last_error", jstr_or_null(r->last_error));
     jset(o, "exit_code", r->state == INST_STOPPED ? json_integer(r->exit_code) : json_null());
+    jset(o, "network", network_or_null(&r->net));
     return o;
 }
 

@@ -33,6 +33,7 @@ struct api_create_body {
     char *initrd;
     char *rootfs;
     char *accel;
+    char *network;
     char **cmd;
 };
 void api_create_body_clear(struct api_create_body *b);

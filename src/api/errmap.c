@@ -24,8 +24,9 @@ static const struct {
     { EDQUOT, { 507, "insufficient_storage" } },
     { EMSGSIZE, { 413, "too_large" } },
     { EFBIG, { 413, "too_large" } },
-    { EUSERS, { 503, "unavailable" } },    /* every stream slot is taken */
-    { ESHUTDOWN, { 503, "unavailable" } }, /* torpord is shutting down */
+    { EUSERS, { 503, "unavailable" } },        /* every stream slot is taken */
+    { ESHUTDOWN, { 503, "unavailable" } },     /* torpord is shutting down */
+    { EADDRNOTAVAIL, { 503, "unavailable" } }, /* the guest subnet has no free address */
 };
 
 struct api_status

@@ -181,10 +181,11 @@ struct run_opts {
     uint32_t memory_mib; /* 0 = the daemon's default; likewise vcpus and disk_mib */
     uint32_t vcpus;
     char *hypervisor;
-    char *kernel; /* absolute */
-    char *initrd; /* absolute */
-    char *rootfs; /* absolute */
-    char *accel;  /* "kvm" or "tcg" */
+    char *kernel;  /* absolute */
+    char *initrd;  /* absolute */
+    char *rootfs;  /* absolute */
+    char *accel;   /* "kvm" or "tcg" */
+    char *network; /* "default" | "none"; NULL: torpord decides */
     uint32_t disk_mib;
     bool no_agent;
     bool trace;

@@ -13,7 +13,7 @@
 #include "util/macro.h"
 #include "util/xalloc.h"
 
-#define PS_COLUMNS  7
+#define PS_COLUMNS  8
 #define PS_SHORT_ID 12
 
 enum {
@@ -177,8 +177,8 @@ cell_int(const json_t *inst, const char *key, const char *unit)
 static void
 print_table(const json_t *list, bool no_trunc)
 {
-    static const char *const heads[PS_COLUMNS] = { "ID",    "NAME", "STATE",  "MEMORY",
-                                                   "VCPUS", "PID",  "CREATED" };
+    static const char *const heads[PS_COLUMNS] = { "ID",    "NAME", "STATE", "MEMORY",
+                                                   "VCPUS", "PID",  "IP",    "CREATED" };
     size_t n = json_array_size(list), width[PS_COLUMNS];
     _cleanup_free_ char **cells = xnew(char *, (n + 1) * PS_COLUMNS);
     int64_t now = (int64_t)time(NULL);
@@ -200,11 +200,12 @@ print_table(const json_t *list, bool no_trunc)
         row[3] = cell_int(inst, "memory_mib", "MiB");
         row[4] = cell_int(inst, "vcpus", "");
         row[5] = cell_int(inst, "pid", "");
+        row[6] = cell_str(json_object_get(inst, "network"), "ip");
         if (created >= 0) {
             cli_format_ago(now - created, ago, sizeof(ago));
-            row[6] = xstrdup(ago);
+            row[7] = xstrdup(ago);
         } else {
-            row[6] = xstrdup("-");
+            row[7] = xstrdup("-");
         }
         for (size_t c = 0; c < PS_COLUMNS; c++)
             width[c] = MAX(width[c], strlen(row[c]));

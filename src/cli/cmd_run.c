@@ -30,6 +30,7 @@ enum {
     OPT_INITRD,
     OPT_ROOTFS,
     OPT_ACCEL,
+    OPT_NETWORK,
     OPT_DISK_SIZE,
     OPT_NO_AGENT,
     OPT_DETACH,
@@ -63,6 +64,10 @@ static const struct cli_syntax syntax = {
         [OPT_INITRD] = { "initrd", 0, "guest initramfs", "PATH" },
         [OPT_ROOTFS] = { "rootfs", 0, "root filesystem: a directory or an ext4 image", "DIR|IMG" },
         [OPT_ACCEL] = { "accel", 0, "accelerator (default: chosen by torpord)", "kvm|tcg" },
+        [OPT_NETWORK] = { "network", 0,
+                          "an address on torpord's bridge, or no NIC (default: default where "
+                          "torpord has networking, else none)",
+                          "default|none" },
         [OPT_DISK_SIZE] = { "disk-size", 0, "size of the root disk built from a directory",
                             "SIZE" },
         [OPT_NO_AGENT] = { "no-agent", 0, "run without the guest agent: no exec", NULL },
@@ -83,6 +88,7 @@ cli_run_opts_done(struct run_opts *o)
     free(o->initrd);
     free(o->rootfs);
     free(o->accel);
+    free(o->network);
     strv_free(o->cmd);
     *o = (struct run_opts){ 0 };
 }
@@ -176,6 +182,13 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
                               v[OPT_ACCEL]);
         o.accel = xstrdup(v[OPT_ACCEL]);
     }
+    if (v[OPT_NETWORK]) {
+        if (strcmp(v[OPT_NETWORK], "default") != 0 && strcmp(v[OPT_NETWORK], "none") != 0)
+            return tp_err_set(err, -EINVAL,
+                              "option '--network' expects 'default' or 'none', not '%s'",
+                              v[OPT_NETWORK]);
+        o.network = xstrdup(v[OPT_NETWORK]);
+    }
     o.no_agent = a.flags & (1u << OPT_NO_AGENT);
     o.trace = a.flags & (1u << OPT_TRACE);
     o.detach = a.flags & (1u << OPT_DETACH);
@@ -241,6 +254,8 @@ run_body(const struct run_opts *o)
         json_object_set_new(b, "rootfs", json_string(o->rootfs));
     if (o->accel)
         json_object_set_new(b, "accel", json_string(o->accel));
+    if (o->network)
+        json_object_set_new(b, "network", json_string(o->network));
     if (o->disk_mib)
         json_object_set_new(b, "disk_mib", json_integer(o->disk_mib));
     if (o->no_agent)

@@ -20,6 +20,7 @@
 #include "hypervisor/firecracker/fc_driver.h"
 #include "instance/console.h"
 #include "instance/manager.h"
+#include "net/net.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -38,6 +39,9 @@ static const char *arg_accel;
 static int arg_ready_fd = -1;
 static unsigned arg_client_timeout;  /* 0 = the API's default */
 static uint64_t arg_console_log_max; /* 0 = the manager's default */
+static bool arg_network;             /* --network or --subnet: torpord owns guest networking */
+static struct net_subnet arg_subnet;
+static bool arg_cleanup_network;
 
 /* VMMs run with their instance directory as working directory, so every path the daemon
  * derives from its options must be absolute. NULL when the working directory is unknown. */
@@ -81,6 +85,13 @@ static const struct daemon_opt {
     { "console-log-max", 'C', "BYTES",
       "bytes of serial console kept per instance; older output is cut from the head" },
     { "firecracker", 'F', "PATH", "the firecracker binary, for instances run with it" },
+    { "network", 'N', NULL,
+      "give guests a network: bridge " NET_BRIDGE " with the subnet's first address, a TAP per "
+      "VM, NAT in nftables table inet " NET_NFT_TABLE " (default subnet " NET_SUBNET_DEFAULT
+      "). Without it torpord leaves the host's network alone and guests have none" },
+    { "subnet", 'S', "CIDR", "the guests' IPv4 subnet, /8 to /30 (implies --network)" },
+    { "cleanup-network", 'X', NULL,
+      "remove the bridge, every TAP of torpor's and the nftables table, then exit" },
     { "help", 'h', NULL, "print this help" },
     { "man", 'M', NULL, NULL }, /* hidden: print torpord(8) in roff */
 };
@@ -284,6 +295,21 @@ parse_args(int argc, char **argv)
             arg_console_log_max = b;
             break;
         }
+        case 'N':
+            arg_network = true;
+            break;
+        case 'S': {
+            _cleanup_(tp_err_clear) struct tp_err e = { 0 };
+            if (net_subnet_parse(optarg, &arg_subnet, &e) < 0) {
+                fprintf(stderr, "torpord: --subnet: %s\n", tp_err_msg(&e));
+                return -EINVAL;
+            }
+            arg_network = true;
+            break;
+        }
+        case 'X':
+            arg_cleanup_network = true;
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -449,6 +475,7 @@ run(struct tp_err *err)
         .agent_path = agent,
         .accel = arg_accel,
         .console_log_max = arg_console_log_max,
+        .subnet = arg_network ? &arg_subnet : NULL,
     };
     r = inst_manager_open(&mo, &m, err);
     if (r < 0)
@@ -511,8 +538,18 @@ int
 main(int argc, char **argv)
 {
     struct tp_err err = { 0 };
+    if (net_subnet_parse(NET_SUBNET_DEFAULT, &arg_subnet, NULL) < 0)
+        abort();
     if (parse_args(argc, argv) < 0)
         return 2;
+    if (arg_cleanup_network) {
+        if (net_host_cleanup(&err) < 0) {
+            log_error("torpord: %s", tp_err_msg(&err));
+            tp_err_clear(&err);
+            return 1;
+        }
+        return 0;
+    }
     /* Everything torpord and its VMMs create (records, guest memory, disks, console logs,
      * snapshots) is the daemon user's alone; the API socket is opened up explicitly. */
     umask(077);

@@ -19,11 +19,20 @@ enum hv_cap {
     HV_CAP_EXEC_AGENT,            /* a host<->guest agent channel exists */
     HV_CAP_SNAPSHOT_KEEPS_VM,     /* a snapshot copies guest memory out: the VM runs on, on its
                                      own memory (a fork's Running source only resumes) */
+    HV_CAP_NET,                   /* a virtio-net NIC on a host TAP (hv_vm_spec.nic) */
     _HV_CAP_MAX,
     _HV_CAP_INVALID = -22,
 };
 
 const char *hv_cap_to_string(enum hv_cap c);
+
+/* The guest's NIC: a TAP the manager created (attached to its bridge) and the guest's MAC. */
+struct hv_nic {
+    int tap_fd;           /* the TAP's /dev/net/tun fd (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR):
+                             borrowed, the VMM gets a copy; the TAP lives while the VMM does */
+    const char *tap_name; /* its interface name, for VMMs that open a TAP by name */
+    const char *mac;      /* "xx:xx:xx:xx:xx:xx" */
+};
 
 /* Everything a driver needs to start a VM; all paths absolute, owned by the caller. */
 struct hv_vm_spec {
@@ -43,6 +52,9 @@ struct hv_vm_spec {
     const char *console_log; /* serial console output, appended */
     const char *vmm_log;     /* VMM stdout/stderr, appended */
     const char *accel;       /* "kvm" | "tcg"; NULL = driver decides */
+    /* Set only when the VM is launched or restored (HV_CAP_NET); NULL: no NIC. A restore gets
+     * the NIC its snapshot was taken with (the device set must match). */
+    const struct hv_nic *nic;
     /* Told the new VMM's pid and start time before the VMM runs, i.e. before it can touch
      * guest memory: the manager makes them durable here. A negative return aborts the start.
      * NULL = nobody needs to know. */

@@ -47,6 +47,12 @@ inst_cmdline(struct inst *i, char **ret, struct tp_err *err)
     const struct inst_config *c = &i->rec->cfg;
     char *s = xasprintf("%s torpor.hostname=%s%s", CMDLINE_BASE, i->rec->name,
                         c->root_disk_src ? " torpor.root=/dev/vda" : "");
+    _cleanup_free_ char *net = inst_net_cmdline(i->rec);
+    if (net) {
+        char *t = xasprintf("%s %s", s, net);
+        free(s);
+        s = t;
+    }
     if (c->cmd && c->cmd[0]) {
         _cleanup_free_ char *hex = hex_argv(c->cmd);
         char *t = xasprintf("%s torpor.cmd=%s", s, hex);
@@ -246,6 +252,10 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
     if (r < 0)
         return r;
     inst_spec(m, i, &spec);
+    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
+    r = inst_nic_open(m, i, &spec, &nic, err);
+    if (r < 0)
+        return r;
     /* Sockets of an earlier run are stale: the VMM gets fresh ones. */
     unlink(spec.api_sock);
     unlink(spec.agent_sock);
@@ -451,7 +461,9 @@ inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err)
         sprintf(hex + 2 * k, "%02x", seed[k]);
     _cleanup_free_ char *host = xasprintf("hostname=%s", i->rec->name);
     _cleanup_free_ char *rnd = xasprintf("seed=%s", hex);
-    char *const kv[] = { host, rnd, NULL };
+    /* A fork child's own address and MAC, replacing its parent's in the guest. */
+    _cleanup_free_ char *net = inst_net_identity(i->rec);
+    char *const kv[] = { host, rnd, net, NULL };
 
     r = inst_agent_connect(m, i, IDENTITY_TIMEOUT_MS, err);
     if (r < 0)

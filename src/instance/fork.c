@@ -207,6 +207,12 @@ child_start(void *arg)
     if (c->r < 0)
         return NULL;
     inst_spec(c->m, i, &spec);
+    /* The child's own TAP and MAC; the guest still has its parent's address and MAC (they
+     * are in the device state) until it applies its identity. */
+    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
+    c->r = inst_nic_open(c->m, i, &spec, &nic, &c->err);
+    if (c->r < 0)
+        return NULL;
     c->r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, &c->err);
     if (c->r < 0)
         return NULL;
@@ -311,7 +317,8 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     rec->state = INST_CREATED;
     rec->created_ms = rec->state_changed_ms = wall_ms();
 
-    r = store_insert(m->store, rec, err);
+    /* A child of a guest with a network gets an address and MAC of its own, with its record. */
+    r = inst_insert_record(m, rec, src->rec->net.ip != 0, err);
     if (r < 0) {
         inst_record_free(rec);
         return r;
@@ -420,6 +427,10 @@ restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver 
         .ram_in_state = j->ram_in_state,
     };
     inst_spec(m, src, &spec);
+    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
+    r = inst_nic_open(m, src, &spec, &nic, err);
+    if (r < 0)
+        return r;
     r = hv_restore(drv, &spec, &ro, &src->vm, &resumed, err);
     if (r < 0)
         return r;

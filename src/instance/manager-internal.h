@@ -6,6 +6,7 @@
 #include "hypervisor/hv.h"
 #include "instance/manager.h"
 #include "instance/trace.h"
+#include "net/net.h"
 #include "store/paths.h"
 
 #define AGENT_READY_TIMEOUT_MS     90000 /* first boot under TCG with sanitizers on a busy host */
@@ -56,6 +57,9 @@ struct inst_manager {
     pthread_cond_t change_cv;
     uint64_t change_gen;
     bool quiescing; /* under change_lock: inst_manager_quiesce() was called */
+    bool net_on;    /* torpord owns a bridge on subnet */
+    struct net_subnet subnet;
+    pthread_mutex_t net_lock; /* address choice + insert: one allocation at a time */
 };
 
 /* Resolve ref and lock the instance for an operation. -ENOENT / -ENOTUNIQ from the store. */
@@ -151,6 +155,38 @@ void manager_template_gc(struct inst_manager *m);
 void manager_template_pin(struct inst_manager *m, const char *tid);
 /* Undo manager_template_pin; takes template_lock. */
 void manager_template_unpin(struct inst_manager *m, const char *tid);
+
+/* Guest networks (network.c). */
+/* Insert rec, with a free address and its MAC in rec->net when want_net (-EADDRNOTAVAIL when
+ * the subnet is full; -EOPNOTSUPP when torpord has no network). */
+int inst_insert_record(struct inst_manager *m, struct inst_record *rec, bool want_net,
+                       struct tp_err *err);
+/* A VMM's NIC: a fresh TAP for i's address (nothing without one). _cleanup_(inst_nic_close). */
+struct inst_nic {
+    struct hv_nic hv; /* hv.tap_fd -EBADF when none */
+    char tap[IFNAMSIZ];
+    char mac[NET_MAC_LEN];
+};
+#define INST_NIC_INIT             \
+    {                             \
+        .hv = {.tap_fd = -EBADF } \
+    }
+/* Open i's TAP and point spec->nic at nic (call after inst_spec, right before launch or
+ * restore). 0 and spec->nic NULL when i has no network. -EOPNOTSUPP when the hypervisor has no
+ * NIC or torpord runs without networking. */
+int inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec,
+                  struct inst_nic *nic, struct tp_err *err);
+/* Close the manager's copy of the TAP fd (the VMM keeps its own). */
+void inst_nic_close(struct inst_nic *nic);
+/* "torpor.net=IP/PREFIX,GATEWAY" for the guest's command line, or NULL without a network. */
+char *inst_net_cmdline(const struct inst_record *rec);
+/* "net=IP/PREFIX,GATEWAY,MAC" for the agent's identity (a fork child's new address), or NULL. */
+char *inst_net_identity(const struct inst_record *rec);
+/* i's VMM is gone: make sure its TAP is too (the kernel removes it with the VMM's fd; this
+ * covers a TAP some other process still holds). Best effort. */
+void inst_net_release(struct inst_manager *m, struct inst *i);
+/* After recovery: delete every TAP of ours that no live VMM of a known instance uses. */
+void inst_net_reclaim(struct inst_manager *m);
 
 /* Startup recovery (recover.c): finish or undo every operation a dead daemon left in flight,
  * re-derive every instance's state, kill VMMs no record owns, drop unreferenced files. */

@@ -265,6 +265,7 @@ inst_discard_new(struct inst_manager *m, struct inst *i)
 {
     struct tp_err e = { 0 };
     inst_kill_vmm(i);
+    inst_net_release(m, i);
     if (fs_rm_rf(i->paths.dir, &e) < 0)
         log_warn("instance=%s: %s", i->id, tp_err_msg(&e));
     tp_err_clear(&e);
@@ -341,6 +342,7 @@ inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret, 
     pthread_mutex_init(&m->change_lock, NULL);
     pthread_mutex_init(&m->template_lock, NULL);
     pthread_mutex_init(&m->workers_lock, NULL);
+    pthread_mutex_init(&m->net_lock, NULL);
     pthread_cond_init(&m->workers_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -358,9 +360,18 @@ inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret, 
     r = monitor_start(m, &m->mon, err);
     if (r < 0)
         goto fail;
+    if (o->subnet) {
+        /* Before recovery: it may restore guests, and they need their TAPs. */
+        m->subnet = *o->subnet;
+        r = net_host_setup(&m->subnet, err);
+        if (r < 0)
+            goto fail;
+        m->net_on = true;
+    }
     r = inst_reconcile(m, err);
     if (r < 0)
         goto fail;
+    inst_net_reclaim(m);
     *ret = m;
     return 0;
 fail:
@@ -389,6 +400,7 @@ inst_manager_free(struct inst_manager *m)
     pthread_mutex_destroy(&m->change_lock);
     pthread_mutex_destroy(&m->template_lock);
     pthread_mutex_destroy(&m->workers_lock);
+    pthread_mutex_destroy(&m->net_lock);
     pthread_cond_destroy(&m->workers_cv);
     pthread_cond_destroy(&m->change_cv);
     free(m->data_dir);

@@ -20,6 +20,9 @@ struct inst_manager_opts {
     const char *agent_path;   /* static guest agent binary */
     const char *accel;        /* default accelerator override; NULL = auto */
     uint64_t console_log_max; /* bytes kept per console log; 0 = CONSOLE_LOG_MAX_DEFAULT */
+    /* Guest networks: the bridge's subnet (net/net.h), set up at open. NULL: torpord leaves
+     * the host's network alone and instances get none (`network` "default" is refused). */
+    const struct net_subnet *subnet;
 };
 
 /* Open the store, then re-derive every instance's state from what is really there. */
@@ -44,6 +47,8 @@ struct inst_create_req {
     bool no_agent;          /* return once the VMM runs */
     const char *accel;      /* NULL = manager default */
     uint32_t disk_mib;      /* 0 = default */
+    const char *network;    /* "default" (an address on torpord's bridge) | "none"; NULL =
+                               "default" where torpord has networking, else "none" */
 };
 
 /* Validate, create and boot; returns once the agent is ready (or the VMM runs, no_agent).

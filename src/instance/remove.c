@@ -39,6 +39,7 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
         goto out;
     }
     inst_crashpoint(i, "rm.halted");
+    inst_net_release(m, i); /* before the record goes: its address may be reused at once */
     r = fs_rm_rf(i->paths.dir, err);
     if (r >= 0)
         inst_crashpoint(i, "rm.files_removed");

@@ -86,6 +86,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     struct trace t;
     struct inst *i;
     bool resumed = false;
+    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
     int r = inst_acquire(m, ref, &i, err);
     if (r < 0)
         return r;
@@ -138,6 +139,10 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         .phases = { .mark = mark_phase, .ctx = &mk },
     };
     inst_spec(m, i, &spec);
+    /* The same address and MAC on a new TAP: standby's VMM took the old one along. */
+    r = inst_nic_open(m, i, &spec, &nic, err);
+    if (r < 0)
+        goto done;
     r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, err);
     if (r < 0) {
         i->rec->vmm_pid = 0; /* the driver reaped its VMM; the snapshot was only read */

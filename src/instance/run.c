@@ -55,6 +55,8 @@ validate(const struct inst_create_req *q, struct tp_err *err)
     }
     if (q->accel && strcmp(q->accel, "kvm") != 0 && strcmp(q->accel, "tcg") != 0)
         return tp_err_set(err, -EINVAL, "unknown accelerator '%s' (kvm or tcg)", q->accel);
+    if (q->network && strcmp(q->network, "default") != 0 && strcmp(q->network, "none") != 0)
+        return tp_err_set(err, -EINVAL, "unknown network '%s' (default or none)", q->network);
     if (q->cmd && !q->cmd[0])
         return tp_err_set(err, -EINVAL, "cmd must not be empty");
     if ((r = check_file("kernel", q->kernel, err)) < 0 ||
@@ -152,6 +154,20 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
         r = check_host(m, q->memory_mib ? q->memory_mib : DEFAULT_MEMORY_MIB, q->disk_mib, err);
     if (r < 0)
         return r;
+    /* Unasked, a guest gets a network where torpord has one; asked, it must be possible. */
+    bool want_net = q->network ? strcmp(q->network, "default") == 0 : m->net_on;
+    if (want_net) {
+        const struct hv_driver *drv =
+            hv_driver_find(q->hypervisor ? q->hypervisor : hv_driver_default());
+        if (!m->net_on)
+            return tp_err_set(err, -EOPNOTSUPP,
+                              "network 'default' needs torpord started with --network or "
+                              "--subnet CIDR (or ask for network 'none')");
+        if (drv && !hv_has_cap(drv, HV_CAP_NET))
+            return tp_err_set(err, -EOPNOTSUPP,
+                              "%s cannot give a guest a network interface yet: use network 'none'",
+                              drv->name);
+    }
     trace_begin(&t, "run");
 
     rec = xnew(struct inst_record, 1);
@@ -180,7 +196,8 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
         if (r < 0)
             return r;
     }
-    r = store_insert(m->store, rec, err);
+    /* The address is part of the record: a crash after this finds it with its instance. */
+    r = inst_insert_record(m, rec, want_net, err);
     if (r < 0)
         return r;
     char id[INST_ID_LEN + 1];

@@ -1,5 +1,6 @@
 /* Instance records in SQLite: one WAL connection behind a mutex, prepared statements only. */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -21,8 +22,11 @@
 #define RECORD_COLUMNS                                                                          \
     "id, name, config, state, vmm_pid, vmm_start_time, created_ms, state_changed_ms, last_op, " \
     "last_error"
-/* What SELECTs read: the inserted columns, the operation journal (op, op_data), exit_code. */
-#define SELECT_COLUMNS RECORD_COLUMNS ", op, op_data, exit_code"
+/* Inserted after RECORD_COLUMNS: the guest network (store.h: inst_net). */
+#define NET_COLUMNS "net_ip, net_prefix, net_mac"
+/* What SELECTs read: the inserted columns, the operation journal (op, op_data), exit_code, the
+ * network. */
+#define SELECT_COLUMNS RECORD_COLUMNS ", op, op_data, exit_code, " NET_COLUMNS
 
 enum stmt {
     ST_INSERT,
@@ -33,12 +37,13 @@ enum stmt {
     ST_ID_BY_NAME,
     ST_ID_EXISTS,
     ST_ID_PREFIX,
+    ST_NET_USED,
     _ST_MAX,
 };
 
 static const char *const stmt_sql[_ST_MAX] = {
-    [ST_INSERT] = "INSERT INTO instances (" RECORD_COLUMNS ") "
-                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [ST_INSERT] = "INSERT INTO instances (" RECORD_COLUMNS ", " NET_COLUMNS ") "
+                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     [ST_UPDATE] = "UPDATE instances SET state = ?2, vmm_pid = ?3, vmm_start_time = ?4, "
                   "state_changed_ms = ?5, last_op = ?6, last_error = ?7, op = ?8, op_data = ?9, "
                   "exit_code = ?10 WHERE id = ?1",
@@ -49,6 +54,7 @@ static const char *const stmt_sql[_ST_MAX] = {
     [ST_ID_EXISTS] = "SELECT id FROM instances WHERE id = ?1",
     /* ?1 is "<hex>*": GLOB with a bound pattern lets SQLite walk the primary-key index. */
     [ST_ID_PREFIX] = "SELECT id, name FROM instances WHERE id GLOB ?1 ORDER BY id",
+    [ST_NET_USED] = "SELECT net_ip FROM instances WHERE net_ip IS NOT NULL",
 };
 
 struct store {
@@ -239,10 +245,26 @@ migrate_add_exit_code(sqlite3 *db, struct tp_err *err)
     return db_exec(db, "ALTER TABLE instances ADD COLUMN exit_code INTEGER;", err);
 }
 
+/* The guest network: address, prefix and MAC live in the instance's row, so allocating one is
+ * part of inserting the instance and removing the instance frees it; the unique indexes make
+ * two instances with one address impossible (NULLs, no network, are not compared). */
+static int
+migrate_add_network(sqlite3 *db, struct tp_err *err)
+{
+    return db_exec(db,
+                   "ALTER TABLE instances ADD COLUMN net_ip INTEGER;"
+                   "ALTER TABLE instances ADD COLUMN net_prefix INTEGER;"
+                   "ALTER TABLE instances ADD COLUMN net_mac TEXT;"
+                   "CREATE UNIQUE INDEX instances_by_net_ip ON instances (net_ip);"
+                   "CREATE UNIQUE INDEX instances_by_net_mac ON instances (net_mac);",
+                   err);
+}
+
 static migration_fn *const migrations[] = {
     migrate_create_instances, /* 0 -> 1 */
     migrate_add_op_journal,   /* 1 -> 2 */
     migrate_add_exit_code,    /* 2 -> 3 */
+    migrate_add_network,      /* 3 -> 4 */
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per schema version");
 
@@ -405,6 +427,19 @@ column_strdup(sqlite3_stmt *st, int col)
     return t ? xstrdup(t) : NULL;
 }
 
+static bool
+mac_parse(const char *text, uint8_t ret[6])
+{
+    unsigned b[6];
+    char tail;
+    if (!text || sscanf(text, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4], &b[5],
+                        &tail) != 6)
+        return false;
+    for (int k = 0; k < 6; k++)
+        ret[k] = (uint8_t)b[k];
+    return true;
+}
+
 /* Never fails on content: what cannot be read is reported in the record (see store.h). */
 static struct inst_record *
 row_to_record(sqlite3_stmt *st)
@@ -442,6 +477,20 @@ row_to_record(sqlite3_stmt *st)
     r->op = column_strdup(st, 10);
     r->op_data = column_strdup(st, 11);
     r->exit_code = (int)sqlite3_column_int64(st, 12); /* NULL (never stopped) reads as 0 */
+    if (sqlite3_column_type(st, 13) != SQLITE_NULL) {
+        int64_t ip = sqlite3_column_int64(st, 13), prefix = sqlite3_column_int64(st, 14);
+        const char *mac = (const char *)sqlite3_column_text(st, 15);
+        if (ip <= 0 || ip > UINT32_MAX || prefix < 1 || prefix > 32 ||
+            !mac_parse(mac, r->net.mac)) {
+            if (!corrupt)
+                corrupt = xasprintf("malformed network (%" PRId64 "/%" PRId64 " %s)", ip, prefix,
+                                    mac ? mac : "no MAC");
+            memset(&r->net, 0, sizeof(r->net));
+        } else {
+            r->net.ip = (uint32_t)ip;
+            r->net.prefix = (uint8_t)prefix;
+        }
+    }
 
     if (corrupt) {
         log_debug("store: instance '%s': corrupt record: %s", r->id, corrupt);
@@ -547,7 +596,18 @@ store_insert(struct store *s, const struct inst_record *r, struct tp_err *err)
         sqlite3_bind_int64(st, 8, r->state_changed_ms);
         bind_text(st, 9, r->last_op);
         bind_text(st, 10, r->last_error);
+        char mac[18];
+        snprintf(mac, sizeof(mac), "%02x:%02x:%02x:%02x:%02x:%02x", r->net.mac[0], r->net.mac[1],
+                 r->net.mac[2], r->net.mac[3], r->net.mac[4], r->net.mac[5]);
+        bind_int64_or_null(st, 11, r->net.ip);
+        bind_int64_or_null(st, 12, r->net.ip ? r->net.prefix : 0);
+        bind_text(st, 13, r->net.ip ? mac : NULL);
         rc = sqlite3_step(st);
+        /* The name and id were checked above, in this transaction: a constraint now is one
+         * of the network's unique indexes. */
+        if ((rc & 0xff) == SQLITE_CONSTRAINT && r->net.ip)
+            return tp_err_set(err, -EADDRINUSE, "insert instance '%s': address or MAC %s is taken",
+                              r->name, mac);
         if (rc != SQLITE_DONE)
             return wrap(err, db_fail(s->db, rc, err, "insert"), "insert instance '%s'", r->name);
     }
@@ -607,6 +667,31 @@ store_delete(struct store *s, const char *id, struct tp_err *err)
         return wrap(err, db_fail(s->db, rc, err, "delete"), "delete instance '%s'", id);
     if (sqlite3_changes(s->db) == 0)
         return tp_err_set(err, -ENOENT, "delete instance: no such instance '%s'", id);
+    return 0;
+}
+
+int
+store_net_used(struct store *s, uint32_t **ret, size_t *ret_n, struct tp_err *err)
+{
+    uint32_t *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+
+    STORE_LOCKED(s);
+    _cleanup_stmt_ sqlite3_stmt *st = s->st[ST_NET_USED];
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        v[n++] = (uint32_t)sqlite3_column_int64(st, 0);
+    }
+    if (rc != SQLITE_DONE) {
+        free(v);
+        return wrap(err, db_fail(s->db, rc, err, "select"), "list network addresses");
+    }
+    *ret = v;
+    *ret_n = n;
     return 0;
 }
 

@@ -47,6 +47,14 @@ struct inst_record {
      * that powered off, 137 killed (kill, or a VMM that died of a signal), else the VMM's exit
      * status. Meaningful once Stopped. */
     int exit_code;
+    /* The guest's network, allocated with the record (one row: a crash can never leave an
+     * address without its instance) and immutable afterwards. ip 0: no network. Addresses in
+     * host byte order; the gateway is the subnet's first address. */
+    struct inst_net {
+        uint32_t ip;
+        uint8_t prefix;
+        uint8_t mac[6];
+    } net;
 };
 
 /* NULL-safe; returns NULL. */
@@ -59,7 +67,7 @@ void inst_config_clear(struct inst_config *c);
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 3 /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION 4 /* PRAGMA user_version of a current database */
 
 /* Open (creating DIR and DIR/torpor.db if needed) with WAL, and bring the schema to
  * STORE_SCHEMA_VERSION. -EPROTONOSUPPORT when the database is newer than this build. */
@@ -69,15 +77,19 @@ struct store *store_close(struct store *s);
 DEFINE_CLEANUP(struct store, store_close)
 
 /* -EINVAL for a malformed id/name/state, -EEXIST when the name or id is taken (the name is
- * checked first; the message says which). Names and ids share the namespace of refs: a name
- * equal to another instance's id, or an id equal to another instance's name, is taken too. */
+ * checked first; the message says which), -EADDRINUSE when r->net's address or MAC is another
+ * instance's (the caller picks again: store_net_used). Names and ids share the namespace of refs: a
+ * name equal to another instance's id, or an id equal to another instance's name, is taken too. */
 int store_insert(struct store *s, const struct inst_record *r, struct tp_err *err);
 /* Replace the mutable fields (state, vmm_pid, vmm_start_time, state_changed_ms, last_op,
  * last_error, op, op_data, exit_code) of r->id; id, name, cfg and created_ms never change. -ENOENT
  * when absent. A new record starts with no operation journal (op NULL). */
 int store_update(struct store *s, const struct inst_record *r, struct tp_err *err);
-/* -ENOENT when absent. */
+/* -ENOENT when absent. Frees its network address and MAC with it. */
 int store_delete(struct store *s, const char *id, struct tp_err *err);
+
+/* Every instance's guest address (net.ip != 0), in no order: *ret has *ret_n entries (free()). */
+int store_net_used(struct store *s, uint32_t **ret, size_t *ret_n, struct tp_err *err);
 
 /* Reading a corrupt row (config that is not valid JSON of an inst_config, or an unknown state
  * string) is not an error: the record comes back with state INST_UNKNOWN, last_error starting

@@ -34,8 +34,11 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class Daemon:
     """A torpord process on its own data dir (short path: socket paths are limited)."""
 
-    def __init__(self, data_dir=None):
+    def __init__(self, data_dir=None, netns=None):
         self.tmp = tempfile.mkdtemp(prefix="tp-", dir="/tmp")
+        # torpord (and so its VMMs) in a network namespace the test owns: `ip netns exec` execs
+        # it, so self.proc is torpord itself.
+        self.prefix = ["ip", "netns", "exec", netns] if netns else []
         self.data_dir = data_dir or os.path.join(self.tmp, "d")
         self.socket = os.path.join(self.tmp, "s.sock")
         self.log_path = os.path.join(self.tmp, "torpord.log")
@@ -45,7 +48,7 @@ class Daemon:
         r, w = os.pipe()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(env=dict(os.environ, **(env or {})), args=
-            [TORPORD, "--data-dir", self.data_dir, "--socket", self.socket,
+            [*self.prefix, TORPORD, "--data-dir", self.data_dir, "--socket", self.socket,
              "--cache-dir", CACHE, "--ready-fd", str(w), "--log-level", "debug", *extra],
             stdout=self.log, stderr=self.log, pass_fds=(w,))
         os.close(w)

@@ -18,6 +18,7 @@ struct qemu_argv_opts {
     uint64_t tsc_khz;   /* appended as tsc_early_khz=; 0 = unknown, omitted */
     int qmp_fd;         /* listening QMP socket as numbered in QEMU */
     int agent_fd;       /* listening agent socket as numbered in QEMU */
+    int net_fd;         /* spec->nic's TAP as numbered in QEMU (ignored without spec->nic) */
     bool incoming;      /* -incoming defer: wait for migrate-incoming (restore) */
     bool start_paused;  /* -S: vCPUs wait for `cont` (restore without resume on load) */
 };

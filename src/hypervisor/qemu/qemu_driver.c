@@ -19,6 +19,7 @@
 
 #define QEMU_QMP_FD             3
 #define QEMU_AGENT_FD           4
+#define QEMU_NET_FD             5
 #define QEMU_LOG_TAIL           2048
 #define QEMU_REAP_MS            5000
 #define QEMU_LISTEN_QUEUE       8
@@ -171,6 +172,7 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
         .tsc_khz = qemu_tsc_khz(),
         .qmp_fd = QEMU_QMP_FD,
         .agent_fd = QEMU_AGENT_FD,
+        .net_fd = QEMU_NET_FD,
         .incoming = incoming,
         .start_paused = start_paused,
     };
@@ -208,6 +210,7 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
     const struct proc_fd_map fds[] = {
         { .from = qmp_listen, .to = QEMU_QMP_FD },
         { .from = agent_listen, .to = QEMU_AGENT_FD },
+        { .from = spec->nic ? spec->nic->tap_fd : -1, .to = QEMU_NET_FD },
     };
     const struct proc_spawn_opts so = {
         .argv = argv,
@@ -216,7 +219,7 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
         .stdout_fd = log_fd,
         .stderr_fd = log_fd,
         .fds = fds,
-        .n_fds = ELEMENTSOF(fds),
+        .n_fds = ELEMENTSOF(fds) - (spec->nic ? 0 : 1),
         .new_session = true,
         /* QEMU needs no privilege: it opens only files its user owns (the instance's, the
          * image cache's; /dev/kvm is root's) and gets everything else as an fd. */
@@ -557,6 +560,7 @@ const struct hv_driver qemu_driver = {
         [HV_CAP_GRACEFUL_VMM_SHUTDOWN] = true,
         [HV_CAP_RESUME_ON_LOAD] = true,
         [HV_CAP_EXEC_AGENT] = true,
+        [HV_CAP_NET] = true,
     },
     .launch = qemu_launch,
     .attach = qemu_attach,

@@ -57,7 +57,7 @@ test_create_full(void **state)
                        " \"hypervisor\": \"qemu\", \"kernel\": \"/k/vmlinuz\","
                        " \"initrd\": \"/k/initrd\", \"rootfs\": \"/srv/root.ext4\","
                        " \"cmd\": [\"/bin/sh\", \"-c\", \"echo hi\"], \"no_agent\": true,"
-                       " \"accel\": \"tcg\", \"disk_mib\": 1024}";
+                       " \"accel\": \"tcg\", \"disk_mib\": 1024, \"network\": \"none\"}";
     struct api_create_body b = { 0 };
     struct tp_err err = { 0 };
     (void)state;
@@ -78,6 +78,7 @@ test_create_full(void **state)
     assert_true(b.req.no_agent);
     assert_string_equal(b.req.accel, "tcg");
     assert_int_equal(b.req.disk_mib, 1024);
+    assert_string_equal(b.req.network, "none");
     assert_int_equal(err.code, 0);
     api_create_body_clear(&b);
     assert_null(b.req.name);
@@ -101,6 +102,7 @@ test_create_defaults(void **state)
     assert_false(b.req.no_agent);
     assert_null(b.req.accel);
     assert_int_equal(b.req.disk_mib, 0);
+    assert_null(b.req.network);
     api_create_body_clear(&b);
 
     /* Explicit nulls mean the same as absent fields. */
@@ -165,6 +167,9 @@ test_create_ranges(void **state)
     create_fails("{\"vcpus\": 0}", "field 'vcpus' must be between 1 and 64, got 0");
     create_fails("{\"vcpus\": 65}", "got 65");
     create_fails("{\"disk_mib\": 0}", "field 'disk_mib' must be between");
+    create_fails("{\"network\": \"bridge\"}",
+                 "field 'network' must be \"default\" or \"none\", got 'bridge'");
+    create_fails("{\"network\": true}", "field 'network' must be a string");
 }
 
 static void
@@ -587,6 +592,7 @@ test_record_full(void **state)
         .state_changed_ms = 1795306202456LL,
         .last_op = s_lastop,
         .last_error = s_lasterr,
+        .net = { .ip = 0x0a580002, .prefix = 16, .mac = { 0x02, 0x74, 0x0a, 0x58, 0x00, 0x02 } },
     };
     (void)state;
 
@@ -598,7 +604,10 @@ test_record_full(void **state)
            "\"last_error\":\"boot 'x': timed out\","
            "\"last_operation\":{\"bytes\":9007199254740993,\"ok\":true,\"op\":\"run\","
            "\"phases\":[{\"ms\":12.25,\"name\":\"prepare\"}],\"total_ms\":2210.5},"
-           "\"memory_mib\":256,\"name\":\"web-1\",\"pid\":12345,\"rootfs\":\"/srv/root\","
+           "\"memory_mib\":256,\"name\":\"web-1\","
+           "\"network\":{\"gateway\":\"10.88.0.1\",\"ip\":\"10.88.0.2\",\"mac\":"
+           "\"02:74:0a:58:00:02\",\"prefix\":16,\"tap\":\"tp0a580002\"},"
+           "\"pid\":12345,\"rootfs\":\"/srv/root\","
            "\"state\":\"Running\",\"state_changed_at\":\"2026-11-22T00:10:02.456Z\",\"vcpus\":1}");
 }
 
@@ -621,7 +630,8 @@ test_record_nulls(void **state)
         "\"exit_code\":0,\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\",\"initrd\":null,"
         "\"kernel\":null,"
         "\"last_error\":null,\"last_operation\":null,\"memory_mib\":65536,\"name\":null,"
-        "\"pid\":null,\"rootfs\":null,\"state\":\"Stopped\",\"state_changed_at\":null,"
+        "\"network\":null,\"pid\":null,\"rootfs\":null,\"state\":\"Stopped\",\"state_changed_at\":"
+        "null,"
         "\"vcpus\":64}");
 
     /* A last_op that parses but is not an object is as useless as garbage. */

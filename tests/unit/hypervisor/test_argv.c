@@ -174,6 +174,37 @@ test_argv_incoming(void **state)
     strv_free(in);
 }
 
+/* A NIC: the TAP fd as numbered in QEMU, the MAC on the device, after every other device. */
+static void
+test_argv_nic(void **state)
+{
+    struct hv_vm_spec spec = basic_spec;
+    const struct hv_nic nic = { .tap_fd = 9, .tap_name = "tp0a580002", .mac = "02:74:0a:58:00:02" };
+    struct qemu_argv_opts o = basic_opts;
+    struct tp_err err = { 0 };
+    char **argv = NULL;
+    (void)state;
+
+    spec.nic = &nic;
+    o.net_fd = 5;
+    argv = build(&spec, &o);
+    assert_true(argv_has(argv, "-netdev", "tap,id=net0,fd=5"));
+    assert_true(argv_has(argv, "-device", "virtio-net-device,netdev=net0,mac=02:74:0a:58:00:02"));
+    char **basic = build(&basic_spec, &basic_opts);
+    size_t n = 0, nb = 0;
+    while (argv[n])
+        n++;
+    while (basic[nb])
+        nb++;
+    assert_int_equal(n, nb + 4);
+    strv_free(basic);
+    strv_free(argv);
+
+    o.net_fd = -1;
+    assert_int_equal(qemu_argv_build(&spec, &o, &argv, &err), -EINVAL);
+    tp_err_clear(&err);
+}
+
 static void
 test_argv_escapes_commas(void **state)
 {
@@ -243,6 +274,7 @@ hv_test_argv(void)
         cmocka_unit_test(test_argv_confined_and_no_reboot),
         cmocka_unit_test(test_argv_minimal),
         cmocka_unit_test(test_argv_incoming),
+        cmocka_unit_test(test_argv_nic),
         cmocka_unit_test(test_argv_escapes_commas),
         cmocka_unit_test(test_argv_binary_and_kvm),
         cmocka_unit_test(test_argv_rejects),

@@ -114,6 +114,9 @@ assert_records_equal(const struct inst_record *a, const struct inst_record *b)
 {
     assert_string_equal(a->id, b->id);
     assert_string_equal(a->name, b->name);
+    assert_int_equal(a->net.ip, b->net.ip);
+    assert_int_equal(a->net.prefix, b->net.prefix);
+    assert_memory_equal(a->net.mac, b->net.mac, 6);
     assert_str_or_null_equal(a->cfg.hypervisor, b->cfg.hypervisor);
     assert_int_equal(a->cfg.memory_mib, b->cfg.memory_mib);
     assert_int_equal(a->cfg.vcpus, b->cfg.vcpus);
@@ -515,6 +518,17 @@ test_op_journal(void **state)
     assert_null(got->op_data);
 }
 
+/* Undo schema 4 (the network columns and their indexes). */
+static void
+drop_network(const char *dir)
+{
+    raw_exec(dir, "DROP INDEX instances_by_net_ip", NULL, 0);
+    raw_exec(dir, "DROP INDEX instances_by_net_mac", NULL, 0);
+    raw_exec(dir, "ALTER TABLE instances DROP COLUMN net_mac", NULL, 0);
+    raw_exec(dir, "ALTER TABLE instances DROP COLUMN net_prefix", NULL, 0);
+    raw_exec(dir, "ALTER TABLE instances DROP COLUMN net_ip", NULL, 0);
+}
+
 /* A database of schema 1 (before the journal) opens, gains the columns, keeps its rows. */
 static void
 test_migrate_from_v1(void **state)
@@ -526,6 +540,7 @@ test_migrate_from_v1(void **state)
     r = record_new("3333333333333333", "old", 3);
     insert_ok(f->s, r);
     f->s = store_close(f->s);
+    drop_network(f->dir);
     raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN exit_code", NULL, 0);
     raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN op_data", NULL, 0);
     raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN op", NULL, 0);
@@ -551,6 +566,7 @@ test_migrate_from_v2(void **state)
     r = record_new("4444444444444444", "old2", 3);
     insert_ok(f->s, r);
     f->s = store_close(f->s);
+    drop_network(f->dir);
     raw_exec(f->dir, "ALTER TABLE instances DROP COLUMN exit_code", NULL, 0);
     raw_exec(f->dir, "PRAGMA user_version = 2", NULL, 0);
     assert_int_equal(store_open(f->dir, &f->s, &err), 0);
@@ -561,6 +577,71 @@ test_migrate_from_v2(void **state)
     assert_int_equal(store_update(f->s, r, &err), 0);
     assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
     assert_int_equal(got->exit_code, 137);
+}
+
+/* The network lives in the row: it round-trips, is unique, and goes with the record. */
+static void
+test_network(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(inst_record_freep) struct inst_record *a = NULL, *b = NULL, *c = NULL, *got = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    _cleanup_free_ uint32_t *used = NULL;
+    size_t n = 99;
+
+    a = record_new("5555555555555555", "na", 1);
+    a->net = (struct inst_net){ .ip = 0x0a580002, .prefix = 16, .mac = { 2, 0x74, 10, 88, 0, 2 } };
+    insert_ok(f->s, a);
+    assert_int_equal(store_get(f->s, a->id, &got, &err), 0);
+    assert_records_equal(a, got);
+    got = inst_record_free(got);
+
+    b = record_new("6666666666666666", "nb", 2); /* no network: NULLs never clash */
+    c = record_new("7777777777777777", "nc", 3);
+    insert_ok(f->s, b);
+    insert_ok(f->s, c);
+    assert_int_equal(store_net_used(f->s, &used, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(used[0], 0x0a580002);
+    used = mfree(used);
+
+    /* Another instance with the same address (or MAC) is refused, and leaves no row. */
+    _cleanup_(inst_record_freep) struct inst_record *d = record_new("8888888888888888", "nd", 4);
+    d->net = a->net;
+    assert_int_equal(store_insert(f->s, d, &err), -EADDRINUSE);
+    assert_non_null(strstr(tp_err_msg(&err), "02:74:0a:58:00:02"));
+    tp_err_clear(&err);
+    d->net.ip = 0x0a580003; /* the MAC still clashes */
+    assert_int_equal(store_insert(f->s, d, &err), -EADDRINUSE);
+    tp_err_clear(&err);
+    assert_int_equal(store_get(f->s, d->id, &got, &err), -ENOENT);
+    tp_err_clear(&err);
+
+    /* Removing the instance frees its address. */
+    assert_int_equal(store_delete(f->s, a->id, &err), 0);
+    assert_int_equal(store_net_used(f->s, &used, &n, &err), 0);
+    assert_int_equal(n, 0);
+    d->net.mac[5] = 3;
+    insert_ok(f->s, d);
+}
+
+/* Schema 3 -> 4 adds the network: old rows have none. */
+static void
+test_migrate_from_v3(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(inst_record_freep) struct inst_record *r = NULL, *got = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+    r = record_new("9999999999999999", "old3", 3);
+    insert_ok(f->s, r);
+    f->s = store_close(f->s);
+    drop_network(f->dir);
+    raw_exec(f->dir, "PRAGMA user_version = 3", NULL, 0);
+    assert_int_equal(store_open(f->dir, &f->s, &err), 0);
+    assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
+    assert_records_equal(r, got);
+    assert_int_equal(got->net.ip, 0);
 }
 
 static void
@@ -814,6 +895,8 @@ main(void)
         T(test_op_journal),
         T(test_migrate_from_v1),
         T(test_migrate_from_v2),
+        T(test_migrate_from_v3),
+        T(test_network),
         T(test_concurrent_inserts),
         T(test_corrupt_rows),
         cmocka_unit_test(test_paths),

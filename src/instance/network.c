@@ -1,0 +1,157 @@
+/* Guest networks from the manager's side: address allocation with the record, the TAP handed
+ * to each VMM, what the guest is told, and reclaiming TAPs nobody uses. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "instance/manager-internal.h"
+#include "util/log.h"
+#include "util/xalloc.h"
+
+int
+inst_insert_record(struct inst_manager *m, struct inst_record *rec, bool want_net,
+                   struct tp_err *err)
+{
+    _cleanup_free_ uint32_t *used = NULL;
+    size_t n = 0;
+    int r;
+
+    memset(&rec->net, 0, sizeof(rec->net));
+    if (!want_net)
+        return store_insert(m->store, rec, err);
+    if (!m->net_on)
+        return tp_err_set(err, -EOPNOTSUPP,
+                          "torpord runs without guest networking (start it with --network or "
+                          "--subnet CIDR), or ask for network 'none'");
+    /* The store's unique index is the guarantee; the lock only keeps two runs from picking
+     * the same address and one of them failing for it. */
+    pthread_mutex_lock(&m->net_lock);
+    r = store_net_used(m->store, &used, &n, err);
+    if (r >= 0)
+        r = net_addr_pick(&m->subnet, used, n, &rec->net.ip, err);
+    if (r >= 0) {
+        rec->net.prefix = (uint8_t)m->subnet.prefix;
+        net_mac_from_ip(rec->net.ip, rec->net.mac);
+        r = store_insert(m->store, rec, err);
+    }
+    pthread_mutex_unlock(&m->net_lock);
+    if (r < 0)
+        memset(&rec->net, 0, sizeof(rec->net));
+    return r;
+}
+
+int
+inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec, struct inst_nic *nic,
+              struct tp_err *err)
+{
+    const struct inst_net *net = &i->rec->net;
+    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+
+    spec->nic = NULL;
+    if (!net->ip)
+        return 0;
+    if (!drv || !hv_has_cap(drv, HV_CAP_NET))
+        return tp_err_set(err, -EOPNOTSUPP, "%s cannot give a guest a network interface yet",
+                          drv ? drv->name : i->rec->cfg.hypervisor);
+    if (!m->net_on)
+        return tp_err_set(err, -EOPNOTSUPP,
+                          "instance '%s' has a network address but torpord runs without guest "
+                          "networking (--network or --subnet)",
+                          i->rec->name);
+    net_tap_name(net->ip, nic->tap);
+    net_mac_format(net->mac, nic->mac);
+    int fd = net_tap_open(nic->tap, err);
+    if (fd < 0)
+        return tp_err_wrap(err, "network interface of '%s'", i->rec->name);
+    nic->hv = (struct hv_nic){ .tap_fd = fd, .tap_name = nic->tap, .mac = nic->mac };
+    spec->nic = &nic->hv;
+    return 0;
+}
+
+void
+inst_nic_close(struct inst_nic *nic)
+{
+    nic->hv.tap_fd = safe_close(nic->hv.tap_fd);
+}
+
+static void
+net_strings(const struct inst_net *net, char ip[NET_IP_LEN], char gw[NET_IP_LEN])
+{
+    const struct net_subnet sn = { .network = net->ip & net_prefix_mask(net->prefix),
+                                   .prefix = net->prefix };
+    net_ip_format(net->ip, ip);
+    net_ip_format(net_subnet_gateway(&sn), gw);
+}
+
+char *
+inst_net_cmdline(const struct inst_record *rec)
+{
+    char ip[NET_IP_LEN], gw[NET_IP_LEN];
+
+    if (!rec->net.ip)
+        return NULL;
+    net_strings(&rec->net, ip, gw);
+    return xasprintf("torpor.net=%s/%u,%s", ip, (unsigned)rec->net.prefix, gw);
+}
+
+char *
+inst_net_identity(const struct inst_record *rec)
+{
+    char ip[NET_IP_LEN], gw[NET_IP_LEN], mac[NET_MAC_LEN];
+
+    if (!rec->net.ip)
+        return NULL;
+    net_strings(&rec->net, ip, gw);
+    net_mac_format(rec->net.mac, mac);
+    return xasprintf("net=%s/%u,%s,%s", ip, (unsigned)rec->net.prefix, gw, mac);
+}
+
+void
+inst_net_release(struct inst_manager *m, struct inst *i)
+{
+    struct tp_err err = { 0 };
+    char tap[IFNAMSIZ];
+
+    if (!m->net_on || !i->rec->net.ip)
+        return;
+    net_tap_name(i->rec->net.ip, tap);
+    if (net_link_delete(tap, &err) < 0)
+        log_warn("instance=%s op=network remove TAP: %s", i->id, tp_err_msg(&err));
+    tp_err_clear(&err);
+}
+
+void
+inst_net_reclaim(struct inst_manager *m)
+{
+    _cleanup_strv_free_ char **taps = NULL;
+    struct tp_err err = { 0 };
+
+    if (!m->net_on)
+        return;
+    if (net_tap_list(&taps, &err) < 0) {
+        log_warn("op=recover list TAPs: %s", tp_err_msg(&err));
+        tp_err_clear(&err);
+        return;
+    }
+    strv_foreach (t, taps) {
+        bool used = false;
+        pthread_mutex_lock(&m->lock);
+        for (size_t k = 0; k < m->n && !used; k++) {
+            struct inst *i = m->tab[k];
+            char name[IFNAMSIZ];
+            if (!i->rec || !i->rec->net.ip)
+                continue;
+            net_tap_name(i->rec->net.ip, name);
+            /* Recorded pid: an Unknown instance's VMM lives without a handle. */
+            used = strcmp(name, *t) == 0 && (i->vm || i->rec->vmm_pid > 0);
+        }
+        pthread_mutex_unlock(&m->lock);
+        if (used)
+            continue;
+        log_info("op=recover removing TAP '%s': no instance's VMM uses it", *t);
+        if (net_link_delete(*t, &err) < 0)
+            log_warn("op=recover remove TAP '%s': %s", *t, tp_err_msg(&err));
+        tp_err_clear(&err);
+    }
+}

@@ -1,0 +1,139 @@
+/* Unit tests for the pure parts of net/: subnets, address picking, MACs, TAP names. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+/* cmocka needs the headers above */
+#include <cmocka.h>
+
+#include "net/net.h"
+#include "util/cleanup.h"
+
+static void
+subnet_fails(const char *text, const char *needle)
+{
+    struct net_subnet sn = { .network = 7, .prefix = 7 };
+    struct tp_err err = { 0 };
+
+    assert_int_equal(net_subnet_parse(text, &sn, &err), -EINVAL);
+    if (!strstr(tp_err_msg(&err), needle))
+        fail_msg("'%s': message '%s' lacks '%s'", text, tp_err_msg(&err), needle);
+    assert_int_equal(sn.network, 7); /* untouched */
+    tp_err_clear(&err);
+}
+
+static void
+test_subnet_parse(void **state)
+{
+    struct net_subnet sn;
+    char buf[32];
+    (void)state;
+
+    assert_int_equal(net_subnet_parse(NET_SUBNET_DEFAULT, &sn, NULL), 0);
+    assert_int_equal(sn.network, 0x0a580000);
+    assert_int_equal(sn.prefix, 16);
+    assert_int_equal(net_subnet_gateway(&sn), 0x0a580001);
+    net_subnet_format(&sn, buf, sizeof(buf));
+    assert_string_equal(buf, "10.88.0.0/16");
+    assert_int_equal(net_subnet_parse("192.168.7.248/30", &sn, NULL), 0);
+    assert_int_equal(sn.prefix, 30);
+    assert_int_equal(net_subnet_parse("10.0.0.0/8", &sn, NULL), 0);
+
+    subnet_fails("10.88.0.0", "is not A.B.C.D/N");
+    subnet_fails("", "is not A.B.C.D/N");
+    subnet_fails("10.88.0/16", "is not an IPv4 address");
+    subnet_fails("10.88.0.256/16", "is not an IPv4 address");
+    subnet_fails("10.088.0.0/16", "is not an IPv4 address");
+    subnet_fails("10.88.0.0/", "is not a number");
+    subnet_fails("10.88.0.0/x", "is not a number");
+    subnet_fails("10.88.0.0/+16", "is not a number");
+    subnet_fails("10.88.0.0/31", "outside /8../30");
+    subnet_fails("10.0.0.0/7", "outside /8../30");
+    subnet_fails("10.88.0.1/16", "host bits set (did you mean '10.88.0.0/16'?)");
+}
+
+static void
+test_addr_pick(void **state)
+{
+    struct net_subnet sn;
+    struct tp_err err = { 0 };
+    uint32_t ip = 0;
+    (void)state;
+
+    assert_int_equal(net_subnet_parse("10.88.0.0/16", &sn, NULL), 0);
+    assert_int_equal(net_addr_pick(&sn, NULL, 0, &ip, NULL), 0);
+    assert_int_equal(ip, 0x0a580002); /* after the gateway */
+    /* The lowest gap, whatever order and strays (another subnet's) the list has. */
+    const uint32_t used[] = { 0x0a580004, 0x01020304, 0x0a580002, 0x0a580003, 0x0a580006 };
+    assert_int_equal(net_addr_pick(&sn, used, 5, &ip, NULL), 0);
+    assert_int_equal(ip, 0x0a580005);
+
+    /* A /30 has one guest address; a second one is an exhausted subnet. */
+    assert_int_equal(net_subnet_parse("192.168.7.248/30", &sn, NULL), 0);
+    assert_int_equal(net_addr_pick(&sn, NULL, 0, &ip, NULL), 0);
+    assert_int_equal(ip, 0xc0a807fa);
+    const uint32_t full[] = { 0xc0a807fa };
+    ip = 0;
+    assert_int_equal(net_addr_pick(&sn, full, 1, &ip, &err), -EADDRNOTAVAIL);
+    assert_int_equal(ip, 0);
+    assert_non_null(strstr(tp_err_msg(&err), "no free address in subnet '192.168.7.248/30'"));
+    tp_err_clear(&err);
+
+    /* /29: .1 gateway, .2-.6 guests, .7 broadcast. */
+    assert_int_equal(net_subnet_parse("10.1.1.0/29", &sn, NULL), 0);
+    const uint32_t five[] = { 0x0a010102, 0x0a010103, 0x0a010104, 0x0a010105, 0x0a010106 };
+    assert_int_equal(net_addr_pick(&sn, five, 4, &ip, NULL), 0);
+    assert_int_equal(ip, 0x0a010106);
+    assert_int_equal(net_addr_pick(&sn, five, 5, &ip, NULL), -EADDRNOTAVAIL);
+}
+
+static void
+test_mac_and_names(void **state)
+{
+    uint8_t mac[6], back[6];
+    char text[NET_MAC_LEN], ip[NET_IP_LEN], tap[IFNAMSIZ];
+    uint32_t v;
+    (void)state;
+
+    net_mac_from_ip(0x0a580002, mac);
+    net_mac_format(mac, text);
+    assert_string_equal(text, "02:74:0a:58:00:02");
+    assert_true((mac[0] & 0x02) && !(mac[0] & 0x01)); /* locally administered, unicast */
+    assert_int_equal(net_mac_parse("02:74:0A:58:00:02", back), 0);
+    assert_memory_equal(mac, back, 6);
+    assert_int_equal(net_mac_parse("02:74:0a:58:00", back), -EINVAL);
+    assert_int_equal(net_mac_parse("02-74-0a-58-00-02", back), -EINVAL);
+    assert_int_equal(net_mac_parse("02:74:0a:58:00:0g", back), -EINVAL);
+    /* Different addresses, different MACs. */
+    net_mac_from_ip(0x0a580003, back);
+    assert_memory_not_equal(mac, back, 6);
+
+    net_ip_format(0xc0a807fa, ip);
+    assert_string_equal(ip, "192.168.7.250");
+    assert_int_equal(net_ip_parse("192.168.7.250", &v), 0);
+    assert_int_equal(v, 0xc0a807fa);
+    assert_int_equal(net_ip_parse("1.2.3", &v), -EINVAL);
+    assert_int_equal(net_ip_parse("1.2.3.4.", &v), -EINVAL);
+
+    net_tap_name(0x0a580002, tap);
+    assert_string_equal(tap, "tp0a580002");
+    assert_true(strlen(tap) < IFNAMSIZ);
+    assert_true(net_tap_name_ours(tap));
+    assert_false(net_tap_name_ours("tp0a58000"));
+    assert_false(net_tap_name_ours("tp0A580002"));
+    assert_false(net_tap_name_ours("torpor0"));
+    assert_false(net_tap_name_ours("tap0a580002"));
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_subnet_parse),
+        cmocka_unit_test(test_addr_pick),
+        cmocka_unit_test(test_mac_and_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -16,6 +16,7 @@
 #include "obs/metrics.h"
 #include "util/log.h"
 #include "util/procstat.h"
+#include "util/timeutil.h"
 #include "util/xalloc.h"
 
 #define EVENTS_WAIT_MS      1000 /* how often a quiet stream checks on its client */
@@ -119,17 +120,20 @@ struct events_stream {
     struct obs_sub *sub;
     int stop_fd;   /* borrowed: readable once the server shuts down */
     int client_fd; /* borrowed: the client's socket */
-    char *out;     /* a line being sent */
+    int64_t until_ns; /* end once past it; -1 = never */
+    char *out;        /* a line being sent */
     size_t out_len, out_off;
     bool ending; /* the drop notice is out: end after it */
 };
 
-/* Block until an event is queued (0), the daemon shuts down (-ESHUTDOWN) or the client left
- * (-EPIPE). */
+/* Block until an event is queued (0), the daemon shuts down (-ESHUTDOWN), the client left
+ * (-EPIPE) or until_ns passed (-ETIME). */
 static int
 events_wait(struct events_stream *st)
 {
     for (;;) {
+        if (st->until_ns >= 0 && wall_ns() > st->until_ns)
+            return -ETIME;
         struct pollfd p[3] = {
             { .fd = obs_sub_fd(st->sub), .events = POLLIN },
             { .fd = st->stop_fd, .events = POLLIN },
@@ -165,7 +169,12 @@ events_reader(void *cls, uint64_t pos, char *buf, size_t max)
         if (st->ending)
             return MHD_CONTENT_READER_END_OF_STREAM;
         char *json = NULL;
-        int r = obs_sub_next(st->sub, &json);
+        int64_t t = 0;
+        int r = obs_sub_next(st->sub, &json, &t);
+        if (r == 0 && st->until_ns >= 0 && t > st->until_ns) {
+            free(json);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
         if (r == 0) {
             st->out = xasprintf("%s\n", json);
             free(json);
@@ -175,7 +184,7 @@ events_reader(void *cls, uint64_t pos, char *buf, size_t max)
             st->ending = true;
         } else {
             r = events_wait(st);
-            if (r == -ESHUTDOWN)
+            if (r == -ESHUTDOWN || r == -ETIME)
                 return MHD_CONTENT_READER_END_OF_STREAM;
             if (r < 0)
                 return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -194,28 +203,39 @@ events_stream_free(void *cls)
     free(st);
 }
 
+/* Unix seconds, with a fraction, as nanoseconds. */
+static int
+parse_unix_ns(const char *s, int64_t *ret)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v < 0 || v > 1e11)
+        return -EINVAL;
+    *ret = (int64_t)(v * 1e9);
+    return 0;
+}
+
 enum MHD_Result
 api_h_events(struct api_req *req)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     const char *since = api_req_query(req, "since");
-    int64_t since_ns = -1;
+    const char *until = api_req_query(req, "until");
+    int64_t since_ns = -1, until_ns = -1;
     struct events_stream *st;
     struct MHD_Response *resp;
 
-    if (since) {
-        char *end = NULL;
-        errno = 0;
-        double s = strtod(since, &end);
-        if (errno || end == since || *end || !isfinite(s) || s < 0 || s > 1e11)
-            return api_reply_error(req, -EINVAL,
-                                   "query parameter 'since' must be unix seconds, e.g. 1764589200");
-        since_ns = (int64_t)(s * 1e9);
-    }
+    if ((since && parse_unix_ns(since, &since_ns) < 0) ||
+        (until && parse_unix_ns(until, &until_ns) < 0))
+        return api_reply_error(req, -EINVAL,
+                               "query parameters 'since' and 'until' are unix seconds, e.g. "
+                               "1764589200.5");
     if (api_stream_acquire(req, &err) < 0)
         return api_reply_tp_err(req, &err);
     st = xnew(struct events_stream, 1);
     st->sub = obs_subscribe(obs_events(), since_ns);
+    st->until_ns = until_ns;
     st->stop_fd = api_req_stop_fd(req);
     st->client_fd = api_req_client_fd(req);
     resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, EVENTS_STREAM_BLOCK, events_reader,

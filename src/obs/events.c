@@ -170,7 +170,7 @@ obs_sub_fd(struct obs_sub *s)
 }
 
 int
-obs_sub_next(struct obs_sub *s, char **ret_json)
+obs_sub_next(struct obs_sub *s, char **ret_json, int64_t *ret_time_ns)
 {
     struct obs_bus *b = s->bus;
     eventfd_t junk;
@@ -178,7 +178,10 @@ obs_sub_next(struct obs_sub *s, char **ret_json)
 
     pthread_mutex_lock(&b->lock);
     if (s->q.n) {
-        *ret_json = fifo_pop(&s->q).json;
+        struct item it = fifo_pop(&s->q);
+        *ret_json = it.json;
+        if (ret_time_ns)
+            *ret_time_ns = it.time_ns;
         r = 0;
     } else {
         r = s->dropped ? -ENOBUFS : -EAGAIN;

@@ -226,8 +226,16 @@ put_value(FILE *out, double v)
         fputs("NaN", out);
     else if (v == floor(v) && fabs(v) < 9007199254740992.0)
         fprintf(out, "%.0f", v);
-    else
-        fprintf(out, "%.17g", v);
+    else {
+        /* The shortest of %.15g..%.17g that reads back as v: 0.1, not 0.10000000000000001. */
+        char buf[32];
+        for (int prec = 15; prec <= 17; prec++) {
+            snprintf(buf, sizeof(buf), "%.*g", prec, v);
+            if (strtod(buf, NULL) == v)
+                break;
+        }
+        fputs(buf, out);
+    }
 }
 
 /* name{labels[,extra]} value */

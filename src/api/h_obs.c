@@ -55,8 +55,8 @@ sample_now(struct inst_manager *m, struct obs_registry *r)
                 "Proportional set size of each running VMM process.", NULL, 0);
     obs_declare(r, "torpor_daemon_cpu_seconds_total", OBS_COUNTER,
                 "CPU time torpord has used, user and system.", NULL, 0);
-    obs_declare(r, "torpor_daemon_open_fds", OBS_GAUGE, "File descriptors torpord has open.",
-                NULL, 0);
+    obs_declare(r, "torpor_daemon_open_fds", OBS_GAUGE, "File descriptors torpord has open.", NULL,
+                0);
 
     /* Every state of the default hypervisor is shown, 0 included, so that a graph has a line. */
     for (int s = 0; s < _INST_STATE_MAX; s++) {
@@ -118,8 +118,8 @@ api_h_metrics(struct api_req *req)
 
 struct events_stream {
     struct obs_sub *sub;
-    int stop_fd;   /* borrowed: readable once the server shuts down */
-    int client_fd; /* borrowed: the client's socket */
+    int stop_fd;      /* borrowed: readable once the server shuts down */
+    int client_fd;    /* borrowed: the client's socket */
     int64_t until_ns; /* end once past it; -1 = never */
     char *out;        /* a line being sent */
     size_t out_len, out_off;

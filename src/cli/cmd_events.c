@@ -171,14 +171,15 @@ cli_verb_events(const struct cli_ctx *ctx, int argc, char **argv)
             r = tp_err_set(&err, -EINVAL, "at most %d --filter options", EVENTS_FILTERS_MAX);
         for (size_t i = 0; r >= 0 && i < st.n_filters; i++)
             if (!strchr(st.filters[i], '=') || st.filters[i][0] == '=')
-                r = tp_err_set(&err, -EINVAL, "--filter needs KEY=VALUE, got '%s'",
-                               st.filters[i]);
+                r = tp_err_set(&err, -EINVAL, "--filter needs KEY=VALUE, got '%s'", st.filters[i]);
         if (r >= 0 && format && strcmp(format, "json") != 0)
             r = tp_err_set(&err, -EINVAL, "--format supports only 'json', got '%s'", format);
         st.json = format != NULL;
-        if (r >= 0 && a.values[FLAG_SINCE] && !(since = unix_arg("since", a.values[FLAG_SINCE], &err)))
+        if (r >= 0 && a.values[FLAG_SINCE] &&
+            !(since = unix_arg("since", a.values[FLAG_SINCE], &err)))
             r = -EINVAL;
-        if (r >= 0 && a.values[FLAG_UNTIL] && !(until = unix_arg("until", a.values[FLAG_UNTIL], &err)))
+        if (r >= 0 && a.values[FLAG_UNTIL] &&
+            !(until = unix_arg("until", a.values[FLAG_UNTIL], &err)))
             r = -EINVAL;
     }
     int x = cli_syntax_prologue(&syntax, r, a.help, &err);

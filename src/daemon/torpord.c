@@ -38,7 +38,8 @@ static const char *arg_accel;
 static int arg_ready_fd = -1;
 static unsigned arg_client_timeout;  /* 0 = the API's default */
 static uint64_t arg_console_log_max; /* 0 = the manager's default */
-static const char *arg_metrics_listen; /* NULL = /metrics on the API socket only */
+/* --metrics-listen; NULL = /metrics on the API socket only */
+static const char *arg_metrics_listen;
 
 /* VMMs run with their instance directory as working directory, so every path the daemon
  * derives from its options must be absolute. NULL when the working directory is unknown. */

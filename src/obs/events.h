@@ -31,8 +31,8 @@ void obs_publish(struct obs_bus *b, int64_t time_ns, const char *json);
 struct obs_sub *obs_subscribe(struct obs_bus *b, int64_t since_ns);
 /* An eventfd readable while events are queued or the subscriber was dropped (owned by sub). */
 int obs_sub_fd(struct obs_sub *s);
-/* Take the next event (caller frees *ret_json; ret_time_ns may be NULL): 0; -EAGAIN when none is queued; -ENOBUFS once
- * the queue overflowed and everything queued before that was taken. */
+/* Take the next event (caller frees *ret_json; ret_time_ns may be NULL): 0; -EAGAIN when none is
+ * queued; -ENOBUFS once the queue overflowed and everything queued before that was taken. */
 int obs_sub_next(struct obs_sub *s, char **ret_json, int64_t *ret_time_ns);
 /* Unsubscribe and free. NULL-safe; returns NULL. */
 struct obs_sub *obs_sub_free(struct obs_sub *s);

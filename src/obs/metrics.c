@@ -16,8 +16,8 @@
 struct series {
     struct series *next; /* sorted by labels */
     char *labels;
-    double value;   /* counter, gauge; histogram and summary: _sum */
-    uint64_t count; /* histogram and summary */
+    double value;            /* counter, gauge; histogram and summary: _sum */
+    uint64_t count;          /* histogram and summary */
     uint64_t *bucket_counts; /* histogram: non-cumulative, one per bucket plus +Inf */
 };
 

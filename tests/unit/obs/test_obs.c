@@ -26,8 +26,7 @@ test_render_exact(void **state)
     char l[OBS_LABELS_MAX];
     (void)state;
 
-    obs_declare(r, "t_ops_seconds", OBS_HISTOGRAM, "Operation time.", buckets,
-                ELEMENTSOF(buckets));
+    obs_declare(r, "t_ops_seconds", OBS_HISTOGRAM, "Operation time.", buckets, ELEMENTSOF(buckets));
     obs_declare(r, "t_requests_total", OBS_COUNTER, "Requests.", NULL, 0);
     obs_declare(r, "t_phase_seconds", OBS_SUMMARY, "Phase time.", NULL, 0);
     obs_declare(r, "t_open_fds", OBS_GAUGE, "Open fds.", NULL, 0);
@@ -48,33 +47,34 @@ test_render_exact(void **state)
     obs_gauge_set(r, "t_open_fds", "", 9);
 
     char *text = obs_render(r);
-    assert_string_equal(text, "# HELP t_ops_seconds Operation time.\n"
-                              "# TYPE t_ops_seconds histogram\n"
-                              "t_ops_seconds_bucket{op=\"restore\",result=\"error\",le=\"0.1\"} 0\n"
-                              "t_ops_seconds_bucket{op=\"restore\",result=\"error\",le=\"1\"} 0\n"
-                              "t_ops_seconds_bucket{op=\"restore\",result=\"error\",le=\"2.5\"} 0\n"
-                              "t_ops_seconds_bucket{op=\"restore\",result=\"error\",le=\"+Inf\"} 1\n"
-                              "t_ops_seconds_sum{op=\"restore\",result=\"error\"} 7.5\n"
-                              "t_ops_seconds_count{op=\"restore\",result=\"error\"} 1\n"
-                              "t_ops_seconds_bucket{op=\"standby\",result=\"ok\",le=\"0.1\"} 1\n"
-                              "t_ops_seconds_bucket{op=\"standby\",result=\"ok\",le=\"1\"} 2\n"
-                              "t_ops_seconds_bucket{op=\"standby\",result=\"ok\",le=\"2.5\"} 3\n"
-                              "t_ops_seconds_bucket{op=\"standby\",result=\"ok\",le=\"+Inf\"} 3\n"
-                              "t_ops_seconds_sum{op=\"standby\",result=\"ok\"} 3.0625\n"
-                              "t_ops_seconds_count{op=\"standby\",result=\"ok\"} 3\n"
-                              "# HELP t_requests_total Requests.\n"
-                              "# TYPE t_requests_total counter\n"
-                              "t_requests_total{route=\"get\"} 1\n"
-                              "t_requests_total{route=\"list\"} 3\n"
-                              "# HELP t_phase_seconds Phase time.\n"
-                              "# TYPE t_phase_seconds summary\n"
-                              "t_phase_seconds_sum{phase=\"snap\"} 0.25\n"
-                              "t_phase_seconds_count{phase=\"snap\"} 1\n"
-                              "# HELP t_open_fds Open fds.\n"
-                              "# TYPE t_open_fds gauge\n"
-                              "t_open_fds 9\n"
-                              "# HELP t_empty_total Nothing yet.\n"
-                              "# TYPE t_empty_total counter\n");
+    assert_string_equal(text,
+                        "# HELP t_ops_seconds Operation time.\n"
+                        "# TYPE t_ops_seconds histogram\n"
+                        "t_ops_seconds_bucket{op=\"restore\",result=\"error\",le=\"0.1\"} 0\n"
+                        "t_ops_seconds_bucket{op=\"restore\",result=\"error\",le=\"1\"} 0\n"
+                        "t_ops_seconds_bucket{op=\"restore\",result=\"error\",le=\"2.5\"} 0\n"
+                        "t_ops_seconds_bucket{op=\"restore\",result=\"error\",le=\"+Inf\"} 1\n"
+                        "t_ops_seconds_sum{op=\"restore\",result=\"error\"} 7.5\n"
+                        "t_ops_seconds_count{op=\"restore\",result=\"error\"} 1\n"
+                        "t_ops_seconds_bucket{op=\"standby\",result=\"ok\",le=\"0.1\"} 1\n"
+                        "t_ops_seconds_bucket{op=\"standby\",result=\"ok\",le=\"1\"} 2\n"
+                        "t_ops_seconds_bucket{op=\"standby\",result=\"ok\",le=\"2.5\"} 3\n"
+                        "t_ops_seconds_bucket{op=\"standby\",result=\"ok\",le=\"+Inf\"} 3\n"
+                        "t_ops_seconds_sum{op=\"standby\",result=\"ok\"} 3.0625\n"
+                        "t_ops_seconds_count{op=\"standby\",result=\"ok\"} 3\n"
+                        "# HELP t_requests_total Requests.\n"
+                        "# TYPE t_requests_total counter\n"
+                        "t_requests_total{route=\"get\"} 1\n"
+                        "t_requests_total{route=\"list\"} 3\n"
+                        "# HELP t_phase_seconds Phase time.\n"
+                        "# TYPE t_phase_seconds summary\n"
+                        "t_phase_seconds_sum{phase=\"snap\"} 0.25\n"
+                        "t_phase_seconds_count{phase=\"snap\"} 1\n"
+                        "# HELP t_open_fds Open fds.\n"
+                        "# TYPE t_open_fds gauge\n"
+                        "t_open_fds 9\n"
+                        "# HELP t_empty_total Nothing yet.\n"
+                        "# TYPE t_empty_total counter\n");
     free(text);
     obs_registry_free(r);
 }

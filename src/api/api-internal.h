@@ -127,3 +127,8 @@ enum MHD_Result api_h_session_signal(struct api_req *req);
 enum MHD_Result api_h_session_resize(struct api_req *req);
 enum MHD_Result api_h_stat(struct api_req *req);
 enum MHD_Result api_h_stats(struct api_req *req);
+enum MHD_Result api_h_metrics(struct api_req *req);
+enum MHD_Result api_h_events(struct api_req *req);
+/* The text of GET /metrics: every registered metric plus those sampled now (instances by state,
+ * the daemon's CPU and fds, each VMM's PSS). Caller frees. */
+char *api_metrics_text(struct inst_manager *m);

@@ -65,6 +65,8 @@ static const struct {
       { NULL },
       "session_resize" },
     { API_ROUTE_STATS, "GET", { "v1", "instances", PARAM, "stats" }, { NULL }, "stats" },
+    { API_ROUTE_METRICS, "GET", { "metrics" }, { NULL }, "metrics" },
+    { API_ROUTE_EVENTS, "GET", { "v1", "events" }, { "since", "until", NULL }, "events" },
 };
 
 struct path_segs {

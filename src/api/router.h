@@ -32,6 +32,8 @@ enum api_route {
     API_ROUTE_STATS,          /* GET    /v1/instances/{ref}/stats */
     API_ROUTE_SESSION_SIGNAL, /* POST   /v1/sessions/{ref}/signal  (ref: an exec session id) */
     API_ROUTE_SESSION_RESIZE, /* POST   /v1/sessions/{ref}/resize */
+    API_ROUTE_METRICS,        /* GET    /metrics (Prometheus text format) */
+    API_ROUTE_EVENTS,         /* GET    /v1/events?since=&until= (NDJSON) */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

@@ -16,6 +16,7 @@
 #include "api/api-internal.h"
 #include "api/body.h"
 #include "api/errmap.h"
+#include "obs/metrics.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/xalloc.h"
@@ -74,6 +75,8 @@ static const api_handler_fn handlers[_API_ROUTE_MAX] = {
     [API_ROUTE_STATS] = api_h_stats,
     [API_ROUTE_SESSION_SIGNAL] = api_h_session_signal,
     [API_ROUTE_SESSION_RESIZE] = api_h_session_resize,
+    [API_ROUTE_METRICS] = api_h_metrics,
+    [API_ROUTE_EVENTS] = api_h_events,
 };
 
 static const struct api_upload_ops *const uploads[_API_ROUTE_MAX] = {
@@ -99,9 +102,24 @@ response_from_text(char *text)
     return resp;
 }
 
+/* torpor_api_requests_total: one per reply queued, by route name (not path: bounded). */
+static void
+count_request(const struct api_req *req, unsigned status)
+{
+    char labels[OBS_LABELS_MAX], code[16];
+    int route = (int)req->match.route;
+
+    snprintf(code, sizeof(code), "%u", status);
+    obs_labels(labels, sizeof(labels), "route",
+               route >= 0 && route < _API_ROUTE_MAX ? api_route_name(req->match.route) : "none",
+               "status", code, NULL);
+    obs_counter_add(obs_default(), "torpor_api_requests_total", labels, 1);
+}
+
 static enum MHD_Result
 queue_response(struct api_req *req, unsigned status, struct MHD_Response *resp, bool stream)
 {
+    count_request(req, status);
     /* While shutting down, say so: the client must not send another request on this
      * connection. */
     if (server_draining(req->srv))
@@ -149,6 +167,7 @@ api_reply_upgrade(struct api_req *req, struct MHD_Response *resp)
         pthread_mutex_unlock(&s->lock);
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "tcp");
+    count_request(req, MHD_HTTP_SWITCHING_PROTOCOLS);
     enum MHD_Result res = MHD_queue_response(req->conn, MHD_HTTP_SWITCHING_PROTOCOLS, resp);
     MHD_destroy_response(resp);
     req->replied = true;
@@ -534,6 +553,8 @@ api_server_start(struct inst_manager *m, int listen_fd, unsigned idle_timeout_s,
 
     if (listen_fd < 0)
         return tp_err_set(err, -EBADF, "start API server: no listening socket");
+    obs_declare(obs_default(), "torpor_api_requests_total", OBS_COUNTER,
+                "API requests answered, by route and HTTP status.", NULL, 0);
     s = xnew(struct api_server, 1);
     s->m = m;
     s->idle_timeout_s = idle_timeout_s ? idle_timeout_s : API_IDLE_TIMEOUT_S;

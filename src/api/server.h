@@ -41,3 +41,13 @@ void api_server_pending(struct api_server *s, unsigned *ret_connections, unsigne
  * the threads, which waits for running handlers. NULL-safe; returns NULL. */
 struct api_server *api_server_stop(struct api_server *s);
 DEFINE_CLEANUP(struct api_server, api_server_stop)
+
+/* GET /metrics alone on the TCP address listen ("ADDR:PORT", "[V6ADDR]:PORT" or ":PORT" for
+ * every address), on a thread of its own. m is borrowed. -EINVAL for an address that does not
+ * parse, -EADDRNOTAVAIL when it cannot be bound. */
+struct api_metrics_http;
+int api_metrics_http_start(struct inst_manager *m, const char *listen,
+                           struct api_metrics_http **ret, struct tp_err *err);
+/* NULL-safe; returns NULL. */
+struct api_metrics_http *api_metrics_http_stop(struct api_metrics_http *h);
+DEFINE_CLEANUP(struct api_metrics_http, api_metrics_http_stop)

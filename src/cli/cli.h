@@ -350,6 +350,7 @@ int cli_verb_fork(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_kill(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_wait(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_stats(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_events(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_completion(const struct cli_ctx *ctx, int argc, char **argv);
 
 /* Each verb's syntax, for the table. */
@@ -360,6 +361,7 @@ void cli_syntax_exec(const char *verb, struct cli_syntax *ret);
 void cli_syntax_logs(const char *verb, struct cli_syntax *ret);
 void cli_syntax_cp(const char *verb, struct cli_syntax *ret);
 void cli_syntax_stats(const char *verb, struct cli_syntax *ret);
+void cli_syntax_events(const char *verb, struct cli_syntax *ret);
 void cli_syntax_lifecycle(const char *verb, struct cli_syntax *ret);
 void cli_syntax_kill(const char *verb, struct cli_syntax *ret);
 void cli_syntax_wait(const char *verb, struct cli_syntax *ret);

@@ -13,6 +13,7 @@ const struct cli_verb cli_verbs[] = {
     { "exec", cli_verb_exec, "run a command in a guest", cli_syntax_exec },
     { "logs", cli_verb_logs, "print a guest's serial console", cli_syntax_logs },
     { "cp", cli_verb_cp, "copy files between an instance and the host", cli_syntax_cp },
+    { "events", cli_verb_events, "print lifecycle events as they happen", cli_syntax_events },
     { "stats", cli_verb_stats, "show instances' host CPU and memory usage", cli_syntax_stats },
     { "stop", cli_verb_lifecycle, "stop instances", cli_syntax_lifecycle },
     { "start", cli_verb_lifecycle, "start stopped instances", cli_syntax_lifecycle },

@@ -42,6 +42,8 @@ static uint64_t arg_console_log_max; /* 0 = the manager's default */
 static bool arg_network;             /* --network or --subnet: torpord owns guest networking */
 static struct net_subnet arg_subnet;
 static bool arg_cleanup_network;
+/* --metrics-listen; NULL = /metrics on the API socket only */
+static const char *arg_metrics_listen;
 
 /* VMMs run with their instance directory as working directory, so every path the daemon
  * derives from its options must be absolute. NULL when the working directory is unknown. */
@@ -92,6 +94,12 @@ static const struct daemon_opt {
     { "subnet", 'S', "CIDR", "the guests' IPv4 subnet, /8 to /30 (implies --network)" },
     { "cleanup-network", 'X', NULL,
       "remove the bridge, every TAP of torpor's and the nftables table, then exit" },
+    { "metrics-listen", 'm', "ADDR:PORT",
+      "also serve GET /metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9464 or :9464 "
+      "(default: only on the API socket)" },
+    { "log-format", 'L', "FORMAT",
+      "text (default) or json: one JSON object per line with time, level, msg and the "
+      "instance and op fields of the message" },
     { "help", 'h', NULL, "print this help" },
     { "man", 'M', NULL, NULL }, /* hidden: print torpord(8) in roff */
 };
@@ -310,6 +318,22 @@ parse_args(int argc, char **argv)
         case 'X':
             arg_cleanup_network = true;
             break;
+        case 'm':
+            if (!*optarg) {
+                fprintf(stderr, "torpord: --metrics-listen needs ADDR:PORT\n");
+                return -EINVAL;
+            }
+            arg_metrics_listen = optarg;
+            break;
+        case 'L': {
+            enum log_format fmt;
+            if (log_parse_format(optarg, &fmt) < 0) {
+                fprintf(stderr, "torpord: --log-format '%s' is not text or json\n", optarg);
+                return -EINVAL;
+            }
+            log_set_format(fmt);
+            break;
+        }
         case 'h':
             usage(stdout);
             exit(0);
@@ -434,6 +458,7 @@ run(struct tp_err *err)
     _cleanup_free_ char *agent = NULL, *sockdir = NULL, *data_dir = NULL, *cache_dir = NULL;
     _cleanup_close_ int lockfd = -EBADF, socklockfd = -EBADF, listenfd = -EBADF, sigfd = -EBADF;
     struct api_server *srv = NULL;
+    _cleanup_(api_metrics_http_stopp) struct api_metrics_http *metrics_http = NULL;
     struct sock_file sockfile;
     sigset_t mask;
     int r;
@@ -505,6 +530,12 @@ run(struct tp_err *err)
     if (r < 0)
         return tp_err_wrap(err, "start API server");
     listenfd = -EBADF; /* the server owns it now */
+    if (arg_metrics_listen) {
+        r = api_metrics_http_start(m, arg_metrics_listen, &metrics_http, err);
+        if (r < 0)
+            return r;
+        log_info("torpord: metrics on http://%s/metrics", arg_metrics_listen);
+    }
 
     log_info("torpord ready: socket %s, data dir %s", arg_socket, data_dir);
     if (arg_ready_fd >= 0) {

@@ -34,6 +34,9 @@ struct inst {
     /* Under the manager lock: a boot in progress and its VMM, which rm -f may cancel. */
     bool booting, boot_cancelled;
     int boot_pidfd;
+    /* Under lock: what the event stream was last told (observe.c). */
+    enum inst_state obs_state;
+    char obs_op[24];
 };
 
 struct inst_manager {

@@ -11,6 +11,7 @@
 #include "instance/console.h"
 #include "instance/console_index.h"
 #include "instance/manager-internal.h"
+#include "instance/observe.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/proc.h"
@@ -45,6 +46,7 @@ inst_table_add(struct inst_manager *m, struct inst_record *rec)
     memcpy(i->id, rec->id, sizeof(i->id));
     pthread_mutex_init(&i->lock, NULL);
     i->rec = rec;
+    i->obs_state = rec->state;
     inst_paths_init(&i->paths, m->data_dir, rec->id);
 
     pthread_mutex_lock(&m->lock);
@@ -227,6 +229,7 @@ inst_save(struct inst_manager *m, struct inst *i, struct tp_err *err)
     int r = store_update(m->store, i->rec, err);
     if (r < 0)
         return tp_err_wrap(err, "save instance '%s'", i->rec->name);
+    inst_obs_saved(i);
     manager_notify_change(m);
     return 0;
 }
@@ -319,6 +322,7 @@ inst_finish_op(struct inst_manager *m, struct inst *i, struct trace *t, const st
         log_error("instance=%s op=%s: %s", i->id, t->op, tp_err_msg(&serr));
     tp_err_clear(&serr);
 
+    inst_obs_op_end(i, t, err);
     line = trace_to_line(t);
     if (err && err->code)
         log_warn("instance=%s op=%s failed: %s [%s]", i->id, t->op, tp_err_msg(err), line);

@@ -2,6 +2,7 @@
 #include <errno.h>
 
 #include "instance/manager-internal.h"
+#include "instance/observe.h"
 #include "util/fs.h"
 
 int
@@ -53,6 +54,7 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
         inst_finish_op(m, i, &t, err);
         goto out;
     }
+    inst_obs_removed(i, &t);
     inst_table_remove(m, i);
     manager_notify_change(m);
 out:

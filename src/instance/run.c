@@ -9,6 +9,7 @@
 
 #include "image/image.h"
 #include "instance/manager-internal.h"
+#include "instance/observe.h"
 #include "util/fs.h"
 #include "util/timeutil.h"
 #include "util/xalloc.h"
@@ -206,6 +207,7 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     r = inst_acquire_id(m, id, &i);
     if (r < 0)
         return tp_err_set(err, r, "instance '%s' vanished", id);
+    inst_obs_op_start(i, "run");
     /* A Created record is a run in flight: a crash from here on is finished (its VMM adopted)
      * or undone by recovery. */
     inst_crashpoint(i, "run.recorded");
@@ -234,6 +236,7 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
 fail:
     /* A failed run leaves nothing: no VMM (inst_boot killed it), no files, no record. */
     trace_end(&t, false);
+    inst_obs_op_end(i, &t, err);
     inst_discard_new(m, i);
     return r;
 }

@@ -10,11 +10,25 @@ enum log_level {
     LOG_LVL_DEBUG,
 };
 
+enum log_format {
+    LOG_FORMAT_TEXT,
+    LOG_FORMAT_JSON, /* {"time":..,"level":..,"msg":..,"instance":..,"op":..} per line */
+    _LOG_FORMAT_MAX,
+    _LOG_FORMAT_INVALID = -22,
+};
+
 extern enum log_level log_max_level;
 
 void log_set_level(enum log_level l);
 /* Parse "error|warn|info|debug"; returns -EINVAL on anything else. */
 int log_parse_level(const char *s, enum log_level *ret);
+void log_set_format(enum log_format f);
+/* Parse "text|json"; returns -EINVAL on anything else. */
+int log_parse_format(const char *s, enum log_format *ret);
+/* One JSON log line (no newline) for a message: leading "instance=X" and "op=Y" words become
+ * fields and leave msg. Pure, for tests; caller frees. */
+char *log_json_line(const char *when, const char *level, const char *msg, const char *file,
+                    int line);
 /* Returns r (for `return log_error_errno(r, ...)`); r < 0 appends strerror(-r). */
 int log_emit(enum log_level l, int r, const char *file, int line, const char *fmt, ...)
     _printf_(5, 6);

@@ -55,6 +55,8 @@ struct exec_session {
     json_t *spawn_err;    /* then: the only frame to send */
     char *inst_id;
     bool tty;
+    uint64_t started_ms;
+    int end; /* for metrics: 0 after an exit frame, else why not */
     int sock;
     int stop_fd;  /* the server's: readable once it shuts down */
     int quit_efd; /* the output side tells the input thread to end */
@@ -311,10 +313,12 @@ output_loop(struct exec_session *s)
             log_warn("api: exec in instance %s: stream ended: %s", s->inst_id, tp_err_msg(&err));
             send_json(s, API_FRAME_ERROR,
                       api_exec_cut_error(s->m, s->inst_id, r, tp_err_msg(&err)));
+            s->end = r;
             return;
         }
         if (ev.type == AGENT_EV_EXIT) {
             send_json(s, API_FRAME_EXIT, json_pack("{s:i}", "exit_code", ev.exit_code));
+            s->end = 0;
             return;
         }
         r = ev.len ? send_frame(s, ev.type == AGENT_EV_STDOUT ? API_FRAME_STDOUT : API_FRAME_STDERR,
@@ -433,9 +437,11 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *e
     int fl = fcntl(sock, F_GETFL);
     if (fl >= 0)
         fcntl(sock, F_SETFL, fl & ~O_NONBLOCK);
+    s->end = -EPIPE;
     if (!s->x) {
         send_json(s, API_FRAME_ERROR, s->spawn_err);
         s->spawn_err = NULL;
+        s->end = -ENOENT;
     } else if (pthread_create(&input, NULL, input_main, s) != 0) {
         log_warn("api: exec session: cannot start its input thread");
         api_exec_hangup(s->x);
@@ -448,6 +454,7 @@ on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *e
         pthread_join(input, NULL);
     }
     registry_remove(s);
+    inst_obs_exec((double)(now_ms() - s->started_ms) / 1e3, s->end);
     shutdown(sock, SHUT_WR);
     api_server_stream_release(s->srv);
     session_unref(s);
@@ -468,6 +475,7 @@ api_exec_session_new(struct api_req *req, struct agent_exec *x, json_t *spawn_er
     for (size_t i = 0; i < sizeof(rnd); i++)
         snprintf(s->id + 2 * i, 3, "%02x", rnd[i]);
     s->spawn_err = spawn_err;
+    s->started_ms = now_ms();
     s->srv = api_req_server(req);
     s->m = req->m;
     s->x = x;

@@ -12,6 +12,7 @@
 #include "util/log.h"
 #include "util/macro.h"
 #include "util/sock.h"
+#include "util/timeutil.h"
 #include "util/xalloc.h"
 
 #define EXEC_FRAME_MAX    (1u << 20) /* split larger outputs into several frames */
@@ -25,7 +26,9 @@ struct exec_stream {
     char *inst_id;
     struct inst_manager *m;
     bool client_gone; /* left before the command ended: it gets hung up on */
-    uint8_t *buf;     /* encoded frames not yet handed to MHD */
+    uint64_t started_ms;
+    int end;      /* for metrics: 0 after an exit frame, else the failure */
+    uint8_t *buf; /* encoded frames not yet handed to MHD */
     size_t len, off;
     bool done; /* the last frame is in buf */
 };
@@ -111,6 +114,7 @@ stream_fill(struct exec_stream *st)
             stream_push_json(st, API_FRAME_ERROR,
                              api_exec_cut_error(st->m, st->inst_id, r, tp_err_msg(&err)));
             st->done = true;
+            st->end = r;
             return 0;
         }
         switch (ev.type) {
@@ -126,6 +130,7 @@ stream_fill(struct exec_stream *st)
         case AGENT_EV_EXIT:
             stream_push_json(st, API_FRAME_EXIT, json_pack("{s:i}", "exit_code", ev.exit_code));
             st->done = true;
+            st->end = 0;
             return 0;
         }
         free(ev.data);
@@ -161,6 +166,7 @@ exec_stream_free(void *cls)
      * (`torpor exec vm yes | head -1` must not leave `yes` spinning). */
     if (st->x && !st->done)
         api_exec_hangup(st->x); /* our poll or MHD's failed send found the client gone */
+    inst_obs_exec((double)(now_ms() - st->started_ms) / 1e3, st->end);
     agent_exec_free(st->x);
     free(st->buf);
     free(st->ref);
@@ -289,6 +295,8 @@ api_h_exec(struct api_req *req)
 
     st = xnew(struct exec_stream, 1);
     st->x = x;
+    st->started_ms = now_ms();
+    st->end = r < 0 ? r : -EPIPE; /* until an exit frame says otherwise */
     st->m = req->m;
     st->inst_id = xstrdup(rec->id);
     st->client_fd = api_req_client_fd(req);

@@ -136,3 +136,7 @@ int inst_stats(struct inst_manager *m, const char *ref, struct inst_stats *ret, 
  * (console_index.h; ret_idx may be NULL). Caller frees. */
 int inst_console_log(struct inst_manager *m, const char *ref, char **ret_path, char **ret_idx,
                      struct tp_err *err);
+
+/* Metrics of one exec as its stream ends: its duration, r < 0 when it did not end with an exit
+ * (it did not start, or the session was cut), counted by reason. */
+void inst_obs_exec(double seconds, int r);

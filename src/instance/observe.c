@@ -157,3 +157,20 @@ inst_obs_removed(struct inst *i, const struct trace *t)
     record_metrics(&done, true, 0);
     op_end(i, &done, true, NULL);
 }
+
+void
+inst_obs_exec(double seconds, int r)
+{
+    struct obs_registry *reg = obs_default();
+    char labels[OBS_LABELS_MAX];
+
+    inst_obs_declare();
+    obs_labels(labels, sizeof(labels), "op", "exec", "result", r >= 0 ? "ok" : "error", NULL);
+    obs_observe(reg, "torpor_operation_duration_seconds", labels, seconds);
+    if (r < 0) {
+        const char *reason = strerrorname_np(-r);
+        obs_labels(labels, sizeof(labels), "op", "exec", "reason", reason ? reason : "unknown",
+                   NULL);
+        obs_counter_add(reg, "torpor_operation_failures_total", labels, 1);
+    }
+}

@@ -118,6 +118,23 @@ class Metrics(harness.DaemonTest):
                                'torpor_api_requests_total{route="standby",status="409"}'), 1)
 
 
+    def test_exec_counted(self):
+        d = self.d
+        d.cli("run", "--name", "mx")
+        self.addCleanup(d.cli, "rm", "-f", "mx")
+        before = samples(scrape(d))
+        d.cli("exec", "mx", "true")                                  # attached session
+        d.request("POST", "/v1/instances/mx/exec", {"cmd": ["true"]})  # plain stream
+        d.cli("exec", "mx", "sh", "-c", "exit 3", check=False)       # an exit is an exec that ran
+        d.cli("exec", "mx", "/no/such/cmd", check=False)             # did not start
+        after = samples(scrape(d))
+        ok = 'torpor_operation_duration_seconds_count{op="exec",result="ok"}'
+        err = 'torpor_operation_duration_seconds_count{op="exec",result="error"}'
+        self.assertEqual(delta(before, after, ok), 3)
+        self.assertEqual(delta(before, after, err), 1)
+        self.assertEqual(delta(before, after,
+                               'torpor_operation_failures_total{op="exec",reason="ENOENT"}'), 1)
+
     def test_promtool_check(self):
         promtool = shutil.which("promtool")
         if not promtool:

@@ -88,6 +88,12 @@ void api_exec_session_req_done(struct exec_session *s);
  * instance stopped or is gone, 125 when the command may still run). */
 json_t *api_exec_cut_error(struct inst_manager *m, const char *inst_id, int r, const char *msg);
 
+/* The guest's own view of its memory, through the agent's meminfo built-in (h_stats.c): 0 with
+ * MemTotal and MemAvailable in bytes, < 0 when it cannot be had (no agent, not Running, no
+ * answer within timeout_ms). */
+int api_guest_memory(struct inst_manager *m, const char *id, int timeout_ms, uint64_t *total,
+                     uint64_t *avail);
+
 /* A boolean query parameter: absent -> false, bare "?key" -> true, else api_query_bool(). */
 int api_req_query_bool(struct api_req *req, const char *key, bool *ret, struct tp_err *err);
 

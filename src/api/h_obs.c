@@ -41,6 +41,9 @@ count_fds(void)
     return n - 3; /* ".", ".." and the directory's own fd */
 }
 
+/* A guest that does not answer quickly is left out of one scrape rather than slowing it. */
+#define SCRAPE_GUEST_MS 500
+
 /* The figures sampled at scrape time, into r. */
 static void
 sample_now(struct inst_manager *m, struct obs_registry *r)
@@ -53,6 +56,14 @@ sample_now(struct inst_manager *m, struct obs_registry *r)
     obs_declare(r, "torpor_instances", OBS_GAUGE, "Instances by state and hypervisor.", NULL, 0);
     obs_declare(r, "torpor_vmm_pss_bytes", OBS_GAUGE,
                 "Proportional set size of each running VMM process.", NULL, 0);
+    obs_declare(r, "torpor_vmm_rss_bytes", OBS_GAUGE, "Resident set size of each running VMM.",
+                NULL, 0);
+    obs_declare(r, "torpor_console_log_bytes", OBS_GAUGE,
+                "Size of each running instance's console log.", NULL, 0);
+    obs_declare(r, "torpor_guest_memory_used_bytes", OBS_GAUGE,
+                "Memory each Running guest has in use by its own account (MemTotal minus "
+                "MemAvailable, from its agent).",
+                NULL, 0);
     obs_declare(r, "torpor_daemon_cpu_seconds_total", OBS_COUNTER,
                 "CPU time torpord has used, user and system.", NULL, 0);
     obs_declare(r, "torpor_daemon_open_fds", OBS_GAUGE, "File descriptors torpord has open.", NULL,
@@ -77,6 +88,13 @@ sample_now(struct inst_manager *m, struct obs_registry *r)
             if (inst_stats(m, v[k]->id, &st, NULL) == 0) {
                 obs_labels(labels, sizeof(labels), "instance", v[k]->name, NULL);
                 obs_gauge_set(r, "torpor_vmm_pss_bytes", labels, (double)st.pss_bytes);
+                obs_gauge_set(r, "torpor_vmm_rss_bytes", labels, (double)st.rss_bytes);
+                obs_gauge_set(r, "torpor_console_log_bytes", labels, (double)st.console_bytes);
+                uint64_t total, avail;
+                if (v[k]->state == INST_RUNNING && v[k]->cfg.agent &&
+                    api_guest_memory(m, v[k]->id, SCRAPE_GUEST_MS, &total, &avail) == 0)
+                    obs_gauge_set(r, "torpor_guest_memory_used_bytes", labels,
+                                  (double)(total > avail ? total - avail : 0));
             }
         }
         inst_record_free(v[k]);

@@ -12,10 +12,9 @@
 
 #define GUEST_MEMINFO_MS 2000
 
-/* The guest's own view of its memory, through the agent's meminfo built-in: 0 with both
- * figures, or < 0 when it cannot be had (no agent, a guest that does not answer in time). */
-static int
-guest_memory(struct api_req *req, const char *id, uint64_t *total, uint64_t *avail)
+int
+api_guest_memory(struct inst_manager *m, const char *id, int timeout_ms, uint64_t *total,
+                 uint64_t *avail)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     char *argv[] = { (char *)"meminfo", NULL };
@@ -23,11 +22,11 @@ guest_memory(struct api_req *req, const char *id, uint64_t *total, uint64_t *ava
     struct agent_exec *x = NULL;
     char out[128];
     size_t len = 0;
-    int code = -1, r = inst_exec_start(req->m, id, &er, &x, &err);
+    int code = -1, r = inst_exec_start(m, id, &er, &x, &err);
 
     while (r >= 0 && code < 0) {
         struct agent_event ev = { 0 };
-        r = agent_exec_next(x, &ev, GUEST_MEMINFO_MS, &err);
+        r = agent_exec_next(x, &ev, timeout_ms, &err);
         if (r >= 0 && ev.type == AGENT_EV_EXIT)
             code = ev.exit_code;
         else if (r >= 0 && ev.type == AGENT_EV_STDOUT && len + ev.len < sizeof(out)) {
@@ -67,7 +66,8 @@ api_h_stats(struct api_req *req)
     if (!j)
         return api_reply_error(req, -ENOMEM, "build the stats reply");
     uint64_t total, avail;
-    if (st.state == INST_RUNNING && guest_memory(req, st.id, &total, &avail) == 0) {
+    if (st.state == INST_RUNNING &&
+        api_guest_memory(req->m, st.id, GUEST_MEMINFO_MS, &total, &avail) == 0) {
         json_object_set_new(j, "guest_memory_total_bytes", json_integer((json_int_t)total));
         json_object_set_new(j, "guest_memory_used_bytes",
                             json_integer((json_int_t)(total > avail ? total - avail : 0)));

@@ -106,6 +106,12 @@ class Metrics(harness.DaemonTest):
         self.assertEqual(after['torpor_instances{hypervisor="qemu",state="running"}'], 1)
         self.assertEqual(after['torpor_instances{hypervisor="qemu",state="standby"}'], 0)
         self.assertGreater(after['torpor_vmm_pss_bytes{instance="m1"}'], 0)
+        self.assertGreaterEqual(after['torpor_vmm_rss_bytes{instance="m1"}'],
+                                after['torpor_vmm_pss_bytes{instance="m1"}'])
+        self.assertGreater(after['torpor_console_log_bytes{instance="m1"}'], 0)
+        # The guest's own account: some tens of MiB in use, below its 256 MiB.
+        self.assertGreater(after['torpor_guest_memory_used_bytes{instance="m1"}'], 4 << 20)
+        self.assertLess(after['torpor_guest_memory_used_bytes{instance="m1"}'], 256 << 20)
         self.assertGreater(after["torpor_daemon_open_fds"], 0)
         self.assertGreater(after["torpor_daemon_cpu_seconds_total"], 0)
         del written

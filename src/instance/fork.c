@@ -565,6 +565,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         c->standby = q->standby;
         c->wait_identity = !q->no_wait;
         trace_begin(&c->t, "fork");
+        snprintf(c->t.metrics_op, sizeof(c->t.metrics_op), "fork_child");
         r = child_create(m, src, j.children[made], names[made], man.ram_in_state ? NULL : j.tid,
                          q->standby, &c->i, err);
         if (r < 0) {

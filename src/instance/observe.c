@@ -104,17 +104,18 @@ record_metrics(const struct trace *t, bool ok, int code)
 {
     struct obs_registry *r = obs_default();
     char labels[OBS_LABELS_MAX];
+    const char *op = t->metrics_op[0] ? t->metrics_op : t->op;
 
     inst_obs_declare();
-    obs_labels(labels, sizeof(labels), "op", t->op, "result", ok ? "ok" : "error", NULL);
+    obs_labels(labels, sizeof(labels), "op", op, "result", ok ? "ok" : "error", NULL);
     obs_observe(r, "torpor_operation_duration_seconds", labels, t->total_ms / 1e3);
     for (unsigned k = 0; k < t->n; k++) {
-        obs_labels(labels, sizeof(labels), "op", t->op, "phase", t->phases[k].name, NULL);
+        obs_labels(labels, sizeof(labels), "op", op, "phase", t->phases[k].name, NULL);
         obs_observe(r, "torpor_operation_phase_seconds", labels, t->phases[k].ms / 1e3);
     }
     if (!ok) {
         const char *reason = strerrorname_np(-code);
-        obs_labels(labels, sizeof(labels), "op", t->op, "reason", reason ? reason : "unknown",
+        obs_labels(labels, sizeof(labels), "op", op, "reason", reason ? reason : "unknown",
                    NULL);
         obs_counter_add(r, "torpor_operation_failures_total", labels, 1);
     }

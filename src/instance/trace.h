@@ -28,6 +28,9 @@ struct trace {
     unsigned n_counters;
     bool ok;
     double total_ms;
+    /* Metrics count it under this name instead of op (a fork child's own trace: op "fork" in
+     * inspect, "fork_child" in metrics, so one fork counts once). "" = op. */
+    char metrics_op[24];
 };
 
 void trace_begin(struct trace *t, const char *op);

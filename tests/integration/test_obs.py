@@ -116,6 +116,16 @@ class Metrics(harness.DaemonTest):
         self.assertGreater(after["torpor_daemon_cpu_seconds_total"], 0)
         del written
 
+        # A fork of the Running source: one fork operation, one child more running.
+        st, body = d.request("POST", "/v1/instances/m1/fork", {"name": "m1-child"})
+        self.assertEqual(st, 201, body)
+        self.addCleanup(d.cli, "rm", "-f", "m1-child")
+        forked = samples(scrape(d))
+        self.assertEqual(delta(after, forked,
+                               'torpor_operation_duration_seconds_count{op="fork",result="ok"}'), 1)
+        self.assertGreater(forked['torpor_vmm_pss_bytes{instance="m1-child"}'], 0)
+        after = forked
+
         # A failure is counted by reason: standby of a standby instance is a conflict.
         self.assertEqual(d.op("m1", "standby")[0], 200)
         self.assertEqual(d.op("m1", "standby")[0], 409)

@@ -115,8 +115,7 @@ record_metrics(const struct trace *t, bool ok, int code)
     }
     if (!ok) {
         const char *reason = strerrorname_np(-code);
-        obs_labels(labels, sizeof(labels), "op", op, "reason", reason ? reason : "unknown",
-                   NULL);
+        obs_labels(labels, sizeof(labels), "op", op, "reason", reason ? reason : "unknown", NULL);
         obs_counter_add(r, "torpor_operation_failures_total", labels, 1);
     }
     int64_t v = trace_count(t, "memory_written_bytes");

@@ -152,6 +152,7 @@ inst_drop_vmm(struct inst *i)
 {
     i->agent = agent_conn_free(i->agent);
     i->vm = hv_vm_release(i->vm);
+    i->record_working_set = false;
 }
 
 int

@@ -472,6 +472,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     _cleanup_free_ char *tdir = NULL;
     struct fork_journal j = { 0 };
     struct child *kids = NULL;
+    struct snap_prefetch *pf = NULL;
     struct inst *src;
     struct trace t;
     bool templated, source_moved = false, source_restored = false, gc = false;
@@ -548,6 +549,10 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         goto done;
     }
     j.ram_in_state = man.ram_in_state;
+    /* Children of a Standby source load its snapshot (the template links the same memory file):
+     * its working set, read in while they start, is theirs. */
+    if (!j.was_running && !man.ram_in_state && !q->standby)
+        pf = inst_prefetch_start(src, src->paths.snap_latest);
     r = journal_save(m, src, &j, FORK_BEGUN, err);
     if (r < 0) {
         pthread_mutex_unlock(&m->template_lock);
@@ -699,6 +704,7 @@ done:
     manager_template_unpin(m, j.tid);
     if (templated)
         manager_template_unpin(m, j.old_tid);
+    inst_prefetch_finish(src, pf, &t);
     inst_finish_op(m, src, &t, r < 0 ? err : NULL);
 out:
     inst_release(m, src);

@@ -29,8 +29,11 @@ struct inst {
     char *api_sock;   /* the driver's control socket in the instance dir (last spec) */
     char *agent_sock; /* the host end of the agent channel (last spec) */
     struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
-    bool removed;             /* under lock */
-    unsigned refs;            /* under manager lock */
+    /* Under lock: the VMM was started by a restore, so its next standby records the pages its
+     * guest touched since (the working set the restore after it prefetches). */
+    bool record_working_set;
+    bool removed;  /* under lock */
+    unsigned refs; /* under manager lock */
     /* Under the manager lock: a boot in progress and its VMM, which rm -f may cancel. */
     bool booting, boot_cancelled;
     int boot_pidfd;
@@ -137,6 +140,12 @@ int inst_kill_recorded_vmm(struct inst *i, struct tp_err *err);
 void inst_kill_vmm(struct inst *i);
 /* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
 void inst_drop_vmm(struct inst *i);
+/* Start reading the working set recorded in snap_dir into the page cache (restore.c); NULL when
+ * there is none to use (missing, stale or corrupt: logged at debug). */
+struct snap_prefetch *inst_prefetch_start(struct inst *i, const char *snap_dir);
+/* Wait for it and trace it: a "prefetch" span with prefetch_bytes and prefetch_ranges.
+ * NULL-safe. */
+void inst_prefetch_finish(struct inst *i, struct snap_prefetch *p, struct trace *t);
 
 /* Fault injection (tests only; see util/failpoint.h): "error" fails with -EIO, "kill-vmm" kills
  * i's VMM and waits until it is gone, then lets the step run into that, "crash-daemon" kills

@@ -11,6 +11,7 @@
 
 #include "instance/manager-internal.h"
 #include "snapshot/snapshot.h"
+#include "snapshot/workingset.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/log.h"
@@ -76,6 +77,37 @@ trace_vmm_counters(struct trace *t, pid_t pid)
             trace_counter(t, "vmm_read_bytes", (int64_t)read_bytes);
 }
 
+struct snap_prefetch *
+inst_prefetch_start(struct inst *i, const char *snap_dir)
+{
+    _cleanup_(snap_ws_freep) struct snap_ws *ws = NULL;
+    _cleanup_free_ char *memory = fs_path_join(snap_dir, HV_SNAP_MEMORY);
+    struct snap_prefetch *p = NULL;
+    struct tp_err e = { 0 };
+
+    /* Advisory: without a usable working set the guest faults its memory in as before. */
+    if (snap_ws_load(snap_dir, &ws, &e) < 0 ||
+        snap_prefetch_start(memory, TAKE_PTR(ws), &p, &e) < 0)
+        log_debug("instance=%s: no working set prefetch: %s", i->id, tp_err_msg(&e));
+    tp_err_clear(&e);
+    return p;
+}
+
+void
+inst_prefetch_finish(struct inst *i, struct snap_prefetch *p, struct trace *t)
+{
+    struct snap_prefetch_stats s;
+
+    if (!p)
+        return;
+    snap_prefetch_join(p, &s);
+    trace_span(t, "prefetch", s.ms);
+    trace_counter(t, "prefetch_bytes", (int64_t)s.bytes);
+    trace_counter(t, "prefetch_ranges", (int64_t)s.ranges);
+    if (s.error < 0)
+        log_debug("instance=%s: working set prefetch: %s", i->id, strerror(-s.error));
+}
+
 int
 inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
 {
@@ -85,6 +117,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     struct hv_vm_spec spec;
     struct trace t;
     struct inst *i;
+    struct snap_prefetch *pf = NULL;
     bool resumed = false;
     _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
     int r = inst_acquire(m, ref, &i, err);
@@ -129,6 +162,9 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     r = inst_cmdline(i, &i->cmdline, err);
     if (r < 0)
         goto done;
+    /* The guest's working set, read in while its VMM starts: its first faults hit the cache. */
+    if (!man.ram_in_state)
+        pf = inst_prefetch_start(i, i->paths.snap_latest);
     trace_phase(&t, "prepare");
 
     struct marks mk = { .t = &t, .m = m, .i = i, .drv = drv };
@@ -150,6 +186,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
         goto done;
     }
     monitor_watch(m->mon, i->id, i->vm);
+    i->record_working_set = true;
     inst_crashpoint(i, "restore.loaded");
     if (!resumed) {
         r = hv_resume(i->vm, err);
@@ -197,6 +234,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     if (deep)
         trace_vmm_counters(&t, i->vm->pid);
 done:
+    inst_prefetch_finish(i, pf, &t);
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);
     if (r >= 0)
         *ret = inst_record_dup(i->rec);

@@ -6,6 +6,8 @@
 
 #include "instance/manager-internal.h"
 #include "snapshot/snapshot.h"
+#include "snapshot/workingset.h"
+#include "util/cleanup.h"
 #include "util/log.h"
 #include "util/timeutil.h"
 #include "util/xalloc.h"
@@ -82,6 +84,25 @@ take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *
     return 0;
 }
 
+/* The pages of the memory image the guest touched since its restore, read from its VMM's page
+ * tables while it still holds them (the page cache would also show what a prefetch read): the
+ * next restore reads them in first. Advisory: a failure only costs that. */
+static void
+record_working_set(struct inst *i, struct trace *t)
+{
+    _cleanup_(snap_ws_freep) struct snap_ws *ws = NULL;
+    struct tp_err e = { 0 };
+
+    if (snap_ws_from_process(i->vm->pid, i->paths.snap_latest, &ws, &e) < 0 ||
+        snap_ws_save(i->paths.snap_latest, ws, &e) < 0) {
+        log_debug("instance=%s op=standby: no working set recorded: %s", i->id, tp_err_msg(&e));
+        tp_err_clear(&e);
+        return;
+    }
+    trace_counter(t, "working_set_bytes", (int64_t)ws->bytes);
+    trace_counter(t, "working_set_ranges", (int64_t)ws->n);
+}
+
 int
 inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, struct tp_err *err)
 {
@@ -140,6 +161,12 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
 
     /* The snapshot is durable: from here on the instance ends in Standby whatever happens. */
     inst_crashpoint(i, "standby.committed");
+    /* A template-backed guest's memory travelled in its state: there is no image to read in. */
+    if (i->record_working_set && !templated) {
+        record_working_set(i, &t);
+        trace_phase(&t, "record_working_set");
+        inst_crashpoint(i, "standby.working_set");
+    }
     i->agent = agent_conn_free(i->agent);
     inst_failpoint(i, "standby.shutdown", NULL);
     if (hv_has_cap(drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN)) {

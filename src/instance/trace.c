@@ -30,6 +30,16 @@ trace_phase(struct trace *t, const char *name)
 }
 
 void
+trace_span(struct trace *t, const char *name, double ms)
+{
+    if (t->n < TRACE_MAX_PHASES) {
+        struct trace_phase *p = &t->phases[t->n++];
+        snprintf(p->name, sizeof(p->name), "%s", name);
+        p->ms = ms;
+    }
+}
+
+void
 trace_counter(struct trace *t, const char *name, int64_t value)
 {
     for (unsigned k = 0; k < t->n_counters; k++)

@@ -36,6 +36,9 @@ struct trace {
 void trace_begin(struct trace *t, const char *op);
 /* Close the current phase: everything since the previous mark is charged to name. */
 void trace_phase(struct trace *t, const char *name);
+/* A phase that ran alongside the others (a worker's): recorded with its own duration, without
+ * closing the current phase. Its ms overlap the sequential phases, so they do not add up. */
+void trace_span(struct trace *t, const char *name, double ms);
 /* Record a named fact (e.g. bytes written); later values of the same name replace earlier. */
 void trace_counter(struct trace *t, const char *name, int64_t value);
 void trace_end(struct trace *t, bool ok);

@@ -313,8 +313,7 @@ struct vma {
 
 /* The mappings of the image (by device and inode) in pid's address space. */
 static int
-find_mappings(pid_t pid, const struct stat *st, struct vma **ret, size_t *ret_n,
-              struct tp_err *err)
+find_mappings(pid_t pid, const struct stat *st, struct vma **ret, size_t *ret_n, struct tp_err *err)
 {
     char path[64];
     _cleanup_free_ char *line = NULL;
@@ -377,8 +376,8 @@ snap_ws_from_process(pid_t pid, const char *dir, struct snap_ws **ret, struct tp
             uint64_t want = (vmas[k].end - va) / page;
             if (want > PAGEMAP_BATCH)
                 want = PAGEMAP_BATCH;
-            ssize_t got = pread(fd, entries, want * sizeof(uint64_t),
-                                (off_t)(va / page * sizeof(uint64_t)));
+            ssize_t got =
+                pread(fd, entries, want * sizeof(uint64_t), (off_t)(va / page * sizeof(uint64_t)));
             if (got < 0 && errno == EINTR)
                 continue;
             if (got <= 0)

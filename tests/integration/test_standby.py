@@ -39,7 +39,10 @@ class StandbyRestore(harness.DaemonTest):
             self.assertTrue(os.path.isdir(os.path.join(inst_dir, "snapshots/snapshot-latest")))
             self.assertFalse(os.path.exists(os.path.join(inst_dir, "snapshots/snapshot-base")))
             names = [p["name"] for p in inst["last_operation"]["phases"]]
-            self.assertEqual(names, ["pause_vm", "create_snapshot", "shutdown_vmm", "release_memory"])
+            # A restored VMM's standby records the guest's working set; a booted one's does not.
+            self.assertEqual(names, ["pause_vm", "create_snapshot"]
+                             + (["record_working_set"] if cycle else [])
+                             + ["shutdown_vmm", "release_memory"])
             c = inst["last_operation"]["counters"]
             self.assertEqual(c["diff"], 0 if cycle == 0 else 1)
             written.append(c["memory_written_bytes"])
@@ -49,7 +52,9 @@ class StandbyRestore(harness.DaemonTest):
             self.assertEqual(st, 200, inst)
             self.assertEqual(inst["state"], "Running")
             names = [p["name"] for p in inst["last_operation"]["phases"]]
-            self.assertEqual(names, ["prepare", "start_process", "load_snapshot", "wait_agent"])
+            # From the second cycle on there is a working set to read in while the VMM starts.
+            self.assertEqual(names, ["prepare", "start_process", "load_snapshot", "wait_agent"]
+                             + (["prefetch"] if cycle else []))
             # Resumed during the load: no separate resume phase; latest became the hidden base.
             self.assertFalse(os.path.exists(os.path.join(inst_dir, "snapshots/snapshot-latest")))
             self.assertTrue(os.path.isdir(os.path.join(inst_dir, "snapshots/snapshot-base")))
@@ -78,6 +83,72 @@ class StandbyRestore(harness.DaemonTest):
         host = int(subprocess.run(["date", "+%s"], capture_output=True, text=True).stdout)
         self.assertLessEqual(abs(int(guest(d, "keep", "date +%s")) - host), 2)
         d.cli("rm", "-f", "keep")
+
+    def test_working_set_prefetch(self):
+        """standby → restore → exec → standby records what the guest touched; the next restore
+        reads it in (phase prefetch); a corrupt, truncated or stale file is ignored."""
+        d = self.d
+        mem = 256 * MiB
+        d.cli("run", "--name", "ws", "--memory", "256")
+        latest = os.path.join(d.inst_dir("ws"), "snapshots/snapshot-latest")
+        wsfile = os.path.join(latest, "workingset")
+
+        def restore(prefetch):
+            st, inst = d.op("ws", "restore")
+            self.assertEqual(st, 200, inst)
+            self.assertEqual(inst["state"], "Running")
+            op = inst["last_operation"]
+            names = [p["name"] for p in op["phases"]]
+            self.assertEqual("prefetch" in names, prefetch, names)
+            self.assertEqual("prefetch_bytes" in op["counters"], prefetch, op["counters"])
+            return op["counters"].get("prefetch_bytes", 0), op["counters"]
+
+        d.op("ws", "standby")  # a booted VMM: nothing recorded
+        self.assertFalse(os.path.exists(wsfile))
+        restore(False)
+        # The guest touches 32 MiB of fresh memory after its restore.
+        guest(d, "ws", "dd if=/dev/zero of=/run/ws bs=1048576 count=32 2>/dev/null")
+        st, inst = d.op("ws", "standby")
+        self.assertEqual(st, 200, inst)
+        c = inst["last_operation"]["counters"]
+        self.assertGreaterEqual(c["working_set_bytes"], 32 * MiB)
+        self.assertLessEqual(c["working_set_bytes"], mem)
+        self.assertGreater(c["working_set_ranges"], 0)
+        self.assertTrue(os.path.exists(wsfile))
+        recorded = c["working_set_bytes"]
+        got, c = restore(True)
+        self.assertGreater(got, 0)
+        self.assertLessEqual(got, mem)
+        self.assertEqual(got, recorded)
+        self.assertEqual(c["prefetch_ranges"], inst["last_operation"]["counters"]["working_set_ranges"])
+        _, shown = d.request("GET", "/v1/instances/ws")  # what inspect shows
+        self.assertIn("prefetch", [p["name"] for p in shown["last_operation"]["phases"]])
+        self.assertEqual(guest(d, "ws", "wc -c < /run/ws").strip(), str(32 * MiB))
+
+        # Damaged files: the restore succeeds without a prefetch.
+        for damage in ("corrupt", "truncated", "stale"):
+            with self.subTest(damage=damage):
+                st, inst = d.op("ws", "standby")
+                self.assertEqual(st, 200, inst)
+                if damage == "corrupt":
+                    with open(wsfile, "r+b") as f:
+                        f.seek(70)
+                        b = f.read(1)
+                        f.seek(70)
+                        f.write(bytes([b[0] ^ 0xff]))
+                elif damage == "truncated":
+                    os.truncate(wsfile, 40)
+                else:  # from an earlier standby: it names the memory image as it was then
+                    with open(wsfile, "rb") as f:
+                        old = f.read()
+                    d.op("ws", "restore")
+                    guest(d, "ws", "echo more > /run/more")
+                    d.op("ws", "standby")
+                    with open(wsfile, "wb") as f:
+                        f.write(old)
+                restore(False)
+                self.assertEqual(guest(d, "ws", "wc -c < /run/ws").strip(), str(32 * MiB))
+        d.cli("rm", "-f", "ws")
 
     def test_wrong_states_and_stop(self):
         d = self.d

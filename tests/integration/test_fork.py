@@ -90,16 +90,26 @@ class Fork(harness.DaemonTest):
         d = self.d
         d.cli("run", "--name", "sb")
         guest(d, "sb", "echo in-standby > /run/token")
+        # Once restored, its standby records the guest's working set.
+        d.op("sb", "standby")
+        d.op("sb", "restore")
         d.op("sb", "standby")
         st, out = fork(d, "sb", count=2, prefix="kid")
         self.assertEqual(st, 201, out)
         self.assertEqual([i["name"] for i in out["instances"]], ["kid-1", "kid-2"])
         st, s = d.request("GET", "/v1/instances/sb")
         self.assertEqual(s["state"], "Standby")  # the source stays in Standby
+        # The children load the source's snapshot: its working set was read in while they
+        # started (their template links the same memory file).
+        self.assertIn("prefetch", [p["name"] for p in s["last_operation"]["phases"]])
+        self.assertGreater(s["last_operation"]["counters"]["prefetch_bytes"], 0)
         for n in ("kid-1", "kid-2"):
             self.assertEqual(guest(d, n, "cat /run/token"), "in-standby\n")
         guest(d, "kid-1", "echo mine > /run/token")
-        self.assertEqual(d.op("sb", "restore")[0], 200)
+        st, inst = d.op("sb", "restore")
+        self.assertEqual(st, 200, inst)
+        # Children map the template privately: the image and so its working set are unchanged.
+        self.assertIn("prefetch", [p["name"] for p in inst["last_operation"]["phases"]])
         self.assertEqual(guest(d, "sb", "cat /run/token; hostname"), "in-standby\nsb\n")
         self.assertEqual(guest(d, "kid-2", "cat /run/token"), "in-standby\n")
         # Children left in Standby come up on restore.

@@ -2,7 +2,8 @@
  *   snapshot-latest/  exists only while the instance is in Standby: what restore loads;
  *   snapshot-base/    the hidden retained base (hypervisors with snapshot_base_reuse) that the
  *                     next standby promotes to latest and updates with only what changed.
- * Each holds "state", "memory" and "manifest.json". This module moves them between roles,
+ * Each holds "state", "memory" and "manifest.json" (and, once a restored guest went back to
+ * Standby, "workingset": workingset.h). This module moves them between roles,
  * makes them durable and gives their memory back to the host; it knows no hypervisor. */
 #pragma once
 

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -203,6 +204,33 @@ class PortsTest(unittest.TestCase):
         self.assertEqual(self.get("127.0.0.1", 7070), "hello-from-half\n")
         self.d.cli("rm", "-f", "half")
         self.assertEqual(self.elements("10.88.0.3"), [])
+
+    def test_5b_crash_between_steps(self):
+        # torpord dies with the ports published and no VMM yet: the restart removes the run
+        # and rebuilds the maps without them.
+        with open(self.fp, "w") as f:
+            f.write("net.rules=crash-daemon")
+        t = threading.Thread(target=self._send_quietly, args=(
+            {"name": "crash", "ports": [{"host_port": 7171, "guest_port": 80}]},))
+        t.start()
+        rc = self.d.proc.wait(timeout=120)
+        t.join(timeout=60)
+        self.d.log.close()
+        with open(self.fp, "w") as f:
+            f.write("")
+        self.assertEqual(rc, -9, self.d.read_log())
+        self.assertIn("7171", self.table())  # published by the dead daemon
+        self.start()
+        self.assertEqual(self.d.request("GET", "/v1/instances/crash")[0], 404)
+        self.assertNotIn("7171", self.table())
+        self.assertEqual(self.elements("10.88.0.3"), [])
+        self.assertEqual(self.get("127.0.0.1", 8080), "hello-from-web\n")
+
+    def _send_quietly(self, body):
+        try:
+            self.d.request("POST", "/v1/instances", body)
+        except Exception:
+            pass  # the connection dies with the daemon
 
     def test_6_isolation(self):
         # web and iso are isolated: no layer 2 between them, the gateway for both.

@@ -295,6 +295,102 @@ check_network(const char *key, const char *s, struct tp_err *err)
 }
 
 static int
+check_network_mode(const char *key, const char *s, struct tp_err *err)
+{
+    if (!streq(s, "isolated") && !streq(s, "shared"))
+        return tp_err_set(err, -EINVAL,
+                          "field '%s' must be \"isolated\" or \"shared\", got '%.64s'", key, s);
+    return 0;
+}
+
+/* One element of "ports": {"host_ip"?, "host_port", "guest_port", "proto"?}; host_ip defaults
+ * to 127.0.0.1 and proto to tcp (null too), the ports are required. */
+static int
+get_port(size_t idx, const json_t *o, struct net_port *ret, struct tp_err *err)
+{
+    struct net_port p = { .host_ip = NET_PORT_HOST_IP_DEF, .proto = NET_PROTO_TCP };
+    bool have_host = false, have_guest = false;
+    char key[32];
+    const char *k;
+    json_t *v;
+    int r;
+
+    if (!json_is_object(o))
+        return tp_err_set(err, -EINVAL, "field 'ports[%zu]' must be an object, got %s", idx,
+                          json_type_name(o));
+    json_object_foreach((json_t *)o, k, v)
+    {
+        uint32_t n;
+        snprintf(key, sizeof(key), "ports[%zu].%.12s", idx, k);
+        if (streq(k, "host_port") || streq(k, "guest_port")) {
+            r = get_u32_range(key, v, 1, 65535, &n, err);
+            if (r < 0)
+                return r;
+            if (streq(k, "host_port")) {
+                p.host_port = (uint16_t)n;
+                have_host = true;
+            } else {
+                p.guest_port = (uint16_t)n;
+                have_guest = true;
+            }
+        } else if (streq(k, "host_ip")) {
+            if (json_is_null(v))
+                continue;
+            r = want_type(key, v, JSON_STRING, "a string", err);
+            if (r < 0)
+                return r;
+            if (net_ip_parse(json_string_value(v), &p.host_ip) < 0)
+                return tp_err_set(err, -EINVAL, "field '%s' must be an IPv4 address, got '%.64s'",
+                                  key, json_string_value(v));
+        } else if (streq(k, "proto")) {
+            if (json_is_null(v))
+                continue;
+            r = want_type(key, v, JSON_STRING, "a string", err);
+            if (r < 0)
+                return r;
+            p.proto = net_proto_from_string(json_string_value(v));
+            if (p.proto < 0)
+                return tp_err_set(err, -EINVAL,
+                                  "field '%s' must be \"tcp\" or \"udp\", got '%.64s'", key,
+                                  json_string_value(v));
+        } else
+            return tp_err_set(err, -EINVAL, "unknown field 'ports[%zu].%.64s'", idx, k);
+    }
+    if (!have_host || !have_guest)
+        return tp_err_set(err, -EINVAL, "field 'ports[%zu]' needs '%s'", idx,
+                          have_host ? "guest_port" : "host_port");
+    *ret = p;
+    return 0;
+}
+
+static int
+get_ports(const char *key, const json_t *v, struct net_port **ret, size_t *ret_n,
+          struct tp_err *err)
+{
+    _cleanup_free_ struct net_port *out = NULL;
+    int r = want_type(key, v, JSON_ARRAY, "an array", err);
+    if (r < 0)
+        return r;
+    size_t n = json_array_size(v);
+    if (n > NET_PORTS_MAX)
+        return tp_err_set(err, -EINVAL, "field '%s' has %zu entries: at most %d", key, n,
+                          NET_PORTS_MAX);
+    out = xnew(struct net_port, n ? n : 1);
+    for (size_t i = 0; i < n; i++) {
+        r = get_port(i, json_array_get(v, i), &out[i], err);
+        if (r < 0)
+            return r;
+    }
+    r = net_ports_check(out, n, err);
+    if (r < 0)
+        return r;
+    free(*ret);
+    *ret = TAKE_PTR(out);
+    *ret_n = n;
+    return 0;
+}
+
+static int
 check_accel(const char *key, const char *s, struct tp_err *err)
 {
     if (!streq(s, "kvm") && !streq(s, "tcg"))
@@ -314,6 +410,8 @@ api_create_body_clear(struct api_create_body *b)
     free(b->rootfs);
     free(b->accel);
     free(b->network);
+    free(b->network_mode);
+    free(b->ports);
     strv_free(b->cmd);
     *b = (struct api_create_body){ 0 };
 }
@@ -328,6 +426,9 @@ create_body_link(struct api_create_body *b)
     b->req.rootfs = b->rootfs;
     b->req.accel = b->accel;
     b->req.network = b->network;
+    b->req.network_mode = b->network_mode;
+    b->req.ports = b->ports;
+    b->req.n_ports = b->n_ports;
     b->req.cmd = b->cmd;
 }
 
@@ -361,6 +462,10 @@ create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_string(key, v, check_accel, &b->accel, err);
     if (streq(key, "network"))
         return get_string(key, v, check_network, &b->network, err);
+    if (streq(key, "network_mode"))
+        return get_string(key, v, check_network_mode, &b->network_mode, err);
+    if (streq(key, "ports"))
+        return get_ports(key, v, &b->ports, &b->n_ports, err);
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
@@ -369,9 +474,11 @@ api_parse_create(const char *data, size_t len, struct api_create_body *ret, stru
 {
     /* null = the field's default, so an instance object's nulls can be sent back. */
     static const struct body_field fields[] = {
-        { "name", true },     { "memory_mib", true }, { "vcpus", true },    { "hypervisor", true },
-        { "kernel", true },   { "initrd", true },     { "rootfs", true },   { "cmd", true },
-        { "no_agent", true }, { "accel", true },      { "disk_mib", true }, { "network", true },
+        { "name", true },         { "memory_mib", true }, { "vcpus", true },
+        { "hypervisor", true },   { "kernel", true },     { "initrd", true },
+        { "rootfs", true },       { "cmd", true },        { "no_agent", true },
+        { "accel", true },        { "disk_mib", true },   { "network", true },
+        { "network_mode", true }, { "ports", true },
     };
     struct api_create_body b = { 0 };
     int r = parse_fields(data, len, fields, ELEMENTSOF(fields), create_field, &b, err);
@@ -639,9 +746,29 @@ last_op_or_null(const char *text)
     return j;
 }
 
-/* {ip, prefix, mac, gateway, tap}, or null without a network. */
+/* [{host_ip, host_port, guest_port, proto}], [] when none. */
 static json_t *
-network_or_null(const struct inst_net *net)
+ports_json(const struct net_port *v, size_t n)
+{
+    json_t *a = jcheck(json_array());
+
+    for (size_t k = 0; k < n; k++) {
+        char ip[NET_IP_LEN];
+        const char *proto = net_proto_to_string(v[k].proto);
+        json_t *o = jcheck(json_object());
+        net_ip_format(v[k].host_ip, ip);
+        jset(o, "host_ip", json_string(ip));
+        jset(o, "host_port", json_integer(v[k].host_port));
+        jset(o, "guest_port", json_integer(v[k].guest_port));
+        jset(o, "proto", json_string(proto ? proto : "tcp"));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+/* {ip, prefix, mac, gateway, tap, mode}, or null without a network. */
+static json_t *
+network_or_null(const struct inst_net *net, bool shared)
 {
     char ip[NET_IP_LEN], gw[NET_IP_LEN], mac[NET_MAC_LEN], tap[IFNAMSIZ];
 
@@ -659,6 +786,7 @@ network_or_null(const struct inst_net *net)
     jset(o, "gateway", json_string(gw));
     jset(o, "mac", json_string(mac));
     jset(o, "tap", json_string(tap));
+    jset(o, "mode", json_string(shared ? "shared" : "isolated"));
     return o;
 }
 
@@ -686,7 +814,8 @@ api_record_to_json(const struct inst_record *r)
     jset(o, "last_operation", last_op_or_null(r->last_op));
     jset(o, "last_error", jstr_or_null(r->last_error));
     jset(o, "exit_code", r->state == INST_STOPPED ? json_integer(r->exit_code) : json_null());
-    jset(o, "network", network_or_null(&r->net));
+    jset(o, "network", network_or_null(&r->net, r->cfg.net_shared));
+    jset(o, "ports", ports_json(r->ports, r->n_ports));
     return o;
 }
 

@@ -34,6 +34,9 @@ struct api_create_body {
     char *rootfs;
     char *accel;
     char *network;
+    char *network_mode;
+    struct net_port *ports;
+    size_t n_ports;
     char **cmd;
 };
 void api_create_body_clear(struct api_create_body *b);

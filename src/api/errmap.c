@@ -27,6 +27,7 @@ static const struct {
     { EUSERS, { 503, "unavailable" } },        /* every stream slot is taken */
     { ESHUTDOWN, { 503, "unavailable" } },     /* torpord is shutting down */
     { EADDRNOTAVAIL, { 503, "unavailable" } }, /* the guest subnet has no free address */
+    { EADDRINUSE, { 409, "conflict" } },       /* a host port another process has bound */
 };
 
 struct api_status

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "net/net.h"
 #include "util/err.h"
 
 #define CLI_DEFAULT_SOCKET "/run/torpor/torpor.sock"
@@ -98,7 +99,7 @@ enum cli_operands {
     CLI_OPERANDS_NAME_CMD, /* NAME CMD [ARG...]: likewise (docker exec) */
 };
 
-#define CLI_FLAGS_MAX 16
+#define CLI_FLAGS_MAX 24
 
 /* --trace of the verbs whose reply carries a last_operation worth showing. */
 #define CLI_FLAG_TRACE                                                      \
@@ -181,11 +182,14 @@ struct run_opts {
     uint32_t memory_mib; /* 0 = the daemon's default; likewise vcpus and disk_mib */
     uint32_t vcpus;
     char *hypervisor;
-    char *kernel;  /* absolute */
-    char *initrd;  /* absolute */
-    char *rootfs;  /* absolute */
-    char *accel;   /* "kvm" or "tcg" */
-    char *network; /* "default" | "none"; NULL: torpord decides */
+    char *kernel;           /* absolute */
+    char *initrd;           /* absolute */
+    char *rootfs;           /* absolute */
+    char *accel;            /* "kvm" or "tcg" */
+    char *network;          /* "default" | "none"; NULL: torpord decides */
+    char *network_mode;     /* "isolated" | "shared"; NULL: torpord's default (isolated) */
+    struct net_port *ports; /* -p, in order; owned */
+    size_t n_ports;
     uint32_t disk_mib;
     bool no_agent;
     bool trace;
@@ -352,6 +356,12 @@ int cli_verb_wait(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_stats(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_events(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_completion(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_port(const struct cli_ctx *ctx, int argc, char **argv);
+/* The text `torpor port` prints for an instance object's "ports": every port as
+ * "GUESTPORT/PROTO -> HOSTIP:HOSTPORT\n", or with filter ("80", "53/udp") the host side of
+ * that one ("HOSTIP:HOSTPORT\n"; -ENOENT when none, -EINVAL for a bad filter). Caller frees. */
+int cli_format_ports(const struct json_t *ports, const char *filter, char **ret,
+                     struct tp_err *err);
 
 /* Each verb's syntax, for the table. */
 void cli_syntax_run(const char *verb, struct cli_syntax *ret);
@@ -369,6 +379,7 @@ void cli_syntax_fork(const char *verb, struct cli_syntax *ret);
 void cli_syntax_caps(const char *verb, struct cli_syntax *ret);
 void cli_syntax_version(const char *verb, struct cli_syntax *ret);
 void cli_syntax_completion(const char *verb, struct cli_syntax *ret);
+void cli_syntax_port(const char *verb, struct cli_syntax *ret);
 
 /* ---- generated from the tables (gendoc.c) ------------------------------------------------- */
 

@@ -31,6 +31,8 @@ enum {
     OPT_ROOTFS,
     OPT_ACCEL,
     OPT_NETWORK,
+    OPT_NETWORK_MODE,
+    OPT_PUBLISH,
     OPT_DISK_SIZE,
     OPT_NO_AGENT,
     OPT_DETACH,
@@ -68,6 +70,14 @@ static const struct cli_syntax syntax = {
                           "an address on torpord's bridge, or no NIC (default: default where "
                           "torpord has networking, else none)",
                           "default|none" },
+        [OPT_NETWORK_MODE] = { "network-mode", 0,
+                               "isolated: no layer-2 traffic with other isolated VMs (default); "
+                               "shared: reaches every VM on the bridge",
+                               "isolated|shared" },
+        [OPT_PUBLISH] = { "publish", 'p',
+                          "publish a guest port on the host (repeatable; HOSTIP defaults to "
+                          "127.0.0.1, 0.0.0.0 is every address)",
+                          "[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]" },
         [OPT_DISK_SIZE] = { "disk-size", 0, "size of the root disk built from a directory",
                             "SIZE" },
         [OPT_NO_AGENT] = { "no-agent", 0, "run without the guest agent: no exec", NULL },
@@ -89,6 +99,8 @@ cli_run_opts_done(struct run_opts *o)
     free(o->rootfs);
     free(o->accel);
     free(o->network);
+    free(o->network_mode);
+    free(o->ports);
     strv_free(o->cmd);
     *o = (struct run_opts){ 0 };
 }
@@ -123,15 +135,39 @@ want_path(const char *opt, const char *value, char **ret, struct tp_err *err)
     return 0;
 }
 
+struct run_parse {
+    struct run_opts *o;
+    struct tp_err perr; /* the first -p that does not parse */
+};
+
+/* -p is repeatable: parse each value, in order; the first mistake is reported after. */
+static void
+run_on_option(size_t flag, const char *value, void *userdata)
+{
+    struct run_parse *rp = userdata;
+    struct net_port p;
+
+    if (flag != OPT_PUBLISH || rp->perr.code < 0)
+        return;
+    if (net_port_parse(value, &p, &rp->perr) < 0)
+        return;
+    rp->o->ports = xrealloc(rp->o->ports, (rp->o->n_ports + 1) * sizeof(p));
+    rp->o->ports[rp->o->n_ports++] = p;
+}
+
 int
 cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
 {
     _cleanup_(cli_run_opts_done) struct run_opts o = { 0 };
+    struct run_parse rp = { .o = &o };
     const char *const *v;
     struct cli_args a;
     int r;
 
-    r = cli_parse_args(&syntax, argc, argv, &a, err);
+    r = cli_parse_args_each(&syntax, argc, argv, run_on_option, &rp, &a, err);
+    if (r >= 0 && !a.help && rp.perr.code < 0)
+        r = tp_err_set(err, -EINVAL, "option '--publish': %s", tp_err_msg(&rp.perr));
+    tp_err_clear(&rp.perr);
     if (r < 0)
         return r;
     if (a.help) {
@@ -189,6 +225,20 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
                               v[OPT_NETWORK]);
         o.network = xstrdup(v[OPT_NETWORK]);
     }
+    if (v[OPT_NETWORK_MODE]) {
+        if (strcmp(v[OPT_NETWORK_MODE], "isolated") != 0 &&
+            strcmp(v[OPT_NETWORK_MODE], "shared") != 0)
+            return tp_err_set(err, -EINVAL,
+                              "option '--network-mode' expects 'isolated' or 'shared', not '%s'",
+                              v[OPT_NETWORK_MODE]);
+        o.network_mode = xstrdup(v[OPT_NETWORK_MODE]);
+    }
+    r = net_ports_check(o.ports, o.n_ports, err);
+    if (r < 0)
+        return tp_err_wrap(err, "option '--publish'");
+    if ((o.n_ports || o.network_mode) && o.network && strcmp(o.network, "none") == 0)
+        return tp_err_set(err, -EINVAL, "options '--%s' need a network: not with '--network none'",
+                          o.n_ports ? "publish" : "network-mode");
     o.no_agent = a.flags & (1u << OPT_NO_AGENT);
     o.trace = a.flags & (1u << OPT_TRACE);
     o.detach = a.flags & (1u << OPT_DETACH);
@@ -256,6 +306,20 @@ run_body(const struct run_opts *o)
         json_object_set_new(b, "accel", json_string(o->accel));
     if (o->network)
         json_object_set_new(b, "network", json_string(o->network));
+    if (o->network_mode)
+        json_object_set_new(b, "network_mode", json_string(o->network_mode));
+    if (o->n_ports) {
+        json_t *a = json_array();
+        for (size_t k = 0; k < o->n_ports; k++) {
+            char ip[NET_IP_LEN];
+            net_ip_format(o->ports[k].host_ip, ip);
+            json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:s}", "host_ip", ip, "host_port",
+                                               (int)o->ports[k].host_port, "guest_port",
+                                               (int)o->ports[k].guest_port, "proto",
+                                               net_proto_to_string(o->ports[k].proto)));
+        }
+        json_object_set_new(b, "ports", a);
+    }
     if (o->disk_mib)
         json_object_set_new(b, "disk_mib", json_integer(o->disk_mib));
     if (o->no_agent)

@@ -26,6 +26,7 @@ const struct cli_verb cli_verbs[] = {
     { "kill", cli_verb_kill, "power instances off at once", cli_syntax_kill },
     { "wait", cli_verb_wait, "block until instances stop, print their exit codes",
       cli_syntax_wait },
+    { "port", cli_verb_port, "list an instance's published ports", cli_syntax_port },
     { "fork", cli_verb_fork, "fork an instance into children", cli_syntax_fork },
     { "rm", cli_verb_lifecycle, "remove instances", cli_syntax_lifecycle },
     { "capabilities", cli_verb_caps, "print what each hypervisor supports", cli_syntax_caps },

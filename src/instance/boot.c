@@ -153,6 +153,7 @@ inst_drop_vmm(struct inst *i)
     i->agent = agent_conn_free(i->agent);
     i->vm = hv_vm_release(i->vm);
     i->record_working_set = false;
+    inst_ports_unpublish(i->m, i);
 }
 
 int
@@ -323,8 +324,8 @@ sync_guest(struct inst *i)
 
 /* An Unknown instance's VMM lived on without answering its control channel: no handle, only
  * the recorded pid and start time (checked, so a recycled pid is never hit). */
-int
-inst_kill_recorded_vmm(struct inst *i, struct tp_err *err)
+static int
+kill_recorded_vmm(struct inst *i, struct tp_err *err)
 {
     pid_t pid = i->rec->vmm_pid;
     _cleanup_close_ int pidfd = proc_pidfd_open(pid);
@@ -344,6 +345,15 @@ inst_kill_recorded_vmm(struct inst *i, struct tp_err *err)
     if (r < 0)
         return tp_err_errno(err, r, "wait for VMM %d", (int)pid);
     return 0;
+}
+
+int
+inst_kill_recorded_vmm(struct inst *i, struct tp_err *err)
+{
+    int r = kill_recorded_vmm(i, err);
+    if (r >= 0)
+        inst_ports_unpublish(i->m, i);
+    return r;
 }
 
 void

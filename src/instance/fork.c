@@ -314,6 +314,9 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     rec->cfg.root_disk_src = sc->root_disk_src ? xstrdup(sc->root_disk_src) : NULL;
     rec->cfg.agent = sc->agent;
     rec->cfg.accel = sc->accel ? xstrdup(sc->accel) : NULL;
+    /* The same network mode; published ports are the source's alone (a host port is one
+     * instance's), as a new docker container does not get another's. */
+    rec->cfg.net_shared = sc->net_shared;
     rec->state = INST_CREATED;
     rec->created_ms = rec->state_changed_ms = wall_ms();
 

@@ -178,18 +178,28 @@ struct inst_nic {
     struct hv_nic hv; /* hv.tap_fd -EBADF when none */
     char tap[IFNAMSIZ];
     char mac[NET_MAC_LEN];
+    /* Set once owner's ports are published: closed while owner has no VMM (the launch or
+     * restore failed), the nic unpublishes them. */
+    struct inst_manager *m;
+    struct inst *owner;
 };
 #define INST_NIC_INIT             \
     {                             \
         .hv = {.tap_fd = -EBADF } \
     }
-/* Open i's TAP and point spec->nic at nic (call after inst_spec, right before launch or
- * restore). 0 and spec->nic NULL when i has no network. -EOPNOTSUPP when the hypervisor has no
- * NIC or torpord runs without networking. */
+/* Open i's TAP (isolated unless network mode shared), publish i's ports, and point spec->nic
+ * at nic (call after inst_spec, right before launch or restore). 0 and spec->nic NULL when i
+ * has no network. -EOPNOTSUPP when the hypervisor has no NIC or torpord runs without
+ * networking. Failpoints "net.tap" (TAP made, no port published) and "net.rules" (ports
+ * published, no VMM yet). */
 int inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec,
                   struct inst_nic *nic, struct tp_err *err);
-/* Close the manager's copy of the TAP fd (the VMM keeps its own). */
+/* Close the manager's copy of the TAP fd (the VMM keeps its own); unpublish the ports when no
+ * VMM took the TAP. */
 void inst_nic_close(struct inst_nic *nic);
+/* i's VMM is gone (or never came): remove its published ports from the nft maps. Idempotent,
+ * best effort (logs). */
+void inst_ports_unpublish(struct inst_manager *m, struct inst *i);
 /* "torpor.net=IP/PREFIX,GATEWAY" for the guest's command line, or NULL without a network. */
 char *inst_net_cmdline(const struct inst_record *rec);
 /* "net=IP/PREFIX,GATEWAY,MAC" for the agent's identity (a fork child's new address), or NULL. */
@@ -197,7 +207,8 @@ char *inst_net_identity(const struct inst_record *rec);
 /* i's VMM is gone: make sure its TAP is too (the kernel removes it with the VMM's fd; this
  * covers a TAP some other process still holds). Best effort. */
 void inst_net_release(struct inst_manager *m, struct inst *i);
-/* After recovery: delete every TAP of ours that no live VMM of a known instance uses. */
+/* After recovery: publish exactly the ports of instances with a live VMM, and delete every TAP
+ * of ours that no live VMM of a known instance uses. */
 void inst_net_reclaim(struct inst_manager *m);
 
 /* Startup recovery (recover.c): finish or undo every operation a dead daemon left in flight,

@@ -36,23 +36,29 @@ struct inst_manager *inst_manager_free(struct inst_manager *m);
 DEFINE_CLEANUP(struct inst_manager, inst_manager_free)
 
 struct inst_create_req {
-    const char *name;       /* NULL = generated */
-    uint32_t memory_mib;    /* 0 = default 256 */
-    uint32_t vcpus;         /* 0 = default 1 */
-    const char *hypervisor; /* NULL = the registry's default driver */
-    const char *kernel;     /* NULL = default guest kernel */
-    const char *initrd;     /* NULL = built by torpor */
-    const char *rootfs;     /* NULL = default busybox disk; a dir or an ext4 image */
-    char *const *cmd;       /* NULL-terminated or NULL */
-    bool no_agent;          /* return once the VMM runs */
-    const char *accel;      /* NULL = manager default */
-    uint32_t disk_mib;      /* 0 = default */
-    const char *network;    /* "default" (an address on torpord's bridge) | "none"; NULL =
-                               "default" where torpord has networking, else "none" */
+    const char *name;             /* NULL = generated */
+    uint32_t memory_mib;          /* 0 = default 256 */
+    uint32_t vcpus;               /* 0 = default 1 */
+    const char *hypervisor;       /* NULL = the registry's default driver */
+    const char *kernel;           /* NULL = default guest kernel */
+    const char *initrd;           /* NULL = built by torpor */
+    const char *rootfs;           /* NULL = default busybox disk; a dir or an ext4 image */
+    char *const *cmd;             /* NULL-terminated or NULL */
+    bool no_agent;                /* return once the VMM runs */
+    const char *accel;            /* NULL = manager default */
+    uint32_t disk_mib;            /* 0 = default */
+    const char *network;          /* "default" (an address on torpord's bridge) | "none"; NULL =
+                                     "default" where torpord has networking, else "none" */
+    const char *network_mode;     /* "isolated" | "shared"; NULL = isolated */
+    const struct net_port *ports; /* published on the host; need a network */
+    size_t n_ports;
 };
 
 /* Validate, create and boot; returns once the agent is ready (or the VMM runs, no_agent).
- * Bad input (-EINVAL, -EEXIST, -ENOENT for missing files) changes nothing. */
+ * Bad input (-EINVAL, -EEXIST, -ENOENT for missing files) changes nothing. Ports: -EINVAL
+ * without a network, -EOPNOTSUPP when torpord has none, -EEXIST when another instance
+ * published one of them, -EADDRINUSE when a socket of the host is bound to one
+ * (-EINVAL when its address is not one of this host's). */
 int inst_run(struct inst_manager *m, const struct inst_create_req *req, struct inst_record **ret,
              struct tp_err *err);
 int inst_list(struct inst_manager *m, struct inst_record ***ret, size_t *ret_n, struct tp_err *err);

@@ -41,12 +41,36 @@ inst_insert_record(struct inst_manager *m, struct inst_record *rec, bool want_ne
     return r;
 }
 
+/* i's ports, to its address. */
+static int
+ports_publish(struct inst *i, struct tp_err *err)
+{
+    const struct inst_record *rec = i->rec;
+    int r = net_nft_ports_add(rec->ports, rec->n_ports, rec->net.ip, i->id, err);
+    if (r < 0)
+        return tp_err_wrap(err, "publish the ports of '%s'", rec->name);
+    return 0;
+}
+
+void
+inst_ports_unpublish(struct inst_manager *m, struct inst *i)
+{
+    struct tp_err err = { 0 };
+
+    if (!m->net_on || !i->rec || !i->rec->net.ip || i->rec->n_ports == 0)
+        return;
+    if (net_nft_ports_remove(i->rec->ports, i->rec->n_ports, i->rec->net.ip, &err) < 0)
+        log_warn("instance=%s op=network unpublish ports: %s", i->id, tp_err_msg(&err));
+    tp_err_clear(&err);
+}
+
 int
 inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec, struct inst_nic *nic,
               struct tp_err *err)
 {
     const struct inst_net *net = &i->rec->net;
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+    int r;
 
     spec->nic = NULL;
     if (!net->ip)
@@ -61,10 +85,24 @@ inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec, s
                           i->rec->name);
     net_tap_name(net->ip, nic->tap);
     net_mac_format(net->mac, nic->mac);
-    int fd = net_tap_open(nic->tap, err);
+    int fd = net_tap_open(nic->tap, !i->rec->cfg.net_shared, err);
     if (fd < 0)
         return tp_err_wrap(err, "network interface of '%s'", i->rec->name);
     nic->hv = (struct hv_nic){ .tap_fd = fd, .tap_name = nic->tap, .mac = nic->mac };
+    /* From here a failure closes the TAP (the cleanup), which the kernel then deletes. */
+    r = inst_failpoint(i, "net.tap", err);
+    if (r < 0)
+        return r;
+    if (i->rec->n_ports > 0) {
+        nic->m = m;
+        nic->owner = i;
+        r = ports_publish(i, err);
+        if (r < 0)
+            return r;
+        r = inst_failpoint(i, "net.rules", err);
+        if (r < 0)
+            return r;
+    }
     spec->nic = &nic->hv;
     return 0;
 }
@@ -73,6 +111,10 @@ void
 inst_nic_close(struct inst_nic *nic)
 {
     nic->hv.tap_fd = safe_close(nic->hv.tap_fd);
+    /* No VMM took the TAP over: its ports lead nowhere. */
+    if (nic->owner && !nic->owner->vm)
+        inst_ports_unpublish(nic->m, nic->owner);
+    nic->owner = NULL;
 }
 
 static void
@@ -115,10 +157,39 @@ inst_net_release(struct inst_manager *m, struct inst *i)
 
     if (!m->net_on || !i->rec->net.ip)
         return;
+    inst_ports_unpublish(m, i);
     net_tap_name(i->rec->net.ip, tap);
     if (net_link_delete(tap, &err) < 0)
         log_warn("instance=%s op=network remove TAP: %s", i->id, tp_err_msg(&err));
     tp_err_clear(&err);
+}
+
+/* Publish exactly the ports of instances whose VMM lives, in one transaction: what a dead
+ * daemon published for a VMM that is gone since (or half-published) goes. */
+static void
+ports_reclaim(struct inst_manager *m)
+{
+    struct net_nft_port *v = NULL;
+    size_t n = 0;
+    struct tp_err err = { 0 };
+
+    pthread_mutex_lock(&m->lock);
+    for (size_t k = 0; k < m->n; k++) {
+        struct inst *i = m->tab[k];
+        if (!i->rec || !i->rec->net.ip || !(i->vm || i->rec->vmm_pid > 0))
+            continue;
+        v = xrealloc(v, (n + i->rec->n_ports) * sizeof(*v));
+        for (size_t p = 0; p < i->rec->n_ports; p++)
+            v[n++] = (struct net_nft_port){ .port = i->rec->ports[p],
+                                            .guest_ip = i->rec->net.ip,
+                                            .tag = i->id };
+    }
+    /* The tags point into the table's instances: keep it still while nft reads them. */
+    if (net_nft_ports_reset(v, n, &err) < 0)
+        log_warn("op=recover reset published ports: %s", tp_err_msg(&err));
+    pthread_mutex_unlock(&m->lock);
+    tp_err_clear(&err);
+    free(v);
 }
 
 void
@@ -129,6 +200,7 @@ inst_net_reclaim(struct inst_manager *m)
 
     if (!m->net_on)
         return;
+    ports_reclaim(m);
     if (net_tap_list(&taps, &err) < 0) {
         log_warn("op=recover list TAPs: %s", tp_err_msg(&err));
         tp_err_clear(&err);

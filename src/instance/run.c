@@ -58,6 +58,12 @@ validate(const struct inst_create_req *q, struct tp_err *err)
         return tp_err_set(err, -EINVAL, "unknown accelerator '%s' (kvm or tcg)", q->accel);
     if (q->network && strcmp(q->network, "default") != 0 && strcmp(q->network, "none") != 0)
         return tp_err_set(err, -EINVAL, "unknown network '%s' (default or none)", q->network);
+    if (q->network_mode && strcmp(q->network_mode, "isolated") != 0 &&
+        strcmp(q->network_mode, "shared") != 0)
+        return tp_err_set(err, -EINVAL, "unknown network mode '%s' (isolated or shared)",
+                          q->network_mode);
+    if ((r = net_ports_check(q->ports, q->n_ports, err)) < 0)
+        return r;
     if (q->cmd && !q->cmd[0])
         return tp_err_set(err, -EINVAL, "cmd must not be empty");
     if ((r = check_file("kernel", q->kernel, err)) < 0 ||
@@ -169,6 +175,20 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
                               "%s cannot give a guest a network interface yet: use network 'none'",
                               drv->name);
     }
+    if ((q->n_ports > 0 || q->network_mode) && !want_net) {
+        if (q->network) /* "none", asked for */
+            return tp_err_set(err, -EINVAL, "%s need%s a network: not with network 'none'",
+                              q->n_ports ? "published ports" : "a network mode",
+                              q->n_ports ? "" : "s");
+        return tp_err_set(err, -EOPNOTSUPP,
+                          "%s need%s a network: start torpord with --network or --subnet CIDR",
+                          q->n_ports ? "published ports" : "a network mode", q->n_ports ? "" : "s");
+    }
+    /* DNAT takes the traffic before any socket sees it: a host socket already bound there would
+     * silently lose it, so such a port is refused (a bind probe; one bound later loses out). */
+    for (size_t k = 0; k < q->n_ports; k++)
+        if ((r = net_port_probe(&q->ports[k], err)) < 0)
+            return r;
     trace_begin(&t, "run");
 
     rec = xnew(struct inst_record, 1);
@@ -181,6 +201,12 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     rec->cfg.cmd = q->cmd ? strv_copy(q->cmd) : NULL;
     rec->cfg.agent = !q->no_agent;
     rec->cfg.accel = q->accel ? xstrdup(q->accel) : NULL;
+    rec->cfg.net_shared = q->network_mode && strcmp(q->network_mode, "shared") == 0;
+    if (q->n_ports) {
+        rec->ports = xnew(struct net_port, q->n_ports);
+        memcpy(rec->ports, q->ports, q->n_ports * sizeof(*q->ports));
+        rec->n_ports = q->n_ports;
+    }
     rec->state = INST_CREATED;
     rec->created_ms = rec->state_changed_ms = wall_ms();
 

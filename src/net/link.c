@@ -2,7 +2,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_link.h>
 #include <linux/if_tun.h>
+#include <linux/rtnetlink.h>
 #include <netlink/errno.h>
 #include <netlink/netlink.h>
 #include <netlink/route/addr.h>
@@ -209,8 +211,38 @@ net_link_delete(const char *name, struct tp_err *err)
     return 0;
 }
 
+/* Bridge port isolation (IFLA_BRPORT_ISOLATED, Linux 4.18): the bridge forwards nothing from
+ * one isolated port to another; the bridge itself (the gateway) and non-isolated ports are
+ * still reached. libnl 3.7 has no setter for it, so the RTM_SETLINK is built here, as
+ * `bridge link set dev TAP isolated on` sends it. */
+static int
+port_set_isolated(struct nl_sock *sk, int ifindex, const char *name, bool on, struct tp_err *err)
+{
+    struct ifinfomsg ifi = { .ifi_family = AF_BRIDGE, .ifi_index = ifindex };
+    struct nl_msg *msg = nlmsg_alloc_simple(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK);
+    struct nlattr *info;
+    int r;
+
+    if (!msg)
+        return tp_err_set(err, -ENOMEM, "allocate a netlink message");
+    /* The bridge reads IFLA_PROTINFO as port attributes only when flagged nested. */
+    if (nlmsg_append(msg, &ifi, sizeof(ifi), NLMSG_ALIGNTO) < 0 ||
+        !(info = nla_nest_start(msg, IFLA_PROTINFO | NLA_F_NESTED)) ||
+        nla_put_u8(msg, IFLA_BRPORT_ISOLATED, on ? 1 : 0) < 0 || nla_nest_end(msg, info) < 0) {
+        nlmsg_free(msg);
+        return tp_err_set(err, -ENOMEM, "build the isolation request for '%s'", name);
+    }
+    r = nl_send_auto(sk, msg);
+    nlmsg_free(msg);
+    if (r >= 0)
+        r = nl_wait_for_ack(sk);
+    if (r < 0)
+        return nl_fail(err, r, on ? "isolate bridge port" : "share bridge port", name);
+    return 0;
+}
+
 int
-net_tap_open(const char *name, struct tp_err *err)
+net_tap_open(const char *name, bool isolated, struct tp_err *err)
 {
     _cleanup_(nl_sockp) struct nl_sock *sk = NULL;
     _cleanup_(rtnl_linkp) struct rtnl_link *br = NULL, *tap = NULL;
@@ -242,7 +274,15 @@ net_tap_open(const char *name, struct tp_err *err)
     r = rtnl_link_get_kernel(sk, 0, name, &tap);
     if (r < 0)
         return nl_fail(err, r, "look up TAP", name);
-    r = link_up(sk, tap, rtnl_link_get_ifindex(br), NULL, err);
+    /* A bridge port first, isolated (or not) next, up last: no other guest's frame is ever
+     * queued for this one while its isolation is not in place yet. */
+    r = rtnl_link_enslave_ifindex(sk, rtnl_link_get_ifindex(br), rtnl_link_get_ifindex(tap));
+    if (r < 0)
+        return nl_fail(err, r, "attach to " NET_BRIDGE, name);
+    r = port_set_isolated(sk, rtnl_link_get_ifindex(tap), name, isolated, err);
+    if (r < 0)
+        return r;
+    r = link_up(sk, tap, 0, NULL, err);
     if (r < 0)
         return r;
     return TAKE_FD(fd);

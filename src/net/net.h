@@ -3,6 +3,7 @@
  * Nothing here knows instances or hypervisors: the manager names TAPs and addresses. */
 #pragma once
 
+#include <errno.h>
 #include <net/if.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -11,8 +12,10 @@
 #include "util/err.h"
 
 #define NET_BRIDGE         "torpor0"
-#define NET_NFT_TABLE      "torpor" /* family inet */
-#define NET_TAP_PREFIX     "tp"     /* + 8 hex digits of the guest's address */
+#define NET_NFT_TABLE      "torpor"    /* family inet */
+#define NET_NFT_PORTS      "ports"     /* map: host address . proto . port -> guest . port */
+#define NET_NFT_PORTS_ANY  "ports_any" /* map: proto . port -> guest . port (0.0.0.0) */
+#define NET_TAP_PREFIX     "tp"        /* + 8 hex digits of the guest's address */
 #define NET_SUBNET_DEFAULT "10.88.0.0/16"
 #define NET_MAC_LEN        18 /* "xx:xx:xx:xx:xx:xx" + NUL */
 #define NET_IP_LEN         16 /* "255.255.255.255" + NUL */
@@ -50,15 +53,53 @@ void net_tap_name(uint32_t ip, char ret[IFNAMSIZ]);
 /* Whether name is a TAP name net_tap_name() makes. */
 bool net_tap_name_ours(const char *name);
 
+/* ---- port.c: published ports, pure ---- */
+
+#define NET_PORTS_MAX        64          /* per instance */
+#define NET_PORT_HOST_IP_DEF 0x7f000001u /* 127.0.0.1: the host itself, as the issue asks */
+/* "127.0.0.1:65535/tcp" and "65535/tcp -> 255.255.255.255:65535" fit. */
+#define NET_PORT_STR_LEN 40
+
+enum net_proto {
+    NET_PROTO_TCP,
+    NET_PROTO_UDP,
+    _NET_PROTO_MAX,
+    _NET_PROTO_INVALID = -EINVAL,
+};
+
+/* A guest port published on the host: traffic to host_ip:host_port/proto goes to the guest's
+ * guest_port. host_ip 0 (0.0.0.0) means every address of the host. */
+struct net_port {
+    uint32_t host_ip; /* host byte order */
+    uint16_t host_port;
+    uint16_t guest_port;
+    enum net_proto proto;
+};
+
+const char *net_proto_to_string(enum net_proto p); /* NULL when out of range */
+enum net_proto net_proto_from_string(const char *s);
+/* docker's -p: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]; HOSTIP is an IPv4 literal (default
+ * 127.0.0.1), ports 1..65535, proto tcp by default. -EINVAL saying what is wrong. */
+int net_port_parse(const char *text, struct net_port *ret, struct tp_err *err);
+/* "HOSTIP:HOSTPORT/PROTO" (the host side, as conflicts are reported). */
+void net_port_format_host(const struct net_port *p, char ret[NET_PORT_STR_LEN]);
+/* Whether a and b claim the same host port: same proto and port, and the same address or
+ * either one every address (0.0.0.0). */
+bool net_port_overlaps(const struct net_port *a, const struct net_port *b);
+/* ports 1..65535, proto valid, at most NET_PORTS_MAX, no two overlapping. -EINVAL naming the
+ * offending entry ("ports[2]: ..."). */
+int net_ports_check(const struct net_port *v, size_t n, struct tp_err *err);
+
 /* ---- link.c: netlink (libnl-route-3) and /dev/net/tun; need CAP_NET_ADMIN ---- */
 
 /* Create NET_BRIDGE if missing, give it the gateway address/prefix (replacing any other
  * address it has), bring it up. */
 int net_bridge_ensure(const struct net_subnet *sn, struct tp_err *err);
 /* Create TAP name (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, not persistent: it goes when the last fd
- * does, i.e. with the VMM it is handed to), enslave it to NET_BRIDGE, bring it up. A leftover
+ * does, i.e. with the VMM it is handed to), enslave it to NET_BRIDGE, bring it up, and set its
+ * bridge port isolated (no layer-2 traffic with other isolated ports) or not. A leftover
  * interface of that name is deleted first. Returns the O_CLOEXEC tun fd. */
-int net_tap_open(const char *name, struct tp_err *err);
+int net_tap_open(const char *name, bool isolated, struct tp_err *err);
 /* Delete interface name; 0 when it does not exist. */
 int net_link_delete(const char *name, struct tp_err *err);
 /* Names of the existing interfaces for which net_tap_name_ours() holds. *ret is a NULL-terminated
@@ -67,9 +108,25 @@ int net_tap_list(char ***ret, struct tp_err *err);
 
 /* ---- nft.c: libnftables; only table inet NET_NFT_TABLE is ever touched ---- */
 
-/* Replace the table's contents: masquerade what sn sends elsewhere, forward to and from the
- * bridge. */
+/* Replace the table's rules: masquerade what sn sends elsewhere, forward to and from the
+ * bridge, DNAT published ports (maps NET_NFT_PORTS and NET_NFT_PORTS_ANY, whose elements are
+ * kept). */
 int net_nft_apply(const struct net_subnet *sn, struct tp_err *err);
+/* Publish v[0..n) to the guest at guest_ip, in one transaction; tag (an instance id: [a-z0-9-])
+ * is each element's comment. An element for the same host port that maps elsewhere is a
+ * leftover: it is replaced. */
+int net_nft_ports_add(const struct net_port *v, size_t n, uint32_t guest_ip, const char *tag,
+                      struct tp_err *err);
+/* Unpublish v[0..n) where they map to guest_ip; a port not published (or published to another
+ * guest) is left alone, and no error. -EPERM when nftables refuses. */
+int net_nft_ports_remove(const struct net_port *v, size_t n, uint32_t guest_ip, struct tp_err *err);
+/* Make the published ports exactly v[0..n), in one transaction (recovery). */
+struct net_nft_port {
+    struct net_port port;
+    uint32_t guest_ip;
+    const char *tag;
+};
+int net_nft_ports_reset(const struct net_nft_port *v, size_t n, struct tp_err *err);
 /* Remove the table; 0 when there is none. */
 int net_nft_remove(struct tp_err *err);
 
@@ -77,6 +134,10 @@ int net_nft_remove(struct tp_err *err);
 
 /* Bridge, IPv4 forwarding, nft table: idempotent (a restart reapplies it). */
 int net_host_setup(const struct net_subnet *sn, struct tp_err *err);
+/* Whether the host port of p is free for publishing: bind it (and let go at once) in torpord's
+ * network namespace. -EADDRINUSE when a socket of another process has it, -EINVAL when p's
+ * address is not one of the host's. Ports below 1024 need CAP_NET_BIND_SERVICE here. */
+int net_port_probe(const struct net_port *p, struct tp_err *err);
 /* Every TAP of ours, the bridge and the table; 0 when nothing was there. Best effort: goes on
  * after a failure and returns the first. */
 int net_host_cleanup(struct tp_err *err);

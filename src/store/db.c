@@ -38,6 +38,9 @@ enum stmt {
     ST_ID_EXISTS,
     ST_ID_PREFIX,
     ST_NET_USED,
+    ST_PORT_INSERT,
+    ST_PORT_CONFLICT,
+    ST_PORTS_OF,
     _ST_MAX,
 };
 
@@ -55,6 +58,14 @@ static const char *const stmt_sql[_ST_MAX] = {
     /* ?1 is "<hex>*": GLOB with a bound pattern lets SQLite walk the primary-key index. */
     [ST_ID_PREFIX] = "SELECT id, name FROM instances WHERE id GLOB ?1 ORDER BY id",
     [ST_NET_USED] = "SELECT net_ip FROM instances WHERE net_ip IS NOT NULL",
+    [ST_PORT_INSERT] = "INSERT INTO ports (instance_id, host_ip, host_port, proto, guest_port) "
+                       "VALUES (?1, ?2, ?3, ?4, ?5)",
+    /* 0.0.0.0 (host_ip 0) is every address: it overlaps any address on the same port. */
+    [ST_PORT_CONFLICT] = "SELECT i.name, p.host_ip FROM ports p JOIN instances i "
+                         "ON i.id = p.instance_id WHERE p.host_port = ?2 AND p.proto = ?3 "
+                         "AND (p.host_ip = ?1 OR p.host_ip = 0 OR ?1 = 0) LIMIT 1",
+    [ST_PORTS_OF] = "SELECT host_ip, host_port, proto, guest_port FROM ports "
+                    "WHERE instance_id = ?1 ORDER BY seq",
 };
 
 struct store {
@@ -260,11 +271,32 @@ migrate_add_network(sqlite3 *db, struct tp_err *err)
                    err);
 }
 
+/* Published ports: a table of their own, so that a host port taken by another instance is a
+ * check inside the insert's transaction, and the unique index a guarantee (0.0.0.0 overlapping
+ * other addresses is the check's part). Rows go with their instance (ON DELETE CASCADE). */
+static int
+migrate_add_ports(sqlite3 *db, struct tp_err *err)
+{
+    return db_exec(db,
+                   "CREATE TABLE ports ("
+                   "  seq INTEGER PRIMARY KEY," /* the order the user gave them in */
+                   "  instance_id TEXT NOT NULL REFERENCES instances (id) ON DELETE CASCADE,"
+                   "  host_ip INTEGER NOT NULL," /* host byte order; 0: every address */
+                   "  host_port INTEGER NOT NULL,"
+                   "  proto TEXT NOT NULL," /* tcp | udp */
+                   "  guest_port INTEGER NOT NULL,"
+                   "  UNIQUE (host_ip, host_port, proto)"
+                   ");"
+                   "CREATE INDEX ports_by_instance ON ports (instance_id);",
+                   err);
+}
+
 static migration_fn *const migrations[] = {
     migrate_create_instances, /* 0 -> 1 */
     migrate_add_op_journal,   /* 1 -> 2 */
     migrate_add_exit_code,    /* 2 -> 3 */
     migrate_add_network,      /* 3 -> 4 */
+    migrate_add_ports,        /* 4 -> 5 */
 };
 _Static_assert(ELEMENTSOF(migrations) == STORE_SCHEMA_VERSION, "one migration per schema version");
 
@@ -526,6 +558,110 @@ find_id(struct store *s, enum stmt which, const char *key, char ret_id[INST_ID_L
     return 1;
 }
 
+/* The name of the instance whose published port overlaps p, into ret (1), or 0 when none. */
+static int
+port_owner(struct store *s, const struct net_port *p, char **ret, uint32_t *ret_ip,
+           struct tp_err *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = s->st[ST_PORT_CONFLICT];
+    int rc;
+
+    sqlite3_bind_int64(st, 1, p->host_ip);
+    sqlite3_bind_int64(st, 2, p->host_port);
+    bind_text(st, 3, net_proto_to_string(p->proto));
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc != SQLITE_ROW)
+        return db_fail(s->db, rc, err, "look up published ports");
+    *ret = column_strdup(st, 0);
+    *ret_ip = (uint32_t)sqlite3_column_int64(st, 1);
+    return 1;
+}
+
+/* r's ports, inside the caller's transaction (the lock held). */
+static int
+insert_ports(struct store *s, const struct inst_record *r, struct tp_err *err)
+{
+    for (size_t k = 0; k < r->n_ports; k++) {
+        const struct net_port *p = &r->ports[k];
+        const char *proto = net_proto_to_string(p->proto);
+        char want[NET_PORT_STR_LEN];
+        _cleanup_free_ char *owner = NULL;
+        uint32_t owner_ip = 0;
+        int rc;
+
+        if (!proto || !p->host_port || !p->guest_port)
+            return tp_err_set(err, -EINVAL, "invalid published port %zu", k);
+        net_port_format_host(p, want);
+        rc = port_owner(s, p, &owner, &owner_ip, err);
+        if (rc < 0)
+            return rc;
+        if (rc > 0) {
+            struct net_port theirs = *p;
+            char have[NET_PORT_STR_LEN];
+            theirs.host_ip = owner_ip;
+            net_port_format_host(&theirs, have);
+            if (owner_ip == p->host_ip)
+                return tp_err_set(err, -EEXIST, "port %s is already published by instance '%s'",
+                                  want, owner ? owner : "?");
+            return tp_err_set(err, -EEXIST, "port %s overlaps %s, published by instance '%s'", want,
+                              have, owner ? owner : "?");
+        }
+        _cleanup_stmt_ sqlite3_stmt *st = s->st[ST_PORT_INSERT];
+        bind_text(st, 1, r->id);
+        sqlite3_bind_int64(st, 2, p->host_ip);
+        sqlite3_bind_int64(st, 3, p->host_port);
+        bind_text(st, 4, proto);
+        sqlite3_bind_int64(st, 5, p->guest_port);
+        rc = sqlite3_step(st);
+        /* Two entries of r itself (net_ports_check refuses that before). */
+        if ((rc & 0xff) == SQLITE_CONSTRAINT)
+            return tp_err_set(err, -EEXIST, "port %s is given twice", want);
+        if (rc != SQLITE_DONE)
+            return db_fail(s->db, rc, err, "insert published port");
+    }
+    return 0;
+}
+
+/* Fill r->ports from the table (the lock held). A row that cannot be read makes the record
+ * corrupt, as row_to_record() does for its own columns. */
+static int
+load_ports(struct store *s, struct inst_record *r, struct tp_err *err)
+{
+    _cleanup_stmt_ sqlite3_stmt *st = s->st[ST_PORTS_OF];
+    size_t cap = 0;
+    int rc;
+
+    bind_text(st, 1, r->id);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct net_port p = { 0 };
+        int64_t ip = sqlite3_column_int64(st, 0), hp = sqlite3_column_int64(st, 1),
+                gp = sqlite3_column_int64(st, 3);
+        p.proto = net_proto_from_string((const char *)sqlite3_column_text(st, 2));
+        if (ip < 0 || ip > UINT32_MAX || hp < 1 || hp > 65535 || gp < 1 || gp > 65535 ||
+            p.proto < 0) {
+            if (!r->last_error || strncmp(r->last_error, "corrupt record: ", 16) != 0) {
+                free(r->last_error);
+                r->last_error = xstrdup("corrupt record: malformed published port");
+                r->state = INST_UNKNOWN;
+            }
+            continue;
+        }
+        p.host_ip = (uint32_t)ip;
+        p.host_port = (uint16_t)hp;
+        p.guest_port = (uint16_t)gp;
+        if (r->n_ports == cap) {
+            cap = cap ? cap * 2 : 4;
+            r->ports = xrealloc(r->ports, cap * sizeof(*r->ports));
+        }
+        r->ports[r->n_ports++] = p;
+    }
+    if (rc != SQLITE_DONE)
+        return db_fail(s->db, rc, err, "select published ports");
+    return 0;
+}
+
 int
 store_insert(struct store *s, const struct inst_record *r, struct tp_err *err)
 {
@@ -611,6 +747,10 @@ store_insert(struct store *s, const struct inst_record *r, struct tp_err *err)
         if (rc != SQLITE_DONE)
             return wrap(err, db_fail(s->db, rc, err, "insert"), "insert instance '%s'", r->name);
     }
+
+    k = insert_ports(s, r, err);
+    if (k < 0)
+        return wrap(err, k, "insert instance '%s'", r->name);
 
     k = txn_commit(&t, err);
     if (k < 0)
@@ -708,7 +848,12 @@ store_get(struct store *s, const char *id, struct inst_record **ret, struct tp_e
         return tp_err_set(err, -ENOENT, "no such instance '%s'", id);
     if (rc != SQLITE_ROW)
         return wrap(err, db_fail(s->db, rc, err, "select"), "get instance '%s'", id);
-    *ret = row_to_record(st);
+    _cleanup_(inst_record_freep) struct inst_record *r = row_to_record(st);
+    stmt_resetp(&st);
+    int k = load_ports(s, r, err);
+    if (k < 0)
+        return wrap(err, k, "get instance '%s'", id);
+    *ret = TAKE_PTR(r);
     return 0;
 }
 
@@ -732,6 +877,14 @@ store_list(struct store *s, struct inst_record ***ret, size_t *ret_n, struct tp_
     if (rc != SQLITE_DONE) {
         inst_record_array_free(v, n);
         return wrap(err, db_fail(s->db, rc, err, "select"), "list instances");
+    }
+    stmt_resetp(&st);
+    for (size_t k = 0; k < n; k++) {
+        int q = load_ports(s, v[k], err);
+        if (q < 0) {
+            inst_record_array_free(v, n);
+            return wrap(err, q, "list instances");
+        }
     }
     *ret = v;
     *ret_n = n;

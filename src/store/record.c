@@ -55,6 +55,7 @@ inst_record_free(struct inst_record *r)
     free(r->last_error);
     free(r->op);
     free(r->op_data);
+    free(r->ports);
     free(r);
     return NULL;
 }
@@ -77,6 +78,11 @@ inst_record_dup(const struct inst_record *r)
     d->last_error = xstrdup_null(r->last_error);
     d->op = xstrdup_null(r->op);
     d->op_data = xstrdup_null(r->op_data);
+    d->ports = NULL;
+    if (r->n_ports) {
+        d->ports = xnew(struct net_port, r->n_ports);
+        memcpy(d->ports, r->ports, r->n_ports * sizeof(*r->ports));
+    }
     return d;
 }
 
@@ -133,6 +139,8 @@ inst_config_to_json(const struct inst_config *c, char **ret_json, struct tp_err 
     } else
         json_object_set_new(o, "cmd", json_null());
     json_object_set_new(o, "agent", json_boolean(c->agent));
+    if (c->net_shared) /* absent: isolated, as every instance before network modes */
+        json_object_set_new(o, "net_shared", json_true());
     if (!put_str(o, "accel", c->accel))
         bad = "accel";
     if (bad)
@@ -219,6 +227,10 @@ inst_config_from_json(const char *text, struct inst_config *ret, struct tp_err *
         return tp_err_set(err, -EBADMSG, "config field 'agent' is not a boolean");
     /* The agent is on unless explicitly disabled: an older row without the key had one. */
     c.agent = !agent || json_is_null(agent) || json_is_true(agent);
+    json_t *shared = json_object_get(o, "net_shared");
+    if (shared && !json_is_null(shared) && !json_is_boolean(shared))
+        return tp_err_set(err, -EBADMSG, "config field 'net_shared' is not a boolean");
+    c.net_shared = shared && json_is_true(shared);
 
     if ((r = get_str(o, "hypervisor", &c.hypervisor, err)) < 0 ||
         (r = get_u32(o, "memory_mib", &c.memory_mib, err)) < 0 ||

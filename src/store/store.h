@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "instance/state.h"
+#include "net/net.h"
 #include "util/cleanup.h"
 #include "util/err.h"
 
@@ -25,6 +26,7 @@ struct inst_config {
     char **cmd;          /* NULL-terminated; NULL = none (agent only) */
     bool agent;          /* false: --no-agent */
     char *accel;         /* NULL = auto */
+    bool net_shared;     /* network mode "shared": its bridge port is not isolated */
 };
 
 struct inst_record {
@@ -55,6 +57,11 @@ struct inst_record {
         uint8_t prefix;
         uint8_t mac[6];
     } net;
+    /* Ports published on the host (only with a network), in the order given; rows of their
+     * own table, inserted with the record and deleted with it. A host port (address, port,
+     * proto; 0.0.0.0 overlapping every address) belongs to one instance at a time. */
+    struct net_port *ports;
+    size_t n_ports;
 };
 
 /* NULL-safe; returns NULL. */
@@ -67,7 +74,7 @@ void inst_config_clear(struct inst_config *c);
 
 struct store;
 
-#define STORE_SCHEMA_VERSION 4 /* PRAGMA user_version of a current database */
+#define STORE_SCHEMA_VERSION 5 /* PRAGMA user_version of a current database */
 
 /* Open (creating DIR and DIR/torpor.db if needed) with WAL, and bring the schema to
  * STORE_SCHEMA_VERSION. -EPROTONOSUPPORT when the database is newer than this build. */
@@ -77,7 +84,9 @@ struct store *store_close(struct store *s);
 DEFINE_CLEANUP(struct store, store_close)
 
 /* -EINVAL for a malformed id/name/state, -EEXIST when the name or id is taken (the name is
- * checked first; the message says which), -EADDRINUSE when r->net's address or MAC is another
+ * checked first; the message says which) or when one of r->ports overlaps a port another
+ * instance published ("port 127.0.0.1:8080/tcp is already published by instance 'web'"),
+ * -EADDRINUSE when r->net's address or MAC is another
  * instance's (the caller picks again: store_net_used). Names and ids share the namespace of refs: a
  * name equal to another instance's id, or an id equal to another instance's name, is taken too. */
 int store_insert(struct store *s, const struct inst_record *r, struct tp_err *err);

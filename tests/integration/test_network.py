@@ -114,7 +114,10 @@ class NetTest(unittest.TestCase):
         self.assertEqual(nb["ip"], "10.88.0.3")
         self.assertNotEqual(na["mac"], nb["mac"])
         self.assertNotEqual(na["tap"], nb["tap"])
-        self.assertIn("1 packets received", guest(self.d, "b", "ping -c 1 -W 3 10.88.0.2"))
+        # Isolated by default (test_ports.py covers --network-mode shared): the gateway only.
+        out = guest(self.d, "b", "ping -c 1 -W 2 10.88.0.2 || true; ping -c 1 -W 3 10.88.0.1")
+        self.assertIn("1 packets transmitted, 0 packets received", out)
+        self.assertIn("1 packets transmitted, 1 packets received", out)
         ps = self.d.cli("ps").stdout.decode()
         self.assertIn("10.88.0.3", ps)
         # rm removes the TAP and frees the address: the next guest gets it again.

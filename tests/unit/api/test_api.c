@@ -173,6 +173,66 @@ test_create_ranges(void **state)
 }
 
 static void
+test_create_ports(void **state)
+{
+    const char *body =
+        "{\"network_mode\": \"shared\", \"ports\": ["
+        "{\"host_port\": 8080, \"guest_port\": 80},"
+        "{\"host_ip\": \"0.0.0.0\", \"host_port\": 5353, \"guest_port\": 53,"
+        " \"proto\": \"udp\"},"
+        "{\"host_ip\": null, \"host_port\": 65535, \"guest_port\": 1, \"proto\": null}]}";
+    struct api_create_body b = { 0 };
+    struct tp_err err = { 0 };
+    (void)state;
+
+    assert_int_equal(api_parse_create(body, strlen(body), &b, &err), 0);
+    assert_string_equal(b.req.network_mode, "shared");
+    assert_int_equal(b.req.n_ports, 3);
+    assert_int_equal(b.req.ports[0].host_ip, 0x7f000001); /* the default: the host itself */
+    assert_int_equal(b.req.ports[0].host_port, 8080);
+    assert_int_equal(b.req.ports[0].guest_port, 80);
+    assert_int_equal(b.req.ports[0].proto, NET_PROTO_TCP);
+    assert_int_equal(b.req.ports[1].host_ip, 0);
+    assert_int_equal(b.req.ports[1].proto, NET_PROTO_UDP);
+    assert_int_equal(b.req.ports[2].host_ip, 0x7f000001);
+    assert_int_equal(b.req.ports[2].host_port, 65535);
+    api_create_body_clear(&b);
+
+    create_fails("{\"network_mode\": \"bridge\"}",
+                 "field 'network_mode' must be \"isolated\" or \"shared\", got 'bridge'");
+    create_fails("{\"ports\": {}}", "field 'ports' must be an array, got object");
+    create_fails("{\"ports\": [80]}", "field 'ports[0]' must be an object, got integer");
+    create_fails("{\"ports\": [{\"guest_port\": 80}]}", "field 'ports[0]' needs 'host_port'");
+    create_fails("{\"ports\": [{\"host_port\": 80}]}", "field 'ports[0]' needs 'guest_port'");
+    create_fails("{\"ports\": [{\"host_port\": 0, \"guest_port\": 80}]}",
+                 "field 'ports[0].host_port' must be between 1 and 65535, got 0");
+    create_fails("{\"ports\": [{\"host_port\": 80, \"guest_port\": 65536}]}",
+                 "field 'ports[0].guest_port' must be between 1 and 65535, got 65536");
+    create_fails("{\"ports\": [{\"host_port\": \"80\", \"guest_port\": 80}]}",
+                 "field 'ports[0].host_port' must be an integer, got string");
+    create_fails("{\"ports\": [{\"host_port\": 80, \"guest_port\": 80, \"proto\": \"sctp\"}]}",
+                 "field 'ports[0].proto' must be \"tcp\" or \"udp\", got 'sctp'");
+    create_fails("{\"ports\": [{\"host_ip\": \"::1\", \"host_port\": 80, \"guest_port\": 80}]}",
+                 "field 'ports[0].host_ip' must be an IPv4 address, got '::1'");
+    create_fails(
+        "{\"ports\": [{\"host_ip\": \"localhost\", \"host_port\": 80, \"guest_port\": 1}]}",
+        "must be an IPv4 address");
+    create_fails("{\"ports\": [{\"host_port\": 80, \"guest_port\": 80, \"hostport\": 1}]}",
+                 "unknown field 'ports[0].hostport'");
+    /* One host port twice, even through 0.0.0.0; tcp and udp are apart. */
+    create_fails("{\"ports\": [{\"host_port\": 80, \"guest_port\": 80},"
+                 "{\"host_port\": 80, \"guest_port\": 81}]}",
+                 "ports[1]: '127.0.0.1:80/tcp' is published twice (ports[0]: '127.0.0.1:80/tcp')");
+    create_fails("{\"ports\": [{\"host_port\": 80, \"guest_port\": 80},"
+                 "{\"host_ip\": \"0.0.0.0\", \"host_port\": 80, \"guest_port\": 81}]}",
+                 "is published twice");
+    const char *both = "{\"ports\": [{\"host_port\": 80, \"guest_port\": 80},"
+                       "{\"host_port\": 80, \"guest_port\": 80, \"proto\": \"udp\"}]}";
+    assert_int_equal(api_parse_create(both, strlen(both), &b, NULL), 0);
+    api_create_body_clear(&b);
+}
+
+static void
 test_create_paths_and_names(void **state)
 {
     (void)state;
@@ -573,6 +633,10 @@ static void
 test_record_full(void **state)
 {
     char *cmd[] = { s_sh, s_c, s_x, NULL };
+    struct net_port ports[] = {
+        { .host_ip = 0x7f000001, .host_port = 8080, .guest_port = 80, .proto = NET_PROTO_TCP },
+        { .host_ip = 0, .host_port = 5353, .guest_port = 53, .proto = NET_PROTO_UDP },
+    };
     struct inst_record r = {
         .id = "3f2a9c0d1b4e5f60",
         .name = s_name,
@@ -593,6 +657,8 @@ test_record_full(void **state)
         .last_op = s_lastop,
         .last_error = s_lasterr,
         .net = { .ip = 0x0a580002, .prefix = 16, .mac = { 0x02, 0x74, 0x0a, 0x58, 0x00, 0x02 } },
+        .ports = ports,
+        .n_ports = ELEMENTSOF(ports),
     };
     (void)state;
 
@@ -606,8 +672,10 @@ test_record_full(void **state)
            "\"phases\":[{\"ms\":12.25,\"name\":\"prepare\"}],\"total_ms\":2210.5},"
            "\"memory_mib\":256,\"name\":\"web-1\","
            "\"network\":{\"gateway\":\"10.88.0.1\",\"ip\":\"10.88.0.2\",\"mac\":"
-           "\"02:74:0a:58:00:02\",\"prefix\":16,\"tap\":\"tp0a580002\"},"
-           "\"pid\":12345,\"rootfs\":\"/srv/root\","
+           "\"02:74:0a:58:00:02\",\"mode\":\"isolated\",\"prefix\":16,\"tap\":\"tp0a580002\"},"
+           "\"pid\":12345,\"ports\":[{\"guest_port\":80,\"host_ip\":\"127.0.0.1\",\"host_port\":"
+           "8080,\"proto\":\"tcp\"},{\"guest_port\":53,\"host_ip\":\"0.0.0.0\",\"host_port\":5353,"
+           "\"proto\":\"udp\"}],\"rootfs\":\"/srv/root\","
            "\"state\":\"Running\",\"state_changed_at\":\"2026-11-22T00:10:02.456Z\",\"vcpus\":1}");
 }
 
@@ -630,7 +698,8 @@ test_record_nulls(void **state)
         "\"exit_code\":0,\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\",\"initrd\":null,"
         "\"kernel\":null,"
         "\"last_error\":null,\"last_operation\":null,\"memory_mib\":65536,\"name\":null,"
-        "\"network\":null,\"pid\":null,\"rootfs\":null,\"state\":\"Stopped\",\"state_changed_at\":"
+        "\"network\":null,\"pid\":null,\"ports\":[],\"rootfs\":null,\"state\":\"Stopped\",\"state_"
+        "changed_at\":"
         "null,"
         "\"vcpus\":64}");
 
@@ -1130,6 +1199,7 @@ main(int argc, char **argv)
         cmocka_unit_test(test_create_unknown_fields),
         cmocka_unit_test(test_create_wrong_types),
         cmocka_unit_test(test_create_ranges),
+        cmocka_unit_test(test_create_ports),
         cmocka_unit_test(test_create_paths_and_names),
         cmocka_unit_test(test_create_malformed),
         cmocka_unit_test(test_exec_parse),

@@ -180,6 +180,89 @@ test_run_bad_values(void **state)
     assert_string_equal(tp_err_msg(&err), "flag needs an argument: 'm' in -m");
 }
 
+/* -p repeats, in order; --network-mode; both need a network. */
+static void
+test_run_publish(void **state)
+{
+    _cleanup_(cli_run_opts_done) struct run_opts o = { 0 };
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    const char *argv[] = { "run",        "-d",
+                           "-p",         "8080:80",
+                           "--publish",  "0.0.0.0:5353:53/udp",
+                           "-p8443:443", "--network-mode",
+                           "shared",     NULL };
+    (void)state;
+
+    assert_int_equal(cli_parse_run(P(argv), &o, &err), 0);
+    assert_int_equal(o.n_ports, 3);
+    assert_int_equal(o.ports[0].host_ip, 0x7f000001);
+    assert_int_equal(o.ports[0].host_port, 8080);
+    assert_int_equal(o.ports[0].guest_port, 80);
+    assert_int_equal(o.ports[1].host_ip, 0);
+    assert_int_equal(o.ports[1].proto, NET_PROTO_UDP);
+    assert_int_equal(o.ports[2].host_port, 8443);
+    assert_string_equal(o.network_mode, "shared");
+
+    static const char *const bad[][5] = {
+        { "-p", "80", NULL, NULL, "option '--publish': port '80' is not [HOSTIP:]HOSTPORT" },
+        { "-p", "8080:80/sctp", NULL, NULL, "option '--publish': port '8080:80/sctp': protocol" },
+        { "-p", "80:80", "-p", "0.0.0.0:80:81",
+          "option '--publish': ports[1]: '0.0.0.0:80/tcp' "
+          "is published twice" },
+        { "-p", "80:80", "--network", "none", "options '--publish' need a network" },
+        { "--network-mode", "shared", "--network", "none", "'--network-mode' need a network" },
+        { "--network-mode", "open", NULL, NULL,
+          "option '--network-mode' expects 'isolated' or 'shared', not 'open'" },
+    };
+    for (size_t k = 0; k < ELEMENTSOF(bad); k++) {
+        const char *a[] = { "run", bad[k][0], bad[k][1], bad[k][2], bad[k][3], NULL };
+        struct run_opts b = { .memory_mib = 7 };
+        _cleanup_(tp_err_clear) struct tp_err e = { 0 };
+        int argc = bad[k][2] ? 5 : 3;
+        assert_int_equal(cli_parse_run(argc, (char **)a, &b, &e), -EINVAL);
+        if (!strstr(tp_err_msg(&e), bad[k][4]))
+            fail_msg("case %zu: got '%s'", k, tp_err_msg(&e));
+        assert_int_equal(b.memory_mib, 7);
+    }
+}
+
+/* torpor port: docker's lines, or the host side of one guest port. */
+static void
+test_port_format(void **state)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    json_t *ports = json_loads("[{\"host_ip\": \"127.0.0.1\", \"host_port\": 8080, \"guest_port\": "
+                               "80, \"proto\": \"tcp\"}, {\"host_ip\": \"0.0.0.0\", \"host_port\": "
+                               "5353, \"guest_port\": 53, \"proto\": \"udp\"}]",
+                               0, NULL);
+    char *text = NULL;
+    (void)state;
+
+    assert_non_null(ports);
+    assert_int_equal(cli_format_ports(ports, NULL, &text, &err), 0);
+    assert_string_equal(text, "80/tcp -> 127.0.0.1:8080\n53/udp -> 0.0.0.0:5353\n");
+    text = mfree(text);
+    assert_int_equal(cli_format_ports(ports, "80", &text, &err), 0);
+    assert_string_equal(text, "127.0.0.1:8080\n");
+    text = mfree(text);
+    assert_int_equal(cli_format_ports(ports, "53/udp", &text, &err), 0);
+    assert_string_equal(text, "0.0.0.0:5353\n");
+    text = mfree(text);
+    assert_int_equal(cli_format_ports(ports, "53", &text, &err), -ENOENT);
+    assert_string_equal(tp_err_msg(&err), "no public port '53/tcp' published");
+    tp_err_clear(&err);
+    assert_int_equal(cli_format_ports(ports, "80/icmp", &text, &err), -EINVAL);
+    tp_err_clear(&err);
+    assert_int_equal(cli_format_ports(ports, "x80", &text, &err), -EINVAL);
+    tp_err_clear(&err);
+    json_decref(ports);
+    json_t *none = json_array();
+    assert_int_equal(cli_format_ports(none, NULL, &text, &err), 0);
+    assert_string_equal(text, "");
+    text = mfree(text);
+    json_decref(none);
+}
+
 static void
 test_run_relative_paths_become_absolute(void **state)
 {
@@ -2258,6 +2341,8 @@ main(void)
         cmocka_unit_test(test_run_every_option),
         cmocka_unit_test(test_run_keeps_command),
         cmocka_unit_test(test_run_bad_values),
+        cmocka_unit_test(test_run_publish),
+        cmocka_unit_test(test_port_format),
         cmocka_unit_test(test_run_relative_paths_become_absolute),
         cmocka_unit_test(test_exec_keeps_guest_options),
         cmocka_unit_test(test_exec_env_workdir),

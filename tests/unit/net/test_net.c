@@ -127,13 +127,123 @@ test_mac_and_names(void **state)
     assert_false(net_tap_name_ours("tap0a580002"));
 }
 
+/* docker's -p syntax: [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]. */
+static void
+test_port_parse(void **state)
+{
+    static const struct {
+        const char *text;
+        struct net_port want;
+    } good[] = {
+        { "8080:80", { 0x7f000001, 8080, 80, NET_PROTO_TCP } },
+        { "8080:80/tcp", { 0x7f000001, 8080, 80, NET_PROTO_TCP } },
+        { "5353:53/udp", { 0x7f000001, 5353, 53, NET_PROTO_UDP } },
+        { "0.0.0.0:80:8000", { 0, 80, 8000, NET_PROTO_TCP } },
+        { "10.1.2.3:1:65535/udp", { 0x0a010203, 1, 65535, NET_PROTO_UDP } },
+        { "127.0.0.1:65535:1", { 0x7f000001, 65535, 1, NET_PROTO_TCP } },
+    };
+    static const struct {
+        const char *text, *msg;
+    } bad[] = {
+        { "80", "is not [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp] (a host port is required)" },
+        { "80/tcp", "a host port is required" },
+        { "1.2.3.4:80:80:80", "is not [HOSTIP:]HOSTPORT:GUESTPORT" },
+        { "8080:80/sctp", "protocol 'sctp' is not tcp or udp" },
+        { "8080:80/", "protocol '' is not tcp or udp" },
+        { "8080:80/TCP", "protocol 'TCP'" },
+        { "0:80", "host port '0' is not a number in 1..65535" },
+        { "65536:80", "host port '65536'" },
+        { "080:80", "host port '080'" },
+        { "-1:80", "host port '-1'" },
+        { "+80:80", "host port '+80'" },
+        { "8080-8090:80", "host port '8080-8090'" },
+        { ":80", "host port ''" },
+        { "80:", "guest port '' is not a number in 1..65535" },
+        { "80:0", "guest port '0'" },
+        { "80:99999", "guest port '99999'" },
+        { "80: 80", "guest port ' 80'" },
+        { "localhost:80:80", "host address 'localhost' is not an IPv4 address" },
+        { "1.2.3:80:80", "host address '1.2.3'" },
+        { "256.0.0.1:80:80", "host address '256.0.0.1'" },
+        { ":80:80", "host address ''" },
+        { "[::1]:80:80", "only IPv4 host addresses are supported" },
+        { "", "is not [HOSTIP:]HOSTPORT:GUESTPORT" },
+    };
+    (void)state;
+
+    for (size_t k = 0; k < ELEMENTSOF(good); k++) {
+        struct net_port p = { 0 };
+        struct tp_err err = { 0 };
+        if (net_port_parse(good[k].text, &p, &err) < 0)
+            fail_msg("'%s': %s", good[k].text, tp_err_msg(&err));
+        assert_int_equal(p.host_ip, good[k].want.host_ip);
+        assert_int_equal(p.host_port, good[k].want.host_port);
+        assert_int_equal(p.guest_port, good[k].want.guest_port);
+        assert_int_equal(p.proto, good[k].want.proto);
+    }
+    for (size_t k = 0; k < ELEMENTSOF(bad); k++) {
+        struct net_port p = { .host_port = 7 };
+        struct tp_err err = { 0 };
+        assert_int_equal(net_port_parse(bad[k].text, &p, &err), -EINVAL);
+        if (!strstr(tp_err_msg(&err), bad[k].msg))
+            fail_msg("'%s': got '%s', want '%s'", bad[k].text, tp_err_msg(&err), bad[k].msg);
+        assert_int_equal(p.host_port, 7); /* ret untouched on failure */
+        tp_err_clear(&err);
+    }
+}
+
+/* A list: ranges, protocols, and no host port twice (0.0.0.0 overlaps every address). */
+static void
+test_ports_check(void **state)
+{
+    char text[NET_PORT_STR_LEN];
+    struct tp_err err = { 0 };
+    struct net_port v[NET_PORTS_MAX + 1];
+    (void)state;
+
+    assert_int_equal(net_ports_check(NULL, 0, &err), 0);
+    v[0] = (struct net_port){ 0x7f000001, 80, 80, NET_PROTO_TCP };
+    v[1] = (struct net_port){ 0x7f000001, 80, 80, NET_PROTO_UDP }; /* other proto */
+    v[2] = (struct net_port){ 0x7f000002, 80, 80, NET_PROTO_TCP }; /* other address */
+    v[3] = (struct net_port){ 0x7f000001, 81, 80, NET_PROTO_TCP }; /* same guest port: fine */
+    assert_int_equal(net_ports_check(v, 4, &err), 0);
+    v[4] = (struct net_port){ 0, 80, 90, NET_PROTO_UDP };
+    assert_int_equal(net_ports_check(v, 5, &err), -EINVAL);
+    assert_string_equal(
+        tp_err_msg(&err),
+        "ports[4]: '0.0.0.0:80/udp' is published twice (ports[1]: '127.0.0.1:80/udp')");
+    tp_err_clear(&err);
+    v[4] = (struct net_port){ 0x7f000001, 0, 90, NET_PROTO_UDP };
+    assert_int_equal(net_ports_check(v, 5, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "ports[4]: ports are 1..65535");
+    tp_err_clear(&err);
+    v[4] = (struct net_port){ 0x7f000001, 90, 90, (enum net_proto)7 };
+    assert_int_equal(net_ports_check(v, 5, &err), -EINVAL);
+    assert_string_equal(tp_err_msg(&err), "ports[4]: protocol is not tcp or udp");
+    tp_err_clear(&err);
+    for (size_t k = 0; k < ELEMENTSOF(v); k++)
+        v[k] = (struct net_port){ 0x7f000001, (uint16_t)(1000 + k), 80, NET_PROTO_TCP };
+    assert_int_equal(net_ports_check(v, NET_PORTS_MAX, &err), 0);
+    assert_int_equal(net_ports_check(v, NET_PORTS_MAX + 1, &err), -EINVAL);
+    assert_non_null(strstr(tp_err_msg(&err), "at most 64"));
+    tp_err_clear(&err);
+
+    net_port_format_host(&(struct net_port){ 0xffffffff, 65535, 1, NET_PROTO_UDP }, text);
+    assert_string_equal(text, "255.255.255.255:65535/udp");
+    assert_string_equal(net_proto_to_string(NET_PROTO_UDP), "udp");
+    assert_null(net_proto_to_string(_NET_PROTO_MAX));
+    assert_int_equal(net_proto_from_string("tcp"), NET_PROTO_TCP);
+    assert_int_equal(net_proto_from_string("icmp"), _NET_PROTO_INVALID);
+    assert_int_equal(net_proto_from_string(NULL), _NET_PROTO_INVALID);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_subnet_parse),
-        cmocka_unit_test(test_addr_pick),
-        cmocka_unit_test(test_mac_and_names),
+        cmocka_unit_test(test_subnet_parse),  cmocka_unit_test(test_addr_pick),
+        cmocka_unit_test(test_mac_and_names), cmocka_unit_test(test_port_parse),
+        cmocka_unit_test(test_ports_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 /* cmocka.h needs the headers above first */
@@ -144,6 +145,14 @@ assert_records_equal(const struct inst_record *a, const struct inst_record *b)
     assert_str_or_null_equal(a->last_error, b->last_error);
     assert_str_or_null_equal(a->op, b->op);
     assert_str_or_null_equal(a->op_data, b->op_data);
+    assert_int_equal(a->cfg.net_shared, b->cfg.net_shared);
+    assert_int_equal(a->n_ports, b->n_ports);
+    for (size_t k = 0; k < a->n_ports; k++) {
+        assert_int_equal(a->ports[k].host_ip, b->ports[k].host_ip);
+        assert_int_equal(a->ports[k].host_port, b->ports[k].host_port);
+        assert_int_equal(a->ports[k].guest_port, b->ports[k].guest_port);
+        assert_int_equal(a->ports[k].proto, b->ports[k].proto);
+    }
 }
 
 /* Runs one statement on a second, raw connection: how a test plants what the store would not. */
@@ -518,10 +527,18 @@ test_op_journal(void **state)
     assert_null(got->op_data);
 }
 
-/* Undo schema 4 (the network columns and their indexes). */
+/* Undo schema 5 (the ports table). */
+static void
+drop_ports(const char *dir)
+{
+    raw_exec(dir, "DROP TABLE ports", NULL, 0);
+}
+
+/* Undo schema 4 (the network columns and their indexes) and what came after. */
 static void
 drop_network(const char *dir)
 {
+    drop_ports(dir);
     raw_exec(dir, "DROP INDEX instances_by_net_ip", NULL, 0);
     raw_exec(dir, "DROP INDEX instances_by_net_mac", NULL, 0);
     raw_exec(dir, "ALTER TABLE instances DROP COLUMN net_mac", NULL, 0);
@@ -642,6 +659,111 @@ test_migrate_from_v3(void **state)
     assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
     assert_records_equal(r, got);
     assert_int_equal(got->net.ip, 0);
+}
+
+/* Schema 4 -> 5 adds the ports table: old rows publish nothing, new ones can. */
+static void
+test_migrate_from_v4(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(inst_record_freep) struct inst_record *r = NULL, *got = NULL, *w = NULL;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+
+    r = record_new("abababababababab", "old4", 3);
+    r->net = (struct inst_net){ .ip = 0x0a580002, .prefix = 16, .mac = { 2, 0x74, 10, 88, 0, 2 } };
+    insert_ok(f->s, r);
+    f->s = store_close(f->s);
+    drop_ports(f->dir);
+    raw_exec(f->dir, "PRAGMA user_version = 4", NULL, 0);
+    assert_int_equal(store_open(f->dir, &f->s, &err), 0);
+    assert_int_equal(store_get(f->s, r->id, &got, &err), 0);
+    assert_records_equal(r, got);
+    assert_int_equal(got->n_ports, 0);
+    w = record_new("cdcdcdcdcdcdcdcd", "new5", 4);
+    w->ports = xnew(struct net_port, 1);
+    w->ports[0] = (struct net_port){ .host_ip = 0x7f000001, .host_port = 80, .guest_port = 80 };
+    w->n_ports = 1;
+    insert_ok(f->s, w);
+}
+
+static struct inst_record *
+record_with_ports(const char *id, const char *name, int seed, const struct net_port *v, size_t n)
+{
+    struct inst_record *r = record_new(id, name, seed);
+    r->ports = xnew(struct net_port, n);
+    memcpy(r->ports, v, n * sizeof(*v));
+    r->n_ports = n;
+    return r;
+}
+
+/* Ports round-trip in order, a host port is one instance's (0.0.0.0 overlapping every address,
+ * tcp and udp apart), a refused insert leaves nothing, and removing the instance frees them. */
+static void
+test_ports(void **state)
+{
+    struct fixture *f = *state;
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    const struct net_port web[] = {
+        { .host_ip = 0x7f000001, .host_port = 8080, .guest_port = 80, .proto = NET_PROTO_TCP },
+        { .host_ip = 0, .host_port = 5353, .guest_port = 53, .proto = NET_PROTO_UDP },
+        { .host_ip = 0x0a000001, .host_port = 2222, .guest_port = 22, .proto = NET_PROTO_TCP },
+    };
+    _cleanup_(inst_record_freep) struct inst_record *a =
+        record_with_ports("1010101010101010", "web", 1, web, ELEMENTSOF(web));
+    _cleanup_(inst_record_freep) struct inst_record *got = NULL;
+    struct inst_record **all = NULL;
+    size_t n = 0;
+
+    a->cfg.net_shared = true;
+    insert_ok(f->s, a);
+    assert_int_equal(store_get(f->s, a->id, &got, &err), 0);
+    assert_records_equal(a, got);
+    got = inst_record_free(got);
+    assert_int_equal(store_list(f->s, &all, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_records_equal(a, all[0]);
+    inst_record_array_free(all, n);
+
+    static const struct {
+        struct net_port p;
+        const char *msg; /* NULL: no clash */
+    } cases[] = {
+        { { 0x7f000001, 8080, 81, NET_PROTO_TCP },
+          "port 127.0.0.1:8080/tcp is already published by instance 'web'" },
+        { { 0, 8080, 81, NET_PROTO_TCP },
+          "port 0.0.0.0:8080/tcp overlaps 127.0.0.1:8080/tcp, published by instance 'web'" },
+        { { 0x7f000002, 5353, 53, NET_PROTO_UDP },
+          "port 127.0.0.2:5353/udp overlaps 0.0.0.0:5353/udp, published by instance 'web'" },
+        { { 0x7f000001, 8080, 80, NET_PROTO_UDP }, NULL },
+        { { 0x7f000002, 8080, 80, NET_PROTO_TCP }, NULL },
+    };
+    for (size_t k = 0; k < ELEMENTSOF(cases); k++) {
+        const struct net_port v[] = {
+            { .host_ip = 0x7f000001, .host_port = 9000, .guest_port = 90 },
+            cases[k].p,
+        };
+        char id[INST_ID_LEN + 1];
+        snprintf(id, sizeof(id), "20202020202020%02zu", k);
+        _cleanup_(inst_record_freep) struct inst_record *b =
+            record_with_ports(id, "other", 2, v, ELEMENTSOF(v));
+        if (!cases[k].msg) {
+            insert_ok(f->s, b);
+            assert_int_equal(store_delete(f->s, b->id, &err), 0);
+            continue;
+        }
+        assert_int_equal(store_insert(f->s, b, &err), -EEXIST);
+        assert_non_null(strstr(tp_err_msg(&err), cases[k].msg));
+        tp_err_clear(&err);
+        /* Nothing of it stays: neither the record nor its first port. */
+        assert_int_equal(store_get(f->s, b->id, &got, &err), -ENOENT);
+        tp_err_clear(&err);
+    }
+    _cleanup_(inst_record_freep) struct inst_record *c =
+        record_with_ports("3030303030303030", "c", 3, web, 1);
+    assert_int_equal(store_insert(f->s, c, &err), -EEXIST);
+    tp_err_clear(&err);
+    assert_int_equal(store_delete(f->s, a->id, &err), 0);
+    insert_ok(f->s, c);
 }
 
 static void
@@ -897,6 +1019,8 @@ main(void)
         T(test_migrate_from_v2),
         T(test_migrate_from_v3),
         T(test_network),
+        T(test_migrate_from_v4),
+        T(test_ports),
         T(test_concurrent_inserts),
         T(test_corrupt_rows),
         cmocka_unit_test(test_paths),

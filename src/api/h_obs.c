@@ -42,7 +42,8 @@ count_fds(void)
 }
 
 /* A guest that does not answer quickly is left out of one scrape rather than slowing it. */
-#define SCRAPE_GUEST_MS 500
+#define SCRAPE_GUEST_MS  500
+#define SCRAPE_GUESTS_MS 2000 /* asking guests stops this long into a scrape */
 
 /* The figures sampled at scrape time, into r. */
 static void
@@ -52,6 +53,7 @@ sample_now(struct inst_manager *m, struct obs_registry *r)
     struct inst_record **v = NULL;
     size_t n = 0;
     char labels[OBS_LABELS_MAX];
+    uint64_t scrape_start = now_ms();
 
     obs_declare(r, "torpor_instances", OBS_GAUGE, "Instances by state and hypervisor.", NULL, 0);
     obs_declare(r, "torpor_vmm_pss_bytes", OBS_GAUGE,
@@ -91,7 +93,10 @@ sample_now(struct inst_manager *m, struct obs_registry *r)
                 obs_gauge_set(r, "torpor_vmm_rss_bytes", labels, (double)st.rss_bytes);
                 obs_gauge_set(r, "torpor_console_log_bytes", labels, (double)st.console_bytes);
                 uint64_t total, avail;
+                /* Guests are asked only while the scrape is young: many slow ones must not
+                 * make it time out. */
                 if (v[k]->state == INST_RUNNING && v[k]->cfg.agent &&
+                    now_ms() - scrape_start < SCRAPE_GUESTS_MS &&
                     api_guest_memory(m, v[k]->id, SCRAPE_GUEST_MS, &total, &avail) == 0)
                     obs_gauge_set(r, "torpor_guest_memory_used_bytes", labels,
                                   (double)(total > avail ? total - avail : 0));

@@ -8,6 +8,7 @@
 
 #include "api/api-internal.h"
 #include "instance/state.h"
+#include "util/timeutil.h"
 #include "util/xalloc.h"
 
 #define GUEST_MEMINFO_MS 2000
@@ -24,9 +25,12 @@ api_guest_memory(struct inst_manager *m, const char *id, int timeout_ms, uint64_
     size_t len = 0;
     int code = -1, r = inst_exec_start(m, id, &er, &x, &err);
 
+    /* One deadline for the whole exchange: a guest trickling output cannot stretch it. */
+    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
     while (r >= 0 && code < 0) {
         struct agent_event ev = { 0 };
-        r = agent_exec_next(x, &ev, timeout_ms, &err);
+        uint64_t now = now_ms();
+        r = now < deadline ? agent_exec_next(x, &ev, (int)(deadline - now), &err) : -ETIMEDOUT;
         if (r >= 0 && ev.type == AGENT_EV_EXIT)
             code = ev.exit_code;
         else if (r >= 0 && ev.type == AGENT_EV_STDOUT && len + ev.len < sizeof(out)) {

@@ -90,6 +90,9 @@ inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec, s
         return tp_err_wrap(err, "network interface of '%s'", i->rec->name);
     nic->hv = (struct hv_nic){ .tap_fd = fd, .tap_name = nic->tap, .mac = nic->mac };
     /* From here a failure closes the TAP (the cleanup), which the kernel then deletes. */
+    r = net_nft_tap_allow(nic->tap, nic->mac, net->ip, err);
+    if (r < 0)
+        return tp_err_wrap(err, "network interface of '%s'", i->rec->name);
     r = inst_failpoint(i, "net.tap", err);
     if (r < 0)
         return r;

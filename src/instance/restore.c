@@ -239,6 +239,7 @@ done:
     if (r >= 0)
         *ret = inst_record_dup(i->rec);
 out:
+    inst_nic_close(&nic); /* under the instance lock: it may unpublish the instance's ports */
     inst_release(m, i);
     return r;
 }

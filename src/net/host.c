@@ -11,6 +11,7 @@
 
 #define IP_FORWARD     "/proc/sys/net/ipv4/ip_forward"
 #define ROUTE_LOCALNET "/proc/sys/net/ipv4/conf/" NET_BRIDGE "/route_localnet"
+#define SEND_REDIRECTS "/proc/sys/net/ipv4/conf/" NET_BRIDGE "/send_redirects"
 
 /* NAT to the uplink needs the namespace to route IPv4. Set, never cleared: other software may
  * depend on it as well. */
@@ -37,6 +38,17 @@ enable_route_localnet(struct tp_err *err)
     return 0;
 }
 
+/* The host must not tell a guest to use another guest as its router (ICMP redirects). */
+static int
+disable_redirects(struct tp_err *err)
+{
+    _cleanup_close_ int fd = open(SEND_REDIRECTS, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "0\n", 2) != 2)
+        return tp_err_errno(err, -errno, "disable send_redirects on '%s' ('%s')", NET_BRIDGE,
+                            SEND_REDIRECTS);
+    return 0;
+}
+
 int
 net_host_setup(const struct net_subnet *sn, struct tp_err *err)
 {
@@ -45,6 +57,8 @@ net_host_setup(const struct net_subnet *sn, struct tp_err *err)
         r = enable_forwarding(err);
     if (r >= 0)
         r = enable_route_localnet(err);
+    if (r >= 0)
+        r = disable_redirects(err);
     if (r >= 0)
         r = net_nft_apply(sn, err);
     if (r < 0)

@@ -106,7 +106,7 @@ int net_link_delete(const char *name, struct tp_err *err);
  * strv owned by the caller. */
 int net_tap_list(char ***ret, struct tp_err *err);
 
-/* ---- nft.c: libnftables; only table inet NET_NFT_TABLE is ever touched ---- */
+/* ---- nft.c: libnftables; only tables inet and bridge NET_NFT_TABLE are ever touched ---- */
 
 /* Replace the table's rules: masquerade what sn sends elsewhere, forward to and from the
  * bridge, DNAT published ports (maps NET_NFT_PORTS and NET_NFT_PORTS_ANY, whose elements are
@@ -127,7 +127,9 @@ struct net_nft_port {
     const char *tag;
 };
 int net_nft_ports_reset(const struct net_nft_port *v, size_t n, struct tp_err *err);
-/* Remove the table; 0 when there is none. */
+/* Let the TAP tap send only with mac ("xx:..") and ip (table bridge torpor, antispoof). */
+int net_nft_tap_allow(const char *tap, const char *mac, uint32_t ip, struct tp_err *err);
+/* Remove the tables (inet and bridge torpor); 0 when there are none. */
 int net_nft_remove(struct tp_err *err);
 
 /* ---- host.c: the two entry points of torpord ---- */

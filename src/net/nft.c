@@ -47,8 +47,12 @@ nft_run(const char *script, const char *what, struct tp_err *err)
 int
 net_nft_apply(const struct net_subnet *sn, struct tp_err *err)
 {
-    char sub[NET_IP_LEN + 4];
+    char sub[NET_IP_LEN + 4], gw[NET_IP_LEN], gw_mac[NET_MAC_LEN];
+    uint8_t mac[6];
     net_subnet_format(sn, sub, sizeof(sub));
+    net_ip_format(net_subnet_gateway(sn), gw);
+    net_mac_from_ip(net_subnet_gateway(sn), mac);
+    net_mac_format(mac, gw_mac);
     /* add + flush + define in one transaction: the table never exists half-filled, and a
      * restart with another --subnet replaces the old rules. `flush table` empties the chains
      * but not the maps: published ports of VMMs that outlived a daemon keep working while the
@@ -61,7 +65,17 @@ net_nft_apply(const struct net_subnet *sn, struct tp_err *err)
      *   ports, by host address (ports) or for every local address (ports_any).
      * - guard: route_localnet on the bridge (host.c) must not let guests reach the host's
      *   loopback services, so nothing from the bridge may be addressed to 127.0.0.0/8.
-     * - forward: what the bridge sends, and replies to it; DNATed traffic to the bridge. */
+     * - guard also: nothing addressed to 127.0.0.0/8 arrives from anywhere but lo (a DNAT of a
+     *   port published on 127.0.0.1 must not be reachable from the LAN), and no guest sends
+     *   with a loopback source.
+     * - forward: what the bridge sends (not to link-local 169.254/16, the cloud metadata
+     *   service), and replies to it; DNATed traffic to the bridge; nothing else to it (a LAN
+     *   host routing our subnet through us reaches no guest). With br_netfilter, bridged frames
+     *   between shared guests pass here too (in and out torpor0): they are accepted.
+     * - table bridge torpor: each TAP may send only with its own MAC and IPv4 address, in
+     *   Ethernet, ARP and IP (no IPv6 is offered): no guest takes over another's address; and
+     *   nothing to the gateway's MAC for another guest's address: routing through the host
+     *   would get around port isolation (published ports go to the gateway's own address). */
     char *script =
         xasprintf("add table inet " NET_NFT_TABLE "\n"
                   "flush table inet " NET_NFT_TABLE "\n"
@@ -74,7 +88,8 @@ net_nft_apply(const struct net_subnet *sn, struct tp_err *err)
                   "  }\n"
                   "  chain guard {\n"
                   "    type filter hook prerouting priority raw; policy accept;\n"
-                  "    iifname \"" NET_BRIDGE "\" ip daddr 127.0.0.0/8 drop\n"
+                  "    iifname != \"lo\" ip daddr 127.0.0.0/8 drop\n"
+                  "    iifname \"" NET_BRIDGE "\" ip saddr 127.0.0.0/8 drop\n"
                   "  }\n"
                   "  chain prerouting {\n"
                   "    type nat hook prerouting priority dstnat; policy accept;\n"
@@ -92,13 +107,35 @@ net_nft_apply(const struct net_subnet *sn, struct tp_err *err)
                   "  }\n"
                   "  chain forward {\n"
                   "    type filter hook forward priority filter; policy accept;\n"
+                  "    iifname \"" NET_BRIDGE "\" ip daddr 169.254.0.0/16 drop\n"
                   "    iifname \"" NET_BRIDGE "\" accept\n"
                   "    oifname \"" NET_BRIDGE "\" ct state established,related accept\n"
                   "    oifname \"" NET_BRIDGE "\" ct status dnat accept\n"
+                  "    oifname \"" NET_BRIDGE "\" drop\n"
+                  "  }\n"
+                  "}\n"
+                  "add table bridge " NET_NFT_TABLE "\n"
+                  "flush table bridge " NET_NFT_TABLE "\n"
+                  "table bridge " NET_NFT_TABLE " {\n"
+                  "  set macs {\n"
+                  "    type ifname . ether_addr\n"
+                  "  }\n"
+                  "  set ips {\n"
+                  "    type ifname . ipv4_addr\n"
+                  "  }\n"
+                  "  chain antispoof {\n"
+                  "    type filter hook prerouting priority -300; policy accept;\n"
+                  "    iifname != \"" NET_TAP_PREFIX "*\" accept\n"
+                  "    iifname . ether saddr != @macs counter drop\n"
+                  "    ether type arp iifname . arp saddr ether != @macs counter drop\n"
+                  "    ether type arp iifname . arp saddr ip != @ips counter drop\n"
+                  "    ether type ip iifname . ip saddr != @ips counter drop\n"
+                  "    ether daddr %s ip daddr %s ip daddr != %s counter drop\n"
+                  "    ether type ip6 drop\n"
                   "  }\n"
                   "}\n",
-                  sub, sub, sub);
-    int r = nft_run(script, "set up nftables table inet " NET_NFT_TABLE, err);
+                  sub, sub, sub, gw_mac, sub, gw);
+    int r = nft_run(script, "set up nftables tables inet and bridge " NET_NFT_TABLE, err);
     free(script);
     return r;
 }
@@ -197,10 +234,26 @@ net_nft_ports_reset(const struct net_nft_port *v, size_t n, struct tp_err *err)
 }
 
 int
+net_nft_tap_allow(const char *tap, const char *mac, uint32_t ip, struct tp_err *err)
+{
+    char addr[NET_IP_LEN];
+    _cleanup_free_ char *script = NULL;
+
+    /* The TAP's name, MAC and address all follow from the address: an element left behind
+     * is still right for whoever gets that address next. */
+    net_ip_format(ip, addr);
+    script = xasprintf("add element bridge " NET_NFT_TABLE " macs { \"%s\" . %s }\n"
+                       "add element bridge " NET_NFT_TABLE " ips { \"%s\" . %s }\n",
+                       tap, mac, tap, addr);
+    return nft_run(script, "allow the guest's own addresses on its TAP", err);
+}
+
+int
 net_nft_remove(struct tp_err *err)
 {
     /* `add` first so that `delete` never fails on a missing table (nft 1.0.6 has no
      * `destroy`); both in one transaction. */
-    return nft_run("add table inet " NET_NFT_TABLE "\ndelete table inet " NET_NFT_TABLE "\n",
-                   "remove nftables table inet " NET_NFT_TABLE, err);
+    return nft_run("add table inet " NET_NFT_TABLE "\ndelete table inet " NET_NFT_TABLE "\n"
+                   "add table bridge " NET_NFT_TABLE "\ndelete table bridge " NET_NFT_TABLE "\n",
+                   "remove nftables tables inet and bridge " NET_NFT_TABLE, err);
 }

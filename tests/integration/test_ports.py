@@ -241,6 +241,17 @@ class PortsTest(unittest.TestCase):
         self.assertIn("1 packets transmitted, 1 packets received", out)
         self.assertIn("0 packets received",
                       guest(self.d, "web", f"ping -c 2 -W 2 {ip} || true"))
+        # Nor through the host: a route via the gateway to the other guest is dropped.
+        out = guest(self.d, "iso", "ip route add 10.88.0.2/32 via 10.88.0.1; "
+                                   "ping -c 2 -W 2 10.88.0.2 || true; ip route del 10.88.0.2/32")
+        self.assertIn("2 packets transmitted, 0 packets received", out)
+        # No guest sends with another's address (here web's): dropped at its TAP.
+        out = guest(self.d, "iso", "ip addr add 10.88.0.2/16 dev eth0; "
+                                   "ping -c 2 -W 2 -I 10.88.0.2 10.88.0.1 || true; "
+                                   "ip addr del 10.88.0.2/16 dev eth0")
+        self.assertIn("2 packets transmitted, 0 packets received", out)
+        # web still answers at its own address.
+        self.assertEqual(self.get("127.0.0.1", 8080), "hello-from-web\n")
         # Two shared VMs reach each other.
         self.d.cli("run", "-d", "--name", "sh1", "--network-mode", "shared")
         self.d.cli("run", "-d", "--name", "sh2", "--network-mode", "shared")

@@ -130,7 +130,10 @@ int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, s
 /* Tell the guest who it is (hostname = the instance's name, a fresh RNG seed, the clock) and
  * wait for its acknowledgement: fork children share their parent's identity until then. */
 #define IDENTITY_TIMEOUT_MS 10000
-int inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err);
+/* Hostname, seed and clock, then a fork child's network (when it has one): phases
+ * apply_identity and apply_network are closed on t (may be NULL). */
+int inst_apply_identity(struct inst_manager *m, struct inst *i, struct trace *t,
+                        struct tp_err *err);
 /* Hand the guest the host's wall clock (it lags by any time spent frozen); logs failures. */
 void inst_sync_clock(struct inst *i);
 /* SIGKILL the VMM the record names (pid + start time; a recycled pid is never hit) when there

@@ -153,7 +153,7 @@ inst_drop_vmm(struct inst *i)
     i->agent = agent_conn_free(i->agent);
     i->vm = hv_vm_release(i->vm);
     i->record_working_set = false;
-    inst_ports_unpublish(i->m, i);
+    inst_net_detach(i->m, i);
 }
 
 int
@@ -352,7 +352,7 @@ inst_kill_recorded_vmm(struct inst *i, struct tp_err *err)
 {
     int r = kill_recorded_vmm(i, err);
     if (r >= 0)
-        inst_ports_unpublish(i->m, i);
+        inst_net_detach(i->m, i);
     return r;
 }
 

@@ -36,3 +36,51 @@ def daemon_args(a):
 
 def run_args(a):
     return ["--hypervisor", a.hypervisor]
+
+
+class Netns:
+    """A network namespace of the bench's own: torpord --network and its guests live in it, so
+    the host's own network is never touched. Deleted (with everything torpord set up in it) at
+    the end."""
+
+    def __init__(self):
+        self.name = f"tpbench-{os.getpid()}"
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.exec("ip", "link", "set", "lo", "up")
+
+    def argv(self, *args):
+        return ["ip", "netns", "exec", self.name, *args]
+
+    def exec(self, *args):
+        subprocess.run(self.argv(*args), check=True)
+
+    def delete(self):
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+def add_network_arg(ap):
+    ap.add_argument("--network", action="store_true",
+                    help="run torpord --network inside a network namespace this bench creates and "
+                         "deletes; guests get the default network")
+
+
+def start_daemon(a):
+    """torpord for a bench run: (daemon, Netns or None). The scripts put harness on sys.path."""
+    import harness
+    ns = Netns() if getattr(a, "network", False) else None
+    try:
+        d = harness.Daemon(netns=ns.name if ns else None).start(
+            extra=daemon_args(a) + (["--network"] if ns else []))
+    except Exception:
+        if ns:
+            ns.delete()
+        raise
+    return d, ns
+
+
+def stop_daemon(d, ns):
+    try:
+        d.cleanup()
+    finally:
+        if ns:
+            ns.delete()

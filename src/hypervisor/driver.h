@@ -29,7 +29,8 @@ const char *hv_cap_to_string(enum hv_cap c);
 /* The guest's NIC: a TAP the manager created (attached to its bridge) and the guest's MAC. */
 struct hv_nic {
     int tap_fd;           /* the TAP's /dev/net/tun fd (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR):
-                             borrowed, the VMM gets a copy; the TAP lives while the VMM does */
+                             borrowed, the VMM gets a copy; the TAP lives while the VMM does.
+                             -EBADF for a driver with net_tap_by_name */
     const char *tap_name; /* its interface name, for VMMs that open a TAP by name */
     const char *mac;      /* "xx:xx:xx:xx:xx:xx" */
 };
@@ -105,6 +106,9 @@ struct hv_driver {
     const char *agent_sock_name;
     /* The VMM boots only an uncompressed ELF kernel (vmlinux): a bzImage is converted. */
     bool boots_elf_only;
+    /* HV_CAP_NET: the VMM opens its TAP itself, by hv_nic.tap_name (hv_nic.tap_fd is -EBADF).
+     * The manager creates the TAP persistent and deletes it once the VMM is gone. */
+    bool net_tap_by_name;
     /* The VMM binary's version, e.g. "7.2.22" (recorded in snapshot manifests, compared on
      * load). NULL slot: the driver cannot tell, and snapshots are not version-checked. */
     int (*probe)(char **ret_version, struct tp_err *err);

@@ -153,7 +153,7 @@ inst_drop_vmm(struct inst *i)
     i->agent = agent_conn_free(i->agent);
     i->vm = hv_vm_release(i->vm);
     i->record_working_set = false;
-    inst_ports_unpublish(i->m, i);
+    inst_net_detach(i->m, i);
 }
 
 int
@@ -352,7 +352,7 @@ inst_kill_recorded_vmm(struct inst *i, struct tp_err *err)
 {
     int r = kill_recorded_vmm(i, err);
     if (r >= 0)
-        inst_ports_unpublish(i->m, i);
+        inst_net_detach(i->m, i);
     return r;
 }
 
@@ -458,9 +458,11 @@ inst_failpoint(struct inst *i, const char *name, struct tp_err *err)
     }
 }
 
-/* The guest learns who it is now: hostname and fresh entropy (forks share the parent's RNG). */
+/* The guest learns who it is now: hostname and fresh entropy (forks share the parent's RNG),
+ * then, as a message of its own, a fork child's address and MAC in place of its parent's. The
+ * network part is timed apart (phase apply_network): it is what peers wait for. */
 int
-inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err)
+inst_apply_identity(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err)
 {
     uint8_t seed[32];
     char hex[2 * sizeof(seed) + 1];
@@ -472,9 +474,7 @@ inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err)
         sprintf(hex + 2 * k, "%02x", seed[k]);
     _cleanup_free_ char *host = xasprintf("hostname=%s", i->rec->name);
     _cleanup_free_ char *rnd = xasprintf("seed=%s", hex);
-    /* A fork child's own address and MAC, replacing its parent's in the guest. */
-    _cleanup_free_ char *net = inst_net_identity(i->rec);
-    char *const kv[] = { host, rnd, net, NULL };
+    char *const kv[] = { host, rnd, NULL };
 
     r = inst_agent_connect(m, i, IDENTITY_TIMEOUT_MS, err);
     if (r < 0)
@@ -483,6 +483,18 @@ inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err)
     if (r < 0)
         return tp_err_wrap(err, "apply identity");
     inst_sync_clock(i);
+    if (t)
+        trace_phase(t, "apply_identity");
+
+    _cleanup_free_ char *net = inst_net_identity(i->rec);
+    if (net) {
+        char *const nkv[] = { net, NULL };
+        r = agent_conn_identity(i->agent, nkv, IDENTITY_TIMEOUT_MS, err);
+        if (r < 0)
+            return tp_err_wrap(err, "apply network");
+        if (t)
+            trace_phase(t, "apply_network");
+    }
     return 0;
 }
 

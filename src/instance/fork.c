@@ -231,10 +231,9 @@ child_start(void *arg)
         return NULL;
     inst_crashpoint(i, "fork.child_started");
     if (c->wait_identity && i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
-        c->r = inst_apply_identity(c->m, i, &c->err);
+        c->r = inst_apply_identity(c->m, i, &c->t, &c->err);
         if (c->r >= 0)
             unlink(i->paths.identity_pending);
-        trace_phase(&c->t, "apply_identity");
     }
     return NULL;
 }
@@ -255,7 +254,7 @@ identity_worker(void *arg)
 
     if (inst_acquire_id(m, job->id, &i) >= 0) {
         if (i->vm && fs_exists(i->paths.identity_pending)) {
-            if (inst_apply_identity(m, i, &err) < 0)
+            if (inst_apply_identity(m, i, NULL, &err) < 0)
                 log_warn("instance=%s op=fork: identity not applied: %s", i->id, tp_err_msg(&err));
             else
                 unlink(i->paths.identity_pending);

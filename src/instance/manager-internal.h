@@ -130,7 +130,10 @@ int inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, s
 /* Tell the guest who it is (hostname = the instance's name, a fresh RNG seed, the clock) and
  * wait for its acknowledgement: fork children share their parent's identity until then. */
 #define IDENTITY_TIMEOUT_MS 10000
-int inst_apply_identity(struct inst_manager *m, struct inst *i, struct tp_err *err);
+/* Hostname, seed and clock, then a fork child's network (when it has one): phases
+ * apply_identity and apply_network are closed on t (may be NULL). */
+int inst_apply_identity(struct inst_manager *m, struct inst *i, struct trace *t,
+                        struct tp_err *err);
 /* Hand the guest the host's wall clock (it lags by any time spent frozen); logs failures. */
 void inst_sync_clock(struct inst *i);
 /* SIGKILL the VMM the record names (pid + start time; a recycled pid is never hit) when there
@@ -178,8 +181,8 @@ struct inst_nic {
     struct hv_nic hv; /* hv.tap_fd -EBADF when none */
     char tap[IFNAMSIZ];
     char mac[NET_MAC_LEN];
-    /* Set once owner's ports are published: closed while owner has no VMM (the launch or
-     * restore failed), the nic unpublishes them. */
+    /* Set once owner's TAP exists: closed while owner has no VMM (the launch or restore
+     * failed), the nic unpublishes its ports and deletes a persistent TAP (inst_net_detach). */
     struct inst_manager *m;
     struct inst *owner;
 };
@@ -194,12 +197,15 @@ struct inst_nic {
  * published, no VMM yet). */
 int inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec,
                   struct inst_nic *nic, struct tp_err *err);
-/* Close the manager's copy of the TAP fd (the VMM keeps its own); unpublish the ports when no
- * VMM took the TAP. */
+/* Close the manager's copy of the TAP fd (the VMM keeps its own); when no VMM took the TAP,
+ * inst_net_detach (ports unpublished, a persistent TAP deleted). */
 void inst_nic_close(struct inst_nic *nic);
 /* i's VMM is gone (or never came): remove its published ports from the nft maps. Idempotent,
  * best effort (logs). */
 void inst_ports_unpublish(struct inst_manager *m, struct inst *i);
+/* i's VMM is gone: its ports unpublished, and its TAP deleted when the driver opens TAPs by
+ * name (persistent; a TAP handed over as an fd went with the VMM). Idempotent, best effort. */
+void inst_net_detach(struct inst_manager *m, struct inst *i);
 /* "torpor.net=IP/PREFIX,GATEWAY" for the guest's command line, or NULL without a network. */
 char *inst_net_cmdline(const struct inst_record *rec);
 /* "net=IP/PREFIX,GATEWAY,MAC" for the agent's identity (a fork child's new address), or NULL. */

@@ -85,11 +85,16 @@ inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec, s
                           i->rec->name);
     net_tap_name(net->ip, nic->tap);
     net_mac_format(net->mac, nic->mac);
-    int fd = net_tap_open(nic->tap, !i->rec->cfg.net_shared, err);
+    int fd = net_tap_open(nic->tap, !i->rec->cfg.net_shared, drv->net_tap_by_name, err);
     if (fd < 0)
         return tp_err_wrap(err, "network interface of '%s'", i->rec->name);
-    nic->hv = (struct hv_nic){ .tap_fd = fd, .tap_name = nic->tap, .mac = nic->mac };
-    /* From here a failure closes the TAP (the cleanup), which the kernel then deletes. */
+    nic->hv = (struct hv_nic){ .tap_fd = drv->net_tap_by_name ? -EBADF : fd,
+                               .tap_name = nic->tap,
+                               .mac = nic->mac };
+    /* From here a failure closes the TAP (the cleanup), which the kernel then deletes, or
+     * deletes a persistent one. */
+    nic->m = m;
+    nic->owner = i;
     r = net_nft_tap_allow(nic->tap, nic->mac, net->ip, err);
     if (r < 0)
         return tp_err_wrap(err, "network interface of '%s'", i->rec->name);
@@ -97,8 +102,6 @@ inst_nic_open(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec, s
     if (r < 0)
         return r;
     if (i->rec->n_ports > 0) {
-        nic->m = m;
-        nic->owner = i;
         r = ports_publish(i, err);
         if (r < 0)
             return r;
@@ -114,10 +117,26 @@ void
 inst_nic_close(struct inst_nic *nic)
 {
     nic->hv.tap_fd = safe_close(nic->hv.tap_fd);
-    /* No VMM took the TAP over: its ports lead nowhere. */
+    /* No VMM took the TAP over: its ports lead nowhere, a persistent TAP goes. */
     if (nic->owner && !nic->owner->vm)
-        inst_ports_unpublish(nic->m, nic->owner);
+        inst_net_detach(nic->m, nic->owner);
     nic->owner = NULL;
+}
+
+void
+inst_net_detach(struct inst_manager *m, struct inst *i)
+{
+    const struct hv_driver *drv = i->rec ? hv_driver_find(i->rec->cfg.hypervisor) : NULL;
+    struct tp_err err = { 0 };
+    char tap[IFNAMSIZ];
+
+    inst_ports_unpublish(m, i);
+    if (!m->net_on || !i->rec->net.ip || !drv || !drv->net_tap_by_name)
+        return;
+    net_tap_name(i->rec->net.ip, tap);
+    if (net_link_delete(tap, &err) < 0)
+        log_warn("instance=%s op=network remove TAP: %s", i->id, tp_err_msg(&err));
+    tp_err_clear(&err);
 }
 
 static void

@@ -221,11 +221,10 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
          * (the clock comes with it); any other guest only needs the clock it lost. */
         if (fs_exists(i->paths.identity_pending)) {
             trace_phase(&t, "wait_agent");
-            r = inst_apply_identity(m, i, err);
+            r = inst_apply_identity(m, i, &t, err);
             if (r < 0)
                 goto done;
             unlink(i->paths.identity_pending);
-            trace_phase(&t, "apply_identity");
         } else {
             inst_sync_clock(i);
             trace_phase(&t, "wait_agent");

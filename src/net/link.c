@@ -242,7 +242,7 @@ port_set_isolated(struct nl_sock *sk, int ifindex, const char *name, bool on, st
 }
 
 int
-net_tap_open(const char *name, bool isolated, struct tp_err *err)
+net_tap_open(const char *name, bool isolated, bool persist, struct tp_err *err)
 {
     _cleanup_(nl_sockp) struct nl_sock *sk = NULL;
     _cleanup_(rtnl_linkp) struct rtnl_link *br = NULL, *tap = NULL;
@@ -258,8 +258,8 @@ net_tap_open(const char *name, bool isolated, struct tp_err *err)
     fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     if (fd < 0)
         return tp_err_errno(err, -errno, "open '/dev/net/tun' (is the tun module loaded?)");
-    /* QEMU's virtio-net wants the vnet header; no packet info. Not persistent: the TAP lives
-     * as long as the fd does, so a VMM that exits takes it along and nothing leaks. */
+    /* QEMU's virtio-net wants the vnet header (Firecracker sets it on its own fd); no packet
+     * info. Not persistent (yet): until the end, a failure closes the fd and the TAP goes. */
     ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR;
     memcpy(ifr.ifr_name, name, strlen(name));
     if (ioctl(fd, TUNSETIFF, &ifr) < 0)
@@ -285,7 +285,13 @@ net_tap_open(const char *name, bool isolated, struct tp_err *err)
     r = link_up(sk, tap, 0, NULL, err);
     if (r < 0)
         return r;
-    return TAKE_FD(fd);
+    if (!persist)
+        return TAKE_FD(fd); /* the TAP lives as long as the fd: a VMM that exits takes it along */
+    /* Last, so that nothing before leaves a TAP behind. Firecracker runs without capabilities:
+     * an owner lets our euid attach to the TAP all the same. */
+    if (ioctl(fd, TUNSETOWNER, (unsigned long)geteuid()) < 0 || ioctl(fd, TUNSETPERSIST, 1) < 0)
+        return tp_err_errno(err, -errno, "make TAP '%s' persistent", name);
+    return 0; /* the fd goes: a non-multiqueue TAP takes one attached file, the VMM's */
 }
 
 int

@@ -95,11 +95,14 @@ int net_ports_check(const struct net_port *v, size_t n, struct tp_err *err);
 /* Create NET_BRIDGE if missing, give it the gateway address/prefix (replacing any other
  * address it has), bring it up. */
 int net_bridge_ensure(const struct net_subnet *sn, struct tp_err *err);
-/* Create TAP name (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR, not persistent: it goes when the last fd
- * does, i.e. with the VMM it is handed to), enslave it to NET_BRIDGE, bring it up, and set its
- * bridge port isolated (no layer-2 traffic with other isolated ports) or not. A leftover
- * interface of that name is deleted first. Returns the O_CLOEXEC tun fd. */
-int net_tap_open(const char *name, bool isolated, struct tp_err *err);
+/* Create TAP name (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR), enslave it to NET_BRIDGE, bring it up, and
+ * set its bridge port isolated (no layer-2 traffic with other isolated ports) or not. A leftover
+ * interface of that name is deleted first. Not persistent: returns the O_CLOEXEC tun fd, and the
+ * TAP goes when the last fd does, i.e. with the VMM it is handed to. persist (for a VMM that
+ * opens the TAP by name): the TAP stays without an fd, owned by our euid (so a VMM without
+ * CAP_NET_ADMIN may attach to it); returns 0, and the caller deletes it (net_link_delete) when
+ * the VMM is gone. */
+int net_tap_open(const char *name, bool isolated, bool persist, struct tp_err *err);
 /* Delete interface name; 0 when it does not exist. */
 int net_link_delete(const char *name, struct tp_err *err);
 /* Names of the existing interfaces for which net_tap_name_ours() holds. *ret is a NULL-terminated

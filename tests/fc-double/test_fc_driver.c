@@ -1,6 +1,7 @@
 /* The Firecracker driver against the strict double (tests/fc-double): boot, the agent over
  * vsock, pause, Full and Diff snapshots, restore with resume on load, re-attach, a failed load
- * that leaves no process, the version probe. Every request the driver sends is validated by
+ * that leaves no process, the version probe, a NIC at boot and its TAP overridden on load.
+ * Every request the driver sends is validated by
  * the double against the official OpenAPI file. */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,6 +21,7 @@
 
 #include "guest/agent_client.h"
 #include "hypervisor/firecracker/fc_driver.h"
+#include "hypervisor/firecracker/fc_http.h"
 #include "hypervisor/hv.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
@@ -177,6 +179,70 @@ test_lifecycle(void **state)
     vm = hv_vm_release(vm);
 }
 
+/* The network interfaces the VMM has now (GET /vm/config, over a connection of our own). */
+static json_t *
+vm_net(struct hv_vm *vm, const struct hv_vm_spec *spec)
+{
+    _cleanup_(fc_http_freep) struct fc_http *api = NULL;
+    struct tp_err err = { 0 };
+    json_t *cfg = NULL;
+    expect_ok(fc_http_open(spec->api_sock, 5000, vm->pidfd, &api, &err), &err, "API connect");
+    expect_ok(fc_http_call(api, "GET", "/vm/config", NULL, 5000, &cfg, &err), &err, "vm/config");
+    json_t *net = json_incref(json_object_get(cfg, "network-interfaces"));
+    json_decref(cfg);
+    assert_non_null(net);
+    return net;
+}
+
+static void
+expect_nic(json_t *net, const char *tap, const char *mac)
+{
+    assert_int_equal(json_array_size(net), 1);
+    json_t *n = json_array_get(net, 0);
+    assert_string_equal(json_string_value(json_object_get(n, "iface_id")), "eth0");
+    assert_string_equal(json_string_value(json_object_get(n, "host_dev_name")), tap);
+    assert_string_equal(json_string_value(json_object_get(n, "guest_mac")), mac);
+    json_decref(net);
+}
+
+/* The NIC: PUT /network-interfaces/eth0 before InstanceStart (the double refuses it after),
+ * then a fork child's load names its own TAP in network_overrides; the MAC stays the one in
+ * the device state (the guest agent applies the child's). No TAP is opened: the double only
+ * records the name, so this checks the requests, not a guest's network. */
+static void
+test_network(void **state)
+{
+    struct fixture *f = *state;
+    struct hv_vm *vm = NULL;
+    struct tp_err err = { 0 };
+    bool resumed = false, ram_in_state = true;
+    const struct hv_nic parent = { .tap_fd = -EBADF,
+                                   .tap_name = "tp0a580002",
+                                   .mac = "02:74:0a:58:00:02" };
+    const struct hv_nic child = { .tap_fd = -EBADF,
+                                  .tap_name = "tp0a580003",
+                                  .mac = "02:74:0a:58:00:03" };
+
+    assert_true(fc_driver.caps[HV_CAP_NET]);
+    assert_true(fc_driver.net_tap_by_name);
+    f->spec.nic = &parent;
+    expect_ok(hv_launch(&fc_driver, &f->spec, &vm, &err), &err, "launch");
+    expect_nic(vm_net(vm, &f->spec), parent.tap_name, parent.mac);
+    expect_ok(hv_pause(vm, &err), &err, "pause");
+    expect_ok(hv_snapshot(vm, &f->spec, f->snap, false, &ram_in_state, &err), &err, "snapshot");
+    hv_kill(vm, 5000, NULL);
+    vm = hv_vm_release(vm);
+
+    f->spec.nic = &child;
+    const struct hv_restore_opts ro = { .snap_dir = f->snap, .resume_on_load = true };
+    expect_ok(hv_restore(&fc_driver, &f->spec, &ro, &vm, &resumed, &err), &err, "restore");
+    expect_state(vm, HV_RUN_RUNNING);
+    expect_nic(vm_net(vm, &f->spec), child.tap_name, parent.mac);
+    hv_kill(vm, 5000, NULL);
+    vm = hv_vm_release(vm);
+    f->spec.nic = NULL;
+}
+
 /* A load Firecracker refuses leaves no process behind, and says why. */
 static void
 test_failed_load(void **state)
@@ -227,6 +293,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_lifecycle, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_load, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_network, setup, teardown),
         cmocka_unit_test(test_version),
     };
     if (!getenv(FC_BINARY_ENV) || !getenv("FC_DOUBLE_SPEC") ||

@@ -6,6 +6,7 @@ OpenAPI file. The double has no guest: its "guest agent" is torpor's agent run o
 import json
 import os
 import sys
+import unittest
 
 import harness
 
@@ -229,6 +230,98 @@ class NoFirecracker(harness.DaemonTest):
         self.assertIn("firecracker is not available", out["message"])
         self.assertIn("/nonexistent/firecracker", out["message"])
         self.assertEqual(d.request("GET", "/v1/instances/nofc")[0], 404)
+
+
+def fc_get(sock, path):
+    """GET path from a Firecracker API socket (the double takes up to 10 connections)."""
+    import socket
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(10)
+        s.connect(sock)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, body = buf.split(b"\r\n\r\n", 1)
+        n = int(next(l.split(b":")[1] for l in head.split(b"\r\n")
+                     if l.lower().startswith(b"content-length:")))
+        while len(body) < n:
+            body += s.recv(65536)
+    return json.loads(body)
+
+
+class FirecrackerNetwork(unittest.TestCase):
+    """torpord --network in a network namespace of the test's own, VMs on the double. The
+    double opens no TAP and runs no guest kernel, so what is checked is torpor's side: the
+    persistent TAP by name, PUT /network-interfaces before boot (validated against the spec)
+    and network_overrides on load, as the VMM's own GET /vm/config reports them. A guest's
+    traffic cannot be tested here."""
+
+    @classmethod
+    def setUpClass(cls):
+        from test_network import Netns
+        cls.ns = Netns("fc")
+        cls.d = harness.Daemon(netns=cls.ns.name)
+        try:
+            cls.d.start(extra=["--firecracker", FC_DOUBLE, "--network"], env=fc_env())
+        except Exception:
+            cls.ns.delete()
+            raise
+        cls.kernel = os.path.join(cls.d.tmp, "vmlinux")
+        with open(cls.kernel, "wb") as f:
+            f.write(b"\x7fELF" + bytes(60))
+        cls.initrd = os.path.join(cls.d.tmp, "initrd")
+        with open(cls.initrd, "wb") as f:
+            f.write(b"070701")
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.d.cleanup()
+        finally:
+            cls.ns.delete()
+
+    def nic(self, name):
+        net = fc_get(os.path.join(self.d.inst_dir(name), "fc.sock"), "/vm/config")
+        return net["network-interfaces"]
+
+    def test_nic_overrides_and_persistent_taps(self):
+        d, ns = self.d, self.ns
+        st, caps = d.request("GET", "/v1/capabilities")
+        self.assertTrue(caps["hypervisors"]["firecracker"]["network"])
+        d.cli("run", "--name", "fn", "--hypervisor", "firecracker", "--kernel", self.kernel,
+              "--initrd", self.initrd)
+        net = d.request("GET", "/v1/instances/fn")[1]["network"]
+        self.assertEqual(self.nic("fn"), [{"iface_id": "eth0", "host_dev_name": net["tap"],
+                                           "guest_mac": net["mac"]}])
+        # Firecracker opens the TAP by name: it is persistent, a port of the bridge.
+        self.assertEqual(ns.links()[net["tap"]].get("master"), "torpor0")
+        # A fork child loads the snapshot with its own TAP; its MAC in the device state stays
+        # the parent's until the guest agent applies its own (no agent guest here: no_wait).
+        st, out = d.request("POST", "/v1/instances/fn/fork", {"name": "fk", "no_wait": True})
+        self.assertEqual(st, 201, out)
+        kid = out["instances"][0]["network"]
+        self.assertNotEqual(kid["tap"], net["tap"])
+        self.assertEqual(self.nic("fk"), [{"iface_id": "eth0", "host_dev_name": kid["tap"],
+                                           "guest_mac": net["mac"]}])
+        self.assertIn(kid["tap"], ns.links())
+        # The VMM gone, its persistent TAP goes too; restore makes it again (overridden with
+        # the same name).
+        d.cli("standby", "fn")
+        self.assertNotIn(net["tap"], ns.links())
+        d.cli("restore", "fn")
+        self.assertEqual(self.nic("fn")[0]["host_dev_name"], net["tap"])
+        self.assertIn(net["tap"], ns.links())
+        d.cli("stop", "fk")
+        self.assertNotIn(kid["tap"], ns.links())
+        # A TAP left by a VMM that died with the daemon goes at restart (recovery).
+        vmm = d.request("GET", "/v1/instances/fn")[1]["pid"]
+        d.kill9()
+        os.kill(vmm, 9)
+        d.start(extra=["--firecracker", FC_DOUBLE, "--network"], env=fc_env())
+        self.assertNotIn(net["tap"], ns.links())
+        d.cli("rm", "-f", "fn", "fk")
+        self.assertEqual([l for l in ns.links() if l.startswith("tp")], [])
 
 
 if __name__ == "__main__":

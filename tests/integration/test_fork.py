@@ -25,6 +25,7 @@ class Fork(harness.DaemonTest):
             phases = [p["name"] for p in i["last_operation"]["phases"]]
             for ph in ("prepare_child", "start_process", "load_snapshot", "apply_identity"):
                 self.assertIn(ph, phases)
+            self.assertNotIn("apply_network", phases)  # no network: nothing to apply
         st, s = d.request("GET", "/v1/instances/src")
         self.assertEqual(s["state"], "Running")
         phases = [p["name"] for p in s["last_operation"]["phases"]]

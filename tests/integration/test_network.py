@@ -151,7 +151,11 @@ class NetTest(unittest.TestCase):
 
     def test_5_fork_child_own_address(self):
         self.d.cli("fork", "a", "--name", "kid")
-        nk = inspect(self.d, "kid")["network"]
+        kid = inspect(self.d, "kid")
+        nk = kid["network"]
+        # The new address is applied (and timed) apart from the hostname and seed.
+        phases = [p["name"] for p in kid["last_operation"]["phases"]]
+        self.assertLess(phases.index("apply_identity"), phases.index("apply_network"))
         self.assertNotEqual(nk["ip"], "10.88.0.2")
         self.assertNotEqual(nk["mac"], "02:74:0a:58:00:02")
         out = guest(self.d, "kid", "ip -4 addr show eth0; cat /sys/class/net/eth0/address; "

@@ -27,6 +27,7 @@
 #define FC_REAP_MS          5000
 #define FC_GUEST_CID        3
 #define FC_ROOT_DRIVE       "rootfs"
+#define FC_NET_IFACE        "eth0" /* the guest's one NIC; its TAP is spec->nic->tap_name */
 
 struct fc_vm {
     struct fc_http *api;
@@ -201,6 +202,16 @@ fc_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *e
         if ((r = fc_body_drive(&d, &b, err)) >= 0)
             r = fc_put(vm, "PUT", "/drives/" FC_ROOT_DRIVE, b, 0, err);
     }
+    if (r >= 0 && spec->nic) {
+        /* Firecracker opens the TAP by name (the manager made it persistent). */
+        const struct fc_net_iface n = {
+            .iface_id = FC_NET_IFACE,
+            .host_dev_name = spec->nic->tap_name,
+            .guest_mac = spec->nic->mac,
+        };
+        if ((r = fc_body_net_iface(&n, &b, err)) >= 0)
+            r = fc_put(vm, "PUT", "/network-interfaces/" FC_NET_IFACE, b, 0, err);
+    }
     if (r >= 0 && (r = fc_body_vsock(&vs, &b, err)) >= 0)
         r = fc_put(vm, "PUT", "/vsock", b, 0, err);
     if (r >= 0 && (r = fc_body_action(FC_ACTION_INSTANCE_START, &b, err)) >= 0)
@@ -301,13 +312,20 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
     if (o->phases.mark)
         o->phases.mark(o->phases.ctx, "start_process");
     /* The memory file is mapped MAP_PRIVATE and must not change while the VM lives; the vsock
-     * socket is this instance's (a fork child's is not its parent's). */
+     * socket and the TAP are this instance's (a fork child's are not its parent's; the guest
+     * keeps its parent's MAC until the agent applies the child's). */
+    const struct fc_net_override no = {
+        .iface_id = FC_NET_IFACE,
+        .host_dev_name = spec->nic ? spec->nic->tap_name : NULL,
+    };
     const struct fc_snapshot_load l = {
         .snapshot_path = state,
         .backend = FC_MEM_BACKEND_FILE,
         .backend_path = memory,
         .track_dirty_pages = true,
         .resume_vm = o->resume_on_load,
+        .net_overrides = spec->nic ? &no : NULL,
+        .n_net_overrides = spec->nic ? 1 : 0,
         .vsock_uds_path = spec->agent_sock,
     };
     r = fc_body_snapshot_load(&l, &b, err);
@@ -428,10 +446,13 @@ const struct hv_driver fc_driver = {
         [HV_CAP_EXEC_AGENT] = true,
         /* A Full snapshot writes a new memory file; the VM keeps its own memory. */
         [HV_CAP_SNAPSHOT_KEEPS_VM] = true,
+        [HV_CAP_NET] = true,
     },
     .api_sock_name = "fc.sock",
     /* x86_64 Firecracker 1.16 loads ELF only (bzImage support is newer). */
     .boots_elf_only = true,
+    /* PUT /network-interfaces and network_overrides name the TAP; no fd can be passed. */
+    .net_tap_by_name = true,
     .agent_sock_name = "vsock.sock",
     .probe = fc_probe,
     .version_compatible = fc_version_compatible,

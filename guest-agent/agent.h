@@ -28,6 +28,8 @@ struct net_cfg {
     unsigned prefix;
     uint8_t mac[6];
     bool has_mac;
+    const char *dns;  /* "IP[,IP...]" (torpor.dns=) for resolv.conf; NULL: the gateway */
+    bool keep_resolv; /* a fork child's identity: resolv.conf stays as its parent's */
 };
 /* 0, or -EINVAL when malformed. */
 int net_cfg_parse(const char *text, struct net_cfg *ret);

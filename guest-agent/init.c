@@ -43,6 +43,7 @@ struct boot_opts {
     char *cmd; /* hex of NUL-separated argv */
     char *agent_port;
     char *net; /* IP/PREFIX,GATEWAY */
+    char *dns; /* IP[,IP...]: name servers for resolv.conf */
 };
 
 static void
@@ -109,6 +110,7 @@ parse_cmdline(char *text, struct boot_opts *o)
         { "torpor.cmd=", offsetof(struct boot_opts, cmd) },
         { "torpor.agent_port=", offsetof(struct boot_opts, agent_port) },
         { "torpor.net=", offsetof(struct boot_opts, net) },
+        { "torpor.dns=", offsetof(struct boot_opts, dns) },
     };
     for (char *save = NULL, *w = strtok_r(text, " \t\n", &save); w;
          w = strtok_r(NULL, " \t\n", &save))
@@ -378,6 +380,7 @@ boot_main(void)
     if (o.net) {
         struct net_cfg nc;
         int r = net_cfg_parse(o.net, &nc);
+        nc.dns = o.dns;
         if (r >= 0)
             r = net_apply(&nc);
         if (r < 0)

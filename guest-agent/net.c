@@ -276,11 +276,28 @@ write_small(const char *path, const char *text)
 
 /* Written whole to a temporary file and renamed: a reader never sees half of it. */
 static void
-resolv_write(uint32_t gw)
+resolv_write(uint32_t gw, const char *dns)
 {
-    char ip[INET_ADDRSTRLEN], text[96];
-    inet_ntop(AF_INET, &gw, ip, sizeof(ip));
-    int n = snprintf(text, sizeof(text), "# written by torpor-agent\nnameserver %s\n", ip);
+    char ip[INET_ADDRSTRLEN], text[256];
+    int n = snprintf(text, sizeof(text), "# written by torpor-agent\n");
+
+    /* The host's own name servers (torpord passes those its guests can reach), at most three
+     * IPv4 literals as resolv.conf takes; else the gateway. */
+    char list[128];
+    unsigned kept = 0;
+    snprintf(list, sizeof(list), "%s", dns ? dns : "");
+    for (char *save = NULL, *w = strtok_r(list, ",", &save); w && kept < 3;
+         w = strtok_r(NULL, ",", &save)) {
+        struct in_addr a;
+        if (inet_pton(AF_INET, w, &a) != 1)
+            continue;
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "nameserver %s\n", w);
+        kept++;
+    }
+    if (!kept) {
+        inet_ntop(AF_INET, &gw, ip, sizeof(ip));
+        n += snprintf(text + n, sizeof(text) - (size_t)n, "nameserver %s\n", ip);
+    }
     int fd = open(NET_RESOLV ".torpor", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || write(fd, text, (size_t)n) != n || rename(NET_RESOLV ".torpor", NET_RESOLV) < 0)
         agent_log("write '%s': %s", NET_RESOLV, strerror(errno));
@@ -356,7 +373,7 @@ net_apply(const struct net_cfg *c)
     close(fd);
     if (r < 0)
         return r;
-    /* No resolver runs on the host yet: the gateway is where one will answer. */
-    resolv_write(c->gw);
+    if (!c->keep_resolv)
+        resolv_write(c->gw, c->dns);
     return 0;
 }

@@ -306,6 +306,7 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
             /* A fork child's own address and MAC in place of its parent's. */
             struct net_cfg nc;
             int r = net_cfg_parse(kv + 4, &nc);
+            nc.keep_resolv = true; /* the same name servers as its parent's */
             if (r >= 0)
                 r = net_apply(&nc);
             if (r < 0) {

@@ -49,7 +49,8 @@ inst_cmdline(struct inst *i, char **ret, struct tp_err *err)
                         c->root_disk_src ? " torpor.root=/dev/vda" : "");
     _cleanup_free_ char *net = inst_net_cmdline(i->rec);
     if (net) {
-        char *t = xasprintf("%s %s", s, net);
+        char *t = xasprintf("%s %s%s%s", s, net, i->m->net_dns ? " torpor.dns=" : "",
+                            i->m->net_dns ? i->m->net_dns : "");
         free(s);
         s = t;
     }

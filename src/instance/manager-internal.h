@@ -64,6 +64,7 @@ struct inst_manager {
     uint64_t change_gen;
     bool quiescing; /* under change_lock: inst_manager_quiesce() was called */
     bool net_on;    /* torpord owns a bridge on subnet */
+    char *net_dns;  /* name servers for guests ("IP[,IP...]"), NULL: the gateway */
     struct net_subnet subnet;
     pthread_mutex_t net_lock; /* address choice + insert: one allocation at a time */
 };

@@ -371,6 +371,7 @@ inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret, 
         if (r < 0)
             goto fail;
         m->net_on = true;
+        m->net_dns = net_host_dns();
     }
     r = inst_reconcile(m, err);
     if (r < 0)
@@ -411,6 +412,7 @@ inst_manager_free(struct inst_manager *m)
     free(m->cache_dir);
     free(m->agent_path);
     free(m->accel);
+    free(m->net_dns);
     free(m);
     return NULL;
 }

@@ -198,3 +198,33 @@ net_tap_name_ours(const char *name)
         return false;
     return strspn(name + pl, "0123456789abcdef") == 8;
 }
+
+int
+net_resolv_servers(const char *text, char *out, size_t size)
+{
+    int n = 0;
+    size_t len = 0;
+
+    if (size)
+        out[0] = '\0';
+    for (const char *line = text; line && *line && n < 3;) {
+        const char *end = strchr(line, '\n');
+        size_t ll = end ? (size_t)(end - line) : strlen(line);
+        char word[16], addr[64];
+        /* "nameserver ADDR": IPv4 only, and not loopback (a stub resolver on the host is
+         * nothing a guest can reach). */
+        char lb[160];
+        snprintf(lb, sizeof(lb), "%.*s", (int)(ll < sizeof(lb) - 1 ? ll : sizeof(lb) - 1), line);
+        uint32_t ip;
+        if (sscanf(lb, "%15s %63s", word, addr) == 2 && strcmp(word, "nameserver") == 0 &&
+            net_ip_parse(addr, &ip) == 0 && (ip >> 24) != 127 && ip != 0) {
+            int w = snprintf(out + len, size - len, "%s%s", n ? "," : "", addr);
+            if (w < 0 || (size_t)w >= size - len)
+                break;
+            len += (size_t)w;
+            n++;
+        }
+        line = end ? end + 1 : NULL;
+    }
+    return n;
+}

@@ -8,6 +8,7 @@
 
 #include "net/net.h"
 #include "util/cleanup.h"
+#include "util/xalloc.h"
 
 #define IP_FORWARD     "/proc/sys/net/ipv4/ip_forward"
 #define ROUTE_LOCALNET "/proc/sys/net/ipv4/conf/" NET_BRIDGE "/route_localnet"
@@ -120,4 +121,23 @@ net_port_probe(const struct net_port *p, struct tp_err *err)
                           what, ip);
     }
     return tp_err_errno(err, -errno, "check host port %s", what);
+}
+
+char *
+net_host_dns(void)
+{
+    /* Where the stub resolver of systemd-resolved names the real ones. */
+    static const char *const files[] = { "/etc/resolv.conf", "/run/systemd/resolve/resolv.conf" };
+    char buf[4096], out[128];
+
+    for (size_t k = 0; k < sizeof(files) / sizeof(files[0]); k++) {
+        _cleanup_close_ int fd = open(files[k], O_RDONLY | O_CLOEXEC);
+        ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        if (net_resolv_servers(buf, out, sizeof(out)) > 0)
+            return xstrdup(out);
+    }
+    return NULL;
 }

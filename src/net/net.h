@@ -109,6 +109,10 @@ int net_link_delete(const char *name, struct tp_err *err);
  * strv owned by the caller. */
 int net_tap_list(char ***ret, struct tp_err *err);
 
+/* The name servers of a resolv.conf text a guest can use: up to three IPv4 addresses, not
+ * loopback, comma-separated into out (size bytes); their count. Pure. */
+int net_resolv_servers(const char *text, char *out, size_t size);
+
 /* ---- nft.c: libnftables; only tables inet and bridge NET_NFT_TABLE are ever touched ---- */
 
 /* Replace the table's rules: masquerade what sn sends elsewhere, forward to and from the
@@ -136,6 +140,10 @@ int net_nft_tap_allow(const char *tap, const char *mac, uint32_t ip, struct tp_e
 int net_nft_remove(struct tp_err *err);
 
 /* ---- host.c: the two entry points of torpord ---- */
+
+/* The host's name servers for guests ("IP[,IP...]", malloc'd), from /etc/resolv.conf or, when
+ * that names only a local stub, systemd-resolved's list; NULL when there is none. */
+char *net_host_dns(void);
 
 /* Bridge, IPv4 forwarding, nft table: idempotent (a restart reapplies it). */
 int net_host_setup(const struct net_subnet *sn, struct tp_err *err);

@@ -237,13 +237,32 @@ test_ports_check(void **state)
     assert_int_equal(net_proto_from_string(NULL), _NET_PROTO_INVALID);
 }
 
+static void
+test_resolv_servers(void **state)
+{
+    char out[128];
+    (void)state;
+
+    assert_int_equal(
+        net_resolv_servers("# c\nnameserver 127.0.0.53\noptions edns0\n", out, sizeof(out)), 0);
+    assert_string_equal(out, "");
+    assert_int_equal(net_resolv_servers("search x\nnameserver 10.0.0.2\nnameserver ::1\n"
+                                        "nameserver 1.1.1.1\nnameserver 9.9.9.9\n"
+                                        "nameserver 8.8.8.8\n",
+                                        out, sizeof(out)),
+                     3);
+    assert_string_equal(out, "10.0.0.2,1.1.1.1,9.9.9.9");
+    assert_int_equal(net_resolv_servers("nameserver 0.0.0.0\nnameserver x.y\n", out, sizeof(out)),
+                     0);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_subnet_parse),  cmocka_unit_test(test_addr_pick),
-        cmocka_unit_test(test_mac_and_names), cmocka_unit_test(test_port_parse),
-        cmocka_unit_test(test_ports_check),
+        cmocka_unit_test(test_resolv_servers), cmocka_unit_test(test_subnet_parse),
+        cmocka_unit_test(test_addr_pick),      cmocka_unit_test(test_mac_and_names),
+        cmocka_unit_test(test_port_parse),     cmocka_unit_test(test_ports_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -571,6 +571,7 @@ api_fork_body_clear(struct api_fork_body *b)
         return;
     free(b->name);
     free(b->prefix);
+    free(b->ports);
     *b = (struct api_fork_body){ 0 };
 }
 
@@ -589,6 +590,8 @@ fork_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_bool(key, v, &b->req.standby, err);
     if (streq(key, "no_wait"))
         return get_bool(key, v, &b->req.no_wait, err);
+    if (streq(key, "ports"))
+        return get_ports(key, v, &b->ports, &b->n_ports, err);
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
@@ -597,7 +600,7 @@ api_parse_fork(const char *data, size_t len, struct api_fork_body *ret, struct t
 {
     static const struct body_field fields[] = {
         { "count", false },   { "name", false },    { "prefix", false },
-        { "standby", false }, { "no_wait", false },
+        { "standby", false }, { "no_wait", false }, { "ports", true },
     };
     struct api_fork_body b = { .req.count = 1 };
     int r = 0;
@@ -611,6 +614,10 @@ api_parse_fork(const char *data, size_t len, struct api_fork_body *ret, struct t
                        b.req.count);
     if (r == 0 && b.name && b.prefix)
         r = tp_err_set(err, -EINVAL, "fields 'name' and 'prefix' exclude each other");
+    if (r == 0 && b.n_ports && b.req.count > 1)
+        r = tp_err_set(err, -EINVAL,
+                       "field 'ports' publishes one child's ports; it cannot go with count %u",
+                       b.req.count);
     if (r < 0) {
         api_fork_body_clear(&b);
         return r;
@@ -618,6 +625,8 @@ api_parse_fork(const char *data, size_t len, struct api_fork_body *ret, struct t
     *ret = b;
     ret->req.name = ret->name;
     ret->req.prefix = ret->prefix;
+    ret->req.ports = ret->ports;
+    ret->req.n_ports = ret->n_ports;
     return 0;
 }
 

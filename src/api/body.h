@@ -58,6 +58,8 @@ struct api_fork_body {
     struct inst_fork_req req;
     char *name;
     char *prefix;
+    struct net_port *ports;
+    size_t n_ports;
 };
 void api_fork_body_clear(struct api_fork_body *b);
 

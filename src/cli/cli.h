@@ -277,6 +277,8 @@ int cli_parse_signal(const char *s, int *ret, struct tp_err *err);
 /* -s must be a valid signal (cli_parse_signal); which ones can be sent is the runner's call. */
 int cli_parse_kill(int argc, char **argv, struct kill_opts *ret, struct tp_err *err);
 
+#define FORK_PORTS_MAX 16
+
 struct fork_opts {
     const char *source;     /* the instance to fork */
     uint32_t count;         /* 0 = not given: the daemon's default, one child */
@@ -285,6 +287,8 @@ struct fork_opts {
     bool standby;
     bool no_wait;
     bool trace; /* the source's last_operation, read back after the fork */
+    struct net_port ports[FORK_PORTS_MAX]; /* --publish: the only child's own ports */
+    size_t n_ports;
     bool help;
 };
 /* --count is 1..64; --name and --prefix exclude each other, --name wants a count of 1. */

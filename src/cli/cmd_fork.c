@@ -19,6 +19,7 @@ enum {
     OPT_PREFIX,
     OPT_STANDBY,
     OPT_NO_WAIT,
+    OPT_PUBLISH,
     OPT_TRACE,
 };
 
@@ -38,6 +39,10 @@ static const struct cli_syntax syntax = {
         [OPT_PREFIX] = { "prefix", 0, "name the children P-<n>", "P" },
         [OPT_STANDBY] = { "standby", 0, "leave the children on standby", NULL },
         [OPT_NO_WAIT] = { "no-wait", 0, "do not wait for the children's agents", NULL },
+        [OPT_PUBLISH] = { "publish", 'p',
+                          "publish a port of the only child (repeatable; children do not get "
+                          "the source's)",
+                          "[HOSTIP:]HOSTPORT:GUESTPORT[/PROTO]" },
         [OPT_TRACE] = CLI_FLAG_TRACE,
     },
 };
@@ -51,13 +56,39 @@ want_nonempty(const char *opt, const char *value, struct tp_err *err)
     return 0;
 }
 
+struct fork_parse {
+    struct fork_opts *o;
+    struct tp_err perr; /* the first -p that does not parse, or one too many */
+};
+
+static void
+fork_on_option(size_t flag, const char *value, void *userdata)
+{
+    struct fork_parse *fp = userdata;
+    struct net_port p;
+
+    if (flag != OPT_PUBLISH || fp->perr.code < 0)
+        return;
+    if (net_port_parse(value, &p, &fp->perr) < 0)
+        return;
+    if (fp->o->n_ports == FORK_PORTS_MAX) {
+        tp_err_set(&fp->perr, -E2BIG, "at most %d ports", FORK_PORTS_MAX);
+        return;
+    }
+    fp->o->ports[fp->o->n_ports++] = p;
+}
+
 int
 cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err)
 {
     struct cli_args a;
     struct fork_opts o = { 0 };
-    int r = cli_parse_args(&syntax, argc, argv, &a, err);
+    struct fork_parse fp = { .o = &o };
+    int r = cli_parse_args_each(&syntax, argc, argv, fork_on_option, &fp, &a, err);
 
+    if (r >= 0 && !a.help && fp.perr.code < 0)
+        r = tp_err_set(err, -EINVAL, "option '--publish': %s", tp_err_msg(&fp.perr));
+    tp_err_clear(&fp.perr);
     if (r < 0)
         return r;
     if (a.help) {
@@ -92,6 +123,14 @@ cli_parse_fork(int argc, char **argv, struct fork_opts *ret, struct tp_err *err)
         return tp_err_set(err, -EINVAL,
                           "option '--name' names one child; it cannot go with '--count %u'",
                           o.count);
+    if (o.n_ports && o.count > 1)
+        return tp_err_set(err, -EINVAL,
+                          "option '--publish' publishes one child's ports; it cannot go with "
+                          "'--count %u'",
+                          o.count);
+    r = net_ports_check(o.ports, o.n_ports, err);
+    if (r < 0)
+        return tp_err_wrap(err, "option '--publish'");
     o.source = a.operands[0];
     o.child_name = a.values[OPT_NAME];
     o.prefix = a.values[OPT_PREFIX];
@@ -117,6 +156,18 @@ fork_body(const struct fork_opts *o)
         json_object_set_new(b, "standby", json_true());
     if (o->no_wait)
         json_object_set_new(b, "no_wait", json_true());
+    if (o->n_ports) {
+        json_t *a = json_array();
+        for (size_t k = 0; k < o->n_ports; k++) {
+            char ip[NET_IP_LEN];
+            net_ip_format(o->ports[k].host_ip, ip);
+            json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:s}", "host_ip", ip, "host_port",
+                                               (int)o->ports[k].host_port, "guest_port",
+                                               (int)o->ports[k].guest_port, "proto",
+                                               net_proto_to_string(o->ports[k].proto)));
+        }
+        json_object_set_new(b, "ports", a);
+    }
     return b;
 }
 

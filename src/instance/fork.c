@@ -295,7 +295,8 @@ inst_identity_later(struct inst_manager *m, const char *id)
 /* Create the child's record, directory and disk (a reflink or sparse copy of the source's). */
 static int
 child_create(struct inst_manager *m, struct inst *src, const char *id, const char *name,
-             const char *tid, bool standby, struct inst **ret, struct tp_err *err)
+             const char *tid, bool standby, const struct inst_fork_req *q, struct inst **ret,
+             struct tp_err *err)
 {
     struct inst_record *rec = xnew(struct inst_record, 1);
     const struct inst_config *sc = &src->rec->cfg;
@@ -314,8 +315,14 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     rec->cfg.agent = sc->agent;
     rec->cfg.accel = sc->accel ? xstrdup(sc->accel) : NULL;
     /* The same network mode; published ports are the source's alone (a host port is one
-     * instance's), as a new docker container does not get another's. */
+     * instance's), as a new docker container does not get another's: a child publishes only
+     * what the fork asked for (its record's insert refuses a host port in use). */
     rec->cfg.net_shared = sc->net_shared;
+    if (q->n_ports) {
+        rec->ports = xnew(struct net_port, q->n_ports);
+        memcpy(rec->ports, q->ports, q->n_ports * sizeof(*q->ports));
+        rec->n_ports = q->n_ports;
+    }
     rec->state = INST_CREATED;
     rec->created_ms = rec->state_changed_ms = wall_ms();
 
@@ -486,12 +493,23 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         return tp_err_set(err, -EINVAL, "count %u is outside 1..%d", count, FORK_MAX_CHILDREN);
     if (q->name && count != 1)
         return tp_err_set(err, -EINVAL, "a child name needs count 1");
+    if (q->n_ports && count != 1)
+        return tp_err_set(err, -EINVAL, "published ports are one child's: they need count 1");
+    /* As run does: DNAT would take the traffic from a socket already bound there. */
+    for (size_t k = 0; k < q->n_ports; k++)
+        if ((r = net_port_probe(&q->ports[k], err)) < 0)
+            return r;
     r = inst_acquire(m, ref, &src, err);
     if (r < 0)
         return r;
     r = inst_require_state(src, "fork", STATE_BIT(INST_RUNNING) | STATE_BIT(INST_STANDBY), err);
     if (r < 0)
         goto out;
+    if (q->n_ports && !src->rec->net.ip) {
+        r = tp_err_set(err, -EINVAL, "published ports need a network: '%s' has none",
+                       src->rec->name);
+        goto out;
+    }
     const struct hv_driver *drv = hv_driver_find(src->rec->cfg.hypervisor);
     if (!hv_has_cap(drv, HV_CAP_FORK) || !hv_has_cap(drv, HV_CAP_SNAPSHOT) ||
         !hv_has_cap(drv, HV_CAP_RESTORE)) {
@@ -574,7 +592,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         trace_begin(&c->t, "fork");
         snprintf(c->t.metrics_op, sizeof(c->t.metrics_op), "fork_child");
         r = child_create(m, src, j.children[made], names[made], man.ram_in_state ? NULL : j.tid,
-                         q->standby, &c->i, err);
+                         q->standby, q, &c->i, err);
         if (r < 0) {
             if (c->i)
                 made++; /* half-made: destroyed with the others */

@@ -97,12 +97,16 @@ int inst_standby(struct inst_manager *m, const char *ref, struct inst_record **r
 int inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret,
                  struct tp_err *err);
 
+struct net_port;
+
 struct inst_fork_req {
     uint32_t count;     /* 1..64; 0 = 1 */
     const char *name;   /* the child's name (count 1 only); NULL = generated */
     const char *prefix; /* children are <prefix>-<n>; NULL = "<source name>" */
     bool standby;       /* leave the children in Standby instead of Running */
     bool no_wait;       /* do not wait for each child's agent to acknowledge its identity */
+    const struct net_port *ports; /* the child's own published ports (count 1 only) */
+    size_t n_ports;
 };
 
 /* Fork a Running or Standby instance into count children that start exactly where it was.

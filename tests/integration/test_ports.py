@@ -276,6 +276,27 @@ class PortsTest(unittest.TestCase):
         self.assertEqual(self.get("127.0.0.1", 8080), "hello-from-web\n")  # still the parent's
         self.d.cli("rm", "-f", "kid")
 
+    def test_7b_fork_child_publishes_what_is_asked(self):
+        # Asked for: the child's own host port leads to the child (a copy of web, server
+        # included); the parent's stays the parent's.
+        self.d.cli("fork", "web", "--name", "kid2", "-p", "8091:80")
+        kid = inspect(self.d, "kid2")
+        self.assertEqual(self.d.cli("port", "kid2").stdout.decode(), "80/tcp -> 127.0.0.1:8091\n")
+        self.assertEqual(self.elements(kid["network"]["ip"]) != [], True)
+        self.assertEqual(self.get("127.0.0.1", 8091), "hello-from-web\n")
+        self.assertEqual(self.get("127.0.0.1", 8080), "hello-from-web\n")
+        # A host port already published is refused, and so is -p with several children.
+        p = self.d.cli("fork", "web", "--name", "kid3", "-p", "8080:80", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"already published", p.stderr)
+        p = self.d.cli("fork", "web", "--count", "2", "-p", "8092:80", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn(b"one child", p.stderr)
+        names = {i["name"] for i in self.d.request("GET", "/v1/instances?all=true")[1]["instances"]}
+        self.assertNotIn("kid3", names)
+        self.d.cli("rm", "-f", "kid2")
+        self.assertEqual(self.elements(kid["network"]["ip"]), [])
+
     def test_8_restart_reclaims(self):
         # A leftover element for a guest no instance has (a crash could leave one), and web's
         # published ports, through a kill -9 and a restart.

@@ -146,7 +146,9 @@ net_bridge_ensure(const struct net_subnet *sn, struct tp_err *err)
     if (r < 0)
         return r;
     r = rtnl_link_get_kernel(sk, 0, NET_BRIDGE, &br);
+    bool created = false;
     if (r == -NLE_OBJ_NOTFOUND || r == -NLE_NODEV) {
+        created = true;
         r = rtnl_link_bridge_add(sk, NET_BRIDGE);
         if (r < 0 && r != -NLE_EXIST)
             return nl_fail(err, r, "create bridge", NET_BRIDGE);
@@ -159,6 +161,15 @@ net_bridge_ensure(const struct net_subnet *sn, struct tp_err *err)
                           "interface '%s' exists and is not a bridge: remove it or "
                           "run torpord --cleanup-network",
                           NET_BRIDGE);
+    /* torpord's bridge has a MAC of its making (02:74 + the gateway's address, any subnet):
+     * another bridge of this name is someone else's, whose ports must not become ours. */
+    struct nl_addr *ll = rtnl_link_get_addr(br);
+    const uint8_t *b = ll && nl_addr_get_len(ll) == 6 ? nl_addr_get_binary_addr(ll) : NULL;
+    if (!created && (!b || b[0] != 0x02 || b[1] != 0x74))
+        return tp_err_set(err, -EEXIST,
+                          "a bridge '%s' exists that torpord did not make: remove it (ip link "
+                          "del %s) or run torpord without --network",
+                          NET_BRIDGE, NET_BRIDGE);
 
     uint32_t gw = htonl(net_subnet_gateway(sn));
     struct nl_addr *local = nl_addr_build(AF_INET, &gw, sizeof(gw));

@@ -35,10 +35,45 @@ nft_run(const char *script, const char *what, struct tp_err *err)
         size_t n = strlen(msg);
         while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
             msg[--n] = '\0';
-        /* libnftables reports no errno; permission is the usual cause and worth naming. */
-        r = tp_err_set(err, strstr(msg, "Operation not permitted") ? -EPERM : -EIO, "%s: %s", what,
-                       *msg ? msg : "nft failed");
+        /* libnftables reports no errno; permission and a kernel without nf_tables are the
+         * usual causes, and worth naming. */
+        if (strstr(msg, "Operation not permitted"))
+            r = tp_err_set(err, -EPERM, "%s: %s", what, msg);
+        else if (strstr(msg, "Protocol not supported") || strstr(msg, "Address family not"))
+            r = tp_err_set(err, -EOPNOTSUPP,
+                           "%s: %s (is the nf_tables module loaded? modprobe nf_tables)", what,
+                           msg);
+        else
+            r = tp_err_set(err, -EIO, "%s: %s", what, *msg ? msg : "nft failed");
         free(msg);
+    }
+    nft_ctx_free(ctx);
+    return r;
+}
+
+/* A table of this name that torpord did not make (it carries TABLE_MARK) is someone else's:
+ * flushing it would destroy their rules. 0 when there is none or it is ours. */
+#define TABLE_MARK "torpord"
+
+static int
+table_foreign(const char *family, struct tp_err *err)
+{
+    struct nft_ctx *ctx = nft_ctx_new(NFT_CTX_DEFAULT);
+    _cleanup_free_ char *cmd = xasprintf("list table %s " NET_NFT_TABLE, family);
+    int r = 0;
+
+    if (!ctx)
+        return tp_err_set(err, -ENOMEM, "create an nftables context");
+    nft_ctx_buffer_output(ctx);
+    nft_ctx_buffer_error(ctx);
+    if (nft_run_cmd_from_buffer(ctx, cmd) == 0) { /* it exists */
+        const char *out = nft_ctx_get_output_buffer(ctx);
+        if (!out || !strstr(out, "comment \"" TABLE_MARK "\""))
+            r = tp_err_set(err, -EEXIST,
+                           "an nftables table '%s " NET_NFT_TABLE "' exists that torpord did not "
+                           "make: remove it (nft delete table %s " NET_NFT_TABLE
+                           ") or run torpord without --network",
+                           family, family);
     }
     nft_ctx_free(ctx);
     return r;
@@ -47,6 +82,11 @@ nft_run(const char *script, const char *what, struct tp_err *err)
 int
 net_nft_apply(const struct net_subnet *sn, struct tp_err *err)
 {
+    int rf = table_foreign("inet", err);
+    if (rf == 0)
+        rf = table_foreign("bridge", err);
+    if (rf < 0)
+        return rf;
     char sub[NET_IP_LEN + 4], gw[NET_IP_LEN], gw_mac[NET_MAC_LEN];
     uint8_t mac[6];
     net_subnet_format(sn, sub, sizeof(sub));
@@ -77,9 +117,10 @@ net_nft_apply(const struct net_subnet *sn, struct tp_err *err)
      *   nothing to the gateway's MAC for another guest's address: routing through the host
      *   would get around port isolation (published ports go to the gateway's own address). */
     char *script =
-        xasprintf("add table inet " NET_NFT_TABLE "\n"
+        xasprintf("add table inet " NET_NFT_TABLE " { comment \"" TABLE_MARK "\"; }\n"
                   "flush table inet " NET_NFT_TABLE "\n"
                   "table inet " NET_NFT_TABLE " {\n"
+                  "  comment \"" TABLE_MARK "\"\n"
                   "  map " NET_NFT_PORTS " {\n"
                   "    type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n"
                   "  }\n"
@@ -114,9 +155,10 @@ net_nft_apply(const struct net_subnet *sn, struct tp_err *err)
                   "    oifname \"" NET_BRIDGE "\" drop\n"
                   "  }\n"
                   "}\n"
-                  "add table bridge " NET_NFT_TABLE "\n"
+                  "add table bridge " NET_NFT_TABLE " { comment \"" TABLE_MARK "\"; }\n"
                   "flush table bridge " NET_NFT_TABLE "\n"
                   "table bridge " NET_NFT_TABLE " {\n"
+                  "  comment \"" TABLE_MARK "\"\n"
                   "  set macs {\n"
                   "    type ifname . ether_addr\n"
                   "  }\n"
@@ -251,6 +293,12 @@ net_nft_tap_allow(const char *tap, const char *mac, uint32_t ip, struct tp_err *
 int
 net_nft_remove(struct tp_err *err)
 {
+    /* Someone else's table of this name is theirs to remove. */
+    int rf = table_foreign("inet", err);
+    if (rf == 0)
+        rf = table_foreign("bridge", err);
+    if (rf < 0)
+        return rf;
     /* `add` first so that `delete` never fails on a missing table (nft 1.0.6 has no
      * `destroy`); both in one transaction. */
     return nft_run("add table inet " NET_NFT_TABLE "\ndelete table inet " NET_NFT_TABLE "\n"

@@ -323,6 +323,34 @@ class NetBadInput(unittest.TestCase):
             d.cleanup()
             ns.delete()
 
+    def test_name_clashes_are_refused_and_left_alone(self):
+        """A bridge torpor0 or an nftables table torpor that torpord did not make belongs to
+        someone else: torpord refuses to start with --network, and touches neither."""
+        for what, setup, msg in (
+                ("bridge", ["ip", "link", "add", "torpor0", "type", "bridge"],
+                 "a bridge 'torpor0' exists that torpord did not make"),
+                ("table", ["nft", "add", "table", "inet", "torpor"],
+                 "table 'inet torpor' exists that torpord did not make")):
+            ns = Netns(f"clash{what}")
+            try:
+                ns.run(*setup)
+                if what == "table":
+                    ns.run("nft", "add", "chain", "inet", "torpor", "theirs")
+                r = ns.run(TORPORD, "--network", "--data-dir", f"/tmp/tpn-clash-{os.getpid()}",
+                           "--socket", f"/tmp/tpn-clash-{os.getpid()}.sock", check=False)
+                self.assertNotEqual(r.returncode, 0)
+                self.assertIn(msg, r.stderr)
+                if what == "table":  # their chain is still there
+                    self.assertIn("chain theirs", ns.run("nft", "list", "table", "inet",
+                                                        "torpor").stdout)
+                else:  # their bridge keeps its own MAC: no address was given to it
+                    self.assertNotIn("10.88.0.1",
+                                     ns.run("ip", "-4", "addr", "show", "torpor0").stdout)
+            finally:
+                ns.delete()
+                subprocess.run(["rm", "-rf", f"/tmp/tpn-clash-{os.getpid()}",
+                                f"/tmp/tpn-clash-{os.getpid()}.sock"])
+
     def test_exhausted_subnet(self):
         ns = Netns("tiny")
         d = Daemon(netns=ns.name)

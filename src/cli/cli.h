@@ -277,6 +277,9 @@ int cli_parse_signal(const char *s, int *ret, struct tp_err *err);
 /* -s must be a valid signal (cli_parse_signal); which ones can be sent is the runner's call. */
 int cli_parse_kill(int argc, char **argv, struct kill_opts *ret, struct tp_err *err);
 
+/* The "ports" array of a create or fork request (cmd_run.c). */
+struct json_t *cli_ports_json(const struct net_port *v, size_t n);
+
 #define FORK_PORTS_MAX 16
 
 struct fork_opts {

@@ -216,11 +216,16 @@ parse_reply(const char *method, const char *path, long status, const struct xfer
     return 0;
 }
 
-int
-client_request(const char *socket, const char *method, const char *path, json_t *body,
-               long *ret_status, json_t **ret_reply, struct tp_err *err)
+/* One buffered request: body is JSON (borrowed, NULL = none) or, when upload_fd >= 0, what
+ * that fd reads to its end. */
+static int
+request(const char *socket, const char *method, const char *path, json_t *body, int upload_fd,
+        long *ret_status, json_t **ret_reply, struct tp_err *err)
 {
-    struct xfer x = { .max = CLIENT_REPLY_MAX, .mode = XFER_BUFFER };
+    struct xfer x = { .max = CLIENT_REPLY_MAX,
+                      .mode = XFER_BUFFER,
+                      .upload = upload_fd >= 0,
+                      .upload_fd = upload_fd };
     _cleanup_free_ char *buf = NULL;
     json_t *reply = NULL;
     long status;
@@ -235,6 +240,28 @@ client_request(const char *socket, const char *method, const char *path, json_t 
         return r;
     *ret_status = status;
     *ret_reply = reply;
+    return 0;
+}
+
+int
+client_request(const char *socket, const char *method, const char *path, json_t *body,
+               long *ret_status, json_t **ret_reply, struct tp_err *err)
+{
+    return request(socket, method, path, body, -1, ret_status, ret_reply, err);
+}
+
+/* A 2xx reply's body into *ret_reply (may be NULL); any other status is the error. */
+static int
+call_result(int r, long status, json_t *reply, json_t **ret_reply, struct tp_err *err)
+{
+    json_auto_t *owned = reply;
+
+    if (r < 0)
+        return r;
+    if (status < 200 || status >= 300)
+        return client_reply_error(status, owned, err);
+    if (ret_reply)
+        *ret_reply = TAKE_PTR(owned);
     return 0;
 }
 
@@ -283,18 +310,11 @@ int
 client_call(const char *socket, const char *method, const char *path, json_t *body,
             json_t **ret_reply, struct tp_err *err)
 {
-    json_auto_t *reply = NULL;
-    long status;
-    int r;
+    json_t *reply = NULL;
+    long status = 0;
+    int r = request(socket, method, path, body, -1, &status, &reply, err);
 
-    r = client_request(socket, method, path, body, &status, &reply, err);
-    if (r < 0)
-        return r;
-    if (status < 200 || status >= 300)
-        return client_reply_error(status, reply, err);
-    if (ret_reply)
-        *ret_reply = TAKE_PTR(reply);
-    return 0;
+    return call_result(r, status, reply, ret_reply, err);
 }
 
 int
@@ -327,26 +347,11 @@ int
 client_upload(const char *socket, const char *method, const char *path, int fd, json_t **ret_reply,
               struct tp_err *err)
 {
-    struct xfer x = {
-        .max = CLIENT_REPLY_MAX, .mode = XFER_BUFFER, .upload = true, .upload_fd = fd
-    };
-    _cleanup_free_ char *buf = NULL;
-    json_auto_t *reply = NULL;
-    long status;
-    int r;
+    json_t *reply = NULL;
+    long status = 0;
+    int r = request(socket, method, path, NULL, fd, &status, &reply, err);
 
-    r = xfer_perform(socket, method, path, NULL, &x, &status, err);
-    buf = x.buf;
-    if (r < 0)
-        return r;
-    r = parse_reply(method, path, status, &x, &reply, err);
-    if (r < 0)
-        return r;
-    if (status < 200 || status >= 300)
-        return client_reply_error(status, reply, err);
-    if (ret_reply)
-        *ret_reply = TAKE_PTR(reply);
-    return 0;
+    return call_result(r, status, reply, ret_reply, err);
 }
 
 char *

@@ -156,18 +156,8 @@ fork_body(const struct fork_opts *o)
         json_object_set_new(b, "standby", json_true());
     if (o->no_wait)
         json_object_set_new(b, "no_wait", json_true());
-    if (o->n_ports) {
-        json_t *a = json_array();
-        for (size_t k = 0; k < o->n_ports; k++) {
-            char ip[NET_IP_LEN];
-            net_ip_format(o->ports[k].host_ip, ip);
-            json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:s}", "host_ip", ip, "host_port",
-                                               (int)o->ports[k].host_port, "guest_port",
-                                               (int)o->ports[k].guest_port, "proto",
-                                               net_proto_to_string(o->ports[k].proto)));
-        }
-        json_object_set_new(b, "ports", a);
-    }
+    if (o->n_ports)
+        json_object_set_new(b, "ports", cli_ports_json(o->ports, o->n_ports));
     return b;
 }
 

@@ -283,6 +283,21 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
     return 0;
 }
 
+json_t *
+cli_ports_json(const struct net_port *v, size_t n)
+{
+    json_t *a = json_array();
+
+    for (size_t k = 0; k < n; k++) {
+        char ip[NET_IP_LEN];
+        net_ip_format(v[k].host_ip, ip);
+        json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:s}", "host_ip", ip, "host_port",
+                                           (int)v[k].host_port, "guest_port", (int)v[k].guest_port,
+                                           "proto", net_proto_to_string(v[k].proto)));
+    }
+    return a;
+}
+
 static json_t *
 run_body(const struct run_opts *o)
 {
@@ -308,18 +323,8 @@ run_body(const struct run_opts *o)
         json_object_set_new(b, "network", json_string(o->network));
     if (o->network_mode)
         json_object_set_new(b, "network_mode", json_string(o->network_mode));
-    if (o->n_ports) {
-        json_t *a = json_array();
-        for (size_t k = 0; k < o->n_ports; k++) {
-            char ip[NET_IP_LEN];
-            net_ip_format(o->ports[k].host_ip, ip);
-            json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:s}", "host_ip", ip, "host_port",
-                                               (int)o->ports[k].host_port, "guest_port",
-                                               (int)o->ports[k].guest_port, "proto",
-                                               net_proto_to_string(o->ports[k].proto)));
-        }
-        json_object_set_new(b, "ports", a);
-    }
+    if (o->n_ports)
+        json_object_set_new(b, "ports", cli_ports_json(o->ports, o->n_ports));
     if (o->disk_mib)
         json_object_set_new(b, "disk_mib", json_integer(o->disk_mib));
     if (o->no_agent)

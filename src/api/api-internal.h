@@ -135,6 +135,9 @@ enum MHD_Result api_h_stat(struct api_req *req);
 enum MHD_Result api_h_stats(struct api_req *req);
 enum MHD_Result api_h_metrics(struct api_req *req);
 enum MHD_Result api_h_events(struct api_req *req);
+enum MHD_Result api_h_templates(struct api_req *req);
+enum MHD_Result api_h_templates_prune(struct api_req *req);
+enum MHD_Result api_h_template_delete(struct api_req *req);
 /* The text of GET /metrics: every registered metric plus those sampled now (instances by state,
  * the daemon's CPU and fds, each VMM's PSS). Caller frees. */
 char *api_metrics_text(struct inst_manager *m);

@@ -458,6 +458,8 @@ create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_strv(key, v, false, NULL, NULL, &b->cmd, err);
     if (streq(key, "no_agent"))
         return get_bool(key, v, &b->req.no_agent, err);
+    if (streq(key, "cold"))
+        return get_bool(key, v, &b->req.cold, err);
     if (streq(key, "accel"))
         return get_string(key, v, check_accel, &b->accel, err);
     if (streq(key, "network"))
@@ -478,7 +480,7 @@ api_parse_create(const char *data, size_t len, struct api_create_body *ret, stru
         { "hypervisor", true },   { "kernel", true },     { "initrd", true },
         { "rootfs", true },       { "cmd", true },        { "no_agent", true },
         { "accel", true },        { "disk_mib", true },   { "network", true },
-        { "network_mode", true }, { "ports", true },
+        { "network_mode", true }, { "ports", true },      { "cold", true },
     };
     struct api_create_body b = { 0 };
     int r = parse_fields(data, len, fields, ELEMENTSOF(fields), create_field, &b, err);

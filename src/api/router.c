@@ -67,6 +67,9 @@ static const struct {
     { API_ROUTE_STATS, "GET", { "v1", "instances", PARAM, "stats" }, { NULL }, "stats" },
     { API_ROUTE_METRICS, "GET", { "metrics" }, { NULL }, "metrics" },
     { API_ROUTE_EVENTS, "GET", { "v1", "events" }, { "since", "until", NULL }, "events" },
+    { API_ROUTE_TEMPLATES, "GET", { "v1", "templates" }, { NULL }, "templates" },
+    { API_ROUTE_TPL_PRUNE, "POST", { "v1", "templates", "prune" }, { NULL }, "templates_prune" },
+    { API_ROUTE_TPL_DELETE, "DELETE", { "v1", "templates", PARAM }, { NULL }, "template_delete" },
 };
 
 struct path_segs {

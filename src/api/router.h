@@ -34,6 +34,9 @@ enum api_route {
     API_ROUTE_SESSION_RESIZE, /* POST   /v1/sessions/{ref}/resize */
     API_ROUTE_METRICS,        /* GET    /metrics (Prometheus text format) */
     API_ROUTE_EVENTS,         /* GET    /v1/events?since=&until= (NDJSON) */
+    API_ROUTE_TEMPLATES,      /* GET    /v1/templates */
+    API_ROUTE_TPL_PRUNE,      /* POST   /v1/templates/prune */
+    API_ROUTE_TPL_DELETE,     /* DELETE /v1/templates/{id} */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

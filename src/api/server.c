@@ -77,6 +77,9 @@ static const api_handler_fn handlers[_API_ROUTE_MAX] = {
     [API_ROUTE_SESSION_RESIZE] = api_h_session_resize,
     [API_ROUTE_METRICS] = api_h_metrics,
     [API_ROUTE_EVENTS] = api_h_events,
+    [API_ROUTE_TEMPLATES] = api_h_templates,
+    [API_ROUTE_TPL_PRUNE] = api_h_templates_prune,
+    [API_ROUTE_TPL_DELETE] = api_h_template_delete,
 };
 
 static const struct api_upload_ops *const uploads[_API_ROUTE_MAX] = {

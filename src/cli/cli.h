@@ -193,6 +193,7 @@ struct run_opts {
     uint32_t disk_mib;
     bool no_agent;
     bool trace;
+    bool cold;  /* --cold: boot, never fork from a kept template */
     char **cmd; /* NULL-terminated, NULL when none given */
     bool detach, interactive, tty, rm;
     bool help;
@@ -336,6 +337,9 @@ int cli_cmd_stats(const struct cli_ctx *ctx, const struct stats_opts *o);
 /* capabilities and version take no options or arguments. */
 int cli_cmd_caps(const struct cli_ctx *ctx);
 int cli_cmd_version(const struct cli_ctx *ctx);
+/* cmd_templates.c: `torpor templates [ls|prune|rm ID...]` and `torpor template ...`. */
+int cli_verb_templates(const struct cli_ctx *ctx, int argc, char **argv);
+void cli_syntax_templates(const char *verb, struct cli_syntax *ret);
 
 /* The verbs main() dispatches to (verbs.c), in the order `torpor --help` lists them. */
 struct cli_verb {

@@ -40,6 +40,7 @@ enum {
     OPT_TTY,
     OPT_RM,
     OPT_TRACE,
+    OPT_COLD,
 };
 
 /* The embedded default guest, named as an image would be: `torpor run default -- CMD`. */
@@ -86,6 +87,10 @@ static const struct cli_syntax syntax = {
         [OPT_TTY] = { "tty", 't', "run CMD on a pseudo-terminal", NULL },
         [OPT_RM] = { "rm", 0, "remove the VM when CMD ends", NULL },
         [OPT_TRACE] = CLI_FLAG_TRACE,
+        [OPT_COLD] = { "cold", 0,
+                       "boot, even where a template of this boot is kept (see 'torpor templates'), "
+                       "and keep none",
+                       NULL },
     },
 };
 
@@ -241,6 +246,7 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
                           o.n_ports ? "publish" : "network-mode");
     o.no_agent = a.flags & (1u << OPT_NO_AGENT);
     o.trace = a.flags & (1u << OPT_TRACE);
+    o.cold = a.flags & (1u << OPT_COLD);
     o.detach = a.flags & (1u << OPT_DETACH);
     o.interactive = a.flags & (1u << OPT_INTERACTIVE);
     o.tty = a.flags & (1u << OPT_TTY);
@@ -329,6 +335,8 @@ run_body(const struct run_opts *o)
         json_object_set_new(b, "disk_mib", json_integer(o->disk_mib));
     if (o->no_agent)
         json_object_set_new(b, "no_agent", json_true());
+    if (o->cold)
+        json_object_set_new(b, "cold", json_true());
     if (o->cmd) {
         json_t *a = json_array();
         strv_foreach (s, o->cmd)

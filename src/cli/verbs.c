@@ -29,6 +29,9 @@ const struct cli_verb cli_verbs[] = {
     { "port", cli_verb_port, "list an instance's published ports", cli_syntax_port },
     { "fork", cli_verb_fork, "fork an instance into children", cli_syntax_fork },
     { "rm", cli_verb_lifecycle, "remove instances", cli_syntax_lifecycle },
+    { "templates", cli_verb_templates, "list or remove the booted guests warm runs fork from",
+      cli_syntax_templates },
+    { "template", cli_verb_templates, NULL, cli_syntax_templates }, /* hidden alias */
     { "capabilities", cli_verb_caps, "print what each hypervisor supports", cli_syntax_caps },
     { "version", cli_verb_version, "print client and daemon versions", cli_syntax_version },
     { "completion", cli_verb_completion, NULL, cli_syntax_completion }, /* hidden */

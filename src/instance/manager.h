@@ -52,6 +52,7 @@ struct inst_create_req {
     const char *network_mode;     /* "isolated" | "shared"; NULL = isolated */
     const struct net_port *ports; /* published on the host; need a network */
     size_t n_ports;
+    bool cold; /* boot, even where a template of this boot is kept (warm.h), and keep none */
 };
 
 /* Validate, create and boot; returns once the agent is ready (or the VMM runs, no_agent).

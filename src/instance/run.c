@@ -10,7 +10,9 @@
 #include "image/image.h"
 #include "instance/manager-internal.h"
 #include "instance/observe.h"
+#include "instance/warm.h"
 #include "util/fs.h"
+#include "util/log.h"
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
@@ -223,24 +225,42 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
         if (r < 0)
             return r;
     }
+    /* warm.c: a frozen template of this very boot is forked instead of booting, and the first
+     * boot of a key leaves one. */
+    _cleanup_free_ char *key = q->cold ? NULL : warm_key(m, rec, want_net);
+    char tid[INST_ID_LEN + 1];
+    bool warm = key && warm_lookup(m, key, tid) > 0;
+    if (key)
+        trace_phase(&t, "template_lookup");
     /* The address is part of the record: a crash after this finds it with its instance. */
     r = inst_insert_record(m, rec, want_net, err);
-    if (r < 0)
+    if (r < 0) {
+        if (warm)
+            warm_unpin(m, tid);
         return r;
+    }
     char id[INST_ID_LEN + 1];
     memcpy(id, rec->id, sizeof(id));
     inst_table_add(m, TAKE_PTR(rec));
     r = inst_acquire_id(m, id, &i);
-    if (r < 0)
+    if (r < 0) {
+        if (warm)
+            warm_unpin(m, tid);
         return tp_err_set(err, r, "instance '%s' vanished", id);
+    }
     inst_obs_op_start(i, "run");
     /* A Created record is a run in flight: a crash from here on is finished (its VMM adopted)
      * or undone by recovery. */
     inst_crashpoint(i, "run.recorded");
 
     r = fs_mkdir_p(i->paths.dir, 0700, err);
-    if (r >= 0)
+    if (r >= 0 && warm)
+        r = warm_prepare(m, i, tid, err);
+    else if (r >= 0)
         r = fs_clone_file(i->rec->cfg.root_disk_src, i->paths.root_disk, 0600, err);
+    else if (warm)
+        warm_unpin(m, tid);
+    warm = warm && r >= 0;
     if (r < 0) {
         tp_err_wrap(err, "create instance directory");
         goto fail;
@@ -248,10 +268,31 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     trace_phase(&t, "clone_disk");
     inst_crashpoint(i, "run.disk");
 
-    r = inst_boot(m, i, &t, err);
-    if (r < 0)
-        goto fail;
+    if (warm) {
+        struct tp_err werr = { 0 };
+        r = warm_start(m, i, &t, &werr);
+        if (r < 0) {
+            log_warn("instance=%s op=run: template %s unusable, booting: %s", i->id, tid,
+                     tp_err_msg(&werr));
+            warm = false;
+            r = warm_fallback(m, i, key, tid, err);
+            if (r < 0)
+                goto fail;
+        }
+        tp_err_clear(&werr);
+        trace_counter(&t, "warm", warm);
+    }
+    if (!warm) {
+        r = inst_boot(m, i, &t, err);
+        if (r < 0)
+            goto fail;
+    }
     inst_crashpoint(i, "run.booted");
+    if (!warm && key) {
+        r = warm_capture(m, i, key, &t, err);
+        if (r < 0)
+            goto fail;
+    }
     r = inst_transition(m, i, INST_RUNNING, err);
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);
     if (r >= 0)

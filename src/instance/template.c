@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "instance/manager-internal.h"
+#include "instance/warm.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/xalloc.h"
@@ -109,7 +110,8 @@ manager_template_gc(struct inst_manager *m)
     d = opendir(templates);
     while (d && (de = readdir(d))) {
         if (de->d_name[0] == '.' || template_pinned(m, de->d_name) ||
-            template_in_use(instances, de->d_name))
+            template_in_use(instances, de->d_name) ||
+            warm_template_kept(m, de->d_name)) /* warm.c: kept for later runs */
             continue;
         _cleanup_free_ char *dir = fs_path_join(templates, de->d_name);
         struct tp_err e = { 0 };

@@ -115,6 +115,11 @@ int ident_write_files(const char *root, const char *name);
 /* sethostname(name), then the files under /: -errno when the hostname could not be set (logged);
  * file failures are only logged. */
 int ident_apply(const char *name);
+/* The guest's machine id: 32 lowercase hex digits, in /etc/machine-id (replaced whole, only
+ * when it changes; -errno logged, e.g. -EROFS). */
+#define MACHINE_ID_LEN 32
+bool ident_machine_id_valid(const char *id);
+int ident_machine_id_apply(const char *id);
 
 /* exec.c: one command started for the host. */
 struct exec {

@@ -227,3 +227,36 @@ ident_apply(const char *name)
     ident_write_files("", name);
     return 0;
 }
+
+bool
+ident_machine_id_valid(const char *id)
+{
+    size_t n = 0;
+    for (; id[n]; n++)
+        if (!((id[n] >= '0' && id[n] <= '9') || (id[n] >= 'a' && id[n] <= 'f')))
+            return false;
+    return n == MACHINE_ID_LEN;
+}
+
+int
+ident_machine_id_apply(const char *id)
+{
+    char text[MACHINE_ID_LEN + 2], *old = NULL;
+    int dfd, r;
+
+    dfd = open("/etc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        r = -errno;
+        agent_log("open '/etc': %s; machine-id not written", strerror(-r));
+        return r;
+    }
+    snprintf(text, sizeof(text), "%s\n", id);
+    r = read_at(dfd, "machine-id", sizeof(text), &old);
+    if (r == 0 || r == -ENOENT || r == -EFBIG)
+        r = write_at(dfd, "machine-id", text, old);
+    free(old);
+    close(dfd);
+    if (r < 0)
+        agent_log("write '/etc/machine-id': %s", strerror(-r));
+    return r;
+}

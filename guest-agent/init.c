@@ -38,6 +38,7 @@ extern char **environ;
 
 struct boot_opts {
     char *hostname;
+    char *machine_id;
     char *root;
     char *init;
     char *cmd; /* hex of NUL-separated argv */
@@ -105,6 +106,7 @@ parse_cmdline(char *text, struct boot_opts *o)
         size_t off;
     } keys[] = {
         { "torpor.hostname=", offsetof(struct boot_opts, hostname) },
+        { "torpor.machine_id=", offsetof(struct boot_opts, machine_id) },
         { "torpor.root=", offsetof(struct boot_opts, root) },
         { "torpor.init=", offsetof(struct boot_opts, init) },
         { "torpor.cmd=", offsetof(struct boot_opts, cmd) },
@@ -375,6 +377,10 @@ boot_main(void)
         ident_apply(o.hostname);
     else if (o.hostname)
         agent_log("ignoring torpor.hostname '%s': not a valid hostname", o.hostname);
+    if (o.machine_id && ident_machine_id_valid(o.machine_id))
+        ident_machine_id_apply(o.machine_id);
+    else if (o.machine_id)
+        agent_log("ignoring torpor.machine_id '%s': not 32 hex digits", o.machine_id);
     /* Also on the root disk (its /etc/resolv.conf), and before the image's init or the
      * command runs, so both find the network up. */
     if (o.net) {

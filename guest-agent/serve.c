@@ -16,6 +16,8 @@
 #include "agent.h"
 #include "torpor/agent_proto.h"
 
+#define AGENT_RNDRESEEDCRNG _IO('R', 0x07) /* <linux/random.h>, which musl lacks */
+
 /* Backpressure: stop reading children while this much output waits for the host, and stop
  * reading the host while a command's stdin has this much queued. Neither blocks the loop. */
 #define OUTQ_HIGH       (256u * 1024u)
@@ -282,6 +284,11 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
                 send_errno(s, 0, AGENT_ERROR, EINVAL, "net must be IP/PREFIX,GATEWAY[,MAC]");
                 return;
             }
+        } else if (strncmp(kv, "machine_id=", 11) == 0) {
+            if (!ident_machine_id_valid(kv + 11)) {
+                send_errno(s, 0, AGENT_ERROR, EINVAL, "machine_id must be 32 hex digits");
+                return;
+            }
         } else if (strncmp(kv, "seed=", 5) == 0) {
             const char *h = kv + 5;
             if (agent_hex_decode(h, strlen(h), io_buf, sizeof(io_buf)) < 0) {
@@ -302,6 +309,9 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
                 send_errno(s, 0, AGENT_ERROR, -r, "set the hostname");
                 return;
             }
+        } else if (strncmp(kv, "machine_id=", 11) == 0) {
+            /* On the root disk; a read-only one keeps what it has (logged). */
+            ident_machine_id_apply(kv + 11);
         } else if (strncmp(kv, "net=", 4) == 0) {
             /* A fork child's own address and MAC in place of its parent's. */
             struct net_cfg nc;
@@ -318,10 +328,15 @@ handle_identity(struct srv *s, const uint8_t *p, uint32_t len)
             const char *h = kv + 5;
             size_t n = (size_t)agent_hex_decode(h, strlen(h), io_buf, sizeof(io_buf));
             /* Mixing into the pool without crediting entropy (RNDADDENTROPY would need linux/
-             * headers); enough to make forks diverge. */
+             * headers). A write only feeds the input pool: the CRNG that getrandom and
+             * /dev/urandom read from keeps its key until its next reseed (up to a minute), so
+             * forks of one image would still draw the same bytes. RNDRESEEDCRNG reseeds now
+             * (Linux >= 4.17; its failure on an older kernel is harmless). */
             int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
             ssize_t w = fd >= 0 ? write(fd, io_buf, n) : -1;
             int e = errno;
+            if (w == (ssize_t)n && ioctl(fd, AGENT_RNDRESEEDCRNG) < 0)
+                agent_log("reseed the CRNG: %s", strerror(errno));
             if (fd >= 0)
                 close(fd);
             if (w != (ssize_t)n) {

@@ -39,7 +39,8 @@ static const char *arg_accel;
 static int arg_ready_fd = -1;
 static unsigned arg_client_timeout;  /* 0 = the API's default */
 static uint64_t arg_console_log_max; /* 0 = the manager's default */
-static bool arg_network;             /* --network or --subnet: torpord owns guest networking */
+static bool arg_no_warm_runs;
+static bool arg_network; /* --network or --subnet: torpord owns guest networking */
 static struct net_subnet arg_subnet;
 static bool arg_cleanup_network;
 /* --metrics-listen; NULL = /metrics on the API socket only */
@@ -100,6 +101,9 @@ static const struct daemon_opt {
     { "log-format", 'L', "FORMAT",
       "text (default) or json: one JSON object per line with time, level, msg and the "
       "instance and op fields of the message" },
+    { "no-warm-runs", 'W', NULL,
+      "boot every run: keep no booted templates and fork from none (default: the first run of "
+      "a guest keeps one, later runs of the same guest fork from it; see torpor templates)" },
     { "help", 'h', NULL, "print this help" },
     { "man", 'M', NULL, NULL }, /* hidden: print torpord(8) in roff */
 };
@@ -303,6 +307,9 @@ parse_args(int argc, char **argv)
             arg_console_log_max = b;
             break;
         }
+        case 'W':
+            arg_no_warm_runs = true;
+            break;
         case 'N':
             arg_network = true;
             break;
@@ -500,6 +507,7 @@ run(struct tp_err *err)
         .agent_path = agent,
         .accel = arg_accel,
         .console_log_max = arg_console_log_max,
+        .no_warm_runs = arg_no_warm_runs,
         .subnet = arg_network ? &arg_subnet : NULL,
     };
     r = inst_manager_open(&mo, &m, err);

@@ -45,8 +45,10 @@ int
 inst_cmdline(struct inst *i, char **ret, struct tp_err *err)
 {
     const struct inst_config *c = &i->rec->cfg;
-    char *s = xasprintf("%s torpor.hostname=%s%s", CMDLINE_BASE, i->rec->name,
-                        c->root_disk_src ? " torpor.root=/dev/vda" : "");
+    char mid[INST_MACHINE_ID_LEN + 1];
+    inst_machine_id(i->id[0] ? i->id : i->rec->id, mid);
+    char *s = xasprintf("%s torpor.hostname=%s torpor.machine_id=%s%s", CMDLINE_BASE, i->rec->name,
+                        mid, c->root_disk_src ? " torpor.root=/dev/vda" : "");
     _cleanup_free_ char *net = inst_net_cmdline(i->rec);
     if (net) {
         char *t = xasprintf("%s %s%s%s", s, net, i->m->net_dns ? " torpor.dns=" : "",
@@ -475,7 +477,10 @@ inst_apply_identity(struct inst_manager *m, struct inst *i, struct trace *t, str
         sprintf(hex + 2 * k, "%02x", seed[k]);
     _cleanup_free_ char *host = xasprintf("hostname=%s", i->rec->name);
     _cleanup_free_ char *rnd = xasprintf("seed=%s", hex);
-    char *const kv[] = { host, rnd, NULL };
+    char mid[INST_MACHINE_ID_LEN + 1];
+    inst_machine_id(i->id, mid);
+    _cleanup_free_ char *machine = xasprintf("machine_id=%s", mid);
+    char *const kv[] = { host, rnd, machine, NULL };
 
     r = inst_agent_connect(m, i, IDENTITY_TIMEOUT_MS, err);
     if (r < 0)

@@ -48,6 +48,7 @@ struct inst_manager {
     char *agent_path;
     char *accel;
     uint64_t console_log_max;
+    bool no_warm_runs; /* warm.h: every run boots */
     struct store *store;
     pthread_mutex_t lock; /* guards tab/n */
     struct inst **tab;
@@ -113,6 +114,10 @@ int inst_require_state(struct inst *i, const char *what, unsigned allowed_mask, 
 /* Boot the VMM for i (state Created or Stopped) and wait for the agent: the shared part of
  * run and start. On failure nothing is left running. */
 int inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
+/* The guest's machine id (/etc/machine-id), derived from its instance id: its own, and the
+ * same at every boot (warm.c). */
+#define INST_MACHINE_ID_LEN 32
+void inst_machine_id(const char *id, char ret[INST_MACHINE_ID_LEN + 1]);
 /* The guest kernel command line for i (the same at boot and at every restore). */
 int inst_cmdline(struct inst *i, char **ret, struct tp_err *err);
 /* Make sure the record names i->vm (drivers that do not call spec->vmm_spawned). */

@@ -342,6 +342,7 @@ inst_manager_open(const struct inst_manager_opts *o, struct inst_manager **ret, 
     m->agent_path = xstrdup(o->agent_path);
     m->accel = o->accel ? xstrdup(o->accel) : NULL;
     m->console_log_max = o->console_log_max ? o->console_log_max : CONSOLE_LOG_MAX_DEFAULT;
+    m->no_warm_runs = o->no_warm_runs;
     pthread_mutex_init(&m->lock, NULL);
     pthread_mutex_init(&m->change_lock, NULL);
     pthread_mutex_init(&m->template_lock, NULL);

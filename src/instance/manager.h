@@ -20,6 +20,7 @@ struct inst_manager_opts {
     const char *agent_path;   /* static guest agent binary */
     const char *accel;        /* default accelerator override; NULL = auto */
     uint64_t console_log_max; /* bytes kept per console log; 0 = CONSOLE_LOG_MAX_DEFAULT */
+    bool no_warm_runs;        /* every run boots (as with cold): no templates (warm.h) */
     /* Guest networks: the bridge's subnet (net/net.h), set up at open. NULL: torpord leaves
      * the host's network alone and instances get none (`network` "default" is refused). */
     const struct net_subnet *subnet;

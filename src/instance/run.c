@@ -227,7 +227,7 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     }
     /* warm.c: a frozen template of this very boot is forked instead of booting, and the first
      * boot of a key leaves one. */
-    _cleanup_free_ char *key = q->cold ? NULL : warm_key(m, rec, want_net);
+    _cleanup_free_ char *key = q->cold || m->no_warm_runs ? NULL : warm_key(m, rec, want_net);
     char tid[INST_ID_LEN + 1];
     bool warm = key && warm_lookup(m, key, tid) > 0;
     if (key)
@@ -280,7 +280,7 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
                 goto fail;
         }
         tp_err_clear(&werr);
-        trace_counter(&t, "warm", warm);
+        trace_counter(&t, warm ? "warm" : "warm_fallback", 1);
     }
     if (!warm) {
         r = inst_boot(m, i, &t, err);

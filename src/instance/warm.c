@@ -68,7 +68,8 @@ shared_cmdline(struct inst_manager *m, const struct inst_record *rec)
     if (inst_cmdline(&probe, &full, NULL) < 0)
         return out;
     for (char *w = strtok_r(full, " ", &save); w; w = strtok_r(NULL, " ", &save)) {
-        if (strncmp(w, "torpor.hostname=", 16) == 0 || strncmp(w, "torpor.net=", 11) == 0)
+        if (strncmp(w, "torpor.hostname=", 16) == 0 || strncmp(w, "torpor.net=", 11) == 0 ||
+            strncmp(w, "torpor.machine_id=", 18) == 0)
             continue;
         char *t = xasprintf("%s%s%s", out, *out ? " " : "", w);
         free(out);
@@ -106,6 +107,15 @@ warm_key(struct inst_manager *m, const struct inst_record *rec, bool want_net)
                      WARM_ENTRY_VERSION, c->hypervisor, vmm ? vmm : "",
                      c->accel ? c->accel : (m->accel ? m->accel : "auto"), c->memory_mib, c->vcpus,
                      kernel, initrd, disk, agent, cmdline, subnet);
+}
+
+void
+inst_machine_id(const char *id, char ret[INST_MACHINE_ID_LEN + 1])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    snprintf(ret, INST_MACHINE_ID_LEN + 1, "%.16s%016" PRIx64, id, h);
 }
 
 /* Two 64-bit FNV-1a hashes of key: a name for its entry. The entry holds the whole key, which

@@ -34,7 +34,7 @@ class UnixHTTPConnection(http.client.HTTPConnection):
 class Daemon:
     """A torpord process on its own data dir (short path: socket paths are limited)."""
 
-    def __init__(self, data_dir=None, netns=None):
+    def __init__(self, data_dir=None, netns=None, warm=False):
         self.tmp = tempfile.mkdtemp(prefix="tp-", dir="/tmp")
         # torpord (and so its VMMs) in a network namespace the test owns: `ip netns exec` execs
         # it, so self.proc is torpord itself.
@@ -43,13 +43,17 @@ class Daemon:
         self.socket = os.path.join(self.tmp, "s.sock")
         self.log_path = os.path.join(self.tmp, "torpord.log")
         self.proc = None
+        # Warm runs (a run forks from a template its first boot left) are test_warm.py's
+        # subject; elsewhere every run boots, as the tests about booting expect.
+        self.warm = warm
 
     def start(self, extra=(), env=None):
         r, w = os.pipe()
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(env=dict(os.environ, **(env or {})), args=
             [*self.prefix, TORPORD, "--data-dir", self.data_dir, "--socket", self.socket,
-             "--cache-dir", CACHE, "--ready-fd", str(w), "--log-level", "debug", *extra],
+             "--cache-dir", CACHE, "--ready-fd", str(w), "--log-level", "debug",
+             *([] if self.warm else ["--no-warm-runs"]), *extra],
             stdout=self.log, stderr=self.log, pass_fds=(w,))
         os.close(w)
         with os.fdopen(r, "rb") as f:

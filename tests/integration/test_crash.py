@@ -5,6 +5,7 @@ owns, fork is all or nothing, nothing is left that nothing refers to (issue 7's 
 The daemon kills itself at a crash point (TORPOR_FAILPOINTS_FILE, "name=crash-daemon"); that it
 died of SIGKILL proves the point was reached. Guests are real QEMU guests; a token written to
 their tmpfs before the operation is read back after recovery."""
+import json
 import os
 import random
 import sqlite3
@@ -99,6 +100,11 @@ class CrashBase(harness.FailpointTest):
                     refs.add(f.read().strip())
             except FileNotFoundError:
                 pass
+        # ... or a kept warm-run template (DATA/warm/<key id>.json).
+        wdir = os.path.join(d.data_dir, "warm")
+        for e in (os.listdir(wdir) if os.path.isdir(wdir) else []):
+            with open(os.path.join(wdir, e)) as f:
+                refs.add(json.load(f)["tid"])
         for t in (os.listdir(tdir) if os.path.isdir(tdir) else []):
             self.assertIn(t, refs, f"{point}: template {t} nothing refers to")
         # Every journal was finished or undone.

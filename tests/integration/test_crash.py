@@ -293,6 +293,78 @@ class CrashBootStop(CrashBase):
                 self.assertNotIn(name, self.check_invariants(p), f"{p}: rm not finished")
 
 
+class CrashWarm(CrashBase):
+    """A run's template (its freeze, its VMM's restart on it, the kept entry) and a warm run
+    (its disk, its VMM on the template before the guest knows its name): the interrupted run
+    is finished or undone, and no half-made template is ever used."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon(warm=True)
+        cls.fp = os.path.join(cls.d.tmp, "failpoints")
+        open(cls.fp, "w").close()
+        cls.d.start(env={"TORPOR_FAILPOINTS_FILE": cls.fp})
+
+    def kept(self):
+        st, out = self.d.request("GET", "/v1/templates")
+        self.assertEqual(st, 200, out)
+        return out
+
+    def last_counters(self, name):
+        st, i = self.d.request("GET", f"/v1/instances/{name}")
+        return i["last_operation"].get("counters", {})
+
+    def hostname_becomes(self, name, point):
+        """A warm VM adopted before its identity: recovery applies it (in the background)."""
+        for _ in range(100):
+            if guest(self.d, name, "hostname") == name + "\n":
+                return
+        self.fail(f"{point}: {name} never got its hostname")
+
+    def test_template_points(self):
+        d = self.d
+        for n, p in enumerate(["run.template_frozen", "run.template_stopped",
+                               "run.template_kept"]):
+            with self.subTest(point=p):
+                d.cli("templates", "prune")
+                name = f"t{n}"
+                self.crash_during(p, "POST", "/v1/instances", {"name": name})
+                insts = self.check_invariants(p)
+                if p == "run.template_stopped":
+                    # Its VMM was gone and the new one not started: the run never was.
+                    self.assertNotIn(name, insts, p)
+                else:
+                    self.assertEqual(insts[name]["state"], "Running", p)
+                    self.assertEqual(guest(d, name, "hostname"), name + "\n", p)
+                self.assertEqual(len(self.kept()), 1 if p == "run.template_kept" else 0, p)
+                # The next run of the key: warm from a complete template, or a boot.
+                d.cli("run", "-d", "--name", f"{name}-next")
+                warm = self.last_counters(f"{name}-next").get("warm") == 1
+                self.assertEqual(warm, p == "run.template_kept", p)
+                self.assertEqual(guest(d, f"{name}-next", "hostname"), f"{name}-next\n", p)
+                self.check_invariants(p + " (after)")
+                for x in (name, f"{name}-next"):
+                    d.cli("rm", "-f", x, check=False)
+
+    def test_warm_run_points(self):
+        d = self.d
+        if not self.kept():
+            d.cli("run", "-d", "--name", "wsrc")
+        for n, p in enumerate(["run.disk", "run.warm_started", "run.booted"]):
+            with self.subTest(point=p):
+                name = f"wr{n}"
+                self.crash_during(p, "POST", "/v1/instances", {"name": name})
+                insts = self.check_invariants(p)
+                if p == "run.disk":
+                    self.assertNotIn(name, insts, p)
+                else:
+                    self.assertEqual(insts[name]["state"], "Running", p)
+                    self.hostname_becomes(name, p)
+                    d.cli("rm", "-f", name)
+                self.assertEqual(len(self.kept()), 1, p)
+                self.check_invariants(p + " (after)")
+
+
 class CrashPause(CrashBase):
     """pause, unpause and kill at each of their points, and a plain kill -9 while Paused: a
     user's pause survives a restart (the VMM stays paused), a half-done one never does."""

@@ -395,6 +395,9 @@ snap_ws_from_process(pid_t pid, const char *dir, struct snap_ws **ret, struct tp
     return 0;
 }
 
+/* Bytes per readahead(2) call: the default read_ahead_kb (128 KiB), below which few devices go. */
+#define PREFETCH_CHUNK (128u * 1024)
+
 struct snap_prefetch {
     pthread_t thread;
     int fd;
@@ -410,16 +413,25 @@ prefetch_worker(void *arg)
 
     for (size_t k = 0; k < p->ws->n; k++) {
         const struct snap_ws_range *rg = &p->ws->ranges[k];
-        int r = 0;
         /* readahead(2) queues the reads and returns; a guest fault on a page still being read
-         * waits for that read instead of issuing its own. */
-        if (readahead(p->fd, (off_t)rg->off, rg->len) < 0) {
-            r = errno == EINVAL
-                    ? -posix_fadvise(p->fd, (off_t)rg->off, (off_t)rg->len, POSIX_FADV_WILLNEED)
-                    : -errno;
+         * waits for that read instead of issuing its own. The kernel reads at most one
+         * readahead window per call (max(read_ahead_kb, the device's optimal I/O size)) and
+         * silently drops the rest: a longer range, issued whole, lost its tail, and the
+         * guest's first touch there read a whole window around it (8 MiB here), most of it
+         * outside the working set. Hence chunks no bigger than the smallest such window. */
+        for (uint64_t off = rg->off; off < rg->off + rg->len; off += PREFETCH_CHUNK) {
+            uint64_t len = rg->off + rg->len - off;
+            int r = 0;
+            if (len > PREFETCH_CHUNK)
+                len = PREFETCH_CHUNK;
+            if (readahead(p->fd, (off_t)off, len) < 0) {
+                r = errno == EINVAL
+                        ? -posix_fadvise(p->fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED)
+                        : -errno;
+            }
+            if (r < 0 && p->stats.error == 0)
+                p->stats.error = r;
         }
-        if (r < 0 && p->stats.error == 0)
-            p->stats.error = r;
         p->stats.bytes += rg->len;
         p->stats.ranges++;
     }

@@ -165,7 +165,33 @@ class Warm(harness.DaemonTest):
         x3 = self.run_vm("--name", "x3", "-m", "288M")
         self.assertNotIn("warm", counters(x3))
         self.assertIn("freeze_template", phases(x3))
-        d.cli("rm", "-f", "x3")
+
+        # Written by another VMM version: refused, rebuilt.
+        tpl3 = [t for t in self.templates() if t["memory_mib"] == 288][0]
+        man = os.path.join(d.data_dir, "templates", tpl3["tid"], "manifest.json")
+        with open(man) as f:
+            m = json.load(f)
+        m["vmm_version"] = "0.1.0"
+        with open(man, "w") as f:
+            json.dump(m, f)
+        x4 = self.run_vm("--name", "x4", "-m", "288M")
+        self.assertNotIn("warm", counters(x4))
+        self.assertIn("freeze_template", phases(x4))
+        # An entry whose key is not the run's (a hash collision, a hand edit): refused.
+        tpl4 = [t for t in self.templates() if t["memory_mib"] == 288][0]
+        entry = os.path.join(d.data_dir, "warm", tpl4["id"] + ".json")
+        with open(entry) as f:
+            e = json.load(f)
+        e["key"] = e["key"].replace("memory_mib=288", "memory_mib=999")
+        with open(entry, "w") as f:
+            json.dump(e, f)
+        x5 = self.run_vm("--name", "x5", "-m", "288M")
+        self.assertNotIn("warm", counters(x5))
+        self.assertIn("its key differs", d.read_log_all())
+        x6 = self.run_vm("--name", "x6", "-m", "288M")
+        self.assertEqual(counters(x6).get("warm"), 1)
+        for name in ("x3", "x4", "x5", "x6"):
+            d.cli("rm", "-f", name)
 
     def test_4_list_rm_prune_restart(self):
         d = self.d

@@ -54,7 +54,8 @@ class InheritedFds(harness.DaemonTest):
         cls.d.log = open(cls.d.log_path, "ab")
         cls.d.proc = subprocess.Popen(
             [harness.TORPORD, "--data-dir", cls.d.data_dir, "--socket", cls.d.socket,
-             "--cache-dir", harness.CACHE, "--ready-fd", str(w), "--log-level", "debug"],
+             "--cache-dir", harness.CACHE, "--ready-fd", str(w), "--log-level", "debug",
+             "--no-warm-runs"],
             stdout=cls.d.log, stderr=cls.d.log, pass_fds=(w, fd))
         os.close(w)
         os.close(fd)

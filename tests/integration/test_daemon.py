@@ -187,7 +187,8 @@ class PipedDaemon(harness.Daemon):
         self.seen = []
         self.proc = subprocess.Popen(
             [harness.TORPORD, "--data-dir", self.data_dir, "--socket", self.socket,
-             "--cache-dir", harness.CACHE, "--ready-fd", "2", "--log-level", "debug", *extra],
+             "--cache-dir", harness.CACHE, "--ready-fd", "2", "--log-level", "debug",
+             "--no-warm-runs", *extra],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         threading.Thread(target=self._pump, daemon=True).start()
         self.wait_line("READY", harness.READY_TIMEOUT)

@@ -8,6 +8,7 @@ import time
 
 import harness
 from harness import guest
+from test_network import Netns
 
 
 def phases(inst):
@@ -241,6 +242,47 @@ class Warm(harness.DaemonTest):
         st, insts = d.request("GET", "/v1/instances?all=1")
         self.assertEqual(os.listdir(os.path.join(d.data_dir, "templates")), [],
                          f"{insts} {d.read_log_all()[-8000:]}")
+
+
+class WarmNet(harness.DaemonTest):
+    """A warm VM with a network: its own address, MAC and route before run returns, while the
+    first VM keeps its own (torpord in a network namespace of the test's)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.ns = Netns("warm")
+        cls.d = harness.Daemon(netns=cls.ns.name, warm=True)
+        try:
+            cls.d.start(extra=["--network"])
+        except Exception:
+            cls.ns.delete()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            cls.d.cleanup()
+        finally:
+            cls.ns.delete()
+
+    def test_warm_run_gets_its_own_address(self):
+        d = self.d
+        d.cli("run", "-d", "--name", "n0")
+        d.cli("run", "-d", "--name", "n1")
+        st, n1 = d.request("GET", "/v1/instances/n1")
+        self.assertEqual(counters(n1).get("warm"), 1, n1["last_operation"])
+        self.assertIn("apply_network", phases(n1))
+        st, n0 = d.request("GET", "/v1/instances/n0")
+        self.assertNotEqual(n0["network"]["ip"], n1["network"]["ip"])
+        for inst in (n0, n1):
+            net = inst["network"]
+            out = guest(d, inst["name"], "ip -4 addr show eth0; cat /sys/class/net/eth0/address; "
+                                         "ip route; ping -c 1 -W 3 " + net["gateway"])
+            self.assertIn(f"inet {net['ip']}/{net['prefix']}", out)
+            self.assertIn(net["mac"], out)
+            self.assertIn(f"default via {net['gateway']}", out)
+            self.assertIn("1 packets received", out)
+            self.assertTrue(self.ns.ping(net["ip"]), inst["name"])
 
 
 if __name__ == "__main__":

@@ -298,8 +298,12 @@ warm_start(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_er
         r = hv_resume(i->vm, err);
     if (r >= 0) {
         inst_crashpoint(i, "run.warm_started");
-        r = inst_apply_identity(m, i, t, err);
+        /* Its own phase: the guest's agent answering again, apart from applying the identity. */
+        r = inst_agent_connect(m, i, AGENT_RECONNECT_TIMEOUT_MS, err);
+        trace_phase(t, "agent_reconnect");
     }
+    if (r >= 0)
+        r = inst_apply_identity(m, i, t, err);
     if (r >= 0) {
         unlink(i->paths.identity_pending);
         return 0;

@@ -2,6 +2,7 @@
  * stop, remove and the exit monitor. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,15 @@ hex_argv(char *const *argv)
         }
     *p = '\0';
     return out;
+}
+
+void
+inst_machine_id(const char *id, char ret[INST_MACHINE_ID_LEN + 1])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
+        h = (h ^ *p) * 0x100000001b3ull;
+    snprintf(ret, INST_MACHINE_ID_LEN + 1, "%.16s%016" PRIx64, id, h);
 }
 
 int

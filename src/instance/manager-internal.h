@@ -115,7 +115,7 @@ int inst_require_state(struct inst *i, const char *what, unsigned allowed_mask, 
  * run and start. On failure nothing is left running. */
 int inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
 /* The guest's machine id (/etc/machine-id), derived from its instance id: its own, and the
- * same at every boot (warm.c). */
+ * same at every boot. */
 #define INST_MACHINE_ID_LEN 32
 void inst_machine_id(const char *id, char ret[INST_MACHINE_ID_LEN + 1]);
 /* The guest kernel command line for i (the same at boot and at every restore). */

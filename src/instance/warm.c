@@ -109,15 +109,6 @@ warm_key(struct inst_manager *m, const struct inst_record *rec, bool want_net)
                      kernel, initrd, disk, agent, cmdline, subnet);
 }
 
-void
-inst_machine_id(const char *id, char ret[INST_MACHINE_ID_LEN + 1])
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        h = (h ^ *p) * 0x100000001b3ull;
-    snprintf(ret, INST_MACHINE_ID_LEN + 1, "%.16s%016" PRIx64, id, h);
-}
-
 /* Two 64-bit FNV-1a hashes of key: a name for its entry. The entry holds the whole key, which
  * is what a lookup compares. */
 static void

@@ -276,10 +276,10 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
                      tp_err_msg(&werr));
             warm = false;
             r = warm_fallback(m, i, key, tid, err);
-            if (r < 0)
-                goto fail;
         }
         tp_err_clear(&werr);
+        if (r < 0)
+            goto fail;
         trace_counter(&t, warm ? "warm" : "warm_fallback", 1);
     }
     if (!warm) {

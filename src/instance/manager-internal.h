@@ -23,11 +23,11 @@ struct inst {
     pthread_mutex_t lock;
     struct inst_record *rec; /* under lock */
     struct inst_paths paths;
-    struct hv_vm *vm; /* live VMM or NULL; under lock */
-    char *cmdline;    /* kernel command line the VMM was started with */
-    char *mem_path;   /* guest memory file of the last spec: its own, or a fork template's */
-    char *api_sock;   /* the driver's control socket in the instance dir (last spec) */
-    char *agent_sock; /* the host end of the agent channel (last spec) */
+    struct hv_vm *vm;   /* live VMM or NULL; under lock */
+    char *cmdline;      /* kernel command line the VMM was started with */
+    char *template_dir; /* the fork template backing the guest's memory (last spec), or NULL */
+    char *api_sock;     /* the driver's control socket in the instance dir (last spec) */
+    char *agent_sock;   /* the host end of the agent channel (last spec) */
     struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
     /* Under lock: the VMM was started by a restore, so its next standby records the pages its
      * guest touched since (the working set the restore after it prefetches). */

@@ -27,6 +27,7 @@
 #include "instance/console.h"
 #include "instance/manager.h"
 #include "store/paths.h"
+#include "store/store.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/proc.h"
@@ -862,6 +863,52 @@ test_fork_standby_children_cycle(void **state)
     assert_int_equal(fake_driver_violations(NULL, 0), 0);
 }
 
+/* A fork journal left by the previous version (it also carried "ram_in_state") is still
+ * recovered: the half-made child and template go, the source runs on its own VMM. */
+static void
+test_fork_old_journal_recovered(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_fork, "src");
+    struct fake_calls c = calls_of(rec->id);
+    char tid[INST_ID_LEN + 1], kid[INST_ID_LEN + 1];
+    struct inst_paths kp;
+    struct store *st = NULL;
+    struct inst_record *r = NULL;
+
+    store_new_id(tid);
+    store_new_id(kid);
+    /* What the crash left: the template's dir and the child's dir (no record yet). */
+    _cleanup_free_ char *tdir = paths_template_dir(s->data_dir, tid);
+    _cleanup_free_ char *tstate = fs_path_join(tdir, "state");
+    inst_paths_init(&kp, s->data_dir, kid);
+    assert_int_equal(fs_mkdir_p(tdir, 0700, NULL), 0);
+    assert_int_equal(fs_write_atomic(tstate, "x", 1, 0600, NULL), 0);
+    assert_int_equal(fs_mkdir_p(kp.dir, 0700, NULL), 0);
+
+    s->m = inst_manager_free(s->m); /* the daemon is gone; its VMMs live on */
+    assert_int_equal(store_open(s->data_dir, &st, NULL), 0);
+    assert_int_equal(store_get(st, rec->id, &r, NULL), 0);
+    free(r->op);
+    free(r->op_data);
+    r->op = xstrdup("fork");
+    r->op_data = xasprintf("{\"tid\":\"%s\",\"old_tid\":\"\",\"was_running\":true,"
+                           "\"ram_in_state\":false,\"phase\":\"begun\",\"children\":[\"%s\"]}",
+                           tid, kid);
+    assert_int_equal(store_update(st, r, NULL), 0);
+    inst_record_free(r);
+    store_close(st);
+    assert_int_equal(open_manager(s), 0);
+
+    _cleanup_(inst_record_freep) struct inst_record *after = get(s, "src");
+    assert_int_equal(after->state, INST_RUNNING);
+    assert_int_equal(after->vmm_pid, c.pid);
+    assert_null(after->op);
+    assert_false(fs_exists(tdir));
+    assert_false(fs_exists(kp.dir));
+    inst_paths_clear(&kp);
+}
+
 /* A VMM alive but not answering after a restart is Unknown; stop must still end it. */
 static void
 test_stop_unknown_kills_vmm(void **state)
@@ -1030,6 +1077,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_fork_source_keeps_its_vmm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_template_survives_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_standby_children_cycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_old_journal_recovered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unknown_kills_vmm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_failure_after_halt, setup, teardown),
         /* Last: it fills the registry. */

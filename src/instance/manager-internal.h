@@ -119,6 +119,9 @@ int inst_cmdline(struct inst *i, char **ret, struct tp_err *err);
 int inst_vmm_recorded(struct inst_manager *m, struct inst *i, struct tp_err *err);
 /* Fill spec from i; strings borrowed from i. */
 void inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec);
+/* After a restore: whether the snapshot in dir, which the VM now runs from, is worth keeping as
+ * its retained base (the driver's base_reusable; false for an unknown driver). */
+bool inst_base_worth_keeping(struct inst *i, const struct hv_driver *drv, const char *dir);
 /* Stop the VMM (graceful where the capability says so, else kill) and drop connections. */
 int inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
 /* The instance's sockets as its driver names them (set in i, borrowed by the caller). */

@@ -76,6 +76,17 @@ trace_vmm_counters(struct trace *t, pid_t pid)
             trace_counter(t, "vmm_read_bytes", (int64_t)read_bytes);
 }
 
+bool
+inst_base_worth_keeping(struct inst *i, const struct hv_driver *drv, const char *dir)
+{
+    struct hv_vm_spec spec;
+
+    if (!drv)
+        return false;
+    inst_spec(i->m, i, &spec);
+    return hv_base_reusable(drv, &spec, dir);
+}
+
 struct snap_prefetch *
 inst_prefetch_start(struct inst *i, const char *snap_dir)
 {
@@ -196,7 +207,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     {
         struct tp_err e = { 0 };
         if (snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
-                               hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &e) < 0)
+                               inst_base_worth_keeping(i, drv, i->paths.snap_latest), &e) < 0)
             log_warn("instance=%s op=restore: %s", i->id, tp_err_msg(&e));
         tp_err_clear(&e);
     }
@@ -241,7 +252,6 @@ int
 restore_recover(struct inst_manager *m, struct inst *i)
 {
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
-    bool reuse = drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE);
     struct tp_err e = { 0 };
 
     (void)m;
@@ -251,7 +261,8 @@ restore_recover(struct inst_manager *m, struct inst *i)
         return 0; /* alive, not answering: Unknown, never killed on a guess */
     if (v > 0) {
         if (fs_exists(i->paths.snap_latest) &&
-            snap_retire_latest(i->paths.snap_latest, i->paths.snap_base, reuse, &e) < 0)
+            snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
+                               inst_base_worth_keeping(i, drv, i->paths.snap_latest), &e) < 0)
             log_warn("instance=%s recovery: %s", i->id, tp_err_msg(&e));
         tp_err_clear(&e);
         i->rec->state = INST_RUNNING;

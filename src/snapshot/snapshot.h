@@ -68,7 +68,8 @@ int snap_release_memory(const char *dir, uint64_t *ret_resident, struct tp_err *
  * since the manifest was written. -ENOENT/-EPROTO/-ESTALE. */
 int snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err);
 
-/* After a successful restore: latest becomes the retained base (reuse) or goes away. */
+/* After a successful restore: latest becomes the retained base (reuse: the driver says the VM
+ * may build on it) or goes away. */
 int snap_retire_latest(const char *latest, const char *base, bool reuse, struct tp_err *err);
 
 /* cachestat(2) of a whole file: pages cached / dirty / under writeback. -ENOSYS before 6.5. */

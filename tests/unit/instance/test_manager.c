@@ -866,6 +866,34 @@ test_fork_standby_children_cycle(void **state)
     assert_int_equal(fake_driver_violations(NULL, 0), 0);
 }
 
+/* A Running source with a retained base is forked: the template's snapshot restarted the
+ * driver's dirty tracking, so that base must never be diff-written again (the FC-like fake
+ * refuses a Diff onto anything but the VM's last snapshot or load). */
+static void
+test_fork_drops_stale_base(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_fork, "src");
+
+    expect_ok(s, inst_standby, "standby", rec->id, INST_STANDBY);
+    expect_ok(s, inst_restore, "restore", rec->id, INST_RUNNING);
+    assert_true(snap_dir_exists(s, rec->id, true));
+    struct inst_record **kids = fork_ok(s, rec->id, "kid");
+    assert_false(snap_dir_exists(s, rec->id, true));
+
+    expect_ok(s, inst_standby, "standby after fork", rec->id, INST_STANDBY);
+    struct fake_calls c = calls_of(rec->id);
+    assert_false(c.last_snapshot_diff);
+    expect_ok(s, inst_restore, "restore after fork", rec->id, INST_RUNNING);
+    expect_ok(s, inst_standby, "standby again", rec->id, INST_STANDBY);
+    c = calls_of(rec->id);
+    /* Firecracker-like: the full one is a file of its own again, so the next builds on it.
+     * QEMU-like: the source ran on the template, so that standby carried its RAM in the
+     * state: no image to build on, a full one again. */
+    assert_int_equal(c.last_snapshot_diff, fc_model());
+    inst_record_array_free(kids, 1);
+}
+
 /* A fork journal left by the previous version (it also carried "ram_in_state") is still
  * recovered: the half-made child and template go, the source runs on its own VMM. */
 static void
@@ -1080,6 +1108,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_fork_source_keeps_its_vmm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_template_survives_gc, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_standby_children_cycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_drops_stale_base, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_old_journal_recovered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unknown_kills_vmm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_failure_after_halt, setup, teardown),

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -276,7 +277,7 @@ fc_resume(struct hv_vm *vm, struct tp_err *err)
 
 static int
 fc_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-            bool *ret_ram_in_state, struct tp_err *err)
+            struct tp_err *err)
 {
     _cleanup_free_ char *state = xasprintf("%s/" HV_SNAP_STATE, snap_dir);
     _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, snap_dir);
@@ -288,9 +289,31 @@ fc_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_di
     json_t *b = NULL;
     (void)spec;
     /* Any guest can write its memory into a file of its own: it never travels in the state. */
-    *ret_ram_in_state = false;
     int r = fc_body_snapshot_create(&c, &b, err);
     return r < 0 ? r : fc_put(vm, "PUT", "/snapshot/create", b, FC_LOAD_TIMEOUT_MS, err);
+}
+
+/* A Diff writes the base's memory file in place: never one with other names (a fork
+ * template's, which its children map; hypeman #298), nor a template the VM itself maps. */
+static bool
+fc_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
+{
+    _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, base_dir);
+    struct stat st;
+    return !spec->template_dir && stat(memory, &st) == 0 && st.st_nlink == 1;
+}
+
+/* The template is a Full snapshot, a new memory file: the source runs on, on its own memory,
+ * and only needs resuming (its dirty tracking restarted, so any retained base is stale). */
+static int
+fc_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+                bool *ret_restart, struct tp_err *err)
+{
+    int r = fc_snapshot(vm, spec, tdir, false, err);
+    if (r < 0)
+        return r;
+    *ret_restart = false;
+    return 0;
 }
 
 static int
@@ -303,7 +326,7 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
     json_t *b = NULL;
     int r;
 
-    if (o->ram_in_state)
+    if (access(memory, F_OK) < 0)
         return tp_err_set(err, -EOPNOTSUPP,
                           "firecracker cannot load guest memory from a state file");
     r = fc_spawn(spec, &vm, err);
@@ -444,8 +467,6 @@ const struct hv_driver fc_driver = {
         [HV_CAP_GRACEFUL_VMM_SHUTDOWN] = false,
         [HV_CAP_RESUME_ON_LOAD] = true,
         [HV_CAP_EXEC_AGENT] = true,
-        /* A Full snapshot writes a new memory file; the VM keeps its own memory. */
-        [HV_CAP_SNAPSHOT_KEEPS_VM] = true,
         [HV_CAP_NET] = true,
     },
     .api_sock_name = "fc.sock",
@@ -462,6 +483,8 @@ const struct hv_driver fc_driver = {
     .pause = fc_pause,
     .resume = fc_resume,
     .snapshot = fc_snapshot,
+    .base_reusable = fc_base_reusable,
+    .prepare_fork = fc_prepare_fork,
     .restore = fc_restore,
     .finish_load = fc_finish_load,
     .agent_connect = fc_agent_connect,

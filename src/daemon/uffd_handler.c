@@ -469,11 +469,14 @@ uffd_handler_main(int argc, char **argv)
         hlog("record pid in '%s': %s", h.dir, strerror(-r));
         _exit(1);
     }
+    /* Whole from the start (zeros), then rewritten in place: the numbers only grow. */
+    stats = fs_path_join(h.dir, FC_UFFD_STATS);
+    static const char zero[] = "{\"faults\":0,\"pages\":0,\"zero_pages\":0,\"bytes\":0}\n";
+    if (fs_write_atomic(stats, zero, sizeof(zero) - 1, 0600, NULL) >= 0)
+        h.stats_fd = open(stats, O_WRONLY | O_CLOEXEC);
     (void)!write(ready[1], "y", 1);
     close(ready[1]);
 
-    stats = fs_path_join(h.dir, FC_UFFD_STATS);
-    h.stats_fd = open(stats, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     r = serve_vmm(&h, LISTEN_FD);
     if (r < 0)
         hlog("stopped serving: %s", strerror(-r));

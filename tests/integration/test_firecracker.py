@@ -263,9 +263,9 @@ class FirecrackerUffd(harness.FailpointTest):
         self.d.cli("run", "--name", name, "--hypervisor", "firecracker", "--kernel",
                    self.kernel, "--initrd", self.initrd, "--mem-backend", "uffd")
 
-    def handler(self, name):
+    def handler(self, name, inst_dir=None):
         """(pid, stats) of the instance's recorded page-fault handler."""
-        inst_dir = self.d.inst_dir(name)
+        inst_dir = inst_dir or self.d.inst_dir(name)
         with open(os.path.join(inst_dir, "uffd.pid")) as f:
             pid = int(f.read().split()[0])
         with open(os.path.join(inst_dir, "uffd.stats")) as f:
@@ -418,6 +418,39 @@ class FirecrackerUffd(harness.FailpointTest):
         self.assertNotIn(inst["state"], ("Running", "Paused", "Unknown"), inst)
         self.assertTrue(wait_gone(vmm))
         d.cli("rm", "-f", "uorph")
+
+    def test_crash_points(self):
+        """torpord dies with the handler up and no VMM yet (Standby; the next restore replaces
+        that handler), or once the load began (the VMM and its handler are adopted)."""
+        d = self.d
+        self.run_uffd("ucrash")
+        self.assertEqual(d.op("ucrash", "standby")[0], 200)
+        inst_dir = d.inst_dir("ucrash")
+        for point, want in [("restore.start_uffd_handler", "Standby"),
+                            ("restore.load_snapshot", "Running")]:
+            with self.subTest(point=point):
+                self.arm(f"{point}=crash-daemon")
+                try:
+                    d.op("ucrash", "restore")
+                except Exception:
+                    pass  # the connection dies with the daemon
+                self.assertEqual(d.proc.wait(timeout=60), -9)
+                d.log.close()
+                self.arm("")
+                old, _ = self.handler("ucrash", inst_dir)
+                self.assertTrue(pid_alive(old))
+                self.start_daemon()
+                st, inst = d.request("GET", "/v1/instances/ucrash")
+                self.assertEqual(inst["state"], want, f"{point}: {inst['last_error']}")
+                if want == "Standby":
+                    self.assertEqual(d.op("ucrash", "restore")[0], 200)
+                    self.assertTrue(wait_gone(old))
+                    self.assertNotEqual(self.handler("ucrash")[0], old)
+                else:
+                    self.assertEqual(self.handler("ucrash")[0], old)
+                self.assertEqual(d.cli("exec", "ucrash", "echo", "ok").stdout, b"ok\n")
+                self.assertEqual(d.op("ucrash", "standby")[0], 200)
+        d.cli("rm", "-f", "ucrash")
 
     def test_bogus_region_list_from_a_fake_peer(self):
         """The handler takes its peer's message as outside input: a bad region list is refused

@@ -317,9 +317,11 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
         return tp_err_set(err, -EOPNOTSUPP,
                           "firecracker cannot load guest memory from a state file");
     /* Uffd: the handler listens before the load; it serves while the load is in flight. */
-    if (spec->mem_uffd)
+    if (spec->mem_uffd) {
         r = fc_uffd_start(spec->dir, memory, spec->vmm_log, &uffd_sock, err);
-    else {
+        if (r >= 0 && o->phases.mark)
+            o->phases.mark(o->phases.ctx, "start_uffd_handler");
+    } else {
         fc_uffd_forget(spec->dir);
         r = 0;
     }

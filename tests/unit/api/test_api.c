@@ -152,8 +152,7 @@ test_create_wrong_types(void **state)
     create_fails("{\"name\": 7}", "field 'name' must be a string, got integer");
     create_fails("{\"kernel\": [\"/k\"]}", "field 'kernel' must be a string, got array");
     create_fails("{\"accel\": \"hvf\"}", "field 'accel' must be \"kvm\" or \"tcg\"");
-    create_fails("{\"mem_backend\": \"lazy\"}",
-                 "field 'mem_backend' must be \"file\" or \"uffd\"");
+    create_fails("{\"mem_backend\": \"lazy\"}", "field 'mem_backend' must be \"file\" or \"uffd\"");
     create_fails("{\"hypervisor\": \"\"}", "field 'hypervisor' must not be empty");
     create_fails("{\"disk_mib\": {}}", "field 'disk_mib' must be an integer, got object");
 }

@@ -35,7 +35,8 @@ def daemon_args(a):
 
 
 def run_args(a):
-    return ["--hypervisor", a.hypervisor]
+    mb = getattr(a, "mem_backend", None)
+    return ["--hypervisor", a.hypervisor] + (["--mem-backend", mb] if mb else [])
 
 
 class Netns:

@@ -469,11 +469,11 @@ uffd_handler_main(int argc, char **argv)
         hlog("record pid in '%s': %s", h.dir, strerror(-r));
         _exit(1);
     }
-    /* Whole from the start (zeros), then rewritten in place: the numbers only grow. */
+    /* Whole before the driver goes on (zeros), then rewritten in place: the numbers only grow.
+     * Advisory: no fsync. */
     stats = fs_path_join(h.dir, FC_UFFD_STATS);
-    static const char zero[] = "{\"faults\":0,\"pages\":0,\"zero_pages\":0,\"bytes\":0}\n";
-    if (fs_write_atomic(stats, zero, sizeof(zero) - 1, 0600, NULL) >= 0)
-        h.stats_fd = open(stats, O_WRONLY | O_CLOEXEC);
+    h.stats_fd = open(stats, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    stats_write(&h);
     (void)!write(ready[1], "y", 1);
     close(ready[1]);
 

@@ -420,8 +420,8 @@ class FirecrackerUffd(harness.FailpointTest):
         d.cli("rm", "-f", "uorph")
 
     def test_crash_points(self):
-        """torpord dies with the handler up and no VMM yet (Standby; the next restore replaces
-        that handler), or once the load began (the VMM and its handler are adopted)."""
+        """torpord dies with VMM and handler up before the load (Standby; the next restore
+        replaces that handler), or once the load began (the VMM and its handler are adopted)."""
         d = self.d
         self.run_uffd("ucrash")
         self.assertEqual(d.op("ucrash", "standby")[0], 200)

@@ -317,11 +317,11 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
         return tp_err_set(err, -EOPNOTSUPP,
                           "firecracker cannot load guest memory from a state file");
     /* Uffd: the handler listens before the load; it serves while the load is in flight. */
-    if (spec->mem_uffd) {
-        r = fc_uffd_start(spec->dir, memory, spec->vmm_log, &uffd_sock, err);
-        if (r >= 0 && o->phases.mark)
-            o->phases.mark(o->phases.ctx, "start_uffd_handler");
-    } else {
+    /* Both processes start side by side; the handler must be recorded before the load only. */
+    pid_t starter = 0;
+    if (spec->mem_uffd)
+        r = fc_uffd_start(spec->dir, memory, spec->vmm_log, &starter, &uffd_sock, err);
+    else {
         fc_uffd_forget(spec->dir);
         r = 0;
     }
@@ -329,11 +329,20 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
         r = fc_spawn(spec, &vm, err);
     if (r < 0) {
         if (uffd_sock)
-            fc_uffd_stop(spec->dir);
+            fc_uffd_abort(spec->dir, starter);
         return r;
     }
     if (o->phases.mark)
         o->phases.mark(o->phases.ctx, "start_process");
+    if (uffd_sock) {
+        r = fc_uffd_started(spec->dir, starter, spec->vmm_log, err);
+        if (r < 0) {
+            fc_kill(vm);
+            return tp_err_wrap(err, "restore from '%s'", o->snap_dir);
+        }
+        if (o->phases.mark)
+            o->phases.mark(o->phases.ctx, "start_uffd_handler");
+    }
     /* The memory file is mapped MAP_PRIVATE and must not change while the VM lives; the vsock
      * socket and the TAP are this instance's (a fork child's are not its parent's; the guest
      * keeps its parent's MAC until the agent applies the child's). */

@@ -92,13 +92,13 @@ fc_uffd_check(const char *dir)
 }
 
 int
-fc_uffd_start(const char *dir, const char *memory, const char *log_path, char **ret_sock,
-              struct tp_err *err)
+fc_uffd_start(const char *dir, const char *memory, const char *log_path, pid_t *ret_starter,
+              char **ret_sock, struct tp_err *err)
 {
     _cleanup_free_ char *sock = fs_path_join(dir, FC_UFFD_SOCK);
-    _cleanup_close_ int lfd = -EBADF, log_fd = -EBADF, pidfd = -EBADF;
+    _cleanup_close_ int lfd = -EBADF, log_fd = -EBADF;
     pid_t pid;
-    int r, status = 0;
+    int r;
 
     fc_uffd_stop(dir);
     /* Listening before the handler even runs: the VMM can connect whenever its load starts. */
@@ -127,19 +127,39 @@ fc_uffd_start(const char *dir, const char *memory, const char *log_path, char **
     r = proc_spawn(&so, &pid, err);
     if (r < 0)
         return tp_err_wrap(err, "start the page-fault handler");
-    /* Its first process exits once the detached handler has recorded itself. */
-    pidfd = proc_pidfd_open(pid);
+    *ret_starter = pid;
+    *ret_sock = TAKE_PTR(sock);
+    return 0;
+}
+
+void
+fc_uffd_abort(const char *dir, pid_t starter)
+{
+    if (starter > 0) {
+        (void)kill(starter, SIGKILL); /* our unreaped child: the pid cannot be recycled */
+        while (waitpid(starter, NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    fc_uffd_stop(dir);
+}
+
+int
+fc_uffd_started(const char *dir, pid_t starter, const char *log_path, struct tp_err *err)
+{
+    _cleanup_close_ int pidfd = proc_pidfd_open(starter);
+    int r, status = 0;
+
+    /* The starter exits once the detached handler has recorded itself. */
     r = pidfd < 0 ? pidfd : sock_wait(pidfd, POLLIN, FC_UFFD_READY_MS);
     if (r <= 0) {
-        (void)kill(pid, SIGKILL);
-        (void)waitpid(pid, NULL, 0);
-        fc_uffd_stop(dir);
+        fc_uffd_abort(dir, starter);
         return tp_err_set(err, r < 0 ? r : -ETIMEDOUT, "page-fault handler did not start");
     }
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    while (waitpid(starter, &status, 0) < 0 && errno == EINTR)
         ;
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fc_uffd_stop(dir);
         return tp_err_set(err, -EIO, "page-fault handler failed to start (see '%s')", log_path);
-    *ret_sock = TAKE_PTR(sock);
+    }
     return 0;
 }

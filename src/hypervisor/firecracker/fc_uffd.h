@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "util/err.h"
 
@@ -19,11 +20,19 @@
 #define FC_UFFD_WS      "uffd.workingset" /* pages served, snapshot/workingset.h's format */
 
 /* Start a handler serving memory (a snapshot's memory file) for a VMM about to be restored in
- * dir. Returns once it listens and its pid is recorded; *ret_sock is the socket path for
- * mem_backend (caller frees). Handler messages are appended to log_path. A handler recorded
- * earlier for dir is killed first. */
-int fc_uffd_start(const char *dir, const char *memory, const char *log_path, char **ret_sock,
-                  struct tp_err *err);
+ * dir. Returns once its socket listens; *ret_sock is the socket path for mem_backend (caller
+ * frees), *ret_starter the process to hand to fc_uffd_started() (or fc_uffd_abort()) before
+ * the load. Handler messages are appended to log_path. A handler recorded earlier for dir is
+ * killed first. */
+int fc_uffd_start(const char *dir, const char *memory, const char *log_path, pid_t *ret_starter,
+                  char **ret_sock, struct tp_err *err);
+
+/* Wait until the handler has detached and recorded itself (its starter exits 0). On failure
+ * the handler is stopped. */
+int fc_uffd_started(const char *dir, pid_t starter, const char *log_path, struct tp_err *err);
+
+/* Give up on a handler being started: kill and reap its starter, stop the handler. */
+void fc_uffd_abort(const char *dir, pid_t starter);
 
 /* Kill the handler recorded in dir, if it lives, and forget it. */
 void fc_uffd_stop(const char *dir);

@@ -2,7 +2,8 @@
  * It detaches (so it outlives torpord), records its pid and start time in the instance dir,
  * accepts the VMM's handshake (region list + userfaultfd), serves every missing page with
  * UFFDIO_COPY from the snapshot's memory file (zero pages after a remove event), publishes its
- * counters, and exits when the VMM does, leaving the pages served as a working set. A sentinel
+ * counters, and exits when the VMM does, leaving the pages served as the working set of the
+ * snapshot a standby wrote into the image. A sentinel
  * child kills the VMM if this process dies first: a VMM whose handler is gone would hang at its
  * next fault. */
 #include "daemon/uffd_handler.h"
@@ -24,9 +25,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hypervisor/driver.h"
 #include "hypervisor/firecracker/fc_uffd.h"
 #include "hypervisor/firecracker/fc_uffd_msg.h"
 #include "snapshot/workingset.h"
+#include "store/paths.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/macro.h"
@@ -127,19 +130,35 @@ stats_write(struct handler *h)
         (void)!ftruncate(h->stats_fd, n);
 }
 
-/* The pages served, as the snapshot module's working set of the image as it was served. */
+/* After a standby the image served is the new snapshot's memory (the Diff went into it in
+ * place): the pages served become that snapshot's working set, which the next restore reads
+ * into the page cache while its VMM starts (snapshot/workingset.h). Any other exit (the VMM
+ * died, a Full snapshot wrote another file) leaves nothing: the image is no snapshot's. */
 static void
-working_set_write(const struct handler *h)
+working_set_write(const struct handler *h, int mfd)
 {
-    _cleanup_free_ char *path = fs_path_join(h->dir, FC_UFFD_WS);
+    /* h->dir is DATA/instances/<id>: the store's path builder names the snapshot dirs. */
+    _cleanup_free_ char *data = xstrdup(h->dir), *memory = NULL;
+    _cleanup_(inst_paths_clear) struct inst_paths p = { 0 };
+    struct stat now, img;
+    char *id, *cut;
+
+    if (!(id = strrchr(data, '/')))
+        return;
+    *id++ = '\0';
+    if (!(cut = strrchr(data, '/')))
+        return;
+    *cut = '\0';
+    inst_paths_init(&p, data, id);
+    if (strcmp(p.dir, h->dir) != 0)
+        return;
+    memory = fs_path_join(p.snap_latest, HV_SNAP_MEMORY);
+    if (fstat(mfd, &now) < 0 || stat(memory, &img) < 0 || now.st_dev != img.st_dev ||
+        now.st_ino != img.st_ino)
+        return;
     _cleanup_(snap_ws_freep) struct snap_ws *ws =
         snap_ws_from_bitmap(h->touched, h->size / WS_PAGE, WS_PAGE);
-    _cleanup_free_ uint8_t *buf = NULL;
-    size_t len;
-
-    snap_ws_identity_from_stat(&ws->image, &h->image);
-    snap_ws_encode(ws, &buf, &len);
-    (void)fs_write_atomic(path, buf, len, 0600, NULL);
+    (void)snap_ws_save(p.snap_latest, ws, NULL); /* names the image as it is now */
 }
 
 /* Resolve one fault: 0 served (or already present), -EAGAIN to retry after the queued events,
@@ -481,7 +500,7 @@ uffd_handler_main(int argc, char **argv)
     if (r < 0)
         hlog("stopped serving: %s", strerror(-r));
     stats_write(&h);
-    working_set_write(&h);
+    working_set_write(&h, mfd);
     unrecord_self(h.dir);
     _exit(r < 0 ? 1 : 0);
 }

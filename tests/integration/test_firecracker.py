@@ -325,17 +325,27 @@ class FirecrackerUffd(harness.FailpointTest):
         d.cli("rm", "-f", "u1")
         self.assertTrue(wait_gone(vmm) and wait_gone(pid), "handler outlived its VMM")
 
-    def test_handler_working_set_written_at_exit(self):
+    def test_working_set_feeds_the_prefetch(self):
+        """The pages the handler served become the working set of the snapshot the next
+        standby writes into the image it served (a Diff, in place); the restore after that
+        reads them into the page cache first."""
         d = self.d
         self.run_uffd("uws")
         self.assertEqual(d.op("uws", "standby")[0], 200)
         self.assertEqual(d.op("uws", "restore")[0], 200)
-        pid, _ = self.handler("uws")
-        self.assertEqual(d.op("uws", "standby")[0], 200)
+        pid, stats = self.handler("uws")
+        st, sb = d.op("uws", "standby")
+        self.assertEqual(st, 200, sb)
+        self.assertEqual(self.manifest_type("uws"), "diff")
         self.assertTrue(wait_gone(pid))
-        with open(os.path.join(d.inst_dir("uws"), "uffd.workingset"), "rb") as f:
+        latest = os.path.join(d.inst_dir("uws"), "snapshots", "snapshot-latest")
+        with open(os.path.join(latest, "workingset"), "rb") as f:
             self.assertEqual(f.read(4), b"TPWS")
         self.assertFalse(os.path.exists(os.path.join(d.inst_dir("uws"), "uffd.pid")))
+        st, rs = d.op("uws", "restore")
+        self.assertEqual(st, 200, rs)
+        counters = rs["last_operation"].get("counters", {})
+        self.assertGreaterEqual(counters.get("prefetch_bytes", 0), 4096, rs["last_operation"])
         d.cli("rm", "-f", "uws")
 
     def test_fork_children_get_their_own_handler(self):

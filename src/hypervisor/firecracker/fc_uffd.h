@@ -14,9 +14,9 @@
 #define FC_UFFD_HANDLER_FLAG "--uffd-handler"
 
 /* Files in the instance dir. */
-#define FC_UFFD_SOCK    "uffd.sock"       /* the socket the VMM connects to */
-#define FC_UFFD_PIDFILE "uffd.pid"        /* "<pid> <start time>\n" of the live handler */
-#define FC_UFFD_STATS   "uffd.stats"      /* the handler's counters, rewritten as it serves */
+#define FC_UFFD_SOCK    "uffd.sock"  /* the socket the VMM connects to */
+#define FC_UFFD_PIDFILE "uffd.pid"   /* "<pid> <start time>\n" of the live handler */
+#define FC_UFFD_STATS   "uffd.stats" /* the handler's counters, rewritten as it serves */
 
 /* Start a handler serving memory (a snapshot's memory file) for a VMM about to be restored in
  * dir. Returns once its socket listens; *ret_sock is the socket path for mem_backend (caller

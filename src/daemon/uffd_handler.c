@@ -445,6 +445,14 @@ uffd_handler_main(int argc, char **argv)
         return 2;
     }
     h.dir = argv[3];
+    /* Checked first: anything opened here could otherwise take fd 3's number. */
+    int acc = 0;
+    socklen_t al = sizeof(acc);
+    if (getsockopt(LISTEN_FD, SOL_SOCKET, SO_ACCEPTCONN, &acc, &al) < 0 || !acc ||
+        fcntl(LISTEN_FD, F_SETFD, FD_CLOEXEC) < 0) {
+        hlog("no listening socket on fd %d", LISTEN_FD);
+        return 1;
+    }
     mfd = open(argv[2], O_RDONLY | O_CLOEXEC);
     if (mfd < 0 || fstat(mfd, &h.image) < 0) {
         hlog("open memory file '%s': %s", argv[2], strerror(errno));
@@ -460,10 +468,6 @@ uffd_handler_main(int argc, char **argv)
     h.map = mmap(NULL, h.size, PROT_READ, MAP_SHARED, mfd, 0);
     if (h.map == MAP_FAILED) {
         hlog("map memory file '%s': %s", argv[2], strerror(errno));
-        return 1;
-    }
-    if (fcntl(LISTEN_FD, F_SETFD, FD_CLOEXEC) < 0) {
-        hlog("no listening socket on fd %d", LISTEN_FD);
         return 1;
     }
     h.touched = xzalloc(h.size / WS_PAGE / 8 + 1);

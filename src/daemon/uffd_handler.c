@@ -38,13 +38,14 @@
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
-#define LISTEN_FD         3
-#define ACCEPT_MS         60000 /* the VMM connects during its load; a load that never comes */
-#define HANDSHAKE_MS      10000
-#define HANDSHAKE_REST_MS 100
-#define WS_PAGE           4096u /* the bitmaps' granularity (a huge page sets all of its bits) */
-#define PENDING_MAX       1024
-#define UFFD_MSG_BATCH    64
+#define LISTEN_FD          3
+#define ACCEPT_MS          60000 /* the VMM connects during its load; a load that never comes */
+#define HANDSHAKE_MS       10000
+#define HANDSHAKE_REST_MS  100
+#define WS_PAGE            4096u /* the bitmaps' granularity (a huge page sets all of its bits) */
+#define PENDING_MAX        1024
+#define FAULT_AROUND_BYTES (64u * 1024)
+#define UFFD_MSG_BATCH     64
 
 struct handler {
     const char *dir;
@@ -56,10 +57,12 @@ struct handler {
     size_t n_regs;
     uint8_t *touched; /* bit per WS_PAGE of the file: served */
     uint8_t *removed; /* bit per WS_PAGE of the file: reads as zeros since a remove event */
+    uint8_t *present; /* bit per WS_PAGE of the file: populated by this handler */
     uint8_t *zeros;   /* a zero page of the largest page size, for huge zero pages */
     uint64_t pending[PENDING_MAX];
     size_t n_pending;
-    uint64_t faults, pages, zero_pages, bytes;
+    uint64_t faults, pages, zero_pages, bytes; /* faults resolved; pages copied in (fault-around
+                                                  included), zero pages among them, bytes */
     int stats_fd;
 };
 
@@ -82,6 +85,13 @@ bits_set(uint8_t *bits, uint64_t from, uint64_t n)
 {
     for (uint64_t k = from; k < from + n; k++)
         bits[k / 8] |= (uint8_t)(1u << (k % 8));
+}
+
+static void
+bits_clear(uint8_t *bits, uint64_t from, uint64_t n)
+{
+    for (uint64_t k = from; k < from + n; k++)
+        bits[k / 8] &= (uint8_t) ~(1u << (k % 8));
 }
 
 static bool
@@ -161,6 +171,23 @@ working_set_write(const struct handler *h, int mfd)
     (void)snap_ws_save(p.snap_latest, ws, NULL); /* names the image as it is now */
 }
 
+/* How many pages to copy for a fault at page: it and the ones after it that are neither present
+ * nor removed, up to FAULT_AROUND_BYTES and the region's end (what the kernel's fault-around
+ * maps for a file mapping: one round trip per 64 KiB, not per page, when the guest or a Full
+ * snapshot reads memory sequentially). */
+static uint64_t
+fault_around(const struct handler *h, const struct fc_uffd_region *r, uint64_t page)
+{
+    uint64_t max = FAULT_AROUND_BYTES / r->page_size, n = 1;
+    while (n < max && page + n * r->page_size - r->base < r->size) {
+        uint64_t f = (r->offset + page - r->base + n * r->page_size) / WS_PAGE;
+        if (bit_get(h->present, f) || bit_get(h->removed, f))
+            break;
+        n++;
+    }
+    return n;
+}
+
 /* Resolve one fault: 0 served (or already present), -EAGAIN to retry after the queued events,
  * -EFAULT outside every region, other -errno from the kernel. */
 static int
@@ -171,13 +198,16 @@ serve(struct handler *h, uint64_t addr)
         return -EFAULT;
     uint64_t page = addr & ~(r->page_size - 1);
     uint64_t off = r->offset + (page - r->base);
-    uint64_t first = off / WS_PAGE, n = r->page_size / WS_PAGE;
+    uint64_t first = off / WS_PAGE;
     bool zero = bit_get(h->removed, first);
-    int rc;
+    uint64_t done;
+    int rc, e;
 
     if (zero && r->page_size == WS_PAGE) {
         struct uffdio_zeropage z = { .range = { .start = page, .len = r->page_size } };
         rc = ioctl(h->uffd, UFFDIO_ZEROPAGE, &z);
+        e = rc < 0 ? errno : 0;
+        done = rc == 0 ? r->page_size : 0;
     } else {
         if (zero && !h->zeros) {
             h->zeros = mmap(NULL, r->page_size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -189,21 +219,26 @@ serve(struct handler *h, uint64_t addr)
         struct uffdio_copy c = {
             .dst = page,
             .src = (uintptr_t)(zero ? h->zeros : h->map + off),
-            .len = r->page_size,
+            .len = zero ? r->page_size : fault_around(h, r, page) * r->page_size,
         };
         rc = ioctl(h->uffd, UFFDIO_COPY, &c);
+        e = rc < 0 ? errno : 0;
+        /* A copy stopped short (a page already there, a queued event) says how far it got. */
+        done = rc == 0 ? c.len : c.copy > 0 ? (uint64_t)c.copy : 0;
     }
-    if (rc < 0 && errno != EEXIST)
-        return -errno;
-    h->faults++;
-    if (rc == 0) {
-        h->pages++;
-        h->bytes += r->page_size;
+    if (done) {
+        h->pages += done / r->page_size;
+        h->bytes += done;
+        bits_set(h->present, first, done / WS_PAGE);
         if (zero)
             h->zero_pages++;
         else
-            bits_set(h->touched, first, n);
+            bits_set(h->touched, first, done / WS_PAGE);
     }
+    /* EEXIST with nothing copied: the faulting page was there already (a stale fault). */
+    if (e && e != EEXIST && done < r->page_size)
+        return -e;
+    h->faults++;
     return 0;
 }
 
@@ -218,8 +253,9 @@ mark_removed(struct handler *h, uint64_t start, uint64_t end)
         if (lo >= hi)
             continue;
         lo &= ~(uint64_t)(WS_PAGE - 1);
-        bits_set(h->removed, (r->offset + lo - r->base) / WS_PAGE,
-                 (hi - lo + WS_PAGE - 1) / WS_PAGE);
+        uint64_t f = (r->offset + lo - r->base) / WS_PAGE, n = (hi - lo + WS_PAGE - 1) / WS_PAGE;
+        bits_set(h->removed, f, n);
+        bits_clear(h->present, f, n); /* missing again: the next touch faults */
     }
 }
 
@@ -472,6 +508,7 @@ uffd_handler_main(int argc, char **argv)
     }
     h.touched = xzalloc(h.size / WS_PAGE / 8 + 1);
     h.removed = xzalloc(h.size / WS_PAGE / 8 + 1);
+    h.present = xzalloc(h.size / WS_PAGE / 8 + 1);
 
     /* Detach: the starter (torpord's child) exits once the grandchild is recorded, so torpord
      * reaps it at once and the handler belongs to no daemon. */

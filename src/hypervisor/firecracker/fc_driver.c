@@ -316,8 +316,9 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
     if (o->ram_in_state)
         return tp_err_set(err, -EOPNOTSUPP,
                           "firecracker cannot load guest memory from a state file");
-    /* Uffd: the handler listens before the load; it serves while the load is in flight. */
-    /* Both processes start side by side; the handler must be recorded before the load only. */
+    /* Uffd: the handler's socket listens before the load and it serves while the load is in
+     * flight. Handler and VMM start side by side; the handler need be recorded only before the
+     * load. */
     pid_t starter = 0;
     if (spec->mem_uffd)
         r = fc_uffd_start(spec->dir, memory, spec->vmm_log, &starter, &uffd_sock, err);

@@ -186,6 +186,7 @@ struct run_opts {
     char *initrd;           /* absolute */
     char *rootfs;           /* absolute */
     char *accel;            /* "kvm" or "tcg" */
+    char *mem_backend;      /* "file" or "uffd" */
     char *network;          /* "default" | "none"; NULL: torpord decides */
     char *network_mode;     /* "isolated" | "shared"; NULL: torpord's default (isolated) */
     struct net_port *ports; /* -p, in order; owned */

@@ -17,7 +17,9 @@
 #include <unistd.h>
 
 #include "api/server.h"
+#include "daemon/uffd_handler.h"
 #include "hypervisor/firecracker/fc_driver.h"
+#include "hypervisor/firecracker/fc_uffd.h"
 #include "instance/console.h"
 #include "instance/manager.h"
 #include "net/net.h"
@@ -569,6 +571,9 @@ int
 main(int argc, char **argv)
 {
     struct tp_err err = { 0 };
+    /* The page-fault handler of a restored VMM (the Firecracker driver starts it). */
+    if (argc >= 2 && strcmp(argv[1], FC_UFFD_HANDLER_FLAG) == 0)
+        return uffd_handler_main(argc, argv);
     if (net_subnet_parse(NET_SUBNET_DEFAULT, &arg_subnet, NULL) < 0)
         abort();
     if (parse_args(argc, argv) < 0)

@@ -18,6 +18,8 @@ enum hv_cap {
     HV_CAP_RESUME_ON_LOAD,        /* restore can resume as part of loading */
     HV_CAP_EXEC_AGENT,            /* a host<->guest agent channel exists */
     HV_CAP_NET,                   /* a virtio-net NIC on a host TAP (hv_vm_spec.nic) */
+    HV_CAP_MEM_UFFD,              /* a restore can serve guest memory on demand through a
+                                     userfaultfd page-fault handler (hv_vm_spec.mem_uffd) */
     _HV_CAP_MAX,
     _HV_CAP_INVALID = -22,
 };
@@ -52,6 +54,9 @@ struct hv_vm_spec {
     const char *console_log; /* serial console output, appended */
     const char *vmm_log;     /* VMM stdout/stderr, appended */
     const char *accel;       /* "kvm" | "tcg"; NULL = driver decides */
+    /* HV_CAP_MEM_UFFD: restores load guest memory lazily, each page copied in by a page-fault
+     * handler on first touch, instead of mapping the snapshot's memory file. */
+    bool mem_uffd;
     /* Set only when the VM is launched or restored (HV_CAP_NET); NULL: no NIC. A restore gets
      * the NIC its snapshot was taken with (the device set must match). */
     const struct hv_nic *nic;

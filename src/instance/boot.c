@@ -138,6 +138,7 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
         .console_log = i->paths.console_log,
         .vmm_log = i->paths.vmm_log,
         .accel = c->accel ? c->accel : m->accel,
+        .mem_uffd = c->mem_uffd,
         .vmm_spawned = record_vmm,
         .vmm_spawned_ctx = i,
     };

@@ -305,6 +305,7 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     rec->cfg.root_disk_src = sc->root_disk_src ? xstrdup(sc->root_disk_src) : NULL;
     rec->cfg.agent = sc->agent;
     rec->cfg.accel = sc->accel ? xstrdup(sc->accel) : NULL;
+    rec->cfg.mem_uffd = sc->mem_uffd; /* children load their memory the parent's way */
     /* The same network mode; published ports are the source's alone (a host port is one
      * instance's), as a new docker container does not get another's: a child publishes only
      * what the fork asked for (its record's insert refuses a host port in use). */

@@ -648,6 +648,10 @@ load_end(struct api_req *req)
         tp_err_wrap(&ls->err, "load");
         return api_reply_tp_err(req, &ls->err);
     }
+    /* files of the archive no image references (docker save's per-layer json, a layout's
+     * stray blobs) went into blobs/ as they streamed: collect them now */
+    if (oci_layout_gc(layout(req), NULL, NULL) < 0)
+        log_debug("op=load gc skipped: a pull or load runs");
     json_t *names = json_array(), *ids = json_array();
     strv_foreach (s, res.names)
         json_array_append_new(names, json_string(*s));

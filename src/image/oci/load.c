@@ -332,9 +332,42 @@ oci_load_tar_fd(const char *dir, int fd, struct oci_load_result *ret, struct tp_
         }
         bool is_index = strcmp(name, "index.json") == 0;
         bool is_manifest = strcmp(name, "manifest.json") == 0;
+        if (strcmp(name, "oci-layout") == 0 || strcmp(name, "repositories") == 0)
+            continue; /* nothing of ours to keep */
+        if (is_index || is_manifest) {
+            /* metadata: kept in memory, never a blob */
+            char *buf = NULL;
+            size_t blen = 0;
+            for (;;) {
+                char chunk[1 << 16];
+                la_ssize_t n = archive_read_data(a, chunk, sizeof(chunk));
+                if (n == 0)
+                    break;
+                if (n < 0 || blen + (size_t)n > META_MAX) {
+                    free(buf);
+                    r = tp_err_set(err, -EINVAL, "read archive member '%s': %s", name,
+                                   n < 0 ? archive_error_string(a) : "too large");
+                    goto out;
+                }
+                buf = xrealloc(buf, blen + (size_t)n + 1);
+                memcpy(buf + blen, chunk, (size_t)n);
+                blen += (size_t)n;
+                buf[blen] = '\0';
+            }
+            if (!buf)
+                buf = xstrdup("");
+            if (is_index) {
+                free(index);
+                index = buf;
+                index_len = blen;
+            } else {
+                free(manifest);
+                manifest = buf;
+                manifest_len = blen;
+            }
+            continue;
+        }
         struct oci_ingest *in = NULL;
-        char *buf = NULL;
-        size_t blen = 0;
         r = oci_ingest_open_anon(dir, &in, err);
         if (r < 0)
             goto out;
@@ -351,40 +384,20 @@ oci_load_tar_fd(const char *dir, int fd, struct oci_load_result *ret, struct tp_
             r = oci_ingest_write(in, chunk, (size_t)n, err);
             if (r < 0)
                 break;
-            if ((is_index || is_manifest) && blen + (size_t)n <= META_MAX) {
-                buf = xrealloc(buf, blen + (size_t)n + 1);
-                memcpy(buf + blen, chunk, (size_t)n);
-                blen += (size_t)n;
-                buf[blen] = '\0';
-            }
         }
         char *digest = NULL;
         int64_t size = 0;
         if (r >= 0)
             r = oci_ingest_commit_anon(in, &digest, &size, err);
         oci_ingest_close(in, true);
-        if (r < 0) {
-            free(buf);
+        if (r < 0)
             goto out;
-        }
         if (strncmp(name, "blobs/sha256/", 13) == 0 &&
             (strlen(name + 13) != 64 || strcmp(name + 13, digest + 7) != 0)) {
             r = tp_err_set(err, -EIO, "digest mismatch: '%.200s' in the archive hashes to '%s'",
                            name, digest);
             free(digest);
-            free(buf);
             goto out;
-        }
-        if (is_index) {
-            free(index);
-            index = buf;
-            index_len = blen;
-        } else if (is_manifest) {
-            free(manifest);
-            manifest = buf;
-            manifest_len = blen;
-        } else {
-            free(buf);
         }
         fm.names = xrealloc(fm.names, sizeof(char *) * (fm.n + 1));
         fm.digests = xrealloc(fm.digests, sizeof(char *) * (fm.n + 1));

@@ -270,15 +270,21 @@ registry_error_text(const struct resp *r)
     json_array_foreach(errs, i, e)
     {
         json_t *m = json_object_get(e, "message"), *c = json_object_get(e, "code");
-        const char *text = json_is_string(m)   ? json_string_value(m)
-                           : json_is_string(c) ? json_string_value(c)
-                                               : NULL;
-        if (!text || i >= 8)
+        _cleanup_free_ char *code = NULL, *text = NULL;
+        if (i >= 8 || (!json_is_string(m) && !json_is_string(c)))
             continue;
+        /* as docker prints them: "manifest unknown: manifest unknown" (the code in words) */
+        if (json_is_string(c)) {
+            code = xstrndup(json_string_value(c), 100);
+            for (char *q = code; *q; q++)
+                *q = *q == '_' ? ' ' : (char)tolower((unsigned char)*q);
+        }
+        text = code && json_is_string(m) ? xasprintf("%s: %.500s", code, json_string_value(m))
+                                         : xstrdup(code ? code : json_string_value(m));
         size_t n = strlen(text) + 3;
         if (len + n + 1 > cap)
             out = xrealloc(out, cap = (len + n + 1) * 2);
-        len += (size_t)sprintf(out + len, "%s%.*s", len ? ": " : "", 500, text);
+        len += (size_t)sprintf(out + len, "%s%s", len ? "; " : "", text);
     }
     json_decref(j);
     return out ? out : xasprintf("HTTP %ld", r->status);

@@ -77,7 +77,6 @@ cli_verb_image(const struct cli_ctx *ctx, int argc, char **argv)
         { "remove", cli_verb_rmi },        { "pull", cli_verb_pull },    { "load", cli_verb_load },
         { "prune", cli_verb_image_prune }, { "inspect", image_inspect },
     };
-    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
 
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         cli_usage_print(&syntax, argc < 2 ? stderr : stdout);

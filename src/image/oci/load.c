@@ -210,83 +210,133 @@ blob_is_gzip(const char *dir, const char *digest)
     return fd >= 0 && read(fd, b, 2) == 2 && b[0] == 0x1f && b[1] == 0x8b;
 }
 
+void
+oci_save_images_free(struct oci_save_image *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].config);
+        strv_free(v[i].layers);
+        strv_free(v[i].repo_tags);
+    }
+    free(v);
+}
+
+int
+oci_docker_save_parse(const char *text, size_t len, struct oci_save_image **ret, size_t *ret_n,
+                      struct tp_err *err)
+{
+    _cleanup_json_ json_t *j = json_loadb(text, len, 0, NULL);
+    struct oci_save_image *v;
+    json_t *e;
+    size_t i, n;
+
+    if (!json_is_array(j) || json_array_size(j) == 0 || json_array_size(j) > 4096)
+        return tp_err_set(err, -EINVAL, "manifest.json is not a non-empty array");
+    n = json_array_size(j);
+    v = xnew(struct oci_save_image, n);
+    json_array_foreach(j, i, e)
+    {
+        json_t *cfg = json_object_get(e, "Config"), *layers = json_object_get(e, "Layers");
+        json_t *tags = json_object_get(e, "RepoTags"), *x;
+        size_t k;
+        if (!json_is_string(cfg) || !json_is_array(layers) ||
+            (tags && !json_is_null(tags) && !json_is_array(tags))) {
+            oci_save_images_free(v, n);
+            return tp_err_set(err, -EINVAL,
+                              "manifest.json entry %zu lacks Config or Layers, or has a bad "
+                              "RepoTags",
+                              i);
+        }
+        v[i].config = xstrdup(json_string_value(cfg));
+        v[i].layers = xnew(char *, json_array_size(layers) + 1);
+        v[i].repo_tags = xnew(char *, json_array_size(tags) + 1);
+        json_array_foreach(layers, k, x)
+        {
+            if (!json_is_string(x)) {
+                oci_save_images_free(v, n);
+                return tp_err_set(err, -EINVAL, "manifest.json entry %zu: a layer is not a name",
+                                  i);
+            }
+            v[i].layers[k] = xstrdup(json_string_value(x));
+        }
+        size_t t = 0;
+        json_array_foreach(tags, k, x) if (json_is_string(x)) v[i].repo_tags[t++] =
+            xstrdup(json_string_value(x));
+    }
+    *ret = v;
+    *ret_n = n;
+    return 0;
+}
+
 /* docker save: manifest.json's entries become OCI manifests over the stored files. */
 static int
 load_docker_save(const char *dir, const char *text, size_t len, const struct file_map *fm,
                  struct oci_load_result *res, struct tp_err *err)
 {
-    _cleanup_json_ json_t *j = json_loadb(text, len, 0, NULL);
-    json_t *e;
-    size_t i;
+    struct oci_save_image *v = NULL;
+    size_t n = 0;
+    int r = oci_docker_save_parse(text, len, &v, &n, err);
 
-    if (!json_is_array(j) || json_array_size(j) == 0)
-        return tp_err_set(err, -EINVAL, "manifest.json is not a non-empty array");
-    json_array_foreach(j, i, e)
-    {
-        json_t *cfg = json_object_get(e, "Config"), *layers = json_object_get(e, "Layers");
-        json_t *tags = json_object_get(e, "RepoTags"), *l, *t;
+    for (size_t i = 0; r >= 0 && i < n; i++) {
         _cleanup_json_ json_t *m = NULL;
         _cleanup_free_ char *text_m = NULL, *md = NULL;
-        const char *cd;
         int64_t csize = 0;
-        size_t k;
-        int r;
+        const char *cd = file_map_get(fm, v[i].config, &csize);
 
-        if (!json_is_string(cfg) || !json_is_array(layers))
-            return tp_err_set(err, -EINVAL, "manifest.json entry %zu lacks Config or Layers", i);
-        cd = file_map_get(fm, json_string_value(cfg), &csize);
-        if (!cd)
-            return tp_err_set(err, -ENOENT, "the archive lacks '%.200s'", json_string_value(cfg));
+        if (!cd) {
+            r = tp_err_set(err, -ENOENT, "the archive lacks '%.200s'", v[i].config);
+            break;
+        }
         m = json_pack("{s:i,s:s,s:{s:s,s:s,s:I},s:[]}", "schemaVersion", 2, "mediaType",
                       OCI_MT_MANIFEST, "config", "mediaType", OCI_MT_CONFIG, "digest", cd, "size",
                       (json_int_t)csize, "layers");
-        json_array_foreach(layers, k, l)
-        {
+        strv_foreach (l, v[i].layers) {
             int64_t lsize = 0;
-            const char *ld =
-                json_is_string(l) ? file_map_get(fm, json_string_value(l), &lsize) : NULL;
-            if (!ld)
-                return tp_err_set(err, -ENOENT, "the archive lacks layer '%.200s'",
-                                  json_is_string(l) ? json_string_value(l) : "?");
+            const char *ld = file_map_get(fm, *l, &lsize);
+            if (!ld) {
+                r = tp_err_set(err, -ENOENT, "the archive lacks layer '%.200s'", *l);
+                break;
+            }
             json_array_append_new(
                 json_object_get(m, "layers"),
                 json_pack("{s:s,s:s,s:I}", "mediaType",
                           blob_is_gzip(dir, ld) ? OCI_MT_LAYER_GZIP : OCI_MT_LAYER_TAR, "digest",
                           ld, "size", (json_int_t)lsize));
         }
+        if (r < 0)
+            break;
         text_m = json_dumps(m, JSON_COMPACT);
         md = oci_digest_of(text_m, strlen(text_m));
         r = oci_blob_put(dir, md, text_m, strlen(text_m), err);
         if (r < 0)
-            return r;
+            break;
         struct oci_desc d = { .media_type = (char *)OCI_MT_MANIFEST,
                               .digest = md,
                               .size = (int64_t)strlen(text_m) };
         bool named = false;
-        json_array_foreach(tags, k, t)
-        {
+        strv_foreach (t, v[i].repo_tags) {
             struct oci_ref ref = { 0 };
-            if (!json_is_string(t))
-                continue;
-            r = oci_ref_parse(json_string_value(t), &ref, err);
-            if (r < 0)
-                return tp_err_wrap(err, "manifest.json RepoTags");
+            r = oci_ref_parse(*t, &ref, err);
+            if (r < 0) {
+                tp_err_wrap(err, "manifest.json RepoTags");
+                break;
+            }
             r = oci_layout_tag(dir, ref.full, &d, NULL, err);
             if (r >= 0)
                 strv_push(&res->names, xstrdup(ref.full));
             oci_ref_free(&ref);
             if (r < 0)
-                return r;
+                break;
             named = true;
         }
-        if (!named) {
+        if (r >= 0 && !named) {
             r = oci_layout_tag(dir, NULL, &d, NULL, err);
-            if (r < 0)
-                return r;
-            strv_push(&res->images, xstrdup(md));
+            if (r >= 0)
+                strv_push(&res->images, xstrdup(md));
         }
     }
-    return 0;
+    oci_save_images_free(v, n);
+    return r;
 }
 
 int

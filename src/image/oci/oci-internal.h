@@ -55,3 +55,15 @@ struct oci_ingest *oci_ingest_close(struct oci_ingest *in, bool discard);
 int oci_ingest_open_anon(const char *layout_dir, struct oci_ingest **ret, struct tp_err *err);
 int oci_ingest_commit_anon(struct oci_ingest *in, char **ret_digest, int64_t *ret_size,
                            struct tp_err *err);
+
+/* One image of a `docker save` tarball's manifest.json: archive member names. */
+struct oci_save_image {
+    char *config;
+    char **layers;    /* NULL-terminated */
+    char **repo_tags; /* NULL-terminated, possibly empty */
+};
+/* Parse manifest.json (a non-empty array of {Config, Layers, RepoTags}). -EINVAL with the
+ * reason on anything else. */
+int oci_docker_save_parse(const char *text, size_t len, struct oci_save_image **ret, size_t *ret_n,
+                          struct tp_err *err);
+void oci_save_images_free(struct oci_save_image *v, size_t n);

@@ -332,6 +332,8 @@ api_h_image_delete(struct api_req *req)
             json_array_append_new(deleted, json_string(d.digest));
     }
     if (r >= 0 && gone) {
+        /* MERGE: the root disk cached for the image goes too, once image/oci/rootfs.c is here:
+         * oci_rootfs_remove(layout(req), d.digest, NULL); */
         r = gc(req, NULL, &err);
         if (r == -EBUSY) { /* a pull runs: its blobs must stay; the next prune collects ours */
             tp_err_clear(&err);

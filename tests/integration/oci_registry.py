@@ -41,7 +41,7 @@ class Registry:
     """docker-registry serving a storage dir under tmp. auth=(user, password) turns on its
     htpasswd basic auth."""
 
-    def __init__(self, tmp, auth=None, port=None):
+    def __init__(self, tmp, auth=None, port=None, tls=False):
         self.dir = os.path.join(tmp, "registry")
         self.storage = os.path.join(self.dir, "storage")
         os.makedirs(self.storage, exist_ok=True)
@@ -61,6 +61,13 @@ class Registry:
             with open(hp, "w") as f:
                 f.write(f"{auth[0]}:{crypt.crypt(auth[1], crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
             cfg["auth"] = {"htpasswd": {"realm": "torpor-test", "path": hp}}
+        self.tls = tls
+        if tls:  # a self-signed certificate: HTTPS without a CA the client knows
+            cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                           check=True, capture_output=True)
+            cfg["http"]["tls"] = {"certificate": cert, "key": key}
         self.config = os.path.join(self.dir, "config.yml")
         with open(self.config, "w") as f:
             json.dump(cfg, f)  # JSON is YAML
@@ -105,6 +112,10 @@ class Registry:
 
     # --- the HTTP API ---
     def _conn(self):
+        if self.tls:
+            import ssl
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=60,
+                                               context=ssl._create_unverified_context())
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
 
     def _headers(self, extra=None):

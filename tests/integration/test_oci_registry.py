@@ -249,6 +249,32 @@ class Registry(harness.DaemonTest):
         self.assertEqual(blobs(self.d), set())
 
 
+class Https(unittest.TestCase):
+    """A registry serving only HTTPS (self-signed): loopback is insecure by default, so the
+    certificate is not verified, and the pull goes over TLS (plain HTTP would get no answer)."""
+
+    def test_https_registry(self):
+        tmp = tempfile.mkdtemp(prefix="tp-tls-", dir="/tmp")
+        reg = R.Registry(tmp, tls=True).start()
+        d = harness.Daemon()
+        try:
+            img = R.Image([R.make_layer({"tls": b"ok"})])
+            img.push(reg, "t/tls", "v1")
+            d.start(["--insecure-registry", "example.test:5000"])
+            ref = f"{reg.host}/t/tls:v1"
+            self.assertEqual(d.cli("pull", "-q", ref).stdout.decode().strip(), ref)
+        finally:
+            d.cleanup()
+            reg.stop()
+            subprocess.run(["rm", "-rf", tmp])
+
+    def test_insecure_registry_option_checked(self):
+        p = subprocess.run([harness.TORPORD, "--insecure-registry", "bad/host"],
+                           capture_output=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("is not HOST[:PORT]", p.stderr.decode())
+
+
 class Auth(unittest.TestCase):
     """Basic auth: the registry's htpasswd, credentials from a docker config.json."""
 

@@ -332,8 +332,6 @@ api_h_image_delete(struct api_req *req)
             json_array_append_new(deleted, json_string(d.digest));
     }
     if (r >= 0 && gone) {
-        /* MERGE: the root disk cached for the image goes too, once image/oci/rootfs.c is here:
-         * oci_rootfs_remove(layout(req), d.digest, NULL); */
         r = gc(req, NULL, &err);
         if (r == -EBUSY) { /* a pull runs: its blobs must stay; the next prune collects ours */
             tp_err_clear(&err);
@@ -389,7 +387,7 @@ api_h_images_prune(struct api_req *req)
                                                  v[i].manifest.digest));
     }
     oci_images_free(v, n);
-    if (oci_layout_gc(layout(req), &freed, &err) < 0 ||
+    if (gc(req, &freed, &err) < 0 ||
         oci_layout_clear_ingest(layout(req), &freed2, &err) < 0) {
         json_decref(deleted);
         return api_reply_tp_err(req, &err);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -469,6 +470,7 @@ pull_thread(void *arg)
 
 struct pull_stream {
     int rfd;
+    int stop_fd; /* borrowed: readable once the server shuts down */
 };
 
 static ssize_t
@@ -477,6 +479,19 @@ pull_reader(void *cls, uint64_t pos, char *buf, size_t max)
     struct pull_stream *st = cls;
     (void)pos;
     for (;;) {
+        /* a shutdown does not wait for a long pull: the stream ends without a result line
+         * (what was verified stays for the next pull) */
+        struct pollfd p[2] = {
+            { .fd = st->rfd, .events = POLLIN },
+            { .fd = st->stop_fd, .events = POLLIN },
+        };
+        if (poll(p, st->stop_fd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP)) && (p[1].revents & POLLIN))
+            return MHD_CONTENT_READER_END_OF_STREAM;
         ssize_t n = read(st->rfd, buf, max);
         if (n > 0)
             return n;
@@ -534,6 +549,7 @@ api_h_images_pull(struct api_req *req)
     oci_ref_free(&ref);
     st = xnew(struct pull_stream, 1);
     st->rfd = p[0];
+    st->stop_fd = api_req_stop_fd(req);
     if (pthread_create(&th, NULL, pull_thread, t) != 0) {
         close(p[1]);
         free(t->ref);

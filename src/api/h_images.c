@@ -388,8 +388,7 @@ api_h_images_prune(struct api_req *req)
                                                  v[i].manifest.digest));
     }
     oci_images_free(v, n);
-    if (gc(req, &freed, &err) < 0 ||
-        oci_layout_clear_ingest(layout(req), &freed2, &err) < 0) {
+    if (gc(req, &freed, &err) < 0 || oci_layout_clear_ingest(layout(req), &freed2, &err) < 0) {
         json_decref(deleted);
         return api_reply_tp_err(req, &err);
     }

@@ -634,3 +634,22 @@ oci_layout_clear_ingest(const char *dir, uint64_t *ret_freed, struct tp_err *err
         *ret_freed = freed;
     return 0;
 }
+
+int
+oci_layout_clean_tmp(const char *dir, struct tp_err *err)
+{
+    _cleanup_free_ char *idir = xasprintf("%s/ingest", dir);
+    struct dirent *de;
+    DIR *d = opendir(idir);
+
+    if (!d)
+        return errno == ENOENT ? 0 : tp_err_errno(err, -errno, "open '%s'", idir);
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "load-", 5) != 0 && strncmp(de->d_name, "upload-", 7) != 0)
+            continue;
+        _cleanup_free_ char *p = fs_path_join(idir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    return 0;
+}

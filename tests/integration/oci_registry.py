@@ -1,7 +1,6 @@
 """A real registry for image tests: Debian's docker-registry on 127.0.0.1, started and stopped
 by the test, and a small builder that makes images (layers, configs, manifests, indexes) and
 pushes them with the registry's plain HTTP API."""
-import crypt
 import gzip
 import hashlib
 import http.client
@@ -13,6 +12,11 @@ import socket
 import subprocess
 import tarfile
 import time
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # bcrypt for htpasswd (the registry takes no other hash)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"

@@ -198,6 +198,23 @@ class Registry(harness.DaemonTest):
         self.assertNotIn(layer, blobs(self.d))
         self.assertEqual(ingest(self.d), [])
 
+    def test_concurrent_pulls_of_one_image(self):
+        """Three pulls of one image at once (and one of a second name): each succeeds, every blob
+        is downloaded into place once, nothing is left in ingest/."""
+        import concurrent.futures
+        img = R.Image([R.make_layer({"c": os.urandom(1 << 20)}), R.make_layer({"d": b"d"})])
+        img.push(self.reg, "t/conc", "v1")
+        img.push(self.reg, "t/conc", "v2")
+        refs = [self.ref("t/conc", "v1")] * 3 + [self.ref("t/conc", "v2")]
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            outs = list(ex.map(lambda r: self.d.cli("pull", "-q", r, check=False), refs))
+        for r, p in zip(refs, outs):
+            self.assertEqual((p.returncode, p.stdout.decode().strip()), (0, r), p.stderr)
+        self.assertEqual(blobs(self.d), image_blobs(img))
+        self.assertEqual(ingest(self.d), [])
+        rows = json.loads(self.d.cli("images", "--format", "json").stdout)
+        self.assertEqual(sorted(r["tag"] for r in rows), ["v1", "v2"])
+
     def test_registry_down(self):
         port = R.free_port()
         p = self.d.cli("pull", f"127.0.0.1:{port}/t/x:v1", check=False)

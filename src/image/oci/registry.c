@@ -619,8 +619,10 @@ oci_reg_blob(struct oci_reg *g, const struct oci_desc *d, const char *layout_dir
     rc = oci_ingest_open(layout_dir, d->digest, d->size, true, &in, &have, err);
     if (rc < 0)
         return rc;
-    if (oci_blob_exists(layout_dir, d->digest)) { /* another pull finished it while we waited */
-        oci_ingest_close(in, false);
+    if (oci_blob_exists(layout_dir, d->digest)) {
+        /* another pull finished it while we waited; a partial we may have created after its
+         * rename is of no use */
+        oci_ingest_close(in, true);
         return 0;
     }
     x.in = in;

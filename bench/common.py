@@ -28,6 +28,10 @@ def add_hypervisor_args(ap):
     ap.add_argument("--firecracker", metavar="PATH",
                     help="the firecracker binary (torpord --firecracker); for the test double "
                          "also set FC_DOUBLE_SPEC and FC_DOUBLE_AGENT")
+    ap.add_argument("--mem-backend", choices=["file", "uffd"],
+                    help="run --mem-backend: how restores and fork children load guest memory "
+                         "(firecracker: uffd = torpor's page-fault handler serves each page on "
+                         "first touch)")
 
 
 def daemon_args(a):
@@ -35,7 +39,8 @@ def daemon_args(a):
 
 
 def run_args(a):
-    return ["--hypervisor", a.hypervisor]
+    mb = getattr(a, "mem_backend", None)
+    return ["--hypervisor", a.hypervisor] + (["--mem-backend", mb] if mb else [])
 
 
 class Netns:

@@ -398,6 +398,15 @@ check_accel(const char *key, const char *s, struct tp_err *err)
     return 0;
 }
 
+static int
+check_mem_backend(const char *key, const char *s, struct tp_err *err)
+{
+    if (!streq(s, "file") && !streq(s, "uffd"))
+        return tp_err_set(err, -EINVAL, "field '%s' must be \"file\" or \"uffd\", got '%s'", key,
+                          s);
+    return 0;
+}
+
 void
 api_create_body_clear(struct api_create_body *b)
 {
@@ -409,6 +418,7 @@ api_create_body_clear(struct api_create_body *b)
     free(b->initrd);
     free(b->rootfs);
     free(b->accel);
+    free(b->mem_backend);
     free(b->network);
     free(b->network_mode);
     free(b->ports);
@@ -425,6 +435,7 @@ create_body_link(struct api_create_body *b)
     b->req.initrd = b->initrd;
     b->req.rootfs = b->rootfs;
     b->req.accel = b->accel;
+    b->req.mem_backend = b->mem_backend;
     b->req.network = b->network;
     b->req.network_mode = b->network_mode;
     b->req.ports = b->ports;
@@ -462,6 +473,8 @@ create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_bool(key, v, &b->req.cold, err);
     if (streq(key, "accel"))
         return get_string(key, v, check_accel, &b->accel, err);
+    if (streq(key, "mem_backend"))
+        return get_string(key, v, check_mem_backend, &b->mem_backend, err);
     if (streq(key, "network"))
         return get_string(key, v, check_network, &b->network, err);
     if (streq(key, "network_mode"))
@@ -480,7 +493,7 @@ api_parse_create(const char *data, size_t len, struct api_create_body *ret, stru
         { "hypervisor", true },   { "kernel", true },     { "initrd", true },
         { "rootfs", true },       { "cmd", true },        { "no_agent", true },
         { "accel", true },        { "disk_mib", true },   { "network", true },
-        { "network_mode", true }, { "ports", true },      { "cold", true },
+        { "network_mode", true }, { "ports", true },      { "mem_backend", true }, { "cold", true },
     };
     struct api_create_body b = { 0 };
     int r = parse_fields(data, len, fields, ELEMENTSOF(fields), create_field, &b, err);
@@ -819,6 +832,7 @@ api_record_to_json(const struct inst_record *r)
     jset(o, "cmd", strv_or_null(r->cfg.cmd));
     jset(o, "agent", json_boolean(r->cfg.agent));
     jset(o, "accel", jstr_or_null(r->cfg.accel));
+    jset(o, "mem_backend", json_string(r->cfg.mem_uffd ? "uffd" : "file"));
     jset(o, "pid", r->vmm_pid > 0 ? json_integer(r->vmm_pid) : json_null());
     jset(o, "created_at", time_or_null(r->created_ms));
     jset(o, "state_changed_at", time_or_null(r->state_changed_ms));

@@ -33,6 +33,7 @@ struct api_create_body {
     char *initrd;
     char *rootfs;
     char *accel;
+    char *mem_backend;
     char *network;
     char *network_mode;
     struct net_port *ports;

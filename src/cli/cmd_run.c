@@ -30,6 +30,7 @@ enum {
     OPT_INITRD,
     OPT_ROOTFS,
     OPT_ACCEL,
+    OPT_MEM_BACKEND,
     OPT_NETWORK,
     OPT_NETWORK_MODE,
     OPT_PUBLISH,
@@ -67,6 +68,11 @@ static const struct cli_syntax syntax = {
         [OPT_INITRD] = { "initrd", 0, "guest initramfs", "PATH" },
         [OPT_ROOTFS] = { "rootfs", 0, "root filesystem: a directory or an ext4 image", "DIR|IMG" },
         [OPT_ACCEL] = { "accel", 0, "accelerator (default: chosen by torpord)", "kvm|tcg" },
+        [OPT_MEM_BACKEND] = { "mem-backend", 0,
+                              "how restores load guest memory: map the snapshot's file "
+                              "(default) or serve each page on first touch (hypervisors with "
+                              "mem_uffd)",
+                              "file|uffd" },
         [OPT_NETWORK] = { "network", 0,
                           "an address on torpord's bridge, or no NIC (default: default where "
                           "torpord has networking, else none)",
@@ -103,6 +109,7 @@ cli_run_opts_done(struct run_opts *o)
     free(o->initrd);
     free(o->rootfs);
     free(o->accel);
+    free(o->mem_backend);
     free(o->network);
     free(o->network_mode);
     free(o->ports);
@@ -223,6 +230,13 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
                               v[OPT_ACCEL]);
         o.accel = xstrdup(v[OPT_ACCEL]);
     }
+    if (v[OPT_MEM_BACKEND]) {
+        if (strcmp(v[OPT_MEM_BACKEND], "file") != 0 && strcmp(v[OPT_MEM_BACKEND], "uffd") != 0)
+            return tp_err_set(err, -EINVAL,
+                              "option '--mem-backend' expects 'file' or 'uffd', not '%s'",
+                              v[OPT_MEM_BACKEND]);
+        o.mem_backend = xstrdup(v[OPT_MEM_BACKEND]);
+    }
     if (v[OPT_NETWORK]) {
         if (strcmp(v[OPT_NETWORK], "default") != 0 && strcmp(v[OPT_NETWORK], "none") != 0)
             return tp_err_set(err, -EINVAL,
@@ -325,6 +339,8 @@ run_body(const struct run_opts *o)
         json_object_set_new(b, "rootfs", json_string(o->rootfs));
     if (o->accel)
         json_object_set_new(b, "accel", json_string(o->accel));
+    if (o->mem_backend)
+        json_object_set_new(b, "mem_backend", json_string(o->mem_backend));
     if (o->network)
         json_object_set_new(b, "network", json_string(o->network));
     if (o->network_mode)

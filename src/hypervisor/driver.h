@@ -17,9 +17,9 @@ enum hv_cap {
     HV_CAP_GRACEFUL_VMM_SHUTDOWN, /* the VMM can be asked to exit cleanly (QMP quit) */
     HV_CAP_RESUME_ON_LOAD,        /* restore can resume as part of loading */
     HV_CAP_EXEC_AGENT,            /* a host<->guest agent channel exists */
-    HV_CAP_SNAPSHOT_KEEPS_VM,     /* a snapshot copies guest memory out: the VM runs on, on its
-                                     own memory (a fork's Running source only resumes) */
     HV_CAP_NET,                   /* a virtio-net NIC on a host TAP (hv_vm_spec.nic) */
+    HV_CAP_MEM_UFFD,              /* a restore can serve guest memory on demand through a
+                                     userfaultfd page-fault handler (hv_vm_spec.mem_uffd) */
     _HV_CAP_MAX,
     _HV_CAP_INVALID = -22,
 };
@@ -42,17 +42,21 @@ struct hv_vm_spec {
     uint32_t memory_mib;
     uint32_t vcpus;
     const char *kernel;
-    const char *initrd;     /* may be NULL */
-    const char *cmdline;    /* kernel command line from the manager; drivers append their own */
-    const char *root_disk;  /* raw ext4 image, attached read-write as the first disk; may be NULL */
-    const char *mem_path;   /* guest RAM file (fallocated by the driver if missing) */
-    bool mem_private;       /* map mem_path copy-on-write: a frozen fork template that is never
-                               written; otherwise the file is the guest RAM itself */
-    const char *api_sock;   /* VMM control socket (QMP / Firecracker API) */
-    const char *agent_sock; /* host end of the guest agent channel */
+    const char *initrd;    /* may be NULL */
+    const char *cmdline;   /* kernel command line from the manager; drivers append their own */
+    const char *root_disk; /* raw ext4 image, attached read-write as the first disk; may be NULL */
+    /* A fork template (a complete snapshot dir, frozen: never written while any VM uses it)
+     * whose memory image this VM is backed by, as its children are; NULL: the VM's memory is
+     * its own. How it is mapped is the driver's business. */
+    const char *template_dir;
+    const char *api_sock;    /* VMM control socket (QMP / Firecracker API) */
+    const char *agent_sock;  /* host end of the guest agent channel */
     const char *console_log; /* serial console output, appended */
     const char *vmm_log;     /* VMM stdout/stderr, appended */
     const char *accel;       /* "kvm" | "tcg"; NULL = driver decides */
+    /* HV_CAP_MEM_UFFD: restores load guest memory lazily, each page copied in by a page-fault
+     * handler on first touch, instead of mapping the snapshot's memory file. */
+    bool mem_uffd;
     /* Set only when the VM is launched or restored (HV_CAP_NET); NULL: no NIC. A restore gets
      * the NIC its snapshot was taken with (the device set must match). */
     const struct hv_nic *nic;
@@ -92,7 +96,6 @@ struct hv_phase_sink {
 struct hv_restore_opts {
     const char *snap_dir;        /* snapshots/snapshot-latest: what snapshot() wrote */
     bool resume_on_load;         /* ask the VMM to start the guest as part of loading */
-    bool ram_in_state;           /* the snapshot carries guest memory in "state" (see snapshot()) */
     struct hv_phase_sink phases; /* marks "start_process" and "load_snapshot" */
 };
 
@@ -125,13 +128,31 @@ struct hv_driver {
     int (*resume)(struct hv_vm *vm, struct tp_err *err);
     /* Ask the VMM to exit and wait up to timeout_ms for it (graceful_vmm_shutdown). */
     int (*shutdown)(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
-    /* With the VM paused, write a snapshot into snap_dir: the device state file "state" and the
-     * guest memory image "memory" (diff: only pages changed since the retained base in
-     * snap_dir, where the hypervisor needs telling). Where guest memory cannot be kept in place
-     * (spec->mem_private) it goes into "state" instead and *ret_ram_in_state is true. Does not
-     * make files durable. */
+    /* With the VM paused, write a complete snapshot into snap_dir: the device state file
+     * "state" and, unless the driver carries guest memory inside "state", the memory image
+     * "memory" (diff: snap_dir is the promoted retained base, and only what changed since it
+     * needs writing). Does not make files durable. */
     int (*snapshot)(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir,
-                    bool diff, bool *ret_ram_in_state, struct tp_err *err);
+                    bool diff, struct tp_err *err);
+    /* Guest memory belongs to the driver; the lifecycle asks it these questions.
+     * The retained base: whether base_dir (a complete earlier snapshot of this VM, the one
+     * restore loaded) may be promoted and written in place by the next diff snapshot of the VM
+     * spec describes. NULL: whenever HV_CAP_SNAPSHOT_BASE_REUSE is set. */
+    bool (*base_reusable)(const struct hv_vm_spec *spec, const char *base_dir);
+    /* HV_CAP_FORK: with the source VM paused, write a fork template (a complete snapshot no
+     * VM ever writes) into tdir. *ret_restart: the source must leave its VMM and be restored
+     * from tdir like its children (its memory is now the template's); false: it only resumes,
+     * on memory of its own. Either way, any retained base of the source is stale after it. */
+    int (*prepare_fork)(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+                        bool *ret_restart, struct tp_err *err);
+    /* Remove the memory files the driver keeps in spec->dir that the VM no longer uses:
+     * all of them when running is false (no VMM runs there), else those a VM now backed by
+     * spec->template_dir does without. Idempotent. NULL: the driver keeps none. */
+    int (*drop_memory)(const struct hv_vm_spec *spec, bool running, struct tp_err *err);
+    /* Whether a guest run from snap_dir (loaded by restore for spec) changes snap_dir's
+     * memory image, so that a used snapshot shows it (snap_validate). NULL: it does not, and
+     * the lifecycle journals a load that began. */
+    bool (*load_writes_snapshot)(const struct hv_vm_spec *spec, const char *snap_dir);
     /* Start a VMM from o->snap_dir. *ret_resumed says whether the guest already runs (resume
      * on load honoured); if not it is paused and needs resume(). On failure the VMM is gone. */
     int (*restore)(const struct hv_vm_spec *spec, const struct hv_restore_opts *o,

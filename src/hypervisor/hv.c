@@ -182,16 +182,48 @@ hv_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
 
 int
 hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-            bool *ret_ram_in_state, struct tp_err *err)
+            struct tp_err *err)
 {
-    bool ram_in_state = false;
     int r = hv_require(vm->drv, HV_CAP_SNAPSHOT, vm->drv->snapshot, err);
     if (r < 0)
         return r;
-    r = vm->drv->snapshot(vm, spec, snap_dir, diff, &ram_in_state, err);
-    if (r >= 0 && ret_ram_in_state)
-        *ret_ram_in_state = ram_in_state;
+    return vm->drv->snapshot(vm, spec, snap_dir, diff, err);
+}
+
+bool
+hv_base_reusable(const struct hv_driver *drv, const struct hv_vm_spec *spec, const char *base_dir)
+{
+    if (!hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE))
+        return false;
+    return !drv->base_reusable || drv->base_reusable(spec, base_dir);
+}
+
+int
+hv_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+                bool *ret_restart, struct tp_err *err)
+{
+    bool restart = false;
+    int r = hv_require(vm->drv, HV_CAP_FORK, vm->drv->prepare_fork, err);
+    if (r < 0)
+        return r;
+    r = vm->drv->prepare_fork(vm, spec, tdir, &restart, err);
+    if (r >= 0)
+        *ret_restart = restart;
     return r;
+}
+
+int
+hv_drop_memory(const struct hv_driver *drv, const struct hv_vm_spec *spec, bool running,
+               struct tp_err *err)
+{
+    return drv->drop_memory ? drv->drop_memory(spec, running, err) : 0;
+}
+
+bool
+hv_load_writes_snapshot(const struct hv_driver *drv, const struct hv_vm_spec *spec,
+                        const char *snap_dir)
+{
+    return drv->load_writes_snapshot && drv->load_writes_snapshot(spec, snap_dir);
 }
 
 int

@@ -15,7 +15,18 @@ int hv_pause(struct hv_vm *vm, struct tp_err *err);
 int hv_resume(struct hv_vm *vm, struct tp_err *err);
 int hv_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
 int hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-                bool *ret_ram_in_state, struct tp_err *err);
+                struct tp_err *err);
+/* Guest memory (driver.h): whether the next snapshot may be a diff onto base_dir (false also
+ * without HV_CAP_SNAPSHOT_BASE_REUSE); fork preparation; the driver's memory files; whether
+ * a run from snap_dir shows in it. */
+bool hv_base_reusable(const struct hv_driver *drv, const struct hv_vm_spec *spec,
+                      const char *base_dir);
+int hv_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+                    bool *ret_restart, struct tp_err *err);
+int hv_drop_memory(const struct hv_driver *drv, const struct hv_vm_spec *spec, bool running,
+                   struct tp_err *err);
+bool hv_load_writes_snapshot(const struct hv_driver *drv, const struct hv_vm_spec *spec,
+                             const char *snap_dir);
 int hv_restore(const struct hv_driver *drv, const struct hv_vm_spec *spec,
                const struct hv_restore_opts *o, struct hv_vm **ret_vm, bool *ret_resumed,
                struct tp_err *err);

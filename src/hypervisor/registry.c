@@ -17,7 +17,7 @@ static const char *const hv_cap_names[_HV_CAP_MAX] = {
     [HV_CAP_GRACEFUL_VMM_SHUTDOWN] = "graceful_vmm_shutdown",
     [HV_CAP_RESUME_ON_LOAD] = "resume_on_load",
     [HV_CAP_EXEC_AGENT] = "exec_agent",
-    [HV_CAP_SNAPSHOT_KEEPS_VM] = "snapshot_keeps_vm",
+    [HV_CAP_MEM_UFFD] = "mem_uffd",
     [HV_CAP_NET] = "network",
 }; /* a unit test checks no entry is NULL */
 

@@ -127,18 +127,14 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
 {
     const struct inst_config *c = &i->rec->cfg;
     char tid[INST_ID_LEN + 1];
-    bool private = inst_template_get(i, tid) > 0;
+    bool templated = inst_template_get(i, tid) > 0;
 
     /* A daemon that adopted a running VMM never built its command line: the same one. */
     if (!i->cmdline && i->rec && i->rec->name)
         (void)inst_cmdline(i, &i->cmdline, NULL);
     inst_sock_paths(i);
-    free(i->mem_path);
-    if (private) {
-        _cleanup_free_ char *tdir = paths_template_dir(m->data_dir, tid);
-        i->mem_path = fs_path_join(tdir, HV_SNAP_MEMORY);
-    } else
-        i->mem_path = xstrdup(i->paths.mem);
+    free(i->template_dir);
+    i->template_dir = templated ? paths_template_dir(m->data_dir, tid) : NULL;
     *spec = (struct hv_vm_spec){
         .id = i->id,
         .dir = i->paths.dir,
@@ -148,13 +144,13 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
         .initrd = c->initrd,
         .cmdline = i->cmdline,
         .root_disk = c->root_disk_src ? i->paths.root_disk : NULL,
-        .mem_path = i->mem_path,
-        .mem_private = private,
+        .template_dir = i->template_dir,
         .api_sock = i->api_sock,
         .agent_sock = i->agent_sock,
         .console_log = i->paths.console_log,
         .vmm_log = i->paths.vmm_log,
         .accel = c->accel ? c->accel : m->accel,
+        .mem_uffd = c->mem_uffd,
         .vmm_spawned = record_vmm,
         .vmm_spawned_ctx = i,
     };

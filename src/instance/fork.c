@@ -1,6 +1,7 @@
 /* `fork`: N children that start exactly where a Running or Standby instance is. The source's
- * memory image becomes a frozen template that children (and a Running source, restarted)
- * map copy-on-write: no guest memory is copied on the fork path. All or nothing. */
+ * snapshot becomes a frozen template that children load (and a Running source too, where the
+ * driver says it must restart on it rather than only resume); how they map its memory is the
+ * driver's business. All or nothing. */
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -22,9 +23,8 @@
 
 struct child {
     struct inst_manager *m;
-    struct inst *i;   /* locked by the fork until it ends */
-    const char *tdir; /* template dir to restore from */
-    bool ram_in_state;
+    struct inst *i;     /* locked by the fork until it ends */
+    const char *tdir;   /* template dir to restore from */
     bool standby;       /* leave it in Standby */
     bool wait_identity; /* wait for the agent's acknowledgement */
     pthread_t thread;
@@ -44,7 +44,6 @@ struct fork_journal {
     char tid[INST_ID_LEN + 1];
     char old_tid[INST_ID_LEN + 1]; /* "" when the source owned its memory */
     bool was_running;
-    bool ram_in_state;
     enum fork_phase phase;
     uint32_t n;
     char (*children)[INST_ID_LEN + 1];
@@ -61,9 +60,9 @@ journal_json(const struct fork_journal *j)
     json_t *kids = json_array();
     for (uint32_t k = 0; k < j->n; k++)
         json_array_append_new(kids, json_string(j->children[k]));
-    json_t *o = json_pack("{s:s, s:s, s:b, s:b, s:s, s:o}", "tid", j->tid, "old_tid", j->old_tid,
-                          "was_running", j->was_running, "ram_in_state", j->ram_in_state, "phase",
-                          phase_names[j->phase], "children", kids);
+    json_t *o =
+        json_pack("{s:s, s:s, s:b, s:s, s:o}", "tid", j->tid, "old_tid", j->old_tid, "was_running",
+                  j->was_running, "phase", phase_names[j->phase], "children", kids);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (!text)
@@ -77,19 +76,19 @@ journal_parse(const char *text, struct fork_journal *j)
     json_error_t jerr;
     json_t *o = text ? json_loads(text, 0, &jerr) : NULL, *kids = NULL;
     const char *tid, *old_tid, *phase;
-    int was_running = 0, ram_in_state = 0, r = -EPROTO;
+    int was_running = 0, r = -EPROTO;
 
     *j = (struct fork_journal){ 0 };
+    /* Journals of earlier versions also carry a memory flag: recovery reads what it needs from
+     * the disk now (the template's files, the source's template ref), so it is ignored. */
     if (!o ||
-        json_unpack(o, "{s:s, s:s, s:b, s:b, s:s, s:o}", "tid", &tid, "old_tid", &old_tid,
-                    "was_running", &was_running, "ram_in_state", &ram_in_state, "phase", &phase,
-                    "children", &kids) < 0 ||
+        json_unpack(o, "{s:s, s:s, s:b, s:s, s:o}", "tid", &tid, "old_tid", &old_tid, "was_running",
+                    &was_running, "phase", &phase, "children", &kids) < 0 ||
         !store_id_valid(tid) || (*old_tid && !store_id_valid(old_tid)) || !json_is_array(kids))
         goto out;
     memcpy(j->tid, tid, sizeof(j->tid));
     snprintf(j->old_tid, sizeof(j->old_tid), "%s", old_tid);
     j->was_running = was_running;
-    j->ram_in_state = ram_in_state;
     j->phase = FORK_BEGUN;
     for (size_t k = 0; k < ELEMENTSOF(phase_names); k++)
         if (strcmp(phase, phase_names[k]) == 0)
@@ -167,7 +166,7 @@ mark_phase(void *ctx, const char *phase)
     trace_phase(ctx, phase);
 }
 
-/* Bring one child up from the template: its own VMM mapping the template copy-on-write. */
+/* Bring one child up from the template: its own VMM loading it. */
 static void *
 child_start(void *arg)
 {
@@ -179,15 +178,8 @@ child_start(void *arg)
 
     trace_phase(&c->t, "wait_source"); /* siblings' disks and the source's restart */
     if (c->standby) {
-        /* Born as a snapshot: the template's files, linked (they are never written). */
-        static const char *const files[] = { HV_SNAP_STATE, HV_SNAP_MEMORY, SNAP_MANIFEST };
-        c->r = fs_mkdir_p(i->paths.snap_latest, 0700, &c->err);
-        for (size_t k = 0; c->r >= 0 && k < ELEMENTSOF(files); k++) {
-            _cleanup_free_ char *from = fs_path_join(c->tdir, files[k]);
-            _cleanup_free_ char *to = fs_path_join(i->paths.snap_latest, files[k]);
-            if (link(from, to) < 0 && errno != ENOENT)
-                c->r = tp_err_errno(&c->err, -errno, "link '%s'", to);
-        }
+        /* Born as a snapshot: the template's, linked (it is never written). */
+        c->r = snap_link(c->tdir, i->paths.snap_latest, &c->err);
         /* It learns its name when it first runs (restore): identity-pending stays. */
         if (c->r >= 0)
             c->r = inst_transition(c->m, i, INST_STANDBY, &c->err);
@@ -198,7 +190,6 @@ child_start(void *arg)
     const struct hv_restore_opts ro = {
         .snap_dir = c->tdir,
         .resume_on_load = true,
-        .ram_in_state = c->ram_in_state,
         .phases = { .mark = mark_phase, .ctx = &c->t },
     };
     c->r = inst_cmdline(i, &i->cmdline, &c->err);
@@ -314,6 +305,7 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     rec->cfg.root_disk_src = sc->root_disk_src ? xstrdup(sc->root_disk_src) : NULL;
     rec->cfg.agent = sc->agent;
     rec->cfg.accel = sc->accel ? xstrdup(sc->accel) : NULL;
+    rec->cfg.mem_uffd = sc->mem_uffd; /* children load their memory the parent's way */
     /* The same network mode; published ports are the source's alone (a host port is one
      * instance's), as a new docker container does not get another's: a child publishes only
      * what the fork asked for (its record's insert refuses a host port in use). */
@@ -352,18 +344,19 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     }
     if (r >= 0 && sc->root_disk_src)
         r = fs_clone_file(src->paths.root_disk, i->paths.root_disk, 0600, err);
-    /* No tid: the template carries the memory in its state stream, and the child loads it
-     * into a memory file of its own. */
+    /* No tid: the template has no memory image (its memory is in its state), and the child
+     * loads it into memory of its own. */
     if (r >= 0 && tid)
         r = inst_template_set(i, tid, err);
     return r;
 }
 
-/* Freeze a Running source into the template: pause, device state into tdir (memory stays the
- * file it already is), then the source's VMM exits so the image can never change again. */
+/* Freeze a Running source into the template: pause, then the driver writes the template
+ * (*ret_restart: the source's VMM must then exit, and the source restarts on it, so the
+ * template can never change again; else the source only resumes). */
 static int
 freeze_running(struct inst_manager *m, struct inst *src, const char *tdir, bool durable,
-               struct snap_manifest *man, struct trace *t, struct tp_err *err)
+               struct snap_manifest *man, bool *ret_restart, struct trace *t, struct tp_err *err)
 {
     uint64_t written = 0;
     struct hv_vm_spec spec;
@@ -372,7 +365,7 @@ freeze_running(struct inst_manager *m, struct inst *src, const char *tdir, bool 
         return r;
     trace_phase(t, "freeze_source");
     inst_spec(m, src, &spec);
-    r = hv_snapshot(src->vm, &spec, tdir, false, &man->ram_in_state, err);
+    r = hv_prepare_fork(src->vm, &spec, tdir, ret_restart, err);
     /* Children born in Standby keep this as their snapshot: it must survive a power cut like a
      * standby's. Running children share the page cache and die with the host anyway. */
     if (r >= 0)
@@ -385,32 +378,25 @@ freeze_running(struct inst_manager *m, struct inst *src, const char *tdir, bool 
     return 0;
 }
 
-/* A Standby source's snapshot is already frozen: the template links its files. */
+/* A Standby source's snapshot is already frozen: the template links it. */
 static int
 freeze_standby(struct inst *src, const struct hv_driver *drv, const char *tdir,
                struct snap_manifest *man, struct tp_err *err)
 {
-    static const char *const files[] = { HV_SNAP_STATE, HV_SNAP_MEMORY, SNAP_MANIFEST };
     int r = snap_validate(src->paths.snap_latest, man, err);
     if (r >= 0)
         r = hv_check_snapshot_version(drv, man->vmm_version, err);
-    if (r < 0)
-        return r;
-    for (size_t k = 0; k < ELEMENTSOF(files); k++) {
-        _cleanup_free_ char *from = fs_path_join(src->paths.snap_latest, files[k]);
-        _cleanup_free_ char *to = fs_path_join(tdir, files[k]);
-        if (link(from, to) < 0 && !(errno == ENOENT && man->ram_in_state))
-            return tp_err_errno(err, -errno, "link '%s' into the template", from);
-    }
-    return 0;
+    if (r >= 0)
+        r = snap_link(src->paths.snap_latest, tdir, err);
+    return r < 0 ? tp_err_wrap(err, "template") : 0;
 }
 
 /* (Re)start the source's VMM from tdir on whatever memory its template ref now says: the new
- * template (copy-on-write, like its children) or, rolling back, its previous memory. Once its
- * old VMM is gone only tdir holds the guest. */
+ * template (like its children) or, rolling back, its previous memory. Once its old VMM is
+ * gone only tdir holds the guest. */
 static int
 restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver *drv,
-               const char *tdir, const struct fork_journal *j, struct tp_err *err)
+               const char *tdir, struct tp_err *err)
 {
     struct hv_vm_spec spec;
     bool resumed = false;
@@ -426,14 +412,12 @@ restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver 
     /* No journal write: recovery reads which memory a source VMM maps from its template
      * ref, and restores from tdir when it finds none. */
     inst_crashpoint(src, "fork.source_stopped");
-    /* Where the VMM's memory is not its base's file, a base only serves the VMM that loaded
-     * it: this one loads the template. */
-    if (hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
-        fs_rm_rf(src->paths.snap_base, NULL);
+    /* A base only serves the VMM that loaded it (and the template's snapshot reset what a
+     * diff onto it would rely on): this one loads the template. */
+    fs_rm_rf(src->paths.snap_base, NULL);
     const struct hv_restore_opts ro = {
         .snap_dir = tdir,
         .resume_on_load = true,
-        .ram_in_state = j->ram_in_state,
     };
     inst_spec(m, src, &spec);
     _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
@@ -462,13 +446,21 @@ source_memory_back(struct inst *src, const struct fork_journal *j)
         inst_template_clear(src);
 }
 
-/* Committed: the source's own memory file and retained base belonged to the old image (its
- * memory lives in the template now). Idempotent: recovery repeats it. */
+/* Committed: the source's retained base belonged to the old image (stale after the
+ * template's snapshot), and the driver drops memory files the source no longer uses (its
+ * memory may live in the template now). Idempotent: recovery repeats it. */
 static void
-source_cleanup(struct inst *src, const struct fork_journal *j)
+source_cleanup(struct inst_manager *m, struct inst *src, const struct hv_driver *drv)
 {
-    if (!j->ram_in_state)
-        unlink(src->paths.mem);
+    struct hv_vm_spec spec;
+    struct tp_err e = { 0 };
+
+    if (drv) {
+        inst_spec(m, src, &spec);
+        if (hv_drop_memory(drv, &spec, true, &e) < 0)
+            log_warn("instance=%s op=fork: %s", src->id, tp_err_msg(&e));
+        tp_err_clear(&e);
+    }
     fs_rm_rf(src->paths.snap_base, NULL);
 }
 
@@ -484,7 +476,8 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     struct snap_prefetch *pf = NULL;
     struct inst *src;
     struct trace t;
-    bool templated, source_moved = false, source_restored = false, gc = false;
+    bool templated, source_moved = false, source_restored = false, gc = false, restart = false;
+    bool children_map = false; /* the children's memory is the template's: they name it */
     struct snap_manifest man = { .version = SNAP_MANIFEST_VERSION };
     uint32_t made = 0;
     int r;
@@ -558,20 +551,20 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     man.vcpus = src->rec->cfg.vcpus;
     r = fs_mkdir_p(tdir, 0700, err);
     if (r >= 0)
-        r = j.was_running ? freeze_running(m, src, tdir, q->standby, &man, &t, err)
+        r = j.was_running ? freeze_running(m, src, tdir, q->standby, &man, &restart, &t, err)
                           : freeze_standby(src, drv, tdir, &man, err);
     if (r < 0) {
         pthread_mutex_unlock(&m->template_lock);
         fs_rm_rf(tdir, NULL);
         /* Its snapshot may have happened (and reset the dirty tracking) before the failure. */
-        if (j.was_running && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+        if (j.was_running)
             fs_rm_rf(src->paths.snap_base, NULL);
         goto done;
     }
-    j.ram_in_state = man.ram_in_state;
+    children_map = snap_has_memory(tdir);
     /* Children of a Standby source load its snapshot (the template links the same memory file):
      * its working set, read in while they start, is theirs. */
-    if (!j.was_running && !man.ram_in_state && !q->standby)
+    if (!j.was_running && children_map && !q->standby)
         pf = inst_prefetch_start(src, src->paths.snap_latest);
     r = journal_save(m, src, &j, FORK_BEGUN, err);
     if (r < 0) {
@@ -586,12 +579,11 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
         struct child *c = &kids[made];
         c->m = m;
         c->tdir = tdir;
-        c->ram_in_state = man.ram_in_state;
         c->standby = q->standby;
         c->wait_identity = !q->no_wait;
         trace_begin(&c->t, "fork");
         snprintf(c->t.metrics_op, sizeof(c->t.metrics_op), "fork_child");
-        r = child_create(m, src, j.children[made], names[made], man.ram_in_state ? NULL : j.tid,
+        r = child_create(m, src, j.children[made], names[made], children_map ? j.tid : NULL,
                          q->standby, q, &c->i, err);
         if (r < 0) {
             if (c->i)
@@ -606,22 +598,22 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     trace_phase(&t, "clone_disks");
     inst_crashpoint(src, "fork.children_created");
 
-    /* A hypervisor whose snapshot leaves the VM on its own memory (the template is a copy):
-     * the Running source simply runs on. Its retained base is stale now (the snapshot reset
-     * the dirty tracking a Diff onto it would rely on): the commit drops it. */
-    if (j.was_running && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM)) {
+    /* The driver left the source on memory of its own (the template is a copy): the Running
+     * source simply runs on. Its retained base is stale now (the snapshot reset the dirty
+     * tracking a diff onto it would rely on): the commit drops it. */
+    if (j.was_running && !restart) {
         r = hv_resume(src->vm, err);
         if (r < 0)
             goto rollback;
         trace_phase(&t, "resume_source");
         goto children;
     }
-    /* The source leaves its own memory file for good: from now on the template holds it. A
-     * Running source restarts on the template (its freeze ends here); a Standby one will
-     * restore from it. */
-    if (man.ram_in_state) {
-        /* A copy-on-write source's memory went into the stream: it restarts on a memory
-         * file of its own, like its children. */
+    /* The source's memory is the template's from now on, as its children's is: a Running
+     * source restarts on the template (its freeze ends here); a Standby one will restore
+     * from it. */
+    if (!children_map) {
+        /* The template's memory is in its state: the source restarts on memory of its own,
+         * like its children. */
         if (j.was_running)
             inst_template_clear(src);
     } else {
@@ -632,7 +624,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     source_moved = true;
     inst_crashpoint(src, "fork.source_moved");
     if (j.was_running) {
-        r = restore_source(m, src, drv, tdir, &j, err);
+        r = restore_source(m, src, drv, tdir, err);
         if (r < 0)
             goto rollback;
         source_restored = true;
@@ -662,7 +654,7 @@ children:
     if (r < 0)
         goto rollback;
     inst_crashpoint(src, "fork.committed");
-    source_cleanup(src, &j);
+    source_cleanup(m, src, drv);
     if (templated)
         log_debug("instance=%s moved from template %s to %s", src->id, j.old_tid, j.tid);
     inst_crashpoint(src, "fork.cleaned");
@@ -683,7 +675,7 @@ children:
     *ret = recs;
     *ret_n = count;
     r = 0;
-    gc = man.ram_in_state || templated; /* a template may have lost its last user */
+    gc = !children_map || templated; /* a template may have lost its last user */
     goto done;
 
 rollback:
@@ -696,14 +688,14 @@ rollback:
         if (j.was_running && src->vm && !hv_exited(src->vm))
             hv_resume(src->vm, NULL);
         fs_rm_rf(tdir, NULL);
-        /* A snapshot that kept the VM reset its dirty tracking: no Diff onto the old base. */
-        if (j.was_running && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+        /* The template's snapshot reset the dirty tracking: no diff onto the old base. */
+        if (j.was_running)
             fs_rm_rf(src->paths.snap_base, NULL);
     } else if (!j.was_running || !source_restored) {
         /* Back onto the memory it had; the template dies with this fork. */
         source_memory_back(src, &j);
         struct tp_err e = { 0 };
-        if (j.was_running && restore_source(m, src, drv, tdir, &j, &e) < 0) {
+        if (j.was_running && restore_source(m, src, drv, tdir, &e) < 0) {
             log_error("instance=%s op=fork: source lost during rollback: %s", src->id,
                       tp_err_msg(&e));
             if (src->vm)
@@ -715,7 +707,7 @@ rollback:
     } else {
         /* The source already runs on the template, as the same guest: the template stays, and
          * its memory now lives only there. */
-        source_cleanup(src, &j);
+        source_cleanup(m, src, drv);
     }
     inst_crashpoint(src, "fork.rolled_back");
 done:
@@ -784,7 +776,7 @@ fork_recover(struct inst_manager *m, struct inst *i)
     }
     tdir = paths_template_dir(m->data_dir, j.tid);
     if (j.phase == FORK_COMMITTED) {
-        source_cleanup(i, &j);
+        source_cleanup(m, i, drv);
         log_info("instance=%s recovery: fork was committed: finished", i->id);
         free(j.children);
         return 0;
@@ -799,19 +791,18 @@ fork_recover(struct inst_manager *m, struct inst *i)
     } else if (i->vm) {
         if (inst_recover_vmm(i) > 0) {
             if (on_template) {
-                source_cleanup(i, &j); /* the source's memory lives in the template now */
+                source_cleanup(m, i, drv); /* the source's memory lives in the template now */
             } else {
                 fs_rm_rf(tdir, NULL);
-                /* Its freeze may have reset the dirty tracking a Diff onto its base needs. */
-                if (drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
-                    fs_rm_rf(i->paths.snap_base, NULL);
+                /* Its freeze may have reset the dirty tracking a diff onto its base needs. */
+                fs_rm_rf(i->paths.snap_base, NULL);
             }
         }
     }
     if (j.was_running && !i->vm && i->rec->state != INST_UNKNOWN) {
         if (drv && fs_exists(tdir)) {
             source_memory_back(i, &j);
-            if (restore_source(m, i, drv, tdir, &j, &e) < 0 && i->vm) {
+            if (restore_source(m, i, drv, tdir, &e) < 0 && i->vm) {
                 hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
                 inst_drop_vmm(i);
             }

@@ -23,11 +23,11 @@ struct inst {
     pthread_mutex_t lock;
     struct inst_record *rec; /* under lock */
     struct inst_paths paths;
-    struct hv_vm *vm; /* live VMM or NULL; under lock */
-    char *cmdline;    /* kernel command line the VMM was started with */
-    char *mem_path;   /* guest memory file of the last spec: its own, or a fork template's */
-    char *api_sock;   /* the driver's control socket in the instance dir (last spec) */
-    char *agent_sock; /* the host end of the agent channel (last spec) */
+    struct hv_vm *vm;   /* live VMM or NULL; under lock */
+    char *cmdline;      /* kernel command line the VMM was started with */
+    char *template_dir; /* the fork template backing the guest's memory (last spec), or NULL */
+    char *api_sock;     /* the driver's control socket in the instance dir (last spec) */
+    char *agent_sock;   /* the host end of the agent channel (last spec) */
     struct agent_conn *agent; /* under lock; may be NULL (connected lazily) */
     /* Under lock: the VMM was started by a restore, so its next standby records the pages its
      * guest touched since (the working set the restore after it prefetches). */
@@ -124,6 +124,9 @@ int inst_cmdline(struct inst *i, char **ret, struct tp_err *err);
 int inst_vmm_recorded(struct inst_manager *m, struct inst *i, struct tp_err *err);
 /* Fill spec from i; strings borrowed from i. */
 void inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec);
+/* After a restore: whether the snapshot in dir, which the VM now runs from, is worth keeping as
+ * its retained base (the driver's base_reusable; false for an unknown driver). */
+bool inst_base_worth_keeping(struct inst *i, const struct hv_driver *drv, const char *dir);
 /* Stop the VMM (graceful where the capability says so, else kill) and drop connections. */
 int inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err);
 /* The instance's sockets as its driver names them (set in i, borrowed by the caller). */

@@ -28,7 +28,7 @@ inst_free(struct inst *i)
     inst_record_free(i->rec);
     inst_paths_clear(&i->paths);
     free(i->cmdline);
-    free(i->mem_path);
+    free(i->template_dir);
     free(i->api_sock);
     free(i->agent_sock);
     safe_close(i->boot_pidfd);

@@ -47,6 +47,7 @@ struct inst_create_req {
     char *const *cmd;             /* NULL-terminated or NULL */
     bool no_agent;                /* return once the VMM runs */
     const char *accel;            /* NULL = manager default */
+    const char *mem_backend;      /* "file" | "uffd" (HV_CAP_MEM_UFFD); NULL = "file" */
     uint32_t disk_mib;            /* 0 = default */
     const char *network;          /* "default" (an address on torpord's bridge) | "none"; NULL =
                                      "default" where torpord has networking, else "none" */

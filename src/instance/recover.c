@@ -78,7 +78,7 @@ derive(struct inst *i, bool user_paused)
         /* A live VMM consumed snapshot-latest: it is the retained base now. */
         if (fs_exists(i->paths.snap_latest) &&
             snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
-                               drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &err) < 0)
+                               inst_base_worth_keeping(i, drv, i->paths.snap_latest), &err) < 0)
             log_warn("instance=%s: %s", i->id, tp_err_msg(&err));
         tp_err_clear(&err);
         i->rec->state = INST_RUNNING;

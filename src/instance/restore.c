@@ -24,7 +24,7 @@ struct marks {
     struct trace *t;
     struct inst_manager *m;
     struct inst *i;
-    const struct hv_driver *drv;
+    bool journal_load; /* the guest's run will not show in the snapshot: say it may begin */
 };
 
 #define RESTORE_LOADING "{\"loading\":true}" /* journal: the load may have begun */
@@ -38,10 +38,9 @@ mark_phase(void *ctx, const char *phase)
     char point[64];
 
     trace_phase(mk->t, phase);
-    /* From here the guest may run from the snapshot. A VMM that maps the snapshot's memory
-     * privately leaves no trace in the file, so recovery must be told; one that runs on the
-     * file itself shows it (snap_validate). */
-    if (strcmp(phase, "start_process") == 0 && hv_has_cap(mk->drv, HV_CAP_SNAPSHOT_KEEPS_VM) &&
+    /* From here the guest may run from the snapshot. Where that leaves no trace in its memory
+     * image (the driver says), recovery must be told; else snap_validate shows it. */
+    if (strcmp(phase, "start_process") == 0 && mk->journal_load &&
         inst_op_progress(mk->m, mk->i, RESTORE_LOADING, NULL) < 0)
         log_warn("instance=%s: cannot journal the load", mk->i->id);
     snprintf(point, sizeof(point), "restore.%s", phase);
@@ -75,6 +74,17 @@ trace_vmm_counters(struct trace *t, pid_t pid)
     while (f && fgets(line, sizeof(line), f))
         if (sscanf(line, "read_bytes: %llu", &read_bytes) == 1)
             trace_counter(t, "vmm_read_bytes", (int64_t)read_bytes);
+}
+
+bool
+inst_base_worth_keeping(struct inst *i, const struct hv_driver *drv, const char *dir)
+{
+    struct hv_vm_spec spec;
+
+    if (!drv)
+        return false;
+    inst_spec(i->m, i, &spec);
+    return hv_base_reusable(drv, &spec, dir);
 }
 
 struct snap_prefetch *
@@ -137,24 +147,12 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     inst_op_set(i, "restore", NULL);
     inst_crashpoint(i, "restore.begin");
     struct snap_manifest man;
-    char tid[INST_ID_LEN + 1];
     r = snap_validate(i->paths.snap_latest, &man, err);
     if (r >= 0)
         r = hv_check_snapshot_version(drv, man.vmm_version, err);
     if (r < 0) {
         tp_err_wrap(err, "restore '%s'", i->rec->name);
         goto done;
-    }
-    /* The snapshot's memory image is the guest RAM file the VMM maps (the same inode) — unless
-     * the guest maps a fork template, its memory travels in the state file, or the hypervisor
-     * maps the snapshot's file itself (snapshot_keeps_vm). */
-    if (!man.ram_in_state && !hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM) &&
-        !inst_template_get(i, tid) && !fs_exists(i->paths.mem)) {
-        _cleanup_free_ char *img = fs_path_join(i->paths.snap_latest, HV_SNAP_MEMORY);
-        if (link(img, i->paths.mem) < 0) {
-            r = tp_err_errno(err, -errno, "link '%s'", img);
-            goto done;
-        }
     }
     free(i->cmdline);
     i->cmdline = NULL;
@@ -163,18 +161,22 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     if (r < 0)
         goto done;
     /* The guest's working set, read in while its VMM starts: its first faults hit the cache. */
-    if (!man.ram_in_state)
+    if (snap_has_memory(i->paths.snap_latest))
         pf = inst_prefetch_start(i, i->paths.snap_latest);
     trace_phase(&t, "prepare");
 
-    struct marks mk = { .t = &t, .m = m, .i = i, .drv = drv };
+    inst_spec(m, i, &spec);
+    struct marks mk = {
+        .t = &t,
+        .m = m,
+        .i = i,
+        .journal_load = !hv_load_writes_snapshot(drv, &spec, i->paths.snap_latest),
+    };
     const struct hv_restore_opts ro = {
         .snap_dir = i->paths.snap_latest,
         .resume_on_load = !deep, /* deep trace keeps an explicit, separately timed resume */
-        .ram_in_state = man.ram_in_state,
         .phases = { .mark = mark_phase, .ctx = &mk },
     };
-    inst_spec(m, i, &spec);
     /* The same address and MAC on a new TAP: standby's VMM took the old one along. */
     r = inst_nic_open(m, i, &spec, &nic, err);
     if (r < 0)
@@ -205,7 +207,7 @@ inst_restore(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     {
         struct tp_err e = { 0 };
         if (snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
-                               hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE), &e) < 0)
+                               inst_base_worth_keeping(i, drv, i->paths.snap_latest), &e) < 0)
             log_warn("instance=%s op=restore: %s", i->id, tp_err_msg(&e));
         tp_err_clear(&e);
     }
@@ -250,7 +252,6 @@ int
 restore_recover(struct inst_manager *m, struct inst *i)
 {
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
-    bool reuse = drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE);
     struct tp_err e = { 0 };
 
     (void)m;
@@ -260,7 +261,8 @@ restore_recover(struct inst_manager *m, struct inst *i)
         return 0; /* alive, not answering: Unknown, never killed on a guess */
     if (v > 0) {
         if (fs_exists(i->paths.snap_latest) &&
-            snap_retire_latest(i->paths.snap_latest, i->paths.snap_base, reuse, &e) < 0)
+            snap_retire_latest(i->paths.snap_latest, i->paths.snap_base,
+                               inst_base_worth_keeping(i, drv, i->paths.snap_latest), &e) < 0)
             log_warn("instance=%s recovery: %s", i->id, tp_err_msg(&e));
         tp_err_clear(&e);
         i->rec->state = INST_RUNNING;
@@ -269,10 +271,11 @@ restore_recover(struct inst_manager *m, struct inst *i)
     }
     /* No VMM runs the guest. One found alive held nothing of it (never loaded): the snapshot
      * is as it was. One that is gone: where the guest's run leaves no trace in the memory
-     * file (mapped privately), a load that may have begun means the guest may have run and
-     * written its disk, so the snapshot no longer matches it; else snap_validate can tell. */
+     * image (the load was journaled for that), a load that may have begun means the guest may
+     * have run and written its disk, so the snapshot no longer matches it; else snap_validate
+     * can tell. */
     bool loading = i->rec->op_data && strcmp(i->rec->op_data, RESTORE_LOADING) == 0;
-    if (loading && !had_vmm && drv && hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+    if (loading && !had_vmm)
         tp_err_set(&e, -ESTALE, "the guest may have run from its snapshot before its VMM died");
     else if (snap_validate(i->paths.snap_latest, NULL, &e) >= 0) {
         i->rec->state = INST_STANDBY;

@@ -58,6 +58,19 @@ validate(const struct inst_create_req *q, struct tp_err *err)
     }
     if (q->accel && strcmp(q->accel, "kvm") != 0 && strcmp(q->accel, "tcg") != 0)
         return tp_err_set(err, -EINVAL, "unknown accelerator '%s' (kvm or tcg)", q->accel);
+    if (q->mem_backend && strcmp(q->mem_backend, "file") != 0 &&
+        strcmp(q->mem_backend, "uffd") != 0)
+        return tp_err_set(err, -EINVAL, "unknown memory backend '%s' (file or uffd)",
+                          q->mem_backend);
+    if (q->mem_backend && strcmp(q->mem_backend, "uffd") == 0) {
+        const struct hv_driver *drv =
+            hv_driver_find(q->hypervisor ? q->hypervisor : hv_driver_default());
+        if (drv && !hv_has_cap(drv, HV_CAP_MEM_UFFD))
+            return tp_err_set(err, -EINVAL,
+                              "hypervisor '%s' has no userfaultfd memory backend (mem_backend "
+                              "'uffd')",
+                              drv->name);
+    }
     if (q->network && strcmp(q->network, "default") != 0 && strcmp(q->network, "none") != 0)
         return tp_err_set(err, -EINVAL, "unknown network '%s' (default or none)", q->network);
     if (q->network_mode && strcmp(q->network_mode, "isolated") != 0 &&
@@ -203,6 +216,7 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     rec->cfg.cmd = q->cmd ? strv_copy(q->cmd) : NULL;
     rec->cfg.agent = !q->no_agent;
     rec->cfg.accel = q->accel ? xstrdup(q->accel) : NULL;
+    rec->cfg.mem_uffd = q->mem_backend && strcmp(q->mem_backend, "uffd") == 0;
     rec->cfg.net_shared = q->network_mode && strcmp(q->network_mode, "shared") == 0;
     if (q->n_ports) {
         rec->ports = xnew(struct net_port, q->n_ports);

@@ -45,10 +45,9 @@ roll_back(struct inst_manager *m, struct inst *i)
 /* Make the snapshot complete and durable while the VMM still holds the guest: if this fails the
  * VM can still be resumed. */
 static int
-take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *t,
+take_snapshot(struct inst *i, const struct hv_vm_spec *spec, bool reuse, struct trace *t,
               struct tp_err *err)
 {
-    struct hv_vm_spec spec;
     struct snap_manifest man = {
         .version = SNAP_MANIFEST_VERSION,
         .created_ms = wall_ms(),
@@ -56,7 +55,7 @@ take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *
         .vcpus = i->rec->cfg.vcpus,
     };
     uint64_t written = 0;
-    bool diff = false, ram_in_state = false;
+    bool diff = false;
     int r;
 
     snprintf(man.hypervisor, sizeof(man.hypervisor), "%s", i->vm->drv->name);
@@ -67,19 +66,17 @@ take_snapshot(struct inst_manager *m, struct inst *i, bool reuse, struct trace *
         return r;
     man.diff = diff;
     inst_crashpoint(i, "standby.target");
-    inst_spec(m, i, &spec);
     r = inst_failpoint(i, "standby.snapshot", err);
     if (r >= 0)
-        r = hv_snapshot(i->vm, &spec, i->paths.snap_latest, diff, &ram_in_state, err);
+        r = hv_snapshot(i->vm, spec, i->paths.snap_latest, diff, err);
     if (r < 0)
         return tp_err_wrap(err, "snapshot");
     inst_crashpoint(i, "standby.saved");
-    man.ram_in_state = ram_in_state;
     r = snap_commit(i->paths.snap_latest, &man, &written, err);
     if (r < 0)
         return tp_err_wrap(err, "snapshot");
     trace_counter(t, "diff", diff);
-    trace_counter(t, "ram_in_state", ram_in_state);
+    trace_counter(t, "memory_in_state", !snap_has_memory(i->paths.snap_latest));
     trace_counter(t, "memory_written_bytes", (int64_t)written);
     return 0;
 }
@@ -144,15 +141,15 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     trace_phase(&t, "pause_vm");
     inst_crashpoint(i, "standby.paused");
 
-    /* A template-backed guest (a fork) has no memory file of its own to build a base on. */
+    /* A template-backed guest (a fork) is snapshotted on its own from now on. */
     char tid[INST_ID_LEN + 1];
     bool templated = inst_template_get(i, tid) > 0;
-    /* Where the snapshot copies memory out (its base is a file the VM maps, not its RAM), a
-     * base with other names is some template's: never written in place. */
-    bool reuse =
-        hv_has_cap(drv, HV_CAP_SNAPSHOT_BASE_REUSE) && !templated &&
-        !(hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM) && snap_memory_shared(i->paths.snap_base));
-    r = take_snapshot(m, i, reuse, &t, err);
+    /* What a retained base is, and whether this VM's next snapshot may build on it, is the
+     * driver's to say. */
+    struct hv_vm_spec spec;
+    inst_spec(m, i, &spec);
+    bool reuse = hv_base_reusable(drv, &spec, i->paths.snap_base);
+    r = take_snapshot(i, &spec, reuse, &t, err);
     if (r < 0) {
         roll_back(m, i);
         goto done;
@@ -223,8 +220,7 @@ standby_recover(struct inst_manager *m, struct inst *i)
             inst_drop_vmm(i);
         }
         snap_release_memory(i->paths.snap_latest, &resident, NULL);
-        if (man.ram_in_state)
-            inst_template_clear(i); /* as standby does: its memory travels in its snapshot */
+        inst_template_clear(i); /* as standby does: its memory travels in its snapshot */
         i->rec->state = INST_STANDBY;
         log_info("instance=%s recovery: standby had a durable snapshot: Standby", i->id);
         tp_err_clear(&e);

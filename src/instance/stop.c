@@ -15,8 +15,14 @@ inst_discard_runtime_files(struct inst *i, struct tp_err *err)
     if ((r = fs_rm_rf(i->paths.snap_latest, err)) < 0 ||
         (r = fs_rm_rf(i->paths.snap_base, err)) < 0)
         return r;
-    if (unlink(i->paths.mem) < 0 && errno != ENOENT)
-        return tp_err_errno(err, -errno, "remove '%s'", i->paths.mem);
+    /* The guest memory files the driver keeps (an unknown driver's go with the dir). */
+    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+    if (drv) {
+        struct hv_vm_spec spec;
+        inst_spec(i->m, i, &spec);
+        if ((r = hv_drop_memory(drv, &spec, false, err)) < 0)
+            return r;
+    }
     inst_sock_paths(i);
     unlink(i->api_sock);
     unlink(i->agent_sock);

@@ -86,11 +86,10 @@ warm_key(struct inst_manager *m, const struct inst_record *rec, bool want_net)
 
     if (!c->agent || (c->cmd && c->cmd[0]) || !drv)
         return NULL;
-    /* The template is the guest's own memory file, frozen: a VMM whose snapshot copies memory
-     * out (and keeps the VM running) is not supported here yet. */
+    /* Kept as a fork template: the driver must be able to make one of a running VM. */
     if (!hv_has_cap(drv, HV_CAP_FORK) || !hv_has_cap(drv, HV_CAP_SNAPSHOT) ||
         !hv_has_cap(drv, HV_CAP_RESTORE) || !hv_has_cap(drv, HV_CAP_PAUSE) ||
-        !hv_has_cap(drv, HV_CAP_EXEC_AGENT) || hv_has_cap(drv, HV_CAP_SNAPSHOT_KEEPS_VM))
+        !hv_has_cap(drv, HV_CAP_EXEC_AGENT))
         return NULL;
     const char *vmm = hv_version(drv, NULL);
     _cleanup_free_ char *kernel = file_stamp(c->kernel);
@@ -169,7 +168,6 @@ template_check(struct inst_manager *m, const char *hypervisor, const char *tid, 
     const struct hv_driver *drv = hv_driver_find(hypervisor);
     _cleanup_free_ char *tdir = paths_template_dir(m->data_dir, tid);
     _cleanup_free_ char *disk = fs_path_join(tdir, WARM_DISK);
-    _cleanup_free_ char *mem = fs_path_join(tdir, HV_SNAP_MEMORY);
     struct snap_manifest man;
     int r;
 
@@ -180,7 +178,7 @@ template_check(struct inst_manager *m, const char *hypervisor, const char *tid, 
         r = hv_check_snapshot_version(drv, man.vmm_version, err);
     if (r < 0)
         return r;
-    if (man.ram_in_state || !fs_exists(mem))
+    if (!snap_has_memory(tdir))
         return tp_err_set(err, -EPROTO, "no memory image in '%s'", tdir);
     if (!fs_exists(disk))
         return tp_err_set(err, -ENOENT, "no root disk in '%s'", tdir);
@@ -396,6 +394,7 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
     char tid[INST_ID_LEN + 1];
     uint64_t written = 0;
     struct hv_vm_spec spec;
+    bool restart = false;
     int r;
 
     pthread_mutex_lock(&m->template_lock);
@@ -412,53 +411,66 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
     man.memory_mib = i->rec->cfg.memory_mib;
     man.vcpus = i->rec->cfg.vcpus;
 
-    /* Frozen: memory (the file it already is, linked), device state and the disk as the guest
-     * left it, all of one instant. Durable, as templates outlive the daemon and the host. */
+    /* Frozen as a fork freezes a running source: the driver's template (memory and device
+     * state), and the disk as the guest left it, all of one instant. Durable, as templates
+     * outlive the daemon and the host. */
     r = fs_mkdir_p(tdir, 0700, &e);
     if (r >= 0)
         r = hv_pause(i->vm, &e);
     if (r < 0)
         goto keep_running;
     inst_spec(m, i, &spec);
-    r = hv_snapshot(i->vm, &spec, tdir, false, &man.ram_in_state, &e);
-    if (r >= 0 && man.ram_in_state)
-        r = tp_err_set(&e, -EOPNOTSUPP, "the snapshot carries guest memory in its state");
+    r = hv_prepare_fork(i->vm, &spec, tdir, &restart, &e);
     if (r >= 0)
         r = fs_clone_file(i->paths.root_disk, disk, 0600, &e);
     if (r >= 0)
         r = snap_commit(tdir, &man, &written, &e);
+    if (r >= 0 && !snap_has_memory(tdir))
+        r = tp_err_set(&e, -EOPNOTSUPP, "the template carries guest memory in its state");
+    if (r < 0 && restart && snap_validate(tdir, NULL, NULL) >= 0) {
+        /* Its memory went into the template's state: it restarts from there on memory of its
+         * own, as a forked source would, and the template goes. */
+        log_warn("instance=%s op=run: no template kept: %s", i->id, tp_err_msg(&e));
+        tp_err_clear(&e);
+        goto restart_own;
+    }
     if (r < 0) {
         hv_resume(i->vm, NULL);
         goto keep_running;
     }
+    fs_rm_rf(i->paths.snap_base, NULL); /* any retained base is stale after a template */
     trace_phase(t, "freeze_template");
     trace_counter(t, "template_written_bytes", (int64_t)written);
     inst_crashpoint(i, "run.template_frozen");
 
-    /* From here the guest lives on in the template: its VMM restarts there, copy-on-write. */
-    r = inst_template_set(i, tid, &e);
-    if (r < 0) {
-        hv_resume(i->vm, NULL);
-        goto keep_running;
-    }
-    r = restart_on(m, i, tdir, &e);
-    if (r < 0) {
-        /* Back onto its own memory file (untouched since the freeze). */
-        log_warn("instance=%s op=run: restart on template: %s", i->id, tp_err_msg(&e));
-        tp_err_clear(&e);
-        inst_template_clear(i);
-        if (i->vm) {
-            inst_kill_vmm(i);
-            inst_drop_vmm(i);
+    if (!restart) {
+        /* The driver copied the memory out: the guest runs on, on its own. */
+        r = hv_resume(i->vm, &e);
+        if (r < 0) {
+            log_warn("instance=%s op=run: resume after the template: %s", i->id,
+                     tp_err_msg(&e));
+            tp_err_clear(&e);
+            goto restart_own;
         }
-        r = restart_on(m, i, tdir, err);
-        fs_rm_rf(tdir, NULL);
-        manager_template_unpin(m, tid);
-        if (r < 0)
-            return tp_err_wrap(err, "bring the guest back after a failed template");
-        return 0;
+    } else {
+        /* From here the guest lives on in the template: its VMM restarts there. */
+        r = inst_template_set(i, tid, &e);
+        if (r < 0) {
+            hv_resume(i->vm, NULL);
+            goto keep_running;
+        }
+        r = restart_on(m, i, tdir, &e);
+        if (r < 0) {
+            log_warn("instance=%s op=run: restart on template: %s", i->id, tp_err_msg(&e));
+            tp_err_clear(&e);
+            goto restart_own;
+        }
+        /* Its memory is the template's now: the driver drops what it kept of its own. */
+        inst_spec(m, i, &spec);
+        if (hv_drop_memory(drv, &spec, true, &e) < 0)
+            log_warn("instance=%s op=run: %s", i->id, tp_err_msg(&e));
+        tp_err_clear(&e);
     }
-    unlink(i->paths.mem); /* its memory is the template's now */
     trace_phase(t, "restart_on_template");
     r = entry_write(m, i, key, tid, man.created_ms, &e);
     if (r < 0)
@@ -467,6 +479,20 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
         inst_crashpoint(i, "run.template_kept");
     tp_err_clear(&e);
     manager_template_unpin(m, tid);
+    return 0;
+
+restart_own:
+    /* Back onto its own memory (untouched since the freeze), from the template's state. */
+    inst_template_clear(i);
+    if (i->vm) {
+        inst_kill_vmm(i);
+        inst_drop_vmm(i);
+    }
+    r = restart_on(m, i, tdir, err);
+    fs_rm_rf(tdir, NULL);
+    manager_template_unpin(m, tid);
+    if (r < 0)
+        return tp_err_wrap(err, "bring the guest back after a failed template");
     return 0;
 
 keep_running:

@@ -14,6 +14,7 @@
 #include "hypervisor/driver.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
+#include "util/macro.h"
 #include "util/xalloc.h"
 
 #ifndef SYS_cachestat
@@ -81,11 +82,27 @@ snap_prepare_target(const char *base, const char *latest, bool reuse, bool *ret_
 }
 
 bool
-snap_memory_shared(const char *dir)
+snap_has_memory(const char *dir)
 {
     _cleanup_free_ char *memory = fs_path_join(dir, HV_SNAP_MEMORY);
-    struct stat st;
-    return stat(memory, &st) == 0 && st.st_nlink > 1;
+    return fs_exists(memory);
+}
+
+int
+snap_link(const char *from, const char *to, struct tp_err *err)
+{
+    static const char *const files[] = { HV_SNAP_STATE, HV_SNAP_MEMORY, SNAP_MANIFEST };
+    int r = fs_mkdir_p(to, 0700, err);
+    if (r < 0)
+        return r;
+    for (size_t k = 0; k < ELEMENTSOF(files); k++) {
+        _cleanup_free_ char *src = fs_path_join(from, files[k]);
+        _cleanup_free_ char *dst = fs_path_join(to, files[k]);
+        /* No memory image: the memory is in the state (snap_validate checked which). */
+        if (link(src, dst) < 0 && !(errno == ENOENT && k == 1))
+            return tp_err_errno(err, -errno, "link '%s' to '%s'", src, dst);
+    }
+    return fs_fsync_dir(to, err);
 }
 
 int
@@ -116,6 +133,7 @@ snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written, str
 {
     _cleanup_free_ char *memory = fs_path_join(dir, HV_SNAP_MEMORY);
     _cleanup_free_ char *state = fs_path_join(dir, HV_SNAP_STATE);
+    m->ram_in_state = !fs_exists(memory);
     const char *image = m->ram_in_state ? state : memory;
     _cleanup_close_ int fd = open(image, O_RDWR | O_CLOEXEC);
     struct snap_cachestat cs = { 0 };
@@ -140,9 +158,10 @@ snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written, str
 }
 
 int
-snap_write_manifest(const char *dir, const struct snap_manifest *m, struct tp_err *err)
+snap_write_manifest(const char *dir, struct snap_manifest *m, struct tp_err *err)
 {
     _cleanup_free_ char *manifest = fs_path_join(dir, SNAP_MANIFEST);
+    m->ram_in_state = !snap_has_memory(dir);
     _cleanup_free_ char *text = manifest_json(m);
     int r = fs_write_atomic(manifest, text, strlen(text), 0600, err);
     if (r < 0)

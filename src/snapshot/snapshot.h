@@ -3,8 +3,11 @@
  *   snapshot-base/    the hidden retained base (hypervisors with snapshot_base_reuse) that the
  *                     next standby promotes to latest and updates with only what changed.
  * Each holds "state", "memory" and "manifest.json" (and, once a restored guest went back to
- * Standby, "workingset": workingset.h). This module moves them between roles,
- * makes them durable and gives their memory back to the host; it knows no hypervisor. */
+ * Standby, "workingset": workingset.h); a driver that carries guest memory inside "state"
+ * writes no "memory". A fork template (templates/<id>/) is such a directory too. This module
+ * owns complete snapshot directories: it moves them between roles, links them, makes them
+ * durable and gives their memory back to the host; what their memory means to a VM is the
+ * driver's business (driver.h), and this module knows no hypervisor. */
 #pragma once
 
 #include <stdbool.h>
@@ -23,7 +26,8 @@ struct snap_manifest {
     uint32_t memory_mib;
     uint32_t vcpus;
     uint64_t memory_written; /* bytes of guest memory this snapshot had to write */
-    bool ram_in_state;       /* guest memory travels in "state": there is no "memory" image */
+    bool ram_in_state;       /* guest memory travels in "state": there is no "memory" image
+                                (set by snap_commit / snap_write_manifest from the files) */
     char vmm_version[32];    /* the VMM that wrote it ("" when the driver cannot tell) */
 };
 
@@ -33,24 +37,28 @@ struct snap_manifest {
 int snap_prepare_target(const char *base, const char *latest, bool reuse, bool *ret_diff,
                         struct tp_err *err);
 
-/* Whether dir's memory image has other names (a fork template's children map it): a file
- * some VM maps must never be written in place. */
-bool snap_memory_shared(const char *dir);
+/* Whether dir holds a memory image (else its memory, if any, travels in its state). */
+bool snap_has_memory(const char *dir);
+
+/* Give the complete snapshot in from a second name, to (created; a fork template from a
+ * Standby snapshot, a child born in Standby from its template): its files are hard-linked,
+ * never copied, so neither may be written in place afterwards. */
+int snap_link(const char *from, const char *to, struct tp_err *err);
 
 /* Discard a target after a failed snapshot. Never renamed back: a half-written base must not be
  * reused, so the next standby is a full one. */
 int snap_discard(const char *dir, struct tp_err *err);
 
 /* Make dir's memory image durable: ret_written gets the bytes that were still dirty in the page
- * cache (what this snapshot wrote; 0 when the kernel cannot say) — or, with m->ram_in_state, the
- * size of the state file that carries the memory. Then write the manifest atomically and fsync
- * the directory. */
+ * cache (what this snapshot wrote; 0 when the kernel cannot say) — or, without a memory image,
+ * the size of the state file that carries the memory. Then write the manifest atomically and
+ * fsync the directory. */
 int snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written,
                 struct tp_err *err);
 
 /* Write dir's manifest atomically, without making the memory image durable (fork templates:
  * children share the page cache, and durability is not worth time on the fork path). */
-int snap_write_manifest(const char *dir, const struct snap_manifest *m, struct tp_err *err);
+int snap_write_manifest(const char *dir, struct snap_manifest *m, struct tp_err *err);
 
 /* Drop dir's memory image from the page cache (after its VMM exited): the host gets the memory
  * back. ret_resident gets what stayed cached (bytes). */
@@ -60,7 +68,8 @@ int snap_release_memory(const char *dir, uint64_t *ret_resident, struct tp_err *
  * since the manifest was written. -ENOENT/-EPROTO/-ESTALE. */
 int snap_validate(const char *dir, struct snap_manifest *ret, struct tp_err *err);
 
-/* After a successful restore: latest becomes the retained base (reuse) or goes away. */
+/* After a successful restore: latest becomes the retained base (reuse: the driver says the VM
+ * may build on it) or goes away. */
 int snap_retire_latest(const char *latest, const char *base, bool reuse, struct tp_err *err);
 
 /* cachestat(2) of a whole file: pages cached / dirty / under writeback. -ENOSYS before 6.5. */

@@ -31,7 +31,6 @@ inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
     _cleanup_free_ char *instances = paths_instances_dir(data_dir);
 
     p->dir = fs_path_join(instances, id);
-    p->mem = fs_path_join(p->dir, "mem");
     p->root_disk = fs_path_join(p->dir, "root.ext4");
     p->logs_dir = fs_path_join(p->dir, "logs");
     p->console_log = fs_path_join(p->logs_dir, "console.log");
@@ -56,7 +55,6 @@ inst_paths_clear(struct inst_paths *p)
     if (!p)
         return;
     free(p->dir);
-    free(p->mem);
     free(p->root_disk);
     free(p->logs_dir);
     free(p->console_log);

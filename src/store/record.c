@@ -141,6 +141,8 @@ inst_config_to_json(const struct inst_config *c, char **ret_json, struct tp_err 
     json_object_set_new(o, "agent", json_boolean(c->agent));
     if (c->net_shared) /* absent: isolated, as every instance before network modes */
         json_object_set_new(o, "net_shared", json_true());
+    if (c->mem_uffd) /* absent: the file backend, as every instance before it */
+        json_object_set_new(o, "mem_backend", json_string("uffd"));
     if (!put_str(o, "accel", c->accel))
         bad = "accel";
     if (bad)
@@ -231,6 +233,10 @@ inst_config_from_json(const char *text, struct inst_config *ret, struct tp_err *
     if (shared && !json_is_null(shared) && !json_is_boolean(shared))
         return tp_err_set(err, -EBADMSG, "config field 'net_shared' is not a boolean");
     c.net_shared = shared && json_is_true(shared);
+    json_t *mb = json_object_get(o, "mem_backend");
+    if (mb && !json_is_null(mb) && !json_is_string(mb))
+        return tp_err_set(err, -EBADMSG, "config field 'mem_backend' is not a string");
+    c.mem_uffd = mb && json_is_string(mb) && strcmp(json_string_value(mb), "uffd") == 0;
 
     if ((r = get_str(o, "hypervisor", &c.hypervisor, err)) < 0 ||
         (r = get_u32(o, "memory_mib", &c.memory_mib, err)) < 0 ||

@@ -27,6 +27,7 @@ struct inst_config {
     bool agent;          /* false: --no-agent */
     char *accel;         /* NULL = auto */
     bool net_shared;     /* network mode "shared": its bridge port is not isolated */
+    bool mem_uffd;       /* mem_backend "uffd": restores serve guest memory on demand */
 };
 
 struct inst_record {

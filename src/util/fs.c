@@ -152,29 +152,34 @@ rm_rf_at(int parent, const char *name, struct tp_err *err)
     if (errno != EISDIR && errno != EPERM)
         return tp_err_errno(err, -errno, "remove '%s'", name);
 
-    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return tp_err_errno(err, -errno, "open directory '%s'", name);
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return tp_err_errno(err, -errno, "read directory '%s'", name);
-    }
-    struct dirent *de;
-    int r = 0;
-    while ((de = readdir(d))) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        r = rm_rf_at(dirfd(d), de->d_name, err);
+    /* A writer still finishing (a monitor noting the console's last bytes) may create an entry
+     * after the scan: empty the directory again, a bounded number of times. */
+    for (int pass = 0;; pass++) {
+        int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            return errno == ENOENT ? 0 : tp_err_errno(err, -errno, "open directory '%s'", name);
+        DIR *d = fdopendir(fd);
+        if (!d) {
+            close(fd);
+            return tp_err_errno(err, -errno, "read directory '%s'", name);
+        }
+        struct dirent *de;
+        int r = 0;
+        while ((de = readdir(d))) {
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                continue;
+            r = rm_rf_at(dirfd(d), de->d_name, err);
+            if (r < 0)
+                break;
+        }
+        closedir(d);
         if (r < 0)
-            break;
+            return tp_err_wrap(err, "remove '%s'", name);
+        if (unlinkat(parent, name, AT_REMOVEDIR) == 0 || errno == ENOENT)
+            return 0;
+        if (errno != ENOTEMPTY || pass == 4)
+            return tp_err_errno(err, -errno, "remove directory '%s'", name);
     }
-    closedir(d);
-    if (r < 0)
-        return tp_err_wrap(err, "remove '%s'", name);
-    if (unlinkat(parent, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-        return tp_err_errno(err, -errno, "remove directory '%s'", name);
-    return 0;
 }
 
 int

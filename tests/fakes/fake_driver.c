@@ -1,46 +1,40 @@
 /* A fake hypervisor driver: a real `sleep` process stands in for the VMM, so kills, pidfds and
- * the manager's exit monitor behave as with a real one; snapshots are a few files on disk. */
+ * the manager's exit monitor behave as with a real one; snapshots are a few files on disk.
+ * This file holds the process side and QEMU's memory semantics (a shared RAM file in the
+ * instance dir, linked into snapshots; a fork template mapped copy-on-write, its guests'
+ * memory then carried in their state); fake_fc.c holds Firecracker's. */
 #include "fake_driver.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fake_internal.h"
 #include "hypervisor/hv.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/proc.h"
 #include "util/xalloc.h"
 
-#define FAKE_STATE   "fake-vm-state v1\n" /* what snapshot writes and restore expects */
-#define FAKE_REAP_MS 5000
-#define FAKE_ID_MAX  64
-#define MIB          (1024ull * 1024ull)
+#define FAKE_REAP_MS  5000
+#define FAKE_MEM_FILE "mem" /* the QEMU-like model's guest RAM file in the instance dir */
 
-/* One per instance id the fake has seen; lives until fake_driver_reset(). */
-struct fake_inst {
-    char id[FAKE_ID_MAX];
-    struct fake_calls calls;
-    bool fail_snapshot;
-    bool fail_attach;
-    bool paused;
-    struct fake_inst *next;
-};
-
-/* The manager calls slots from its callers' threads and from its exit monitor. */
-static pthread_mutex_t fake_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t fake_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct fake_inst *fake_insts;
 static void (*fake_restore_hook)(const char *id, void *ctx); /* under fake_lock */
 static void *fake_restore_ctx;
+static enum fake_model fake_model; /* set before any driver runs */
+static unsigned fake_violations;   /* under fake_lock */
+static char fake_violation_msg[512];
 
-/* Find or add the entry for id; caller holds fake_lock. */
-static struct fake_inst *
+struct fake_inst *
 fake_inst_get(const char *id)
 {
     struct fake_inst *fi;
@@ -50,13 +44,19 @@ fake_inst_get(const char *id)
             return fi;
     fi = xnew(struct fake_inst, 1);
     snprintf(fi->id, sizeof(fi->id), "%s", id);
+    fi->mapped_fd = -EBADF;
     fi->next = fake_insts;
     fake_insts = fi;
     return fi;
 }
 
-/* Count a call on a live VM: remembers which driver the manager went through. */
-static struct fake_inst *
+struct fake_inst *
+fake_inst_first(void)
+{
+    return fake_insts;
+}
+
+struct fake_inst *
 fake_vm_enter(struct hv_vm *vm)
 {
     struct fake_inst *fi = vm->priv;
@@ -122,19 +122,43 @@ fake_spawn(struct fake_inst *fi, const struct hv_vm_spec *spec, struct hv_vm **r
     return 0;
 }
 
-/* The guest RAM file, sized like the VM (sparse): what snapshots link as their memory image. */
+int
+fake_violation(struct tp_err *err, const char *fmt, ...)
+{
+    char msg[sizeof(fake_violation_msg)];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    pthread_mutex_lock(&fake_lock);
+    fake_violations++;
+    snprintf(fake_violation_msg, sizeof(fake_violation_msg), "%s", msg);
+    pthread_mutex_unlock(&fake_lock);
+    return tp_err_set(err, -EPERM, "memory rule broken: %s", msg);
+}
+
+/* The QEMU-like guest RAM file, sized like the VM (sparse): its own, or the template's image
+ * it maps copy-on-write (which must exist: nothing creates it). */
 static int
 fake_mem_file(const struct hv_vm_spec *spec, struct tp_err *err)
 {
-    _cleanup_close_ int fd = open(spec->mem_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (spec->template_dir) {
+        _cleanup_free_ char *image = fs_path_join(spec->template_dir, HV_SNAP_MEMORY);
+        if (!fs_exists(image))
+            return tp_err_set(err, -ENOENT, "template memory '%s' is missing", image);
+        return 0;
+    }
+    _cleanup_free_ char *path = fs_path_join(spec->dir, FAKE_MEM_FILE);
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     struct stat st;
 
     if (fd < 0)
-        return tp_err_errno(err, -errno, "create guest memory '%s'", spec->mem_path);
+        return tp_err_errno(err, -errno, "create guest memory '%s'", path);
     if (fstat(fd, &st) < 0)
-        return tp_err_errno(err, -errno, "stat guest memory '%s'", spec->mem_path);
-    if (st.st_size == 0 && ftruncate(fd, (off_t)(spec->memory_mib * MIB)) < 0)
-        return tp_err_errno(err, -errno, "size guest memory '%s'", spec->mem_path);
+        return tp_err_errno(err, -errno, "stat guest memory '%s'", path);
+    if (st.st_size == 0 && ftruncate(fd, (off_t)(spec->memory_mib * FAKE_MIB)) < 0)
+        return tp_err_errno(err, -errno, "size guest memory '%s'", path);
     return 0;
 }
 
@@ -144,15 +168,19 @@ fake_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err 
     struct fake_inst *fi;
     int r;
 
+    fake_fc_check_mapped();
     pthread_mutex_lock(&fake_lock);
     fi = fake_inst_get(spec->id);
     fi->calls.launch++;
     fi->paused = false;
     pthread_mutex_unlock(&fake_lock);
 
-    r = fake_mem_file(spec, err);
-    if (r < 0)
-        return r;
+    /* Firecracker's guest memory is anonymous after a boot. */
+    if (fake_model == FAKE_MODEL_QEMU) {
+        r = fake_mem_file(spec, err);
+        if (r < 0)
+            return r;
+    }
     return fake_spawn(fi, spec, ret_vm, err);
 }
 
@@ -256,16 +284,18 @@ fake_shutdown(struct hv_vm *vm, int timeout_ms, struct tp_err *err)
     return 0;
 }
 
-static int
-fake_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-              bool *ret_ram_in_state, struct tp_err *err)
+int
+fake_write_state(const char *snap_dir, const char *text, struct tp_err *err)
 {
-    *ret_ram_in_state = false;
     _cleanup_free_ char *state = fs_path_join(snap_dir, HV_SNAP_STATE);
-    _cleanup_free_ char *memory = fs_path_join(snap_dir, HV_SNAP_MEMORY);
+    return fs_write_atomic(state, text, strlen(text), 0600, err);
+}
+
+int
+fake_snapshot_enter(struct hv_vm *vm, const struct hv_vm_spec *spec, bool diff, struct tp_err *err)
+{
     struct fake_inst *fi;
     bool fail, paused;
-    int r;
 
     pthread_mutex_lock(&fake_lock);
     fi = fake_vm_enter(vm);
@@ -281,23 +311,85 @@ fake_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_
     /* The slot's contract: the manager pauses first. */
     if (!paused)
         return tp_err_set(err, -EBUSY, "fake snapshot of '%s' while the guest runs", spec->id);
+    return 0;
+}
+
+/* QEMU-like: the memory image is the guest RAM file itself, linked; a guest on a template has
+ * its RAM only in its process, so it goes into the state. */
+static int
+fake_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
+              struct tp_err *err)
+{
+    _cleanup_free_ char *memory = fs_path_join(snap_dir, HV_SNAP_MEMORY);
+    _cleanup_free_ char *mem = fs_path_join(spec->dir, FAKE_MEM_FILE);
+    int r = fake_snapshot_enter(vm, spec, diff, err);
+    if (r < 0)
+        return r;
     /* A diff writes onto the retained base, which must be there. */
     if (diff && !fs_exists(memory))
         return tp_err_set(err, -ENOENT, "diff snapshot into '%s' without a base", snap_dir);
-    r = fs_write_atomic(state, FAKE_STATE, strlen(FAKE_STATE), 0600, err);
+    if (diff && spec->template_dir)
+        return fake_violation(err, "diff snapshot of '%s', whose memory is a template's", spec->id);
+    if (spec->template_dir)
+        return fake_write_state(snap_dir, FAKE_STATE_RAM, err);
+    r = fake_write_state(snap_dir, FAKE_STATE, err);
     if (r < 0)
         return r;
-    /* A private (template) mapping is no file of the guest's own: memory goes in the state. */
-    if (spec->mem_private) {
-        *ret_ram_in_state = true;
-        return 0;
-    }
-    /* The memory image is the guest RAM file itself, as with a file-backed VMM. */
     if (unlink(memory) < 0 && errno != ENOENT)
         return tp_err_errno(err, -errno, "replace '%s'", memory);
-    if (link(spec->mem_path, memory) < 0)
-        return tp_err_errno(err, -errno, "link '%s' to '%s'", spec->mem_path, memory);
+    if (link(mem, memory) < 0)
+        return tp_err_errno(err, -errno, "link '%s' to '%s'", mem, memory);
     return 0;
+}
+
+static bool
+fake_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
+{
+    (void)base_dir;
+    return !spec->template_dir;
+}
+
+static int
+fake_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+                  bool *ret_restart, struct tp_err *err)
+{
+    pthread_mutex_lock(&fake_lock);
+    fake_vm_enter(vm)->calls.prepare_fork++;
+    pthread_mutex_unlock(&fake_lock);
+    int r = fake_snapshot(vm, spec, tdir, false, err);
+    if (r >= 0)
+        *ret_restart = true; /* the source's RAM file is the template now */
+    return r;
+}
+
+static int
+fake_drop_memory(const struct hv_vm_spec *spec, bool running, struct tp_err *err)
+{
+    _cleanup_free_ char *mem = fs_path_join(spec->dir, FAKE_MEM_FILE);
+    if (running && !spec->template_dir)
+        return 0;
+    if (unlink(mem) < 0 && errno != ENOENT)
+        return tp_err_errno(err, -errno, "remove '%s'", mem);
+    return 0;
+}
+
+static bool
+fake_load_writes_snapshot(const struct hv_vm_spec *spec, const char *snap_dir)
+{
+    _cleanup_free_ char *memory = fs_path_join(snap_dir, HV_SNAP_MEMORY);
+    return !spec->template_dir && fs_exists(memory);
+}
+
+/* QEMU-like restore: the snapshot's image becomes the RAM file again (same inode); without one
+ * the memory comes from the state into a fresh file. */
+static int
+fake_load_memory(const struct hv_vm_spec *spec, const char *snap_dir, struct tp_err *err)
+{
+    _cleanup_free_ char *memory = fs_path_join(snap_dir, HV_SNAP_MEMORY);
+    _cleanup_free_ char *mem = fs_path_join(spec->dir, FAKE_MEM_FILE);
+    if (fs_exists(memory) && !spec->template_dir && !fs_exists(mem) && link(memory, mem) < 0)
+        return tp_err_errno(err, -errno, "link '%s'", memory);
+    return fake_mem_file(spec, err);
 }
 
 static int
@@ -322,6 +414,7 @@ fake_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     pthread_mutex_unlock(&fake_lock);
     if (hook)
         hook(spec->id, hook_ctx);
+    fake_fc_check_mapped();
 
     r = fake_spawn(fi, spec, &vm, err);
     if (r < 0)
@@ -329,8 +422,11 @@ fake_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     if (o->phases.mark)
         o->phases.mark(o->phases.ctx, "start_process");
     r = fs_read_file(state, 4096, &text, NULL, err);
-    if (r >= 0 && strcmp(text, FAKE_STATE) != 0)
+    if (r >= 0 && strcmp(text, FAKE_STATE) != 0 && strcmp(text, FAKE_STATE_RAM) != 0)
         r = tp_err_set(err, -EPROTO, "snapshot state '%s' is not the fake's", state);
+    if (r >= 0)
+        r = fake_model == FAKE_MODEL_FC ? fake_fc_load(fi, spec, o->snap_dir, err)
+                                        : fake_load_memory(spec, o->snap_dir, err);
     if (r < 0) {
         /* The contract: on failure the VMM is gone. */
         fake_abort_child(vm->pid, vm->pidfd);
@@ -371,9 +467,15 @@ fake_driver_init(struct hv_driver *drv, const char *name, unsigned caps)
         .resume = fake_resume,
         .shutdown = fake_shutdown,
         .snapshot = fake_snapshot,
+        .base_reusable = fake_base_reusable,
+        .prepare_fork = fake_prepare_fork,
+        .drop_memory = fake_drop_memory,
+        .load_writes_snapshot = fake_load_writes_snapshot,
         .restore = fake_restore,
         .release = fake_release,
     };
+    if (fake_model == FAKE_MODEL_FC)
+        fake_fc_init(drv);
     for (int c = 0; c < _HV_CAP_MAX; c++)
         drv->caps[c] = caps & FAKE_CAP(c);
     /* No guest agent channel: the manager must not wait for one. */
@@ -422,14 +524,40 @@ fake_driver_on_restore(void (*fn)(const char *id, void *ctx), void *ctx)
 }
 
 void
+fake_driver_set_model(enum fake_model model)
+{
+    fake_model = model;
+}
+
+enum fake_model
+fake_driver_model(void)
+{
+    return fake_model;
+}
+
+unsigned
+fake_driver_violations(char *ret_last, size_t size)
+{
+    pthread_mutex_lock(&fake_lock);
+    unsigned n = fake_violations;
+    if (ret_last && size)
+        snprintf(ret_last, size, "%s", fake_violation_msg);
+    pthread_mutex_unlock(&fake_lock);
+    return n;
+}
+
+void
 fake_driver_reset(void)
 {
     pthread_mutex_lock(&fake_lock);
     while (fake_insts) {
         struct fake_inst *fi = fake_insts;
         fake_insts = fi->next;
+        safe_close(fi->mapped_fd);
         free(fi);
     }
+    fake_violations = 0;
+    fake_violation_msg[0] = '\0';
     fake_restore_hook = NULL;
     fake_restore_ctx = NULL;
     pthread_mutex_unlock(&fake_lock);

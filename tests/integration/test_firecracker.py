@@ -215,6 +215,303 @@ class Firecracker(harness.FailpointTest):
         d.cli("rm", "-f", "fcrash")
 
 
+def pid_alive(pid):
+    """True while pid exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pid, timeout=30):
+    """Wait (bounded, on the process's pidfd) until pid has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        import select
+        return bool(select.select([fd], [], [], timeout)[0]) or not pid_alive(pid)
+    finally:
+        os.close(fd)
+
+
+class FirecrackerUffd(harness.FailpointTest):
+    """mem_backend Uffd: torpor's own page-fault handler process serves a restored VMM's
+    memory from the snapshot's memory file, outlives torpord, and dies with its VMM."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon()
+        cls.fp = os.path.join(cls.d.tmp, "failpoints")
+        open(cls.fp, "w").close()
+        cls.start_daemon()
+        cls.kernel = os.path.join(cls.d.tmp, "vmlinux")
+        with open(cls.kernel, "wb") as f:
+            f.write(b"\x7fELF" + bytes(60))
+        cls.initrd = os.path.join(cls.d.tmp, "initrd")
+        with open(cls.initrd, "wb") as f:
+            f.write(b"070701")
+
+    @classmethod
+    def start_daemon(cls):
+        cls.d.start(extra=["--firecracker", FC_DOUBLE],
+                    env=dict(fc_env(), TORPOR_FAILPOINTS_FILE=cls.fp))
+
+    def run_uffd(self, name):
+        self.d.cli("run", "--name", name, "--hypervisor", "firecracker", "--kernel",
+                   self.kernel, "--initrd", self.initrd, "--mem-backend", "uffd")
+
+    def handler(self, name, inst_dir=None):
+        """(pid, stats) of the instance's recorded page-fault handler."""
+        inst_dir = inst_dir or self.d.inst_dir(name)
+        with open(os.path.join(inst_dir, "uffd.pid")) as f:
+            pid = int(f.read().split()[0])
+        with open(os.path.join(inst_dir, "uffd.stats")) as f:
+            return pid, json.load(f)
+
+    def counter(self, name):
+        p = os.path.join(self.d.inst_dir(name), "snapshots", "snapshot-latest", "state")
+        with open(p) as f:
+            for line in f:
+                if line.startswith("{"):
+                    return json.loads(line)["guest"]["counter"]
+        raise AssertionError("no state line")
+
+    def manifest_type(self, name):
+        p = os.path.join(self.d.inst_dir(name), "snapshots", "snapshot-latest", "manifest.json")
+        with open(p) as f:
+            return json.load(f)["type"]
+
+    def test_refused_where_no_handler_exists(self):
+        d = self.d
+        st, caps = d.request("GET", "/v1/capabilities")
+        self.assertTrue(caps["hypervisors"]["firecracker"]["mem_uffd"])
+        self.assertFalse(caps["hypervisors"]["qemu"]["mem_uffd"])
+        st, out = d.request("POST", "/v1/instances",
+                            {"name": "uq", "hypervisor": "qemu", "mem_backend": "uffd"})
+        self.assertEqual(st, 400, out)
+        self.assertIn("userfaultfd", out["message"])
+        st, out = d.request("POST", "/v1/instances",
+                            {"name": "uq", "hypervisor": "firecracker", "mem_backend": "lazy"})
+        self.assertEqual(st, 400, out)
+        self.assertIn("mem_backend", out["message"])
+        self.assertEqual(d.request("GET", "/v1/instances/uq")[0], 404)
+
+    def test_standby_restore_serves_pages(self):
+        d = self.d
+        self.run_uffd("u1")
+        st, inst = d.request("GET", "/v1/instances/u1")
+        self.assertEqual(inst["mem_backend"], "uffd")
+        last = -1
+        for k, want in enumerate(["full", "diff", "diff"]):
+            self.assertEqual(d.op("u1", "standby")[0], 200)
+            self.assertEqual(self.manifest_type("u1"), want)
+            c = self.counter("u1")
+            self.assertGreater(c, last)  # the guest ran between the standbys
+            last = c
+            st, out = d.op("u1", "restore")
+            self.assertEqual(st, 200, out)
+            self.assertEqual(out["state"], "Running")
+            pid, stats = self.handler("u1")
+            self.assertTrue(pid_alive(pid))
+            self.assertNotEqual(pid, out["pid"])
+            # The double's load checks the header and counter pages it reads through the
+            # handler against the state file: a wrong page fails the restore.
+            self.assertGreater(stats["pages"], 0)
+            self.assertEqual(d.cli("exec", "u1", "echo", str(k)).stdout, f"{k}\n".encode())
+        vmm = d.request("GET", "/v1/instances/u1")[1]["pid"]
+        d.cli("rm", "-f", "u1")
+        self.assertTrue(wait_gone(vmm) and wait_gone(pid), "handler outlived its VMM")
+
+    def test_working_set_feeds_the_prefetch(self):
+        """The pages the handler served become the working set of the snapshot the next
+        standby writes into the image it served (a Diff, in place); the restore after that
+        reads them into the page cache first."""
+        d = self.d
+        self.run_uffd("uws")
+        self.assertEqual(d.op("uws", "standby")[0], 200)
+        self.assertEqual(d.op("uws", "restore")[0], 200)
+        pid, stats = self.handler("uws")
+        st, sb = d.op("uws", "standby")
+        self.assertEqual(st, 200, sb)
+        self.assertEqual(self.manifest_type("uws"), "diff")
+        self.assertTrue(wait_gone(pid))
+        latest = os.path.join(d.inst_dir("uws"), "snapshots", "snapshot-latest")
+        with open(os.path.join(latest, "workingset"), "rb") as f:
+            self.assertEqual(f.read(4), b"TPWS")
+        self.assertFalse(os.path.exists(os.path.join(d.inst_dir("uws"), "uffd.pid")))
+        st, rs = d.op("uws", "restore")
+        self.assertEqual(st, 200, rs)
+        counters = rs["last_operation"].get("counters", {})
+        self.assertGreaterEqual(counters.get("prefetch_bytes", 0), 4096, rs["last_operation"])
+        d.cli("rm", "-f", "uws")
+
+    def test_fork_children_get_their_own_handler(self):
+        d = self.d
+        self.run_uffd("usrc")
+        self.assertEqual(d.op("usrc", "standby")[0], 200)
+        self.assertEqual(d.op("usrc", "restore")[0], 200)
+        st, out = d.request("POST", "/v1/instances/usrc/fork", {"count": 2, "no_wait": True})
+        self.assertEqual(st, 201, out)
+        kids = [i["name"] for i in out["instances"]]
+        pids = set()
+        for n in kids:
+            st, inst = d.request("GET", f"/v1/instances/{n}")
+            self.assertEqual(inst["mem_backend"], "uffd")
+            pid, stats = self.handler(n)
+            self.assertTrue(pid_alive(pid))
+            self.assertGreater(stats["pages"], 0)
+            pids.add(pid)
+        self.assertEqual(len(pids), 2)
+        for n in ["usrc"] + kids:
+            self.assertEqual(d.cli("exec", n, "echo", n).stdout, f"{n}\n".encode())
+        for n in kids + ["usrc"]:
+            d.cli("rm", "-f", n)
+
+    def test_handler_outlives_the_daemon(self):
+        d = self.d
+        self.run_uffd("ukeep")
+        self.assertEqual(d.op("ukeep", "standby")[0], 200)
+        self.assertEqual(d.op("ukeep", "restore")[0], 200)
+        pid, _ = self.handler("ukeep")
+        vmm = d.request("GET", "/v1/instances/ukeep")[1]["pid"]
+        d.kill9()
+        self.assertTrue(pid_alive(pid) and pid_alive(vmm))
+        self.start_daemon()
+        st, inst = d.request("GET", "/v1/instances/ukeep")
+        self.assertEqual(inst["state"], "Running", inst)
+        self.assertEqual(inst["pid"], vmm)
+        self.assertEqual(d.cli("exec", "ukeep", "echo", "kept").stdout, b"kept\n")
+        # It still serves: the next standby reads every page through it (Diff: the dirty ones).
+        self.assertEqual(d.op("ukeep", "standby")[0], 200)
+        self.assertEqual(d.op("ukeep", "restore")[0], 200)
+        self.assertEqual(d.cli("exec", "ukeep", "echo", "again").stdout, b"again\n")
+        d.cli("rm", "-f", "ukeep")
+
+    def test_handler_killed_vm_recovered_as_dead(self):
+        d = self.d
+        self.run_uffd("ukill")
+        self.assertEqual(d.op("ukill", "standby")[0], 200)
+        self.assertEqual(d.op("ukill", "restore")[0], 200)
+        pid, _ = self.handler("ukill")
+        vmm = d.request("GET", "/v1/instances/ukill")[1]["pid"]
+        os.kill(pid, 9)
+        # Its sentinel kills the VMM, which would hang at its next fault: the monitor sees it.
+        self.assertTrue(wait_gone(vmm))
+        st, inst = d.wait_state("ukill", "Stopped", 30000)
+        self.assertEqual(st, 200, inst)
+        d.cli("rm", "-f", "ukill")
+
+    def test_handler_gone_while_daemon_down(self):
+        """Handler and sentinel both gone while torpord is down, the VMM still alive: the next
+        daemon does not adopt a VMM that would hang; it kills it and recovers it as dead."""
+        d = self.d
+        self.run_uffd("uorph")
+        self.assertEqual(d.op("uorph", "standby")[0], 200)
+        self.assertEqual(d.op("uorph", "restore")[0], 200)
+        pid, _ = self.handler("uorph")
+        vmm = d.request("GET", "/v1/instances/uorph")[1]["pid"]
+        d.kill9()
+        # The sentinel is the handler's child: stop it first, so the VMM survives the handler.
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+        for k in kids:
+            os.kill(k, 9)
+            self.assertTrue(wait_gone(k))
+        os.kill(pid, 9)
+        self.assertTrue(wait_gone(pid))
+        self.assertTrue(pid_alive(vmm))
+        self.start_daemon()
+        st, inst = d.request("GET", "/v1/instances/uorph")
+        self.assertNotIn(inst["state"], ("Running", "Paused", "Unknown"), inst)
+        self.assertTrue(wait_gone(vmm))
+        d.cli("rm", "-f", "uorph")
+
+    def test_crash_points(self):
+        """torpord dies with VMM and handler up before the load (Standby; the next restore
+        replaces that handler), or once the load began (the VMM and its handler are adopted)."""
+        d = self.d
+        self.run_uffd("ucrash")
+        self.assertEqual(d.op("ucrash", "standby")[0], 200)
+        inst_dir = d.inst_dir("ucrash")
+        for point, want in [("restore.start_uffd_handler", "Standby"),
+                            ("restore.load_snapshot", "Running")]:
+            with self.subTest(point=point):
+                self.arm(f"{point}=crash-daemon")
+                try:
+                    d.op("ucrash", "restore")
+                except Exception:
+                    pass  # the connection dies with the daemon
+                self.assertEqual(d.proc.wait(timeout=60), -9)
+                d.log.close()
+                self.arm("")
+                old, _ = self.handler("ucrash", inst_dir)
+                self.assertTrue(pid_alive(old))
+                self.start_daemon()
+                st, inst = d.request("GET", "/v1/instances/ucrash")
+                self.assertEqual(inst["state"], want, f"{point}: {inst['last_error']}")
+                if want == "Standby":
+                    self.assertEqual(d.op("ucrash", "restore")[0], 200)
+                    self.assertTrue(wait_gone(old))
+                    self.assertNotEqual(self.handler("ucrash")[0], old)
+                else:
+                    self.assertEqual(self.handler("ucrash")[0], old)
+                self.assertEqual(d.cli("exec", "ucrash", "echo", "ok").stdout, b"ok\n")
+                self.assertEqual(d.op("ucrash", "standby")[0], 200)
+        d.cli("rm", "-f", "ucrash")
+
+    def test_bogus_region_list_from_a_fake_peer(self):
+        """The handler takes its peer's message as outside input: a bad region list is refused
+        with a message, and the peer (its "VMM") is killed rather than left to hang."""
+        import socket
+        import subprocess
+        tmp = os.path.join(self.d.tmp, "fakepeer")
+        os.makedirs(tmp, exist_ok=True)
+        mem = os.path.join(tmp, "memory")
+        with open(mem, "wb") as f:
+            f.truncate(1 << 20)
+        sock_path = os.path.join(tmp, "u.sock")
+        for bad in [b'[{"base_host_virt_addr":4096,"size":8192,"offset":1048576,"page_size":4096}]',
+                    b'{"regions":[]}', b'[]', b'not json',
+                    b'[{"base_host_virt_addr":0,"size":4096,"offset":0,"page_size":1000}]']:
+            with self.subTest(bad=bad):
+                lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                if os.path.exists(sock_path):
+                    os.unlink(sock_path)
+                lsock.bind(sock_path)
+                lsock.listen(1)
+                logp = os.path.join(tmp, "log")
+                with open(logp, "wb") as log:
+                    starter = subprocess.Popen(
+                        [harness.TORPORD, "--uffd-handler", mem, tmp], stderr=log,
+                        pass_fds=(lsock.fileno(),),
+                        preexec_fn=lambda fd=lsock.fileno(): os.dup2(fd, 3))
+                    self.assertEqual(starter.wait(timeout=30), 0)
+                lsock.close()
+                with open(os.path.join(tmp, "uffd.pid")) as f:
+                    hpid = int(f.read().split()[0])
+                self.assertTrue(pid_alive(hpid))
+                peer = subprocess.Popen([sys.executable, "-c", PEER, sock_path, bad.decode()])
+                self.assertEqual(peer.wait(timeout=30), -9)  # killed by the sentinel
+                self.assertTrue(wait_gone(hpid))
+                self.assertFalse(os.path.exists(os.path.join(tmp, "uffd.pid")))
+                with open(logp) as f:
+                    self.assertIn("bad region list", f.read())
+
+
+# A fake VMM: connects to the handler, sends a region list with an fd, and waits to be killed.
+PEER = """
+import os, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+fd = os.open("/dev/null", os.O_RDONLY)
+s.sendmsg([sys.argv[2].encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fd.to_bytes(4, sys.byteorder))])
+time.sleep(60)
+"""
+
+
 class NoFirecracker(harness.DaemonTest):
     @classmethod
     def setUpClass(cls):

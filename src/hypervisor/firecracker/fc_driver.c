@@ -2,24 +2,30 @@
  * (fc_http), with request bodies from fc_body and the guest agent over vsock (fc_vsock).
  * Guest memory is Firecracker's: anonymous after a boot; after a restore, the snapshot's memory
  * file mapped MAP_PRIVATE. A Full snapshot writes a new memory file, a Diff writes the pages
- * dirtied since the last one into the file it is given (the promoted retained base). */
+ * dirtied since the last one into the file it is given (the promoted retained base). With
+ * spec->mem_uffd a restore's memory is anonymous instead, its pages served on fault by a handler
+ * process of torpor's own (fc_uffd). */
 #include "hypervisor/firecracker/fc_driver.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "hypervisor/firecracker/fc_body.h"
 #include "hypervisor/firecracker/fc_http.h"
+#include "hypervisor/firecracker/fc_uffd.h"
 #include "hypervisor/firecracker/fc_vsock.h"
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/proc.h"
+#include "util/sock.h"
 #include "util/xalloc.h"
 
 #define FC_START_TIMEOUT_MS 10000 /* the API socket appears; generous for loaded hosts */
@@ -31,6 +37,7 @@
 
 struct fc_vm {
     struct fc_http *api;
+    char *uffd_dir; /* the instance dir, when a page-fault handler serves this VMM */
 };
 
 static struct fc_http *
@@ -167,7 +174,10 @@ fc_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *e
 {
     struct hv_vm *vm = NULL;
     json_t *b = NULL;
-    int r = fc_spawn(spec, &vm, err);
+    int r;
+
+    fc_uffd_forget(spec->dir); /* a booted VM has no page-fault handler */
+    r = fc_spawn(spec, &vm, err);
     if (r < 0)
         return r;
 
@@ -276,7 +286,7 @@ fc_resume(struct hv_vm *vm, struct tp_err *err)
 
 static int
 fc_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-            bool *ret_ram_in_state, struct tp_err *err)
+            struct tp_err *err)
 {
     _cleanup_free_ char *state = xasprintf("%s/" HV_SNAP_STATE, snap_dir);
     _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, snap_dir);
@@ -288,9 +298,31 @@ fc_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_di
     json_t *b = NULL;
     (void)spec;
     /* Any guest can write its memory into a file of its own: it never travels in the state. */
-    *ret_ram_in_state = false;
     int r = fc_body_snapshot_create(&c, &b, err);
     return r < 0 ? r : fc_put(vm, "PUT", "/snapshot/create", b, FC_LOAD_TIMEOUT_MS, err);
+}
+
+/* A Diff writes the base's memory file in place: never one with other names (a fork
+ * template's, which its children map; hypeman #298), nor a template the VM itself maps. */
+static bool
+fc_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
+{
+    _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, base_dir);
+    struct stat st;
+    return !spec->template_dir && stat(memory, &st) == 0 && st.st_nlink == 1;
+}
+
+/* The template is a Full snapshot, a new memory file: the source runs on, on its own memory,
+ * and only needs resuming (its dirty tracking restarted, so any retained base is stale). */
+static int
+fc_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+                bool *ret_restart, struct tp_err *err)
+{
+    int r = fc_snapshot(vm, spec, tdir, false, err);
+    if (r < 0)
+        return r;
+    *ret_restart = false;
+    return 0;
 }
 
 static int
@@ -299,18 +331,42 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
 {
     _cleanup_free_ char *state = xasprintf("%s/" HV_SNAP_STATE, o->snap_dir);
     _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, o->snap_dir);
+    _cleanup_free_ char *uffd_sock = NULL;
     struct hv_vm *vm = NULL;
     json_t *b = NULL;
     int r;
 
-    if (o->ram_in_state)
+    if (access(memory, F_OK) < 0)
         return tp_err_set(err, -EOPNOTSUPP,
                           "firecracker cannot load guest memory from a state file");
-    r = fc_spawn(spec, &vm, err);
-    if (r < 0)
+    /* Uffd: the handler's socket listens before the load and it serves while the load is in
+     * flight. Handler and VMM start side by side; the handler need be recorded only before the
+     * load. */
+    pid_t starter = 0;
+    if (spec->mem_uffd)
+        r = fc_uffd_start(spec->dir, memory, spec->vmm_log, &starter, &uffd_sock, err);
+    else {
+        fc_uffd_forget(spec->dir);
+        r = 0;
+    }
+    if (r >= 0)
+        r = fc_spawn(spec, &vm, err);
+    if (r < 0) {
+        if (uffd_sock)
+            fc_uffd_abort(spec->dir, starter);
         return r;
+    }
     if (o->phases.mark)
         o->phases.mark(o->phases.ctx, "start_process");
+    if (uffd_sock) {
+        r = fc_uffd_started(spec->dir, starter, spec->vmm_log, err);
+        if (r < 0) {
+            fc_kill(vm);
+            return tp_err_wrap(err, "restore from '%s'", o->snap_dir);
+        }
+        if (o->phases.mark)
+            o->phases.mark(o->phases.ctx, "start_uffd_handler");
+    }
     /* The memory file is mapped MAP_PRIVATE and must not change while the VM lives; the vsock
      * socket and the TAP are this instance's (a fork child's are not its parent's; the guest
      * keeps its parent's MAC until the agent applies the child's). */
@@ -320,8 +376,8 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
     };
     const struct fc_snapshot_load l = {
         .snapshot_path = state,
-        .backend = FC_MEM_BACKEND_FILE,
-        .backend_path = memory,
+        .backend = uffd_sock ? FC_MEM_BACKEND_UFFD : FC_MEM_BACKEND_FILE,
+        .backend_path = uffd_sock ? uffd_sock : memory,
         .track_dirty_pages = true,
         .resume_vm = o->resume_on_load,
         .net_overrides = spec->nic ? &no : NULL,
@@ -333,10 +389,14 @@ fc_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, struc
         r = fc_put(vm, "PUT", "/snapshot/load", b, FC_LOAD_TIMEOUT_MS, err);
     if (r < 0) {
         fc_kill(vm); /* a failed load leaves Firecracker tainted: it exits anyway */
+        if (uffd_sock)
+            fc_uffd_stop(spec->dir);
         return tp_err_wrap(err, "restore from '%s'", o->snap_dir);
     }
     if (o->phases.mark)
         o->phases.mark(o->phases.ctx, "load_snapshot");
+    if (uffd_sock)
+        ((struct fc_vm *)vm->priv)->uffd_dir = xstrdup(spec->dir);
     *ret_vm = vm;
     *ret_resumed = o->resume_on_load;
     return 0;
@@ -370,10 +430,20 @@ fc_attach(const struct hv_vm_spec *spec, pid_t pid, uint64_t start_time, struct 
     pidfd = proc_pidfd_open(pid);
     if (pidfd < 0 || !proc_is_alive(pid, start_time))
         return tp_err_set(err, -ESRCH, "process %d is gone", (int)pid);
+    /* A VMM whose page-fault handler died hangs at its next fault: it is as good as dead. */
+    if (fc_uffd_check(spec->dir) < 0) {
+        if (proc_pidfd_signal(pidfd, SIGKILL) >= 0)
+            (void)proc_pidfd_wait(pidfd, pid, FC_REAP_MS);
+        fc_uffd_forget(spec->dir);
+        return tp_err_set(err, -ESRCH, "page-fault handler of firecracker %d is gone; killed it",
+                          (int)pid);
+    }
     r = fc_http_open(spec->api_sock, FC_START_TIMEOUT_MS, pidfd, &api, err);
     if (r < 0)
         return r;
     struct hv_vm *vm = fc_vm_new(pid, start_time, TAKE_FD(pidfd), api);
+    if (fc_uffd_recorded(spec->dir))
+        ((struct fc_vm *)vm->priv)->uffd_dir = xstrdup(spec->dir);
     *ret_vm = vm;
     return 0;
 }
@@ -391,6 +461,11 @@ fc_release(struct hv_vm *vm)
     struct fc_vm *fv = vm ? vm->priv : NULL;
     if (!fv)
         return;
+    /* A VMM that is gone takes its handler along: wait for it, so that nothing writes in the
+     * instance dir once the VMM's owner moves on (rm removes the dir). */
+    if (fv->uffd_dir && vm->pidfd >= 0 && sock_wait(vm->pidfd, POLLIN, 0) == 1)
+        fc_uffd_wait(fv->uffd_dir, FC_REAP_MS);
+    free(fv->uffd_dir);
     fc_http_free(fv->api);
     free(fv);
     vm->priv = NULL;
@@ -444,9 +519,9 @@ const struct hv_driver fc_driver = {
         [HV_CAP_GRACEFUL_VMM_SHUTDOWN] = false,
         [HV_CAP_RESUME_ON_LOAD] = true,
         [HV_CAP_EXEC_AGENT] = true,
-        /* A Full snapshot writes a new memory file; the VM keeps its own memory. */
-        [HV_CAP_SNAPSHOT_KEEPS_VM] = true,
         [HV_CAP_NET] = true,
+        /* mem_backend Uffd, served by torpor's own handler process (fc_uffd). */
+        [HV_CAP_MEM_UFFD] = true,
     },
     .api_sock_name = "fc.sock",
     /* x86_64 Firecracker 1.16 loads ELF only (bzImage support is newer). */
@@ -462,6 +537,8 @@ const struct hv_driver fc_driver = {
     .pause = fc_pause,
     .resume = fc_resume,
     .snapshot = fc_snapshot,
+    .base_reusable = fc_base_reusable,
+    .prepare_fork = fc_prepare_fork,
     .restore = fc_restore,
     .finish_load = fc_finish_load,
     .agent_connect = fc_agent_connect,

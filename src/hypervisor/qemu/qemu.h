@@ -13,14 +13,16 @@
 extern const struct hv_driver qemu_driver;
 
 struct qemu_argv_opts {
-    const char *binary; /* NULL: $TORPOR_QEMU, else QEMU_BINARY_DEFAULT */
-    const char *accel;  /* "kvm" | "tcg" (already resolved) */
-    uint64_t tsc_khz;   /* appended as tsc_early_khz=; 0 = unknown, omitted */
-    int qmp_fd;         /* listening QMP socket as numbered in QEMU */
-    int agent_fd;       /* listening agent socket as numbered in QEMU */
-    int net_fd;         /* spec->nic's TAP as numbered in QEMU (ignored without spec->nic) */
-    bool incoming;      /* -incoming defer: wait for migrate-incoming (restore) */
-    bool start_paused;  /* -S: vCPUs wait for `cont` (restore without resume on load) */
+    const char *binary;   /* NULL: $TORPOR_QEMU, else QEMU_BINARY_DEFAULT */
+    const char *accel;    /* "kvm" | "tcg" (already resolved) */
+    uint64_t tsc_khz;     /* appended as tsc_early_khz=; 0 = unknown, omitted */
+    int qmp_fd;           /* listening QMP socket as numbered in QEMU */
+    int agent_fd;         /* listening agent socket as numbered in QEMU */
+    int net_fd;           /* spec->nic's TAP as numbered in QEMU (ignored without spec->nic) */
+    bool incoming;        /* -incoming defer: wait for migrate-incoming (restore) */
+    bool start_paused;    /* -S: vCPUs wait for `cont` (restore without resume on load) */
+    const char *mem_path; /* the guest RAM file (memory-backend-file) */
+    bool mem_private;     /* map it copy-on-write (share=off): a fork template's, never written */
 };
 
 /* Build the NULL-terminated argv for spec. -EINVAL on a spec that lacks a required field. */

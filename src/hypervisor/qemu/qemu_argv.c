@@ -57,7 +57,7 @@ opt_escape(const char *s)
 static int
 check_spec(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, struct tp_err *err)
 {
-    if (!spec->kernel || !spec->mem_path || !spec->console_log)
+    if (!spec->kernel || !o->mem_path || !spec->console_log)
         return tp_err_set(err, -EINVAL, "VM spec needs a kernel, a memory file and a console log");
     if (spec->memory_mib == 0 || spec->vcpus == 0)
         return tp_err_set(err, -EINVAL,
@@ -90,7 +90,7 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
     if (!binary || !*binary)
         binary = QEMU_BINARY_DEFAULT;
 
-    mem = opt_escape(spec->mem_path);
+    mem = opt_escape(o->mem_path);
     con = opt_escape(spec->console_log);
 
     argv_add(&b, xstrdup(binary));
@@ -104,7 +104,7 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
     /* share=off maps a fork template copy-on-write: the guest never writes the file. */
     argv_add2(&b, "-object",
               xasprintf("memory-backend-file,id=mem,size=%" PRIu32 "M,mem-path=%s,share=%s",
-                        spec->memory_mib, mem, spec->mem_private ? "off" : "on"));
+                        spec->memory_mib, mem, o->mem_private ? "off" : "on"));
     argv_add(&b, xstrdup("-nodefaults"));
     argv_add(&b, xstrdup("-no-user-config"));
     argv_add2(&b, "-display", xstrdup("none"));

@@ -1,4 +1,10 @@
-/* The QEMU driver: spawns qemu-system-x86_64 -M microvm and drives it over QMP. */
+/* The QEMU driver: spawns qemu-system-x86_64 -M microvm and drives it over QMP.
+ * Guest memory is a file QEMU maps shared, "mem" in the instance dir: the RAM itself. A
+ * snapshot hard-links it as its memory image and streams only device state (x-ignore-shared),
+ * so a standby writes just the dirty pages and a restore maps the same inode again. A fork
+ * template's image is mapped copy-on-write (share=off) by its children and by the restarted
+ * source; such a guest's own RAM exists only in its process, so its snapshots carry it in the
+ * state stream (no memory image), and its restore loads it into a fresh file of its own. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -12,6 +18,7 @@
 #include "hypervisor/qemu/qemu.h"
 #include "hypervisor/qemu/qmp.h"
 #include "util/cleanup.h"
+#include "util/fs.h"
 #include "util/log.h"
 #include "util/proc.h"
 #include "util/sock.h"
@@ -26,6 +33,7 @@
 #define QEMU_MIGRATE_TIMEOUT_MS 60000 /* device state is ~100 KB; generous for loaded hosts */
 #define QEMU_MIGRATE_FD_NAME    "torpor-mig"
 #define QEMU_MIGRATE_BANDWIDTH  (64ull << 30) /* bytes/s: effectively unthrottled */
+#define QEMU_MEM_FILE           "mem"         /* the guest RAM file in the instance dir */
 
 struct qemu_vm {
     struct qmp_conn *qmp;
@@ -37,6 +45,15 @@ static struct qmp_conn *
 vm_qmp(struct hv_vm *vm)
 {
     return ((struct qemu_vm *)vm->priv)->qmp;
+}
+
+/* The file the guest RAM of spec is: its own, or (copy-on-write) its template's image. */
+static char *
+qemu_mem_path(const struct hv_vm_spec *spec)
+{
+    if (spec->template_dir)
+        return fs_path_join(spec->template_dir, HV_SNAP_MEMORY);
+    return fs_path_join(spec->dir, QEMU_MEM_FILE);
 }
 
 static int
@@ -155,6 +172,7 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
     _cleanup_close_ int log_fd = -EBADF, qmp_listen = -EBADF, agent_listen = -EBADF;
     _cleanup_close_ int qmp_fd = -EBADF, pidfd = -EBADF;
     _cleanup_strv_free_ char **argv = NULL;
+    _cleanup_free_ char *mem = NULL;
     struct qmp_conn *qmp = NULL;
     const char *accel;
     uint64_t start_time = 0;
@@ -162,8 +180,10 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
     pid_t pid;
     int r;
 
-    if (!spec->api_sock || !spec->agent_sock || !spec->vmm_log)
-        return tp_err_set(err, -EINVAL, "VM spec needs QMP and agent sockets and a VMM log");
+    if (!spec->api_sock || !spec->agent_sock || !spec->vmm_log || !spec->dir)
+        return tp_err_set(err, -EINVAL,
+                          "VM spec needs a directory, QMP and agent sockets and a VMM log");
+    mem = qemu_mem_path(spec);
     r = qemu_accel_pick(spec->accel, NULL, NULL, &accel, err);
     if (r < 0)
         return r;
@@ -175,12 +195,14 @@ qemu_spawn(const struct hv_vm_spec *spec, bool incoming, bool start_paused, stru
         .net_fd = QEMU_NET_FD,
         .incoming = incoming,
         .start_paused = start_paused,
+        .mem_path = mem,
+        .mem_private = spec->template_dir != NULL,
     };
     r = qemu_argv_build(spec, &o, &argv, err);
     if (r < 0)
         return r;
-    if (!spec->mem_private) {
-        r = qemu_prepare_mem(spec->mem_path, spec->memory_mib, err);
+    if (!o.mem_private) {
+        r = qemu_prepare_mem(mem, spec->memory_mib, err);
         if (r < 0)
             return r;
     }
@@ -335,11 +357,12 @@ qemu_migration_setup(struct hv_vm *vm, bool ram_in_state, struct tp_err *err)
 
 static int
 qemu_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_dir, bool diff,
-              bool *ret_ram_in_state, struct tp_err *err)
+              struct tp_err *err)
 {
     _cleanup_free_ char *state = xasprintf("%s/" HV_SNAP_STATE, snap_dir);
     _cleanup_free_ char *tmp = xasprintf("%s/" HV_SNAP_STATE ".tmp", snap_dir);
     _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, snap_dir);
+    _cleanup_free_ char *mem = qemu_mem_path(spec);
     _cleanup_close_ int fd = -EBADF;
     int r;
 
@@ -347,10 +370,10 @@ qemu_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_
      * pages changed since it was last made durable. */
     (void)diff;
     /* A copy-on-write guest has its RAM only in its own process: it must travel in the stream. */
-    *ret_ram_in_state = spec->mem_private;
-    if (!spec->mem_private && link(spec->mem_path, memory) < 0 && errno != EEXIST)
+    const bool ram_in_state = spec->template_dir != NULL;
+    if (!ram_in_state && link(mem, memory) < 0 && errno != EEXIST)
         return tp_err_errno(err, -errno, "link memory file into '%s'", snap_dir);
-    r = qemu_migration_setup(vm, spec->mem_private, err);
+    r = qemu_migration_setup(vm, ram_in_state, err);
     if (r < 0)
         return r;
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -382,12 +405,20 @@ qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
              bool *ret_resumed, struct tp_err *err)
 {
     _cleanup_free_ char *state = xasprintf("%s/" HV_SNAP_STATE, o->snap_dir);
+    _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, o->snap_dir);
+    _cleanup_free_ char *mem = qemu_mem_path(spec);
     _cleanup_close_ int fd = open(state, O_RDONLY | O_CLOEXEC);
     struct hv_vm *vm = NULL;
     int r;
 
     if (fd < 0)
         return tp_err_errno(err, -errno, "open snapshot state '%s'", state);
+    /* Without a memory image the RAM is in the stream (a copy-on-write guest's snapshot). */
+    const bool ram_in_state = !fs_exists(memory);
+    /* The snapshot's image is the guest RAM file again (the same inode), unless the guest maps
+     * a template or still has its file (never unlinked since: the same inode too). */
+    if (!ram_in_state && !spec->template_dir && !fs_exists(mem) && link(memory, mem) < 0)
+        return tp_err_errno(err, -errno, "link '%s'", memory);
     /* Without -S QEMU starts the guest itself once the state is in: resume on load. */
     r = qemu_spawn(spec, true, !o->resume_on_load, &vm, err);
     if (r < 0)
@@ -395,7 +426,7 @@ qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     if (o->phases.mark)
         o->phases.mark(o->phases.ctx, "start_process");
 
-    r = qemu_migration_setup(vm, o->ram_in_state, err);
+    r = qemu_migration_setup(vm, ram_in_state, err);
     if (r >= 0)
         r = qmp_getfd(vm_qmp(vm), QEMU_MIGRATE_FD_NAME, fd, err);
     if (r >= 0)
@@ -414,6 +445,49 @@ qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     *ret_vm = vm;
     *ret_resumed = o->resume_on_load;
     return 0;
+}
+
+/* The RAM file is the retained base: a diff writes it in place, so never a template's. */
+static bool
+qemu_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
+{
+    (void)base_dir;
+    return !spec->template_dir;
+}
+
+/* The template is a snapshot like a standby's (its image: the source's RAM file, linked).
+ * QEMU cannot keep running on a file that children now map: the source restarts on it,
+ * copy-on-write like them. */
+static int
+qemu_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+                  bool *ret_restart, struct tp_err *err)
+{
+    int r = qemu_snapshot(vm, spec, tdir, false, err);
+    if (r < 0)
+        return r;
+    *ret_restart = true;
+    return 0;
+}
+
+static int
+qemu_drop_memory(const struct hv_vm_spec *spec, bool running, struct tp_err *err)
+{
+    _cleanup_free_ char *mem = fs_path_join(spec->dir, QEMU_MEM_FILE);
+    /* A guest on a template no longer uses its own file (the template holds that inode). */
+    if (running && !spec->template_dir)
+        return 0;
+    if (unlink(mem) < 0 && errno != ENOENT)
+        return tp_err_errno(err, -errno, "remove '%s'", mem);
+    return 0;
+}
+
+/* A guest restored onto the image itself (shared) writes it: snap_validate sees a used
+ * snapshot. One mapping a template, or loading its RAM from the stream, leaves no trace. */
+static bool
+qemu_load_writes_snapshot(const struct hv_vm_spec *spec, const char *snap_dir)
+{
+    _cleanup_free_ char *memory = fs_path_join(snap_dir, HV_SNAP_MEMORY);
+    return !spec->template_dir && fs_exists(memory);
 }
 
 static int
@@ -569,6 +643,10 @@ const struct hv_driver qemu_driver = {
     .resume = qemu_resume,
     .shutdown = qemu_shutdown,
     .snapshot = qemu_snapshot,
+    .base_reusable = qemu_base_reusable,
+    .prepare_fork = qemu_prepare_fork,
+    .drop_memory = qemu_drop_memory,
+    .load_writes_snapshot = qemu_load_writes_snapshot,
     .restore = qemu_restore,
     .finish_load = qemu_finish_load,
     .agent_connect = qemu_agent_connect,

@@ -152,6 +152,7 @@ test_create_wrong_types(void **state)
     create_fails("{\"name\": 7}", "field 'name' must be a string, got integer");
     create_fails("{\"kernel\": [\"/k\"]}", "field 'kernel' must be a string, got array");
     create_fails("{\"accel\": \"hvf\"}", "field 'accel' must be \"kvm\" or \"tcg\"");
+    create_fails("{\"mem_backend\": \"lazy\"}", "field 'mem_backend' must be \"file\" or \"uffd\"");
     create_fails("{\"hypervisor\": \"\"}", "field 'hypervisor' must not be empty");
     create_fails("{\"disk_mib\": {}}", "field 'disk_mib' must be an integer, got object");
 }
@@ -670,7 +671,7 @@ test_record_full(void **state)
            "\"last_error\":\"boot 'x': timed out\","
            "\"last_operation\":{\"bytes\":9007199254740993,\"ok\":true,\"op\":\"run\","
            "\"phases\":[{\"ms\":12.25,\"name\":\"prepare\"}],\"total_ms\":2210.5},"
-           "\"memory_mib\":256,\"name\":\"web-1\","
+           "\"mem_backend\":\"file\",\"memory_mib\":256,\"name\":\"web-1\","
            "\"network\":{\"gateway\":\"10.88.0.1\",\"ip\":\"10.88.0.2\",\"mac\":"
            "\"02:74:0a:58:00:02\",\"mode\":\"isolated\",\"prefix\":16,\"tap\":\"tp0a580002\"},"
            "\"pid\":12345,\"ports\":[{\"guest_port\":80,\"host_ip\":\"127.0.0.1\",\"host_port\":"
@@ -697,7 +698,8 @@ test_record_nulls(void **state)
         "{\"accel\":null,\"agent\":false,\"cmd\":null,\"created_at\":\"1970-01-01T00:00:01.000Z\","
         "\"exit_code\":0,\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\",\"initrd\":null,"
         "\"kernel\":null,"
-        "\"last_error\":null,\"last_operation\":null,\"memory_mib\":65536,\"name\":null,"
+        "\"last_error\":null,\"last_operation\":null,\"mem_backend\":\"file\","
+        "\"memory_mib\":65536,\"name\":null,"
         "\"network\":null,\"pid\":null,\"ports\":[],\"rootfs\":null,\"state\":\"Stopped\",\"state_"
         "changed_at\":"
         "null,"

@@ -61,6 +61,8 @@ test_run_every_option(void **state)
                            "/nonexistent/root.img",
                            "--accel",
                            "tcg",
+                           "--mem-backend",
+                           "uffd",
                            "--disk-size",
                            "512",
                            "--no-agent",
@@ -81,6 +83,7 @@ test_run_every_option(void **state)
     assert_string_equal(o.initrd, "/nonexistent/initrd");
     assert_string_equal(o.rootfs, "/nonexistent/root.img");
     assert_string_equal(o.accel, "tcg");
+    assert_string_equal(o.mem_backend, "uffd");
     assert_int_equal(o.disk_mib, 512);
     assert_true(o.no_agent);
     assert_true(o.trace);
@@ -150,6 +153,7 @@ test_run_bad_values(void **state)
         { "--vcpus", "1x", "'--vcpus'" },
         { "--disk-size", "99999999999", "'--disk-size'" },
         { "--accel", "hvf", "'kvm' or 'tcg'" },
+        { "--mem-backend", "lazy", "option '--mem-backend' expects 'file' or 'uffd'" },
         /* Names the option, not its (empty) value. */
         { "--initrd", "", "option '--initrd' needs a non-empty path" },
     };

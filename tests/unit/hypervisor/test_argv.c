@@ -26,7 +26,6 @@ static const struct hv_vm_spec basic_spec = {
     .initrd = "/var/lib/torpor/images/default/initrd.cpio",
     .cmdline = "console=ttyS0 quiet panic=-1",
     .root_disk = "/var/lib/torpor/instances/vm1/root.ext4",
-    .mem_path = "/var/lib/torpor/instances/vm1/mem",
     .api_sock = "/var/lib/torpor/instances/vm1/qmp.sock",
     .agent_sock = "/var/lib/torpor/instances/vm1/agent.sock",
     .console_log = "/var/lib/torpor/instances/vm1/logs/console.log",
@@ -39,6 +38,7 @@ static const struct qemu_argv_opts basic_opts = {
     .tsc_khz = 2595966,
     .qmp_fd = 3,
     .agent_fd = 4,
+    .mem_path = "/var/lib/torpor/instances/vm1/mem",
 };
 
 /* One argument per line: diffs of golden files stay readable. */
@@ -211,9 +211,10 @@ test_argv_escapes_commas(void **state)
     struct hv_vm_spec spec = basic_spec;
     (void)state;
 
-    spec.mem_path = "/data/a,b/mem";
+    struct qemu_argv_opts o = basic_opts;
+    o.mem_path = "/data/a,b/mem";
     spec.root_disk = "/data/a,b/root.ext4";
-    char **argv = build(&spec, &basic_opts);
+    char **argv = build(&spec, &o);
     assert_true(argv_has(argv, "-object",
                          "memory-backend-file,id=mem,size=256M,mem-path=/data/a,,b/mem,share=on"));
     assert_true(argv_has(argv, "-drive",

@@ -57,7 +57,6 @@ inst_init(struct inst *in, const char *name)
         .kernel = kernel,
         .initrd = initrd,
         .cmdline = "console=ttyS0 panic=-1 init_on_alloc=0 cryptomgr.notests",
-        .mem_path = in->mem,
         .api_sock = in->qmp,
         .agent_sock = in->agent,
         .console_log = in->console,

@@ -1,4 +1,5 @@
-/* The lifecycle manager against fake hypervisors: it decides from capabilities, never names. */
+/* The lifecycle manager against fake hypervisors: it decides from capabilities, never names,
+ * and leaves guest memory to the driver (run once per fake memory model: TORPOR_FAKE_MODEL). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,12 +27,14 @@
 #include "instance/console.h"
 #include "instance/manager.h"
 #include "store/paths.h"
+#include "store/store.h"
 #include "util/cleanup.h"
 #include "util/fs.h"
 #include "util/proc.h"
 #include "util/xalloc.h"
 
-#define SRC_DIR_ENV "TORPOR_SRC_DIR" /* src/instance of the tree under test, set by meson */
+#define SRC_DIR_ENV "TORPOR_SRC_DIR"    /* src/instance of the tree under test, set by meson */
+#define MODEL_ENV   "TORPOR_FAKE_MODEL" /* "qemu" (default) or "fc": the fakes' memory model */
 #define MEMORY_MIB  64
 
 /* What every fake that can stand by has. */
@@ -218,10 +221,22 @@ assert_process_gone(pid_t pid, uint64_t start_time)
 
 /* ------------------------------------------------------------------ fixtures */
 
+/* The fakes' memory model is Firecracker's. */
+static bool
+fc_model(void)
+{
+    return fake_driver_model() == FAKE_MODEL_FC;
+}
+
 static int
 group_setup(void **state)
 {
     (void)state;
+    const char *model = getenv(MODEL_ENV);
+    if (model && strcmp(model, "fc") == 0)
+        fake_driver_set_model(FAKE_MODEL_FC);
+    else if (model && strcmp(model, "qemu") != 0)
+        return -1;
     /* The deep trace forces an explicit resume: the capability alone must decide here. */
     unsetenv("TORPOR_RESTORE_DEEP_TRACE");
     unsetenv("TORPOR_FAILPOINTS");
@@ -321,11 +336,16 @@ teardown(void **state)
             inst_remove(s->m, recs[k]->id, true, NULL);
     inst_record_array_free(recs, n);
     inst_manager_free(s->m);
+    /* The lifecycle broke none of the driver's memory rules (the fakes refuse and count). */
+    char last[512];
+    unsigned broken = fake_driver_violations(last, sizeof(last));
+    if (broken)
+        fprintf(stderr, "%u memory rule(s) broken, the last: %s\n", broken, last);
     fake_driver_reset();
     free(s->data_dir);
     free(s->cache_dir);
     free(s);
-    return 0;
+    return broken ? -1 : 0;
 }
 
 /* ------------------------------------------------------------------ tests */
@@ -521,11 +541,24 @@ test_name_independence(void **state)
     }
 }
 
-/* The lifecycle sources name no hypervisor: a literal "qemu" would be a branch on the name. */
+/* A call of link(2) (not unlink, symlink, ... nor a name merely ending in "link("). */
+static bool
+calls_link(const char *text)
+{
+    for (const char *p = strstr(text, "link("); p; p = strstr(p + 1, "link("))
+        if (p == text || !(p[-1] == '_' || (p[-1] >= 'a' && p[-1] <= 'z') ||
+                           (p[-1] >= 'A' && p[-1] <= 'Z') || (p[-1] >= '0' && p[-1] <= '9')))
+            return true;
+    return false;
+}
+
+/* The lifecycle sources name no hypervisor (a literal "qemu" would be a branch on the name)
+ * and know nothing of how guest memory is backed: that is each driver's business. */
 static void
 test_sources_name_no_hypervisor(void **state)
 {
-    static const char *const banned[] = { "\"qemu\"", "\"firecracker\"" };
+    static const char *const banned[] = { "\"qemu\"",    "\"firecracker\"", "mem_path",
+                                          "mem_private", "ram_in_state",    "paths.mem" };
     const char *dir = getenv(SRC_DIR_ENV);
     DIR *d;
     struct dirent *de;
@@ -547,6 +580,10 @@ test_sources_name_no_hypervisor(void **state)
         for (size_t k = 0; k < ELEMENTSOF(banned); k++)
             if (strstr(text, banned[k]))
                 fail_msg("%s contains the literal %s", path, banned[k]);
+        if (calls_link(text))
+            fail_msg("%s links files itself (snapshot files are snap_link's, memory the "
+                     "driver's)",
+                     path);
         saw_standby |= strcmp(de->d_name, "standby.c") == 0;
         scanned++;
     }
@@ -612,7 +649,10 @@ test_stop_from_standby(void **state)
     /* Both roles present, as after a crash between promotion steps. */
     assert_int_equal(fs_mkdir_p(p.snap_base, 0700, NULL), 0);
     assert_true(fs_exists(p.snap_latest));
-    assert_true(fs_exists(p.mem));
+    /* QEMU-like: the RAM file stays (the snapshot's image is the same inode); Firecracker's
+     * memory was never a file of the instance's. */
+    _cleanup_free_ char *mem = fs_path_join(p.dir, "mem"); /* the QEMU-like fake's RAM file */
+    assert_int_equal(fs_exists(mem), !fc_model());
 
     /* The snapshot is the guest's memory: only a forced stop discards it. */
     struct inst_record *no = NULL;
@@ -623,7 +663,7 @@ test_stop_from_standby(void **state)
     expect_ok(s, stop, "stop", rec->id, INST_STOPPED);
     assert_false(fs_exists(p.snap_latest));
     assert_false(fs_exists(p.snap_base));
-    assert_false(fs_exists(p.mem));
+    assert_false(fs_exists(mem));
     assert_true(fs_exists(p.root_disk)); /* kept for start */
     inst_paths_clear(&p);
 }
@@ -711,8 +751,16 @@ test_fork_source_keeps_its_vmm(void **state)
     struct inst_record **kids = fork_ok(s, "src", "kid");
 
     struct fake_calls c = calls_of(rec->id);
-    assert_int_equal(c.restore, 1); /* the source restarted on the template */
-    assert_true(c.pid != before.pid);
+    assert_int_equal(c.prepare_fork, 1);
+    if (fc_model()) {
+        /* The template is a copy: the source only resumed, on its own VMM. */
+        assert_int_equal(c.restore, 0);
+        assert_int_equal(c.pid, before.pid);
+        assert_int_equal(c.resume, before.resume + 1);
+    } else {
+        assert_int_equal(c.restore, 1); /* the source restarted on the template */
+        assert_true(c.pid != before.pid);
+    }
     assert_true(proc_is_alive(c.pid, c.start_time));
     _cleanup_(inst_record_freep) struct inst_record *after = get(s, "src");
     assert_int_equal(after->state, INST_RUNNING);
@@ -757,8 +805,9 @@ test_fork_template_survives_gc(void **state)
     struct inst_record **first = fork_ok(s, "src", "first");
     assert_int_equal(count_templates(s), 1);
 
-    /* src now maps that template: its next fork carries memory in the state stream, so the
-     * new template is named by no instance at all. */
+    /* QEMU-like: src now maps that template: its next fork carries memory in the state
+     * stream, so the new template is named by no instance at all. Firecracker-like: src kept
+     * its own memory, and the new template is its child's. */
     struct gc_during_fork g = { .s = s, .bystander = "other" };
     fake_driver_on_restore(stop_bystander, &g);
     struct inst_record **second = fork_ok(s, "src", "second");
@@ -772,10 +821,124 @@ test_fork_template_survives_gc(void **state)
     struct fake_calls c = calls_of(src->id);
     assert_int_equal(after->vmm_pid, c.pid);
     assert_true(proc_is_alive(c.pid, c.start_time));
-    /* Only the first template remains (its child maps it); the second went once unpinned. */
-    assert_int_equal(count_templates(s), 1);
+    /* QEMU-like: only the first template remains (its child maps it); the second went once
+     * unpinned. Firecracker-like: each child maps its own. */
+    assert_int_equal(count_templates(s), fc_model() ? 2 : 1);
     inst_record_array_free(first, 1);
     inst_record_array_free(second, 1);
+}
+
+/* Children born in Standby share the template's files (hard links): each goes through
+ * restore → standby → restore → standby, and the fakes check that no shared memory file is
+ * ever written in place (a Diff onto a file with other names would corrupt its siblings). */
+static void
+test_fork_standby_children_cycle(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *src = run_on(s, &drv_fork, "src");
+    const struct inst_fork_req q = { .count = 2, .standby = true };
+    struct inst_record **kids = NULL;
+    struct tp_err err = { 0 };
+    size_t n = 0;
+
+    if (inst_fork(s->m, "src", &q, &kids, &n, &err) < 0)
+        fail_msg("fork: %s", tp_err_msg(&err));
+    assert_int_equal(n, 2);
+    for (size_t k = 0; k < n; k++)
+        assert_int_equal(kids[k]->state, INST_STANDBY);
+    for (int round = 0; round < 2; round++)
+        for (size_t k = 0; k < n; k++) {
+            expect_ok(s, inst_restore, "restore child", kids[k]->id, INST_RUNNING);
+            expect_ok(s, inst_standby, "standby child", kids[k]->id, INST_STANDBY);
+        }
+    /* The source, too, went on running and stands by on its own. */
+    expect_ok(s, inst_standby, "standby source", src->id, INST_STANDBY);
+    expect_ok(s, inst_restore, "restore source", src->id, INST_RUNNING);
+    expect_ok(s, inst_standby, "standby source again", src->id, INST_STANDBY);
+    /* A child's first restore runs from the template's files: no base worth keeping, so its
+     * first standby is full. Firecracker-like: that one is a file of its own, so the second
+     * builds on it; QEMU-like: its memory went into the state, so there is no image to build
+     * on. */
+    struct fake_calls c = calls_of(kids[0]->id);
+    assert_int_equal(c.snapshot, 2);
+    assert_int_equal(c.restore, 2);
+    assert_int_equal(c.snapshot_diff, fc_model() ? 1 : 0);
+    inst_record_array_free(kids, n);
+    assert_int_equal(fake_driver_violations(NULL, 0), 0);
+}
+
+/* A Running source with a retained base is forked: the template's snapshot restarted the
+ * driver's dirty tracking, so that base must never be diff-written again (the FC-like fake
+ * refuses a Diff onto anything but the VM's last snapshot or load). */
+static void
+test_fork_drops_stale_base(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_fork, "src");
+
+    expect_ok(s, inst_standby, "standby", rec->id, INST_STANDBY);
+    expect_ok(s, inst_restore, "restore", rec->id, INST_RUNNING);
+    assert_true(snap_dir_exists(s, rec->id, true));
+    struct inst_record **kids = fork_ok(s, rec->id, "kid");
+    assert_false(snap_dir_exists(s, rec->id, true));
+
+    expect_ok(s, inst_standby, "standby after fork", rec->id, INST_STANDBY);
+    struct fake_calls c = calls_of(rec->id);
+    assert_false(c.last_snapshot_diff);
+    expect_ok(s, inst_restore, "restore after fork", rec->id, INST_RUNNING);
+    expect_ok(s, inst_standby, "standby again", rec->id, INST_STANDBY);
+    c = calls_of(rec->id);
+    /* Firecracker-like: the full one is a file of its own again, so the next builds on it.
+     * QEMU-like: the source ran on the template, so that standby carried its RAM in the
+     * state: no image to build on, a full one again. */
+    assert_int_equal(c.last_snapshot_diff, fc_model());
+    inst_record_array_free(kids, 1);
+}
+
+/* A fork journal left by the previous version (it also carried "ram_in_state") is still
+ * recovered: the half-made child and template go, the source runs on its own VMM. */
+static void
+test_fork_old_journal_recovered(void **state)
+{
+    struct mstate *s = *state;
+    _cleanup_(inst_record_freep) struct inst_record *rec = run_on(s, &drv_fork, "src");
+    struct fake_calls c = calls_of(rec->id);
+    char tid[INST_ID_LEN + 1], kid[INST_ID_LEN + 1];
+    struct inst_paths kp;
+    struct store *st = NULL;
+    struct inst_record *r = NULL;
+
+    store_new_id(tid);
+    store_new_id(kid);
+    /* What the crash left: the template's dir and the child's dir (no record yet). */
+    _cleanup_free_ char *tdir = paths_template_dir(s->data_dir, tid);
+    _cleanup_free_ char *tstate = fs_path_join(tdir, "state");
+    inst_paths_init(&kp, s->data_dir, kid);
+    assert_int_equal(fs_mkdir_p(tdir, 0700, NULL), 0);
+    assert_int_equal(fs_write_atomic(tstate, "x", 1, 0600, NULL), 0);
+    assert_int_equal(fs_mkdir_p(kp.dir, 0700, NULL), 0);
+
+    s->m = inst_manager_free(s->m); /* the daemon is gone; its VMMs live on */
+    assert_int_equal(store_open(s->data_dir, &st, NULL), 0);
+    assert_int_equal(store_get(st, rec->id, &r, NULL), 0);
+    free(r->op);
+    free(r->op_data);
+    r->op = xstrdup("fork");
+    r->op_data = xasprintf("{\"tid\":\"%s\",\"old_tid\":\"\",\"was_running\":true,"
+                           "\"ram_in_state\":false,\"phase\":\"begun\",\"children\":[\"%s\"]}",
+                           tid, kid);
+    assert_int_equal(store_update(st, r, NULL), 0);
+    inst_record_free(r);
+    store_close(st);
+    assert_int_equal(open_manager(s), 0);
+
+    _cleanup_(inst_record_freep) struct inst_record *after = get(s, "src");
+    assert_int_equal(after->state, INST_RUNNING);
+    assert_int_equal(after->vmm_pid, c.pid);
+    assert_null(after->op);
+    assert_false(fs_exists(tdir));
+    assert_false(fs_exists(kp.dir));
+    inst_paths_clear(&kp);
 }
 
 /* A VMM alive but not answering after a restart is Unknown; stop must still end it. */
@@ -945,6 +1108,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_run_cmd_too_long, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_source_keeps_its_vmm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_fork_template_survives_gc, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_standby_children_cycle, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_drops_stale_base, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fork_old_journal_recovered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_unknown_kills_vmm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_failure_after_halt, setup, teardown),
         /* Last: it fills the registry. */

@@ -146,6 +146,7 @@ assert_records_equal(const struct inst_record *a, const struct inst_record *b)
     assert_str_or_null_equal(a->op, b->op);
     assert_str_or_null_equal(a->op_data, b->op_data);
     assert_int_equal(a->cfg.net_shared, b->cfg.net_shared);
+    assert_int_equal(a->cfg.mem_uffd, b->cfg.mem_uffd);
     assert_int_equal(a->n_ports, b->n_ports);
     for (size_t k = 0; k < a->n_ports; k++) {
         assert_int_equal(a->ports[k].host_ip, b->ports[k].host_ip);
@@ -715,6 +716,7 @@ test_ports(void **state)
     size_t n = 0;
 
     a->cfg.net_shared = true;
+    a->cfg.mem_uffd = true;
     insert_ok(f->s, a);
     assert_int_equal(store_get(f->s, a->id, &got, &err), 0);
     assert_records_equal(a, got);
@@ -972,7 +974,6 @@ test_paths(void **state)
     assert_string_equal(instances, "/var/lib/torpor/instances");
     inst_paths_init(&p, "/var/lib/torpor", "3f2a9c0d1b4e5f60");
     assert_string_equal(p.dir, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60");
-    assert_string_equal(p.mem, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/mem");
     assert_string_equal(p.root_disk, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/root.ext4");
     _cleanup_free_ char *sock = paths_instance_file(&p, "qmp.sock");
     assert_string_equal(sock, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/qmp.sock");
@@ -992,7 +993,6 @@ test_paths(void **state)
 
     /* A trailing slash on the data dir does not double up. */
     inst_paths_init(&p, "/d/", "0000000000000000");
-    assert_string_equal(p.mem, "/d/instances/0000000000000000/mem");
     inst_paths_clear(&p);
 }
 

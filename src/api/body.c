@@ -493,7 +493,8 @@ api_parse_create(const char *data, size_t len, struct api_create_body *ret, stru
         { "hypervisor", true },   { "kernel", true },     { "initrd", true },
         { "rootfs", true },       { "cmd", true },        { "no_agent", true },
         { "accel", true },        { "disk_mib", true },   { "network", true },
-        { "network_mode", true }, { "ports", true },      { "mem_backend", true }, { "cold", true },
+        { "network_mode", true }, { "ports", true },      { "mem_backend", true },
+        { "cold", true },
     };
     struct api_create_body b = { 0 };
     int r = parse_fields(data, len, fields, ELEMENTSOF(fields), create_field, &b, err);

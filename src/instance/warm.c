@@ -447,8 +447,7 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
         /* The driver copied the memory out: the guest runs on, on its own. */
         r = hv_resume(i->vm, &e);
         if (r < 0) {
-            log_warn("instance=%s op=run: resume after the template: %s", i->id,
-                     tp_err_msg(&e));
+            log_warn("instance=%s op=run: resume after the template: %s", i->id, tp_err_msg(&e));
             tp_err_clear(&e);
             goto restart_own;
         }

@@ -1,0 +1,409 @@
+/* Unit tests for image/oci/unpack.c: layers written here with libarchive (plain, gzip, zstd),
+ * whiteouts and opaque directories, every member type, digests, and hostile layers. */
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+/* cmocka.h needs the headers above first */
+#include <cmocka.h>
+
+#include "image/oci/unpack.h"
+#include "util/cleanup.h"
+#include "util/err.h"
+#include "util/fs.h"
+#include "util/xalloc.h"
+
+/* A layer member: type f(ile) d(ir) l(symlink) h(ardlink) c(har device) p(fifo). */
+struct m {
+    char type;
+    const char *path;
+    const char *arg; /* content, symlink or hard link target */
+    unsigned mode;
+    unsigned uid;
+};
+
+struct fx {
+    char *dir, *tree, *outside;
+    int root_fd;
+};
+
+static int
+setup(void **state)
+{
+    struct fx *f = xnew(struct fx, 1);
+    char tmpl[] = "/tmp/torpor-unpack-test-XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    f->dir = xstrdup(tmpl);
+    f->tree = fs_path_join(f->dir, "tree");
+    f->outside = fs_path_join(f->dir, "outside");
+    assert_int_equal(mkdir(f->tree, 0755), 0);
+    assert_int_equal(mkdir(f->outside, 0755), 0);
+    f->root_fd = open(f->tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(f->root_fd >= 0);
+    *state = f;
+    return 0;
+}
+
+static int
+teardown(void **state)
+{
+    struct fx *f = *state;
+    close(f->root_fd);
+    fs_rm_rf(f->dir, NULL);
+    free(f->dir);
+    free(f->tree);
+    free(f->outside);
+    free(f);
+    return 0;
+}
+
+/* The layer as a file at offset 0, its digest in ret_digest. */
+static int
+make_layer(const struct m *ms, size_t n, const char *filter, char ret_digest[8 + 64])
+{
+    int fd = memfd_create("layer", MFD_CLOEXEC);
+    struct archive *a = archive_write_new();
+    assert_true(fd >= 0);
+    assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
+    if (filter && strcmp(filter, "gzip") == 0)
+        assert_int_equal(archive_write_add_filter_gzip(a), ARCHIVE_OK);
+    else if (filter && strcmp(filter, "zstd") == 0)
+        assert_int_equal(archive_write_add_filter_zstd(a), ARCHIVE_OK);
+    assert_int_equal(archive_write_open_fd(a, fd), ARCHIVE_OK);
+    for (size_t i = 0; i < n; i++) {
+        struct archive_entry *e = archive_entry_new();
+        archive_entry_set_pathname(e, ms[i].path);
+        archive_entry_set_perm(e, ms[i].mode ? ms[i].mode : 0644);
+        archive_entry_set_uid(e, ms[i].uid);
+        archive_entry_set_gid(e, ms[i].uid);
+        archive_entry_set_mtime(e, 1000000000, 0);
+        size_t size = 0;
+        switch (ms[i].type) {
+        case 'f':
+            archive_entry_set_filetype(e, AE_IFREG);
+            size = ms[i].arg ? strlen(ms[i].arg) : 0;
+            archive_entry_set_size(e, (la_int64_t)size);
+            archive_entry_xattr_add_entry(e, "user.torpor", "x", 1);
+            break;
+        case 'd':
+            archive_entry_set_filetype(e, AE_IFDIR);
+            break;
+        case 'l':
+            archive_entry_set_filetype(e, AE_IFLNK);
+            archive_entry_set_symlink(e, ms[i].arg);
+            break;
+        case 'h':
+            archive_entry_set_filetype(e, AE_IFREG);
+            archive_entry_set_hardlink(e, ms[i].arg);
+            break;
+        case 'c':
+            archive_entry_set_filetype(e, AE_IFCHR);
+            archive_entry_set_rdev(e, makedev(1, 3));
+            break;
+        case 'p':
+            archive_entry_set_filetype(e, AE_IFIFO);
+            break;
+        }
+        assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+        if (size)
+            assert_int_equal(archive_write_data(a, ms[i].arg, size), (la_ssize_t)size);
+        archive_entry_free(e);
+    }
+    assert_int_equal(archive_write_close(a), ARCHIVE_OK);
+    archive_write_free(a);
+
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    char buf[4096];
+    ssize_t k;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    lseek(fd, 0, SEEK_SET);
+    while ((k = read(fd, buf, sizeof(buf))) > 0)
+        EVP_DigestUpdate(ctx, buf, (size_t)k);
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    strcpy(ret_digest, "sha256:");
+    for (unsigned i = 0; i < mdlen; i++)
+        sprintf(ret_digest + 7 + 2 * i, "%02x", md[i]);
+    lseek(fd, 0, SEEK_SET);
+    return fd;
+}
+
+static int
+apply(struct fx *f, const struct m *ms, size_t n, const char *filter, struct tp_err *err)
+{
+    char digest[8 + 64 + 1];
+    int fd = make_layer(ms, n, filter, digest);
+    int r = oci_layer_apply(f->root_fd, fd, digest, NULL, err);
+    close(fd);
+    return r;
+}
+
+static bool
+exists_in(struct fx *f, const char *rel)
+{
+    struct stat st;
+    return fstatat(f->root_fd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+static char *
+read_in(struct fx *f, const char *rel)
+{
+    _cleanup_free_ char *p = fs_path_join(f->tree, rel);
+    char *data = NULL;
+    if (fs_read_file(p, 1 << 20, &data, NULL, NULL) < 0)
+        return NULL;
+    return data;
+}
+
+static bool
+outside_empty(struct fx *f)
+{
+    _cleanup_free_ char *p = fs_path_join(f->outside, "pwned");
+    return !fs_exists(p);
+}
+
+/* ------------------------------------------------------------------ tests */
+
+static void
+test_member_types(void **state)
+{
+    struct fx *f = *state;
+    struct tp_err err = { 0 };
+    const struct m l[] = {
+        { 'd', "usr/", NULL, 0755, 0 },
+        { 'f', "usr/hello", "hi\n", 04750, 1000 },
+        { 'l', "usr/link", "/usr/hello", 0777, 0 },
+        { 'h', "usr/hard", "usr/hello", 0, 0 },
+        { 'c', "dev/null", NULL, 0666, 0 },
+        { 'p', "run/fifo", NULL, 0600, 0 },
+        { 'f', "./deep/er/file", "x", 0644, 0 }, /* parents made on the way */
+    };
+    struct stat st, st2;
+    char v[8];
+
+    assert_int_equal(apply(f, l, ELEMENTSOF(l), NULL, &err), 0);
+    _cleanup_free_ char *hello = read_in(f, "usr/hello");
+    assert_string_equal(hello, "hi\n");
+    assert_int_equal(fstatat(f->root_fd, "usr/hello", &st, AT_SYMLINK_NOFOLLOW), 0);
+    assert_int_equal(st.st_mode & 07777, 04750); /* set-id kept: mode after chown */
+    assert_int_equal(st.st_uid, 1000);
+    assert_int_equal(st.st_mtime, 1000000000);
+    _cleanup_free_ char *hp = fs_path_join(f->tree, "usr/hello");
+    assert_int_equal(getxattr(hp, "user.torpor", v, sizeof(v)), 1);
+    assert_int_equal(fstatat(f->root_fd, "usr/hard", &st2, AT_SYMLINK_NOFOLLOW), 0);
+    assert_int_equal(st.st_ino, st2.st_ino);
+    char target[64] = { 0 };
+    assert_int_equal(readlinkat(f->root_fd, "usr/link", target, sizeof(target) - 1), 10);
+    assert_string_equal(target, "/usr/hello");
+    assert_int_equal(fstatat(f->root_fd, "dev/null", &st, AT_SYMLINK_NOFOLLOW), 0);
+    assert_true(S_ISCHR(st.st_mode));
+    assert_int_equal(st.st_rdev, makedev(1, 3));
+    assert_int_equal(fstatat(f->root_fd, "run/fifo", &st, AT_SYMLINK_NOFOLLOW), 0);
+    assert_true(S_ISFIFO(st.st_mode));
+    assert_int_equal(fstatat(f->root_fd, "usr", &st, 0), 0);
+    assert_int_equal(st.st_mtime, 1000000000); /* set after its children went in */
+    assert_true(exists_in(f, "deep/er/file"));
+}
+
+static void
+test_whiteouts(void **state)
+{
+    struct fx *f = *state;
+    struct tp_err err = { 0 };
+    const struct m l1[] = {
+        { 'f', "a/x", "1", 0, 0 }, { 'f', "a/y", "2", 0, 0 },   { 'f', "b/z", "3", 0, 0 },
+        { 'f', "c", "4", 0, 0 },   { 'd', "d", NULL, 0755, 0 }, { 'f', "d/e", "5", 0, 0 },
+    };
+    const struct m l2[] = {
+        { 'f', ".wh.c", "", 0, 0 },
+        { 'f', "a/new", "6", 0, 0 }, /* before the opaque marker: this layer's, kept */
+        { 'f', "a/.wh..wh..opq", "", 0, 0 },
+        { 'f', ".wh.d", "", 0, 0 },        /* a whole directory */
+        { 'f', "b/.wh.absent", "", 0, 0 }, /* nothing to hide: fine */
+        { 'f', "gone/.wh.x", "", 0, 0 },   /* nor below a missing dir */
+    };
+    const struct m l3[] = { { 'f', "c", "back", 0, 0 } };
+
+    assert_int_equal(apply(f, l1, ELEMENTSOF(l1), "gzip", &err), 0);
+    assert_int_equal(apply(f, l2, ELEMENTSOF(l2), "zstd", &err), 0);
+    assert_false(exists_in(f, "c"));
+    assert_false(exists_in(f, "a/x"));
+    assert_false(exists_in(f, "a/y"));
+    assert_true(exists_in(f, "a/new"));
+    assert_false(exists_in(f, "a/.wh..wh..opq"));
+    assert_true(exists_in(f, "b/z"));
+    assert_false(exists_in(f, "d"));
+    assert_false(exists_in(f, "gone"));
+    assert_int_equal(apply(f, l3, ELEMENTSOF(l3), NULL, &err), 0);
+    _cleanup_free_ char *c = read_in(f, "c");
+    assert_string_equal(c, "back");
+}
+
+static void
+test_replace_types(void **state)
+{
+    struct fx *f = *state;
+    struct tp_err err = { 0 };
+    const struct m l1[] = { { 'f', "d/f", "1", 0, 0 }, { 'f', "x", "1", 0, 0 } };
+    const struct m l2[] = { { 'f', "d", "file now", 0, 0 }, { 'd', "x", NULL, 0700, 0 } };
+
+    assert_int_equal(apply(f, l1, ELEMENTSOF(l1), NULL, &err), 0);
+    assert_int_equal(apply(f, l2, ELEMENTSOF(l2), NULL, &err), 0);
+    _cleanup_free_ char *d = read_in(f, "d");
+    assert_string_equal(d, "file now");
+    struct stat st;
+    assert_int_equal(fstatat(f->root_fd, "x", &st, AT_SYMLINK_NOFOLLOW), 0);
+    assert_true(S_ISDIR(st.st_mode));
+}
+
+static void
+test_hostile(void **state)
+{
+    struct fx *f = *state;
+    struct tp_err err = { 0 };
+    _cleanup_free_ char *abs_out = fs_path_join(f->outside, "");
+    const struct m links[] = {
+        { 'l', "rel", "../outside", 0777, 0 }, { 'l', "up", "../../../../../../..", 0777, 0 },
+        { 'l', "abs", f->outside, 0777, 0 },   { 'l', "etc", "/etc", 0777, 0 },
+        { 'l', "root", "/", 0777, 0 },
+    };
+    assert_int_equal(apply(f, links, ELEMENTSOF(links), NULL, &err), 0);
+
+    /* Each of these is refused or lands inside the tree; none may write outside it. */
+    static const char *const through[] = { "rel/pwned", "abs/pwned", "etc/passwd", "up/pwned" };
+    for (size_t i = 0; i < ELEMENTSOF(through); i++) {
+        const struct m l[] = { { 'f', through[i], "evil", 0, 0 } };
+        tp_err_clear(&err);
+        (void)apply(f, l, 1, NULL, &err);
+        assert_true(outside_empty(f));
+    }
+    /* "up" resolves to the tree's root: up/pwned is the tree's /pwned. */
+    assert_true(exists_in(f, "pwned"));
+    _cleanup_free_ char *pw = NULL;
+    assert_int_equal(fs_read_file("/etc/passwd", 1 << 20, &pw, NULL, NULL), 0);
+    assert_null(strstr(pw, "evil"));
+
+    /* ".." in a name: refused outright. */
+    const struct m dotdot[] = { { 'f', "../outside/pwned", "evil", 0, 0 } };
+    tp_err_clear(&err);
+    assert_int_equal(apply(f, dotdot, 1, NULL, &err), -EINVAL);
+    assert_non_null(strstr(tp_err_msg(&err), "outside the tree"));
+    assert_true(outside_empty(f));
+
+    /* An absolute name is the tree's. */
+    const struct m absname[] = { { 'f', "/abs-name", "in", 0, 0 } };
+    tp_err_clear(&err);
+    assert_int_equal(apply(f, absname, 1, NULL, &err), 0);
+    assert_true(exists_in(f, "abs-name"));
+
+    /* Hard links: out by "..", or through a symlink to the host's root. */
+    const struct m hl1[] = { { 'h', "stolen", "../../../etc/passwd", 0, 0 } };
+    tp_err_clear(&err);
+    assert_int_equal(apply(f, hl1, 1, NULL, &err), -EINVAL);
+    const struct m hl2[] = { { 'h', "stolen", "root/etc/shadow", 0, 0 } };
+    tp_err_clear(&err);
+    assert_true(apply(f, hl2, 1, NULL, &err) < 0);
+    assert_false(exists_in(f, "stolen"));
+
+    /* A whiteout through a symlink removes nothing outside. */
+    _cleanup_free_ char *keep = fs_path_join(f->outside, "keep");
+    assert_int_equal(fs_write_atomic(keep, "k", 1, 0644, NULL), 0);
+    const struct m wh[] = { { 'f', "abs/.wh.keep", "", 0, 0 },
+                            { 'f', "rel/.wh..wh..opq", "", 0, 0 } };
+    tp_err_clear(&err);
+    (void)apply(f, wh, ELEMENTSOF(wh), NULL, &err);
+    assert_true(fs_exists(keep));
+    tp_err_clear(&err);
+}
+
+static void
+test_digest_and_corruption(void **state)
+{
+    struct fx *f = *state;
+    struct tp_err err = { 0 };
+    const struct m l[] = { { 'f', "file", "some content that compresses", 0, 0 } };
+    char digest[8 + 64 + 1];
+    struct oci_unpack_stats st;
+
+    /* Right digest, stats. */
+    int fd = make_layer(l, 1, "gzip", digest);
+    assert_int_equal(oci_layer_apply(f->root_fd, fd, digest, &st, &err), 0);
+    assert_int_equal(st.entries, 1);
+    assert_int_equal(st.bytes, strlen(l[0].arg));
+    close(fd);
+
+    /* Wrong digest: the layer is refused even though it unpacks. */
+    fd = make_layer(l, 1, "gzip", digest);
+    digest[10] = digest[10] == '0' ? '1' : '0';
+    assert_int_equal(oci_layer_apply(f->root_fd, fd, digest, NULL, &err), -EBADMSG);
+    assert_non_null(strstr(tp_err_msg(&err), "does not match its digest"));
+    close(fd);
+    tp_err_clear(&err);
+
+    /* Corrupt gzip: garbage in the middle of the deflate stream. */
+    fd = make_layer(l, 1, "gzip", digest);
+    struct stat fst;
+    assert_int_equal(fstat(fd, &fst), 0);
+    char junk[16];
+    memset(junk, 0xA5, sizeof(junk));
+    assert_int_equal(pwrite(fd, junk, sizeof(junk), 12), (ssize_t)sizeof(junk));
+    assert_true(oci_layer_apply(f->root_fd, fd, NULL, NULL, &err) < 0);
+    assert_non_null(tp_err_msg(&err));
+    tp_err_clear(&err);
+    lseek(fd, 0, SEEK_SET);
+    assert_true(oci_layer_apply(f->root_fd, fd, digest, NULL, &err) < 0);
+    assert_non_null(strstr(tp_err_msg(&err), "does not match its digest"));
+    close(fd);
+    tp_err_clear(&err);
+
+    /* Not a tar at all. */
+    fd = memfd_create("junk", MFD_CLOEXEC);
+    assert_int_equal(write(fd, "this is not a tar archive, not even close ........", 50), 50);
+    lseek(fd, 0, SEEK_SET);
+    assert_true(oci_layer_apply(f->root_fd, fd, NULL, NULL, &err) < 0);
+    close(fd);
+    tp_err_clear(&err);
+
+    assert_int_equal(oci_layer_apply(f->root_fd, 0, "md5:abc", NULL, &err), -EINVAL);
+    tp_err_clear(&err);
+}
+
+static void
+test_media_types(void **state)
+{
+    (void)state;
+    assert_true(oci_layer_media_type_supported("application/vnd.oci.image.layer.v1.tar+zstd"));
+    assert_true(
+        oci_layer_media_type_supported("application/vnd.docker.image.rootfs.diff.tar.gzip"));
+    assert_false(oci_layer_media_type_supported("application/vnd.oci.image.layer.v1.tar+bzip2"));
+    assert_false(oci_layer_media_type_supported(NULL));
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_member_types, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_whiteouts, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_replace_types, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_digest_and_corruption, setup, teardown),
+        cmocka_unit_test(test_media_types),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

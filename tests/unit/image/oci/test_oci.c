@@ -1,0 +1,489 @@
+/* Unit tests for image/oci: docker reference rules, manifest/index parsing and platform choice,
+ * and the layout store (tag, resolve, untag, gc). */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+/* cmocka.h needs the headers above first */
+#include <cmocka.h>
+
+#include "image/oci/oci.h"
+#include "util/fs.h"
+#include "util/xalloc.h"
+
+/* ------------------------------------------------------------------ references */
+
+static void
+check_ref(const char *in, const char *registry, const char *repo, const char *tag,
+          const char *digest, const char *full)
+{
+    struct oci_ref r = { 0 };
+    struct tp_err err = { 0 };
+
+    if (oci_ref_parse(in, &r, &err) != 0)
+        fail_msg("parse '%s': %s", in, tp_err_msg(&err));
+    assert_string_equal(r.registry, registry);
+    assert_string_equal(r.repository, repo);
+    if (tag)
+        assert_string_equal(r.tag, tag);
+    else
+        assert_null(r.tag);
+    if (digest)
+        assert_string_equal(r.digest, digest);
+    else
+        assert_null(r.digest);
+    assert_string_equal(r.full, full);
+    oci_ref_free(&r);
+}
+
+#define D64 "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+static void
+test_ref_normalize(void **state)
+{
+    (void)state;
+    check_ref("busybox", "docker.io", "library/busybox", "latest", NULL,
+              "docker.io/library/busybox:latest");
+    check_ref("busybox:1.36", "docker.io", "library/busybox", "1.36", NULL,
+              "docker.io/library/busybox:1.36");
+    check_ref("user/app", "docker.io", "user/app", "latest", NULL, "docker.io/user/app:latest");
+    check_ref("index.docker.io/library/busybox", "docker.io", "library/busybox", "latest", NULL,
+              "docker.io/library/busybox:latest");
+    check_ref("docker.io/busybox", "docker.io", "library/busybox", "latest", NULL,
+              "docker.io/library/busybox:latest");
+    check_ref("127.0.0.1:5000/test/app:v1", "127.0.0.1:5000", "test/app", "v1", NULL,
+              "127.0.0.1:5000/test/app:v1");
+    check_ref("localhost/app", "localhost", "app", "latest", NULL, "localhost/app:latest");
+    check_ref("localhost:5000/a/b/c", "localhost:5000", "a/b/c", "latest", NULL,
+              "localhost:5000/a/b/c:latest");
+    check_ref("busybox@" D64, "docker.io", "library/busybox", NULL, D64,
+              "docker.io/library/busybox@" D64);
+    check_ref("quay.io/x/y:t@" D64, "quay.io", "x/y", "t", D64, "quay.io/x/y:t@" D64);
+    check_ref("a__b-c.d---e", "docker.io", "library/a__b-c.d---e", "latest", NULL,
+              "docker.io/library/a__b-c.d---e:latest");
+    check_ref("Host.Example:443/r", "Host.Example:443", "r", "latest", NULL,
+              "Host.Example:443/r:latest");
+    check_ref("UpperHost/r", "UpperHost", "r", "latest", NULL, "UpperHost/r:latest");
+    check_ref("[::1]:5000/r:tag_1.x-y", "[::1]:5000", "r", "tag_1.x-y", NULL,
+              "[::1]:5000/r:tag_1.x-y");
+}
+
+static void
+check_bad(const char *in, const char *needle)
+{
+    struct oci_ref r = { 0 };
+    struct tp_err err = { 0 };
+
+    if (oci_ref_parse(in, &r, &err) != -EINVAL)
+        fail_msg("'%s' was accepted", in);
+    if (!strstr(tp_err_msg(&err), needle))
+        fail_msg("'%s': message '%s' lacks '%s'", in, tp_err_msg(&err), needle);
+    tp_err_clear(&err);
+}
+
+static void
+test_ref_errors(void **state)
+{
+    (void)state;
+    check_bad("", "invalid reference format");
+    check_bad("Busybox", "must be lowercase");
+    check_bad("docker.io/User/app", "must be lowercase");
+    check_bad("busybox:", "invalid tag");
+    check_bad("busybox:-x", "invalid tag");
+    check_bad("busybox:a/b", "invalid reference format");
+    check_bad("busybox:"
+              "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+              "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+              "invalid tag");
+    check_bad("busybox@sha256:abc", "invalid checksum digest");
+    check_bad("busybox@md5:0123456789abcdef0123456789abcdef", "unsupported digest algorithm");
+    check_bad("busybox@" D64 "x", "invalid checksum digest");
+    check_bad("busybox@", "invalid digest");
+    check_bad("-busybox", "invalid repository name");
+    check_bad("bu..sybox", "invalid repository name");
+    check_bad("busybox/", "invalid repository name");
+    check_bad("a//b", "invalid repository name");
+    check_bad("host:port/x", "invalid registry");
+    check_bad("-host.io/x", "invalid registry");
+    check_bad("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+              "64-byte hexadecimal");
+    check_bad(":tag", "empty repository");
+    char long_name[300];
+    memset(long_name, 'a', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0';
+    check_bad(long_name, "255");
+}
+
+static void
+test_ref_familiar(void **state)
+{
+    struct oci_ref r = { 0 };
+    char *s;
+    (void)state;
+
+    assert_int_equal(oci_ref_parse("busybox", &r, NULL), 0);
+    s = oci_ref_familiar_name(&r);
+    assert_string_equal(s, "busybox");
+    free(s);
+    oci_ref_free(&r);
+    assert_int_equal(oci_ref_parse("user/app", &r, NULL), 0);
+    s = oci_ref_familiar_name(&r);
+    assert_string_equal(s, "user/app");
+    free(s);
+    oci_ref_free(&r);
+    assert_int_equal(oci_ref_parse("127.0.0.1:5000/a", &r, NULL), 0);
+    s = oci_ref_familiar_name(&r);
+    assert_string_equal(s, "127.0.0.1:5000/a");
+    free(s);
+    oci_ref_free(&r);
+}
+
+static void
+test_digest(void **state)
+{
+    char *d;
+    (void)state;
+
+    assert_true(oci_digest_valid(D64));
+    assert_false(oci_digest_valid(
+        "sha256:0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789abcdef"));
+    assert_false(oci_digest_valid("sha512:00"));
+    assert_false(oci_digest_valid(NULL));
+    d = oci_digest_of("", 0);
+    assert_string_equal(d,
+                        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    free(d);
+}
+
+/* ------------------------------------------------------------------ manifests and indexes */
+
+#define CFG_D "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+#define L1_D  "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+
+static const char oci_manifest_text[] =
+    "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+    "\"config\":{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"" CFG_D
+    "\",\"size\":12},"
+    "\"layers\":[{\"mediaType\":\"application/vnd.oci.image.layer.v1.tar+gzip\",\"digest\":\"" L1_D
+    "\",\"size\":345}]}";
+
+static void
+test_manifest_oci_and_docker(void **state)
+{
+    struct oci_manifest m = { 0 };
+    struct tp_err err = { 0 };
+    (void)state;
+
+    assert_int_equal(oci_manifest_parse(oci_manifest_text, strlen(oci_manifest_text), &m, &err), 0);
+    assert_string_equal(m.config.digest, CFG_D);
+    assert_int_equal(m.n_layers, 1);
+    assert_int_equal(m.layers[0].size, 345);
+    oci_manifest_free(&m);
+
+    static const char docker[] =
+        "{\"schemaVersion\":2,\"mediaType\":\"application/"
+        "vnd.docker.distribution.manifest.v2+json\","
+        "\"config\":{\"mediaType\":\"application/vnd.docker.container.image.v1+json\",\"digest\":"
+        "\"" CFG_D "\",\"size\":12},\"layers\":[{\"mediaType\":"
+        "\"application/vnd.docker.image.rootfs.diff.tar.gzip\",\"digest\":\"" L1_D
+        "\",\"size\":1},{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\","
+        "\"digest\":\"" L1_D "\",\"size\":1}]}";
+    assert_int_equal(oci_manifest_parse(docker, strlen(docker), &m, &err), 0);
+    assert_int_equal(m.n_layers, 2);
+    oci_manifest_free(&m);
+
+    /* no mediaType: OCI allows it, the shape decides */
+    static const char bare[] = "{\"schemaVersion\":2,\"config\":{\"mediaType\":"
+                               "\"application/vnd.oci.image.config.v1+json\",\"digest\":\"" CFG_D
+                               "\",\"size\":2},\"layers\":[]}";
+    assert_int_equal(oci_manifest_parse(bare, strlen(bare), &m, &err), 0);
+    assert_int_equal(m.n_layers, 0);
+    oci_manifest_free(&m);
+}
+
+static void
+check_manifest_bad(const char *text, int code, const char *needle)
+{
+    struct oci_manifest m = { 0 };
+    struct tp_err err = { 0 };
+    int r = oci_manifest_parse(text, strlen(text), &m, &err);
+    if (r != code)
+        fail_msg("'%s': got %d (%s), want %d", text, r, tp_err_msg(&err), code);
+    if (!strstr(tp_err_msg(&err), needle))
+        fail_msg("'%s': message '%s' lacks '%s'", text, tp_err_msg(&err), needle);
+    tp_err_clear(&err);
+}
+
+static void
+test_manifest_errors(void **state)
+{
+    (void)state;
+    check_manifest_bad("not json", -EINVAL, "parse manifest JSON");
+    check_manifest_bad("[]", -EINVAL, "not an object");
+    check_manifest_bad("{\"schemaVersion\":1,\"fsLayers\":[]}", -EOPNOTSUPP, "schema 1");
+    check_manifest_bad("{\"schemaVersion\":2,\"mediaType\":\"application/x-foo\"}", -EOPNOTSUPP,
+                       "application/x-foo");
+    check_manifest_bad("{\"schemaVersion\":2,\"mediaType\":\"" OCI_MT_INDEX "\",\"manifests\":[]}",
+                       -EINVAL, "expected an image manifest");
+    check_manifest_bad("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" OCI_MT_CONFIG
+                       "\",\"digest\":\"sha256:12\",\"size\":1},\"layers\":[]}",
+                       -EINVAL, "config digest");
+    check_manifest_bad("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" OCI_MT_CONFIG
+                       "\",\"digest\":\"" CFG_D "\",\"size\":-1},\"layers\":[]}",
+                       -EINVAL, "size");
+    check_manifest_bad("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"x/y\",\"digest\":\"" CFG_D
+                       "\",\"size\":1},\"layers\":[]}",
+                       -EOPNOTSUPP, "config media type");
+    check_manifest_bad("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" OCI_MT_CONFIG
+                       "\",\"digest\":\"" CFG_D "\",\"size\":1},\"layers\":[{\"mediaType\":"
+                       "\"application/vnd.oci.image.layer.v1.tar+bzip2\",\"digest\":\"" L1_D
+                       "\",\"size\":1}]}",
+                       -EOPNOTSUPP, "layer media type");
+    check_manifest_bad("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" OCI_MT_CONFIG
+                       "\",\"digest\":\"sha512:aa\",\"size\":1},\"layers\":[]}",
+                       -EOPNOTSUPP, "only sha256");
+    check_manifest_bad("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" OCI_MT_CONFIG
+                       "\",\"digest\":\"" CFG_D "\",\"size\":1},\"layers\":{}}",
+                       -EINVAL, "layers");
+}
+
+#define M_AMD "sha256:aaaa111111111111111111111111111111111111111111111111111111111111"
+#define M_ARM "sha256:bbbb111111111111111111111111111111111111111111111111111111111111"
+#define M_ATT "sha256:cccc111111111111111111111111111111111111111111111111111111111111"
+
+static void
+test_index_select(void **state)
+{
+    struct oci_index ix = { 0 };
+    struct oci_desc d = { 0 };
+    struct tp_err err = { 0 };
+    enum oci_kind k;
+    char *mt = NULL;
+    (void)state;
+
+    static const char list[] =
+        "{\"schemaVersion\":2,\"mediaType\":\"" DOCKER_MT_LIST "\",\"manifests\":["
+        "{\"mediaType\":\"" DOCKER_MT_MANIFEST "\",\"digest\":\"" M_ARM "\",\"size\":10,"
+        "\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\",\"variant\":\"v8\"}},"
+        "{\"mediaType\":\"" OCI_MT_MANIFEST "\",\"digest\":\"" M_ATT "\",\"size\":10,"
+        "\"platform\":{\"os\":\"unknown\",\"architecture\":\"unknown\"}},"
+        "{\"mediaType\":\"" DOCKER_MT_MANIFEST "\",\"digest\":\"" M_AMD "\",\"size\":11,"
+        "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}}]}";
+    assert_int_equal(oci_blob_kind(list, strlen(list), &k, &mt, &err), 0);
+    assert_int_equal(k, OCI_KIND_INDEX);
+    assert_string_equal(mt, DOCKER_MT_LIST);
+    free(mt);
+    assert_int_equal(oci_index_parse(list, strlen(list), &ix, &err), 0);
+    assert_int_equal(ix.n, 3);
+    assert_int_equal(oci_index_select(&ix, "linux", "amd64", &d, &err), 0);
+    assert_string_equal(d.digest, M_AMD);
+    assert_int_equal(d.size, 11);
+    oci_desc_done(&d);
+    assert_int_equal(oci_index_select(&ix, "linux", "s390x", &d, &err), -ENOENT);
+    assert_non_null(strstr(tp_err_msg(&err), "no matching manifest for linux/s390x"));
+    assert_non_null(strstr(tp_err_msg(&err), "available: linux/arm64/v8, linux/amd64)"));
+    assert_null(strstr(tp_err_msg(&err), "unknown"));
+    tp_err_clear(&err);
+    oci_index_free(&ix);
+
+    /* an OCI index without mediaType */
+    static const char bare[] = "{\"schemaVersion\":2,\"manifests\":[]}";
+    assert_int_equal(oci_index_parse(bare, strlen(bare), &ix, &err), 0);
+    assert_int_equal(oci_index_select(&ix, "linux", "amd64", &d, &err), -ENOENT);
+    assert_non_null(strstr(tp_err_msg(&err), "available: none"));
+    tp_err_clear(&err);
+    oci_index_free(&ix);
+
+    assert_int_equal(oci_index_parse(oci_manifest_text, strlen(oci_manifest_text), &ix, &err),
+                     -EINVAL);
+    tp_err_clear(&err);
+}
+
+/* ------------------------------------------------------------------ layout store */
+
+static char *
+make_tmpdir(void)
+{
+    char tmpl[] = "/tmp/torpor-oci-test-XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    return xstrdup(tmpl);
+}
+
+/* Stores a config, a layer and a manifest naming them; returns the manifest digest. */
+static char *
+put_image(const char *dir, const char *config_text, const char *layer_text, char **ret_cfg)
+{
+    char *cd = oci_digest_of(config_text, strlen(config_text));
+    char *ld = oci_digest_of(layer_text, strlen(layer_text));
+    char *m = xasprintf("{\"schemaVersion\":2,\"mediaType\":\"" OCI_MT_MANIFEST "\",\"config\":{"
+                        "\"mediaType\":\"" OCI_MT_CONFIG "\",\"digest\":\"%s\",\"size\":%zu},"
+                        "\"layers\":[{\"mediaType\":\"" OCI_MT_LAYER_TAR "\",\"digest\":\"%s\","
+                        "\"size\":%zu}]}",
+                        cd, strlen(config_text), ld, strlen(layer_text));
+    char *md = oci_digest_of(m, strlen(m));
+    struct tp_err err = { 0 };
+
+    assert_int_equal(oci_blob_put(dir, cd, config_text, strlen(config_text), &err), 0);
+    assert_int_equal(oci_blob_put(dir, ld, layer_text, strlen(layer_text), &err), 0);
+    assert_int_equal(oci_blob_put(dir, md, m, strlen(m), &err), 0);
+    free(m);
+    free(ld);
+    if (ret_cfg)
+        *ret_cfg = cd;
+    else
+        free(cd);
+    return md;
+}
+
+static int
+count_blobs(const char *dir)
+{
+    char *cmd = xasprintf("ls %s/blobs/sha256 | wc -l", dir);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    assert_non_null(p);
+    assert_int_equal(fscanf(p, "%d", &n), 1);
+    pclose(p);
+    free(cmd);
+    return n;
+}
+
+static void
+test_layout(void **state)
+{
+    char *dir = make_tmpdir(), *cfg1 = NULL, *cfg2 = NULL;
+    struct tp_err err = { 0 };
+    struct oci_desc d = { 0 };
+    struct oci_image *v = NULL;
+    size_t n = 0;
+    char **names = NULL;
+    struct stat st;
+    uint64_t freed = 0;
+    (void)state;
+
+    assert_int_equal(oci_layout_init(dir, &err), 0);
+    assert_int_equal(oci_layout_init(dir, &err), 0); /* idempotent */
+    char *p = xasprintf("%s/oci-layout", dir);
+    assert_true(fs_exists(p));
+    free(p);
+
+    char *m1 = put_image(dir, "{\"config\":1}", "layer-one", &cfg1);
+    char *m2 = put_image(dir, "{\"config\":2}", "layer-two", &cfg2);
+    p = oci_blob_path(dir, m1);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    free(p);
+    assert_null(oci_blob_path(dir, "sha256:xyz"));
+
+    /* a put whose content does not match refuses and writes nothing */
+    assert_int_equal(oci_blob_put(dir, m1, "other", 5, &err), -EIO);
+    assert_non_null(strstr(tp_err_msg(&err), "digest mismatch"));
+    tp_err_clear(&err);
+
+    struct oci_desc md1 = { .media_type = (char *)OCI_MT_MANIFEST, .digest = m1, .size = 1 };
+    struct oci_desc md2 = { .media_type = (char *)OCI_MT_MANIFEST, .digest = m2, .size = 1 };
+    assert_int_equal(oci_layout_tag(dir, "docker.io/library/one:latest", &md1, NULL, &err), 0);
+    assert_int_equal(oci_layout_tag(dir, "docker.io/library/one:v1", &md1, NULL, &err), 0);
+    assert_int_equal(oci_layout_tag(dir, "127.0.0.1:5000/two:latest", &md2, M_AMD, &err), 0);
+    /* retagging replaces */
+    assert_int_equal(oci_layout_tag(dir, "docker.io/library/one:v1", &md2, NULL, &err), 0);
+    assert_int_equal(oci_layout_list(dir, &v, &n, &err), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(v[1].ref_name, "docker.io/library/one:v1");
+    assert_string_equal(v[1].manifest.digest, m2);
+    assert_string_equal(v[2].index_digest, M_AMD);
+    oci_images_free(v, n);
+
+    /* resolve by short ref, full ref, digest, ref@digest, id prefix */
+    assert_int_equal(oci_layout_resolve(dir, "one", &d, &err), 0);
+    assert_string_equal(d.digest, m1);
+    oci_desc_done(&d);
+    assert_int_equal(oci_layout_resolve(dir, "127.0.0.1:5000/two", &d, &err), 0);
+    assert_string_equal(d.digest, m2);
+    oci_desc_done(&d);
+    assert_int_equal(oci_layout_resolve(dir, m1, &d, &err), 0);
+    assert_string_equal(d.digest, m1);
+    oci_desc_done(&d);
+    char *at = xasprintf("one@%s", m1);
+    assert_int_equal(oci_layout_resolve(dir, at, &d, &err), 0);
+    oci_desc_done(&d);
+    free(at);
+    char prefix[13];
+    memcpy(prefix, cfg1 + 7, 12);
+    prefix[12] = '\0';
+    struct oci_manifest pm = { 0 };
+    if (oci_layout_resolve_full(dir, prefix, &d, &pm, &names, &err) != 0)
+        fail_msg("resolve '%s': %s", prefix, tp_err_msg(&err));
+    assert_string_equal(d.digest, m1);
+    assert_string_equal(pm.config.digest, cfg1);
+    assert_string_equal(names[0], "docker.io/library/one:latest");
+    assert_null(names[1]);
+    strv_free(names);
+    oci_manifest_free(&pm);
+    oci_desc_done(&d);
+    assert_int_equal(oci_layout_resolve(dir, "nothere", &d, &err), -ENOENT);
+    assert_string_equal(tp_err_msg(&err), "No such image: nothere");
+    tp_err_clear(&err);
+    assert_int_equal(oci_layout_resolve(dir, "BAD", &d, &err), -ENOENT);
+    tp_err_clear(&err);
+
+    /* gc keeps referenced blobs; untag both names of m1 and its blobs go */
+    assert_int_equal(count_blobs(dir), 6);
+    assert_int_equal(oci_layout_gc(dir, &freed, &err), 0);
+    assert_int_equal(freed, 0);
+    assert_int_equal(oci_layout_untag(dir, "docker.io/library/one:latest", &err), 0);
+    assert_int_equal(oci_layout_untag(dir, "docker.io/library/one:latest", &err), -ENOENT);
+    tp_err_clear(&err);
+    assert_int_equal(oci_layout_gc(dir, &freed, &err), 0);
+    assert_true(freed > 0);
+    assert_int_equal(count_blobs(dir), 3);
+    assert_false(oci_blob_exists(dir, m1));
+    assert_true(oci_blob_exists(dir, m2));
+
+    /* a pull holding the lock makes gc refuse with -EBUSY */
+    int lk = oci_layout_pull_lock(dir, &err);
+    assert_true(lk >= 0);
+    assert_int_equal(oci_layout_gc(dir, NULL, &err), -EBUSY);
+    tp_err_clear(&err);
+    close(lk);
+
+    /* a corrupt blob is detected on read */
+    p = oci_blob_path(dir, m2);
+    FILE *f = fopen(p, "w");
+    fputs("tampered", f);
+    fclose(f);
+    free(p);
+    char *data = NULL;
+    assert_int_equal(oci_blob_read(dir, m2, 1 << 20, &data, NULL, &err), -EIO);
+    assert_non_null(strstr(tp_err_msg(&err), "corrupt"));
+    tp_err_clear(&err);
+
+    assert_int_equal(fs_rm_rf(dir, NULL), 0);
+    free(m1);
+    free(m2);
+    free(cfg1);
+    free(cfg2);
+    free(dir);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ref_normalize),
+        cmocka_unit_test(test_ref_errors),
+        cmocka_unit_test(test_ref_familiar),
+        cmocka_unit_test(test_digest),
+        cmocka_unit_test(test_manifest_oci_and_docker),
+        cmocka_unit_test(test_manifest_errors),
+        cmocka_unit_test(test_index_select),
+        cmocka_unit_test(test_layout),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -101,6 +101,12 @@ run_mkfs(const char *tree, const char *image, uint64_t size_mib, struct tp_err *
     return 0;
 }
 
+int
+image_ext4_from_tree(const char *tree, const char *image, uint32_t size_mib, struct tp_err *err)
+{
+    return run_mkfs(tree, image, size_mib, err);
+}
+
 /* Build `image` in a temp file beside the cache entry, then publish it by rename. */
 static int build_image(const char *dir, const char *tree, uint64_t size_mib,
                        const struct path_list *fix, const char *final, struct tp_err *err);

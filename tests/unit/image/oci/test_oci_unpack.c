@@ -1,7 +1,9 @@
-/* Unit tests for image/oci/unpack.c: layers written here with libarchive (plain, gzip, zstd),
- * whiteouts and opaque directories, every member type, digests, and hostile layers. */
+/* Unit tests for image/oci/unpack.c and rootfs.c (root disks built from a layout): layers written
+ * here with libarchive (plain, gzip, zstd), whiteouts and opaque directories, every member type,
+ * digests, and hostile layers. */
 #include <archive.h>
 #include <archive_entry.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -20,6 +22,8 @@
 /* cmocka.h needs the headers above first */
 #include <cmocka.h>
 
+#include "image/oci/oci.h"
+#include "image/oci/rootfs.h"
 #include "image/oci/unpack.h"
 #include "util/cleanup.h"
 #include "util/err.h"
@@ -394,6 +398,159 @@ test_media_types(void **state)
     assert_false(oci_layer_media_type_supported(NULL));
 }
 
+/* ------------------------------------------------------------------ root disks */
+
+static char *
+put_blob(const char *layout, const void *data, size_t len)
+{
+    char *d = oci_digest_of(data, len);
+    assert_int_equal(oci_blob_put(layout, d, data, len, NULL), 0);
+    return d;
+}
+
+static char *
+put_layer(const char *layout, const struct m *ms, size_t n)
+{
+    char digest[8 + 64 + 1];
+    int fd = make_layer(ms, n, "gzip", digest);
+    char buf[1 << 16];
+    ssize_t k = read(fd, buf, sizeof(buf));
+    close(fd);
+    assert_true(k > 0 && k < (ssize_t)sizeof(buf));
+    char *d = put_blob(layout, buf, (size_t)k);
+    assert_string_equal(d, digest);
+    return d;
+}
+
+/* A manifest over layers l1, l2 with the given config and layer media type. */
+static void
+put_image(const char *layout, const char *config, const char *layer_mt, struct oci_desc *ret)
+{
+    const struct m l1[] = { { 'f', "etc/hello", "hi", 0, 0 },
+                            { 'f', "gone", "x", 0, 0 },
+                            { 'f', "opq/old", "x", 0, 0 } };
+    const struct m l2[] = { { 'f', ".wh.gone", "", 0, 0 },
+                            { 'f', "opq/.wh..wh..opq", "", 0, 0 },
+                            { 'f', "bin/app", "#!/bin/sh", 0755, 0 } };
+    _cleanup_free_ char *d1 = put_layer(layout, l1, ELEMENTSOF(l1));
+    _cleanup_free_ char *d2 = put_layer(layout, l2, ELEMENTSOF(l2));
+    _cleanup_free_ char *dc = put_blob(layout, config, strlen(config));
+    _cleanup_free_ char *man =
+        xasprintf("{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\","
+                  "\"digest\":\"%s\",\"size\":%zu},\"layers\":[{\"mediaType\":\"%s\",\"digest\":"
+                  "\"%s\",\"size\":1},{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":1}]}",
+                  OCI_MT_MANIFEST, OCI_MT_CONFIG, dc, strlen(config), layer_mt, d1, layer_mt, d2);
+    ret->digest = put_blob(layout, man, strlen(man));
+    ret->media_type = xstrdup(OCI_MT_MANIFEST);
+    ret->size = (int64_t)strlen(man);
+}
+
+static char *
+debugfs(const char *disk, const char *req)
+{
+    _cleanup_free_ char *cmd = xasprintf("debugfs -R '%s' '%s' 2>&1", req, disk);
+    FILE *p = popen(cmd, "r");
+    char *out = xnew(char, 65536);
+    size_t n = fread(out, 1, 65535, p);
+    out[n] = '\0';
+    pclose(p);
+    return out;
+}
+
+static size_t
+count_tmp(const char *layout)
+{
+    _cleanup_free_ char *dir = fs_path_join(layout, OCI_ROOTFS_DIR);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    size_t n = 0;
+    while (d && (de = readdir(d)))
+        n += strncmp(de->d_name, "tmp-", 4) == 0;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static void
+test_rootfs(void **state)
+{
+    struct fx *f = *state;
+    struct tp_err err = { 0 };
+    _cleanup_free_ char *layout = fs_path_join(f->dir, "layout");
+    const char *cfg = "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":"
+                      "{\"Cmd\":[\"/bin/app\"]}}";
+    struct oci_desc man = { 0 };
+    struct oci_rootfs rf = { 0 };
+
+    assert_int_equal(oci_layout_init(layout, &err), 0);
+    put_image(layout, cfg, OCI_MT_LAYER_GZIP, &man);
+    assert_int_equal(oci_rootfs_get(layout, &man, &rf, &err), 0);
+    assert_false(rf.cache_hit);
+    assert_int_equal(rf.layers, 2);
+    assert_string_equal(rf.config->cmd[0], "/bin/app");
+    _cleanup_free_ char *ls = debugfs(rf.disk, "ls -p /");
+    assert_non_null(strstr(ls, "/etc/"));
+    assert_non_null(strstr(ls, "/bin/"));
+    assert_null(strstr(ls, "/gone/"));
+    _cleanup_free_ char *lso = debugfs(rf.disk, "ls -p /opq");
+    assert_null(strstr(lso, "/old/"));
+    _cleanup_free_ char *cat = debugfs(rf.disk, "cat /etc/hello");
+    assert_non_null(strstr(cat, "hi"));
+    struct stat st;
+    assert_int_equal(stat(rf.disk, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+    _cleanup_free_ char *disk = xstrdup(rf.disk);
+    oci_rootfs_done(&rf);
+
+    /* Again: the cached disk, untouched. */
+    assert_int_equal(oci_rootfs_get(layout, &man, &rf, &err), 0);
+    assert_true(rf.cache_hit);
+    assert_string_equal(rf.disk, disk);
+    oci_rootfs_done(&rf);
+    assert_int_equal(oci_rootfs_remove(layout, man.digest, &err), 0);
+    assert_false(fs_exists(disk));
+    assert_int_equal(oci_rootfs_remove(layout, man.digest, &err), 0);
+
+    /* A layer blob changed on disk: refused, nothing published, no temp dir left. */
+    struct oci_manifest m = { 0 };
+    _cleanup_free_ char *mbuf = NULL;
+    size_t mlen = 0;
+    assert_int_equal(oci_blob_read(layout, man.digest, 1 << 20, &mbuf, &mlen, &err), 0);
+    assert_int_equal(oci_manifest_parse(mbuf, mlen, &m, &err), 0);
+    _cleanup_free_ char *lp = oci_blob_path(layout, m.layers[1].digest);
+    chmod(lp, 0600);
+    int fd = open(lp, O_WRONLY);
+    assert_true(fd >= 0);
+    assert_int_equal(pwrite(fd, "\x1f\x8b\x08\x00XXXX", 8, 0), 8);
+    close(fd);
+    assert_true(oci_rootfs_get(layout, &man, &rf, &err) < 0);
+    assert_non_null(strstr(tp_err_msg(&err), "unpack layer 2/2"));
+    tp_err_clear(&err);
+    assert_false(fs_exists(disk));
+    assert_int_equal(count_tmp(layout), 0);
+    oci_manifest_free(&m);
+    oci_desc_done(&man);
+
+    /* Unsupported layer media type and platform. */
+    put_image(layout, cfg, "application/vnd.oci.image.layer.v1.tar+bzip2", &man);
+    assert_int_equal(oci_rootfs_get(layout, &man, &rf, &err), -EOPNOTSUPP);
+    assert_non_null(strstr(tp_err_msg(&err), "unsupported layer media type"));
+    tp_err_clear(&err);
+    oci_desc_done(&man);
+    put_image(layout, "{\"architecture\":\"arm64\",\"os\":\"linux\"}", OCI_MT_LAYER_GZIP, &man);
+    assert_int_equal(oci_rootfs_get(layout, &man, &rf, &err), -EOPNOTSUPP);
+    assert_non_null(strstr(tp_err_msg(&err), "arm64"));
+    tp_err_clear(&err);
+    oci_desc_done(&man);
+
+    /* A crash mid-build leaves a temp dir: the next start removes it. */
+    _cleanup_free_ char *stale = xasprintf("%s/%s/tmp-crashed/tree", layout, OCI_ROOTFS_DIR);
+    assert_int_equal(fs_mkdir_p(stale, 0700, &err), 0);
+    assert_int_equal(count_tmp(layout), 1);
+    assert_int_equal(oci_rootfs_clean_tmp(layout, &err), 0);
+    assert_int_equal(count_tmp(layout), 0);
+}
+
 int
 main(void)
 {
@@ -404,6 +561,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_digest_and_corruption, setup, teardown),
         cmocka_unit_test(test_media_types),
+        cmocka_unit_test_setup_teardown(test_rootfs, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

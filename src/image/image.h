@@ -36,6 +36,14 @@ int image_root_disk(const struct image_env *env, const char *source, uint32_t si
 int image_ext4_from_tree(const char *tree, const char *image, uint32_t size_mib,
                          struct tp_err *err);
 
+/* Write data as the file path (absolute, plain: no spaces, quotes or "..") of the ext4 image
+ * disk, replacing it; mode 0600, owner root. The disk must not be in use (no guest running). */
+int image_disk_put_file(const char *disk, const char *path, const void *data, size_t len,
+                        struct tp_err *err);
+/* Read the file path (at most max bytes) from the ext4 image disk: -ENOENT when absent. */
+int image_disk_get_file(const char *disk, const char *path, size_t max, char **ret,
+                        struct tp_err *err);
+
 /* The kernel as an uncompressed ELF vmlinux, for VMMs that boot only that (Firecracker): kernel
  * itself when it is one, else extracted from the bzImage (gzip, xz, zstd or lz4 payload) and
  * cached as CACHE/vmlinux/<sha256>.elf. Caller frees. */

@@ -52,6 +52,13 @@ struct inst_create_req {
     const char *network_mode;     /* "isolated" | "shared"; NULL = isolated */
     const struct net_port *ports; /* published on the host; need a network */
     size_t n_ports;
+    /* An OCI image from the store (DATA_DIR/images) instead of rootfs; cmd then replaces the
+     * image's Cmd and the fields below override its config as docker run's options do. */
+    const char *image;
+    char *const *entrypoint; /* {"", NULL} clears the image's */
+    char *const *env;        /* "K=V" */
+    const char *workdir;
+    const char *user;
 };
 
 /* Validate, create and boot; returns once the agent is ready (or the VMM runs, no_agent).

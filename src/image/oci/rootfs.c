@@ -141,6 +141,9 @@ oci_rootfs_get(const char *layout_dir, const struct oci_desc *manifest, struct o
     const char *hex = oci_digest_hex(manifest->digest);
     if (!hex)
         return tp_err_set(err, -EINVAL, "invalid manifest digest '%s'", manifest->digest);
+    r = oci_layout_init(layout_dir, err); /* ingest/ holds the lock file */
+    if (r < 0)
+        return r;
     lock = oci_layout_pull_lock(layout_dir, err);
     if (lock < 0)
         return lock;

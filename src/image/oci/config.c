@@ -228,6 +228,7 @@ oci_workload_build(const struct oci_image_config *c, const struct oci_run_overri
     if (!has_path) {
         /* First, as docker puts it. */
         w.env = xrealloc(w.env, (ne + 2) * sizeof(char *));
+        w.env[ne] = NULL; /* a NULL env had no terminator to move */
         memmove(w.env + 1, w.env, (ne + 1) * sizeof(char *));
         w.env[0] = xstrdup(DEFAULT_PATH);
         ne++;

@@ -101,6 +101,7 @@ build(const char *layout_dir, const char *dir, const struct oci_manifest *m, con
         return tp_err_errno(err, -errno, "create a build dir in '%s'", dir);
     _cleanup_free_ char *tree = fs_path_join(tmpl, "tree");
     _cleanup_free_ char *disk = fs_path_join(tmpl, "disk.ext4");
+    _cleanup_close_ int fd = -EBADF; /* before any goto: its cleanup runs at out */
     int r;
 
     if (mkdir(tree, 0755) < 0) {
@@ -116,7 +117,7 @@ build(const char *layout_dir, const char *dir, const struct oci_manifest *m, con
     r = image_ext4_from_tree(tree, disk, (uint32_t)size, err);
     if (r < 0)
         goto out;
-    _cleanup_close_ int fd = open(disk, O_RDONLY | O_CLOEXEC);
+    fd = open(disk, O_RDONLY | O_CLOEXEC);
     if (fd < 0 || fsync(fd) < 0 || chmod(disk, 0600) < 0) {
         r = tp_err_errno(err, -errno, "sync '%s'", disk);
         goto out;

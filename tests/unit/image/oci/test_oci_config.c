@@ -119,6 +119,15 @@ test_workload(void **state)
     assert_null(w.working_dir);
     oci_workload_done(&w);
     oci_config_free(c);
+
+    /* No Env at all: PATH alone. */
+    const char *noenv = "{\"config\":{\"Cmd\":[\"x\"]}}";
+    assert_int_equal(oci_config_parse(noenv, strlen(noenv), &c, &err), 0);
+    assert_int_equal(oci_workload_build(c, NULL, &w, &err), 0);
+    assert_true(strncmp(w.env[0], "PATH=", 5) == 0);
+    assert_null(w.env[1]);
+    oci_workload_done(&w);
+    oci_config_free(c);
 }
 
 static void

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -13,6 +14,7 @@
 #include "image/image.h"
 #include "image/oci/unpack.h"
 #include "util/cleanup.h"
+#include "util/failpoint.h"
 #include "util/fs.h"
 #include "util/xalloc.h"
 
@@ -29,6 +31,14 @@ oci_rootfs_done(struct oci_rootfs *r)
     free(r->disk);
     oci_config_free(r->config);
     *r = (struct oci_rootfs){ 0 };
+}
+
+/* Crash points of a build (docs/design/recovery.md): the daemon SIGKILLs itself there. */
+static void
+crashpoint(const char *name)
+{
+    if (failpoint(name) == FAILPOINT_CRASH)
+        raise(SIGKILL);
 }
 
 static char *
@@ -111,6 +121,7 @@ build(const char *layout_dir, const char *dir, const struct oci_manifest *m, con
     r = unpack_layers(layout_dir, m, tree, st, err);
     if (r < 0)
         goto out;
+    crashpoint("image.unpacked");
     /* Files rounded up to blocks plus an inode each, ext4's metadata and journal, free room. */
     uint64_t need = (st->bytes + st->entries * 4096) * 5 / 4 / MIB + 64 + FREE_DISK_MIB;
     uint64_t size = need < MIN_DISK_MIB ? MIN_DISK_MIB : need;
@@ -122,6 +133,7 @@ build(const char *layout_dir, const char *dir, const struct oci_manifest *m, con
         r = tp_err_errno(err, -errno, "sync '%s'", disk);
         goto out;
     }
+    crashpoint("image.built");
     r = fs_rename_durable(disk, final, err);
 out:
     fs_rm_rf(tmpl, NULL);

@@ -41,6 +41,7 @@ struct api_upload_ops {
     void (*release)(struct api_req *req);
 };
 extern const struct api_upload_ops api_archive_put_ops;
+extern const struct api_upload_ops api_images_load_ops;
 
 /* A query parameter's value (MHD's, valid during the request), NULL when absent. */
 const char *api_req_query(struct api_req *req, const char *key);
@@ -135,6 +136,11 @@ enum MHD_Result api_h_stat(struct api_req *req);
 enum MHD_Result api_h_stats(struct api_req *req);
 enum MHD_Result api_h_metrics(struct api_req *req);
 enum MHD_Result api_h_events(struct api_req *req);
+enum MHD_Result api_h_images_list(struct api_req *req);
+enum MHD_Result api_h_images_pull(struct api_req *req);
+enum MHD_Result api_h_images_prune(struct api_req *req);
+enum MHD_Result api_h_image_get(struct api_req *req);
+enum MHD_Result api_h_image_delete(struct api_req *req);
 /* The text of GET /metrics: every registered metric plus those sampled now (instances by state,
  * the daemon's CPU and fds, each VMM's PSS). Caller frees. */
 char *api_metrics_text(struct inst_manager *m);

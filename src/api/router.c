@@ -67,6 +67,12 @@ static const struct {
     { API_ROUTE_STATS, "GET", { "v1", "instances", PARAM, "stats" }, { NULL }, "stats" },
     { API_ROUTE_METRICS, "GET", { "metrics" }, { NULL }, "metrics" },
     { API_ROUTE_EVENTS, "GET", { "v1", "events" }, { "since", "until", NULL }, "events" },
+    { API_ROUTE_IMAGES_LIST, "GET", { "v1", "images" }, { "all", NULL }, "images" },
+    { API_ROUTE_IMAGES_PULL, "POST", { "v1", "images", "pull" }, { NULL }, "pull" },
+    { API_ROUTE_IMAGES_LOAD, "POST", { "v1", "images", "load" }, { NULL }, "load" },
+    { API_ROUTE_IMAGES_PRUNE, "POST", { "v1", "images", "prune" }, { "all", NULL }, "image_prune" },
+    { API_ROUTE_IMAGE_GET, "GET", { "v1", "images", PARAM }, { NULL }, "image_inspect" },
+    { API_ROUTE_IMAGE_DELETE, "DELETE", { "v1", "images", PARAM }, { "force", NULL }, "rmi" },
 };
 
 struct path_segs {

@@ -34,6 +34,12 @@ enum api_route {
     API_ROUTE_SESSION_RESIZE, /* POST   /v1/sessions/{ref}/resize */
     API_ROUTE_METRICS,        /* GET    /metrics (Prometheus text format) */
     API_ROUTE_EVENTS,         /* GET    /v1/events?since=&until= (NDJSON) */
+    API_ROUTE_IMAGES_LIST,    /* GET    /v1/images */
+    API_ROUTE_IMAGES_PULL,    /* POST   /v1/images/pull (NDJSON progress) */
+    API_ROUTE_IMAGES_LOAD,    /* POST   /v1/images/load (a tar, or {"path": DIR}) */
+    API_ROUTE_IMAGES_PRUNE,   /* POST   /v1/images/prune?all= */
+    API_ROUTE_IMAGE_GET,      /* GET    /v1/images/{ref}  (ref: '/' sent as %2F) */
+    API_ROUTE_IMAGE_DELETE,   /* DELETE /v1/images/{ref}?force= */
     _API_ROUTE_MAX,
     _API_ROUTE_INVALID = -22,
 };

@@ -77,10 +77,16 @@ static const api_handler_fn handlers[_API_ROUTE_MAX] = {
     [API_ROUTE_SESSION_RESIZE] = api_h_session_resize,
     [API_ROUTE_METRICS] = api_h_metrics,
     [API_ROUTE_EVENTS] = api_h_events,
+    [API_ROUTE_IMAGES_LIST] = api_h_images_list,
+    [API_ROUTE_IMAGES_PULL] = api_h_images_pull,
+    [API_ROUTE_IMAGES_PRUNE] = api_h_images_prune,
+    [API_ROUTE_IMAGE_GET] = api_h_image_get,
+    [API_ROUTE_IMAGE_DELETE] = api_h_image_delete,
 };
 
 static const struct api_upload_ops *const uploads[_API_ROUTE_MAX] = {
     [API_ROUTE_ARCHIVE_PUT] = &api_archive_put_ops,
+    [API_ROUTE_IMAGES_LOAD] = &api_images_load_ops,
 };
 
 /* The upload handlers of req's route; NULL for a gathered body or an unmatched request. */
@@ -354,7 +360,10 @@ request_begin(struct api_req *req, enum MHD_Result *res)
         return true;
     }
 
-    if (req->match.ref[0] && !api_ref_valid(req->match.ref)) {
+    /* image refs (references, digests, ids) are checked by their handlers */
+    bool image_route =
+        req->match.route == API_ROUTE_IMAGE_GET || req->match.route == API_ROUTE_IMAGE_DELETE;
+    if (req->match.ref[0] && !image_route && !api_ref_valid(req->match.ref)) {
         _cleanup_free_ char *msg =
             xasprintf("invalid instance reference '%.64s': names, ids and id prefixes match "
                       "[a-z0-9][a-z0-9-]{0,62}",

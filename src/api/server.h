@@ -2,6 +2,7 @@
  * one thread per client connection, dispatching to the handlers through the router. */
 #pragma once
 
+#include "image/oci/oci.h"
 #include "instance/manager.h"
 #include "util/cleanup.h"
 #include "util/err.h"
@@ -51,3 +52,7 @@ int api_metrics_http_start(struct inst_manager *m, const char *listen,
 /* NULL-safe; returns NULL. */
 struct api_metrics_http *api_metrics_http_stop(struct api_metrics_http *h);
 DEFINE_CLEANUP(struct api_metrics_http, api_metrics_http_stop)
+
+/* Where the image handlers keep images (DATA_DIR/images) and how they reach registries. Call
+ * before api_server_start(); conf (and what it points to) must outlive the server. */
+void api_images_configure(const char *layout_dir, const struct oci_registry_conf *conf);

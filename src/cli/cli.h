@@ -343,6 +343,18 @@ int cli_cmd_stats(const struct cli_ctx *ctx, const struct stats_opts *o);
 int cli_cmd_caps(const struct cli_ctx *ctx);
 int cli_cmd_version(const struct cli_ctx *ctx);
 
+/* ---- images (cmd_pull.c, cmd_images.c, cmd_rmi.c, cmd_image_prune.c, cmd_load.c) ---------- */
+
+/* Pull ref through torpord, drawing per-layer progress on a terminal (quiet: only the
+ * reference at the end); run IMAGE calls it for an image not in the store. The exit code. */
+int cli_image_pull(const struct cli_ctx *ctx, const char *ref, bool quiet);
+/* "/v1/images/<ref, percent-encoded, '/' as %2F><suffix>". Caller frees. */
+char *cli_image_path(const char *ref, const char *suffix);
+/* n bytes as docker images prints sizes: decimal units, four significant digits ("7.34MB"). */
+void cli_format_size_si(uint64_t n, char *buf, size_t size);
+/* DELETE each image; prints Untagged:/Deleted: lines; CLI_EXIT_FAIL if any failed. */
+int cli_cmd_rmi(const struct cli_ctx *ctx, char *const *refs, size_t n, bool force);
+
 /* The verbs main() dispatches to (verbs.c), in the order `torpor --help` lists them. */
 struct cli_verb {
     const char *name;
@@ -370,6 +382,12 @@ int cli_verb_stats(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_events(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_completion(const struct cli_ctx *ctx, int argc, char **argv);
 int cli_verb_port(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_pull(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_images(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_rmi(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_load(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_image(const struct cli_ctx *ctx, int argc, char **argv);
+int cli_verb_image_prune(const struct cli_ctx *ctx, int argc, char **argv);
 /* The text `torpor port` prints for an instance object's "ports": every port as
  * "GUESTPORT/PROTO -> HOSTIP:HOSTPORT\n", or with filter ("80", "53/udp") the host side of
  * that one ("HOSTIP:HOSTPORT\n"; -ENOENT when none, -EINVAL for a bad filter). Caller frees. */
@@ -393,6 +411,12 @@ void cli_syntax_caps(const char *verb, struct cli_syntax *ret);
 void cli_syntax_version(const char *verb, struct cli_syntax *ret);
 void cli_syntax_completion(const char *verb, struct cli_syntax *ret);
 void cli_syntax_port(const char *verb, struct cli_syntax *ret);
+void cli_syntax_pull(const char *verb, struct cli_syntax *ret);
+void cli_syntax_images(const char *verb, struct cli_syntax *ret);
+void cli_syntax_rmi(const char *verb, struct cli_syntax *ret);
+void cli_syntax_load(const char *verb, struct cli_syntax *ret);
+void cli_syntax_image(const char *verb, struct cli_syntax *ret);
+void cli_syntax_image_prune(const char *verb, struct cli_syntax *ret);
 
 /* ---- generated from the tables (gendoc.c) ------------------------------------------------- */
 

@@ -500,15 +500,11 @@ run_image_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const 
     return rc;
 }
 
-/* The single call site of the pull `run` does for a missing image. COORDINATOR: at the merge
- * with wt-reg, make this call its CLI pull (cli_image_pull(ctx, ref, !isatty(STDERR_FILENO))
- * or similar in cmd_pull.c), which shows progress and returns < 0 on failure. */
+/* The pull `run` does for a missing image: progress on a terminal, as `torpor pull`. */
 static int
 cli_run_pull_image(const struct cli_ctx *ctx, const char *ref)
 {
-    (void)ctx;
-    cli_error("No such image: %s (pull it first: this build has no pull in 'run')", ref);
-    return -ENOENT;
+    return cli_image_pull(ctx, ref, !isatty(STDERR_FILENO)) == CLI_EXIT_OK ? 0 : -EIO;
 }
 
 /* POST /v1/instances; for an IMAGE torpord does not have, pull it and ask once more, as the

@@ -29,6 +29,12 @@ const struct cli_verb cli_verbs[] = {
     { "port", cli_verb_port, "list an instance's published ports", cli_syntax_port },
     { "fork", cli_verb_fork, "fork an instance into children", cli_syntax_fork },
     { "rm", cli_verb_lifecycle, "remove instances", cli_syntax_lifecycle },
+    { "pull", cli_verb_pull, "pull an image from a registry", cli_syntax_pull },
+    { "images", cli_verb_images, "list images", cli_syntax_images },
+    { "rmi", cli_verb_rmi, "remove images", cli_syntax_rmi },
+    { "load", cli_verb_load, "load images from a tar archive or an OCI layout", cli_syntax_load },
+    { "image", cli_verb_image, "manage images (ls, rm, pull, load, inspect, prune)",
+      cli_syntax_image },
     { "capabilities", cli_verb_caps, "print what each hypervisor supports", cli_syntax_caps },
     { "version", cli_verb_version, "print client and daemon versions", cli_syntax_version },
     { "completion", cli_verb_completion, NULL, cli_syntax_completion }, /* hidden */

@@ -18,6 +18,7 @@
 
 #include "api/server.h"
 #include "hypervisor/firecracker/fc_driver.h"
+#include "image/oci/oci.h"
 #include "image/oci/rootfs.h"
 #include "instance/console.h"
 #include "instance/manager.h"
@@ -45,6 +46,10 @@ static struct net_subnet arg_subnet;
 static bool arg_cleanup_network;
 /* --metrics-listen; NULL = /metrics on the API socket only */
 static const char *arg_metrics_listen;
+/* --insecure-registry (repeatable) and --registry-config */
+static char **arg_insecure_registries;
+static size_t arg_n_insecure;
+static const char *arg_registry_config;
 
 /* VMMs run with their instance directory as working directory, so every path the daemon
  * derives from its options must be absolute. NULL when the working directory is unknown. */
@@ -101,6 +106,14 @@ static const struct daemon_opt {
     { "log-format", 'L', "FORMAT",
       "text (default) or json: one JSON object per line with time, level, msg and the "
       "instance and op fields of the message" },
+    { "insecure-registry", 'I', "HOST[:PORT]",
+      "pull from this registry over plain HTTP (or HTTPS without verifying its certificate); "
+      "repeatable. Loopback registries (localhost, 127.0.0.0/8, ::1) are insecure by default, "
+      "as with dockerd" },
+    { "registry-config", 'R', "PATH",
+      "registry credentials, a docker-style config.json (\"auths\": {\"HOST\": {\"auth\": "
+      "base64 of USER:PASS}}) (default $DOCKER_CONFIG/config.json, else "
+      "~/.docker/config.json)" },
     { "help", 'h', NULL, "print this help" },
     { "man", 'M', NULL, NULL }, /* hidden: print torpord(8) in roff */
 };
@@ -335,6 +348,23 @@ parse_args(int argc, char **argv)
             log_set_format(fmt);
             break;
         }
+        case 'I':
+            if (!oci_registry_host_valid(optarg)) {
+                fprintf(stderr, "torpord: --insecure-registry '%s' is not HOST[:PORT]\n", optarg);
+                return -EINVAL;
+            }
+            arg_insecure_registries =
+                xrealloc(arg_insecure_registries, sizeof(char *) * (arg_n_insecure + 2));
+            arg_insecure_registries[arg_n_insecure++] = xstrdup(optarg);
+            arg_insecure_registries[arg_n_insecure] = NULL;
+            break;
+        case 'R':
+            if (!*optarg) {
+                fprintf(stderr, "torpord: --registry-config must not be empty\n");
+                return -EINVAL;
+            }
+            arg_registry_config = absolute_path(optarg);
+            break;
         case 'h':
             usage(stdout);
             exit(0);
@@ -535,6 +565,17 @@ run(struct tp_err *err)
                             (unsigned)arg_socket_gid);
     if (chmod(arg_socket, 0660) < 0)
         return tp_err_errno(err, -errno, "make socket '%s' mode 0660", arg_socket);
+    {
+        /* images: an OCI layout in DATA_DIR/images; the conf lives as long as the daemon */
+        static struct oci_registry_conf rc;
+        _cleanup_free_ char *images = fs_path_join(data_dir, "images");
+        rc.insecure = arg_insecure_registries;
+        rc.auth_config = arg_registry_config;
+        r = oci_layout_init(images, err);
+        if (r < 0)
+            return tp_err_wrap(err, "create the image store");
+        api_images_configure(images, &rc);
+    }
     r = api_server_start(m, listenfd, arg_client_timeout, &srv, err);
     if (r < 0)
         return tp_err_wrap(err, "start API server");

@@ -518,5 +518,39 @@ class Leftovers(CrashBase):
         self.check_invariants("rm during boot")
 
 
+
+class PullCrash(CrashBase):
+    """A pull killed at each of its crash points: index.json is untouched, blobs/ holds only
+    verified blobs of the image, and the next pull completes (the image store's rules)."""
+
+    def test_pull_points(self):
+        import json
+        import tempfile
+
+        import oci_registry as R
+        tmp = tempfile.mkdtemp(prefix="tp-pullcrash-", dir="/tmp")
+        reg = R.Registry(tmp).start()
+        try:
+            big = R.make_layer({"big": os.urandom(2 << 20)}, gz=False)
+            img = R.Image([big, R.make_layer({"small": b"s"})], gz=False)
+            img.push(reg, "t/crash", "v1")
+            ref = f"{reg.host}/t/crash:v1"
+            want = {img.digest, img.config_digest, *(R.sha256(l) for l in img.layers)}
+            bdir = os.path.join(self.d.data_dir, "images/blobs/sha256")
+            for point in ("pull.blob-data", "pull.blob-committed", "pull.before-tag"):
+                self.crash_during(point, "POST", "/v1/images/pull", {"ref": ref})
+                with open(os.path.join(self.d.data_dir, "images/index.json")) as f:
+                    self.assertEqual(json.load(f)["manifests"], [], point)
+                have = {"sha256:" + b for b in os.listdir(bdir)}
+                self.assertLessEqual(have, want, point)
+                for b in have:  # each is complete and verified
+                    with open(os.path.join(bdir, b[7:]), "rb") as f:
+                        self.assertEqual(R.sha256(f.read()), b, point)
+                self.assertEqual(self.d.cli("pull", "-q", ref).stdout.decode().strip(), ref)
+                self.d.cli("rmi", ref)
+        finally:
+            reg.stop()
+            subprocess.run(["rm", "-rf", tmp])
+
 if __name__ == "__main__":
     harness.main()

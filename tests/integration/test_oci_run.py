@@ -172,6 +172,21 @@ class OciRun(harness.DaemonTest):
         self.assertEqual(self.d.cli("wait", "sh1").stdout, b"0\n")
         self.d.cli("rm", "sh1", "sh2")
 
+    def test_rmi_keeps_instances(self):
+        digest = ocibuild.build(self.store, LIB + "gc:1", [self.bb], config={"Cmd": ["/bin/true"]})
+        self.d.cli("run", "-d", "--name", "gc1", "gc:1")
+        disk = os.path.join(self.rootfs_dir(), digest[7:] + ".ext4")
+        self.assertTrue(os.path.exists(disk))
+        # docker refuses an image a container uses unless forced; forced, the instance keeps
+        # its own disk.
+        self.assertNotEqual(self.d.cli("rmi", "gc:1", check=False).returncode, 0)
+        self.d.cli("rmi", "-f", "gc:1")
+        self.assertFalse(os.path.exists(disk))  # gone with its manifest
+        self.d.cli("start", "gc1")  # the instance's own copy
+        self.d.wait_state("gc1", "Stopped", 120000)
+        self.assertEqual(self.d.cli("wait", "gc1").stdout, b"0\n")
+        self.d.cli("rm", "gc1")
+
     def test_stale_build_dir_removed_at_start(self):
         stale = os.path.join(self.rootfs_dir(), "tmp-killed")
         os.makedirs(os.path.join(stale, "tree"), exist_ok=True)

@@ -254,11 +254,29 @@ oci_layout_tag(const char *dir, const char *ref_name, const struct oci_desc *man
         return r;
     ms = json_object_get(j, "manifests");
     for (i = 0; i < json_array_size(ms); i++) {
-        const char *n = entry_annotation(json_array_get(ms, i), OCI_ANNOT_REF_NAME);
-        if (n && strcmp(n, ref_name) == 0)
+        json_t *old = json_array_get(ms, i);
+        const char *n = entry_annotation(old, OCI_ANNOT_REF_NAME);
+        if (ref_name && n && strcmp(n, ref_name) == 0)
             break;
+        if (!ref_name && json_is_string(json_object_get(old, "digest")) &&
+            strcmp(json_string_value(json_object_get(old, "digest")), manifest->digest) == 0)
+            return 0; /* an unnamed image already listed (named or not) */
     }
-    annot = json_pack("{s:s}", OCI_ANNOT_REF_NAME, ref_name);
+    if (ref_name) {
+        /* an unnamed entry of this digest is superseded by the name */
+        for (size_t k = 0; k < json_array_size(ms); k++) {
+            json_t *old = json_array_get(ms, k);
+            json_t *dg = json_object_get(old, "digest");
+            if (!entry_annotation(old, OCI_ANNOT_REF_NAME) && json_is_string(dg) &&
+                strcmp(json_string_value(dg), manifest->digest) == 0) {
+                json_array_remove(ms, k);
+                if (i > k)
+                    i--;
+                break;
+            }
+        }
+    }
+    annot = ref_name ? json_pack("{s:s}", OCI_ANNOT_REF_NAME, ref_name) : json_object();
     if (index_digest)
         json_object_set_new(annot, OCI_ANNOT_INDEX_DIGEST, json_string(index_digest));
     e = json_pack("{s:s,s:s,s:I,s:o}", "mediaType", manifest->media_type, "digest",
@@ -295,6 +313,36 @@ oci_layout_untag(const char *dir, const char *ref_name, struct tp_err *err)
         }
     }
     return tp_err_set(err, -ENOENT, "No such image: %s", ref_name);
+}
+
+int
+oci_layout_untag_digest(const char *dir, const char *digest, struct tp_err *err)
+{
+    _cleanup_close_ int lock = -EBADF;
+    _cleanup_json_ json_t *j = NULL;
+    bool found = false;
+    json_t *ms;
+    int r;
+
+    lock = lock_index(dir, err);
+    if (lock < 0)
+        return lock;
+    r = index_load(dir, &j, err);
+    if (r < 0)
+        return r;
+    ms = json_object_get(j, "manifests");
+    for (size_t i = 0; i < json_array_size(ms);) {
+        json_t *dg = json_object_get(json_array_get(ms, i), "digest");
+        if (json_is_string(dg) && strcmp(json_string_value(dg), digest) == 0) {
+            json_array_remove(ms, i);
+            found = true;
+        } else {
+            i++;
+        }
+    }
+    if (!found)
+        return tp_err_set(err, -ENOENT, "No such image: %s", digest);
+    return index_store(dir, j, err);
 }
 
 static bool

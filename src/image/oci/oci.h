@@ -131,11 +131,14 @@ int oci_layout_init(const char *layout_dir, struct tp_err *err);
 int oci_layout_list(const char *layout_dir, struct oci_image **ret, size_t *ret_n,
                     struct tp_err *err);
 /* Point ref_name (a normalized full reference) at manifest, replacing an entry of the same name.
+ * ref_name NULL: list the image without a name (docker's <none>) unless it is listed already.
  * index_digest may be NULL. index.json is rewritten atomically. */
 int oci_layout_tag(const char *layout_dir, const char *ref_name, const struct oci_desc *manifest,
                    const char *index_digest, struct tp_err *err);
 /* Remove the entry named ref_name: -ENOENT when none. */
 int oci_layout_untag(const char *layout_dir, const char *ref_name, struct tp_err *err);
+/* Remove every entry of manifest digest (named or not): -ENOENT when none. */
+int oci_layout_untag_digest(const char *layout_dir, const char *digest, struct tp_err *err);
 
 /* Find an image in the layout: by reference (any form oci_ref_parse takes, normalized before
  * lookup), by manifest digest, or by a unique image-id prefix (image id = the config digest's
@@ -156,3 +159,62 @@ int oci_layout_clear_ingest(const char *layout_dir, uint64_t *ret_freed, struct 
 /* A shared lock a pull/load holds for its whole run so gc does not remove blobs it has written
  * but not tagged yet. Returns an fd to close, or -errno. */
 int oci_layout_pull_lock(const char *layout_dir, struct tp_err *err);
+
+/* ------------------------------------------------------------------ registries and pulls */
+
+struct oci_registry_conf {
+    char **insecure;         /* NULL-terminated "host[:port]" list allowed over plain HTTP */
+    const char *auth_config; /* docker-style config.json; NULL = oci_auth_default_config() */
+};
+/* $DOCKER_CONFIG/config.json, else ~/.docker/config.json (NULL without HOME). Caller frees. */
+char *oci_auth_default_config(void);
+/* Whether registry ("host[:port]") may be reached over plain HTTP: named in conf->insecure,
+ * or on loopback (localhost, 127.0.0.0/8, ::1) as dockerd allows by default. */
+bool oci_registry_insecure(const struct oci_registry_conf *conf, const char *registry);
+/* Whether s is a valid --insecure-registry value (host[:port]). */
+bool oci_registry_host_valid(const char *s);
+
+enum oci_progress_kind {
+    OCI_PROGRESS_EXISTS,      /* the blob is in the store already */
+    OCI_PROGRESS_WAITING,     /* queued behind other downloads */
+    OCI_PROGRESS_DOWNLOADING, /* current of total bytes (resumed: bytes kept from before) */
+    OCI_PROGRESS_VERIFYING,
+    OCI_PROGRESS_COMPLETE, /* verified and in blobs/ */
+    _OCI_PROGRESS_MAX,
+    _OCI_PROGRESS_INVALID = -22,
+};
+struct oci_progress {
+    const char *digest; /* of the blob */
+    enum oci_progress_kind kind;
+    int64_t current, total, resumed;
+};
+/* Called from the pulling threads, one call at a time. */
+typedef void (*oci_progress_fn)(const struct oci_progress *p, void *userdata);
+
+struct oci_pull_result {
+    char *ref;          /* normalized full reference */
+    char *digest;       /* the image manifest's */
+    char *index_digest; /* the index/list it was chosen from, or NULL */
+    bool up_to_date;    /* every blob was there already */
+};
+void oci_pull_result_done(struct oci_pull_result *r);
+
+/* Pull ref into the layout: manifest (an index resolved to linux/amd64), config and layers
+ * (in parallel, each verified while it streams, a partial download resumed), then the tag.
+ * Errors name what failed: "manifest unknown", "digest mismatch", "connect to registry". */
+int oci_pull(const char *layout_dir, const struct oci_registry_conf *conf, const char *ref,
+             oci_progress_fn cb, void *userdata, struct oci_pull_result *ret, struct tp_err *err);
+
+/* ------------------------------------------------------------------ load */
+
+struct oci_load_result {
+    char **names;  /* normalized references tagged (NULL-terminated) */
+    char **images; /* manifest digests of images loaded without a name (NULL-terminated) */
+};
+void oci_load_result_done(struct oci_load_result *r);
+/* Load a tar stream (an OCI layout in a tar, or a `docker save` tarball) read from fd. */
+int oci_load_tar_fd(const char *layout_dir, int fd, struct oci_load_result *ret,
+                    struct tp_err *err);
+/* Load every image of an OCI layout directory on the host. */
+int oci_load_layout_dir(const char *layout_dir, const char *src_dir, struct oci_load_result *ret,
+                        struct tp_err *err);

@@ -203,6 +203,31 @@ oci_rootfs_remove(const char *layout_dir, const char *manifest_digest, struct tp
 }
 
 int
+oci_rootfs_gc(const char *layout_dir, struct tp_err *err)
+{
+    _cleanup_free_ char *dir = rootfs_dir(layout_dir);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    int r = 0;
+
+    if (!d)
+        return errno == ENOENT ? 0 : tp_err_errno(err, -errno, "open '%s'", dir);
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len != 64 + 5 || strcmp(de->d_name + 64, ".ext4") != 0)
+            continue;
+        _cleanup_free_ char *digest = xasprintf("sha256:%.64s", de->d_name);
+        if (!oci_digest_valid(digest) || oci_blob_exists(layout_dir, digest))
+            continue;
+        int k = oci_rootfs_remove(layout_dir, digest, err);
+        if (k < 0 && r == 0)
+            r = k;
+    }
+    closedir(d);
+    return r;
+}
+
+int
 oci_rootfs_clean_tmp(const char *layout_dir, struct tp_err *err)
 {
     _cleanup_free_ char *dir = rootfs_dir(layout_dir);

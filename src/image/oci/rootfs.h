@@ -33,5 +33,8 @@ int oci_rootfs_get(const char *layout_dir, const struct oci_desc *manifest, stru
  * Nothing to remove is fine. */
 int oci_rootfs_remove(const char *layout_dir, const char *manifest_digest, struct tp_err *err);
 
+/* Remove the cached disks whose manifest blob is gone from the layout (after rmi/prune's gc). */
+int oci_rootfs_gc(const char *layout_dir, struct tp_err *err);
+
 /* Remove the temp dirs builds left behind (torpord's start, before anything builds). */
 int oci_rootfs_clean_tmp(const char *layout_dir, struct tp_err *err);

@@ -13,6 +13,7 @@
 /* cmocka.h needs the headers above first */
 #include <cmocka.h>
 
+#include "image/oci/oci-internal.h"
 #include "image/oci/oci.h"
 #include "util/fs.h"
 #include "util/xalloc.h"
@@ -472,6 +473,196 @@ test_layout(void **state)
     free(dir);
 }
 
+/* ------------------------------------------------------------------ auth, ingest, docker save */
+
+static void
+test_challenge(void **state)
+{
+    struct oci_challenge c = { 0 };
+    struct tp_err err = { 0 };
+    (void)state;
+
+    /* Docker Hub's, as recorded */
+    assert_int_equal(oci_challenge_parse("Bearer realm=\"https://auth.docker.io/token\","
+                                         "service=\"registry.docker.io\",scope=\"repository:"
+                                         "library/busybox:pull\"",
+                                         &c, &err),
+                     0);
+    assert_string_equal(c.scheme, "bearer");
+    assert_string_equal(c.realm, "https://auth.docker.io/token");
+    assert_string_equal(c.service, "registry.docker.io");
+    assert_string_equal(c.scope, "repository:library/busybox:pull");
+    oci_challenge_done(&c);
+    /* ghcr's, spaces and an escaped quote */
+    assert_int_equal(oci_challenge_parse("  BEARER realm = \"https://ghcr.io/token\" , "
+                                         "service=\"gh\\\"cr\"",
+                                         &c, &err),
+                     0);
+    assert_string_equal(c.realm, "https://ghcr.io/token");
+    assert_string_equal(c.service, "gh\"cr");
+    assert_null(c.scope);
+    oci_challenge_done(&c);
+    assert_int_equal(oci_challenge_parse("Basic realm=\"Registry Realm\"", &c, &err), 0);
+    assert_string_equal(c.scheme, "basic");
+    oci_challenge_done(&c);
+    assert_int_equal(oci_challenge_parse("Bearer service=\"x\"", &c, &err), -EPROTO);
+    assert_non_null(strstr(tp_err_msg(&err), "without a realm"));
+    tp_err_clear(&err);
+    assert_int_equal(oci_challenge_parse("Bearer realm=\"unterminated", &c, &err), -EPROTO);
+    tp_err_clear(&err);
+    assert_int_equal(oci_challenge_parse("Bearer realm", &c, &err), -EPROTO);
+    tp_err_clear(&err);
+    assert_int_equal(oci_challenge_parse("", &c, &err), -EPROTO);
+    tp_err_clear(&err);
+}
+
+static void
+test_auth_lookup(void **state)
+{
+    char *dir = make_tmpdir();
+    char *cfg = xasprintf("%s/config.json", dir);
+    char *basic = NULL;
+    struct tp_err err = { 0 };
+    FILE *f;
+    (void)state;
+
+    assert_int_equal(oci_auth_lookup(cfg, "x.io", &basic, &err), 0); /* no file: none */
+    assert_null(basic);
+    f = fopen(cfg, "w");
+    fputs("{\"auths\":{\"127.0.0.1:5000\":{\"auth\":\"YTpi\"},"
+          "\"https://index.docker.io/v1/\":{\"auth\":\"aHViOnB3\"},"
+          "\"r.io\":{\"username\":\"u\",\"password\":\"p\"}}}",
+          f);
+    fclose(f);
+    assert_int_equal(oci_auth_lookup(cfg, "127.0.0.1:5000", &basic, &err), 0);
+    assert_string_equal(basic, "YTpi");
+    free(basic);
+    assert_int_equal(oci_auth_lookup(cfg, "docker.io", &basic, &err), 0);
+    assert_string_equal(basic, "aHViOnB3");
+    free(basic);
+    assert_int_equal(oci_auth_lookup(cfg, "r.io", &basic, &err), 0);
+    assert_string_equal(basic, "dTpw"); /* base64("u:p") */
+    free(basic);
+    assert_int_equal(oci_auth_lookup(cfg, "other.io", &basic, &err), 0);
+    assert_null(basic);
+    f = fopen(cfg, "w");
+    fputs("{not json", f);
+    fclose(f);
+    assert_int_equal(oci_auth_lookup(cfg, "r.io", &basic, &err), -EINVAL);
+    tp_err_clear(&err);
+    assert_int_equal(fs_rm_rf(dir, NULL), 0);
+    free(cfg);
+    free(dir);
+}
+
+static void
+test_insecure(void **state)
+{
+    char *list[] = { (char *)"reg.local:5000", (char *)"plain.io", NULL };
+    struct oci_registry_conf conf = { .insecure = list };
+    (void)state;
+
+    assert_true(oci_registry_insecure(&conf, "reg.local:5000"));
+    assert_false(oci_registry_insecure(&conf, "reg.local:5001"));
+    assert_true(oci_registry_insecure(&conf, "plain.io:443")); /* a bare host covers its ports */
+    assert_true(oci_registry_insecure(&conf, "127.0.0.5:80"));
+    assert_true(oci_registry_insecure(&conf, "localhost:5000"));
+    assert_true(oci_registry_insecure(&conf, "[::1]:5000"));
+    assert_false(oci_registry_insecure(&conf, "docker.io"));
+    assert_false(oci_registry_insecure(NULL, "128.0.0.1:5000"));
+    assert_true(oci_registry_host_valid("reg.local:5000"));
+    assert_true(oci_registry_host_valid("10.0.0.1"));
+    assert_false(oci_registry_host_valid("reg.local/x"));
+    assert_false(oci_registry_host_valid("bad host"));
+    assert_false(oci_registry_host_valid(""));
+}
+
+static void
+test_ingest_resume_and_verify(void **state)
+{
+    char *dir = make_tmpdir();
+    static const char data[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    char *digest = oci_digest_of(data, strlen(data));
+    struct oci_ingest *in = NULL;
+    struct tp_err err = { 0 };
+    int64_t have = -1;
+    (void)state;
+
+    assert_int_equal(oci_layout_init(dir, &err), 0);
+    /* a first attempt stops after 10 bytes: the partial stays */
+    assert_int_equal(oci_ingest_open(dir, digest, (int64_t)strlen(data), true, &in, &have, &err),
+                     0);
+    assert_int_equal(have, 0);
+    assert_int_equal(oci_ingest_write(in, data, 10, &err), 0);
+    oci_ingest_close(in, false);
+    assert_false(oci_blob_exists(dir, digest));
+    /* the second resumes from the re-hashed 10 bytes */
+    assert_int_equal(oci_ingest_open(dir, digest, (int64_t)strlen(data), true, &in, &have, &err),
+                     0);
+    assert_int_equal(have, 10);
+    assert_int_equal(oci_ingest_write(in, data + 10, strlen(data) - 10, &err), 0);
+    /* more than the descriptor says is refused */
+    assert_int_equal(oci_ingest_write(in, "x", 1, &err), -EIO);
+    tp_err_clear(&err);
+    assert_int_equal(oci_ingest_commit(in, &err), 0);
+    oci_ingest_close(in, false);
+    assert_true(oci_blob_exists(dir, digest));
+
+    /* wrong content: refused, nothing in blobs/, no partial left */
+    char *other = oci_digest_of("other", 5);
+    assert_int_equal(oci_ingest_open(dir, other, 5, false, &in, NULL, &err), 0);
+    assert_int_equal(oci_ingest_write(in, "OTHER", 5, &err), 0);
+    assert_int_equal(oci_ingest_commit(in, &err), -EIO);
+    assert_non_null(strstr(tp_err_msg(&err), "digest mismatch"));
+    tp_err_clear(&err);
+    oci_ingest_close(in, false);
+    assert_false(oci_blob_exists(dir, other));
+    char *partial = xasprintf("%s/ingest/%s.partial", dir, oci_digest_hex(other));
+    assert_false(fs_exists(partial));
+    /* short: "truncated" */
+    assert_int_equal(oci_ingest_open(dir, other, 5, false, &in, NULL, &err), 0);
+    assert_int_equal(oci_ingest_write(in, "oth", 3, &err), 0);
+    assert_int_equal(oci_ingest_commit(in, &err), -EIO);
+    assert_non_null(strstr(tp_err_msg(&err), "truncated: got 3 of 5"));
+    tp_err_clear(&err);
+    oci_ingest_close(in, false);
+    assert_false(fs_exists(partial));
+
+    assert_int_equal(fs_rm_rf(dir, NULL), 0);
+    free(partial);
+    free(other);
+    free(digest);
+    free(dir);
+}
+
+static void
+test_docker_save_manifest(void **state)
+{
+    struct oci_save_image *v = NULL;
+    struct tp_err err = { 0 };
+    size_t n = 0;
+    (void)state;
+
+    static const char ok[] = "[{\"Config\":\"c.json\",\"RepoTags\":[\"busybox:latest\"],"
+                             "\"Layers\":[\"a/layer.tar\",\"b/layer.tar\"]},"
+                             "{\"Config\":\"d.json\",\"RepoTags\":null,\"Layers\":[]}]";
+    assert_int_equal(oci_docker_save_parse(ok, strlen(ok), &v, &n, &err), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(v[0].config, "c.json");
+    assert_string_equal(v[0].layers[1], "b/layer.tar");
+    assert_null(v[0].layers[2]);
+    assert_string_equal(v[0].repo_tags[0], "busybox:latest");
+    assert_null(v[1].repo_tags[0]);
+    oci_save_images_free(v, n);
+    static const char *const bad[] = { "[]", "{}", "[{\"Layers\":[]}]",
+                                       "[{\"Config\":\"c\",\"Layers\":[1]}]",
+                                       "[{\"Config\":\"c\",\"Layers\":[],\"RepoTags\":\"x\"}]" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(oci_docker_save_parse(bad[i], strlen(bad[i]), &v, &n, &err), -EINVAL);
+        tp_err_clear(&err);
+    }
+}
+
 int
 main(void)
 {
@@ -484,6 +675,11 @@ main(void)
         cmocka_unit_test(test_manifest_errors),
         cmocka_unit_test(test_index_select),
         cmocka_unit_test(test_layout),
+        cmocka_unit_test(test_challenge),
+        cmocka_unit_test(test_auth_lookup),
+        cmocka_unit_test(test_insecure),
+        cmocka_unit_test(test_ingest_resume_and_verify),
+        cmocka_unit_test(test_docker_save_manifest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,9 +4,10 @@ output in logs, whiteouts, hostile layers, bad images, standby/restore/fork, a s
 import json
 import os
 import shutil
-import subprocess
+import tempfile
 
 import harness
+import oci_registry
 import ocibuild
 
 LIB = "docker.io/library/"
@@ -193,6 +194,47 @@ class OciRun(harness.DaemonTest):
         self.d.stop()
         self.d.start()
         self.assertFalse(os.path.exists(stale))
+
+
+class RunPulls(harness.DaemonTest):
+    """run IMAGE of an image torpord lacks: "No such image", the CLI pulls it from a real
+    registry on 127.0.0.1 and creates again, as the docker CLI does."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="tp-runpull-", dir="/tmp")
+        cls.reg = oci_registry.Registry(cls.tmp).start()
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.reg.stop()
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def test_run_pulls_docker_image(self):
+        img = oci_registry.Image([ocibuild.layer(ocibuild.busybox_members())], docker=True,
+                                 env=["PATH=/bin", "GREETING=pulled"],
+                                 cmd=["/bin/sh", "-c", "echo $GREETING; exit 9"])
+        img.push(self.reg, "t/app", "v1")
+        ref = f"{self.reg.host}/t/app:v1"
+        p = self.d.cli("run", "--name", "pulled", ref, check=False)
+        self.assertEqual(p.returncode, 9, p.stderr)
+        self.assertIn(f"Unable to find image '{ref}' locally".encode(), p.stderr)
+        self.assertIn(b"pulled", p.stdout)
+        _, inst = self.d.request("GET", "/v1/instances/pulled")
+        self.assertEqual(inst["image"], ref)
+        self.assertEqual(inst["image_digest"], img.digest)
+        # Present now: no second pull.
+        p = self.d.cli("run", "--rm", ref, check=False)
+        self.assertEqual(p.returncode, 9)
+        self.assertNotIn(b"Unable to find image", p.stderr)
+        # A reference no registry has: the pull's error, exit 125, no instance.
+        p = self.d.cli("run", f"{self.reg.host}/t/none:v1", check=False)
+        self.assertEqual(p.returncode, 125)
+        self.d.cli("rm", "pulled")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ oci_config_free(struct oci_image_config *c)
     free(c);
     return NULL;
 }
-DEFINE_CLEANUP(struct oci_image_config *, oci_config_free)
+DEFINE_CLEANUP(struct oci_image_config, oci_config_free)
 
 static int
 get_str(json_t *o, const char *key, char **ret, struct tp_err *err)

@@ -280,7 +280,6 @@ test_hostile(void **state)
 {
     struct fx *f = *state;
     struct tp_err err = { 0 };
-    _cleanup_free_ char *abs_out = fs_path_join(f->outside, "");
     const struct m links[] = {
         { 'l', "rel", "../outside", 0777, 0 }, { 'l', "up", "../../../../../../..", 0777, 0 },
         { 'l', "abs", f->outside, 0777, 0 },   { 'l', "etc", "/etc", 0777, 0 },

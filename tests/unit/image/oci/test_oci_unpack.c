@@ -550,6 +550,62 @@ test_rootfs(void **state)
     assert_int_equal(count_tmp(layout), 0);
 }
 
+/* A layout on a 20 MiB tmpfs and a 12 MiB layer: the build runs out of space; the error says
+ * so and nothing is left, neither a disk nor a temp dir. */
+static void
+test_rootfs_disk_full(void **state)
+{
+    struct fx *f = *state;
+    struct tp_err err = { 0 };
+    _cleanup_free_ char *mnt = fs_path_join(f->dir, "small");
+    _cleanup_free_ char *cmd = xasprintf("mount -t tmpfs -o size=20m tmpfs '%s' 2>/dev/null", mnt);
+
+    assert_int_equal(mkdir(mnt, 0700), 0);
+    if (geteuid() != 0 || system(cmd) != 0)
+        skip();
+    _cleanup_free_ char *layout = fs_path_join(mnt, "layout");
+    size_t big = 12u << 20;
+    char *data = xmalloc(big + 1);
+    for (size_t i = 0; i < big; i++)
+        data[i] = (char)('a' + (i * 7919u + i / 13) % 26);
+    data[big] = '\0';
+    const struct m l[] = { { 'f', "big", data, 0644, 0 } };
+    char digest[8 + 64 + 1];
+    int fd = make_layer(l, 1, NULL, digest);
+    free(data);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    char *blob = xmalloc((size_t)st.st_size);
+    assert_int_equal(pread(fd, blob, (size_t)st.st_size, 0), st.st_size);
+    close(fd);
+    assert_int_equal(oci_layout_init(layout, &err), 0);
+    assert_int_equal(oci_blob_put(layout, digest, blob, (size_t)st.st_size, &err), 0);
+    free(blob);
+    const char *cfg = "{\"config\":{\"Cmd\":[\"/big\"]}}";
+    _cleanup_free_ char *dc = put_blob(layout, cfg, strlen(cfg));
+    _cleanup_free_ char *man =
+        xasprintf("{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\","
+                  "\"digest\":\"%s\",\"size\":%zu},\"layers\":[{\"mediaType\":\"%s\",\"digest\":"
+                  "\"%s\",\"size\":%lld}]}",
+                  OCI_MT_MANIFEST, OCI_MT_CONFIG, dc, strlen(cfg), OCI_MT_LAYER_TAR, digest,
+                  (long long)st.st_size);
+    struct oci_desc d = { .media_type = (char *)OCI_MT_MANIFEST, .size = (int64_t)strlen(man) };
+    d.digest = put_blob(layout, man, strlen(man));
+    struct oci_rootfs rf = { 0 };
+
+    int r = oci_rootfs_get(layout, &d, &rf, &err);
+    assert_true(r < 0);
+    assert_int_equal(r, -ENOSPC);
+    assert_non_null(strstr(tp_err_msg(&err), "No space left on device"));
+    tp_err_clear(&err);
+    assert_int_equal(count_tmp(layout), 0);
+    _cleanup_free_ char *disk = xasprintf("%s/%s/%s.ext4", layout, OCI_ROOTFS_DIR, d.digest + 7);
+    assert_false(fs_exists(disk));
+    free(d.digest);
+    _cleanup_free_ char *umount = xasprintf("umount '%s'", mnt);
+    assert_int_equal(system(umount), 0);
+}
+
 int
 main(void)
 {
@@ -561,6 +617,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_digest_and_corruption, setup, teardown),
         cmocka_unit_test(test_media_types),
         cmocka_unit_test_setup_teardown(test_rootfs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rootfs_disk_full, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

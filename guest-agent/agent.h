@@ -165,8 +165,9 @@ builtin_fn builtin_find(const char *name);
 
 /* workload.c: an image's workload (torpor.workload=SPEC on the kernel command line). */
 extern pid_t workload_pid; /* 0 until started */
-/* Start it from the spec file; its pid, or 0 when it could not start (logged). */
-pid_t workload_start(const char *spec_path);
+/* Start it from the spec file; its pid. With defer, only make its WorkingDir (the host execs
+ * it, attached) and return 0. */
+pid_t workload_start(const char *spec_path, bool defer);
 /* It ended with code: record the code on the root disk, end every process, sync, remount the
  * root read-only and reset the guest (the VMM exits). */
 __attribute__((noreturn)) void workload_finish(int code);

@@ -112,7 +112,7 @@ mkdir_p(const char *path)
 }
 
 pid_t
-workload_start(const char *spec_path)
+workload_start(const char *spec_path, bool defer)
 {
     struct spec s = { 0 };
     struct user u = { 0 };
@@ -132,6 +132,10 @@ workload_start(const char *spec_path)
     /* docker makes a missing WorkingDir. */
     if (s.cwd)
         mkdir_p(s.cwd);
+    if (defer) {
+        user_release(&u);
+        return 0;
+    }
     char **envp = env_build(s.env, u.home, false);
     pid_t pid = fork();
     if (pid != 0) {

@@ -486,6 +486,8 @@ create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_string(key, v, check_path, &b->workdir, err);
     if (streq(key, "user"))
         return get_string(key, v, check_user, &b->user, err);
+    if (streq(key, "attach"))
+        return get_bool(key, v, &b->req.attach, err);
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
@@ -500,15 +502,16 @@ api_parse_create(const char *data, size_t len, struct api_create_body *ret, stru
         { "accel", true },        { "disk_mib", true },   { "network", true },
         { "network_mode", true }, { "ports", true },      { "image", true },
         { "entrypoint", true },   { "env", true },        { "workdir", true },
-        { "user", true },
+        { "user", true },         { "attach", true },
     };
     struct api_create_body b = { 0 };
     int r = parse_fields(data, len, fields, ELEMENTSOF(fields), create_field, &b, err);
 
     /* What only an image's workload takes. */
-    if (r == 0 && !b.image && (b.entrypoint || b.env || b.workdir || b.user))
-        r = tp_err_set(err, -EINVAL,
-                       "fields 'entrypoint', 'env', 'workdir' and 'user' need an 'image'");
+    if (r == 0 && !b.image && (b.entrypoint || b.env || b.workdir || b.user || b.req.attach))
+        r = tp_err_set(
+            err, -EINVAL,
+            "fields 'entrypoint', 'env', 'workdir', 'user' and 'attach' need an 'image'");
     if (r == 0 && b.image && b.rootfs)
         r = tp_err_set(err, -EINVAL, "fields 'image' and 'rootfs' exclude each other");
 

@@ -337,11 +337,10 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
                           "options '--entrypoint', '--env', '--workdir' and '--user' set up an "
                           "image's workload: they need an IMAGE");
     if (o.image) {
-        /* The workload is the image's, started at boot: no exec'd CMD to attach to. */
-        if (o.interactive || o.tty)
+        if ((o.interactive || o.tty) && o.detach)
             return tp_err_set(err, -EINVAL,
-                              "options '--interactive' and '--tty' are not supported with an "
-                              "IMAGE yet (its output is in 'torpor logs')");
+                              "options '--interactive' and '--tty' attach to the workload: not "
+                              "with '--detach'");
         if (o.rm && o.detach)
             return tp_err_set(err, -EINVAL,
                               "option '--rm' removes the VM when its workload ends: not with "
@@ -438,12 +437,16 @@ run_body(const struct run_opts *o)
         json_object_set_new(b, "workdir", json_string(o->workdir));
     if (o->user)
         json_object_set_new(b, "user", json_string(o->user));
+    if (o->image && (o->interactive || o->tty)) /* we exec the workload, attached */
+        json_object_set_new(b, "attach", json_true());
     return b;
 }
 
-/* CMD attached, then the VM stopped or removed; CMD's exit code (125 when torpor failed). */
+/* CMD attached (eo: what to exec, NULL = o's CMD as it is), then the VM stopped or removed;
+ * CMD's exit code (125 when torpor failed). */
 static int
-run_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *id)
+run_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *id,
+               const struct exec_opts *given)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct exec_opts eo = {
@@ -452,13 +455,50 @@ run_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *
         .interactive = o->interactive,
         .tty = o->tty,
     };
-    int rc = cli_cmd_exec(ctx, &eo);
+    int rc = cli_cmd_exec(ctx, given ? given : &eo);
     _cleanup_free_ char *path = client_instance_path(id, o->rm ? "?force=true" : "/stop");
 
     /* As docker's container ends with its main process. */
     int r = client_call(ctx->socket, o->rm ? "DELETE" : "POST", path, NULL, NULL, &err);
     if (r < 0 && r != -ENOENT)
         cli_error("%s", tp_err_msg(&err));
+    return rc;
+}
+
+static char **
+strv_from_json(const json_t *a)
+{
+    if (!json_is_array(a))
+        return NULL;
+    char **v = xnew(char *, json_array_size(a) + 1);
+    for (size_t k = 0; k < json_array_size(a); k++) {
+        const char *s = json_string_value(json_array_get(a, k));
+        v[k] = xstrdup(s ? s : "");
+    }
+    return v;
+}
+
+/* run -it IMAGE: the workload torpord computed (the instance's cmd, env, workdir, user), exec'd
+ * attached to our stdio; its end stops the VM (or removes it with --rm), its code ours. */
+static int
+run_image_attached(const struct cli_ctx *ctx, const struct run_opts *o, const json_t *inst)
+{
+    const char *id = json_string_value(json_object_get(inst, "id"));
+    const char *wd = json_string_value(json_object_get(inst, "workdir"));
+    const char *user = json_string_value(json_object_get(inst, "user"));
+    struct exec_opts eo = {
+        .name = xstrdup(id),
+        .cmd = strv_from_json(json_object_get(inst, "cmd")),
+        .env = strv_from_json(json_object_get(inst, "env")),
+        .workdir = wd ? xstrdup(wd) : NULL,
+        .user = user ? xstrdup(user) : NULL,
+        .interactive = o->interactive,
+        .tty = o->tty,
+    };
+    struct run_opts stop = *o;
+    stop.cmd = eo.cmd;
+    int rc = eo.cmd ? run_foreground(ctx, &stop, id, &eo) : CLI_EXIT_EXEC_DAEMON;
+    cli_exec_opts_done(&eo);
     return rc;
 }
 
@@ -560,8 +600,13 @@ cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
         _cleanup_free_ char *own = xstrdup(id);
         if (o->trace)
             cli_print_trace(inst);
+        if (o->image && (o->interactive || o->tty)) {
+            int rc = run_image_attached(ctx, o, inst);
+            json_decref(inst);
+            return rc;
+        }
         json_decref(inst);
-        return o->image ? run_image_foreground(ctx, o, own) : run_foreground(ctx, o, own);
+        return o->image ? run_image_foreground(ctx, o, own) : run_foreground(ctx, o, own, NULL);
     }
     printf("%s\n", id);
     fflush(stdout);

@@ -47,7 +47,10 @@ inst_cmdline(struct inst *i, char **ret, struct tp_err *err)
     const struct inst_config *c = &i->rec->cfg;
     char *s = xasprintf("%s torpor.hostname=%s%s%s", CMDLINE_BASE, i->rec->name,
                         c->root_disk_src ? " torpor.root=/dev/vda" : "",
-                        c->image ? " torpor.workload=" INST_WORKLOAD_SPEC : "");
+                        !c->image              ? ""
+                        : i->workload_deferred ? " torpor.workload=" INST_WORKLOAD_SPEC
+                                                 " torpor.workload_defer=1"
+                                               : " torpor.workload=" INST_WORKLOAD_SPEC);
     _cleanup_free_ char *net = inst_net_cmdline(i->rec);
     if (net) {
         char *t = xasprintf("%s %s%s%s", s, net, i->m->net_dns ? " torpor.dns=" : "",

@@ -32,6 +32,9 @@ struct inst {
     /* Under lock: the VMM was started by a restore, so its next standby records the pages its
      * guest touched since (the working set the restore after it prefetches). */
     bool record_working_set;
+    /* Under lock: this boot of an image instance does not start the workload: the client runs
+     * it attached through exec (run -it IMAGE). Only for the run's own boot. */
+    bool workload_deferred;
     bool removed;  /* under lock */
     unsigned refs; /* under manager lock */
     /* Under the manager lock: a boot in progress and its VMM, which rm -f may cancel. */

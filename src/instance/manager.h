@@ -59,6 +59,7 @@ struct inst_create_req {
     char *const *env;        /* "K=V" */
     const char *workdir;
     const char *user;
+    bool attach; /* the workload is not started at boot: the client execs it (run -it) */
 };
 
 /* Validate, create and boot; returns once the agent is ready (or the VMM runs, no_agent).

@@ -71,7 +71,7 @@ validate(const struct inst_create_req *q, struct tp_err *err)
         return tp_err_set(err, -EINVAL, "cmd must not be empty");
     if (q->image && q->rootfs)
         return tp_err_set(err, -EINVAL, "an image and a rootfs exclude each other");
-    if (!q->image && (q->entrypoint || q->env || q->workdir || q->user))
+    if (!q->image && (q->entrypoint || q->env || q->workdir || q->user || q->attach))
         return tp_err_set(err, -EINVAL, "entrypoint, env, workdir and user need an image");
     if ((r = check_file("kernel", q->kernel, err)) < 0 ||
         (r = check_file("initrd", q->initrd, err)) < 0 ||
@@ -317,7 +317,9 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     trace_phase(&t, "clone_disk");
     inst_crashpoint(i, "run.disk");
 
+    i->workload_deferred = q->image && q->attach;
     r = inst_boot(m, i, &t, err);
+    i->workload_deferred = false; /* a later start boots the workload */
     if (r < 0)
         goto fail;
     inst_crashpoint(i, "run.booted");

@@ -71,6 +71,17 @@ class OciRun(harness.DaemonTest):
         _, insts = self.d.request("GET", "/v1/instances?all=true")
         self.assertEqual([i for i in insts["instances"] if i["image"]], [])  # --rm removed both
 
+    def test_interactive(self):
+        # -i: the workload is exec'd attached to our stdin (not started at boot), in the
+        # image's env and working dir; its code is ours; --rm removes the VM after.
+        p = self.d.cli("run", "-i", "--rm", "--entrypoint", "/bin/sh", "envy", "-c",
+                       "read line; echo \"got $line in $(pwd) with $FOO\"; exit 4",
+                       input=b"hello\n", check=False)
+        self.assertEqual(p.returncode, 4, p.stderr)
+        self.assertEqual(p.stdout, b"got hello in /srv with image\n")
+        _, insts = self.d.request("GET", "/v1/instances?all=true")
+        self.assertEqual([i for i in insts["instances"] if i["image"]], [])
+
     def test_whiteout_and_opaque(self):
         lower = self.bb + [("gone", "file", "x", None), ("opq", "dir", None, None),
                            ("opq/old", "file", "x", None), ("keep", "file", "k", None)]

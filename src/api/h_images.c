@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
@@ -393,8 +394,7 @@ api_h_images_prune(struct api_req *req)
                                                  v[i].manifest.digest));
     }
     oci_images_free(v, n);
-    if (oci_layout_gc(layout(req), &freed, &err) < 0 ||
-        oci_layout_clear_ingest(layout(req), &freed2, &err) < 0) {
+    if (gc(req, &freed, &err) < 0 || oci_layout_clear_ingest(layout(req), &freed2, &err) < 0) {
         json_decref(deleted);
         return api_reply_tp_err(req, &err);
     }
@@ -475,6 +475,7 @@ pull_thread(void *arg)
 
 struct pull_stream {
     int rfd;
+    int stop_fd; /* borrowed: readable once the server shuts down */
 };
 
 static ssize_t
@@ -483,6 +484,19 @@ pull_reader(void *cls, uint64_t pos, char *buf, size_t max)
     struct pull_stream *st = cls;
     (void)pos;
     for (;;) {
+        /* a shutdown does not wait for a long pull: the stream ends without a result line
+         * (what was verified stays for the next pull) */
+        struct pollfd p[2] = {
+            { .fd = st->rfd, .events = POLLIN },
+            { .fd = st->stop_fd, .events = POLLIN },
+        };
+        if (poll(p, st->stop_fd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (!(p[0].revents & (POLLIN | POLLHUP)) && (p[1].revents & POLLIN))
+            return MHD_CONTENT_READER_END_OF_STREAM;
         ssize_t n = read(st->rfd, buf, max);
         if (n > 0)
             return n;
@@ -540,6 +554,7 @@ api_h_images_pull(struct api_req *req)
     oci_ref_free(&ref);
     st = xnew(struct pull_stream, 1);
     st->rfd = p[0];
+    st->stop_fd = api_req_stop_fd(req);
     if (pthread_create(&th, NULL, pull_thread, t) != 0) {
         close(p[1]);
         free(t->ref);

@@ -572,6 +572,8 @@ run(struct tp_err *err)
         rc.insecure = arg_insecure_registries;
         rc.auth_config = arg_registry_config;
         r = oci_layout_init(images, err);
+        if (r >= 0)
+            r = oci_layout_clean_tmp(images, err);
         if (r < 0)
             return tp_err_wrap(err, "create the image store");
         api_images_configure(images, &rc);

@@ -1,7 +1,6 @@
 """A real registry for image tests: Debian's docker-registry on 127.0.0.1, started and stopped
 by the test, and a small builder that makes images (layers, configs, manifests, indexes) and
 pushes them with the registry's plain HTTP API."""
-import crypt
 import gzip
 import hashlib
 import http.client
@@ -13,6 +12,11 @@ import socket
 import subprocess
 import tarfile
 import time
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import crypt  # bcrypt for htpasswd (the registry takes no other hash)
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -41,7 +45,7 @@ class Registry:
     """docker-registry serving a storage dir under tmp. auth=(user, password) turns on its
     htpasswd basic auth."""
 
-    def __init__(self, tmp, auth=None, port=None):
+    def __init__(self, tmp, auth=None, port=None, tls=False):
         self.dir = os.path.join(tmp, "registry")
         self.storage = os.path.join(self.dir, "storage")
         os.makedirs(self.storage, exist_ok=True)
@@ -61,6 +65,13 @@ class Registry:
             with open(hp, "w") as f:
                 f.write(f"{auth[0]}:{crypt.crypt(auth[1], crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
             cfg["auth"] = {"htpasswd": {"realm": "torpor-test", "path": hp}}
+        self.tls = tls
+        if tls:  # a self-signed certificate: HTTPS without a CA the client knows
+            cert, key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                           check=True, capture_output=True)
+            cfg["http"]["tls"] = {"certificate": cert, "key": key}
         self.config = os.path.join(self.dir, "config.yml")
         with open(self.config, "w") as f:
             json.dump(cfg, f)  # JSON is YAML
@@ -105,6 +116,10 @@ class Registry:
 
     # --- the HTTP API ---
     def _conn(self):
+        if self.tls:
+            import ssl
+            return http.client.HTTPSConnection("127.0.0.1", self.port, timeout=60,
+                                               context=ssl._create_unverified_context())
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
 
     def _headers(self, extra=None):
@@ -208,3 +223,70 @@ def push_index(reg, repo, tag, entries, docker=False):
     mt = DOCKER_LIST if docker else OCI_INDEX
     body = json.dumps({"schemaVersion": 2, "mediaType": mt, "manifests": ms}).encode()
     return reg.push_manifest(repo, tag, mt, body), body
+
+
+class Front:
+    """An HTTP front of the registry on its own port, for what docker-registry does not do by
+    itself: demand an anonymous bearer token (token=...), answer blob GETs with a 307 to the
+    registry (redirect_blobs), send a wrong Docker-Content-Digest (bad_digest)."""
+
+    def __init__(self, reg, token=None, redirect_blobs=False, bad_digest=False):
+        import http.server
+        import threading
+        self.reg = reg
+        self.token_requests = []
+        self.authorized = 0
+        self.redirected = 0
+        front = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def reply(self, status, headers, body=b""):
+                self.send_response(status)
+                for k, v in headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.startswith("/token"):
+                    front.token_requests.append(self.path)
+                    self.reply(200, [("Content-Type", "application/json")],
+                               json.dumps({"token": token}).encode())
+                    return
+                if token and self.headers.get("Authorization") != f"Bearer {token}":
+                    self.reply(401, [("WWW-Authenticate",
+                                      f'Bearer realm="http://127.0.0.1:{front.port}/token",'
+                                      f'service="test-registry"')])
+                    return
+                front.authorized += 1
+                if redirect_blobs and "/blobs/" in self.path:
+                    front.redirected += 1
+                    self.reply(307, [("Location", f"http://{reg.host}{self.path}")])
+                    return
+                c = http.client.HTTPConnection("127.0.0.1", reg.port, timeout=30)
+                c.request("GET", self.path, headers={k: v for k, v in self.headers.items()
+                                                     if k.lower() not in ("host",
+                                                                          "authorization")})
+                r = c.getresponse()
+                body = r.read()
+                c.close()
+                hdrs = [(k, v) for k, v in r.getheaders()
+                        if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+                if bad_digest:
+                    hdrs = [(k, "sha256:" + "e" * 64 if k.lower() == "docker-content-digest"
+                             else v) for k, v in hdrs]
+                self.reply(r.status, hdrs, body)
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.srv.server_address[1]
+        self.host = f"127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()

@@ -519,8 +519,8 @@ class Leftovers(CrashBase):
 
 
 
-class PullCrash(CrashBase):
-    """A pull killed at each of its crash points: index.json is untouched, blobs/ holds only
+class ImageCrash(CrashBase):
+    """A pull (or load) killed at each of its crash points: index.json is untouched, blobs/ holds only
     verified blobs of the image, and the next pull completes (the image store's rules)."""
 
     def test_pull_points(self):
@@ -550,6 +550,51 @@ class PullCrash(CrashBase):
                 self.d.cli("rmi", ref)
         finally:
             reg.stop()
+            subprocess.run(["rm", "-rf", tmp])
+
+    def test_load_point(self):
+        """load.before-tag: the archive's blobs are in, nothing is tagged; the next start
+        removes the load's temp files and the load, repeated, succeeds."""
+        import json
+        import tempfile
+
+        import oci_registry as R
+        tmp = tempfile.mkdtemp(prefix="tp-loadcrash-", dir="/tmp")
+        try:
+            img = R.Image([R.make_layer({"l": b"loaded"})])
+            lay = os.path.join(tmp, "lay")
+            os.makedirs(os.path.join(lay, "blobs/sha256"))
+            for b in (*img.blobs(), img.manifest):
+                with open(os.path.join(lay, "blobs/sha256", R.sha256(b)[7:]), "wb") as f:
+                    f.write(b)
+            with open(os.path.join(lay, "index.json"), "w") as f:
+                json.dump({"schemaVersion": 2, "manifests": [{
+                    "mediaType": R.OCI_MANIFEST, "digest": img.digest, "size": len(img.manifest),
+                    "annotations": {"org.opencontainers.image.ref.name": "localhost/crash:v1"}}]}, f)
+            archive = os.path.join(tmp, "a.tar")
+            subprocess.run(["tar", "-C", lay, "-cf", archive, "index.json", "blobs"], check=True)
+            with open(archive, "rb") as f:
+                data = f.read()
+            stray = os.path.join(self.d.data_dir, "images/ingest/load-stray1")
+            with open(stray, "w") as f:  # what a crash mid-member leaves
+                f.write("half")
+            self.arm("load.before-tag=crash-daemon")
+            p = self.d.cli("load", input=data, check=False)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertEqual(self.d.proc.wait(timeout=60), -9)  # died at its crash point
+            self.d.log.close()
+            bdir = os.path.join(self.d.data_dir, "images/blobs/sha256")
+            self.assertEqual({"sha256:" + b for b in os.listdir(bdir)},
+                             {img.digest, img.config_digest, R.sha256(img.layers[0])})
+            self.arm("")
+            self.d.start(env={"TORPOR_FAILPOINTS_FILE": self.fp})
+            self.assertFalse(os.path.exists(stray))
+            with open(os.path.join(self.d.data_dir, "images/index.json")) as f:
+                self.assertEqual(json.load(f)["manifests"], [])
+            p = self.d.cli("load", input=data)
+            self.assertEqual(p.stdout.decode(), "Loaded image: localhost/crash:v1\n")
+            self.d.cli("rmi", "localhost/crash:v1")
+        finally:
             subprocess.run(["rm", "-rf", tmp])
 
 if __name__ == "__main__":

@@ -3,13 +3,10 @@ test builds itself: tags, digests, manifest lists and OCI indexes, OCI and Docke
 basic auth from a config.json, a bearer token flow, bad blobs, an interrupted pull, a registry
 that is down, a full disk, and the store's garbage collection."""
 import base64
-import http.client
-import http.server
 import json
 import os
 import subprocess
 import tempfile
-import threading
 import unittest
 
 import harness
@@ -201,6 +198,23 @@ class Registry(harness.DaemonTest):
         self.assertNotIn(layer, blobs(self.d))
         self.assertEqual(ingest(self.d), [])
 
+    def test_concurrent_pulls_of_one_image(self):
+        """Three pulls of one image at once (and one of a second name): each succeeds, every blob
+        is downloaded into place once, nothing is left in ingest/."""
+        import concurrent.futures
+        img = R.Image([R.make_layer({"c": os.urandom(1 << 20)}), R.make_layer({"d": b"d"})])
+        img.push(self.reg, "t/conc", "v1")
+        img.push(self.reg, "t/conc", "v2")
+        refs = [self.ref("t/conc", "v1")] * 3 + [self.ref("t/conc", "v2")]
+        with concurrent.futures.ThreadPoolExecutor(4) as ex:
+            outs = list(ex.map(lambda r: self.d.cli("pull", "-q", r, check=False), refs))
+        for r, p in zip(refs, outs):
+            self.assertEqual((p.returncode, p.stdout.decode().strip()), (0, r), p.stderr)
+        self.assertEqual(blobs(self.d), image_blobs(img))
+        self.assertEqual(ingest(self.d), [])
+        rows = json.loads(self.d.cli("images", "--format", "json").stdout)
+        self.assertEqual(sorted(r["tag"] for r in rows), ["v1", "v2"])
+
     def test_registry_down(self):
         port = R.free_port()
         p = self.d.cli("pull", f"127.0.0.1:{port}/t/x:v1", check=False)
@@ -249,6 +263,32 @@ class Registry(harness.DaemonTest):
         self.assertEqual(blobs(self.d), set())
 
 
+class Https(unittest.TestCase):
+    """A registry serving only HTTPS (self-signed): loopback is insecure by default, so the
+    certificate is not verified, and the pull goes over TLS (plain HTTP would get no answer)."""
+
+    def test_https_registry(self):
+        tmp = tempfile.mkdtemp(prefix="tp-tls-", dir="/tmp")
+        reg = R.Registry(tmp, tls=True).start()
+        d = harness.Daemon()
+        try:
+            img = R.Image([R.make_layer({"tls": b"ok"})])
+            img.push(reg, "t/tls", "v1")
+            d.start(["--insecure-registry", "example.test:5000"])
+            ref = f"{reg.host}/t/tls:v1"
+            self.assertEqual(d.cli("pull", "-q", ref).stdout.decode().strip(), ref)
+        finally:
+            d.cleanup()
+            reg.stop()
+            subprocess.run(["rm", "-rf", tmp])
+
+    def test_insecure_registry_option_checked(self):
+        p = subprocess.run([harness.TORPORD, "--insecure-registry", "bad/host"],
+                           capture_output=True)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("is not HOST[:PORT]", p.stderr.decode())
+
+
 class Auth(unittest.TestCase):
     """Basic auth: the registry's htpasswd, credentials from a docker config.json."""
 
@@ -285,68 +325,54 @@ class Auth(unittest.TestCase):
             subprocess.run(["rm", "-rf", tmp])
 
     def test_anonymous_bearer_token(self):
-        """A token server and a front that demands its token, before the real registry."""
+        """A front that demands a token from its token server, before the real registry."""
         tmp = tempfile.mkdtemp(prefix="tp-bearer-", dir="/tmp")
         reg = R.Registry(tmp).start()
-        seen = {"token_requests": [], "authorized": 0}
-        TOKEN = "tok-123"
-
-        class Front(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                if self.path.startswith("/token"):
-                    seen["token_requests"].append(self.path)
-                    body = json.dumps({"token": TOKEN}).encode()
-                    self.send_response(200)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    self.send_response(401)
-                    self.send_header("WWW-Authenticate",
-                                     f'Bearer realm="http://127.0.0.1:{port}/token",'
-                                     f'service="test-registry"')
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                seen["authorized"] += 1
-                c = http.client.HTTPConnection("127.0.0.1", reg.port, timeout=30)
-                c.request("GET", self.path, headers={k: v for k, v in self.headers.items()
-                                                     if k.lower() != "host"})
-                r = c.getresponse()
-                body = r.read()
-                c.close()
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ("content-length", "connection", "transfer-encoding"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Front)
-        port = srv.server_address[1]
-        th = threading.Thread(target=srv.serve_forever, daemon=True)
-        th.start()
+        front = R.Front(reg, token="tok-123")
         d = harness.Daemon()
         try:
             img = R.Image([R.make_layer({"bearer": b"ok"})])
             img.push(reg, "t/bearer", "v1")
             d.start()
-            ref = f"127.0.0.1:{port}/t/bearer:v1"
+            ref = f"{front.host}/t/bearer:v1"
             self.assertEqual(d.cli("pull", "-q", ref).stdout.decode().strip(), ref)
-            self.assertTrue(seen["token_requests"])
-            self.assertIn("scope=repository%3At%2Fbearer%3Apull", seen["token_requests"][0])
-            self.assertIn("service=test-registry", seen["token_requests"][0])
-            self.assertGreaterEqual(seen["authorized"], 3)
+            self.assertTrue(front.token_requests)
+            self.assertIn("scope=repository%3At%2Fbearer%3Apull", front.token_requests[0])
+            self.assertIn("service=test-registry", front.token_requests[0])
+            self.assertGreaterEqual(front.authorized, 4)  # ping, manifest, config, layer
         finally:
             d.cleanup()
-            srv.shutdown()
-            srv.server_close()
+            front.stop()
+            reg.stop()
+            subprocess.run(["rm", "-rf", tmp])
+
+
+class Front(unittest.TestCase):
+    """Blobs redirected elsewhere (as registries send them to storage), and a registry whose
+    Docker-Content-Digest does not match the manifest it sent."""
+
+    def test_redirects_and_digest_header(self):
+        tmp = tempfile.mkdtemp(prefix="tp-front-", dir="/tmp")
+        reg = R.Registry(tmp).start()
+        redir = R.Front(reg, redirect_blobs=True)
+        liar = R.Front(reg, bad_digest=True)
+        d = harness.Daemon()
+        try:
+            img = R.Image([R.make_layer({"r": b"redirected"})])
+            img.push(reg, "t/front", "v1")
+            d.start()
+            ref = f"{redir.host}/t/front:v1"
+            self.assertEqual(d.cli("pull", "-q", ref).stdout.decode().strip(), ref)
+            self.assertEqual(redir.redirected, 2)  # config and layer
+            d.cli("rmi", ref)
+            p = d.cli("pull", f"{liar.host}/t/front:v1", check=False)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("digest mismatch: Docker-Content-Digest", p.stderr.decode())
+            self.assertEqual(blobs(d), set())
+        finally:
+            d.cleanup()
+            redir.stop()
+            liar.stop()
             reg.stop()
             subprocess.run(["rm", "-rf", tmp])
 

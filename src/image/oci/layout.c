@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "oci-internal.h"
 #include "oci.h"
 #include "util/fs.h"
 #include "util/xalloc.h"
@@ -78,7 +79,18 @@ oci_blob_put(const char *layout_dir, const char *digest, const void *data, size_
                           digest, got);
     if (fs_exists(p))
         return 0; /* content-addressed: what is there is this content */
-    return fs_write_atomic(p, data, len, 0600, err);
+    /* a temp file of its own (fs_write_atomic's name is per process: two pulls of one image in
+     * torpord's threads would share it), renamed into place; a racing twin's rename puts the
+     * same bytes there */
+    struct oci_ingest *in = NULL;
+    _cleanup_free_ char *put = NULL;
+    int r = oci_ingest_open_anon(layout_dir, &in, err);
+    if (r >= 0)
+        r = oci_ingest_write(in, data, len, err);
+    if (r >= 0)
+        r = oci_ingest_commit_anon(in, &put, NULL, err);
+    oci_ingest_close(in, true);
+    return r;
 }
 
 int
@@ -632,5 +644,24 @@ oci_layout_clear_ingest(const char *dir, uint64_t *ret_freed, struct tp_err *err
     }
     if (ret_freed)
         *ret_freed = freed;
+    return 0;
+}
+
+int
+oci_layout_clean_tmp(const char *dir, struct tp_err *err)
+{
+    _cleanup_free_ char *idir = xasprintf("%s/ingest", dir);
+    struct dirent *de;
+    DIR *d = opendir(idir);
+
+    if (!d)
+        return errno == ENOENT ? 0 : tp_err_errno(err, -errno, "open '%s'", idir);
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "load-", 5) != 0 && strncmp(de->d_name, "upload-", 7) != 0)
+            continue;
+        _cleanup_free_ char *p = fs_path_join(idir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
     return 0;
 }

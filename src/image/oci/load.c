@@ -6,10 +6,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "oci-internal.h"
+#include "util/failpoint.h"
 #include "util/fs.h"
 #include "util/xalloc.h"
 
@@ -457,6 +459,8 @@ oci_load_tar_fd(const char *dir, int fd, struct oci_load_result *ret, struct tp_
         fm.sizes[fm.n] = size;
         fm.n++;
     }
+    if (failpoint("load.before-tag") == FAILPOINT_CRASH)
+        raise(SIGKILL); /* every member in blobs/, nothing tagged */
     if (manifest)
         r = load_docker_save(dir, manifest, manifest_len, &fm, &res, err);
     else if (index)

@@ -156,6 +156,10 @@ int oci_layout_resolve_full(const char *layout_dir, const char *ref, struct oci_
 int oci_layout_gc(const char *layout_dir, uint64_t *ret_freed, struct tp_err *err);
 /* Remove partial downloads in ingest/. ret_freed as above. -EBUSY while a pull runs. */
 int oci_layout_clear_ingest(const char *layout_dir, uint64_t *ret_freed, struct tp_err *err);
+/* Remove what no later pull can use: ingest/load-* and ingest/upload-* temp files of loads
+ * a crash interrupted (a partial download, ingest/<hex>.partial, stays for its resume). For
+ * torpord's start, before any pull or load. */
+int oci_layout_clean_tmp(const char *layout_dir, struct tp_err *err);
 /* A shared lock a pull/load holds for its whole run so gc does not remove blobs it has written
  * but not tagged yet. Returns an fd to close, or -errno. */
 int oci_layout_pull_lock(const char *layout_dir, struct tp_err *err);

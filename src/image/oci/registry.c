@@ -578,10 +578,8 @@ blob_cb(char *buf, size_t size, size_t nitems, void *ud)
     int64_t have = oci_ingest_have(x->in);
     if (!x->crash_checked && x->d->size >= FAILPOINT_MIN && have >= x->d->size / 2) {
         x->crash_checked = true;
-        if (failpoint("pull.blob-data") == FAILPOINT_CRASH) {
-            fdatasync(0);
-            raise(SIGKILL);
-        }
+        if (failpoint("pull.blob-data") == FAILPOINT_CRASH)
+            raise(SIGKILL); /* what was written is in the page cache: a process crash keeps it */
     }
     int64_t t = now_ns();
     if (x->cb && (t - x->last_ns >= PROGRESS_NS || have == x->d->size)) {
@@ -619,8 +617,10 @@ oci_reg_blob(struct oci_reg *g, const struct oci_desc *d, const char *layout_dir
     rc = oci_ingest_open(layout_dir, d->digest, d->size, true, &in, &have, err);
     if (rc < 0)
         return rc;
-    if (oci_blob_exists(layout_dir, d->digest)) { /* another pull finished it while we waited */
-        oci_ingest_close(in, false);
+    if (oci_blob_exists(layout_dir, d->digest)) {
+        /* another pull finished it while we waited; a partial we may have created after its
+         * rename is of no use */
+        oci_ingest_close(in, true);
         return 0;
     }
     x.in = in;

@@ -285,6 +285,7 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
         if (r < 0)
             return r;
         trace_phase(t, "prepare_workload");
+        inst_crashpoint(i, "boot.workload");
     }
     /* Sockets of an earlier run are stale: the VMM gets fresh ones. */
     unlink(spec.api_sock);

@@ -278,6 +278,18 @@ class CrashBootStop(CrashBase):
         self.assertEqual(st, 201, out)
         self.assertTrue(os.path.exists(os.path.join(rootfs, digest[7:] + ".ext4")))
         self.d.wait_state("img", "Stopped", 120000)
+        # Between the workload spec and the VMM: a run leaves nothing, a start stays Stopped.
+        self.crash_during("boot.workload", "POST", "/v1/instances",
+                          {"name": "img2", "image": "crashimg:1"})
+        insts = self.check_invariants("boot.workload")
+        self.assertNotIn("img2", insts)
+        self.crash_during("boot.workload", "POST", "/v1/instances/img/start")
+        insts = self.check_invariants("boot.workload (start)")
+        self.assertEqual(insts["img"]["state"], "Stopped")
+        self.arm("")
+        st, out = self.d.request("POST", "/v1/instances/img/start")
+        self.assertEqual(st, 200, out)
+        self.d.wait_state("img", "Stopped", 120000)
         _, i = self.d.request("GET", "/v1/instances/img")
         self.assertEqual(i["exit_code"], 5)
         self.d.cli("rm", "img")

@@ -16,6 +16,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char dir[] = "/tmp/fuzz-oci-layer-XXXXXX";
 
+static void
+remove_dir(void)
+{
+    fs_rm_rf(dir, NULL);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -25,6 +31,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!tree) {
         if (!mkdtemp(dir))
             abort();
+        atexit(remove_dir);
         tree = fs_path_join(dir, "tree");
     }
     if (mkdir(tree, 0755) < 0)

@@ -174,6 +174,10 @@ class OciRun(harness.DaemonTest):
         phases = [[p["name"] for p in self.d.request("GET", f"/v1/instances/{n}")[1]
                    ["last_operation"]["phases"]] for n in ("sh1", "sh2")]
         self.assertIn("image_rootfs_cached", phases[1])
+        # ps: docker's IMAGE column, the familiar name.
+        ps = self.d.cli("ps", "-a").stdout.decode().splitlines()
+        self.assertEqual(ps[0].split()[:3], ["ID", "IMAGE", "NAME"])
+        self.assertIn(["share:1", "sh1"], [r.split()[1:3] for r in ps[1:]])
         _, a = self.d.request("GET", "/v1/instances/sh1")
         disks = [n for n in os.listdir(self.rootfs_dir()) if n.endswith(".ext4")]
         self.assertIn(a["image_digest"][7:] + ".ext4", disks)

@@ -143,6 +143,14 @@ test_run_keeps_command(void **state)
     assert_string_equal(o.user, "app");
     assert_string_equal(o.cmd[0], "arg");
     cli_run_opts_done(&o);
+    /* -e K: K from our environment, dropped when we have none (docker). */
+    setenv("TORPOR_TEST_E", "from-env", 1);
+    unsetenv("TORPOR_TEST_UNSET");
+    const char *argv5[] = { "run", "-e", "TORPOR_TEST_E", "-e", "TORPOR_TEST_UNSET", "img", NULL };
+    assert_int_equal(cli_parse_run(P(argv5), &o, &err), 0);
+    assert_string_equal(o.env[0], "TORPOR_TEST_E=from-env");
+    assert_null(o.env[1]);
+    cli_run_opts_done(&o);
     const char *argv4[] = { "run", "default", "--", "sh", NULL };
     assert_int_equal(cli_parse_run(P(argv4), &o, &err), 0);
     assert_null(o.image);

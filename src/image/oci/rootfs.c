@@ -167,7 +167,7 @@ oci_rootfs_get(const char *layout_dir, const struct oci_desc *manifest, struct o
     if (r < 0)
         return r;
     for (size_t i = 0; i < m.n_layers; i++)
-        if (!oci_layer_media_type_supported(m.layers[i].media_type))
+        if (!oci_layer_media_type_known(m.layers[i].media_type))
             return tp_err_set(err, -EOPNOTSUPP, "unsupported layer media type '%s'",
                               m.layers[i].media_type ? m.layers[i].media_type : "(none)");
     r = load_config(layout_dir, &m, &st.config, err);

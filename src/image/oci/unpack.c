@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include "util/cleanup.h"
-#include "util/macro.h"
 #include "util/xalloc.h"
 
 #define READ_CHUNK   (128 * 1024)
@@ -27,26 +26,6 @@
 #define WH_OPAQUE    ".wh..wh..opq"
 #define DIGEST_ALG   "sha256:"
 #define SHA256_HEXSZ 64
-
-static const char *const layer_types[] = {
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-};
-
-bool
-oci_layer_media_type_supported(const char *media_type)
-{
-    for (size_t i = 0; media_type && i < ELEMENTSOF(layer_types); i++)
-        if (strcmp(media_type, layer_types[i]) == 0)
-            return true;
-    return false;
-}
 
 /* ------------------------------------------------------------------ the hashing source */
 

@@ -15,16 +15,14 @@ struct oci_unpack_stats {
     uint64_t bytes;     /* file content written */
 };
 
-/* True for the layer media types oci_layer_apply understands (OCI tar, tar+gzip, tar+zstd and
- * Docker's rootfs.diff.tar.gzip); the compression itself is detected from the bytes. */
-bool oci_layer_media_type_supported(const char *media_type);
-
-/* Apply the layer read from layer_fd (a blob, read from its current offset to EOF) onto the tree
- * whose directory is root_fd. Every path is resolved inside the tree (openat2 RESOLVE_IN_ROOT:
- * a symlink from an earlier layer pointing at "/etc" means the tree's etc), never followed in its
- * last component; members named with ".." are refused (-EINVAL). digest ("sha256:<hex>") is
- * checked against the bytes read, the whole blob (-EBADMSG on mismatch), NULL skips the check.
- * On failure the tree is left partly written: build it in a temp dir and discard it.
- * Owners are applied as recorded (the caller is root; as non-root chown failures are ignored). */
+/* Apply the layer read from layer_fd (any media type oci_layer_media_type_known() accepts: the
+ * compression, none, gzip or zstd, is detected from the bytes) (a blob, read from its current
+ * offset to EOF) onto the tree whose directory is root_fd. Every path is resolved inside the tree
+ * (openat2 RESOLVE_IN_ROOT: a symlink from an earlier layer pointing at "/etc" means the tree's
+ * etc), never followed in its last component; members named with ".." are refused (-EINVAL). digest
+ * ("sha256:<hex>") is checked against the bytes read, the whole blob (-EBADMSG on mismatch), NULL
+ * skips the check. On failure the tree is left partly written: build it in a temp dir and discard
+ * it. Owners are applied as recorded (the caller is root; as non-root chown failures are ignored).
+ */
 int oci_layer_apply(int root_fd, int layer_fd, const char *digest, struct oci_unpack_stats *stats,
                     struct tp_err *err);

@@ -386,17 +386,6 @@ test_digest_and_corruption(void **state)
     tp_err_clear(&err);
 }
 
-static void
-test_media_types(void **state)
-{
-    (void)state;
-    assert_true(oci_layer_media_type_supported("application/vnd.oci.image.layer.v1.tar+zstd"));
-    assert_true(
-        oci_layer_media_type_supported("application/vnd.docker.image.rootfs.diff.tar.gzip"));
-    assert_false(oci_layer_media_type_supported("application/vnd.oci.image.layer.v1.tar+bzip2"));
-    assert_false(oci_layer_media_type_supported(NULL));
-}
-
 /* ------------------------------------------------------------------ root disks */
 
 static char *
@@ -615,7 +604,6 @@ main(void)
         cmocka_unit_test_setup_teardown(test_replace_types, setup, teardown),
         cmocka_unit_test_setup_teardown(test_hostile, setup, teardown),
         cmocka_unit_test_setup_teardown(test_digest_and_corruption, setup, teardown),
-        cmocka_unit_test(test_media_types),
         cmocka_unit_test_setup_teardown(test_rootfs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_rootfs_disk_full, setup, teardown),
     };

@@ -130,6 +130,10 @@ class OciRun(harness.DaemonTest):
         p = self.d.cli("run", "bz:1", check=False)
         self.assertEqual(p.returncode, 125)
         self.assertIn(b"unsupported layer media type", p.stderr)
+        ocibuild.build(self.store, LIB + "nocmd:1", [self.bb], config={})
+        p = self.d.cli("run", "nocmd:1", check=False)
+        self.assertEqual(p.returncode, 125)
+        self.assertIn(b"no command specified", p.stderr)
         ocibuild.build(self.store, LIB + "arm:1", [self.bb], architecture="arm64")
         p = self.d.cli("run", "arm:1", check=False)
         self.assertIn(b"arm64", p.stderr)
@@ -202,6 +206,22 @@ class OciRun(harness.DaemonTest):
         self.d.wait_state("gc1", "Stopped", 120000)
         self.assertEqual(self.d.cli("wait", "gc1").stdout, b"0\n")
         self.d.cli("rm", "gc1")
+
+    def test_daemon_restart(self):
+        # torpord restarts under a running workload: it adopts the VMM; the workload's end is
+        # still seen, with its code.
+        ocibuild.build(self.store, LIB + "long:1", [self.bb], config={
+            "Cmd": ["/bin/sh", "-c", "echo $$ > /run/wl.pid; trap 'exit 42' TERM; "
+                    "while true; do sleep 0.1; done"]})
+        self.d.cli("run", "-d", "--name", "long", "long:1")
+        self.d.stop()
+        self.d.start()
+        self.d.cli("exec", "long", "sh", "-c", "kill -TERM $(cat /run/wl.pid)")
+        self.d.wait_state("long", "Stopped", 60000)
+        self.assertEqual(self.d.cli("wait", "long").stdout, b"42\n")
+        _, inst = self.d.request("GET", "/v1/instances/long")
+        self.assertIsNone(inst["last_error"])
+        self.d.cli("rm", "long")
 
     def test_stale_build_dir_removed_at_start(self):
         stale = os.path.join(self.rootfs_dir(), "tmp-killed")

@@ -36,6 +36,10 @@ int image_root_disk(const struct image_env *env, const char *source, uint32_t si
 int image_ext4_from_tree(const char *tree, const char *image, uint32_t size_mib,
                          struct tp_err *err);
 
+/* Grow the ext4 image file image to size_mib MiB (file and filesystem, offline resize2fs);
+ * nothing when it is that large already. */
+int image_ext4_grow(const char *image, uint32_t size_mib, struct tp_err *err);
+
 /* Write data as the file path (absolute, plain: no spaces, quotes or "..") of the ext4 image
  * disk, replacing it; mode 0600, owner root. The disk must not be in use (no guest running). */
 int image_disk_put_file(const char *disk, const char *path, const void *data, size_t len,

@@ -310,6 +310,9 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     r = fs_mkdir_p(i->paths.dir, 0700, err);
     if (r >= 0)
         r = fs_clone_file(i->rec->cfg.root_disk_src, i->paths.root_disk, 0600, err);
+    /* An image's cached disk is sized for the image; --disk-size grows this instance's copy. */
+    if (r >= 0 && q->image && q->disk_mib)
+        r = image_ext4_grow(i->paths.root_disk, q->disk_mib, err);
     if (r < 0) {
         tp_err_wrap(err, "create instance directory");
         goto fail;

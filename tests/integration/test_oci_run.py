@@ -4,6 +4,7 @@ output in logs, whiteouts, hostile layers, bad images, standby/restore/fork, a s
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 
 import harness
@@ -175,9 +176,20 @@ class OciRun(harness.DaemonTest):
         ocibuild.build(self.store, LIB + "share:1", [self.bb], config={"Cmd": ["/bin/true"]})
         self.d.cli("run", "-d", "--name", "sh1", "share:1")
         self.d.cli("run", "-d", "--name", "sh2", "share:1")
+        a_digest = self.d.request("GET", "/v1/instances/sh1")[1]["image_digest"]
         phases = [[p["name"] for p in self.d.request("GET", f"/v1/instances/{n}")[1]
                    ["last_operation"]["phases"]] for n in ("sh1", "sh2")]
         self.assertIn("image_rootfs_cached", phases[1])
+        # --disk-size grows this VM's copy, not the shared base.
+        self.d.cli("run", "-d", "--name", "sh3", "--disk-size", "1G", "share:1")
+        st = subprocess.run(["debugfs", "-R", "stats", os.path.join(self.d.inst_dir("sh3"),
+                             "root.ext4")], capture_output=True, text=True).stdout
+        blocks = int(next(l for l in st.splitlines() if l.startswith("Block count:")).split()[2])
+        self.assertEqual(blocks * 4096, 1 << 30)
+        self.assertLess(os.path.getsize(os.path.join(self.rootfs_dir(),
+                        a_digest[7:] + ".ext4")), 1 << 30)
+        self.d.wait_state("sh3", "Stopped", 60000)
+        self.d.cli("rm", "sh3")
         # ps: docker's IMAGE column, the familiar name.
         ps = self.d.cli("ps", "-a").stdout.decode().splitlines()
         self.assertEqual(ps[0].split()[:3], ["ID", "IMAGE", "NAME"])
@@ -190,6 +202,7 @@ class OciRun(harness.DaemonTest):
         self.d.cli("start", "sh1")
         self.d.wait_state("sh1", "Stopped", 120000)
         self.assertEqual(self.d.cli("wait", "sh1").stdout, b"0\n")
+        self.assertEqual(self.d.cli("wait", "sh2").stdout, b"0\n")
         self.d.cli("rm", "sh1", "sh2")
 
     def test_rmi_keeps_instances(self):

@@ -87,7 +87,9 @@ static const struct cli_syntax syntax = {
                           "publish a guest port on the host (repeatable; HOSTIP defaults to "
                           "127.0.0.1, 0.0.0.0 is every address)",
                           "[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]" },
-        [OPT_DISK_SIZE] = { "disk-size", 0, "size of the root disk built from a directory",
+        [OPT_DISK_SIZE] = { "disk-size", 0,
+                            "size of the root disk built from a directory, or of this VM's "
+                            "copy of an IMAGE's",
                             "SIZE" },
         [OPT_NO_AGENT] = { "no-agent", 0, "run without the guest agent: no exec", NULL },
         [OPT_DETACH] = { "detach", 'd', "run in the background and print the id", NULL },

@@ -168,6 +168,16 @@ typedef int (*builtin_fn)(char *const *argv); /* returns the exit code */
 /* The built-in named name, or NULL. */
 builtin_fn builtin_find(const char *name);
 
+/* workload.c: an image's workload (torpor.workload=SPEC on the kernel command line). */
+extern pid_t workload_pid; /* 0 until started */
+/* Start it from the spec file; its pid. With defer, only make its WorkingDir (the host execs
+ * it, attached) and return 0. */
+pid_t workload_start(const char *spec_path, bool defer);
+/* It ended with code: record the code on the root disk, end every process, sync, remount the
+ * root read-only and reset the guest (the VMM exits). */
+__attribute__((noreturn)) void workload_finish(int code);
+int workload_builtin_stop(char *const *argv);
+
 /* serve.c */
 enum port_kind {
     PORT_STREAM, /* socket or other stream: EOF means the host is gone for good */
@@ -180,6 +190,7 @@ struct serve_cfg {
     const char *reconnect_path; /* PORT_STREAM: Unix socket to reconnect to after EOF */
     const char *port_name;      /* discovery by virtio-serial port name (fd == -1) */
     pid_t cmd_pid;              /* the boot command (its exit is logged), or 0 */
+    bool workload;              /* cmd_pid is an image's workload: its end ends the guest */
 };
 
 /* Serve the protocol until the host is gone for good (PORT_STREAM without reconnect path):

@@ -101,6 +101,7 @@ static const struct {
     { "tar-out", builtin_tar_out },
     { "tar-in", builtin_tar_in },
     { "stat", builtin_stat },
+    { "stop-workload", workload_builtin_stop },
 };
 
 builtin_fn

@@ -43,8 +43,10 @@ struct boot_opts {
     char *init;
     char *cmd; /* hex of NUL-separated argv */
     char *agent_port;
-    char *net; /* IP/PREFIX,GATEWAY */
-    char *dns; /* IP[,IP...]: name servers for resolv.conf */
+    char *net;            /* IP/PREFIX,GATEWAY */
+    char *dns;            /* IP[,IP...]: name servers for resolv.conf */
+    char *workload;       /* path of an image's workload spec on the root disk */
+    char *workload_defer; /* "1": prepare it (WorkingDir) but let the host exec it */
 };
 
 static void
@@ -113,6 +115,8 @@ parse_cmdline(char *text, struct boot_opts *o)
         { "torpor.agent_port=", offsetof(struct boot_opts, agent_port) },
         { "torpor.net=", offsetof(struct boot_opts, net) },
         { "torpor.dns=", offsetof(struct boot_opts, dns) },
+        { "torpor.workload=", offsetof(struct boot_opts, workload) },
+        { "torpor.workload_defer=", offsetof(struct boot_opts, workload_defer) },
     };
     for (char *save = NULL, *w = strtok_r(text, " \t\n", &save); w;
          w = strtok_r(NULL, " \t\n", &save))
@@ -404,6 +408,8 @@ boot_main(void)
             agent_log("execute init '%s': %s", o.init, strerror(errno));
             reap_forever();
         }
+    } else if (o.workload) {
+        cmd_pid = workload_start(o.workload, o.workload_defer != NULL);
     } else if (o.cmd) {
         char **argv = decode_cmd(o.cmd);
         if (argv)
@@ -417,6 +423,7 @@ boot_main(void)
         .kind = PORT_VIRTIO,
         .port_name = o.agent_port ? o.agent_port : AGENT_PORT_NAME,
         .cmd_pid = cmd_pid,
+        .workload = o.workload && cmd_pid > 0,
     };
     int r = serve_run(&cfg);
     agent_log("serving stopped (%s)", r < 0 ? strerror(-r) : "host gone");

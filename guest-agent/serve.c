@@ -706,6 +706,8 @@ reap(struct srv *s)
                 continue;
             return;
         }
+        if (pid == s->cfg->cmd_pid && s->cfg->workload)
+            workload_finish(exec_status_code(status));
         if (pid == s->cfg->cmd_pid)
             agent_log("command exited with %d", exec_status_code(status));
         for (struct exec *x = s->execs; x; x = x->next)

@@ -423,6 +423,11 @@ api_create_body_clear(struct api_create_body *b)
     free(b->network_mode);
     free(b->ports);
     strv_free(b->cmd);
+    free(b->image);
+    strv_free(b->entrypoint);
+    strv_free(b->env);
+    free(b->workdir);
+    free(b->user);
     *b = (struct api_create_body){ 0 };
 }
 
@@ -441,6 +446,11 @@ create_body_link(struct api_create_body *b)
     b->req.ports = b->ports;
     b->req.n_ports = b->n_ports;
     b->req.cmd = b->cmd;
+    b->req.image = b->image;
+    b->req.entrypoint = b->entrypoint;
+    b->req.env = b->env;
+    b->req.workdir = b->workdir;
+    b->req.user = b->user;
 }
 
 static int
@@ -481,6 +491,18 @@ create_field(void *target, const char *key, const json_t *v, struct tp_err *err)
         return get_string(key, v, check_network_mode, &b->network_mode, err);
     if (streq(key, "ports"))
         return get_ports(key, v, &b->ports, &b->n_ports, err);
+    if (streq(key, "image"))
+        return get_string(key, v, check_not_empty, &b->image, err);
+    if (streq(key, "entrypoint"))
+        return get_strv(key, v, true, NULL, NULL, &b->entrypoint, err);
+    if (streq(key, "env"))
+        return get_strv(key, v, true, check_env_entry, "\"KEY=VALUE\"", &b->env, err);
+    if (streq(key, "workdir"))
+        return get_string(key, v, check_path, &b->workdir, err);
+    if (streq(key, "user"))
+        return get_string(key, v, check_user, &b->user, err);
+    if (streq(key, "attach"))
+        return get_bool(key, v, &b->req.attach, err);
     return tp_err_set(err, -EINVAL, "unknown field '%.64s'", key);
 }
 
@@ -494,10 +516,20 @@ api_parse_create(const char *data, size_t len, struct api_create_body *ret, stru
         { "rootfs", true },       { "cmd", true },        { "no_agent", true },
         { "accel", true },        { "disk_mib", true },   { "network", true },
         { "network_mode", true }, { "ports", true },      { "mem_backend", true },
-        { "cold", true },
+        { "cold", true },         { "image", true },      { "entrypoint", true },
+        { "env", true },          { "workdir", true },    { "user", true },
+        { "attach", true },
     };
     struct api_create_body b = { 0 };
     int r = parse_fields(data, len, fields, ELEMENTSOF(fields), create_field, &b, err);
+
+    /* What only an image's workload takes. */
+    if (r == 0 && !b.image && (b.entrypoint || b.env || b.workdir || b.user || b.req.attach))
+        r = tp_err_set(
+            err, -EINVAL,
+            "fields 'entrypoint', 'env', 'workdir', 'user' and 'attach' need an 'image'");
+    if (r == 0 && b.image && b.rootfs)
+        r = tp_err_set(err, -EINVAL, "fields 'image' and 'rootfs' exclude each other");
 
     if (r < 0) {
         api_create_body_clear(&b);
@@ -831,6 +863,13 @@ api_record_to_json(const struct inst_record *r)
     jset(o, "initrd", jstr_or_null(r->cfg.initrd));
     jset(o, "rootfs", jstr_or_null(r->cfg.rootfs));
     jset(o, "cmd", strv_or_null(r->cfg.cmd));
+    jset(o, "image", jstr_or_null(r->cfg.image));
+    jset(o, "image_digest", jstr_or_null(r->cfg.image_digest));
+    /* An image's workload settings (docker's Config.Env/WorkingDir/User); null otherwise. */
+    jset(o, "env", strv_or_null(r->cfg.env));
+    jset(o, "workdir", jstr_or_null(r->cfg.workdir));
+    jset(o, "user", jstr_or_null(r->cfg.user));
+    jset(o, "stop_signal", r->cfg.image ? json_integer(r->cfg.stop_signal) : json_null());
     jset(o, "agent", json_boolean(r->cfg.agent));
     jset(o, "accel", jstr_or_null(r->cfg.accel));
     jset(o, "mem_backend", json_string(r->cfg.mem_uffd ? "uffd" : "file"));

@@ -39,6 +39,11 @@ struct api_create_body {
     struct net_port *ports;
     size_t n_ports;
     char **cmd;
+    char *image;
+    char **entrypoint;
+    char **env;
+    char *workdir;
+    char *user;
 };
 void api_create_body_clear(struct api_create_body *b);
 

@@ -13,6 +13,7 @@
 #include "api/body.h"
 #include "api/errmap.h"
 #include "image/oci/oci.h"
+#include "image/oci/rootfs.h"
 #include "util/fs.h"
 #include "util/log.h"
 #include "util/xalloc.h"
@@ -270,7 +271,12 @@ api_h_image_get(struct api_req *req)
 static int
 gc(struct api_req *req, uint64_t *ret_freed, struct tp_err *err)
 {
-    return oci_layout_gc(layout(req), ret_freed, err);
+    int r = oci_layout_gc(layout(req), ret_freed, err);
+    /* Root disks built from images gone with their manifests (instances have their own
+     * copies: none breaks). */
+    if (r >= 0)
+        r = oci_rootfs_gc(layout(req), err);
+    return r;
 }
 
 enum MHD_Result

@@ -194,8 +194,14 @@ struct run_opts {
     uint32_t disk_mib;
     bool no_agent;
     bool trace;
-    bool cold;  /* --cold: boot, never fork from a kept template */
-    char **cmd; /* NULL-terminated, NULL when none given */
+    bool cold;        /* --cold: boot, never fork from a kept template */
+    char **cmd;       /* NULL-terminated, NULL when none given */
+    char *image;      /* IMAGE: an OCI image from torpord's store (pulled when missing) */
+    char *entrypoint; /* --entrypoint ("" clears the image's) */
+    char **env;       /* -e K=V, in order; NULL when none */
+    size_t n_env;
+    char *workdir; /* -w */
+    char *user;    /* -u */
     bool detach, interactive, tty, rm;
     bool help;
 };

@@ -13,7 +13,7 @@
 #include "util/macro.h"
 #include "util/xalloc.h"
 
-#define PS_COLUMNS  8
+#define PS_COLUMNS  9
 #define PS_SHORT_ID 12
 
 enum {
@@ -174,11 +174,29 @@ cell_int(const json_t *inst, const char *key, const char *unit)
     return xasprintf("%lld%s", (long long)json_integer_value(v), unit);
 }
 
+/* docker ps's IMAGE: the familiar form (busybox, user/app:1, reg:5000/x:v1); "default" for the
+ * built-in guest, "-" for a user's rootfs. */
+static char *
+cell_image(const json_t *inst)
+{
+    const char *s = json_string_value(json_object_get(inst, "image"));
+    if (!s)
+        return xstrdup(json_is_string(json_object_get(inst, "rootfs")) ? "-" : "default");
+    if (strncmp(s, "docker.io/library/", 18) == 0)
+        s += 18;
+    else if (strncmp(s, "docker.io/", 10) == 0)
+        s += 10;
+    size_t n = strlen(s);
+    if (n > 7 && strcmp(s + n - 7, ":latest") == 0 && !strchr(s, '@'))
+        n -= 7;
+    return xstrndup(s, n);
+}
+
 static void
 print_table(const json_t *list, bool no_trunc)
 {
-    static const char *const heads[PS_COLUMNS] = { "ID",    "NAME", "STATE", "MEMORY",
-                                                   "VCPUS", "PID",  "IP",    "CREATED" };
+    static const char *const heads[PS_COLUMNS] = { "ID",    "IMAGE", "NAME", "STATE",  "MEMORY",
+                                                   "VCPUS", "PID",   "IP",   "CREATED" };
     size_t n = json_array_size(list), width[PS_COLUMNS];
     _cleanup_free_ char **cells = xnew(char *, (n + 1) * PS_COLUMNS);
     int64_t now = (int64_t)time(NULL);
@@ -195,17 +213,18 @@ print_table(const json_t *list, bool no_trunc)
         char ago[64];
 
         row[0] = id ? xstrndup(id, no_trunc ? strlen(id) : PS_SHORT_ID) : xstrdup("-");
-        row[1] = cell_str(inst, "name");
-        row[2] = cell_str(inst, "state");
-        row[3] = cell_int(inst, "memory_mib", "MiB");
-        row[4] = cell_int(inst, "vcpus", "");
-        row[5] = cell_int(inst, "pid", "");
-        row[6] = cell_str(json_object_get(inst, "network"), "ip");
+        row[1] = cell_image(inst);
+        row[2] = cell_str(inst, "name");
+        row[3] = cell_str(inst, "state");
+        row[4] = cell_int(inst, "memory_mib", "MiB");
+        row[5] = cell_int(inst, "vcpus", "");
+        row[6] = cell_int(inst, "pid", "");
+        row[7] = cell_str(json_object_get(inst, "network"), "ip");
         if (created >= 0) {
             cli_format_ago(now - created, ago, sizeof(ago));
-            row[7] = xstrdup(ago);
+            row[8] = xstrdup(ago);
         } else {
-            row[7] = xstrdup("-");
+            row[8] = xstrdup("-");
         }
         for (size_t c = 0; c < PS_COLUMNS; c++)
             width[c] = MAX(width[c], strlen(row[c]));

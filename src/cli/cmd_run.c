@@ -42,6 +42,10 @@ enum {
     OPT_RM,
     OPT_TRACE,
     OPT_COLD,
+    OPT_ENTRYPOINT,
+    OPT_ENV,
+    OPT_WORKDIR,
+    OPT_USER,
 };
 
 /* The embedded default guest, named as an image would be: `torpor run default -- CMD`. */
@@ -50,12 +54,17 @@ enum {
 static const struct cli_syntax syntax = {
     .verb = "run",
     .usage = "Usage: torpor run [OPTIONS] [default] [--] [CMD [ARGS...]]\n"
+             "       torpor run [OPTIONS] IMAGE [CMD [ARGS...]]\n"
              "\n"
              "Create and start a microVM of the default guest. With CMD, torpor runs it in the\n"
              "foreground: CMD's output on stdout and stderr, torpor's exit code CMD's, and the VM\n"
              "stopped when CMD ends (removed with --rm). With -d, or without CMD, the VM runs on\n"
              "and its id is printed (a CMD then runs at boot, its output on the console).\n"
-             "Options end at CMD. Sizes are MiB, or take a unit: 512M, 2G.\n",
+             "With an OCI IMAGE (pulled when torpord's store lacks it), the VM runs the image's\n"
+             "entrypoint and CMD (CMD given here replaces the image's) as docker runs a\n"
+             "container: its output in `torpor logs`, the VM stopped when it exits, its exit\n"
+             "code the VM's (`torpor wait`) and, without -d, torpor's after following its output.\n"
+             "Options end at the image or CMD. Sizes are MiB, or take a unit: 512M, 2G.\n",
     .operands = CLI_OPERANDS_CMD,
     /* As exec: a usage error must not pass for CMD's own exit code 2 (docker run says 125). */
     .usage_exit = CLI_EXIT_EXEC_DAEMON,
@@ -85,7 +94,9 @@ static const struct cli_syntax syntax = {
                           "publish a guest port on the host (repeatable; HOSTIP defaults to "
                           "127.0.0.1, 0.0.0.0 is every address)",
                           "[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|udp]" },
-        [OPT_DISK_SIZE] = { "disk-size", 0, "size of the root disk built from a directory",
+        [OPT_DISK_SIZE] = { "disk-size", 0,
+                            "size of the root disk built from a directory, or of this VM's "
+                            "copy of an IMAGE's",
                             "SIZE" },
         [OPT_NO_AGENT] = { "no-agent", 0, "run without the guest agent: no exec", NULL },
         [OPT_DETACH] = { "detach", 'd', "run in the background and print the id", NULL },
@@ -97,6 +108,11 @@ static const struct cli_syntax syntax = {
                        "boot, even where a template of this boot is kept (see 'torpor templates'), "
                        "and keep none",
                        NULL },
+        [OPT_ENTRYPOINT] = { "entrypoint", 0, "IMAGE: run this instead of the image's entrypoint",
+                             "CMD" },
+        [OPT_ENV] = { "env", 'e', "IMAGE: set an environment variable (repeatable)", "K=V" },
+        [OPT_WORKDIR] = { "workdir", 'w', "IMAGE: working directory of the workload", "DIR" },
+        [OPT_USER] = { "user", 'u', "IMAGE: user of the workload", "USER[:GROUP]" },
     },
 };
 
@@ -114,6 +130,11 @@ cli_run_opts_done(struct run_opts *o)
     free(o->network_mode);
     free(o->ports);
     strv_free(o->cmd);
+    free(o->image);
+    free(o->entrypoint);
+    strv_free(o->env);
+    free(o->workdir);
+    free(o->user);
     *o = (struct run_opts){ 0 };
 }
 
@@ -159,6 +180,16 @@ run_on_option(size_t flag, const char *value, void *userdata)
     struct run_parse *rp = userdata;
     struct net_port p;
 
+    if (flag == OPT_ENV) {
+        /* docker: -e K takes K from our environment, and is dropped when we have none. */
+        const char *val = strchr(value, '=') ? NULL : getenv(value);
+        if (!strchr(value, '=') && !val)
+            return;
+        rp->o->env = xrealloc(rp->o->env, (rp->o->n_env + 2) * sizeof(char *));
+        rp->o->env[rp->o->n_env++] = val ? xasprintf("%s=%s", value, val) : xstrdup(value);
+        rp->o->env[rp->o->n_env] = NULL;
+        return;
+    }
     if (flag != OPT_PUBLISH || rp->perr.code < 0)
         return;
     if (net_port_parse(value, &p, &rp->perr) < 0)
@@ -267,7 +298,24 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
     o.rm = a.flags & (1u << OPT_RM);
     char *const *ops = a.operands;
     size_t n_ops = a.n_operands;
-    if (n_ops > 0 && strcmp(ops[0], RUN_DEFAULT_IMAGE) == 0) {
+    /* A "--" before the first operand makes it CMD (of the default guest), as before images. */
+    bool dashdash = a.operands > argv + 1 && strcmp(a.operands[-1], "--") == 0;
+    if (n_ops > 0 && !dashdash && strcmp(ops[0], RUN_DEFAULT_IMAGE) != 0) {
+        r = cli_check_utf8("IMAGE", ops[0], err);
+        if (r < 0)
+            return r;
+        if (!ops[0][0])
+            return tp_err_set(err, -EINVAL, "an empty IMAGE names no image");
+        if (o.rootfs)
+            return tp_err_set(err, -EINVAL, "option '--rootfs' and an IMAGE exclude each other");
+        o.image = xstrdup(ops[0]);
+        ops++;
+        n_ops--;
+        if (n_ops > 0 && strcmp(ops[0], "--") == 0) {
+            ops++;
+            n_ops--;
+        }
+    } else if (n_ops > 0 && strcmp(ops[0], RUN_DEFAULT_IMAGE) == 0) {
         ops++;
         n_ops--;
         /* Options ended at the image, so a "--" after it is still the separator. */
@@ -284,6 +332,48 @@ cli_parse_run(int argc, char **argv, struct run_opts *ret, struct tp_err *err)
                 return -EINVAL;
             o.cmd[i] = xstrdup(ops[i]);
         }
+    }
+    if (v[OPT_ENTRYPOINT]) {
+        if ((r = cli_check_utf8("the value of '--entrypoint'", v[OPT_ENTRYPOINT], err)) < 0)
+            return r;
+        o.entrypoint = xstrdup(v[OPT_ENTRYPOINT]);
+    }
+    if (v[OPT_WORKDIR]) {
+        if (v[OPT_WORKDIR][0] != '/')
+            return tp_err_set(err, -EINVAL, "option '--workdir' needs an absolute path, not '%s'",
+                              v[OPT_WORKDIR]);
+        if ((r = want_text("--workdir", v[OPT_WORKDIR], err)) < 0)
+            return r;
+        o.workdir = xstrdup(v[OPT_WORKDIR]);
+    }
+    if (v[OPT_USER]) {
+        if ((r = want_text("--user", v[OPT_USER], err)) < 0)
+            return r;
+        o.user = xstrdup(v[OPT_USER]);
+    }
+    for (size_t k = 0; k < o.n_env; k++)
+        if (o.env[k][0] == '=' || cli_check_utf8("the value of '--env'", o.env[k], err) < 0)
+            return tp_err_set(err, -EINVAL, "option '--env' needs KEY=VALUE, not '%s'", o.env[k]);
+    if (!o.image && (o.entrypoint || o.env || o.workdir || o.user))
+        return tp_err_set(err, -EINVAL,
+                          "options '--entrypoint', '--env', '--workdir' and '--user' set up an "
+                          "image's workload: they need an IMAGE");
+    if (o.image) {
+        if ((o.interactive || o.tty) && o.detach)
+            return tp_err_set(err, -EINVAL,
+                              "options '--interactive' and '--tty' attach to the workload: not "
+                              "with '--detach'");
+        if (o.rm && o.detach)
+            return tp_err_set(err, -EINVAL,
+                              "option '--rm' removes the VM when its workload ends: not with "
+                              "'--detach'");
+        if (o.no_agent)
+            return tp_err_set(err, -EINVAL,
+                              "an IMAGE's workload is run by the guest agent: "
+                              "not with '--no-agent'");
+        *ret = o;
+        o = (struct run_opts){ 0 };
+        return 0;
     }
     bool foreground = o.cmd && !o.detach;
     if ((o.interactive || o.tty) && !foreground)
@@ -359,12 +449,30 @@ run_body(const struct run_opts *o)
             json_array_append_new(a, json_string(*s));
         json_object_set_new(b, "cmd", a);
     }
+    if (o->image)
+        json_object_set_new(b, "image", json_string(o->image));
+    if (o->entrypoint) /* docker: --entrypoint is one word, the program */
+        json_object_set_new(b, "entrypoint", json_pack("[s]", o->entrypoint));
+    if (o->env) {
+        json_t *a = json_array();
+        strv_foreach (s, o->env)
+            json_array_append_new(a, json_string(*s));
+        json_object_set_new(b, "env", a);
+    }
+    if (o->workdir)
+        json_object_set_new(b, "workdir", json_string(o->workdir));
+    if (o->user)
+        json_object_set_new(b, "user", json_string(o->user));
+    if (o->image && (o->interactive || o->tty)) /* we exec the workload, attached */
+        json_object_set_new(b, "attach", json_true());
     return b;
 }
 
-/* CMD attached, then the VM stopped or removed; CMD's exit code (125 when torpor failed). */
+/* CMD attached (eo: what to exec, NULL = o's CMD as it is), then the VM stopped or removed;
+ * CMD's exit code (125 when torpor failed). */
 static int
-run_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *id)
+run_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *id,
+               const struct exec_opts *given)
 {
     _cleanup_(tp_err_clear) struct tp_err err = { 0 };
     struct exec_opts eo = {
@@ -373,7 +481,7 @@ run_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *
         .interactive = o->interactive,
         .tty = o->tty,
     };
-    int rc = cli_cmd_exec(ctx, &eo);
+    int rc = cli_cmd_exec(ctx, given ? given : &eo);
     _cleanup_free_ char *path = client_instance_path(id, o->rm ? "?force=true" : "/stop");
 
     /* As docker's container ends with its main process. */
@@ -381,6 +489,109 @@ run_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *
     if (r < 0 && r != -ENOENT)
         cli_error("%s", tp_err_msg(&err));
     return rc;
+}
+
+static char **
+strv_from_json(const json_t *a)
+{
+    if (!json_is_array(a))
+        return NULL;
+    char **v = xnew(char *, json_array_size(a) + 1);
+    for (size_t k = 0; k < json_array_size(a); k++) {
+        const char *s = json_string_value(json_array_get(a, k));
+        v[k] = xstrdup(s ? s : "");
+    }
+    return v;
+}
+
+/* run -it IMAGE: the workload torpord computed (the instance's cmd, env, workdir, user), exec'd
+ * attached to our stdio; its end stops the VM (or removes it with --rm), its code ours. */
+static int
+run_image_attached(const struct cli_ctx *ctx, const struct run_opts *o, const json_t *inst)
+{
+    const char *id = json_string_value(json_object_get(inst, "id"));
+    const char *wd = json_string_value(json_object_get(inst, "workdir"));
+    const char *user = json_string_value(json_object_get(inst, "user"));
+    struct exec_opts eo = {
+        .name = xstrdup(id),
+        .cmd = strv_from_json(json_object_get(inst, "cmd")),
+        .env = strv_from_json(json_object_get(inst, "env")),
+        .workdir = wd ? xstrdup(wd) : NULL,
+        .user = user ? xstrdup(user) : NULL,
+        .interactive = o->interactive,
+        .tty = o->tty,
+    };
+    struct run_opts stop = *o;
+    stop.cmd = eo.cmd;
+    int rc = eo.cmd ? run_foreground(ctx, &stop, id, &eo) : CLI_EXIT_EXEC_DAEMON;
+    cli_exec_opts_done(&eo);
+    return rc;
+}
+
+/* An image's workload in the foreground, as docker run without -d: its output followed until
+ * it ends, then its exit code ours (the VM removed with --rm). */
+static int
+run_image_foreground(const struct cli_ctx *ctx, const struct run_opts *o, const char *id)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    const struct logs_opts lo = { .name = id, .follow = true, .tail = -1 };
+    int rc;
+
+    if (cli_cmd_logs(ctx, &lo) != CLI_EXIT_OK)
+        cli_error("could not follow the output of '%s'", id);
+    _cleanup_free_ char *path = client_instance_path(id, "/wait");
+    for (;;) {
+        json_t *body = json_pack("{s:s, s:i}", "state", "Stopped", "timeout_ms", 600000);
+        json_t *reply = NULL;
+        int r = client_call(ctx->socket, "POST", path, body, &reply, &err);
+        json_decref(body);
+        if (r == -ETIMEDOUT) {
+            tp_err_clear(&err);
+            continue;
+        }
+        if (r < 0) {
+            cli_error("%s", tp_err_msg(&err));
+            return CLI_EXIT_EXEC_DAEMON;
+        }
+        json_t *code = json_object_get(reply, "exit_code");
+        rc = json_is_integer(code) ? (int)json_integer_value(code) : 0;
+        json_decref(reply);
+        break;
+    }
+    if (o->rm) {
+        _cleanup_free_ char *del = client_instance_path(id, "?force=true");
+        if (client_call(ctx->socket, "DELETE", del, NULL, NULL, &err) < 0 && err.code != -ENOENT)
+            cli_error("%s", tp_err_msg(&err));
+    }
+    return rc;
+}
+
+/* The pull `run` does for a missing image: progress on a terminal, as `torpor pull`. */
+static int
+cli_run_pull_image(const struct cli_ctx *ctx, const char *ref)
+{
+    return cli_image_pull(ctx, ref, !isatty(STDERR_FILENO)) == CLI_EXIT_OK ? 0 : -EIO;
+}
+
+/* POST /v1/instances; for an IMAGE torpord does not have, pull it and ask once more, as the
+ * docker CLI does on "No such image". */
+static int
+create_instance(const struct cli_ctx *ctx, const struct run_opts *o, json_t *body, json_t **ret)
+{
+    _cleanup_(tp_err_clear) struct tp_err err = { 0 };
+    int r = client_call(ctx->socket, "POST", "/v1/instances", body, ret, &err);
+
+    if (r == -ENOENT && o->image && strstr(tp_err_msg(&err), "No such image")) {
+        fprintf(stderr, "Unable to find image '%s' locally\n", o->image);
+        tp_err_clear(&err);
+        r = cli_run_pull_image(ctx, o->image);
+        if (r < 0)
+            return r;
+        r = client_call(ctx->socket, "POST", "/v1/instances", body, ret, &err);
+    }
+    if (r < 0)
+        cli_error("%s", tp_err_msg(&err));
+    return r;
 }
 
 int
@@ -397,9 +608,11 @@ cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
         cli_error("the input device is not a TTY: drop -t, or run from a terminal");
         return CLI_EXIT_EXEC_DAEMON;
     }
-    if (foreground) /* CMD is exec'd once the VM is up, not started at boot */
+    if (o->image)
+        foreground = !o->detach;
+    else if (foreground) /* CMD is exec'd once the VM is up, not started at boot */
         json_object_del(body, "cmd");
-    r = cli_call(ctx, "POST", "/v1/instances", body, &inst);
+    r = create_instance(ctx, o, body, &inst);
     json_decref(body);
     if (r < 0)
         return CLI_EXIT_EXEC_DAEMON; /* docker run: 125 when the daemon refuses */
@@ -413,8 +626,13 @@ cli_cmd_run(const struct cli_ctx *ctx, const struct run_opts *o)
         _cleanup_free_ char *own = xstrdup(id);
         if (o->trace)
             cli_print_trace(inst);
+        if (o->image && (o->interactive || o->tty)) {
+            int rc = run_image_attached(ctx, o, inst);
+            json_decref(inst);
+            return rc;
+        }
         json_decref(inst);
-        return run_foreground(ctx, o, own);
+        return o->image ? run_image_foreground(ctx, o, own) : run_foreground(ctx, o, own, NULL);
     }
     printf("%s\n", id);
     fflush(stdout);

@@ -21,6 +21,7 @@
 #include "hypervisor/firecracker/fc_driver.h"
 #include "hypervisor/firecracker/fc_uffd.h"
 #include "image/oci/oci.h"
+#include "image/oci/rootfs.h"
 #include "instance/console.h"
 #include "instance/manager.h"
 #include "net/net.h"
@@ -545,6 +546,14 @@ run(struct tp_err *err)
     r = inst_manager_open(&mo, &m, err);
     if (r < 0)
         return tp_err_wrap(err, "open data dir '%s'", data_dir);
+    {
+        /* Root disk builds a crash cut short: only their temp dirs, never a published disk. */
+        _cleanup_free_ char *images = fs_path_join(data_dir, "images");
+        struct tp_err cerr = { 0 };
+        if (oci_rootfs_clean_tmp(images, &cerr) < 0)
+            log_warn("remove unfinished image root disk builds: %s", tp_err_msg(&cerr));
+        tp_err_clear(&cerr);
+    }
 
     sockdir = xstrdup(arg_socket);
     /* A directory made for the socket must let the socket's group reach it, whatever the

@@ -309,6 +309,17 @@ hv_exited(const struct hv_vm *vm)
     return true;
 }
 
+bool
+hv_wait_exited(const struct hv_vm *vm, int timeout_ms)
+{
+    if (vm->pidfd < 0)
+        return true;
+    if (sock_wait(vm->pidfd, POLLIN, timeout_ms) != 1)
+        return false;
+    hv_reap(vm);
+    return true;
+}
+
 struct hv_vm *
 hv_vm_release(struct hv_vm *vm)
 {

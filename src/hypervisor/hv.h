@@ -50,6 +50,8 @@ int hv_kill(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
 int hv_exit_code(const struct hv_vm *vm);
 /* True once the VMM process has exited (pidfd readable); never blocks. */
 bool hv_exited(const struct hv_vm *vm);
+/* The same, waiting up to timeout_ms for the exit. */
+bool hv_wait_exited(const struct hv_vm *vm, int timeout_ms);
 /* Driver release + close pidfd + free. NULL-safe; returns NULL. Does not stop the VMM. */
 struct hv_vm *hv_vm_release(struct hv_vm *vm);
 DEFINE_CLEANUP(struct hv_vm, hv_vm_release)

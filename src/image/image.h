@@ -31,6 +31,23 @@ int image_initrd(const struct image_env *env, const char *kernel, char **ret_ini
 int image_root_disk(const struct image_env *env, const char *source, uint32_t size_mib,
                     char **ret_image, struct tp_err *err);
 
+/* mkfs.ext4 -d tree into a new file image (size_mib MiB, sparse), the tree's owners, modes and
+ * xattrs kept: the root disks of OCI images (image/oci/rootfs.c), which cache them themselves. */
+int image_ext4_from_tree(const char *tree, const char *image, uint32_t size_mib,
+                         struct tp_err *err);
+
+/* Grow the ext4 image file image to size_mib MiB (file and filesystem, offline resize2fs);
+ * nothing when it is that large already. */
+int image_ext4_grow(const char *image, uint32_t size_mib, struct tp_err *err);
+
+/* Write data as the file path (absolute, plain: no spaces, quotes or "..") of the ext4 image
+ * disk, replacing it; mode 0600, owner root. The disk must not be in use (no guest running). */
+int image_disk_put_file(const char *disk, const char *path, const void *data, size_t len,
+                        struct tp_err *err);
+/* Read the file path (at most max bytes) from the ext4 image disk: -ENOENT when absent. */
+int image_disk_get_file(const char *disk, const char *path, size_t max, char **ret,
+                        struct tp_err *err);
+
 /* The kernel as an uncompressed ELF vmlinux, for VMMs that boot only that (Firecracker): kernel
  * itself when it is one, else extracted from the bzImage (gzip, xz, zstd or lz4 payload) and
  * cached as CACHE/vmlinux/<sha256>.elf. Caller frees. */

@@ -101,6 +101,35 @@ run_mkfs(const char *tree, const char *image, uint64_t size_mib, struct tp_err *
     return 0;
 }
 
+int
+image_ext4_from_tree(const char *tree, const char *image, uint32_t size_mib, struct tp_err *err)
+{
+    return run_mkfs(tree, image, size_mib, err);
+}
+
+int
+image_ext4_grow(const char *image, uint32_t size_mib, struct tp_err *err)
+{
+    _cleanup_free_ char *resize = NULL, *size = xasprintf("%uM", size_mib);
+    struct stat st;
+    int r;
+
+    if (stat(image, &st) < 0)
+        return tp_err_errno(err, -errno, "stat '%s'", image);
+    if ((uint64_t)st.st_size >= (uint64_t)size_mib * MIB)
+        return 0;
+    if (truncate(image, (off_t)((uint64_t)size_mib * MIB)) < 0)
+        return tp_err_errno(err, -errno, "grow '%s' to %u MiB", image, size_mib);
+    r = image_find_tool("resize2fs", &resize, err);
+    if (r < 0)
+        return r;
+    char *argv[] = { resize, (char *)"-f", (char *)image, size, NULL };
+    r = image_run(argv, -1, err);
+    if (r < 0)
+        return tp_err_wrap(err, "grow the filesystem of '%s'", image);
+    return 0;
+}
+
 /* Build `image` in a temp file beside the cache entry, then publish it by rename. */
 static int build_image(const char *dir, const char *tree, uint64_t size_mib,
                        const struct path_list *fix, const char *final, struct tp_err *err);

@@ -57,8 +57,12 @@ inst_cmdline(struct inst *i, char **ret, struct tp_err *err)
     const struct inst_config *c = &i->rec->cfg;
     char mid[INST_MACHINE_ID_LEN + 1];
     inst_machine_id(i->id[0] ? i->id : i->rec->id, mid);
-    char *s = xasprintf("%s torpor.hostname=%s torpor.machine_id=%s%s", CMDLINE_BASE, i->rec->name,
-                        mid, c->root_disk_src ? " torpor.root=/dev/vda" : "");
+    char *s = xasprintf("%s torpor.hostname=%s torpor.machine_id=%s%s%s", CMDLINE_BASE,
+                        i->rec->name, mid, c->root_disk_src ? " torpor.root=/dev/vda" : "",
+                        !c->image              ? ""
+                        : i->workload_deferred ? " torpor.workload=" INST_WORKLOAD_SPEC
+                                                 " torpor.workload_defer=1"
+                                               : " torpor.workload=" INST_WORKLOAD_SPEC);
     _cleanup_free_ char *net = inst_net_cmdline(i->rec);
     if (net) {
         char *t = xasprintf("%s %s%s%s", s, net, i->m->net_dns ? " torpor.dns=" : "",
@@ -66,7 +70,7 @@ inst_cmdline(struct inst *i, char **ret, struct tp_err *err)
         free(s);
         s = t;
     }
-    if (c->cmd && c->cmd[0]) {
+    if (c->cmd && c->cmd[0] && !c->image) { /* an image's workload goes by its disk */
         _cleanup_free_ char *hex = hex_argv(c->cmd);
         char *t = xasprintf("%s torpor.cmd=%s", s, hex);
         free(s);
@@ -240,6 +244,23 @@ explain_boot_failure(struct inst *i, struct tp_err *err)
     tp_err_wrap(err, "VMM exited%s%s%s", tail ? " (" : "", tail ? tail : "", tail ? ")" : "");
 }
 
+/* The VMM of an image instance went down after its workload left an exit code. */
+static bool
+workload_ended_at_boot(struct inst *i)
+{
+    if (!i->vm || !hv_wait_exited(i->vm, VMM_KILL_TIMEOUT_MS))
+        return false;
+    int code = inst_workload_exit_code(i);
+    if (code < 0)
+        return false;
+    hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL); /* reaps it */
+    inst_drop_vmm(i);
+    i->rec->vmm_pid = 0;
+    i->rec->vmm_start_time = 0;
+    i->rec->exit_code = code;
+    return true;
+}
+
 int
 inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err)
 {
@@ -267,6 +288,13 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
     r = inst_nic_open(m, i, &spec, &nic, err);
     if (r < 0)
         return r;
+    if (i->rec->cfg.image) {
+        r = inst_workload_prepare(i, err);
+        if (r < 0)
+            return r;
+        trace_phase(t, "prepare_workload");
+        inst_crashpoint(i, "boot.workload");
+    }
     /* Sockets of an earlier run are stale: the VMM gets fresh ones. */
     unlink(spec.api_sock);
     unlink(spec.agent_sock);
@@ -291,6 +319,13 @@ inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err
 
     if (i->rec->cfg.agent && hv_has_cap(drv, HV_CAP_EXEC_AGENT)) {
         r = inst_agent_connect(m, i, AGENT_READY_TIMEOUT_MS, err);
+        if (r < 0 && i->rec->cfg.image && workload_ended_at_boot(i)) {
+            /* A workload quicker than the agent's readiness: it ran and ended (docker run of
+             * a short command), which is not a failed boot. */
+            tp_err_clear(err);
+            inst_boot_track(m, i, false, NULL);
+            return 1;
+        }
         if (r < 0) {
             explain_boot_failure(i, err);
             goto fail;
@@ -325,6 +360,33 @@ sync_guest(struct inst *i)
     if (!i->agent || agent_exec_start(i->agent, &req, 5000, &x, NULL) < 0)
         return;
     while (agent_exec_next(x, &ev, 10000, NULL) == 0) {
+        free(ev.data);
+        if (ev.type == AGENT_EV_EXIT)
+            break;
+    }
+}
+
+/* An image's workload gets its StopSignal first, as docker stop sends it to the container's
+ * process, and STOP_GRACE_MS to end before SIGKILL; its end makes the agent record the exit
+ * code, sync and power the guest off. */
+#define STOP_GRACE_MS 10000
+static void
+stop_workload(struct inst *i)
+{
+    char sig[16], grace[16];
+    snprintf(sig, sizeof(sig), "%d", i->rec->cfg.stop_signal ? i->rec->cfg.stop_signal : SIGTERM);
+    snprintf(grace, sizeof(grace), "%d", STOP_GRACE_MS);
+    char *const argv[] = { (char *)"stop-workload", sig, grace, NULL };
+    const struct agent_exec_req req = { .argv = argv, .builtin = true };
+    _cleanup_(agent_exec_freep) struct agent_exec *x = NULL;
+    struct agent_event ev;
+
+    if (!i->agent || agent_exec_start(i->agent, &req, 5000, &x, NULL) < 0) {
+        sync_guest(i); /* an agent without the built-in: at least the disk */
+        return;
+    }
+    /* It ends with the guest (the agent powers off): an error here is the expected end. */
+    while (agent_exec_next(x, &ev, STOP_GRACE_MS + 5000, NULL) == 0) {
         free(ev.data);
         if (ev.type == AGENT_EV_EXIT)
             break;
@@ -396,7 +458,10 @@ inst_halt_vmm(struct inst_manager *m, struct inst *i, struct trace *t, struct tp
                      tp_err_msg(&rerr));
         tp_err_clear(&rerr);
     }
-    if (!hv_exited(i->vm)) {
+    if (!hv_exited(i->vm) && i->rec->cfg.image) {
+        stop_workload(i);
+        trace_phase(t, "stop_workload");
+    } else if (!hv_exited(i->vm)) {
         sync_guest(i);
         trace_phase(t, "sync_guest");
     }
@@ -428,7 +493,24 @@ manager_on_vmm_exit(struct inst_manager *m, const char *id, pid_t pid, uint64_t 
     if (inst_acquire_id(m, id, &i) < 0)
         return;
     /* Only the VMM this watch was for; an operation may have replaced or halted it. */
-    if (i->vm && i->vm->pid == pid && i->vm->start_time == start_time) {
+    if (i->vm && i->vm->pid == pid && i->vm->start_time == start_time && i->rec->cfg.image) {
+        /* An image's workload ended and its agent powered the guest off, as a container
+         * stops when its process exits: Stopped with the workload's exit code. */
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL); /* reaps it */
+        inst_drop_vmm(i);
+        int code = inst_workload_exit_code(i);
+        if (code < 0) {
+            _cleanup_free_ char *tail = log_tail(i->paths.vmm_log, 512);
+            log_warn("instance=%s VMM pid %d exited before its workload did%s%s", id, (int)pid,
+                     tail ? ": " : "", tail ? tail : "");
+            free(i->rec->last_error);
+            i->rec->last_error = xasprintf("VMM process %d exited unexpectedly", (int)pid);
+        }
+        i->rec->exit_code = code >= 0 ? code : 128 + SIGKILL;
+        if (inst_transition(m, i, INST_STOPPED, &err) < 0)
+            log_error("instance=%s: %s", id, tp_err_msg(&err));
+        tp_err_clear(&err);
+    } else if (i->vm && i->vm->pid == pid && i->vm->start_time == start_time) {
         _cleanup_free_ char *tail = log_tail(i->paths.vmm_log, 512);
         log_warn("instance=%s VMM pid %d exited unexpectedly%s%s", id, (int)pid, tail ? ": " : "",
                  tail ? tail : "");

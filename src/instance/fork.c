@@ -306,6 +306,17 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     rec->cfg.agent = sc->agent;
     rec->cfg.accel = sc->accel ? xstrdup(sc->accel) : NULL;
     rec->cfg.mem_uffd = sc->mem_uffd; /* children load their memory the parent's way */
+    if (sc->image) {
+        /* The same workload, running on in the child: its end stops the child, its code is
+         * the child's, stop signals it; a later start boots it afresh from the spec. */
+        rec->cfg.image = xstrdup(sc->image);
+        rec->cfg.image_digest = sc->image_digest ? xstrdup(sc->image_digest) : NULL;
+        rec->cfg.cmd = xstrv_dup(sc->cmd);
+        rec->cfg.env = xstrv_dup(sc->env);
+        rec->cfg.workdir = sc->workdir ? xstrdup(sc->workdir) : NULL;
+        rec->cfg.user = sc->user ? xstrdup(sc->user) : NULL;
+        rec->cfg.stop_signal = sc->stop_signal;
+    }
     /* The same network mode; published ports are the source's alone (a host port is one
      * instance's), as a new docker container does not get another's: a child publishes only
      * what the fork asked for (its record's insert refuses a host port in use). */

@@ -32,6 +32,9 @@ struct inst {
     /* Under lock: the VMM was started by a restore, so its next standby records the pages its
      * guest touched since (the working set the restore after it prefetches). */
     bool record_working_set;
+    /* Under lock: this boot of an image instance does not start the workload: the client runs
+     * it attached through exec (run -it IMAGE). Only for the run's own boot. */
+    bool workload_deferred;
     bool removed;  /* under lock */
     unsigned refs; /* under manager lock */
     /* Under the manager lock: a boot in progress and its VMM, which rm -f may cancel. */
@@ -118,8 +121,22 @@ int inst_boot(struct inst_manager *m, struct inst *i, struct trace *t, struct tp
  * same at every boot. */
 #define INST_MACHINE_ID_LEN 32
 void inst_machine_id(const char *id, char ret[INST_MACHINE_ID_LEN + 1]);
+/* (inst_boot returns 1 instead of 0 when an image's workload ended before the agent was ready:
+ * the VMM is gone, exit_code set; the caller records Stopped.) */
 /* The guest kernel command line for i (the same at boot and at every restore). */
 int inst_cmdline(struct inst *i, char **ret, struct tp_err *err);
+
+/* workload.c: an image instance's workload. The agent reads its spec from INST_WORKLOAD_SPEC
+ * ("arg=", "env=", "cwd=", "user=" lines, values hex) and, when the workload ends, writes its
+ * exit code as decimal text to INST_WORKLOAD_EXIT, then powers the guest off. */
+#define INST_WORKLOAD_SPEC "/.torpor-workload"
+#define INST_WORKLOAD_EXIT "/.torpor-exit"
+char *inst_workload_render(const struct inst_config *c);
+/* Before a fresh boot: the spec into the instance's disk, any earlier exit code cleared. */
+int inst_workload_prepare(struct inst *i, struct tp_err *err);
+/* Once the guest is down: the workload's exit code, or -ENOENT when it left none (it still ran,
+ * or the guest died first). */
+int inst_workload_exit_code(struct inst *i);
 /* Make sure the record names i->vm (drivers that do not call spec->vmm_spawned). */
 int inst_vmm_recorded(struct inst_manager *m, struct inst *i, struct tp_err *err);
 /* Fill spec from i; strings borrowed from i. */

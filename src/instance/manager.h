@@ -55,6 +55,14 @@ struct inst_create_req {
     const struct net_port *ports; /* published on the host; need a network */
     size_t n_ports;
     bool cold; /* boot, even where a template of this boot is kept (warm.h), and keep none */
+    /* An OCI image from the store (DATA_DIR/images) instead of rootfs; cmd then replaces the
+     * image's Cmd and the fields below override its config as docker run's options do. */
+    const char *image;
+    char *const *entrypoint; /* {"", NULL} clears the image's */
+    char *const *env;        /* "K=V" */
+    const char *workdir;
+    const char *user;
+    bool attach; /* the workload is not started at boot: the client execs it (run -it) */
 };
 
 /* Validate, create and boot; returns once the agent is ready (or the VMM runs, no_agent).

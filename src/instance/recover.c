@@ -94,9 +94,12 @@ derive(struct inst *i, bool user_paused)
         tp_err_clear(&err);
         snap_discard(i->paths.snap_latest, NULL);
     }
-    /* A guest that ran died while no daemon watched: how, nobody saw (wait says killed). */
-    if (i->rec->state != INST_STOPPED)
-        i->rec->exit_code = 128 + SIGKILL;
+    /* A guest that ran died while no daemon watched: how, nobody saw (wait says killed),
+     * unless it was an image's workload that ended and left its code on the disk. */
+    if (i->rec->state != INST_STOPPED) {
+        int code = i->rec->cfg.image ? inst_workload_exit_code(i) : -ENOENT;
+        i->rec->exit_code = code >= 0 ? code : 128 + SIGKILL;
+    }
     i->rec->state = INST_STOPPED;
 }
 

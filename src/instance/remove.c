@@ -34,7 +34,13 @@ inst_remove(struct inst_manager *m, const char *ref, bool force, struct tp_err *
     if (r < 0)
         goto out;
     inst_crashpoint(i, "rm.begin");
-    r = inst_halt_vmm(m, i, &t, err);
+    if (i->rec->cfg.image && i->vm) {
+        /* docker rm -f: SIGKILL, not the image's stop signal and its grace period. */
+        inst_kill_vmm(i);
+        trace_phase(&t, "kill_vmm");
+    } else {
+        r = inst_halt_vmm(m, i, &t, err);
+    }
     if (r < 0) {
         inst_finish_op(m, i, &t, err);
         goto out;

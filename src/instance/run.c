@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include "image/image.h"
+#include "image/oci/config.h"
+#include "image/oci/oci.h"
+#include "image/oci/rootfs.h"
 #include "instance/manager-internal.h"
 #include "instance/observe.h"
 #include "instance/warm.h"
@@ -79,8 +82,12 @@ validate(const struct inst_create_req *q, struct tp_err *err)
                           q->network_mode);
     if ((r = net_ports_check(q->ports, q->n_ports, err)) < 0)
         return r;
-    if (q->cmd && !q->cmd[0])
+    if (q->cmd && !q->cmd[0] && !q->image)
         return tp_err_set(err, -EINVAL, "cmd must not be empty");
+    if (q->image && q->rootfs)
+        return tp_err_set(err, -EINVAL, "an image and a rootfs exclude each other");
+    if (!q->image && (q->entrypoint || q->env || q->workdir || q->user || q->attach))
+        return tp_err_set(err, -EINVAL, "entrypoint, env, workdir and user need an image");
     if ((r = check_file("kernel", q->kernel, err)) < 0 ||
         (r = check_file("initrd", q->initrd, err)) < 0 ||
         (r = check_file("rootfs", q->rootfs, err)) < 0)
@@ -127,6 +134,66 @@ check_host(struct inst_manager *m, uint32_t memory_mib, uint32_t disk_mib, struc
     return 0;
 }
 
+static bool
+strv_contains(char **v, const char *s)
+{
+    strv_foreach (e, v)
+        if (strcmp(*e, s) == 0)
+            return true;
+    return false;
+}
+
+/* An OCI image from the store: its cached root disk (built on first use) and its workload. */
+static int
+prepare_image(struct inst_manager *m, const struct inst_create_req *q, struct inst_config *c,
+              struct trace *t, struct tp_err *err)
+{
+    _cleanup_free_ char *layout = fs_path_join(m->data_dir, "images");
+    _cleanup_(oci_rootfs_done) struct oci_rootfs rf = { 0 };
+    struct oci_desc man = { 0 };
+    struct oci_ref ref = { 0 };
+    struct oci_workload w;
+    int r;
+
+    _cleanup_strv_free_ char **names = NULL;
+    r = oci_layout_resolve_full(layout, q->image, &man, NULL, &names, err);
+    if (r < 0)
+        return r;
+    r = oci_rootfs_get(layout, &man, &rf, err);
+    if (r < 0) {
+        oci_desc_done(&man);
+        return r;
+    }
+    trace_phase(t, rf.cache_hit ? "image_rootfs_cached" : "image_rootfs_built");
+    const struct oci_run_overrides o = {
+        .entrypoint = q->entrypoint,
+        .cmd = q->cmd && q->cmd[0] ? q->cmd : NULL,
+        .env = q->env,
+        .working_dir = q->workdir,
+        .user = q->user,
+    };
+    r = oci_workload_build(rf.config, &o, &w, err);
+    if (r < 0) {
+        oci_desc_done(&man);
+        return r;
+    }
+    /* Recorded as docker shows it: the normalized reference, or what was given (an id). */
+    bool named = oci_ref_parse(q->image, &ref, NULL) == 0 && strv_contains(names, ref.full);
+    c->image = xstrdup(named ? ref.full : names && names[0] ? names[0] : q->image);
+    oci_ref_free(&ref);
+    c->image_digest = TAKE_PTR(man.digest);
+    oci_desc_done(&man);
+    c->root_disk_src = TAKE_PTR(rf.disk);
+    strv_free(c->cmd);
+    c->cmd = TAKE_PTR(w.argv);
+    c->env = TAKE_PTR(w.env);
+    c->workdir = TAKE_PTR(w.working_dir);
+    c->user = TAKE_PTR(w.user);
+    c->stop_signal = w.stop_signal;
+    oci_workload_done(&w);
+    return 0;
+}
+
 /* Kernel, initrd and root disk image: the user's or the cached defaults. */
 static int
 prepare_images(struct inst_manager *m, const struct inst_create_req *q, struct inst_config *c,
@@ -155,6 +222,8 @@ prepare_images(struct inst_manager *m, const struct inst_create_req *q, struct i
         c->kernel = elf;
         trace_phase(t, "prepare_kernel");
     }
+    if (q->image)
+        return prepare_image(m, q, c, t, err);
     r = image_root_disk(&env, q->rootfs, q->disk_mib, &c->root_disk_src, err);
     if (r < 0)
         return tp_err_wrap(err, "prepare root disk");
@@ -275,6 +344,9 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
     else if (warm)
         warm_unpin(m, tid);
     warm = warm && r >= 0;
+    /* An image's cached disk is sized for the image; --disk-size grows this instance's copy. */
+    if (r >= 0 && q->image && q->disk_mib)
+        r = image_ext4_grow(i->paths.root_disk, q->disk_mib, err);
     if (r < 0) {
         tp_err_wrap(err, "create instance directory");
         goto fail;
@@ -296,18 +368,22 @@ inst_run(struct inst_manager *m, const struct inst_create_req *q, struct inst_re
             goto fail;
         trace_counter(&t, warm ? "warm" : "warm_fallback", 1);
     }
+    bool ended = false;
     if (!warm) {
+        i->workload_deferred = q->image && q->attach;
         r = inst_boot(m, i, &t, err);
+        i->workload_deferred = false; /* a later start boots the workload */
         if (r < 0)
             goto fail;
+        ended = r == 1; /* an image's workload already ran to its end: Stopped, with its code */
     }
     inst_crashpoint(i, "run.booted");
-    if (!warm && key) {
+    if (!warm && key && !ended) {
         r = warm_capture(m, i, key, &t, err);
         if (r < 0)
             goto fail;
     }
-    r = inst_transition(m, i, INST_RUNNING, err);
+    r = inst_transition(m, i, ended ? INST_STOPPED : INST_RUNNING, err);
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);
     if (r >= 0)
         *ret = inst_record_dup(i->rec);

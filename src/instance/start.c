@@ -25,7 +25,8 @@ inst_start(struct inst_manager *m, const char *ref, struct inst_record **ret, st
     }
     if (r >= 0) {
         inst_crashpoint(i, "start.booted");
-        r = inst_transition(m, i, INST_RUNNING, err);
+        /* 1: an image's workload already ran to its end. */
+        r = r == 1 ? inst_save(m, i, err) : inst_transition(m, i, INST_RUNNING, err);
     }
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);
     if (r >= 0)

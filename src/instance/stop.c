@@ -91,6 +91,11 @@ stop_or_kill(struct inst_manager *m, const char *ref, bool force, bool hard,
     }
     if (r >= 0) {
         i->rec->exit_code = hard ? 128 + SIGKILL : 0;
+        if (!hard && i->rec->cfg.image) {
+            /* docker stop: the code the workload ended with (e.g. 143 for SIGTERM). */
+            int code = inst_workload_exit_code(i);
+            i->rec->exit_code = code >= 0 ? code : 128 + SIGKILL;
+        }
         r = inst_transition(m, i, INST_STOPPED, err);
     }
     inst_finish_op(m, i, &t, r < 0 ? err : NULL);

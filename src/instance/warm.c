@@ -84,7 +84,8 @@ warm_key(struct inst_manager *m, const struct inst_record *rec, bool want_net)
     const struct inst_config *c = &rec->cfg;
     const struct hv_driver *drv = hv_driver_find(c->hypervisor);
 
-    if (!c->agent || (c->cmd && c->cmd[0]) || !drv)
+    /* A command at boot (run -- CMD, an image's workload) would be part of the template. */
+    if (!c->agent || (c->cmd && c->cmd[0]) || c->image || !drv)
         return NULL;
     /* Kept as a fork template: the driver must be able to make one of a running VM. */
     if (!hv_has_cap(drv, HV_CAP_FORK) || !hv_has_cap(drv, HV_CAP_SNAPSHOT) ||

@@ -41,6 +41,11 @@ inst_config_clear(struct inst_config *c)
     free(c->root_disk_src);
     strv_free(c->cmd);
     free(c->accel);
+    free(c->image);
+    free(c->image_digest);
+    strv_free(c->env);
+    free(c->workdir);
+    free(c->user);
     *c = (struct inst_config){ 0 };
 }
 
@@ -74,6 +79,11 @@ inst_record_dup(const struct inst_record *r)
     d->cfg.root_disk_src = xstrdup_null(r->cfg.root_disk_src);
     d->cfg.cmd = strv_dup(r->cfg.cmd);
     d->cfg.accel = xstrdup_null(r->cfg.accel);
+    d->cfg.image = xstrdup_null(r->cfg.image);
+    d->cfg.image_digest = xstrdup_null(r->cfg.image_digest);
+    d->cfg.env = strv_dup(r->cfg.env);
+    d->cfg.workdir = xstrdup_null(r->cfg.workdir);
+    d->cfg.user = xstrdup_null(r->cfg.user);
     d->last_op = xstrdup_null(r->last_op);
     d->last_error = xstrdup_null(r->last_error);
     d->op = xstrdup_null(r->op);
@@ -107,6 +117,24 @@ put_str(json_t *o, const char *key, const char *s)
     return true;
 }
 
+static bool
+put_strv(json_t *o, const char *key, char *const *v)
+{
+    if (!v) {
+        json_object_set_new(o, key, json_null());
+        return true;
+    }
+    json_t *a = json_array();
+    json_object_set_new(o, key, a);
+    strv_foreach (s, (char **)v) {
+        json_t *e = json_string(*s);
+        if (!e)
+            return false;
+        json_array_append_new(a, e);
+    }
+    return true;
+}
+
 int
 inst_config_to_json(const struct inst_config *c, char **ret_json, struct tp_err *err)
 {
@@ -125,19 +153,15 @@ inst_config_to_json(const struct inst_config *c, char **ret_json, struct tp_err 
         bad = "rootfs";
     if (!put_str(o, "root_disk_src", c->root_disk_src))
         bad = "root_disk_src";
-    if (c->cmd) {
-        json_t *a = json_array();
-        json_object_set_new(o, "cmd", a);
-        strv_foreach (arg, c->cmd) {
-            json_t *v = json_string(*arg);
-            if (!v) {
-                bad = "cmd";
-                break;
-            }
-            json_array_append_new(a, v);
-        }
-    } else
-        json_object_set_new(o, "cmd", json_null());
+    if (!put_strv(o, "cmd", c->cmd))
+        bad = "cmd";
+    if (c->image) { /* absent for instances not made from an image */
+        if (!put_str(o, "image", c->image) || !put_str(o, "image_digest", c->image_digest) ||
+            !put_strv(o, "env", c->env) || !put_str(o, "workdir", c->workdir) ||
+            !put_str(o, "user", c->user))
+            bad = "image";
+        json_object_set_new(o, "stop_signal", json_integer(c->stop_signal));
+    }
     json_object_set_new(o, "agent", json_boolean(c->agent));
     if (c->net_shared) /* absent: isolated, as every instance before network modes */
         json_object_set_new(o, "net_shared", json_true());
@@ -215,6 +239,7 @@ inst_config_from_json(const char *text, struct inst_config *ret, struct tp_err *
     json_auto_t *o = NULL;
     json_error_t jerr;
     struct inst_config c = { 0 };
+    uint32_t sig = 0;
     int r;
 
     o = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
@@ -245,10 +270,17 @@ inst_config_from_json(const char *text, struct inst_config *ret, struct tp_err *
         (r = get_str(o, "initrd", &c.initrd, err)) < 0 ||
         (r = get_str(o, "rootfs", &c.rootfs, err)) < 0 ||
         (r = get_str(o, "root_disk_src", &c.root_disk_src, err)) < 0 ||
-        (r = get_strv(o, "cmd", &c.cmd, err)) < 0 || (r = get_str(o, "accel", &c.accel, err)) < 0) {
+        (r = get_strv(o, "cmd", &c.cmd, err)) < 0 || (r = get_str(o, "accel", &c.accel, err)) < 0 ||
+        (r = get_str(o, "image", &c.image, err)) < 0 ||
+        (r = get_str(o, "image_digest", &c.image_digest, err)) < 0 ||
+        (r = get_strv(o, "env", &c.env, err)) < 0 ||
+        (r = get_str(o, "workdir", &c.workdir, err)) < 0 ||
+        (r = get_str(o, "user", &c.user, err)) < 0 ||
+        (r = get_u32(o, "stop_signal", &sig, err)) < 0) {
         inst_config_clear(&c);
         return r;
     }
+    c.stop_signal = (int)sig;
     *ret = c;
     return 0;
 }

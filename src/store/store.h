@@ -28,6 +28,16 @@ struct inst_config {
     char *accel;         /* NULL = auto */
     bool net_shared;     /* network mode "shared": its bridge port is not isolated */
     bool mem_uffd;       /* mem_backend "uffd": restores serve guest memory on demand */
+    /* An instance of an OCI image (torpor run IMAGE): cmd is then the workload's argv as docker
+     * computes it (entrypoint + cmd, run's overrides applied), which runs with env, workdir
+     * and user; its end stops the instance and its exit code is the instance's. NULL/0 for
+     * other instances. */
+    char *image;        /* the reference as normalized, e.g. docker.io/library/busybox:latest */
+    char *image_digest; /* the manifest digest it resolved to */
+    char **env;         /* "K=V", NULL-terminated */
+    char *workdir;
+    char *user;
+    int stop_signal; /* the image's StopSignal, sent by stop first */
 };
 
 struct inst_record {

@@ -75,3 +75,18 @@ xasprintf(const char *fmt, ...)
     va_end(ap);
     return p;
 }
+
+char **
+xstrv_dup(char *const *v)
+{
+    size_t n = 0;
+
+    if (!v)
+        return NULL;
+    while (v[n])
+        n++;
+    char **d = xnew(char *, n + 1);
+    for (size_t i = 0; i < n; i++)
+        d[i] = xstrdup(v[i]);
+    return d;
+}

@@ -266,6 +266,40 @@ class CrashBootStop(CrashBase):
                     self.assertNotIn(name, insts, f"{p}: an interrupted run left a record")
                 self.check_invariants(p + " (after)")
 
+    def test_run_image(self):
+        """A root disk build cut short leaves only its temp dir, removed by the next start; the
+        image then runs."""
+        import ocibuild
+        store = os.path.join(self.d.data_dir, "images")
+        digest = ocibuild.build(store, "docker.io/library/crashimg:1", [ocibuild.busybox_members()],
+                                config={"Cmd": ["/bin/sh", "-c", "exit 5"]})
+        rootfs = os.path.join(store, "rootfs")
+        for p in ("image.unpacked", "image.built"):
+            with self.subTest(point=p):
+                self.crash_during(p, "POST", "/v1/instances", {"name": "img", "image": "crashimg:1"})
+                insts = self.check_invariants(p)
+                self.assertNotIn("img", insts, f"{p}: an interrupted run left a record")
+                self.assertEqual(sorted(os.listdir(rootfs)), [], f"{p}: build leftovers")
+        st, out = self.d.request("POST", "/v1/instances", {"name": "img", "image": "crashimg:1"})
+        self.assertEqual(st, 201, out)
+        self.assertTrue(os.path.exists(os.path.join(rootfs, digest[7:] + ".ext4")))
+        self.d.wait_state("img", "Stopped", 120000)
+        # Between the workload spec and the VMM: a run leaves nothing, a start stays Stopped.
+        self.crash_during("boot.workload", "POST", "/v1/instances",
+                          {"name": "img2", "image": "crashimg:1"})
+        insts = self.check_invariants("boot.workload")
+        self.assertNotIn("img2", insts)
+        self.crash_during("boot.workload", "POST", "/v1/instances/img/start")
+        insts = self.check_invariants("boot.workload (start)")
+        self.assertEqual(insts["img"]["state"], "Stopped")
+        self.arm("")
+        st, out = self.d.request("POST", "/v1/instances/img/start")
+        self.assertEqual(st, 200, out)
+        self.d.wait_state("img", "Stopped", 120000)
+        _, i = self.d.request("GET", "/v1/instances/img")
+        self.assertEqual(i["exit_code"], 5)
+        self.d.cli("rm", "img")
+
     def test_start_stop_rm(self):
         d = self.d
         d.cli("run", "--name", "ssr")

@@ -666,8 +666,10 @@ test_record_full(void **state)
     _cleanup_free_ char *s = dump(api_record_to_json(&r));
     assert_string_equal(
         s, "{\"accel\":\"tcg\",\"agent\":true,\"cmd\":[\"/bin/sh\",\"-c\",\"x\"],"
-           "\"created_at\":\"2026-11-22T00:10:00.123Z\",\"exit_code\":null,\"hypervisor\":\"qemu\","
-           "\"id\":\"3f2a9c0d1b4e5f60\",\"initrd\":\"/k/initrd\",\"kernel\":\"/k/vmlinuz\","
+           "\"created_at\":\"2026-11-22T00:10:00.123Z\",\"env\":null,\"exit_code\":null,"
+           "\"hypervisor\":\"qemu\","
+           "\"id\":\"3f2a9c0d1b4e5f60\",\"image\":null,\"image_digest\":null,\"initrd\":\"/k/"
+           "initrd\",\"kernel\":\"/k/vmlinuz\","
            "\"last_error\":\"boot 'x': timed out\","
            "\"last_operation\":{\"bytes\":9007199254740993,\"ok\":true,\"op\":\"run\","
            "\"phases\":[{\"ms\":12.25,\"name\":\"prepare\"}],\"total_ms\":2210.5},"
@@ -677,7 +679,8 @@ test_record_full(void **state)
            "\"pid\":12345,\"ports\":[{\"guest_port\":80,\"host_ip\":\"127.0.0.1\",\"host_port\":"
            "8080,\"proto\":\"tcp\"},{\"guest_port\":53,\"host_ip\":\"0.0.0.0\",\"host_port\":5353,"
            "\"proto\":\"udp\"}],\"rootfs\":\"/srv/root\","
-           "\"state\":\"Running\",\"state_changed_at\":\"2026-11-22T00:10:02.456Z\",\"vcpus\":1}");
+           "\"state\":\"Running\",\"state_changed_at\":\"2026-11-22T00:10:02.456Z\","
+           "\"stop_signal\":null,\"user\":null,\"vcpus\":1,\"workdir\":null}");
 }
 
 static void
@@ -696,14 +699,15 @@ test_record_nulls(void **state)
     assert_string_equal(
         s,
         "{\"accel\":null,\"agent\":false,\"cmd\":null,\"created_at\":\"1970-01-01T00:00:01.000Z\","
-        "\"exit_code\":0,\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\",\"initrd\":null,"
+        "\"env\":null,\"exit_code\":0,\"hypervisor\":\"qemu\",\"id\":\"0123456789abcdef\","
+        "\"image\":null,\"image_digest\":null,\"initrd\":null,"
         "\"kernel\":null,"
         "\"last_error\":null,\"last_operation\":null,\"mem_backend\":\"file\","
         "\"memory_mib\":65536,\"name\":null,"
         "\"network\":null,\"pid\":null,\"ports\":[],\"rootfs\":null,\"state\":\"Stopped\",\"state_"
         "changed_at\":"
-        "null,"
-        "\"vcpus\":64}");
+        "null,\"stop_signal\":null,\"user\":null,"
+        "\"vcpus\":64,\"workdir\":null}");
 
     /* A last_op that parses but is not an object is as useless as garbage. */
     r.last_op = s_arrop;

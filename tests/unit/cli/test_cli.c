@@ -68,6 +68,7 @@ test_run_every_option(void **state)
                            "--no-agent",
                            "--trace",
                            "-d",
+                           "--",
                            "true",
                            NULL };
     struct run_opts o = { 0 };
@@ -120,13 +121,53 @@ test_run_keeps_command(void **state)
     assert_null(o.cmd[3]);
     cli_run_opts_done(&o);
 
-    /* Without "--", the first word ends the options too: '-c' is the command's. */
+    /* Without "--", the first word is the IMAGE (docker run IMAGE CMD) and ends the options:
+     * '-c' is the command's. */
     const char *argv2[] = { "run", "sh", "-c", "true", NULL };
     assert_int_equal(cli_parse_run(P(argv2), &o, &err), 0);
-    assert_string_equal(o.cmd[0], "sh");
-    assert_string_equal(o.cmd[1], "-c");
-    assert_string_equal(o.cmd[2], "true");
+    assert_string_equal(o.image, "sh");
+    assert_string_equal(o.cmd[0], "-c");
+    assert_string_equal(o.cmd[1], "true");
+    assert_null(o.cmd[2]);
     cli_run_opts_done(&o);
+
+    /* The image's overrides, and "default" still the built-in guest. */
+    const char *argv3[] = {
+        "run",  "-e", "A=1", "-e", "B=2",       "--entrypoint", "/bin/x", "-w",
+        "/srv", "-u", "app", "-d", "busybox:1", "--",           "arg",    NULL
+    };
+    assert_int_equal(cli_parse_run(P(argv3), &o, &err), 0);
+    assert_string_equal(o.image, "busybox:1");
+    assert_string_equal(o.env[0], "A=1");
+    assert_string_equal(o.env[1], "B=2");
+    assert_null(o.env[2]);
+    assert_string_equal(o.entrypoint, "/bin/x");
+    assert_string_equal(o.workdir, "/srv");
+    assert_string_equal(o.user, "app");
+    assert_string_equal(o.cmd[0], "arg");
+    cli_run_opts_done(&o);
+    /* -e K: K from our environment, dropped when we have none (docker). */
+    setenv("TORPOR_TEST_E", "from-env", 1);
+    unsetenv("TORPOR_TEST_UNSET");
+    const char *argv5[] = { "run", "-e", "TORPOR_TEST_E", "-e", "TORPOR_TEST_UNSET", "img", NULL };
+    assert_int_equal(cli_parse_run(P(argv5), &o, &err), 0);
+    assert_string_equal(o.env[0], "TORPOR_TEST_E=from-env");
+    assert_null(o.env[1]);
+    cli_run_opts_done(&o);
+    const char *argv4[] = { "run", "default", "--", "sh", NULL };
+    assert_int_equal(cli_parse_run(P(argv4), &o, &err), 0);
+    assert_null(o.image);
+    assert_string_equal(o.cmd[0], "sh");
+    cli_run_opts_done(&o);
+    const char *bad1[] = { "run", "-e", "A=1", "--", "sh", NULL }; /* -e without an image */
+    assert_int_equal(cli_parse_run(P(bad1), &o, &err), -EINVAL);
+    tp_err_clear(&err);
+    const char *bad2[] = { "run", "--rootfs", "/r", "img", NULL };
+    assert_int_equal(cli_parse_run(P(bad2), &o, &err), -EINVAL);
+    tp_err_clear(&err);
+    const char *bad3[] = { "run", "-w", "rel", "img", NULL };
+    assert_int_equal(cli_parse_run(P(bad3), &o, &err), -EINVAL);
+    tp_err_clear(&err);
 }
 
 static void
@@ -864,14 +905,14 @@ test_options_anywhere(void **state)
     assert_string_equal(eo.cmd[0], "--help");
     cli_exec_opts_done(&eo);
 
-    /* run: options end at CMD too. */
+    /* run: options end at the IMAGE too. */
     const char *r1[] = { "run", "--name", "a", "sh", "--name", "b", NULL };
     assert_int_equal(cli_parse_run(P(r1), &ro, &err), 0);
     assert_string_equal(ro.name, "a");
-    assert_string_equal(ro.cmd[0], "sh");
-    assert_string_equal(ro.cmd[1], "--name");
-    assert_string_equal(ro.cmd[2], "b");
-    assert_null(ro.cmd[3]);
+    assert_string_equal(ro.image, "sh");
+    assert_string_equal(ro.cmd[0], "--name");
+    assert_string_equal(ro.cmd[1], "b");
+    assert_null(ro.cmd[2]);
     cli_run_opts_done(&ro);
     const char *r2[] = { "run", "--", "sh", "-c", "x", NULL };
     assert_int_equal(cli_parse_run(P(r2), &ro, &err), 0);

@@ -100,8 +100,8 @@ image_users(struct api_req *req, const char *digest)
     users = xnew(char *, n + 1);
     for (size_t i = 0; i < n; i++) {
         const struct inst_record *r = recs[i];
-        bool uses = false;
-        if (hex && r->cfg.root_disk_src && strstr(r->cfg.root_disk_src, hex))
+        bool uses = r->cfg.image_digest && strcmp(r->cfg.image_digest, digest) == 0;
+        if (!uses && hex && r->cfg.root_disk_src && strstr(r->cfg.root_disk_src, hex))
             uses = true;
         if (!uses && r->cfg.rootfs && r->cfg.rootfs[0] != '/' && r->cfg.rootfs[0] != '.') {
             struct oci_desc d = { 0 };

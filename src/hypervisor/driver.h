@@ -142,9 +142,11 @@ struct hv_driver {
     /* HV_CAP_FORK: with the source VM paused, write a fork template (a complete snapshot no
      * VM ever writes) into tdir. *ret_restart: the source must leave its VMM and be restored
      * from tdir like its children (its memory is now the template's); false: it only resumes,
-     * on memory of its own. Either way, any retained base of the source is stale after it. */
+     * on memory of its own. keep_source asks for the latter even where it costs a copy of the
+     * guest's memory (a source that should not end up mapping a template: its own later
+     * snapshots stay cheap). Either way, any retained base of the source is stale after it. */
     int (*prepare_fork)(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
-                        bool *ret_restart, struct tp_err *err);
+                        bool keep_source, bool *ret_restart, struct tp_err *err);
     /* Remove the memory files the driver keeps in spec->dir that the VM no longer uses:
      * all of them when running is false (no VMM runs there), else those a VM now backed by
      * spec->template_dir does without. Idempotent. NULL: the driver keeps none. */

@@ -199,14 +199,14 @@ hv_base_reusable(const struct hv_driver *drv, const struct hv_vm_spec *spec, con
 }
 
 int
-hv_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+hv_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir, bool keep_source,
                 bool *ret_restart, struct tp_err *err)
 {
     bool restart = false;
     int r = hv_require(vm->drv, HV_CAP_FORK, vm->drv->prepare_fork, err);
     if (r < 0)
         return r;
-    r = vm->drv->prepare_fork(vm, spec, tdir, &restart, err);
+    r = vm->drv->prepare_fork(vm, spec, tdir, keep_source, &restart, err);
     if (r >= 0)
         *ret_restart = restart;
     return r;

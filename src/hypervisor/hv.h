@@ -22,7 +22,7 @@ int hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *sna
 bool hv_base_reusable(const struct hv_driver *drv, const struct hv_vm_spec *spec,
                       const char *base_dir);
 int hv_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
-                    bool *ret_restart, struct tp_err *err);
+                    bool keep_source, bool *ret_restart, struct tp_err *err);
 int hv_drop_memory(const struct hv_driver *drv, const struct hv_vm_spec *spec, bool running,
                    struct tp_err *err);
 bool hv_load_writes_snapshot(const struct hv_driver *drv, const struct hv_vm_spec *spec,

@@ -376,7 +376,8 @@ freeze_running(struct inst_manager *m, struct inst *src, const char *tdir, bool 
         return r;
     trace_phase(t, "freeze_source");
     inst_spec(m, src, &spec);
-    r = hv_prepare_fork(src->vm, &spec, tdir, ret_restart, err);
+    /* A fork's source may restart on the template: copying its memory would cost more. */
+    r = hv_prepare_fork(src->vm, &spec, tdir, false, ret_restart, err);
     /* Children born in Standby keep this as their snapshot: it must survive a power cut like a
      * standby's. Running children share the page cache and die with the host anyway. */
     if (r >= 0)

@@ -421,7 +421,9 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
     if (r < 0)
         goto keep_running;
     inst_spec(m, i, &spec);
-    r = hv_prepare_fork(i->vm, &spec, tdir, &restart, &e);
+    /* The user's VM goes on on memory of its own where the driver can copy it out: on the
+     * template, its own standbys would have to carry its RAM in their state. */
+    r = hv_prepare_fork(i->vm, &spec, tdir, true, &restart, &e);
     if (r >= 0)
         r = fs_clone_file(i->paths.root_disk, disk, 0600, &e);
     if (r >= 0)
@@ -452,6 +454,7 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
             tp_err_clear(&e);
             goto restart_own;
         }
+        trace_phase(t, "resume_source");
     } else {
         /* From here the guest lives on in the template: its VMM restarts there. */
         r = inst_template_set(i, tid, &e);
@@ -470,8 +473,8 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
         if (hv_drop_memory(drv, &spec, true, &e) < 0)
             log_warn("instance=%s op=run: %s", i->id, tp_err_msg(&e));
         tp_err_clear(&e);
+        trace_phase(t, "restart_on_template");
     }
-    trace_phase(t, "restart_on_template");
     r = entry_write(m, i, key, tid, man.created_ms, &e);
     if (r < 0)
         log_warn("instance=%s op=run: keep template: %s", i->id, tp_err_msg(&e));

@@ -351,11 +351,26 @@ fake_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
 
 static int
 fake_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
-                  bool *ret_restart, struct tp_err *err)
+                  bool keep_source, bool *ret_restart, struct tp_err *err)
 {
     pthread_mutex_lock(&fake_lock);
     fake_vm_enter(vm)->calls.prepare_fork++;
     pthread_mutex_unlock(&fake_lock);
+    if (keep_source && !spec->template_dir) {
+        /* As QEMU's: the template gets a copy of the RAM file, the source keeps its own. */
+        int r = fake_snapshot(vm, spec, tdir, false, err);
+        if (r < 0)
+            return r;
+        _cleanup_free_ char *memory = fs_path_join(tdir, HV_SNAP_MEMORY);
+        _cleanup_free_ char *copy = fs_path_join(tdir, HV_SNAP_MEMORY ".copy");
+        r = fs_clone_file(memory, copy, 0600, err);
+        if (r >= 0 && rename(copy, memory) < 0)
+            r = tp_err_errno(err, -errno, "rename '%s'", copy);
+        if (r < 0)
+            return r;
+        *ret_restart = false;
+        return 0;
+    }
     int r = fake_snapshot(vm, spec, tdir, false, err);
     if (r >= 0)
         *ret_restart = true; /* the source's RAM file is the template now */

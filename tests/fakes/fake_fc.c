@@ -186,9 +186,10 @@ fc_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
 }
 
 static int
-fc_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+fc_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir, bool keep_source,
                 bool *ret_restart, struct tp_err *err)
 {
+    (void)keep_source; /* it always does */
     pthread_mutex_lock(&fake_lock);
     fake_vm_enter(vm)->calls.prepare_fork++;
     pthread_mutex_unlock(&fake_lock);

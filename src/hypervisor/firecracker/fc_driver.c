@@ -315,9 +315,10 @@ fc_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
 /* The template is a Full snapshot, a new memory file: the source runs on, on its own memory,
  * and only needs resuming (its dirty tracking restarted, so any retained base is stale). */
 static int
-fc_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
+fc_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir, bool keep_source,
                 bool *ret_restart, struct tp_err *err)
 {
+    (void)keep_source; /* it always does */
     int r = fc_snapshot(vm, spec, tdir, false, err);
     if (r < 0)
         return r;

@@ -460,9 +460,24 @@ qemu_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
  * copy-on-write like them. */
 static int
 qemu_prepare_fork(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *tdir,
-                  bool *ret_restart, struct tp_err *err)
+                  bool keep_source, bool *ret_restart, struct tp_err *err)
 {
-    int r = qemu_snapshot(vm, spec, tdir, false, err);
+    int r;
+
+    if (keep_source && !spec->template_dir) {
+        /* The template gets a copy of the RAM file, taken while the guest is paused; the
+         * source keeps mapping its own and only resumes. */
+        _cleanup_free_ char *mem = qemu_mem_path(spec);
+        _cleanup_free_ char *memory = xasprintf("%s/" HV_SNAP_MEMORY, tdir);
+        r = fs_clone_file(mem, memory, 0600, err);
+        if (r >= 0)
+            r = qemu_snapshot(vm, spec, tdir, false, err); /* finds its memory in place */
+        if (r < 0)
+            return r;
+        *ret_restart = false;
+        return 0;
+    }
+    r = qemu_snapshot(vm, spec, tdir, false, err);
     if (r < 0)
         return r;
     *ret_restart = true;

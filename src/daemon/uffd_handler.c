@@ -541,7 +541,11 @@ uffd_handler_main(int argc, char **argv)
     if (r < 0)
         hlog("stopped serving: %s", strerror(-r));
     stats_write(&h);
-    working_set_write(&h, mfd);
+    /* Only a VMM served to its end leaves a working set: a load that never came (accept timed
+     * out after a crash), a bad handshake or a failed fault leave the image's recorded set as
+     * it was, instead of an empty or partial one. */
+    if (r == 0)
+        working_set_write(&h, mfd);
     unrecord_self(h.dir);
     _exit(r < 0 ? 1 : 0);
 }

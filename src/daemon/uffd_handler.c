@@ -297,6 +297,8 @@ serve_pending(struct handler *h)
         int r = serve(h, h->pending[k]);
         if (r == -EAGAIN)
             h->pending[keep++] = h->pending[k];
+        else if (r == -ESRCH)
+            return r;
         else if (r < 0) {
             hlog("cannot serve the fault at 0x%llx: %s", (unsigned long long)h->pending[k],
                  strerror(-r));
@@ -335,6 +337,9 @@ serve_loop(struct handler *h, int conn, int vmm_pidfd)
         int r = drain(h);
         if (r >= 0)
             r = serve_pending(h);
+        /* ESRCH: the VMM's memory is gone before its pidfd says so (it is exiting). */
+        if (r == -ESRCH)
+            return 0;
         if (r < 0)
             return r;
         if (h->pages != before)

@@ -329,10 +329,12 @@ serve_loop(struct handler *h, int conn, int vmm_pidfd)
             return 0;
         if (p[1].revents) {
             char junk[256];
-            /* Firecracker sends nothing after the handshake; EOF is its exit. */
+            /* Firecracker sends nothing after the handshake and keeps its end open. An EOF
+             * comes with its exit, but only its pidfd says that it exited: a VMM that merely
+             * closed the socket must still be served, not killed by the sentinel. */
             ssize_t k = recv(conn, junk, sizeof(junk), MSG_DONTWAIT);
             if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
-                return 0;
+                p[1].fd = -1; /* poll ignores it from now on */
         }
         int r = drain(h);
         if (r >= 0)

@@ -35,11 +35,17 @@
 #define PAGE   4096
 #define NPAGES 16
 
-/* The fake VMM: exit status 0 when every check passed, else the number of the failed one.
- * bad: its region list runs past the memory file's end, and it exits after sending it. */
+enum vmm_mode {
+    VMM_GOOD,
+    VMM_BAD,    /* its region list runs past the memory file's end; it exits after sending it */
+    VMM_CLOSES, /* closes its end of the socket after the handshake, and runs on */
+};
+
+/* The fake VMM: exit status 0 when every check passed, else the number of the failed one. */
 static int
-fake_vmm(const char *sock_path, bool bad)
+fake_vmm(const char *sock_path, enum vmm_mode mode)
 {
+    bool bad = mode == VMM_BAD;
     struct uffdio_api api = { .api = UFFD_API, .features = UFFD_FEATURE_EVENT_REMOVE };
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
     uint8_t *mem =
@@ -67,6 +73,8 @@ fake_vmm(const char *sock_path, bool bad)
         return 4;
     if (bad)
         return 0;
+    if (mode == VMM_CLOSES)
+        close(s);
     /* Faults: each page holds its number + 1, from the file. */
     if (mem[3 * PAGE] != 4 || mem[3 * PAGE + PAGE - 1] != 4 || mem[7 * PAGE + 100] != 8)
         return 5;
@@ -123,7 +131,7 @@ handler_start(const char *torpord, const char *dir, const char *mem)
 
 /* Run a fake VMM against the handler's socket in dir, then wait for the handler to exit. */
 static void
-vmm_run(const char *dir, pid_t handler, bool bad)
+vmm_run(const char *dir, pid_t handler, enum vmm_mode mode)
 {
     _cleanup_free_ char *sock = fs_path_join(dir, FC_UFFD_SOCK);
     int status;
@@ -133,7 +141,7 @@ vmm_run(const char *dir, pid_t handler, bool bad)
     pid_t vmm = fork();
     assert_true(vmm >= 0);
     if (vmm == 0)
-        _exit(fake_vmm(sock, bad));
+        _exit(fake_vmm(sock, mode));
     assert_int_equal(waitpid(vmm, &status, 0), vmm);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         fail_msg("fake VMM: %s %d", WIFEXITED(status) ? "check" : "signal",
@@ -160,7 +168,7 @@ test_serves_file_and_zero_pages(void **state)
     mem = fs_path_join(dir, "memory");
     stats = fs_path_join(dir, FC_UFFD_STATS);
     pidfile = fs_path_join(dir, FC_UFFD_PIDFILE);
-    vmm_run(dir, handler_start(torpord, dir, mem), false);
+    vmm_run(dir, handler_start(torpord, dir, mem), VMM_GOOD);
 
     /* It forgets its record. */
     assert_false(fs_exists(pidfile));
@@ -195,17 +203,35 @@ test_working_set_only_after_served_vmm(void **state)
     ws = fs_path_join(latest, "workingset");
     assert_int_equal(fs_write_atomic(ws, "recorded", 8, 0600, NULL), 0);
 
-    vmm_run(dir, handler_start(torpord, dir, mem), true);
+    vmm_run(dir, handler_start(torpord, dir, mem), VMM_BAD);
     assert_int_equal(fs_read_file(ws, 64, &text, &len, NULL), 0);
     assert_int_equal(len, 8);
     assert_memory_equal(text, "recorded", 8);
 
-    vmm_run(dir, handler_start(torpord, dir, mem), false);
+    vmm_run(dir, handler_start(torpord, dir, mem), VMM_GOOD);
     free(text);
     text = NULL;
     assert_int_equal(fs_read_file(ws, 4096, &text, &len, NULL), 0);
     assert_false(len == 8 && memcmp(text, "recorded", 8) == 0);
     assert_int_equal(fs_rm_rf(data_dir, NULL), 0);
+}
+
+/* Firecracker keeps its end of the socket open, but the VMM's exit is its pidfd's to say: a
+ * VMM that closes the socket and runs on is still served (not killed by the sentinel). */
+static void
+test_socket_eof_is_not_vmm_exit(void **state)
+{
+    const char *torpord = getenv("TORPORD");
+    char dir[] = "/tmp/torpor-test-uffd-XXXXXX";
+    _cleanup_free_ char *mem = NULL;
+    (void)state;
+
+    if (!torpord)
+        skip();
+    assert_non_null(mkdtemp(dir));
+    mem = fs_path_join(dir, "memory");
+    vmm_run(dir, handler_start(torpord, dir, mem), VMM_CLOSES);
+    assert_int_equal(fs_rm_rf(dir, NULL), 0);
 }
 
 int
@@ -214,6 +240,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serves_file_and_zero_pages),
         cmocka_unit_test(test_working_set_only_after_served_vmm),
+        cmocka_unit_test(test_socket_eof_is_not_vmm_exit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,6 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -359,16 +358,6 @@ restart_on(struct inst_manager *m, struct inst *i, const char *tdir, struct tp_e
     return r;
 }
 
-/* A file's data, durable (a cloned disk is not: the page cache holds the copy). */
-static int
-sync_file(const char *path, struct tp_err *err)
-{
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fdatasync(fd) < 0)
-        return tp_err_errno(err, -errno, "fsync '%s'", path);
-    return 0;
-}
-
 static int
 entry_write(struct inst_manager *m, struct inst *i, const char *key, const char *tid,
             int64_t created_ms, struct tp_err *err)
@@ -435,7 +424,7 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
     if (r >= 0)
         r = fs_clone_file(i->paths.root_disk, disk, 0600, &e);
     if (r >= 0)
-        r = sync_file(disk, &e); /* snap_commit makes the rest durable, and the dir entry */
+        r = fs_fsync_file(disk, &e); /* snap_commit: the rest, and the dir entry */
     if (r >= 0)
         r = snap_commit(tdir, &man, &written, &e);
     if (r >= 0 && !snap_has_memory(tdir))

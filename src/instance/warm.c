@@ -466,6 +466,7 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
             tp_err_clear(&e);
             goto restart_own;
         }
+        inst_crashpoint(i, "run.template_restarted");
         /* Its memory is the template's now: the driver drops what it kept of its own. */
         inst_spec(m, i, &spec);
         if (hv_drop_memory(drv, &spec, true, &e) < 0)

@@ -364,6 +364,31 @@ class CrashWarm(CrashBase):
                 self.assertEqual(len(self.kept()), 1, p)
                 self.check_invariants(p + " (after)")
 
+    def test_template_restarted_keeps_template_memory(self):
+        """Killed with the first VM of a key restarted on its template but its own QEMU memory
+        file not yet dropped (a link to the template's image): a later restore of the VM,
+        whose RAM comes from the state stream, must load it into a fresh file, never into
+        the template's image that other VMs map copy-on-write."""
+        d = self.d
+        p = "run.template_restarted"
+        d.cli("templates", "prune")
+        self.crash_during(p, "POST", "/v1/instances", {"name": "tr"})
+        insts = self.check_invariants(p)
+        self.assertEqual(insts["tr"]["state"], "Running", p)
+        self.assertEqual(self.kept(), [], p)
+        idir = os.path.join(d.data_dir, "instances", insts["tr"]["id"])
+        with open(os.path.join(idir, "template")) as f:
+            tid = f.read().strip()
+        tino = os.stat(os.path.join(d.data_dir, "templates", tid, "memory")).st_ino
+        for verb in ("standby", "restore"):
+            st, out = d.op("tr", verb)
+            self.assertEqual(st, 200, f"{verb}: {out}")
+        self.assertNotEqual(os.stat(os.path.join(idir, "mem")).st_ino, tino,
+                            "the restore loaded its RAM into the template's image")
+        self.assertEqual(guest(d, "tr", "hostname"), "tr\n")
+        d.cli("rm", "-f", "tr")
+        self.check_invariants(p + " (after)")
+
 
 class CrashPause(CrashBase):
     """pause, unpause and kill at each of their points, and a plain kill -9 while Paused: a

@@ -363,9 +363,10 @@ request_begin(struct api_req *req, enum MHD_Result *res)
         return true;
     }
 
-    /* image refs (references, digests, ids) are checked by their handlers */
-    bool image_route =
-        req->match.route == API_ROUTE_IMAGE_GET || req->match.route == API_ROUTE_IMAGE_DELETE;
+    /* image refs (references, digests, ids) and template ids are checked by their handlers */
+    bool image_route = req->match.route == API_ROUTE_IMAGE_GET ||
+                       req->match.route == API_ROUTE_IMAGE_DELETE ||
+                       req->match.route == API_ROUTE_TPL_DELETE;
     if (req->match.ref[0] && !image_route && !api_ref_valid(req->match.ref)) {
         _cleanup_free_ char *msg =
             xasprintf("invalid instance reference '%.64s': names, ids and id prefixes match "

@@ -94,7 +94,9 @@ cmd_rm(const struct cli_ctx *ctx, char *const *ids, size_t n)
     int x = CLI_EXIT_OK;
 
     for (size_t k = 0; k < n; k++) {
-        _cleanup_free_ char *path = xasprintf("/v1/templates/%s", ids[k]);
+        /* the instance path's encoder keeps whatever was typed one path segment */
+        _cleanup_free_ char *ipath = client_instance_path(ids[k], "");
+        _cleanup_free_ char *path = xasprintf("/v1/templates/%s", ipath + strlen("/v1/instances/"));
         json_t *reply = NULL;
         if (cli_call(ctx, "DELETE", path, NULL, &reply) < 0) {
             x = CLI_EXIT_FAIL;

@@ -297,6 +297,8 @@ serve_pending(struct handler *h)
         int r = serve(h, h->pending[k]);
         if (r == -EAGAIN)
             h->pending[keep++] = h->pending[k];
+        else if (r == -ESRCH)
+            return r;
         else if (r < 0) {
             hlog("cannot serve the fault at 0x%llx: %s", (unsigned long long)h->pending[k],
                  strerror(-r));
@@ -327,14 +329,19 @@ serve_loop(struct handler *h, int conn, int vmm_pidfd)
             return 0;
         if (p[1].revents) {
             char junk[256];
-            /* Firecracker sends nothing after the handshake; EOF is its exit. */
+            /* Firecracker sends nothing after the handshake and keeps its end open. An EOF
+             * comes with its exit, but only its pidfd says that it exited: a VMM that merely
+             * closed the socket must still be served, not killed by the sentinel. */
             ssize_t k = recv(conn, junk, sizeof(junk), MSG_DONTWAIT);
             if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR))
-                return 0;
+                p[1].fd = -1; /* poll ignores it from now on */
         }
         int r = drain(h);
         if (r >= 0)
             r = serve_pending(h);
+        /* ESRCH: the VMM's memory is gone before its pidfd says so (it is exiting). */
+        if (r == -ESRCH)
+            return 0;
         if (r < 0)
             return r;
         if (h->pages != before)
@@ -541,7 +548,11 @@ uffd_handler_main(int argc, char **argv)
     if (r < 0)
         hlog("stopped serving: %s", strerror(-r));
     stats_write(&h);
-    working_set_write(&h, mfd);
+    /* Only a VMM served to its end leaves a working set: a load that never came (accept timed
+     * out after a crash), a bad handshake or a failed fault leave the image's recorded set as
+     * it was, instead of an empty or partial one. */
+    if (r == 0)
+        working_set_write(&h, mfd);
     unrecord_self(h.dir);
     _exit(r < 0 ? 1 : 0);
 }

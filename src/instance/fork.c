@@ -355,6 +355,13 @@ child_create(struct inst_manager *m, struct inst *src, const char *id, const cha
     }
     if (r >= 0 && sc->root_disk_src)
         r = fs_clone_file(src->paths.root_disk, i->paths.root_disk, 0600, err);
+    /* A child born in Standby: its disk goes with its durable snapshot (the clone's data and
+     * its name are in the page cache only). */
+    if (r >= 0 && sc->root_disk_src && standby) {
+        r = fs_fsync_file(i->paths.root_disk, err);
+        if (r >= 0)
+            r = fs_fsync_dir(i->paths.dir, err);
+    }
     /* No tid: the template has no memory image (its memory is in its state), and the child
      * loads it into memory of its own. */
     if (r >= 0 && tid)

@@ -427,6 +427,8 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
     if (r >= 0)
         r = fs_clone_file(i->paths.root_disk, disk, 0600, &e);
     if (r >= 0)
+        r = fs_fsync_file(disk, &e); /* snap_commit: the rest, and the dir entry */
+    if (r >= 0)
         r = snap_commit(tdir, &man, &written, &e);
     if (r >= 0 && !snap_has_memory(tdir))
         r = tp_err_set(&e, -EOPNOTSUPP, "the template carries guest memory in its state");
@@ -455,6 +457,7 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
             goto restart_own;
         }
         trace_phase(t, "resume_source");
+        inst_crashpoint(i, "run.source_resumed");
     } else {
         /* From here the guest lives on in the template: its VMM restarts there. */
         r = inst_template_set(i, tid, &e);
@@ -468,6 +471,7 @@ warm_capture(struct inst_manager *m, struct inst *i, const char *key, struct tra
             tp_err_clear(&e);
             goto restart_own;
         }
+        inst_crashpoint(i, "run.template_restarted");
         /* Its memory is the template's now: the driver drops what it kept of its own. */
         inst_spec(m, i, &spec);
         if (hv_drop_memory(drv, &spec, true, &e) < 0)

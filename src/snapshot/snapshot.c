@@ -147,6 +147,12 @@ snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written, str
         cs.dirty = cs.writeback = 0;
     if (fdatasync(fd) < 0)
         return tp_err_errno(err, -errno, "write snapshot memory '%s'", image);
+    /* The state file too: drivers do not make theirs durable (Firecracker writes it itself). */
+    if (!m->ram_in_state) {
+        _cleanup_close_ int sfd = open(state, O_RDONLY | O_CLOEXEC);
+        if (sfd < 0 || fdatasync(sfd) < 0)
+            return tp_err_errno(err, -errno, "write snapshot state '%s'", state);
+    }
     m->memory_written = cs.dirty + cs.writeback;
     if (m->ram_in_state && fstat(fd, &st) == 0)
         m->memory_written = (uint64_t)st.st_size;

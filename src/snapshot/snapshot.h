@@ -49,9 +49,9 @@ int snap_link(const char *from, const char *to, struct tp_err *err);
  * reused, so the next standby is a full one. */
 int snap_discard(const char *dir, struct tp_err *err);
 
-/* Make dir's memory image durable: ret_written gets the bytes that were still dirty in the page
- * cache (what this snapshot wrote; 0 when the kernel cannot say) — or, without a memory image,
- * the size of the state file that carries the memory. Then write the manifest atomically and
+/* Make dir's memory image and state file durable: ret_written gets the bytes that were still dirty
+ * in the page cache (what this snapshot wrote; 0 when the kernel cannot say) — or, without a memory
+ * image, the size of the state file that carries the memory. Then write the manifest atomically and
  * fsync the directory. */
 int snap_commit(const char *dir, struct snap_manifest *m, uint64_t *ret_written,
                 struct tp_err *err);

@@ -60,6 +60,15 @@ fs_fsync_dir(const char *dir, struct tp_err *err)
     return 0;
 }
 
+int
+fs_fsync_file(const char *path, struct tp_err *err)
+{
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fdatasync(fd) < 0)
+        return tp_err_errno(err, -errno, "fsync '%s'", path);
+    return 0;
+}
+
 static int
 fsync_parent(const char *path, struct tp_err *err)
 {

@@ -24,6 +24,9 @@ int fs_rm_rf(const char *path, struct tp_err *err);
 /* fsync the directory that holds path (or path itself if it is a directory). */
 int fs_fsync_dir(const char *dir, struct tp_err *err);
 
+/* Make a regular file's data durable (fdatasync), e.g. one fs_clone_file() made. */
+int fs_fsync_file(const char *path, struct tp_err *err);
+
 /* Copy src to dst (dst must not exist): reflink where the filesystem can, else a sparse
  * in-kernel copy that keeps holes. */
 int fs_clone_file(const char *src, const char *dst, mode_t mode, struct tp_err *err);

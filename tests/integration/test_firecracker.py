@@ -6,6 +6,7 @@ OpenAPI file. The double has no guest: its "guest agent" is torpor's agent run o
 import json
 import os
 import sys
+import time
 import unittest
 
 import harness
@@ -271,6 +272,19 @@ class FirecrackerUffd(harness.FailpointTest):
         with open(os.path.join(inst_dir, "uffd.stats")) as f:
             return pid, json.load(f)
 
+    def handler_served(self, name, timeout=10.0):
+        """(pid, stats) once the handler's counters show pages served: it writes them just
+        after the copy that woke the VMM, so a reader can come first (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                pid, stats = self.handler(name)
+            except ValueError:  # caught mid-rewrite (the file is rewritten in place)
+                pid, stats = None, {"pages": 0}
+            if stats["pages"] > 0 or time.monotonic() > deadline:
+                return pid, stats
+            time.sleep(0.01)
+
     def counter(self, name):
         p = os.path.join(self.d.inst_dir(name), "snapshots", "snapshot-latest", "state")
         with open(p) as f:
@@ -314,7 +328,7 @@ class FirecrackerUffd(harness.FailpointTest):
             st, out = d.op("u1", "restore")
             self.assertEqual(st, 200, out)
             self.assertEqual(out["state"], "Running")
-            pid, stats = self.handler("u1")
+            pid, stats = self.handler_served("u1")
             self.assertTrue(pid_alive(pid))
             self.assertNotEqual(pid, out["pid"])
             # The double's load checks the header and counter pages it reads through the
@@ -360,7 +374,7 @@ class FirecrackerUffd(harness.FailpointTest):
         for n in kids:
             st, inst = d.request("GET", f"/v1/instances/{n}")
             self.assertEqual(inst["mem_backend"], "uffd")
-            pid, stats = self.handler(n)
+            pid, stats = self.handler_served(n)
             self.assertTrue(pid_alive(pid))
             self.assertGreater(stats["pages"], 0)
             pids.add(pid)

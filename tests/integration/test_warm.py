@@ -287,5 +287,23 @@ class WarmNet(harness.DaemonTest):
             self.assertTrue(self.ns.ping(net["ip"]), inst["name"])
 
 
+class TemplateIds(harness.DaemonTest):
+    """`templates rm` takes any text as one id: a miss, never another route (no VM needed)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.d = harness.Daemon(warm=True).start()
+
+    def test_rm_odd_ids(self):
+        d = self.d
+        for ref in ("../instances/x", "a?b", "ab cd", "abc/def", ".", "%2e"):
+            p = d.cli("templates", "rm", ref, check=False)
+            self.assertEqual(p.returncode, 1, ref)
+            self.assertIn(b"no such template", p.stderr, ref)
+        st, out = d.request("DELETE", "/v1/templates/%2e%2e")
+        self.assertEqual(st, 404, out)
+        self.assertIn("no such template", out["message"])
+
+
 if __name__ == "__main__":
     harness.main()

@@ -419,6 +419,11 @@ qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
      * a template or still has its file (never unlinked since: the same inode too). */
     if (!ram_in_state && !spec->template_dir && !fs_exists(mem) && link(memory, mem) < 0)
         return tp_err_errno(err, -errno, "link '%s'", memory);
+    /* RAM from the stream goes into a fresh file of its own: a "mem" left behind may still be
+     * a link to a template's image (a crash before drop_memory), which the load would
+     * overwrite under every VM that maps the template. */
+    if (ram_in_state && !spec->template_dir && unlink(mem) < 0 && errno != ENOENT)
+        return tp_err_errno(err, -errno, "remove '%s'", mem);
     /* Without -S QEMU starts the guest itself once the state is in: resume on load. */
     r = qemu_spawn(spec, true, !o->resume_on_load, &vm, err);
     if (r < 0)

@@ -154,8 +154,8 @@ note_locked(const char *log_path, const char *idx_path, int64_t now_ns)
 {
     _cleanup_close_ int fd = -EBADF;
     unsigned char hdr[IDX_HDR], last[IDX_REC];
-    uint64_t end;
-    int64_t mtime;
+    uint64_t end = 0;
+    int64_t mtime = 0;
     struct stat st;
     int r;
 

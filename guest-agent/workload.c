@@ -1,7 +1,7 @@
 /* An image's workload (torpor run IMAGE): started from the spec the host wrote into the root
- * disk, as docker starts a container's process (its env, working dir and user, output on the
- * console); when it ends, its exit code goes to the disk and the guest goes down, as a
- * container stops with its process. */
+ * disk, as docker starts a container's process (its env, working dir and user, its output alone
+ * on the first serial port); when it ends, its exit code goes to the disk and the guest goes
+ * down, as a container stops with its process. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -13,6 +13,7 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -21,10 +22,14 @@
 #define SPEC_MAX     (1u << 20)
 #define EXIT_PATH    "/.torpor-exit"
 #define REAP_WAIT_MS 2000
+/* The first serial port: the host logs it as the instance's console (docker logs). When the
+ * host gave the kernel a port of its own (console=ttyS1), only the workload writes here. */
+#define WORKLOAD_TTY "/dev/ttyS0"
 
 extern char **environ;
 
 pid_t workload_pid;
+static int out_fd = -1; /* the workload's stdout/stderr; the agent keeps it to drain it */
 
 struct spec {
     char **argv, **env;
@@ -97,6 +102,53 @@ spec_parse(char *text, struct spec *s)
     return s->argc ? 0 : -EINVAL;
 }
 
+/* The workload's output port, raw: its bytes reach the host unmodified (no OPOST/ONLCR turning
+ * \n into \r\n, no echo, no ICRNL, no ^C/^S handling), and opened with O_NOCTTY: the workload
+ * has no controlling terminal, so no job control or SIGHUP, as under docker without -t.
+ * /dev/console if the port is missing. */
+static int
+out_open(void)
+{
+    int fd = open(WORKLOAD_TTY, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    struct termios t;
+    if (tcgetattr(fd, &t) == 0) {
+        cfmakeraw(&t);
+        t.c_cflag |= CLOCAL | CREAD; /* no modem lines to wait for */
+        t.c_cflag &= ~(tcflag_t)CRTSCTS;
+        if (tcsetattr(fd, TCSANOW, &t) < 0)
+            agent_log("make '%s' raw: %s", WORKLOAD_TTY, strerror(errno));
+    }
+    /* Blocking from here: a workload writing faster than the port drains waits, as on a pipe. */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    return fd;
+}
+
+/* What docker run prints (runc's wording) when a container's process cannot start, on the
+ * workload's stderr; its exit code: 127 not found, 126 found but not runnable. */
+static int
+exec_failed(const char *file, int e)
+{
+    if (e == ENOENT && !strchr(file, '/'))
+        dprintf(STDERR_FILENO,
+                "torpor: unable to start container process: exec: \"%s\": executable file not "
+                "found in $PATH\n",
+                file);
+    else if (e == ENOENT)
+        dprintf(STDERR_FILENO,
+                "torpor: unable to start container process: exec: \"%s\": stat %s: no such file "
+                "or directory\n",
+                file, file);
+    else
+        dprintf(STDERR_FILENO, "torpor: unable to start container process: exec: \"%s\": %s\n",
+                file,
+                e == EACCES    ? "permission denied"
+                : e == ENOEXEC ? "exec format error"
+                               : strerror(e));
+    return e == ENOENT ? 127 : 126;
+}
+
 static void
 mkdir_p(const char *path)
 {
@@ -119,6 +171,8 @@ workload_start(const char *spec_path, bool defer)
     char msg[256];
     char *text = read_all(spec_path, SPEC_MAX);
 
+    /* From here, the agent's words about the workload go where the workload's own would. */
+    out_fd = out_open();
     if (!text || spec_parse(text, &s) < 0) {
         agent_log("workload spec '%s' is missing or malformed", spec_path);
         workload_finish(126);
@@ -126,7 +180,7 @@ workload_start(const char *spec_path, bool defer)
     int r = user_resolve(s.user ? s.user : "0", "/etc/passwd", "/etc/group", &u, msg, sizeof(msg));
     if (r < 0) {
         /* docker: "unable to find user X: no matching entries in passwd file", exit 126. */
-        dprintf(STDERR_FILENO, "torpor: %s\n", msg);
+        dprintf(out_fd >= 0 ? out_fd : STDERR_FILENO, "torpor: %s\n", msg);
         workload_finish(126);
     }
     /* docker makes a missing WorkingDir. */
@@ -155,13 +209,15 @@ workload_start(const char *spec_path, bool defer)
         if (sig != SIGKILL && sig != SIGSTOP)
             signal(sig, SIG_DFL);
     setsid();
-    int fd = open("/dev/console", O_RDWR);
-    if (fd >= 0) {
-        dup2(fd, 0);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        if (fd > 2)
-            close(fd);
+    /* stdin is /dev/null, as docker run without -i gives a container. */
+    int null = open("/dev/null", O_RDONLY);
+    if (null >= 0 && null != 0) {
+        dup2(null, 0);
+        close(null);
+    }
+    if (out_fd >= 0) {
+        dup2(out_fd, 1);
+        dup2(out_fd, 2);
     }
     if ((u.set_groups && setgroups(u.ngroups, u.groups) < 0) || setgid(u.gid) < 0 ||
         setuid(u.uid) < 0) {
@@ -176,10 +232,7 @@ workload_start(const char *spec_path, bool defer)
     if (envp)
         environ = envp;
     execvpe(s.argv[0], s.argv, envp ? envp : environ);
-    int e = errno;
-    /* docker run's codes: 127 not found, 126 found but not runnable. */
-    dprintf(STDERR_FILENO, "torpor: exec '%s': %s\n", s.argv[0], strerror(e));
-    _exit(e == ENOENT ? 127 : 126);
+    _exit(exec_failed(s.argv[0], errno));
 }
 
 static uint64_t
@@ -202,6 +255,9 @@ workload_finish(int code)
         agent_log("record the exit code in '%s': %s", EXIT_PATH, strerror(errno));
     if (fd >= 0)
         close(fd);
+    /* Everything the workload wrote reaches the host before the guest goes down. */
+    if (out_fd >= 0)
+        tcdrain(out_fd);
     /* As a container's other processes die with its first one. */
     kill(-1, SIGKILL);
     for (uint64_t end = now_ms() + REAP_WAIT_MS; now_ms() < end;) {

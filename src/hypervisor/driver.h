@@ -52,8 +52,14 @@ struct hv_vm_spec {
     const char *api_sock;    /* VMM control socket (QMP / Firecracker API) */
     const char *agent_sock;  /* host end of the guest agent channel */
     const char *console_log; /* serial console output, appended */
-    const char *vmm_log;     /* VMM stdout/stderr, appended */
-    const char *accel;       /* "kvm" | "tcg"; NULL = driver decides */
+    /* The guest kernel's console on a serial port of its own, appended; the first port
+     * (console_log) then carries only what the guest writes to it (an image's workload).
+     * NULL: the kernel's console is the first port. Part of the device set: a restore must
+     * be given the value its snapshot was taken with. The driver appends the console= and
+     * UART count it needs to the command line (one that has a single port ignores this). */
+    const char *kernel_log;
+    const char *vmm_log; /* VMM stdout/stderr, appended */
+    const char *accel;   /* "kvm" | "tcg"; NULL = driver decides */
     /* HV_CAP_MEM_UFFD: restores load guest memory lazily, each page copied in by a page-fault
      * handler on first touch, instead of mapping the snapshot's memory file. */
     bool mem_uffd;

@@ -19,10 +19,11 @@
 #include "util/timeutil.h"
 #include "util/xalloc.h"
 
-/* Guest kernel flags measured to cut TCG boot time (RECIPES.md §1) plus torpor's own. */
-#define CMDLINE_BASE                                                                  \
-    "console=ttyS0 quiet panic=-1 init_on_alloc=0 cryptomgr.notests mitigations=off " \
-    "apparmor=0 security=none audit=0 nokaslr 8250.nr_uarts=1 no_timer_check"
+/* Guest kernel flags measured to cut TCG boot time (RECIPES.md §1) plus torpor's own; the
+ * console= and 8250.nr_uarts= are the driver's (hv_vm_spec.kernel_log). */
+#define CMDLINE_BASE                                                               \
+    "quiet panic=-1 init_on_alloc=0 cryptomgr.notests mitigations=off apparmor=0 " \
+    "security=none audit=0 nokaslr no_timer_check"
 #define CMDLINE_MAX 2000 /* x86 COMMAND_LINE_SIZE is 2048; leave room for the driver's flags */
 
 static char *
@@ -152,6 +153,8 @@ inst_spec(struct inst_manager *m, struct inst *i, struct hv_vm_spec *spec)
         .api_sock = i->api_sock,
         .agent_sock = i->agent_sock,
         .console_log = i->paths.console_log,
+        /* An image's console carries only its workload's bytes (docker logs). */
+        .kernel_log = c->image ? i->paths.kernel_log : NULL,
         .vmm_log = i->paths.vmm_log,
         .accel = c->accel ? c->accel : m->accel,
         .mem_uffd = c->mem_uffd,
@@ -237,7 +240,9 @@ explain_boot_failure(struct inst *i, struct tp_err *err)
         (void)proc_pidfd_wait(i->vm->pidfd, i->vm->pid, 2000);
     if (!hv_exited(i->vm))
         return;
-    _cleanup_free_ char *panic = console_panic(i->paths.console_log);
+    /* An image VM's kernel has its own console (inst_spec: kernel_log). */
+    _cleanup_free_ char *panic =
+        console_panic(i->rec->cfg.image ? i->paths.kernel_log : i->paths.console_log);
     _cleanup_free_ char *tail = log_tail(i->paths.vmm_log, 1024);
     if (panic)
         tp_err_wrap(err, "the guest kernel panicked (%s)", panic);

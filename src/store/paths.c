@@ -36,6 +36,7 @@ inst_paths_init(struct inst_paths *p, const char *data_dir, const char *id)
     p->console_log = fs_path_join(p->logs_dir, "console.log");
     p->console_idx = fs_path_join(p->logs_dir, "console.idx");
     p->vmm_log = fs_path_join(p->logs_dir, "vmm.log");
+    p->kernel_log = fs_path_join(p->logs_dir, "kernel.log");
     p->snapshots = fs_path_join(p->dir, "snapshots");
     p->snap_latest = fs_path_join(p->snapshots, "snapshot-latest");
     p->snap_base = fs_path_join(p->snapshots, "snapshot-base");
@@ -60,6 +61,7 @@ inst_paths_clear(struct inst_paths *p)
     free(p->console_log);
     free(p->console_idx);
     free(p->vmm_log);
+    free(p->kernel_log);
     free(p->snapshots);
     free(p->snap_latest);
     free(p->snap_base);

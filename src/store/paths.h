@@ -10,6 +10,7 @@ struct inst_paths {
     char *console_log;      /* logs/console.log */
     char *console_idx;      /* logs/console.idx: when its bytes arrived (console_index.h) */
     char *vmm_log;          /* logs/vmm.log */
+    char *kernel_log;       /* logs/kernel.log: an image VM's kernel console (its own port) */
     char *snapshots;        /* snapshots/ */
     char *snap_latest;      /* snapshots/snapshot-latest (only while Standby) */
     char *snap_base;        /* snapshots/snapshot-base (hidden retained base) */

@@ -28,14 +28,18 @@ class OciRun(harness.DaemonTest):
         cls.bb = ocibuild.busybox_members()
         cls.digest = ocibuild.build(cls.store, LIB + "envy:latest", [cls.bb],
                                     config=echo_env_config(3))
+        ocibuild.build(cls.store, LIB + "bb:latest",
+                       [ocibuild.busybox_members(extra_applets=("printf", "seq"))],
+                       config={"Cmd": ["sh"], "Env": ["PATH=/bin"]})
 
     def rootfs_dir(self):
         return os.path.join(self.store, "rootfs")
 
     def test_entrypoint_env_exit_code(self):
         p = self.d.cli("run", "--name", "envy", "envy", check=False)
-        out = p.stdout.decode().replace("\r", "")  # the console's line ends
+        out = p.stdout.decode()
         self.assertEqual(p.returncode, 3, p.stderr)
+        self.assertTrue(out.startswith("hello from envy\n"), out)  # nothing but the workload's
         self.assertIn("hello from envy", out)
         self.assertIn("FOO=image", out)
         self.assertIn("PATH=/usr/local/bin:/usr/bin:/bin", out)  # the image's, kept
@@ -49,7 +53,7 @@ class OciRun(harness.DaemonTest):
         self.assertEqual(inst["image"], LIB + "envy:latest")
         self.assertEqual(inst["image_digest"], self.digest)
         self.assertEqual(self.d.cli("wait", "envy").stdout, b"3\n")
-        self.assertIn(b"hello from envy", self.d.cli("logs", "envy").stdout)
+        self.assertEqual(self.d.cli("logs", "envy").stdout, p.stdout)
         # start boots the workload again, from the same spec.
         self.d.cli("start", "envy")
         self.d.wait_state("envy", "Stopped", 120000)
@@ -59,7 +63,7 @@ class OciRun(harness.DaemonTest):
     def test_overrides(self):
         p = self.d.cli("run", "--rm", "-e", "FOO=over", "-e", "NEW=1", "-w", "/work", "-u", "app",
                        "envy", "echo \"$FOO $NEW $HOME\"; id -u; pwd; exit 7", check=False)
-        out = p.stdout.decode().replace("\r", "")
+        out = p.stdout.decode()
         self.assertEqual(p.returncode, 7, p.stderr)
         self.assertIn("over 1 /home/app", out)
         self.assertIn("\n1000\n", out)
@@ -68,9 +72,60 @@ class OciRun(harness.DaemonTest):
         p = self.d.cli("run", "--rm", "--entrypoint", "/bin/echo", "envy", "just", "args",
                        check=False)
         self.assertEqual(p.returncode, 0, p.stderr)
-        self.assertIn(b"just args\r\n", p.stdout)
+        self.assertEqual(p.stdout, b"just args\n")
         _, insts = self.d.request("GET", "/v1/instances?all=true")
         self.assertEqual([i for i in insts["instances"] if i["image"]], [])  # --rm removed both
+
+    def test_output_exact(self):
+        # docker run prints exactly the container's bytes: no kernel or agent lines, no \r.
+        p = self.d.cli("run", "--rm", "bb", "echo", "hello", check=False)
+        self.assertEqual((p.returncode, p.stdout), (0, b"hello\n"), p.stderr)
+        # Binary bytes, control characters included, come back unmodified.
+        want = b"a\rb\n\x00\x01\x03\x04\x11\x13\x1a\x1b[0m\x7f\xff\r\n\tend"
+        fmt = "".join(f"\\{c:03o}" for c in want)
+        p = self.d.cli("run", "--rm", "bb", "printf", fmt, check=False)
+        self.assertEqual((p.returncode, p.stdout), (0, want), p.stderr)
+        # stderr appears too (one console: docker run -t's single stream), in order, and all
+        # of a larger output reaches the host before the guest goes down.
+        p = self.d.cli("run", "--rm", "bb", "sh", "-c", "echo out; echo err >&2; seq 1 3000",
+                       check=False)
+        want = b"out\nerr\n" + b"".join(b"%d\n" % n for n in range(1, 3001))
+        self.assertEqual((p.returncode, p.stdout), (0, want), p.stderr)
+
+    def test_logs_exact_kernel_log_apart(self):
+        self.d.cli("run", "--name", "lg", "bb", "sh", "-c", "echo hello; echo oops >&2; exit 5",
+                   check=False)
+        self.d.wait_state("lg", "Stopped", 60000)
+        self.assertEqual(self.d.cli("logs", "lg").stdout, b"hello\noops\n")
+        self.assertEqual(self.d.cli("wait", "lg").stdout, b"5\n")
+        # The kernel's console and the agent's lines: in their own file, kept for diagnosis.
+        logs = os.path.join(self.d.inst_dir("lg"), "logs")
+        with open(os.path.join(logs, "kernel.log"), "rb") as f:
+            klog = f.read()
+        self.assertIn(b"torpor-agent: ready", klog)
+        self.assertIn(b"torpor-agent: workload exited with code 5", klog)
+        with open(os.path.join(logs, "console.log"), "rb") as f:
+            self.assertEqual(f.read(), b"hello\noops\n")
+        # A second boot appends to both.
+        self.d.cli("start", "lg")
+        self.d.wait_state("lg", "Stopped", 120000)
+        self.assertEqual(self.d.cli("logs", "lg").stdout, b"hello\noops\n" * 2)
+        with open(os.path.join(logs, "kernel.log"), "rb") as f:
+            self.assertEqual(f.read().count(b"workload exited with code 5"), 2)
+        self.d.cli("rm", "lg")
+
+    def test_entrypoint_errors(self):
+        # As docker run: 127 when the command is not found, 126 when it cannot be run; the
+        # runtime's words on the workload's stderr.
+        p = self.d.cli("run", "--rm", "bb", "nosuchcmd", check=False)
+        self.assertEqual(p.returncode, 127, p.stderr)
+        self.assertIn(b'exec: "nosuchcmd": executable file not found in $PATH', p.stdout)
+        p = self.d.cli("run", "--rm", "bb", "/no/such", check=False)
+        self.assertEqual(p.returncode, 127, p.stderr)
+        self.assertIn(b'exec: "/no/such": stat /no/such: no such file or directory', p.stdout)
+        p = self.d.cli("run", "--rm", "--entrypoint", "/etc/hostname", "bb", check=False)
+        self.assertEqual(p.returncode, 126, p.stderr)
+        self.assertIn(b'exec: "/etc/hostname": permission denied', p.stdout)
 
     def test_interactive(self):
         # -i: the workload is exec'd attached to our stdin (not started at boot), in the
@@ -159,6 +214,10 @@ class OciRun(harness.DaemonTest):
         self.d.cli("standby", "svc")
         self.d.cli("restore", "svc")
         self.assertEqual(self.d.cli("exec", "svc", "cat", "/root/state").stdout, b"before\n")
+        # The restored VM has its boot's device set: the workload's port and the kernel's.
+        self.assertEqual(self.d.cli("logs", "svc").stdout, b"started\n")
+        with open(os.path.join(self.d.inst_dir("svc"), "logs", "kernel.log"), "rb") as f:
+            self.assertIn(b"torpor-agent: ready", f.read())
         child = self.d.cli("fork", "svc").stdout.decode().split()[0]
         _, c = self.d.request("GET", f"/v1/instances/{child}")
         self.assertEqual(c["image"], LIB + "svc:1")

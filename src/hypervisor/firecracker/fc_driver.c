@@ -186,9 +186,14 @@ fc_launch(const struct hv_vm_spec *spec, struct hv_vm **ret_vm, struct tp_err *e
         .mem_size_mib = spec->memory_mib,
         .track_dirty_pages = true, /* Diff snapshots write exactly the dirty pages */
     };
+    /* Firecracker has one serial port: the kernel's console shares it with whatever the guest
+     * writes there, whatever spec->kernel_log says (no second log). */
+    _cleanup_free_ char *args =
+        xasprintf("%s%sconsole=ttyS0 8250.nr_uarts=1", spec->cmdline ? spec->cmdline : "",
+                  spec->cmdline && *spec->cmdline ? " " : "");
     const struct fc_boot_source bs = {
         .kernel_image_path = spec->kernel,
-        .boot_args = spec->cmdline,
+        .boot_args = args,
         .initrd_path = spec->initrd,
     };
     const struct fc_vsock_dev vs = { .guest_cid = FC_GUEST_CID, .uds_path = spec->agent_sock };

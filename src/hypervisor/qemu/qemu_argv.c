@@ -13,6 +13,11 @@
  * reset, so -no-reboot never fires and a guest that panics at boot loops forever. A triple
  * fault is a reset QEMU sees (on TCG and KVM alike). */
 #define QEMU_GUEST_CMDLINE "reboot=t"
+/* The kernel's console: the first serial port, or the second when the spec gives it a log of
+ * its own (the first then carries only what the guest writes there). 8250.nr_uarts= keeps the
+ * kernel from probing ports that are not there. */
+#define QEMU_CONSOLE_SHARED "console=ttyS0 8250.nr_uarts=1"
+#define QEMU_CONSOLE_OWN    "console=ttyS1 8250.nr_uarts=2"
 
 struct argv_builder {
     char **v;
@@ -78,7 +83,7 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
                 struct tp_err *err)
 {
     struct argv_builder b = { 0 };
-    _cleanup_free_ char *mem = NULL, *con = NULL;
+    _cleanup_free_ char *mem = NULL, *con = NULL, *klog = NULL;
     const char *binary = o->binary;
     int r;
 
@@ -92,6 +97,8 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
 
     mem = opt_escape(o->mem_path);
     con = opt_escape(spec->console_log);
+    if (spec->kernel_log)
+        klog = opt_escape(spec->kernel_log);
 
     argv_add(&b, xstrdup(binary));
     argv_add2(&b, "-M", xstrdup("microvm,memory-backend=mem"));
@@ -125,10 +132,18 @@ qemu_argv_build(const struct hv_vm_spec *spec, const struct qemu_argv_opts *o, c
     _cleanup_free_ char *tsc =
         o->tsc_khz > 0 ? xasprintf(" tsc_early_khz=%" PRIu64, o->tsc_khz) : xstrdup("");
     argv_add2(&b, "-append",
-              xasprintf("%s%s" QEMU_GUEST_CMDLINE "%s", spec->cmdline ? spec->cmdline : "",
-                        spec->cmdline && *spec->cmdline ? " " : "", tsc));
+              xasprintf("%s%s%s " QEMU_GUEST_CMDLINE "%s", spec->cmdline ? spec->cmdline : "",
+                        spec->cmdline && *spec->cmdline ? " " : "",
+                        klog ? QEMU_CONSOLE_OWN : QEMU_CONSOLE_SHARED, tsc));
     argv_add2(&b, "-chardev", xasprintf("file,id=con,path=%s,append=on", con));
     argv_add2(&b, "-serial", xstrdup("chardev:con"));
+    if (klog) {
+        /* ttyS1 (COM2: 0x2f8, IRQ 3; microvm makes only the first port of -serial). Only VMs given
+         * a kernel log have it, so the device set of every other VM, and the snapshots it loads,
+         * stay as they were. */
+        argv_add2(&b, "-chardev", xasprintf("file,id=klog,path=%s,append=on", klog));
+        argv_add2(&b, "-device", xstrdup("isa-serial,chardev=klog,index=1"));
+    }
     argv_add2(&b, "-chardev", xasprintf("socket,id=qmp,fd=%d,server=on,wait=off", o->qmp_fd));
     argv_add2(&b, "-mon", xstrdup("chardev=qmp,mode=control"));
     argv_add2(&b, "-device", xstrdup("virtio-serial-device"));

@@ -24,7 +24,7 @@ static const struct hv_vm_spec basic_spec = {
     .vcpus = 1,
     .kernel = "/var/lib/torpor/kernels/vmlinuz-6.1.0-56-cloud-amd64",
     .initrd = "/var/lib/torpor/images/default/initrd.cpio",
-    .cmdline = "console=ttyS0 quiet panic=-1",
+    .cmdline = "quiet panic=-1",
     .root_disk = "/var/lib/torpor/instances/vm1/root.ext4",
     .api_sock = "/var/lib/torpor/instances/vm1/qmp.sock",
     .agent_sock = "/var/lib/torpor/instances/vm1/agent.sock",
@@ -103,7 +103,8 @@ test_argv_basic(void **state)
 
     check_golden("basic", argv);
     assert_true(
-        argv_has(argv, "-append", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2595966"));
+        argv_has(argv, "-append",
+                 "quiet panic=-1 console=ttyS0 8250.nr_uarts=1 reboot=t tsc_early_khz=2595966"));
     assert_true(argv_has(argv, "-cpu", "qemu64"));
     strv_free(argv);
 }
@@ -124,7 +125,8 @@ test_argv_confined_and_no_reboot(void **state)
         argv_has(argv, "-sandbox",
                  "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"));
     assert_true(
-        argv_has(argv, "-append", "console=ttyS0 quiet panic=-1 reboot=t tsc_early_khz=2595966"));
+        argv_has(argv, "-append",
+                 "quiet panic=-1 console=ttyS0 8250.nr_uarts=1 reboot=t tsc_early_khz=2595966"));
     strv_free(argv);
 }
 
@@ -141,11 +143,47 @@ test_argv_minimal(void **state)
     spec.memory_mib = 128;
     char **argv = build(&spec, &basic_opts);
     check_golden("minimal", argv);
-    assert_true(argv_has(argv, "-append", "reboot=t tsc_early_khz=2595966"));
+    assert_true(
+        argv_has(argv, "-append", "console=ttyS0 8250.nr_uarts=1 reboot=t tsc_early_khz=2595966"));
     strv_foreach (a, argv) {
         assert_string_not_equal(*a, "-initrd");
         assert_string_not_equal(*a, "-drive");
     }
+    strv_free(argv);
+}
+
+static size_t
+count_opt(char **argv, const char *opt)
+{
+    size_t n = 0;
+    strv_foreach (a, argv)
+        n += strcmp(*a, opt) == 0;
+    return n;
+}
+
+/* An image VM: the kernel's console on a second port with its own log; every other VM keeps
+ * its single port (its snapshots' device set). */
+static void
+test_argv_kernel_log(void **state)
+{
+    struct hv_vm_spec spec = basic_spec;
+    (void)state;
+
+    spec.kernel_log = "/var/lib/torpor/instances/vm1/logs/kernel.log";
+    char **argv = build(&spec, &basic_opts);
+    check_golden("kernel-log", argv);
+    assert_int_equal(count_opt(argv, "-serial"), 1);
+    assert_true(argv_has(argv, "-device", "isa-serial,chardev=klog,index=1"));
+    assert_true(
+        argv_has(argv, "-chardev",
+                 "file,id=klog,path=/var/lib/torpor/instances/vm1/logs/kernel.log,append=on"));
+    assert_true(
+        argv_has(argv, "-append",
+                 "quiet panic=-1 console=ttyS1 8250.nr_uarts=2 reboot=t tsc_early_khz=2595966"));
+    strv_free(argv);
+
+    argv = build(&basic_spec, &basic_opts);
+    assert_int_equal(count_opt(argv, "-serial"), 1);
     strv_free(argv);
 }
 
@@ -238,7 +276,7 @@ test_argv_binary_and_kvm(void **state)
     assert_string_equal(argv[0], "/opt/qemu/bin/qemu-system-x86_64");
     assert_true(argv_has(argv, "-accel", "kvm"));
     assert_true(argv_has(argv, "-cpu", "host"));
-    assert_true(argv_has(argv, "-append", "console=ttyS0 quiet panic=-1 reboot=t"));
+    assert_true(argv_has(argv, "-append", "quiet panic=-1 console=ttyS0 8250.nr_uarts=1 reboot=t"));
     strv_free(argv);
 
     argv = build(&basic_spec, &o);
@@ -274,6 +312,7 @@ hv_test_argv(void)
         cmocka_unit_test(test_argv_basic),
         cmocka_unit_test(test_argv_confined_and_no_reboot),
         cmocka_unit_test(test_argv_minimal),
+        cmocka_unit_test(test_argv_kernel_log),
         cmocka_unit_test(test_argv_incoming),
         cmocka_unit_test(test_argv_nic),
         cmocka_unit_test(test_argv_escapes_commas),

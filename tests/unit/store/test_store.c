@@ -981,6 +981,7 @@ test_paths(void **state)
     assert_string_equal(p.console_log,
                         "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/logs/console.log");
     assert_string_equal(p.vmm_log, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/logs/vmm.log");
+    assert_string_equal(p.kernel_log, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/logs/kernel.log");
     assert_string_equal(p.snapshots, "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/snapshots");
     assert_string_equal(p.snap_latest,
                         "/var/lib/torpor/instances/3f2a9c0d1b4e5f60/snapshots/snapshot-latest");

@@ -10,6 +10,8 @@
 
 /* One "torpor-agent: ..." line on stderr (the console when PID 1). */
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The first max bytes of path, NUL-terminated (malloc); NULL when it cannot be read. */
+char *agent_read_file(const char *path, size_t max);
 
 /* Milliseconds since boot (CLOCK_BOOTTIME, the clock behind /proc/uptime). */
 uint64_t agent_uptime_ms(void);

@@ -77,28 +77,6 @@ ensure_stdio(void)
         fcntl(fd, F_SETFD, 0);
 }
 
-static char *
-read_file(const char *path, size_t max)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    char *buf = malloc(max + 1);
-    size_t len = 0;
-    while (buf && len < max) {
-        ssize_t n = read(fd, buf + len, max - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
-
 /* Our parameters carry no spaces or quotes (torpor.cmd is hex for that reason). */
 static void
 parse_cmdline(char *text, struct boot_opts *o)
@@ -156,7 +134,7 @@ decode_cmd(const char *hex)
 static void
 load_modules(void)
 {
-    char *list = read_file(MODULES_ORDER, 64 * 1024);
+    char *list = agent_read_file(MODULES_ORDER, 64 * 1024);
     if (!list)
         return;
     for (char *save = NULL, *name = strtok_r(list, "\n", &save); name;
@@ -368,7 +346,7 @@ boot_main(void)
     mount_one("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
     mount_one("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
 
-    char *cmdline = read_file("/proc/cmdline", CMDLINE_MAX);
+    char *cmdline = agent_read_file("/proc/cmdline", CMDLINE_MAX);
     if (cmdline)
         parse_cmdline(cmdline, &o);
     load_modules();

@@ -37,28 +37,6 @@ struct spec {
     char *cwd, *user;
 };
 
-static char *
-read_all(const char *path, size_t max)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    char *buf = malloc(max + 1);
-    size_t len = 0;
-    while (buf && len < max) {
-        ssize_t n = read(fd, buf + len, max - len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-    }
-    close(fd);
-    if (buf)
-        buf[len] = '\0';
-    return buf;
-}
-
 static int
 push(char ***v, size_t *n, char *s)
 {
@@ -169,7 +147,7 @@ workload_start(const char *spec_path, bool defer)
     struct spec s = { 0 };
     struct user u = { 0 };
     char msg[256];
-    char *text = read_all(spec_path, SPEC_MAX);
+    char *text = agent_read_file(spec_path, SPEC_MAX);
 
     /* From here, the agent's words about the workload go where the workload's own would. */
     out_fd = out_open();

@@ -14,21 +14,6 @@ xstrdup_null(const char *s)
     return s ? xstrdup(s) : NULL;
 }
 
-static char **
-strv_dup(char *const *v)
-{
-    size_t n = 0;
-
-    if (!v)
-        return NULL;
-    while (v[n])
-        n++;
-    char **d = xnew(char *, n + 1);
-    for (size_t i = 0; i < n; i++)
-        d[i] = xstrdup(v[i]);
-    return d;
-}
-
 void
 inst_config_clear(struct inst_config *c)
 {
@@ -77,11 +62,11 @@ inst_record_dup(const struct inst_record *r)
     d->cfg.initrd = xstrdup_null(r->cfg.initrd);
     d->cfg.rootfs = xstrdup_null(r->cfg.rootfs);
     d->cfg.root_disk_src = xstrdup_null(r->cfg.root_disk_src);
-    d->cfg.cmd = strv_dup(r->cfg.cmd);
+    d->cfg.cmd = xstrv_dup(r->cfg.cmd);
     d->cfg.accel = xstrdup_null(r->cfg.accel);
     d->cfg.image = xstrdup_null(r->cfg.image);
     d->cfg.image_digest = xstrdup_null(r->cfg.image_digest);
-    d->cfg.env = strv_dup(r->cfg.env);
+    d->cfg.env = xstrv_dup(r->cfg.env);
     d->cfg.workdir = xstrdup_null(r->cfg.workdir);
     d->cfg.user = xstrdup_null(r->cfg.user);
     d->last_op = xstrdup_null(r->last_op);

@@ -124,15 +124,14 @@ oci_layout_init(const char *dir, struct tp_err *err)
     return 0;
 }
 
-/* An exclusive lock on the layout's index for a read-modify-write. Returns the fd. */
+/* open (creating) path and flock it with op, retrying on EINTR. Returns the fd. */
 static int
-lock_index(const char *dir, struct tp_err *err)
+lock_file(const char *p, int op, struct tp_err *err)
 {
-    _cleanup_free_ char *p = xasprintf("%s/.index.lock", dir);
     int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return tp_err_errno(err, -errno, "open '%s'", p);
-    while (flock(fd, LOCK_EX) < 0) {
+    while (flock(fd, op) < 0) {
         if (errno != EINTR) {
             int r = -errno;
             close(fd);
@@ -140,6 +139,14 @@ lock_index(const char *dir, struct tp_err *err)
         }
     }
     return fd;
+}
+
+/* An exclusive lock on the layout's index for a read-modify-write. Returns the fd. */
+static int
+lock_index(const char *dir, struct tp_err *err)
+{
+    _cleanup_free_ char *p = xasprintf("%s/.index.lock", dir);
+    return lock_file(p, LOCK_EX, err);
 }
 
 static int
@@ -484,17 +491,7 @@ int
 oci_layout_pull_lock(const char *dir, struct tp_err *err)
 {
     _cleanup_free_ char *p = xasprintf("%s/ingest/.pull.lock", dir);
-    int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return tp_err_errno(err, -errno, "open '%s'", p);
-    while (flock(fd, LOCK_SH) < 0) {
-        if (errno != EINTR) {
-            int r = -errno;
-            close(fd);
-            return tp_err_errno(err, r, "lock '%s'", p);
-        }
-    }
-    return fd;
+    return lock_file(p, LOCK_SH, err);
 }
 
 /* The exclusive side of the pull lock, not waiting: -EBUSY while a pull runs. */

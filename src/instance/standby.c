@@ -111,7 +111,8 @@ record_working_set(struct inst *i, const struct hv_vm_spec *spec, struct trace *
     for (size_t k = 0; k < nbufs; k++)
         ext[k] = (struct snap_ws_range){ .off = bufs[k].off, .len = bufs[k].len };
     posted = snap_ws_from_extents(ext, nbufs, ws->page_size, (uint64_t)spec->memory_mib << 20);
-    both = snap_ws_union(ws, posted);
+    _cleanup_(snap_ws_freep) struct snap_ws *runs = snap_ws_union(ws, i->ws_prev);
+    both = snap_ws_union(runs, posted);
     if (snap_ws_save(i->paths.snap_latest, both, &e) < 0) {
         log_debug("instance=%s op=standby: no working set recorded: %s", i->id, tp_err_msg(&e));
         tp_err_clear(&e);
@@ -119,7 +120,10 @@ record_working_set(struct inst *i, const struct hv_vm_spec *spec, struct trace *
     }
     trace_counter(t, "working_set_bytes", (int64_t)ws->bytes);
     trace_counter(t, "working_set_ranges", (int64_t)ws->n);
-    trace_counter(t, "working_set_posted_bytes", (int64_t)(both->bytes - ws->bytes));
+    trace_counter(t, "working_set_posted_bytes", (int64_t)(both->bytes - runs->bytes));
+    trace_counter(t, "working_set_saved_bytes", (int64_t)both->bytes);
+    snap_ws_free(i->ws_prev);
+    i->ws_prev = TAKE_PTR(ws);
 }
 
 int

@@ -89,6 +89,11 @@ struct hv_vm {
     void *priv;          /* driver state (QMP connection, ...) */
 };
 
+/* A byte range of the guest memory image (file offsets). */
+struct hv_mem_range {
+    uint64_t off, len;
+};
+
 /* Snapshot directory layout, the same for every hypervisor. */
 #define HV_SNAP_STATE  "state"  /* device/vCPU state */
 #define HV_SNAP_MEMORY "memory" /* guest memory image */
@@ -171,6 +176,12 @@ struct hv_driver {
      * nothing of the snapshot is in use and the VMM may simply be killed. Other errors: the
      * load failed. */
     int (*finish_load)(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
+    /* Memory the VMM itself will write as soon as the guest runs again, e.g. the next
+     * receive buffers the guest posted to its devices: ranges of the memory image, unsorted,
+     * possibly overlapping (*ret owned by the caller). For a prefetch: the guest never touched
+     * them, so no record of its page tables shows them. NULL: the driver cannot tell. */
+    int (*posted_buffers)(struct hv_vm *vm, const struct hv_vm_spec *spec,
+                          struct hv_mem_range **ret, size_t *ret_n, struct tp_err *err);
     /* Connect to the guest agent channel; returns a stream fd speaking agent_proto.h. */
     int (*agent_connect)(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err);
     /* Free driver state; does not stop the VMM. NULL-safe. */

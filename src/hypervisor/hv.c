@@ -190,6 +190,15 @@ hv_snapshot(struct hv_vm *vm, const struct hv_vm_spec *spec, const char *snap_di
     return vm->drv->snapshot(vm, spec, snap_dir, diff, err);
 }
 
+int
+hv_posted_buffers(struct hv_vm *vm, const struct hv_vm_spec *spec, struct hv_mem_range **ret,
+                  size_t *ret_n, struct tp_err *err)
+{
+    if (!vm->drv->posted_buffers)
+        return tp_err_set(err, -EOPNOTSUPP, "%s cannot tell posted buffers", vm->drv->name);
+    return vm->drv->posted_buffers(vm, spec, ret, ret_n, err);
+}
+
 bool
 hv_base_reusable(const struct hv_driver *drv, const struct hv_vm_spec *spec, const char *base_dir)
 {

@@ -40,6 +40,9 @@ const char *hv_version(const struct hv_driver *drv, struct tp_err *err);
  * -EPROTONOSUPPORT naming both versions otherwise. */
 int hv_check_snapshot_version(const struct hv_driver *drv, const char *snap, struct tp_err *err);
 int hv_finish_load(struct hv_vm *vm, int timeout_ms, struct tp_err *err);
+/* drv->posted_buffers, or -EOPNOTSUPP without it. */
+int hv_posted_buffers(struct hv_vm *vm, const struct hv_vm_spec *spec, struct hv_mem_range **ret,
+                      size_t *ret_n, struct tp_err *err);
 int hv_agent_connect(struct hv_vm *vm, const struct hv_vm_spec *spec, struct tp_err *err);
 
 /* SIGKILL the VMM through its pidfd and wait (bounded) for it to be gone. */

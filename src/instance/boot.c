@@ -169,6 +169,7 @@ inst_drop_vmm(struct inst *i)
     i->agent = agent_conn_free(i->agent);
     i->vm = hv_vm_release(i->vm);
     i->record_working_set = false;
+    i->ws_prev = snap_ws_free(i->ws_prev); /* another guest's pages */
     inst_net_detach(i->m, i);
 }
 

@@ -7,6 +7,7 @@
 #include "instance/manager.h"
 #include "instance/trace.h"
 #include "net/net.h"
+#include "snapshot/workingset.h"
 #include "store/paths.h"
 
 #define AGENT_READY_TIMEOUT_MS     90000 /* first boot under TCG with sanitizers on a busy host */
@@ -32,6 +33,9 @@ struct inst {
     /* Under lock: the VMM was started by a restore, so its next standby records the pages its
      * guest touched since (the working set the restore after it prefetches). */
     bool record_working_set;
+    /* Under lock: the pages the guest touched in the run before, as the last standby read
+     * them from its VMM (not merged); NULL until then and after a boot or a daemon restart. */
+    struct snap_ws *ws_prev;
     /* Under lock: this boot of an image instance does not start the workload: the client runs
      * it attached through exec (run -it IMAGE). Only for the run's own boot. */
     bool workload_deferred;

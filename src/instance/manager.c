@@ -28,6 +28,7 @@ inst_free(struct inst *i)
     inst_record_free(i->rec);
     inst_paths_clear(&i->paths);
     free(i->cmdline);
+    snap_ws_free(i->ws_prev);
     free(i->template_dir);
     free(i->api_sock);
     free(i->agent_sock);

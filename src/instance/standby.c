@@ -82,22 +82,48 @@ take_snapshot(struct inst *i, const struct hv_vm_spec *spec, bool reuse, struct 
 }
 
 /* The pages of the memory image the guest touched since its restore, read from its VMM's page
- * tables while it still holds them (the page cache would also show what a prefetch read): the
- * next restore reads them in first. Advisory: a failure only costs that. */
+ * tables while it still holds them (the page cache would also show what a prefetch read), and
+ * the receive buffers the guest has posted, which the VMM fills as soon as the guest runs
+ * again (the agent channel's next message): the next restore reads them in first. A posted
+ * buffer is a page the guest has not touched since it posted it, and a VMM's first touch of a
+ * page missing from the cache reads megabytes around it (QEMU maps guest RAM MADV_HUGEPAGE:
+ * 4 MiB). Advisory: a failure only costs that. */
 static void
-record_working_set(struct inst *i, struct trace *t)
+record_working_set(struct inst *i, const struct hv_vm_spec *spec, struct trace *t)
 {
     _cleanup_(snap_ws_freep) struct snap_ws *ws = NULL;
+    _cleanup_(snap_ws_freep) struct snap_ws *posted = NULL;
+    _cleanup_(snap_ws_freep) struct snap_ws *both = NULL;
+    _cleanup_free_ struct hv_mem_range *bufs = NULL;
+    size_t nbufs = 0;
     struct tp_err e = { 0 };
 
-    if (snap_ws_from_process(i->vm->pid, i->paths.snap_latest, &ws, &e) < 0 ||
-        snap_ws_save(i->paths.snap_latest, ws, &e) < 0) {
+    if (snap_ws_from_process(i->vm->pid, i->paths.snap_latest, &ws, &e) < 0) {
+        log_debug("instance=%s op=standby: no working set recorded: %s", i->id, tp_err_msg(&e));
+        tp_err_clear(&e);
+        return;
+    }
+    if (hv_posted_buffers(i->vm, spec, &bufs, &nbufs, &e) < 0) {
+        log_debug("instance=%s op=standby: no posted buffers: %s", i->id, tp_err_msg(&e));
+        tp_err_clear(&e);
+    }
+    _cleanup_free_ struct snap_ws_range *ext = nbufs ? xnew(struct snap_ws_range, nbufs) : NULL;
+    for (size_t k = 0; k < nbufs; k++)
+        ext[k] = (struct snap_ws_range){ .off = bufs[k].off, .len = bufs[k].len };
+    posted = snap_ws_from_extents(ext, nbufs, ws->page_size, (uint64_t)spec->memory_mib << 20);
+    _cleanup_(snap_ws_freep) struct snap_ws *runs = snap_ws_union(ws, i->ws_prev);
+    both = snap_ws_union(runs, posted);
+    if (snap_ws_save(i->paths.snap_latest, both, &e) < 0) {
         log_debug("instance=%s op=standby: no working set recorded: %s", i->id, tp_err_msg(&e));
         tp_err_clear(&e);
         return;
     }
     trace_counter(t, "working_set_bytes", (int64_t)ws->bytes);
     trace_counter(t, "working_set_ranges", (int64_t)ws->n);
+    trace_counter(t, "working_set_posted_bytes", (int64_t)(both->bytes - runs->bytes));
+    trace_counter(t, "working_set_saved_bytes", (int64_t)both->bytes);
+    snap_ws_free(i->ws_prev);
+    i->ws_prev = TAKE_PTR(ws);
 }
 
 int
@@ -160,7 +186,7 @@ inst_standby(struct inst_manager *m, const char *ref, struct inst_record **ret, 
     inst_crashpoint(i, "standby.committed");
     /* A template-backed guest's memory travelled in its state: there is no image to read in. */
     if (i->record_working_set && !templated) {
-        record_working_set(i, &t);
+        record_working_set(i, &spec, &t);
         trace_phase(&t, "record_working_set");
         inst_crashpoint(i, "standby.working_set");
     }

@@ -81,6 +81,62 @@ snap_ws_from_bitmap(const uint8_t *bits, uint64_t npages, uint32_t page_size)
     return ws;
 }
 
+struct snap_ws *
+snap_ws_union(const struct snap_ws *a, const struct snap_ws *b)
+{
+    struct snap_ws *ws = xzalloc(sizeof(*ws));
+    const struct snap_ws *base = a ? a : b;
+    size_t na = a ? a->n : 0, nb = b ? b->n : 0, ka = 0, kb = 0;
+
+    ws->page_size = base ? base->page_size : 0;
+    ws->image = base ? base->image : (struct snap_ws_identity){ 0 };
+    ws->ranges = na + nb ? xnew(struct snap_ws_range, na + nb) : NULL;
+    while (ka < na || kb < nb) {
+        /* The next range by offset; it extends the last one when it overlaps or touches it. */
+        const struct snap_ws_range *r =
+            kb >= nb || (ka < na && a->ranges[ka].off <= b->ranges[kb].off) ? &a->ranges[ka++]
+                                                                            : &b->ranges[kb++];
+        struct snap_ws_range *last = ws->n ? &ws->ranges[ws->n - 1] : NULL;
+        if (last && r->off <= last->off + last->len) {
+            if (r->off + r->len > last->off + last->len)
+                last->len = r->off + r->len - last->off;
+        } else {
+            ws->ranges[ws->n++] = *r;
+        }
+    }
+    for (size_t k = 0; k < ws->n; k++)
+        ws->bytes += ws->ranges[k].len;
+    return ws;
+}
+
+static int
+range_cmp(const void *a, const void *b)
+{
+    const struct snap_ws_range *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+struct snap_ws *
+snap_ws_from_extents(const struct snap_ws_range *r, size_t n, uint32_t page_size, uint64_t limit)
+{
+    _cleanup_free_ struct snap_ws_range *v = n ? xnew(struct snap_ws_range, n) : NULL;
+    struct snap_ws pages = { .page_size = page_size };
+    const uint64_t end_max = limit / page_size * page_size;
+
+    for (size_t k = 0; k < n; k++) {
+        uint64_t start = r[k].off / page_size * page_size;
+        uint64_t end = r[k].len > UINT64_MAX - r[k].off ? UINT64_MAX : r[k].off + r[k].len;
+        end = end > end_max ? end_max : (end + page_size - 1) / page_size * page_size;
+        if (r[k].len > 0 && start < end)
+            v[pages.n++] = (struct snap_ws_range){ .off = start, .len = end - start };
+    }
+    if (pages.n)
+        qsort(v, pages.n, sizeof(*v), range_cmp);
+    pages.ranges = v;
+    /* A union with nothing merges the sorted ranges. */
+    return snap_ws_union(&pages, NULL);
+}
+
 /* FNV-1a, 64 bits: detects torn and corrupted files, nothing more is asked of it. */
 static uint64_t
 fnv1a64(const uint8_t *p, size_t len)

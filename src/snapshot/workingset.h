@@ -57,6 +57,15 @@ void snap_ws_identity_from_stat(struct snap_ws_identity *ret, const struct stat 
  * per run of set bits. The identity is left zero. Never fails (OOM aborts). */
 struct snap_ws *snap_ws_from_bitmap(const uint8_t *bits, uint64_t npages, uint32_t page_size);
 
+/* The pages in a or in b (either may be NULL): sorted, overlapping and adjacent ranges merged.
+ * The identity is a's (else b's). Never fails (OOM aborts). */
+struct snap_ws *snap_ws_union(const struct snap_ws *a, const struct snap_ws *b);
+
+/* The pages that n byte ranges (unsorted, possibly overlapping) of an image of limit bytes
+ * touch, whole pages, clipped to the image. The identity is left zero. Never fails. */
+struct snap_ws *snap_ws_from_extents(const struct snap_ws_range *r, size_t n, uint32_t page_size,
+                                     uint64_t limit);
+
 /* Encode ws (version 1); *ret_buf is owned by the caller. */
 void snap_ws_encode(const struct snap_ws *ws, uint8_t **ret_buf, size_t *ret_len);
 

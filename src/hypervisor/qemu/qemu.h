@@ -1,6 +1,7 @@
 /* QEMU driver internals: command-line builder, accelerator choice, TSC rate, the vtable. */
 #pragma once
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -11,6 +12,19 @@
 #define QEMU_BINARY_ENV     "TORPOR_QEMU" /* overrides the binary (tests, other installs) */
 
 extern const struct hv_driver qemu_driver;
+
+struct qmp_conn;
+
+/* qemu_posted.c: the next per_queue buffers the guest posted on each receive queue (the even
+ * ones below QEMU_POSTED_MAX_QUEUES) of its virtio-serial and virtio-net devices, as
+ * guest-physical ranges (off = address; *ret owned by the caller). */
+#define QEMU_POSTED_MAX_QUEUES 6 /* virtio-serial: port 0, control and port 1 receive */
+#define QEMU_POSTED_PER_QUEUE  4
+int qemu_posted_buffers(struct qmp_conn *c, unsigned per_queue, struct hv_mem_range **ret,
+                        size_t *ret_n, struct tp_err *err);
+/* The device-writable descriptors of one x-query-virtio-queue-element reply, appended to *v
+ * (*n entries; grown as needed). -EPROTO on a reply of another shape. */
+int qemu_posted_parse_element(const json_t *elem, struct hv_mem_range **v, size_t *n);
 
 struct qemu_argv_opts {
     const char *binary;   /* NULL: $TORPOR_QEMU, else QEMU_BINARY_DEFAULT */

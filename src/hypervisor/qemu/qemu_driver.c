@@ -452,6 +452,28 @@ qemu_restore(const struct hv_vm_spec *spec, const struct hv_restore_opts *o, str
     return 0;
 }
 
+/* microvm puts guest RAM at guest-physical 0, in one piece below 2 GiB (more is split around
+ * the 4 GiB hole): there, an address is the memory image's offset. Beyond it, nothing is told. */
+static int
+qemu_posted(struct hv_vm *vm, const struct hv_vm_spec *spec, struct hv_mem_range **ret,
+            size_t *ret_n, struct tp_err *err)
+{
+    const uint64_t lowmem = (uint64_t)spec->memory_mib << 20;
+    const uint64_t limit = lowmem < (2ull << 30) ? lowmem : (2ull << 30);
+    struct hv_mem_range *v = NULL;
+    size_t n = 0, kept = 0;
+    int r = qemu_posted_buffers(vm_qmp(vm), QEMU_POSTED_PER_QUEUE, &v, &n, err);
+
+    if (r < 0)
+        return r;
+    for (size_t k = 0; k < n; k++)
+        if (v[k].off < limit && v[k].len <= limit - v[k].off)
+            v[kept++] = v[k];
+    *ret = v;
+    *ret_n = kept;
+    return 0;
+}
+
 /* The RAM file is the retained base: a diff writes it in place, so never a template's. */
 static bool
 qemu_base_reusable(const struct hv_vm_spec *spec, const char *base_dir)
@@ -670,5 +692,6 @@ const struct hv_driver qemu_driver = {
     .restore = qemu_restore,
     .finish_load = qemu_finish_load,
     .agent_connect = qemu_agent_connect,
+    .posted_buffers = qemu_posted,
     .release = qemu_release,
 };

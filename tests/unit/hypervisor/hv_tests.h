@@ -5,3 +5,4 @@ int hv_test_qmp(void);
 int hv_test_argv(void);
 int hv_test_registry(void);
 int hv_test_accel(void);
+int hv_test_posted(void);

@@ -10,5 +10,6 @@ main(void)
     failed += hv_test_accel();
     failed += hv_test_argv();
     failed += hv_test_qmp();
+    failed += hv_test_posted();
     return failed ? 1 : 0;
 }

@@ -72,6 +72,81 @@ test_ranges_from_bitmap(void **state)
     assert_int_equal(empty->bytes, 0);
 }
 
+/* Two recordings merge page-exactly: overlaps, touching ranges and ranges inside others join,
+ * gaps stay; a missing side gives the other. */
+static void
+test_union_merges_exactly(void **state)
+{
+    uint8_t ba[8] = { 0 }, bb[8] = { 0 }, bu[8] = { 0 }; /* 64 pages */
+    (void)state;
+
+    set_bits(ba, 0, 2); /* b continues it: adjacent */
+    set_bits(bb, 2, 4);
+    set_bits(ba, 10, 20); /* b inside a */
+    set_bits(bb, 12, 14);
+    set_bits(bb, 30, 33); /* overlapping, b first */
+    set_bits(ba, 32, 40);
+    set_bits(ba, 50, 51); /* gaps stay gaps */
+    set_bits(bb, 52, 53);
+    set_bits(bb, 63, 64);
+    for (size_t k = 0; k < sizeof(bu); k++)
+        bu[k] = ba[k] | bb[k];
+    _cleanup_(snap_ws_freep) struct snap_ws *a = snap_ws_from_bitmap(ba, 64, PAGE);
+    _cleanup_(snap_ws_freep) struct snap_ws *b = snap_ws_from_bitmap(bb, 64, PAGE);
+    _cleanup_(snap_ws_freep) struct snap_ws *want = snap_ws_from_bitmap(bu, 64, PAGE);
+    a->image.ino = 7;
+    _cleanup_(snap_ws_freep) struct snap_ws *u = snap_ws_union(a, b);
+    assert_int_equal(u->n, want->n);
+    assert_int_equal(u->n, 6);
+    for (size_t k = 0; k < u->n; k++) {
+        assert_int_equal(u->ranges[k].off, want->ranges[k].off);
+        assert_int_equal(u->ranges[k].len, want->ranges[k].len);
+    }
+    assert_int_equal(u->bytes, want->bytes);
+    assert_int_equal(u->page_size, PAGE);
+    assert_int_equal(u->image.ino, 7);
+    /* Symmetric, and a union with nothing is a copy. */
+    _cleanup_(snap_ws_freep) struct snap_ws *v = snap_ws_union(b, a);
+    assert_int_equal(v->n, u->n);
+    assert_int_equal(v->bytes, u->bytes);
+    _cleanup_(snap_ws_freep) struct snap_ws *only = snap_ws_union(NULL, b);
+    assert_int_equal(only->n, b->n);
+    assert_int_equal(only->bytes, b->bytes);
+    _cleanup_(snap_ws_freep) struct snap_ws *none = snap_ws_union(NULL, NULL);
+    assert_int_equal(none->n, 0);
+    assert_int_equal(none->bytes, 0);
+}
+
+/* Byte ranges become the whole pages they touch, sorted and merged, clipped to the image. */
+static void
+test_from_extents(void **state)
+{
+    const struct snap_ws_range r[] = {
+        { .off = 9 * PAGE + 100, .len = 10 },   /* inside one page */
+        { .off = 2 * PAGE - 1, .len = 2 },      /* straddles pages 1 and 2 */
+        { .off = 3 * PAGE, .len = PAGE },       /* page 3: adjacent, merges */
+        { .off = 9 * PAGE, .len = PAGE },       /* page 9 again */
+        { .off = 0, .len = 0 },                 /* empty: nothing */
+        { .off = 15 * PAGE, .len = 4 * PAGE },  /* runs past the 16-page image: clipped */
+        { .off = 40 * PAGE, .len = PAGE },      /* beyond it: dropped */
+        { .off = UINT64_MAX - 10, .len = 100 }, /* wraps: dropped */
+    };
+    (void)state;
+
+    _cleanup_(snap_ws_freep) struct snap_ws *ws =
+        snap_ws_from_extents(r, sizeof(r) / sizeof(r[0]), PAGE, 16 * PAGE);
+    assert_int_equal(ws->n, 3);
+    assert_int_equal(ws->ranges[0].off, 1 * PAGE);
+    assert_int_equal(ws->ranges[0].len, 3 * PAGE);
+    assert_int_equal(ws->ranges[1].off, 9 * PAGE);
+    assert_int_equal(ws->ranges[1].len, PAGE);
+    assert_int_equal(ws->ranges[2].off, 15 * PAGE);
+    assert_int_equal(ws->ranges[2].len, PAGE);
+    assert_int_equal(ws->bytes, 5 * PAGE);
+    _cleanup_(snap_ws_freep) struct snap_ws *none = snap_ws_from_extents(NULL, 0, PAGE, 16 * PAGE);
+    assert_int_equal(none->n, 0);
+}
+
 static void
 test_encode_decode_round_trip(void **state)
 {
@@ -337,6 +412,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ranges_from_bitmap),
+        cmocka_unit_test(test_union_merges_exactly),
+        cmocka_unit_test(test_from_extents),
         cmocka_unit_test(test_encode_decode_round_trip),
         cmocka_unit_test(test_decode_refuses_damage),
         cmocka_unit_test(test_decode_refuses_bad_ranges),

@@ -416,16 +416,26 @@ find_agent(void)
     return NULL;
 }
 
+#define LOCK_GRACE_MS 2000 /* how long a dead daemon's forked children may still hold its lock */
+
 /* flock path (created if needed) for the daemon's lifetime: the fd, -EBUSY while another
- * process holds it. */
+ * process holds it. A daemon killed between a fork and its child's exec leaves the child
+ * holding a copy of the lock until its parent-death signal lands: a restart right after such a
+ * kill waits that out, bounded. */
 static int
 lock_file(const char *p, struct tp_err *err)
 {
     int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0)
         return tp_err_errno(err, -errno, "open '%s'", p);
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+    for (int waited = 0; flock(fd, LOCK_EX | LOCK_NB) < 0; waited += 10) {
         int r = -errno;
+        if (r == -EINTR)
+            continue;
+        if (r == -EWOULDBLOCK && waited < LOCK_GRACE_MS) {
+            (void)poll(NULL, 0, 10);
+            continue;
+        }
         close(fd);
         if (r == -EWOULDBLOCK)
             return -EBUSY;

@@ -472,6 +472,8 @@ class DiskFull(unittest.TestCase):
             p = d.cli("pull", f"{reg.host}/t/full:v1", check=False)
             self.assertEqual(p.returncode, 1)
             self.assertIn("No space left on device", p.stderr.decode())
+            # refused before a byte came: the declared sizes exceed the free space
+            self.assertIn("bytes of blobs with", p.stderr.decode())
             self.assertNotIn(R.sha256(big), blobs(d))
             self.assertEqual(ingest(d), [])  # the partial went: it only took space
             # the store still works

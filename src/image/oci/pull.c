@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "oci-internal.h"
@@ -81,6 +82,29 @@ pull_worker(void *arg)
         }
         crash_point("pull.blob-committed");
     }
+}
+
+/* The blobs still missing must fit in the store's free space: the registry's sizes bound each
+ * download (a longer blob is dropped), so a pull refused here never fills the disk that
+ * instances and snapshots share. Unknown free space lets the writes tell. */
+static int
+check_space(const char *layout_dir, const struct oci_desc *blobs, size_t n, struct tp_err *err)
+{
+    struct statvfs sv;
+    uint64_t need = 0, avail;
+
+    for (size_t i = 0; i < n; i++)
+        if (!oci_blob_exists(layout_dir, blobs[i].digest)) {
+            uint64_t sz = (uint64_t)blobs[i].size;
+            need = need > UINT64_MAX - sz ? UINT64_MAX : need + sz;
+        }
+    if (need == 0 || statvfs(layout_dir, &sv) < 0)
+        return 0;
+    avail = (uint64_t)sv.f_bavail * sv.f_frsize;
+    if (need > avail)
+        return tp_err_errno(err, -ENOSPC, "download %llu bytes of blobs with %llu free in '%s'",
+                            (unsigned long long)need, (unsigned long long)avail, layout_dir);
+    return 0;
 }
 
 /* Download blobs[0..n) with up to PULL_THREADS at once. */
@@ -191,6 +215,9 @@ oci_pull(const char *layout_dir, const struct oci_registry_conf *conf, const cha
     for (size_t i = 0; i < m.n_layers + 1; i++)
         if (!oci_blob_exists(layout_dir, blobs[i].digest))
             up_to_date = false;
+    r = check_space(layout_dir, blobs, m.n_layers + 1, err);
+    if (r < 0)
+        goto out;
     r = fetch_blobs(g, layout_dir, blobs, m.n_layers + 1, cb, ud, err);
     if (r < 0)
         goto out;

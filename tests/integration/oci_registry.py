@@ -228,15 +228,17 @@ def push_index(reg, repo, tag, entries, docker=False):
 class Front:
     """An HTTP front of the registry on its own port, for what docker-registry does not do by
     itself: demand an anonymous bearer token (token=...), answer blob GETs with a 307 to the
-    registry (redirect_blobs), send a wrong Docker-Content-Digest (bad_digest)."""
+    registry (redirect_blobs; to redirect_to's host:port if given), send a wrong
+    Docker-Content-Digest (bad_digest). Records the Authorization each request carried."""
 
-    def __init__(self, reg, token=None, redirect_blobs=False, bad_digest=False):
+    def __init__(self, reg, token=None, redirect_blobs=False, bad_digest=False, redirect_to=None):
         import http.server
         import threading
         self.reg = reg
         self.token_requests = []
         self.authorized = 0
         self.redirected = 0
+        self.auth_seen = []
         front = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -252,6 +254,7 @@ class Front:
                 self.wfile.write(body)
 
             def do_GET(self):
+                front.auth_seen.append(self.headers.get("Authorization"))
                 if self.path.startswith("/token"):
                     front.token_requests.append(self.path)
                     self.reply(200, [("Content-Type", "application/json")],
@@ -265,7 +268,8 @@ class Front:
                 front.authorized += 1
                 if redirect_blobs and "/blobs/" in self.path:
                     front.redirected += 1
-                    self.reply(307, [("Location", f"http://{reg.host}{self.path}")])
+                    self.reply(307, [("Location",
+                                      f"http://{redirect_to or reg.host}{self.path}")])
                     return
                 c = http.client.HTTPConnection("127.0.0.1", reg.port, timeout=30)
                 c.request("GET", self.path, headers={k: v for k, v in self.headers.items()

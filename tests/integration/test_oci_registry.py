@@ -377,6 +377,33 @@ class Front(unittest.TestCase):
             subprocess.run(["rm", "-rf", tmp])
 
 
+    def test_token_not_sent_to_the_redirect_target(self):
+        """A registry that wants a token redirects blobs to storage on another port: the token
+        is for the registry only (libcurl drops a custom Authorization when the host or port
+        changes; this pins that down)."""
+        tmp = tempfile.mkdtemp(prefix="tp-redir-auth-", dir="/tmp")
+        reg = R.Registry(tmp).start()
+        storage = R.Front(reg)
+        front = R.Front(reg, token="tok-secret", redirect_blobs=True, redirect_to=storage.host)
+        d = harness.Daemon()
+        try:
+            img = R.Image([R.make_layer({"ra": b"redirected with a token"})])
+            img.push(reg, "t/redir-auth", "v1")
+            d.start()
+            ref = f"{front.host}/t/redir-auth:v1"
+            self.assertEqual(d.cli("pull", "-q", ref).stdout.decode().strip(), ref)
+            self.assertEqual(front.redirected, 2)  # config and layer
+            self.assertIn("Bearer tok-secret", front.auth_seen)
+            self.assertEqual(len(storage.auth_seen), 2)
+            self.assertEqual(storage.auth_seen, [None, None])
+        finally:
+            d.cleanup()
+            front.stop()
+            storage.stop()
+            reg.stop()
+            subprocess.run(["rm", "-rf", tmp])
+
+
 class Interrupted(unittest.TestCase):
     """torpord SIGKILLed (failpoint pull.blob-data: half of a blob in) and started again: the
     pull resumes from the bytes kept, nothing unverified is in blobs/."""

@@ -221,6 +221,9 @@ http_get(const struct oci_reg *g, bool noverify, const char *url, struct curl_sl
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L); /* blobs redirect to storage */
     curl_easy_setopt(h, CURLOPT_MAXREDIRS, 10L);
+    /* the Authorization header is for the registry: libcurl (>= 7.83) drops it when a redirect
+     * changes host, port or scheme, unless told otherwise (test_oci_registry pins this down) */
+    curl_easy_setopt(h, CURLOPT_UNRESTRICTED_AUTH, 0L);
     curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, CONNECT_S);

@@ -1,5 +1,6 @@
 """torpor load: an OCI layout directory (umoci), an oci-archive and a docker-save tarball
 (skopeo), bad archives; the store holds exactly what the loaded images reference."""
+import hashlib
 import io
 import json
 import os
@@ -86,6 +87,54 @@ class Load(harness.DaemonTest):
         self.assertEqual([l["media_type"] for l in j["layers"]],
                          ["application/vnd.oci.image.layer.v1.tar"])
         self.d.cli("rmi", "localhost/test/app:v3")
+        self.assertEqual(blobs(self.d), set())
+
+    def test_docker_save_with_linked_layers(self):
+        """docker save writes a layer it already wrote as a symlink to the first copy; a tar
+        may also store a repeated file as a hard link. Both name that member's bytes."""
+        with tarfile.open(self.docker_archive) as t:
+            files = {m.name: t.extractfile(m).read() for m in t.getmembers() if m.isfile()}
+        manifest = json.loads(files.pop("manifest.json"))
+        layer = manifest[0]["Layers"][0]
+        data = files.pop(layer)
+        for kind in ("symlink", "hardlink"):
+            m = [dict(manifest[0], Layers=["l/layer.tar"])]
+            bio = io.BytesIO()
+            with tarfile.open(fileobj=bio, mode="w") as t:
+                for name, body in [*files.items(), ("real/layer.tar", data),
+                                   ("manifest.json", json.dumps(m).encode())]:
+                    ti = tarfile.TarInfo(name)
+                    ti.size = len(body)
+                    t.addfile(ti, io.BytesIO(body))
+                ti = tarfile.TarInfo("l/layer.tar")
+                if kind == "symlink":
+                    ti.type, ti.linkname = tarfile.SYMTYPE, "../real/layer.tar"
+                else:
+                    ti.type, ti.linkname = tarfile.LNKTYPE, "real/layer.tar"
+                t.addfile(ti)
+            p = self.d.cli("load", input=bio.getvalue(), check=False)
+            self.assertEqual(p.returncode, 0, (kind, p.stderr))
+            st, j = self.d.request("GET", "/v1/images/localhost%2Ftest%2Fapp:v3")
+            self.assertEqual(st, 200, j)
+            self.assertEqual([l["digest"] for l in j["layers"]],
+                             ["sha256:" + hashlib.sha256(data).hexdigest()], kind)
+            self.d.cli("rmi", "localhost/test/app:v3")
+        self.assertEqual(blobs(self.d), set())
+        # a symlink out of the archive names nothing
+        m = [dict(manifest[0], Layers=["l/layer.tar"])]
+        bio = io.BytesIO()
+        with tarfile.open(fileobj=bio, mode="w") as t:
+            for name, body in [*files.items(), ("manifest.json", json.dumps(m).encode())]:
+                ti = tarfile.TarInfo(name)
+                ti.size = len(body)
+                t.addfile(ti, io.BytesIO(body))
+            ti = tarfile.TarInfo("l/layer.tar")
+            ti.type, ti.linkname = tarfile.SYMTYPE, "../../etc/passwd"
+            t.addfile(ti)
+        p = self.d.cli("load", input=bio.getvalue(), check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("lacks layer 'l/layer.tar'", p.stderr.decode())
+        self.d.request("POST", "/v1/images/prune")
         self.assertEqual(blobs(self.d), set())
 
     def tar_of(self, members):

@@ -202,6 +202,77 @@ file_map_get(const struct file_map *m, const char *name, int64_t *ret_size)
     return NULL;
 }
 
+/* The archive path a link member names: a hard link's target as written, a symlink's resolved
+ * against the member's directory ("a/layer.tar" -> "../b/layer.tar" is "b/layer.tar"). NULL for
+ * an absolute target or one that climbs out of the archive. Caller frees. */
+static char *
+link_target(const char *name, const char *target, bool symlink)
+{
+    _cleanup_free_ char *joined = NULL;
+    const char *slash = strrchr(name, '/');
+    char *out, *o, *p, *save = NULL;
+
+    if (!target || !*target || target[0] == '/')
+        return NULL;
+    joined = symlink && slash ? xasprintf("%.*s/%s", (int)(slash - name), name, target)
+                              : xstrdup(target);
+    out = xmalloc(strlen(joined) + 1);
+    o = out;
+    for (p = strtok_r(joined, "/", &save); p; p = strtok_r(NULL, "/", &save)) {
+        if (strcmp(p, ".") == 0)
+            continue;
+        if (strcmp(p, "..") == 0) {
+            if (o == out) {
+                free(out);
+                return NULL;
+            }
+            while (o > out && o[-1] != '/')
+                o--;
+            if (o > out)
+                o--; /* the separator before the dropped component */
+            continue;
+        }
+        if (o > out)
+            *o++ = '/';
+        o = stpcpy(o, p);
+    }
+    *o = '\0';
+    if (!*out) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Names that are links to other members (docker save writes a layer it already wrote as a
+ * symlink to the first copy) get that member's blob, following chains a few steps. */
+static void
+file_map_add_links(struct file_map *fm, char **names, char **targets, size_t n)
+{
+    for (int round = 0; round < 8; round++) {
+        bool added = false;
+        for (size_t i = 0; i < n; i++) {
+            int64_t size = 0;
+            const char *d;
+            if (!names[i] || file_map_get(fm, names[i], NULL))
+                continue;
+            d = file_map_get(fm, targets[i], &size);
+            if (!d)
+                continue;
+            fm->names = xrealloc(fm->names, sizeof(char *) * (fm->n + 1));
+            fm->digests = xrealloc(fm->digests, sizeof(char *) * (fm->n + 1));
+            fm->sizes = xrealloc(fm->sizes, sizeof(int64_t) * (fm->n + 1));
+            fm->names[fm->n] = xstrdup(names[i]);
+            fm->digests[fm->n] = xstrdup(d);
+            fm->sizes[fm->n] = size;
+            fm->n++;
+            added = true;
+        }
+        if (!added)
+            break;
+    }
+}
+
 /* First bytes of a stored blob are gzip's magic. */
 static bool
 blob_is_gzip(const char *dir, const char *digest)
@@ -348,6 +419,8 @@ oci_load_tar_fd(const char *dir, int fd, struct oci_load_result *ret, struct tp_
     _cleanup_free_ char *index = NULL, *manifest = NULL;
     size_t index_len = 0, manifest_len = 0;
     struct file_map fm = { 0 };
+    char **link_names = NULL, **link_targets = NULL;
+    size_t n_links = 0;
     struct oci_load_result res = { 0 };
     struct archive *a;
     struct archive_entry *ae;
@@ -374,13 +447,28 @@ oci_load_tar_fd(const char *dir, int fd, struct oci_load_result *ret, struct tp_
             goto out;
         }
         const char *name = archive_entry_pathname(ae);
-        if (!name || archive_entry_filetype(ae) != AE_IFREG)
+        const char *hard = archive_entry_hardlink(ae);
+        bool is_symlink = archive_entry_filetype(ae) == AE_IFLNK;
+        if (!name || (!hard && !is_symlink && archive_entry_filetype(ae) != AE_IFREG))
             continue;
         if (strncmp(name, "./", 2) == 0)
             name += 2;
-        if (fm.n >= FILES_MAX) {
+        if (fm.n + n_links >= FILES_MAX) {
             r = tp_err_set(err, -EINVAL, "archive has more than %d files", FILES_MAX);
             goto out;
+        }
+        if (hard || is_symlink) {
+            /* a hard link carries no data of its own: the member it names does */
+            if (hard && strncmp(hard, "./", 2) == 0)
+                hard += 2;
+            char *t = link_target(name, hard ? hard : archive_entry_symlink(ae), !hard);
+            if (!t)
+                continue;
+            link_names = xrealloc(link_names, sizeof(char *) * (n_links + 1));
+            link_targets = xrealloc(link_targets, sizeof(char *) * (n_links + 1));
+            link_names[n_links] = xstrdup(name);
+            link_targets[n_links++] = t;
+            continue;
         }
         bool is_index = strcmp(name, "index.json") == 0;
         bool is_manifest = strcmp(name, "manifest.json") == 0;
@@ -459,6 +547,7 @@ oci_load_tar_fd(const char *dir, int fd, struct oci_load_result *ret, struct tp_
         fm.sizes[fm.n] = size;
         fm.n++;
     }
+    file_map_add_links(&fm, link_names, link_targets, n_links);
     if (failpoint("load.before-tag") == FAILPOINT_CRASH)
         raise(SIGKILL); /* every member in blobs/, nothing tagged */
     if (manifest)
@@ -476,6 +565,12 @@ oci_load_tar_fd(const char *dir, int fd, struct oci_load_result *ret, struct tp_
 out:
     archive_read_free(a);
     file_map_done(&fm);
+    for (size_t i = 0; i < n_links; i++) {
+        free(link_names[i]);
+        free(link_targets[i]);
+    }
+    free(link_names);
+    free(link_targets);
     oci_load_result_done(&res);
     return r;
 }

@@ -394,7 +394,16 @@ api_h_images_prune(struct api_req *req)
                                                  v[i].manifest.digest));
     }
     oci_images_free(v, n);
-    if (gc(req, &freed, &err) < 0 || oci_layout_clear_ingest(layout(req), &freed2, &err) < 0) {
+    /* The images above are untagged already: a pull or load that runs now (EBUSY) keeps the
+     * blobs for the next prune, as rmi does, rather than failing a prune that did its part. */
+    int r = gc(req, &freed, &err);
+    if (r >= 0)
+        r = oci_layout_clear_ingest(layout(req), &freed2, &err);
+    if (r == -EBUSY) {
+        tp_err_clear(&err);
+        r = 0;
+    }
+    if (r < 0) {
         json_decref(deleted);
         return api_reply_tp_err(req, &err);
     }

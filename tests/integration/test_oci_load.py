@@ -1,5 +1,6 @@
 """torpor load: an OCI layout directory (umoci), an oci-archive and a docker-save tarball
 (skopeo), bad archives; the store holds exactly what the loaded images reference."""
+import fcntl
 import hashlib
 import io
 import json
@@ -135,6 +136,28 @@ class Load(harness.DaemonTest):
         self.assertEqual(p.returncode, 1)
         self.assertIn("lacks layer 'l/layer.tar'", p.stderr.decode())
         self.d.request("POST", "/v1/images/prune")
+        self.assertEqual(blobs(self.d), set())
+
+    def test_prune_while_a_pull_runs(self):
+        """A prune that meets a running pull or load (its shared lock, held here) untags what
+        it removes and says so; the blobs stay for the next prune instead of a 409 after the
+        images were already gone."""
+        self.d.cli("load", "-q", "-i", self.oci_archive)
+        self.assertEqual(blobs(self.d), self.layout_blobs())
+        lock = os.open(os.path.join(self.d.data_dir, "images/ingest/.pull.lock"), os.O_RDWR)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            st, j = self.d.request("POST", "/v1/images/prune?all=true")
+            self.assertEqual(st, 200, j)
+            self.assertEqual([e["deleted"] for e in j["images_deleted"]], [self.manifest])
+            self.assertEqual(j["space_reclaimed"], 0)
+            self.assertEqual(json.loads(self.d.cli("images", "--format", "json").stdout), [])
+            self.assertEqual(blobs(self.d), self.layout_blobs())
+        finally:
+            os.close(lock)
+        st, j = self.d.request("POST", "/v1/images/prune")
+        self.assertEqual(st, 200, j)
+        self.assertGreater(j["space_reclaimed"], 0)
         self.assertEqual(blobs(self.d), set())
 
     def tar_of(self, members):

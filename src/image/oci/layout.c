@@ -649,8 +649,22 @@ oci_layout_clean_tmp(const char *dir, struct tp_err *err)
 {
     _cleanup_free_ char *idir = xasprintf("%s/ingest", dir);
     struct dirent *de;
-    DIR *d = opendir(idir);
+    DIR *d = opendir(dir);
 
+    /* index.json and oci-layout are written through "<name>.tmp.<pid>": a daemon killed
+     * between the write and the rename leaves one, which nothing else would remove */
+    if (!d)
+        return errno == ENOENT ? 0 : tp_err_errno(err, -errno, "open '%s'", dir);
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "index.json.tmp.", 15) != 0 &&
+            strncmp(de->d_name, "oci-layout.tmp.", 15) != 0)
+            continue;
+        _cleanup_free_ char *p = fs_path_join(dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+
+    d = opendir(idir);
     if (!d)
         return errno == ENOENT ? 0 : tp_err_errno(err, -errno, "open '%s'", idir);
     while ((de = readdir(d))) {

@@ -374,6 +374,20 @@ test_layout(void **state)
     assert_true(fs_exists(p));
     free(p);
 
+    /* what a daemon killed mid-write leaves; the start's clean-up removes it, nothing else */
+    char *tmp1 = xasprintf("%s/index.json.tmp.4242", dir),
+         *tmp2 = xasprintf("%s/ingest/load-x", dir);
+    char *idx = xasprintf("%s/index.json", dir);
+    assert_int_equal(fs_write_atomic(tmp1, "{", 1, 0644, &err), 0);
+    assert_int_equal(fs_write_atomic(tmp2, "x", 1, 0600, &err), 0);
+    assert_int_equal(oci_layout_clean_tmp(dir, &err), 0);
+    assert_false(fs_exists(tmp1));
+    assert_false(fs_exists(tmp2));
+    assert_true(fs_exists(idx));
+    free(tmp1);
+    free(tmp2);
+    free(idx);
+
     char *m1 = put_image(dir, "{\"config\":1}", "layer-one", &cfg1);
     char *m2 = put_image(dir, "{\"config\":2}", "layer-two", &cfg2);
     p = oci_blob_path(dir, m1);

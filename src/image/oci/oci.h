@@ -175,6 +175,8 @@ char *oci_auth_default_config(void);
 /* Whether registry ("host[:port]") may be reached over plain HTTP: named in conf->insecure,
  * or on loopback (localhost, 127.0.0.0/8, ::1) as dockerd allows by default. */
 bool oci_registry_insecure(const struct oci_registry_conf *conf, const char *registry);
+/* The same for the host[:port] of an http(s) URL (a token realm); false when it does not parse. */
+bool oci_registry_insecure_url(const struct oci_registry_conf *conf, const char *url);
 /* Whether s is a valid --insecure-registry value (host[:port]). */
 bool oci_registry_host_valid(const char *s);
 

@@ -29,7 +29,8 @@ struct oci_reg {
     char *base;     /* "https://registry-1.docker.io" */
     char *repo;
     bool tls_noverify;
-    char *basic; /* base64 user:pass from the credentials file, or NULL */
+    char **insecure; /* a copy of the conf's list: a token realm elsewhere is checked on its own */
+    char *basic;     /* base64 user:pass from the credentials file, or NULL */
     pthread_mutex_t lock;
     char *authz; /* "Authorization: ..." header line, guarded by lock */
 };
@@ -87,6 +88,27 @@ oci_registry_insecure(const struct oci_registry_conf *conf, const char *registry
     return false;
 }
 
+bool
+oci_registry_insecure_url(const struct oci_registry_conf *conf, const char *url)
+{
+    CURLU *u = curl_url();
+    char *host = NULL, *port = NULL;
+    bool insecure = false;
+
+    if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+        _cleanup_free_ char *hp = NULL;
+        if (curl_url_get(u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+            port = NULL;
+        hp = port ? xasprintf("%s:%s", host, port) : xstrdup(host);
+        insecure = oci_registry_insecure(conf, hp);
+    }
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(u);
+    return insecure;
+}
+
 struct oci_reg *
 oci_reg_free(struct oci_reg *g)
 {
@@ -95,6 +117,7 @@ oci_reg_free(struct oci_reg *g)
     free(g->registry);
     free(g->base);
     free(g->repo);
+    strv_free(g->insecure);
     free(g->basic);
     free(g->authz);
     pthread_mutex_destroy(&g->lock);
@@ -340,7 +363,12 @@ fetch_token(struct oci_reg *g, const struct oci_challenge *ch, struct tp_err *er
         _cleanup_free_ char *line = xasprintf("Authorization: Basic %s", g->basic);
         hdrs = curl_slist_append(hdrs, line);
     }
-    ret = http_get(g, g->tls_noverify, url, hdrs, NULL, &r, NULL, err);
+    /* the realm may be another host: the registry's being insecure does not make it so (the
+     * stored credentials go there) */
+    ret = http_get(g,
+                   oci_registry_insecure_url(&(struct oci_registry_conf){ .insecure = g->insecure },
+                                             ch->realm),
+                   url, hdrs, NULL, &r, NULL, err);
     curl_slist_free_all(hdrs);
     if (ret < 0) {
         resp_done(&r);
@@ -449,6 +477,7 @@ oci_reg_open(const struct oci_registry_conf *conf, const struct oci_ref *ref, st
     pthread_mutex_init(&g->lock, NULL);
     g->registry = xstrdup(ref->registry);
     g->repo = xstrdup(ref->repository);
+    g->insecure = conf && conf->insecure ? xstrv_dup(conf->insecure) : NULL;
     cfg = conf && conf->auth_config ? xstrdup(conf->auth_config) : oci_auth_default_config();
     rc = oci_auth_lookup(cfg, ref->registry, &g->basic, err);
     if (rc < 0)

@@ -584,6 +584,14 @@ test_insecure(void **state)
     assert_true(oci_registry_insecure(&conf, "[::1]:5000"));
     assert_false(oci_registry_insecure(&conf, "docker.io"));
     assert_false(oci_registry_insecure(NULL, "128.0.0.1:5000"));
+    /* a token realm: its own host decides, not the registry's */
+    assert_true(oci_registry_insecure_url(&conf, "https://reg.local:5000/token?x=1"));
+    assert_false(oci_registry_insecure_url(&conf, "https://auth.example.com/token"));
+    assert_false(oci_registry_insecure_url(&conf, "https://reg.local:5001/token"));
+    assert_true(oci_registry_insecure_url(&conf, "http://127.0.0.1:8080/token"));
+    assert_true(oci_registry_insecure_url(&conf, "https://[::1]:8443/t"));
+    assert_true(oci_registry_insecure_url(&conf, "https://plain.io/t"));
+    assert_false(oci_registry_insecure_url(&conf, "not a url"));
     assert_true(oci_registry_host_valid("reg.local:5000"));
     assert_true(oci_registry_host_valid("10.0.0.1"));
     assert_false(oci_registry_host_valid("reg.local/x"));

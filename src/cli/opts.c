@@ -536,13 +536,19 @@ void
 cli_error(const char *fmt, ...)
 {
     va_list ap;
+    char *msg;
 
     fflush(stdout); /* keep stdout and stderr in order on a shared terminal */
-    fputs("torpor: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    msg = xvasprintf(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    /* Messages carry text from outside (a registry's error, a manifest's media type): no
+     * control byte of theirs may drive the terminal. */
+    for (char *p = msg; *p; p++)
+        if (((unsigned char)*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f)
+            *p = '?';
+    fprintf(stderr, "torpor: %s\n", msg);
+    free(msg);
 }
 
 int

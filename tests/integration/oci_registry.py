@@ -229,9 +229,11 @@ class Front:
     """An HTTP front of the registry on its own port, for what docker-registry does not do by
     itself: demand an anonymous bearer token (token=...), answer blob GETs with a 307 to the
     registry (redirect_blobs; to redirect_to's host:port if given), send a wrong
-    Docker-Content-Digest (bad_digest). Records the Authorization each request carried."""
+    Docker-Content-Digest (bad_digest), answer manifest GETs with a 404 whose error message is
+    error_message. Records the Authorization each request carried."""
 
-    def __init__(self, reg, token=None, redirect_blobs=False, bad_digest=False, redirect_to=None):
+    def __init__(self, reg, token=None, redirect_blobs=False, bad_digest=False, redirect_to=None,
+                 error_message=None):
         import http.server
         import threading
         self.reg = reg
@@ -266,6 +268,11 @@ class Front:
                                       f'service="test-registry"')])
                     return
                 front.authorized += 1
+                if error_message is not None and "/manifests/" in self.path:
+                    self.reply(404, [("Content-Type", "application/json")], json.dumps(
+                        {"errors": [{"code": "MANIFEST_UNKNOWN",
+                                     "message": error_message}]}).encode())
+                    return
                 if redirect_blobs and "/blobs/" in self.path:
                     front.redirected += 1
                     self.reply(307, [("Location",

@@ -404,6 +404,27 @@ class Front(unittest.TestCase):
             subprocess.run(["rm", "-rf", tmp])
 
 
+    def test_registry_text_cannot_drive_the_terminal(self):
+        """A registry's error message with terminal escapes (a title change, a colour, a
+        cursor move) reaches the user's stderr with its control bytes made harmless."""
+        tmp = tempfile.mkdtemp(prefix="tp-esc-", dir="/tmp")
+        reg = R.Registry(tmp).start()
+        front = R.Front(reg, error_message="gone\x1b]0;owned\x07\x1b[31m red\x1b[2A\r")
+        d = harness.Daemon()
+        try:
+            d.start()
+            p = d.cli("pull", f"{front.host}/t/esc:v1", check=False)
+            self.assertEqual(p.returncode, 1)
+            err = p.stderr.decode()
+            self.assertIn("manifest unknown: gone?]0;owned??[31m red?[2A?", err)
+            self.assertFalse(any(ord(c) < 0x20 and c not in "\n\t" for c in err), err)
+        finally:
+            d.cleanup()
+            front.stop()
+            reg.stop()
+            subprocess.run(["rm", "-rf", tmp])
+
+
 class Interrupted(unittest.TestCase):
     """torpord SIGKILLed (failpoint pull.blob-data: half of a blob in) and started again: the
     pull resumes from the bytes kept, nothing unverified is in blobs/."""

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "image/image.h"
@@ -80,9 +81,15 @@ unpack_layers(const char *layout_dir, const struct oci_manifest *m, const char *
               struct oci_rootfs *st, struct tp_err *err)
 {
     _cleanup_close_ int root_fd = open(tree, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct statvfs sv;
+    uint64_t budget = UINT64_MAX;
 
     if (root_fd < 0)
         return tp_err_errno(err, -errno, "open '%s'", tree);
+    /* The tree and the disk made from it hold the same files: the tree gets half the free
+     * space, so a layer that expands without end (a gzip bomb) stops there, not at a full disk. */
+    if (fstatvfs(root_fd, &sv) == 0)
+        budget = (uint64_t)sv.f_bavail * sv.f_frsize / 2;
     for (size_t i = 0; i < m->n_layers; i++) {
         const struct oci_desc *l = &m->layers[i];
         _cleanup_free_ char *path = oci_blob_path(layout_dir, l->digest);
@@ -92,7 +99,7 @@ unpack_layers(const char *layout_dir, const struct oci_manifest *m, const char *
         _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             return tp_err_errno(err, -errno, "open layer %zu '%s'", i + 1, l->digest);
-        int r = oci_layer_apply(root_fd, fd, l->digest, &us, err);
+        int r = oci_layer_apply_bounded(root_fd, fd, l->digest, budget - st->bytes, &us, err);
         if (r < 0)
             return tp_err_wrap(err, "unpack layer %zu/%zu '%s'", i + 1, m->n_layers, l->digest);
         st->layers++;

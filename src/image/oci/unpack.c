@@ -197,7 +197,8 @@ struct dir_time {
 
 struct layer {
     int root_fd;
-    char **paths; /* members of this layer, cleaned: opaque dirs keep them */
+    uint64_t max_bytes; /* of file content, for the whole layer */
+    char **paths;       /* members of this layer, cleaned: opaque dirs keep them */
     size_t n_paths, cap_paths;
     struct dir_time *dirs; /* directory mtimes, set once their children are in */
     size_t n_dirs, cap_dirs;
@@ -300,6 +301,9 @@ write_data(struct archive *a, int fd, struct layer *l, struct tp_err *err, const
 
     while ((ar = archive_read_data_block(a, &buf, &size, &off)) == ARCHIVE_OK) {
         const char *p = buf;
+        if (size > l->max_bytes - l->st.bytes)
+            return tp_err_errno(err, -ENOSPC, "write '%s': past the %llu bytes the tree may hold",
+                                rel, (unsigned long long)l->max_bytes);
         while (size > 0) {
             ssize_t n = pwrite(fd, p, size, (off_t)off);
             if (n < 0 && errno == EINTR)
@@ -546,9 +550,16 @@ int
 oci_layer_apply(int root_fd, int layer_fd, const char *digest, struct oci_unpack_stats *stats,
                 struct tp_err *err)
 {
+    return oci_layer_apply_bounded(root_fd, layer_fd, digest, UINT64_MAX, stats, err);
+}
+
+int
+oci_layer_apply_bounded(int root_fd, int layer_fd, const char *digest, uint64_t max_bytes,
+                        struct oci_unpack_stats *stats, struct tp_err *err)
+{
     _cleanup_(archive_freep) struct archive *a = NULL;
     _cleanup_free_ struct src *s = xnew(struct src, 1);
-    struct layer l = { .root_fd = root_fd };
+    struct layer l = { .root_fd = root_fd, .max_bytes = max_bytes };
     struct archive_entry *e;
     int ar, r = 0;
 

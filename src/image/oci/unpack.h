@@ -26,3 +26,7 @@ struct oci_unpack_stats {
  */
 int oci_layer_apply(int root_fd, int layer_fd, const char *digest, struct oci_unpack_stats *stats,
                     struct tp_err *err);
+/* The same, refusing (-ENOSPC) a layer whose files' content passes max_bytes: a small blob may
+ * expand (gzip, zstd) to far more than the disk holds. */
+int oci_layer_apply_bounded(int root_fd, int layer_fd, const char *digest, uint64_t max_bytes,
+                            struct oci_unpack_stats *stats, struct tp_err *err);

@@ -350,6 +350,18 @@ test_digest_and_corruption(void **state)
     assert_int_equal(st.bytes, strlen(l[0].arg));
     close(fd);
 
+    /* A bound on the content written: exactly enough passes, one byte less is refused. */
+    fd = make_layer(l, 1, "gzip", digest);
+    assert_int_equal(oci_layer_apply_bounded(f->root_fd, fd, digest, strlen(l[0].arg), &st, &err),
+                     0);
+    close(fd);
+    fd = make_layer(l, 1, "gzip", digest);
+    assert_int_equal(
+        oci_layer_apply_bounded(f->root_fd, fd, digest, strlen(l[0].arg) - 1, &st, &err), -ENOSPC);
+    assert_non_null(strstr(tp_err_msg(&err), "the tree may hold"));
+    close(fd);
+    tp_err_clear(&err);
+
     /* Wrong digest: the layer is refused even though it unpacks. */
     fd = make_layer(l, 1, "gzip", digest);
     digest[10] = digest[10] == '0' ? '1' : '0';
@@ -586,6 +598,8 @@ test_rootfs_disk_full(void **state)
     assert_true(r < 0);
     assert_int_equal(r, -ENOSPC);
     assert_non_null(strstr(tp_err_msg(&err), "No space left on device"));
+    /* stopped by the bound (half the free space), before the disk filled */
+    assert_non_null(strstr(tp_err_msg(&err), "the tree may hold"));
     tp_err_clear(&err);
     assert_int_equal(count_tmp(layout), 0);
     _cleanup_free_ char *disk = xasprintf("%s/%s/%s.ext4", layout, OCI_ROOTFS_DIR, d.digest + 7);

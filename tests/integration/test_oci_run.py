@@ -288,7 +288,9 @@ class OciRun(harness.DaemonTest):
         self.d.cli("run", "-d", "--name", "long", "long:1")
         self.d.stop()
         self.d.start()
-        self.d.cli("exec", "long", "sh", "-c", "kill -TERM $(cat /run/wl.pid)")
+        # run -d returns once the agent is up; the workload writes its pid soon after (bounded)
+        self.d.cli("exec", "long", "sh", "-c", "for i in $(seq 300); do [ -s /run/wl.pid ] && "
+                   "break; sleep 0.1; done; kill -TERM $(cat /run/wl.pid)")
         self.d.wait_state("long", "Stopped", 60000)
         self.assertEqual(self.d.cli("wait", "long").stdout, b"42\n")
         _, inst = self.d.request("GET", "/v1/instances/long")

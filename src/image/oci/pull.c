@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -93,11 +94,19 @@ check_space(const char *layout_dir, const struct oci_desc *blobs, size_t n, stru
     struct statvfs sv;
     uint64_t need = 0, avail;
 
-    for (size_t i = 0; i < n; i++)
-        if (!oci_blob_exists(layout_dir, blobs[i].digest)) {
-            uint64_t sz = (uint64_t)blobs[i].size;
-            need = need > UINT64_MAX - sz ? UINT64_MAX : need + sz;
-        }
+    for (size_t i = 0; i < n; i++) {
+        const char *hex = oci_digest_hex(blobs[i].digest);
+        uint64_t sz = (uint64_t)blobs[i].size;
+        struct stat st;
+        if (oci_blob_exists(layout_dir, blobs[i].digest))
+            continue;
+        /* what an interrupted pull kept is resumed, not fetched again */
+        _cleanup_free_ char *partial =
+            hex ? xasprintf("%s/ingest/%s.partial", layout_dir, hex) : NULL;
+        if (partial && stat(partial, &st) == 0 && (uint64_t)st.st_size <= sz)
+            sz -= (uint64_t)st.st_size;
+        need = need > UINT64_MAX - sz ? UINT64_MAX : need + sz;
+    }
     if (need == 0 || statvfs(layout_dir, &sv) < 0)
         return 0;
     avail = (uint64_t)sv.f_bavail * sv.f_frsize;

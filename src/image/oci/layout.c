@@ -553,6 +553,7 @@ oci_layout_gc(const char *dir, uint64_t *ret_freed, struct tp_err *err)
     uint64_t freed = 0;
     struct dirent *de;
     size_t n = 0;
+    bool unsure = false;
     DIR *d;
     int r;
 
@@ -574,14 +575,22 @@ oci_layout_gc(const char *dir, uint64_t *ret_freed, struct tp_err *err)
         if (v[i].index_digest)
             strset_add(&keep, v[i].index_digest);
         if (oci_blob_read(dir, v[i].manifest.digest, MANIFEST_MAX, &data, &len, NULL) < 0 ||
-            oci_manifest_parse(data, len, &m, NULL) < 0)
+            oci_manifest_parse(data, len, &m, NULL) < 0) {
+            /* a listed image whose manifest cannot be read (corrupt, or a read error) may
+             * reference any blob: collect nothing until it is removed */
+            unsure = true;
             continue;
+        }
         strset_add(&keep, m.config.digest);
         for (size_t k = 0; k < m.n_layers; k++)
             strset_add(&keep, m.layers[k].digest);
         oci_manifest_free(&m);
     }
     oci_images_free(v, n);
+    if (unsure) {
+        strset_done(&keep);
+        goto done;
+    }
 
     d = opendir(bdir);
     if (!d) {

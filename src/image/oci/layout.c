@@ -574,13 +574,16 @@ oci_layout_gc(const char *dir, uint64_t *ret_freed, struct tp_err *err)
         strset_add(&keep, v[i].manifest.digest);
         if (v[i].index_digest)
             strset_add(&keep, v[i].index_digest);
-        if (oci_blob_read(dir, v[i].manifest.digest, MANIFEST_MAX, &data, &len, NULL) < 0 ||
-            oci_manifest_parse(data, len, &m, NULL) < 0) {
+        r = oci_blob_read(dir, v[i].manifest.digest, MANIFEST_MAX, &data, &len, NULL);
+        if (r < 0 && r != -ENOENT && r != -EINVAL) {
             /* a listed image whose manifest cannot be read (corrupt, or a read error) may
              * reference any blob: collect nothing until it is removed */
             unsure = true;
             continue;
         }
+        /* gone, or read but of a kind torpor does not run: it names nothing to keep */
+        if (r < 0 || oci_manifest_parse(data, len, &m, NULL) < 0)
+            continue;
         strset_add(&keep, m.config.digest);
         for (size_t k = 0; k < m.n_layers; k++)
             strset_add(&keep, m.layers[k].digest);

@@ -33,6 +33,13 @@
 static const char *kernel;
 static char *tmpdir;
 static char *initrd;
+/* Every VMM launched, so that a failed assertion (which skips a test's own cleanup) leaves no
+ * QEMU running: the suite teardown kills those still alive. */
+static struct {
+    pid_t pid;
+    uint64_t start;
+} launched[16];
+static size_t n_launched;
 
 struct inst {
     char *dir, *mem, *qmp, *agent, *console, *vmm;
@@ -112,6 +119,9 @@ static int
 suite_teardown(void **state)
 {
     (void)state;
+    for (size_t k = 0; k < n_launched; k++)
+        if (proc_is_alive(launched[k].pid, launched[k].start))
+            kill(launched[k].pid, SIGKILL);
     fs_rm_rf(tmpdir, NULL);
     free(tmpdir);
     free(initrd);
@@ -164,6 +174,8 @@ launch(struct inst *in)
         fprintf(stderr, "launch: %s\n", tp_err_msg(&err));
     assert_int_equal(r, 0);
     assert_non_null(vm);
+    if (n_launched < sizeof(launched) / sizeof(launched[0]))
+        launched[n_launched++] = (typeof(launched[0])){ vm->pid, vm->start_time };
     tp_err_clear(&err);
     return vm;
 }

@@ -173,6 +173,50 @@ inst_drop_vmm(struct inst *i)
     inst_net_detach(i->m, i);
 }
 
+void
+inst_end_vmm(struct inst *i)
+{
+    if (!i->vm)
+        return;
+    if (!hv_exited(i->vm) && hv_has_cap(i->vm->drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN))
+        hv_shutdown(i->vm, VMM_SHUTDOWN_TIMEOUT_MS, NULL);
+    if (!hv_exited(i->vm))
+        hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
+    inst_drop_vmm(i);
+}
+
+int
+inst_vmm_from_snapshot(struct inst_manager *m, struct inst *i, const char *snap_dir,
+                       struct hv_phase_sink phases, struct trace *t, struct tp_err *err)
+{
+    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
+    const struct hv_restore_opts ro = {
+        .snap_dir = snap_dir,
+        .resume_on_load = true,
+        .phases = phases,
+    };
+    struct hv_vm_spec spec;
+    bool resumed = false;
+
+    inst_spec(m, i, &spec);
+    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
+    int r = inst_nic_open(m, i, &spec, &nic, err);
+    if (r < 0)
+        return r;
+    r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, err);
+    if (r < 0)
+        return r;
+    monitor_watch(m->mon, i->id, i->vm);
+    /* The driver recorded the new VMM before it ran (one that cannot is recorded here). */
+    r = inst_vmm_recorded(m, i, err);
+    if (r >= 0 && !resumed) {
+        r = hv_resume(i->vm, err);
+        if (r >= 0 && t)
+            trace_phase(t, "resume_vm");
+    }
+    return r;
+}
+
 int
 inst_agent_connect(struct inst_manager *m, struct inst *i, int timeout_ms, struct tp_err *err)
 {

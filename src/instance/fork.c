@@ -173,8 +173,6 @@ child_start(void *arg)
     struct child *c = arg;
     struct inst *i = c->i;
     const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
-    struct hv_vm_spec spec;
-    bool resumed = false;
 
     trace_phase(&c->t, "wait_source"); /* siblings' disks and the source's restart */
     if (c->standby) {
@@ -187,36 +185,17 @@ child_start(void *arg)
         return NULL;
     }
 
-    const struct hv_restore_opts ro = {
-        .snap_dir = c->tdir,
-        .resume_on_load = true,
-        .phases = { .mark = mark_phase, .ctx = &c->t },
-    };
     c->r = inst_cmdline(i, &i->cmdline, &c->err);
     if (c->r >= 0)
         c->r = inst_failpoint(i, "fork.child", &c->err);
     if (c->r < 0)
         return NULL;
-    inst_spec(c->m, i, &spec);
     /* The child's own TAP and MAC; the guest still has its parent's address and MAC (they
      * are in the device state) until it applies its identity. */
-    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
-    c->r = inst_nic_open(c->m, i, &spec, &nic, &c->err);
+    const struct hv_phase_sink marks = { .mark = mark_phase, .ctx = &c->t };
+    c->r = inst_vmm_from_snapshot(c->m, i, c->tdir, marks, &c->t, &c->err);
     if (c->r < 0)
         return NULL;
-    c->r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, &c->err);
-    if (c->r < 0)
-        return NULL;
-    monitor_watch(c->m->mon, i->id, i->vm);
-    c->r = inst_vmm_recorded(c->m, i, &c->err);
-    if (c->r < 0)
-        return NULL;
-    if (!resumed) {
-        c->r = hv_resume(i->vm, &c->err);
-        if (c->r < 0)
-            return NULL;
-        trace_phase(&c->t, "resume_vm");
-    }
     c->r = inst_transition(c->m, i, INST_RUNNING, &c->err);
     if (c->r < 0)
         return NULL;
@@ -414,45 +393,17 @@ freeze_standby(struct inst *src, const struct hv_driver *drv, const char *tdir,
  * template (like its children) or, rolling back, its previous memory. Once its old VMM is
  * gone only tdir holds the guest. */
 static int
-restore_source(struct inst_manager *m, struct inst *src, const struct hv_driver *drv,
-               const char *tdir, struct tp_err *err)
+restore_source(struct inst_manager *m, struct inst *src, const char *tdir, struct tp_err *err)
 {
-    struct hv_vm_spec spec;
-    bool resumed = false;
-    int r;
-
-    if (src->vm) {
-        if (!hv_exited(src->vm) && hv_has_cap(drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN))
-            hv_shutdown(src->vm, VMM_SHUTDOWN_TIMEOUT_MS, NULL);
-        if (!hv_exited(src->vm))
-            hv_kill(src->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(src);
-    }
+    inst_end_vmm(src);
     /* No journal write: recovery reads which memory a source VMM maps from its template
      * ref, and restores from tdir when it finds none. */
     inst_crashpoint(src, "fork.source_stopped");
     /* A base only serves the VMM that loaded it (and the template's snapshot reset what a
      * diff onto it would rely on): this one loads the template. */
     fs_rm_rf(src->paths.snap_base, NULL);
-    const struct hv_restore_opts ro = {
-        .snap_dir = tdir,
-        .resume_on_load = true,
-    };
-    inst_spec(m, src, &spec);
-    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
-    r = inst_nic_open(m, src, &spec, &nic, err);
-    if (r < 0)
-        return r;
-    r = hv_restore(drv, &spec, &ro, &src->vm, &resumed, err);
-    if (r < 0)
-        return r;
-    monitor_watch(m->mon, src->id, src->vm);
-    /* Running throughout, so no transition records the new VMM: the driver recorded it before
-     * it ran (a driver that cannot is recorded here). */
-    r = inst_vmm_recorded(m, src, err);
-    if (r >= 0 && !resumed)
-        r = hv_resume(src->vm, err);
-    return r;
+    /* Running throughout, so no transition records the new VMM: the start does. */
+    return inst_vmm_from_snapshot(m, src, tdir, (struct hv_phase_sink){ 0 }, NULL, err);
 }
 
 /* Put the source back onto the memory it had before the fork (its template ref). */
@@ -643,7 +594,7 @@ inst_fork(struct inst_manager *m, const char *ref, const struct inst_fork_req *q
     source_moved = true;
     inst_crashpoint(src, "fork.source_moved");
     if (j.was_running) {
-        r = restore_source(m, src, drv, tdir, err);
+        r = restore_source(m, src, tdir, err);
         if (r < 0)
             goto rollback;
         source_restored = true;
@@ -714,7 +665,7 @@ rollback:
         /* Back onto the memory it had; the template dies with this fork. */
         source_memory_back(src, &j);
         struct tp_err e = { 0 };
-        if (j.was_running && restore_source(m, src, drv, tdir, &e) < 0) {
+        if (j.was_running && restore_source(m, src, tdir, &e) < 0) {
             log_error("instance=%s op=fork: source lost during rollback: %s", src->id,
                       tp_err_msg(&e));
             if (src->vm)
@@ -821,7 +772,7 @@ fork_recover(struct inst_manager *m, struct inst *i)
     if (j.was_running && !i->vm && i->rec->state != INST_UNKNOWN) {
         if (drv && fs_exists(tdir)) {
             source_memory_back(i, &j);
-            if (restore_source(m, i, drv, tdir, &e) < 0 && i->vm) {
+            if (restore_source(m, i, tdir, &e) < 0 && i->vm) {
                 hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
                 inst_drop_vmm(i);
             }

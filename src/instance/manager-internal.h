@@ -173,6 +173,14 @@ int inst_kill_recorded_vmm(struct inst *i, struct tp_err *err);
 void inst_kill_vmm(struct inst *i);
 /* Drop the VMM handle and agent connection (the process must be gone or abandoned). */
 void inst_drop_vmm(struct inst *i);
+/* End i's VMM now to restart it elsewhere: a bounded clean exit where the VMM has one, else
+ * SIGKILL; then drop it. No guest sync: its state lives on in a snapshot or template. */
+void inst_end_vmm(struct inst *i);
+/* Start i's VMM from snap_dir (a snapshot or fork template), with its NIC, watched and
+ * recorded, its guest running. phases gets the restore's marks; a resume the load did not do
+ * is marked "resume_vm" in t (NULL: not marked). On failure no VMM of this start runs. */
+int inst_vmm_from_snapshot(struct inst_manager *m, struct inst *i, const char *snap_dir,
+                           struct hv_phase_sink phases, struct trace *t, struct tp_err *err);
 /* Start reading the working set recorded in snap_dir into the page cache (restore.c); NULL when
  * there is none to use (missing, stale or corrupt: logged at debug). */
 struct snap_prefetch *inst_prefetch_start(struct inst *i, const char *snap_dir);

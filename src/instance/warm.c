@@ -257,35 +257,18 @@ mark_phase(void *ctx, const char *phase)
 int
 warm_start(struct inst_manager *m, struct inst *i, struct trace *t, struct tp_err *err)
 {
-    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
     char tid[INST_ID_LEN + 1];
-    struct hv_vm_spec spec;
-    bool resumed = false;
     int r;
 
     if (inst_template_get(i, tid) <= 0)
         return tp_err_set(err, -ENOENT, "no template for '%s'", i->rec->name);
     _cleanup_free_ char *tdir = paths_template_dir(m->data_dir, tid);
-    const struct hv_restore_opts ro = {
-        .snap_dir = tdir,
-        .resume_on_load = true,
-        .phases = { .mark = mark_phase, .ctx = t },
-    };
     r = inst_cmdline(i, &i->cmdline, err);
     if (r < 0)
         return r;
-    inst_spec(m, i, &spec);
-    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
-    r = inst_nic_open(m, i, &spec, &nic, err);
-    if (r < 0)
-        return r;
-    r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, err);
-    if (r < 0)
+    r = inst_vmm_from_snapshot(m, i, tdir, (struct hv_phase_sink){ mark_phase, t }, NULL, err);
+    if (r < 0 && !i->vm)
         return tp_err_wrap(err, "start from template %s", tid);
-    monitor_watch(m->mon, i->id, i->vm);
-    r = inst_vmm_recorded(m, i, err);
-    if (r >= 0 && !resumed)
-        r = hv_resume(i->vm, err);
     if (r >= 0) {
         inst_crashpoint(i, "run.warm_started");
         /* Its own phase: the guest's agent answering again, apart from applying the identity. */
@@ -328,32 +311,9 @@ warm_fallback(struct inst_manager *m, struct inst *i, const char *key, const cha
 static int
 restart_on(struct inst_manager *m, struct inst *i, const char *tdir, struct tp_err *err)
 {
-    const struct hv_driver *drv = hv_driver_find(i->rec->cfg.hypervisor);
-    struct hv_vm_spec spec;
-    bool resumed = false;
-    int r;
-
-    if (i->vm) {
-        if (!hv_exited(i->vm) && hv_has_cap(drv, HV_CAP_GRACEFUL_VMM_SHUTDOWN))
-            hv_shutdown(i->vm, VMM_SHUTDOWN_TIMEOUT_MS, NULL);
-        if (!hv_exited(i->vm))
-            hv_kill(i->vm, VMM_KILL_TIMEOUT_MS, NULL);
-        inst_drop_vmm(i);
-    }
+    inst_end_vmm(i);
     inst_crashpoint(i, "run.template_stopped");
-    const struct hv_restore_opts ro = { .snap_dir = tdir, .resume_on_load = true };
-    inst_spec(m, i, &spec);
-    _cleanup_(inst_nic_close) struct inst_nic nic = INST_NIC_INIT;
-    r = inst_nic_open(m, i, &spec, &nic, err);
-    if (r < 0)
-        return r;
-    r = hv_restore(drv, &spec, &ro, &i->vm, &resumed, err);
-    if (r < 0)
-        return r;
-    monitor_watch(m->mon, i->id, i->vm);
-    r = inst_vmm_recorded(m, i, err);
-    if (r >= 0 && !resumed)
-        r = hv_resume(i->vm, err);
+    int r = inst_vmm_from_snapshot(m, i, tdir, (struct hv_phase_sink){ 0 }, NULL, err);
     if (r >= 0)
         r = inst_agent_connect(m, i, AGENT_RECONNECT_TIMEOUT_MS, err);
     return r;
